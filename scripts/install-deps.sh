@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian package torchlens needs to build, test and benchmark.
+# Idempotent: packages already present are left alone; safe to run repeatedly.
+set -euo pipefail
+
+packages=(
+  g++ pkg-config meson ninja-build cmake
+  libtorch-dev
+  libboost-graph-dev
+  librange-v3-dev
+  doctest-dev
+  libgraphviz-dev graphviz
+  python3 python3-torch python3-torchvision python3-numpy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,72 @@
+#pragma once
+/// \file
+/// Options of log_forward_pass, in LibTorch's fluent style:
+/// `LogOptions().save({"conv2d_1", "features.3"}).output_device(OutputDevice::cpu)`.
+
+#include <torch/arg.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torchlens {
+
+/// Which layers keep their activation.
+class SaveSpec {
+ public:
+  enum class Kind { all, none, keys };
+
+  /// Every layer (TorchLens's `layers_to_save="all"`). Saved by reference with
+  /// copy-on-write: no tensor is copied unless the model later mutates it.
+  static SaveSpec all() { return SaveSpec(Kind::all, {}); }
+  /// No activations: metadata only.
+  static SaveSpec none() { return SaveSpec(Kind::none, {}); }
+  /// Layers selected by key: full label (`conv2d_3_7`, `conv2d_3_7:2`), short
+  /// label (`conv2d_3`), module address (`features.3`, `features.3:2`), io address
+  /// (`input.0`, `output.0`), ordinal (`"5"`, `"-1"`), or a substring matching
+  /// several labels (`"relu"`: all of them). Resolved on a metadata-only pass; a
+  /// second pass then saves exactly those tensors.
+  static SaveSpec keys(std::vector<std::string> keys) {
+    return SaveSpec(Kind::keys, std::move(keys));
+  }
+  /// Parses the CLI form: `all`, `none`, or `KEY,KEY,...`.
+  static SaveSpec parse(const std::string& text);
+
+  SaveSpec() = default;
+  /* implicit */ SaveSpec(std::vector<std::string> k) : kind_(Kind::keys), keys_(std::move(k)) {}
+  /* implicit */ SaveSpec(std::initializer_list<std::string> k)
+      : kind_(Kind::keys), keys_(k) {}
+
+  Kind kind() const noexcept { return kind_; }
+  const std::vector<std::string>& keys() const noexcept { return keys_; }
+
+ private:
+  SaveSpec(Kind k, std::vector<std::string> keys) : kind_(k), keys_(std::move(keys)) {}
+  Kind kind_ = Kind::all;
+  std::vector<std::string> keys_;
+};
+
+/// Where saved copies live.
+enum class OutputDevice { same, cpu };
+
+/// Options for log_forward_pass (TorchLens §1.1).
+struct LogOptions {
+  /// Layers whose activations are kept (default: all).
+  TORCH_ARG(SaveSpec, save) = SaveSpec::all();
+  /// Keep saved activations on the model's device, or move them to the CPU.
+  TORCH_ARG(OutputDevice, output_device) = OutputDevice::same;
+  /// Detach saved activations from the autograd graph.
+  TORCH_ARG(bool, detach) = false;
+  /// Applied to each saved activation (its own ops are not logged).
+  TORCH_ARG(std::function<at::Tensor(const at::Tensor&)>, postfunc);
+  /// Seed for torch's generators before the forward pass; a random one is drawn
+  /// (and recorded in the log) when unset.
+  TORCH_ARG(std::optional<std::uint64_t>, seed);
+  /// Run the default pass pipeline (labels, recurrence, ...) on the graph.
+  TORCH_ARG(bool, postprocess) = true;
+};
+
+} // namespace torchlens

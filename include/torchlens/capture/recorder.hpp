@@ -1,0 +1,66 @@
+#pragma once
+/// \file
+/// The capture engine's narrow interface, used by the log_forward_pass templates.
+/// Everything that touches the dispatcher lives in src/capture/.
+
+#include <torchlens/capture/options.hpp>
+#include <torchlens/log/model_log.hpp>
+
+#include <ATen/core/ivalue.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::jit {
+struct Module;
+}
+
+namespace torchlens::detail {
+
+class Recorder;
+
+/// What capture needs to know about a model before it runs: its name, its
+/// parameters and buffers by address, its modules.
+struct ModelDescription {
+  struct NamedTensor {
+    std::string address;  ///< `layer1.0.conv1.weight`
+    at::Tensor tensor;
+  };
+  struct NamedModule {
+    std::string address;  ///< `layer1.0`
+    std::string type;     ///< `BasicBlock`
+  };
+  std::string name;
+  std::vector<NamedTensor> params;
+  std::vector<NamedTensor> buffers;
+  std::vector<NamedModule> modules;  ///< every submodule, root excluded
+  bool torchscript = false;          ///< module containment from the interpreter
+};
+
+ModelDescription describe(const torch::nn::Module& m);
+ModelDescription describe(const torch::jit::Module& m);
+
+/// The model's forward, run under capture. It receives the recorder so that
+/// drivers (Sequential) can announce module calls.
+using ForwardFn = std::function<c10::IValue(Recorder&)>;
+
+/// Runs `forward` once under capture (twice when a key list selects layers),
+/// applies the default pipeline, returns the log. `inputs` are the tensors
+/// handed to forward, with their addresses (`input.0`), in order.
+ModelLog run_logged(const ModelDescription& model,
+                    const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                    const ForwardFn& forward, const LogOptions& options);
+
+/// Module calls a driver makes visible (the C++ frontend has no hooks).
+void enter_module(Recorder& rec, const std::string& address, const std::string& type);
+void exit_module(Recorder& rec);
+
+/// `Conv2d` from `torch::nn::Conv2dImpl`.
+std::string module_type_name(const torch::nn::Module& m);
+
+} // namespace torchlens::detail

@@ -1,0 +1,153 @@
+#pragma once
+/// \file
+/// The model log: the captured graph (after the pass pipeline) plus the saved
+/// activations, indexed like TorchLens's ModelHistory.
+
+#include <torchlens/capture/options.hpp>
+#include <torchlens/graph/model_graph.hpp>
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace torchlens {
+
+class ModelLog;
+
+/// A view of one layer pass in a log: its metadata and, if saved, its activation.
+class LayerView {
+ public:
+  LayerView(const ModelLog& log, Vertex v) : log_(&log), v_(v) {}
+
+  const OpNode& node() const;
+  const OpNode* operator->() const { return &node(); }
+  Vertex vertex() const noexcept { return v_; }
+  const std::string& label() const { return node().label; }
+
+  /// True when the activation was saved.
+  bool has_activation() const;
+  /// The saved activation; throws (c10::Error) when it was not saved.
+  const at::Tensor& activation() const;
+
+  /// Labels of the parents, in argument order (one entry per edge).
+  std::vector<std::string> parents() const;
+  /// Labels of the children, in creation order (one entry per edge).
+  std::vector<std::string> children() const;
+  /// The innermost module address (`layer1.0.conv1`), or "" for none.
+  std::string module() const;
+  /// Module addresses this layer pass is an output of (`features.3:1`).
+  std::vector<std::string> module_outputs() const;
+
+ private:
+  const ModelLog* log_;
+  Vertex v_;
+};
+
+/// Model-level totals (TorchLens §2.1).
+struct ModelTotals {
+  std::int64_t num_tensors = 0;      ///< layer passes in the log
+  std::int64_t tensor_bytes = 0;     ///< their output sizes, summed
+  std::int64_t num_saved = 0;        ///< passes with a saved activation
+  std::int64_t saved_bytes = 0;      ///< bytes of the saved activations
+  std::int64_t num_param_tensors = 0;///< distinct parameter tensors used
+  std::int64_t num_params = 0;       ///< their elements (shared ones counted once)
+  std::int64_t param_bytes = 0;
+};
+
+/// Everything log_forward_pass returns.
+class ModelLog {
+ public:
+  ModelLog(ModelGraph graph, std::vector<at::Tensor> activations, LogOptions options);
+  ModelLog(ModelLog&&) noexcept;
+  ModelLog& operator=(ModelLog&&) noexcept;
+  ~ModelLog();
+
+  /// The graph (vertices in creation order, final labels): run Boost.Graph
+  /// algorithms on it directly.
+  const ModelGraph& graph() const noexcept { return graph_; }
+  const GraphInfo& info() const noexcept { return graph_[boost::graph_bundle]; }
+  const std::string& model_name() const noexcept { return info().model_name; }
+  const LogOptions& options() const noexcept { return options_; }
+
+  /// Number of layer passes.
+  std::size_t size() const noexcept { return boost::num_vertices(graph_); }
+  /// Lookup by any key (label, short label, `label:pass`, module address,
+  /// `addr:pass`, io address, ordinal as text). Unknown keys throw c10::Error
+  /// naming the closest keys.
+  LayerView operator[](std::string_view key) const { return at(key); }
+  LayerView operator[](std::int64_t ordinal) const;
+  LayerView at(std::string_view key) const;
+  /// True when `key` resolves to exactly one layer pass.
+  bool contains(std::string_view key) const;
+  /// All passes matched by a save key (a label without pass gives every pass,
+  /// a substring gives every match). Throws for keys matching nothing.
+  std::vector<Vertex> select(std::string_view key) const;
+  /// Every lookup key, mapped to its vertex.
+  const std::unordered_map<std::string, Vertex>& lookup_keys() const noexcept { return keys_; }
+  /// Lookup keys of one vertex, in TorchLens's order.
+  std::vector<std::string> keys_of(Vertex v) const;
+
+  /// Saved activation of a vertex (output nodes share their parent's), or an
+  /// undefined tensor when not saved.
+  const at::Tensor& activation(Vertex v) const;
+  /// Replaces the saved activations (used by the two-pass save and by extract).
+  void set_activations(std::vector<at::Tensor> by_id);
+  const std::vector<at::Tensor>& activations_by_id() const noexcept { return activations_; }
+
+  ModelTotals totals() const;
+  /// Layers that have a saved activation, in order.
+  std::vector<Vertex> saved_layers() const;
+  /// Vertices with a module pass exit: address → output vertices.
+  const std::unordered_map<std::string, std::vector<Vertex>>& module_outputs() const noexcept {
+    return module_outputs_;
+  }
+
+  class iterator;
+  iterator begin() const;
+  iterator end() const;
+
+  /// Summary in TorchLens's style (model, totals, structure, one line per layer).
+  friend std::ostream& operator<<(std::ostream& os, const ModelLog& log);
+
+ private:
+  void build_lookup();
+  Vertex resolve_or_throw(std::string_view key) const;
+
+  ModelGraph graph_;
+  std::vector<at::Tensor> activations_;  // by OpNode::id
+  LogOptions options_;
+  std::unordered_map<std::string, Vertex> keys_;
+  std::unordered_map<std::string, std::vector<Vertex>> module_outputs_;
+  std::vector<std::string> ordered_keys_;  // for suggestions
+};
+
+class ModelLog::iterator {
+ public:
+  using value_type = LayerView;
+  using difference_type = std::ptrdiff_t;
+  iterator() = default;
+  iterator(const ModelLog* log, Vertex v) : log_(log), v_(v) {}
+  LayerView operator*() const { return LayerView(*log_, v_); }
+  iterator& operator++() { ++v_; return *this; }
+  iterator operator++(int) { auto t = *this; ++v_; return t; }
+  friend bool operator==(const iterator& a, const iterator& b) { return a.v_ == b.v_; }
+
+ private:
+  const ModelLog* log_ = nullptr;
+  Vertex v_ = 0;
+};
+
+inline ModelLog::iterator ModelLog::begin() const { return iterator(this, 0); }
+inline ModelLog::iterator ModelLog::end() const { return iterator(this, size()); }
+
+/// `conv2d` from `aten::conv2d`, `maxpool2d` from `aten::max_pool2d`, `relu` from
+/// `aten::relu_`: TorchLens's layer type (lower case, underscores removed).
+std::string layer_type_of(std::string_view op_name);
+
+} // namespace torchlens

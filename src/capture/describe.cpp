@@ -1,0 +1,113 @@
+// Model descriptions (parameters, buffers, modules by address) for both kinds of
+// model, the Sequential driver, and the TorchScript entry point.
+
+#include "recorder.hpp"
+
+#include <torchlens/capture/log_forward_pass.hpp>
+
+#include <torch/csrc/jit/api/module.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+
+namespace torchlens {
+namespace detail {
+
+std::string module_type_name(const torch::nn::Module& m) {
+  std::string name = m.name();
+  if (const auto colon = name.rfind("::"); colon != std::string::npos) {
+    name = name.substr(colon + 2);
+  }
+  if (name.size() > 4 && name.compare(name.size() - 4, 4, "Impl") == 0) {
+    name.resize(name.size() - 4);
+  }
+  return name;
+}
+
+ModelDescription describe(const torch::nn::Module& m) {
+  ModelDescription d;
+  d.name = module_type_name(m);
+  for (const auto& p : m.named_parameters(/*recurse=*/true)) {
+    d.params.push_back({p.key(), p.value()});
+  }
+  for (const auto& b : m.named_buffers(/*recurse=*/true)) {
+    d.buffers.push_back({b.key(), b.value()});
+  }
+  for (const auto& sub : m.named_modules("", /*include_self=*/false)) {
+    d.modules.push_back({sub.key(), module_type_name(*sub.value())});
+  }
+  return d;
+}
+
+namespace {
+std::string jit_type_name(const torch::jit::Module& m) {
+  const auto& qual = m.type()->name();
+  return qual ? qual->name() : std::string("Module");
+}
+} // namespace
+
+ModelDescription describe(const torch::jit::Module& m) {
+  ModelDescription d;
+  d.name = jit_type_name(m);
+  d.torchscript = true;
+  for (const auto& p : m.named_parameters(/*recurse=*/true)) {
+    d.params.push_back({p.name, p.value});
+  }
+  for (const auto& b : m.named_buffers(/*recurse=*/true)) {
+    d.buffers.push_back({b.name, b.value});
+  }
+  for (const auto& sub : m.named_modules()) {
+    if (!sub.name.empty()) {
+      d.modules.push_back({sub.name, jit_type_name(sub.value)});
+    }
+  }
+  return d;
+}
+
+at::Tensor run_sequential(Recorder& rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
+                          at::Tensor x) {
+  const auto children = seq.named_children();
+  std::size_t i = 0;
+  for (auto& any : seq) {
+    const std::string address = prefix.empty() ? children[i].key() : prefix + "." + children[i].key();
+    const auto module = any.ptr();
+    rec.enter_module(address, module_type_name(*module));
+    if (auto* nested = dynamic_cast<torch::nn::SequentialImpl*>(module.get())) {
+      x = run_sequential(rec, *nested, address, x);
+    } else {
+      x = any.forward(x);
+    }
+    rec.exit_module();
+    ++i;
+  }
+  return x;
+}
+
+} // namespace detail
+
+ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
+                          const LogOptions& options) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const auto& in = inputs[i];
+    const std::string address = "input." + std::to_string(i);
+    if (in.isTensor()) {
+      tensors.emplace_back(address, in.toTensor());
+    } else if (in.isTensorList() || in.isList()) {
+      const auto& list = in.toListRef();
+      for (std::size_t j = 0; j < list.size(); ++j) {
+        if (list[j].isTensor()) tensors.emplace_back(address + "." + std::to_string(j), list[j].toTensor());
+      }
+    } else if (in.isTuple()) {
+      const auto& elems = in.toTupleRef().elements();
+      for (std::size_t j = 0; j < elems.size(); ++j) {
+        if (elems[j].isTensor()) tensors.emplace_back(address + "." + std::to_string(j), elems[j].toTensor());
+      }
+    }
+  }
+  TORCH_CHECK(model.find_method("forward").has_value(),
+              "torchlens: the TorchScript module has no forward method");
+  detail::ForwardFn forward = [&](detail::Recorder&) { return model.forward(inputs); };
+  return detail::run_logged(detail::describe(model), tensors, forward, options);
+}
+
+} // namespace torchlens

@@ -1,0 +1,117 @@
+// log_forward_pass's driver: describes the model, runs the capture (once, or
+// twice when a key list selects the layers to save), applies the default pass
+// pipeline and builds the log.
+
+#include "recorder.hpp"
+
+#include <torchlens/capture/log_forward_pass.hpp>
+#if __has_include(<torchlens/passes/all.hpp>)
+#include <torchlens/passes/all.hpp>
+#define TORCHLENS_HAVE_PASSES 1
+#endif
+
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/nn/module.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <optional>
+#include <random>
+#include <sstream>
+
+namespace torchlens {
+namespace detail {
+
+namespace {
+
+std::unique_ptr<Recorder> capture_once(
+    const ModelDescription& model, const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+    const ForwardFn& forward, const LogOptions& options, SavePolicy policy, std::uint64_t seed) {
+  auto rec = std::make_unique<Recorder>(model, options, std::move(policy));
+  for (const auto& [address, t] : inputs) {
+    rec->add_input(address, t);
+  }
+  torch::manual_seed(seed);
+  // The profiling executor would rewrite TorchScript graphs between runs;
+  // capture sees the plain graph, every run alike.
+  std::optional<torch::jit::GraphOptimizerEnabledGuard> plain_jit;
+  if (model.torchscript) {
+    plain_jit.emplace(false);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  c10::IValue out = rec->run(forward);
+  const auto t1 = std::chrono::steady_clock::now();
+  rec->set_returned(out);
+  rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  rec->graph[boost::graph_bundle].random_seed = seed;
+  return rec;
+}
+
+} // namespace
+
+ModelLog run_logged(const ModelDescription& model,
+                    const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                    const ForwardFn& forward, const LogOptions& options) {
+  const std::uint64_t seed = options.seed() ? *options.seed() : std::random_device{}();
+  const auto t0 = std::chrono::steady_clock::now();
+  SavePolicy first_policy;
+  if (options.save().kind() == SaveSpec::Kind::all) {
+    first_policy.mode = SavePolicy::Mode::all;
+  } else {
+    first_policy.mode = SavePolicy::Mode::none;
+  }
+  auto rec = capture_once(model, inputs, forward, options, first_policy, seed);
+  ModelGraph graph = std::move(rec->graph);
+  std::vector<at::Tensor> activations = std::move(rec->activations);
+  rec.reset();
+  if (options.postprocess()) {
+#ifdef TORCHLENS_HAVE_PASSES
+    run_default_pipeline(graph);
+#endif
+  }
+  auto& info = graph[boost::graph_bundle];
+  const double post_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() -
+      info.forward_time_ms;
+  info.logging_time_ms += std::max(0.0, post_ms);
+  ModelLog log(std::move(graph), std::move(activations), options);
+
+  if (options.save().kind() == SaveSpec::Kind::keys) {
+    // Resolve the keys on the labelled graph, then capture again saving exactly
+    // those tensors (TorchLens's two-pass strategy, without copying the rest).
+    SavePolicy policy;
+    policy.mode = SavePolicy::Mode::ids;
+    const ModelGraph& g = log.graph();
+    for (const auto& key : options.save().keys()) {
+      for (Vertex v : log.select(key)) {
+        if (g[v].kind == NodeKind::output) {
+          for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+            policy.ids.insert(g[boost::source(e, g)].id);
+          }
+        } else {
+          policy.ids.insert(g[v].id);
+        }
+      }
+    }
+    auto second = capture_once(model, inputs, forward, options, policy, seed);
+    ModelGraph raw = std::move(second->graph);
+    std::vector<at::Tensor> acts = std::move(second->activations);
+    // Ids are creation order, stable across captures of the same graph; check it
+    // is the same graph (ids trimmed as orphans in the first are simply unused).
+    for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+      const auto& n = g[v];
+      if (n.kind == NodeKind::output) continue;
+      TORCH_CHECK(n.id < boost::num_vertices(raw) && raw[n.id].op_name == n.op_name &&
+                      raw[n.id].shape == n.shape,
+                  "torchlens: the computational graph changed between the metadata pass and ",
+                  "the saving pass (data-dependent branch, or randomness the seed does not fix): ",
+                  "first difference at ", n.label, " (", n.op_name, ")");
+    }
+    log.set_activations(std::move(acts));
+  }
+  return log;
+}
+
+} // namespace detail
+} // namespace torchlens

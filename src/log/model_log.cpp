@@ -1,0 +1,434 @@
+// The model log: lookup keys (TorchLens §3), selection for saving, totals and
+// the printed summary.
+
+#include <torchlens/log/model_log.hpp>
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cctype>
+#include <iomanip>
+#include <map>
+#include <ostream>
+#include <set>
+#include <sstream>
+
+namespace torchlens {
+
+// ---------------------------------------------------------------------------
+// helpers
+
+std::string layer_type_of(std::string_view op_name) {
+  if (const auto colon = op_name.rfind("::"); colon != std::string_view::npos) {
+    op_name = op_name.substr(colon + 2);
+  }
+  std::string out;
+  out.reserve(op_name.size());
+  for (char c : op_name) {
+    if (c != '_') out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  return out;
+}
+
+SaveSpec SaveSpec::parse(const std::string& text) {
+  if (text == "all") return all();
+  if (text == "none" || text.empty()) return none();
+  std::vector<std::string> keys;
+  std::string cur;
+  for (char c : text) {
+    if (c == ',') {
+      if (!cur.empty()) keys.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(c);
+    }
+  }
+  if (!cur.empty()) keys.push_back(cur);
+  return SaveSpec::keys(std::move(keys));
+}
+
+namespace {
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string nice_bytes(std::int64_t bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << ' ' << units[u];
+  return os.str();
+}
+
+bool parse_int(std::string_view s, std::int64_t& out) {
+  if (s.empty()) return false;
+  std::size_t i = (s[0] == '-') ? 1 : 0;
+  if (i == s.size()) return false;
+  for (std::size_t j = i; j < s.size(); ++j) {
+    if (!std::isdigit(static_cast<unsigned char>(s[j]))) return false;
+  }
+  out = std::stoll(std::string(s));
+  return true;
+}
+
+bool frames_contain(const std::vector<ModuleFrame>& frames, const ModuleFrame& f) {
+  return std::any_of(frames.begin(), frames.end(), [&](const ModuleFrame& g) {
+    return g.address == f.address && g.pass == f.pass;
+  });
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------
+// LayerView
+
+const OpNode& LayerView::node() const { return log_->graph()[v_]; }
+
+bool LayerView::has_activation() const { return log_->activation(v_).defined(); }
+
+const at::Tensor& LayerView::activation() const {
+  const at::Tensor& t = log_->activation(v_);
+  TORCH_CHECK(t.defined(), "torchlens: layer ", node().label,
+              " has no saved activation (save it with LogOptions().save({\"", node().label,
+              "\"}))");
+  return t;
+}
+
+std::vector<std::string> LayerView::parents() const {
+  const auto& g = log_->graph();
+  std::vector<std::pair<std::pair<int, int>, std::string>> in;
+  for (auto e : boost::make_iterator_range(boost::in_edges(v_, g))) {
+    in.push_back({{g[e].arg_pos, g[e].list_index}, g[boost::source(e, g)].label});
+  }
+  std::stable_sort(in.begin(), in.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> out;
+  for (auto& p : in) out.push_back(std::move(p.second));
+  return out;
+}
+
+std::vector<std::string> LayerView::children() const {
+  const auto& g = log_->graph();
+  std::vector<std::pair<Vertex, std::string>> out_v;
+  for (auto e : boost::make_iterator_range(boost::out_edges(v_, g))) {
+    out_v.push_back({boost::target(e, g), g[boost::target(e, g)].label});
+  }
+  std::stable_sort(out_v.begin(), out_v.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> out;
+  for (auto& p : out_v) out.push_back(std::move(p.second));
+  return out;
+}
+
+std::string LayerView::module() const {
+  const auto& m = node().modules;
+  return m.empty() ? std::string() : m.back().address;
+}
+
+std::vector<std::string> LayerView::module_outputs() const {
+  std::vector<std::string> out;
+  for (const auto& [key, vs] : log_->module_outputs()) {
+    if (std::find(vs.begin(), vs.end(), v_) != vs.end()) out.push_back(key);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// ModelLog
+
+ModelLog::ModelLog(ModelGraph graph, std::vector<at::Tensor> activations, LogOptions options)
+    : graph_(std::move(graph)), activations_(std::move(activations)), options_(std::move(options)) {
+  activations_.resize(std::max(activations_.size(), info().next_id));
+  set_activations(std::move(activations_));
+  build_lookup();
+}
+
+ModelLog::ModelLog(ModelLog&&) noexcept = default;
+ModelLog& ModelLog::operator=(ModelLog&&) noexcept = default;
+ModelLog::~ModelLog() = default;
+
+const at::Tensor& ModelLog::activation(Vertex v) const {
+  static const at::Tensor undefined;
+  const OpNode& n = graph_[v];
+  if (n.kind == NodeKind::output) {
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, graph_))) {
+      return activation(boost::source(e, graph_));
+    }
+    return undefined;
+  }
+  return n.id < activations_.size() ? activations_[n.id] : undefined;
+}
+
+void ModelLog::set_activations(std::vector<at::Tensor> by_id) {
+  activations_ = std::move(by_id);
+  activations_.resize(std::max(activations_.size(), info().next_id));
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    graph_[v].has_saved_activation = activation(v).defined();
+  }
+}
+
+void ModelLog::build_lookup() {
+  keys_.clear();
+  module_outputs_.clear();
+  ordered_keys_.clear();
+  const auto n = static_cast<std::int64_t>(size());
+  auto add = [&](const std::string& key, Vertex v) {
+    if (key.empty()) return;
+    if (keys_.emplace(key, v).second) ordered_keys_.push_back(key);
+  };
+  // module outputs: a vertex leaves a module pass when one of its consumers is
+  // outside that pass (or it is returned from forward)
+  std::map<std::string, int> module_pass_count;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    const OpNode& node = graph_[v];
+    for (const auto& f : node.modules) {
+      module_pass_count[f.address] = std::max(module_pass_count[f.address], f.pass);
+      bool leaves = node.feeds_output;
+      for (auto e : boost::make_iterator_range(boost::out_edges(v, graph_))) {
+        if (!frames_contain(graph_[boost::target(e, graph_)].modules, f)) leaves = true;
+      }
+      if (leaves) module_outputs_[f.address + ":" + std::to_string(f.pass)].push_back(v);
+    }
+  }
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    const OpNode& node = graph_[v];
+    add(node.label, v);
+    add(node.label_short, v);
+    if (node.num_passes == 1) {
+      add(node.label_no_pass + ":1", v);
+      add(node.label_short_no_pass + ":1", v);
+    }
+    add(std::to_string(v), v);
+    add(std::to_string(static_cast<std::int64_t>(v) - n), v);
+    if (!node.io_address.empty()) {
+      if (node.kind == NodeKind::buffer) {
+        add(node.io_address + ":" + std::to_string(std::max(1, node.buffer_pass)), v);
+      } else {
+        add(node.io_address, v);
+      }
+    }
+  }
+  // bare buffer addresses for buffers read once
+  std::map<std::string, std::vector<Vertex>> buffers;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    if (graph_[v].kind == NodeKind::buffer) buffers[graph_[v].io_address].push_back(v);
+  }
+  for (const auto& [address, vs] : buffers) {
+    if (vs.size() == 1) add(address, vs.front());
+  }
+  for (const auto& [key, vs] : module_outputs_) {
+    add(key, vs.back());
+    const std::string address = key.substr(0, key.rfind(':'));
+    if (module_pass_count[address] == 1) add(address, vs.back());
+  }
+}
+
+std::vector<std::string> ModelLog::keys_of(Vertex v) const {
+  std::vector<std::string> out;
+  for (const auto& k : ordered_keys_) {
+    if (keys_.at(k) == v) out.push_back(k);
+  }
+  return out;
+}
+
+LayerView ModelLog::operator[](std::int64_t ordinal) const {
+  const auto n = static_cast<std::int64_t>(size());
+  TORCH_CHECK_INDEX(ordinal >= -n && ordinal < n, "torchlens: layer index ", ordinal,
+                    " is out of range for a log of ", n, " layers");
+  return LayerView(*this, static_cast<Vertex>(ordinal < 0 ? ordinal + n : ordinal));
+}
+
+bool ModelLog::contains(std::string_view key) const {
+  return keys_.count(std::string(key)) != 0;
+}
+
+LayerView ModelLog::at(std::string_view key) const { return LayerView(*this, resolve_or_throw(key)); }
+
+Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
+  const std::string key(key_view);
+  if (auto it = keys_.find(key); it != keys_.end()) return it->second;
+  std::int64_t ordinal = 0;
+  if (parse_int(key, ordinal)) return (*this)[ordinal].vertex();
+
+  // a layer or module with several passes, named without its pass
+  std::vector<Vertex> passes;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    const OpNode& n = graph_[v];
+    if (n.label_no_pass == key || n.label_short_no_pass == key) passes.push_back(v);
+  }
+  if (!passes.empty()) {
+    TORCH_CHECK_INDEX(false, "torchlens: layer ", key, " has ", passes.size(),
+                      " passes; specify one, e.g. ", key, ":2");
+  }
+  int module_passes = 0;
+  for (const auto& [k, vs] : module_outputs_) {
+    if (k.substr(0, k.rfind(':')) == key) ++module_passes;
+  }
+  if (module_passes > 1) {
+    TORCH_CHECK_INDEX(false, "torchlens: module ", key, " ran ", module_passes,
+                      " times; specify a pass, e.g. ", key, ":2");
+  }
+  // a unique substring of one label
+  std::vector<Vertex> matches;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    if (graph_[v].label.find(key) != std::string::npos) matches.push_back(v);
+  }
+  if (matches.size() == 1) return matches.front();
+  if (matches.size() > 1) {
+    std::ostringstream os;
+    for (std::size_t i = 0; i < std::min<std::size_t>(matches.size(), 8); ++i) {
+      os << (i ? ", " : "") << graph_[matches[i]].label;
+    }
+    TORCH_CHECK_INDEX(false, "torchlens: key '", key, "' is ambiguous: it matches ",
+                      matches.size(), " layers (", os.str(), matches.size() > 8 ? ", ..." : "",
+                      ")");
+  }
+  // nothing: suggest the nearest keys
+  std::vector<std::pair<std::size_t, std::string>> near;
+  for (const auto& k : ordered_keys_) {
+    if (!k.empty() && (std::isdigit(static_cast<unsigned char>(k[0])) || k[0] == '-')) continue;
+    near.emplace_back(edit_distance(key, k), k);
+  }
+  std::sort(near.begin(), near.end());
+  std::ostringstream os;
+  for (std::size_t i = 0; i < std::min<std::size_t>(near.size(), 3); ++i) {
+    os << (i ? ", " : "") << near[i].second;
+  }
+  TORCH_CHECK_INDEX(false, "torchlens: no layer matches '", key, "'",
+                    near.empty() ? std::string() : "; did you mean: " + os.str() + "?");
+  return 0;  // unreachable
+}
+
+std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
+  const std::string key(key_view);
+  std::vector<Vertex> out;
+  if (auto it = keys_.find(key); it != keys_.end()) return {it->second};
+  std::int64_t ordinal = 0;
+  if (parse_int(key, ordinal)) return {(*this)[ordinal].vertex()};
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    const OpNode& n = graph_[v];
+    if (n.label_no_pass == key || n.label_short_no_pass == key) out.push_back(v);
+  }
+  if (!out.empty()) return out;
+  for (const auto& [k, vs] : module_outputs_) {
+    if (k.substr(0, k.rfind(':')) == key) out.push_back(vs.back());
+  }
+  if (!out.empty()) {
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string lower = key;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    if (graph_[v].label.find(lower) != std::string::npos) out.push_back(v);
+  }
+  if (!out.empty()) return out;
+  resolve_or_throw(key);  // throws with suggestions
+  return out;
+}
+
+ModelTotals ModelLog::totals() const {
+  ModelTotals t;
+  std::set<std::string> params;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    const OpNode& n = graph_[v];
+    if (n.kind == NodeKind::output) continue;  // the producer already counts
+    ++t.num_tensors;
+    t.tensor_bytes += n.bytes;
+    const at::Tensor& a = activation(v);
+    if (a.defined()) {
+      ++t.num_saved;
+      t.saved_bytes += static_cast<std::int64_t>(a.nbytes());
+    }
+    for (const auto& p : n.params) {
+      if (params.insert(p.address).second) {
+        ++t.num_param_tensors;
+        t.num_params += p.numel;
+        t.param_bytes += p.bytes;
+      }
+    }
+  }
+  return t;
+}
+
+std::vector<Vertex> ModelLog::saved_layers() const {
+  std::vector<Vertex> out;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    if (activation(v).defined()) out.push_back(v);
+  }
+  return out;
+}
+
+std::ostream& operator<<(std::ostream& os, const ModelLog& log) {
+  const GraphInfo& info = log.info();
+  const ModelTotals t = log.totals();
+  const auto& g = log.graph();
+  int buffers = 0;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+    buffers += g[v].kind == NodeKind::buffer ? 1 : 0;
+  }
+  os << "Log of " << info.model_name << " forward pass:\n";
+  os << "\tRandom seed: " << info.random_seed << "\n";
+  os << std::fixed << std::setprecision(2);
+  os << "\tTime elapsed: " << info.forward_time_ms << " ms (" << info.logging_time_ms
+     << " ms spent logging)\n";
+  os << "\tStructure:\n";
+  if (info.is_recurrent) {
+    os << "\t\t- recurrent (at most " << info.max_recurrent_loops << " loops)\n";
+  } else {
+    os << "\t\t- purely feedforward, no recurrence\n";
+  }
+  os << "\t\t- " << (info.is_branching ? "with branching" : "no branching") << "\n";
+  os << "\t\t- " << (info.has_conditional ? "with conditional (if-then) branching"
+                                           : "no conditional (if-then) branching")
+     << "\n";
+  os << "\t\t- " << buffers << " buffer layers\n";
+  os << "\t\t- " << info.modules.size() << " total modules\n";
+  os << "\tTensor info:\n";
+  os << "\t\t- " << t.num_tensors << " total tensors (" << nice_bytes(t.tensor_bytes)
+     << ") computed in forward pass.\n";
+  os << "\t\t- " << t.num_saved << " tensors (" << nice_bytes(t.saved_bytes)
+     << ") with saved activations.\n";
+  os << "\tParameters: " << t.num_param_tensors << " parameter tensors (" << t.num_params
+     << " params total; " << nice_bytes(t.param_bytes) << ").\n";
+  if (!info.modules.empty()) {
+    os << "\tModule hierarchy:\n";
+    for (const auto& m : info.modules) {
+      const auto depth = static_cast<int>(std::count(m.address.begin(), m.address.end(), '.'));
+      os << "\t\t" << std::string(static_cast<std::size_t>(depth) * 2, ' ') << m.address << " ("
+         << m.type << (m.num_passes > 1 ? ", " + std::to_string(m.num_passes) + " passes" : "")
+         << ")\n";
+    }
+  }
+  os << "\tLayers (* = saved activation):\n";
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+    const OpNode& n = g[v];
+    os << "\t\t(" << v << ") " << n.label;
+    if (n.num_passes > 1) os << " (" << n.pass_num << "/" << n.num_passes << " passes)";
+    if (n.has_saved_activation) os << " *";
+    os << "\n";
+  }
+  os.unsetf(std::ios::fixed);
+  return os;
+}
+
+} // namespace torchlens

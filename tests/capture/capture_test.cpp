@@ -1,0 +1,286 @@
+// Capture-level tests: the raw graph as the recorder builds it (no passes), so a
+// failure here points at capture, not at post-processing.
+
+#include <torchlens/torchlens.hpp>
+
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <doctest/doctest.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace tl = torchlens;
+
+namespace {
+
+const auto kRaw = tl::LogOptions().postprocess(false).seed(0);
+
+std::vector<std::string> op_names(const tl::ModelLog& log) {
+  std::vector<std::string> out;
+  for (auto layer : log) out.push_back(layer->op_name);
+  return out;
+}
+
+std::vector<tl::Vertex> find(const tl::ModelLog& log, const std::string& op) {
+  std::vector<tl::Vertex> out;
+  for (auto layer : log) {
+    if (layer->op_name == op) out.push_back(layer.vertex());
+  }
+  return out;
+}
+
+std::vector<std::pair<tl::Vertex, int>> parents_of(const tl::ModelLog& log, tl::Vertex v) {
+  std::vector<std::pair<tl::Vertex, int>> out;
+  const auto& g = log.graph();
+  for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+    out.emplace_back(boost::source(e, g), g[e].arg_pos);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.second < b.second; });
+  return out;
+}
+
+bool capture_key_included() {
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::TESTING_ONLY_GenericMode);
+}
+
+struct LoopIfImpl : torch::nn::Module {
+  LoopIfImpl() : fc(register_module("fc", torch::nn::Linear(4, 4))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    for (int i = 0; i < 2; ++i) x = fc(x) + 1;
+    if (x.sum().item<float>() > 0) return torch::relu(x);
+    return torch::tanh(x);
+  }
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(LoopIf);
+
+struct InplaceImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) {
+    auto y = x * 2;
+    y.relu_();
+    return y + x;
+  }
+};
+TORCH_MODULE(Inplace);
+
+struct TwiceImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) { return x + x; }
+};
+TORCH_MODULE(Twice);
+
+struct NoiseImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) { return x + torch::rand_like(x) * 0 + torch::ones({3}); }
+};
+TORCH_MODULE(Noise);
+
+struct ThrowsImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) {
+    auto y = torch::relu(x);
+    TORCH_CHECK(false, "model failure on purpose");
+    return y;
+  }
+};
+TORCH_MODULE(Throws);
+
+torch::jit::Module nested_script() {
+  torch::jit::Module inner("Inner");
+  inner.register_parameter("w", torch::randn({4, 4}), false);
+  inner.define(R"(
+def forward(self, x):
+    return torch.relu(torch.matmul(x, self.w))
+)");
+  torch::jit::Module act("Act");
+  act.define(R"(
+def forward(self, x):
+    return torch.tanh(x)
+)");
+  torch::jit::Module outer("Outer");
+  outer.register_module("blk", inner);
+  outer.register_module("act", act);
+  outer.define(R"(
+def forward(self, x):
+    x = self.blk.forward(x)
+    x = self.act.forward(x)
+    x = self.act.forward(x)
+    y = x.clone()
+    y[0] = 1.0
+    return y + 1
+)");
+  return outer;
+}
+
+} // namespace
+
+TEST_CASE("C++ frontend: every top-level op, in order, with the branch taken") {
+  torch::manual_seed(0);
+  LoopIf model;
+  auto x = torch::randn({2, 4});
+  auto log = tl::log_forward_pass(model, x, kRaw);
+  const auto ops = op_names(log);
+  // LibTorch's C++ Linear is `addmm(bias, x, weight.t())`: two ops, as it runs.
+  REQUIRE(ops == std::vector<std::string>{"input", "aten::t", "aten::addmm", "aten::add",
+                                          "aten::t", "aten::addmm", "aten::add", "aten::sum",
+                                          "aten::item", ops.back()});
+  // the taken arm only
+  auto h = model->fc(model->fc(x) + 1) + 1;
+  CHECK(ops.back() == (h.sum().item<float>() > 0 ? "aten::relu" : "aten::tanh"));
+
+  const auto& g = log.graph();
+  // parameters are attributes of the op, with addresses and shapes
+  REQUIRE(g[1].params.size() == 1);
+  CHECK(g[1].params[0].address == "fc.weight");
+  CHECK(g[1].params[0].shape == std::vector<std::int64_t>{4, 4});
+  REQUIRE(g[2].params.size() == 1);
+  CHECK(g[2].params[0].address == "fc.bias");
+  // module from parameter ownership; the second call of fc is its second pass
+  REQUIRE(g[1].modules.size() == 1);
+  CHECK(g[1].modules[0] == tl::ModuleFrame{"fc", "Linear", 1});
+  CHECK(g[2].modules.at(0) == tl::ModuleFrame{"fc", "Linear", 1});
+  CHECK(g[4].modules.at(0) == tl::ModuleFrame{"fc", "Linear", 2});
+  CHECK(g[5].modules.at(0) == tl::ModuleFrame{"fc", "Linear", 2});
+  CHECK(g[3].modules.empty());  // `+ 1` is not attributable without hooks
+  CHECK_FALSE(g[3].module_observed);
+  // the scalar read is a node with its value
+  CHECK(g[8].is_scalar_read);
+  CHECK(g[8].shape.empty());
+  // edges: addmm <- t (arg 2), input (arg 1); add <- addmm
+  CHECK(parents_of(log, 2) == std::vector<std::pair<tl::Vertex, int>>{{0, 1}, {1, 2}});
+  CHECK(parents_of(log, 3) == std::vector<std::pair<tl::Vertex, int>>{{2, 0}});
+  CHECK(parents_of(log, 5) == std::vector<std::pair<tl::Vertex, int>>{{3, 1}, {4, 2}});
+  // activations equal an independent computation
+  CHECK(torch::equal(log.activation(1), model->fc->weight.t()));
+  CHECK(torch::allclose(log.activation(2), model->fc(x)));
+  CHECK(torch::allclose(log.activation(6), h));
+  CHECK(log.activation(8).item<float>() == doctest::Approx(h.sum().item<float>()));
+}
+
+TEST_CASE("in-place ops: a new node, later uses link to it, the earlier value is kept") {
+  Inplace model;
+  auto x = torch::randn({3, 3});
+  auto log = tl::log_forward_pass(model, x, kRaw);
+  const auto ops = op_names(log);
+  REQUIRE(ops == std::vector<std::string>{"input", "aten::mul", "aten::relu_", "aten::add"});
+  const auto& g = log.graph();
+  CHECK(g[2].is_inplace);
+  CHECK_FALSE(g[1].is_inplace);
+  // pre-mutation value of mul survives relu_
+  CHECK(torch::equal(log.activation(1), x * 2));
+  CHECK(torch::equal(log.activation(2), torch::relu(x * 2)));
+  // add consumes the relu_ node (arg 0) and the input (arg 1)
+  CHECK(parents_of(log, 3) == std::vector<std::pair<tl::Vertex, int>>{{2, 0}, {0, 1}});
+}
+
+TEST_CASE("the same tensor passed twice gives two edges") {
+  Twice model;
+  auto log = tl::log_forward_pass(model, torch::randn({2}), kRaw);
+  REQUIRE(log.size() == 2);
+  CHECK(parents_of(log, 1) == std::vector<std::pair<tl::Vertex, int>>{{0, 0}, {0, 1}});
+  CHECK(log.graph()[boost::in_edges(1, log.graph()).first->m_source].kind == tl::NodeKind::input);
+}
+
+TEST_CASE("factory ops inside the model are internally generated") {
+  Noise model;
+  auto log = tl::log_forward_pass(model, torch::randn({3}), kRaw);
+  auto rand = find(log, "aten::rand_like");
+  auto ones = find(log, "aten::ones");
+  REQUIRE(rand.size() == 1);
+  REQUIRE(ones.size() == 1);
+  CHECK_FALSE(log.graph()[rand[0]].is_internally_generated);  // rand_like reads x
+  CHECK(log.graph()[ones[0]].is_internally_generated);
+  CHECK(log.graph()[ones[0]].shape == std::vector<std::int64_t>{3});
+  CHECK(torch::equal(log.activation(ones[0]), torch::ones({3})));
+}
+
+TEST_CASE("TorchScript: module addresses, types and passes come from the interpreter") {
+  auto model = nested_script();
+  auto x = torch::randn({2, 4});
+  auto log = tl::log_forward_pass(model, {x}, kRaw);
+  const auto& g = log.graph();
+  auto matmul = find(log, "aten::matmul");
+  auto tanh = find(log, "aten::tanh");
+  REQUIRE(matmul.size() == 1);
+  REQUIRE(tanh.size() == 2);
+  REQUIRE(g[matmul[0]].modules.size() == 1);
+  CHECK(g[matmul[0]].modules[0] == tl::ModuleFrame{"blk", "Inner", 1});
+  CHECK(g[matmul[0]].params.at(0).address == "blk.w");
+  CHECK(g[tanh[0]].modules.at(0) == tl::ModuleFrame{"act", "Act", 1});
+  CHECK(g[tanh[1]].modules.at(0) == tl::ModuleFrame{"act", "Act", 2});
+  // x[0] = 1.0 is select + copy_; the later use of y links to copy_
+  auto copy = find(log, "aten::copy_");
+  auto add = find(log, "aten::add");
+  REQUIRE(copy.size() == 1);
+  REQUIRE(add.size() == 1);
+  CHECK(g[copy[0]].is_inplace);
+  CHECK(parents_of(log, add[0]).at(0).first == copy[0]);
+  // the clone's saved value is from before the write
+  auto clone = find(log, "aten::clone");
+  REQUIRE(clone.size() == 1);
+  auto expected = torch::tanh(torch::tanh(torch::relu(torch::matmul(x, model.attr("blk").toModule().attr("w").toTensor()))));
+  CHECK(torch::allclose(log.activation(clone[0]), expected));
+  CHECK(torch::allclose(log.activation(add[0]), model.forward({x}).toTensor()));
+  CHECK(log.info().model_name == "Outer");
+}
+
+TEST_CASE("Sequential children are addressed by their registered names") {
+  torch::nn::Sequential seq(torch::nn::Linear(3, 4), torch::nn::ReLU(), torch::nn::Linear(4, 2));
+  auto log = tl::log_forward_pass(seq, torch::randn({1, 3}), kRaw);
+  const auto& g = log.graph();
+  REQUIRE(log.size() == 6);  // input, t, addmm, relu, t, addmm
+  CHECK(g[1].modules.at(0) == tl::ModuleFrame{"0", "Linear", 1});
+  CHECK(g[2].modules.at(0) == tl::ModuleFrame{"0", "Linear", 1});
+  CHECK(g[3].modules.at(0) == tl::ModuleFrame{"1", "ReLU", 1});
+  CHECK(g[3].module_observed);
+  CHECK(g[5].modules.at(0) == tl::ModuleFrame{"2", "Linear", 1});
+}
+
+TEST_CASE("buffers are nodes with their addresses") {
+  torch::nn::Sequential seq(torch::nn::BatchNorm1d(3));
+  seq->eval();
+  auto x = torch::randn({4, 3});
+  auto log = tl::log_forward_pass(seq, x, kRaw);
+  std::vector<std::string> buffers;
+  for (auto layer : log) {
+    if (layer->kind == tl::NodeKind::buffer) buffers.push_back(layer->io_address);
+  }
+  CHECK(buffers == std::vector<std::string>{"0.running_mean", "0.running_var"});
+  auto bn = find(log, "aten::batch_norm");
+  REQUIRE(bn.size() == 1);
+  CHECK(torch::allclose(log.activation(bn[0]), seq->forward(x)));
+}
+
+TEST_CASE("logging leaves no trace, also when the model throws") {
+  torch::manual_seed(1);
+  LoopIf model;
+  auto x = torch::randn({2, 4});
+  auto before = model->forward(x);
+  { auto log = tl::log_forward_pass(model, x, kRaw); }
+  CHECK_FALSE(capture_key_included());
+  CHECK(torch::equal(model->forward(x), before));
+
+  Throws bad;
+  CHECK_THROWS_WITH_AS(tl::log_forward_pass(bad, x, kRaw), doctest::Contains("on purpose"),
+                       c10::Error);
+  CHECK_FALSE(capture_key_included());
+  CHECK(torch::equal(model->forward(x), before));
+}
+
+TEST_CASE("save options: none, detach, cpu, postfunc") {
+  LoopIf model;
+  auto x = torch::randn({2, 4});
+  auto none = tl::log_forward_pass(model, x, tl::LogOptions(kRaw).save(tl::SaveSpec::none()));
+  CHECK(none.saved_layers().empty());
+  CHECK(none.size() == 10);
+  auto post = tl::log_forward_pass(
+      model, x, tl::LogOptions(kRaw).postfunc([](const at::Tensor& t) { return t.mean(); }));
+  CHECK(post.activation(2).dim() == 0);
+  CHECK(post.activation(2).item<float>() == doctest::Approx(model->fc(x).mean().item<float>()));
+  auto cpu_detached =
+      tl::log_forward_pass(model, x, tl::LogOptions(kRaw).detach(true).output_device(tl::OutputDevice::cpu));
+  CHECK_FALSE(cpu_detached.activation(2).requires_grad());
+  CHECK(cpu_detached.activation(2).device().is_cpu());
+  CHECK(torch::allclose(cpu_detached.activation(2), model->fc(x)));
+  CHECK(post.size() == 10);  // the postfunc's own ops are not logged
+}

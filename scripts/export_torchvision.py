@@ -19,11 +19,13 @@ For each NAME (default: resnet18 googlenet mobilenet_v2 densenet121) writes
                        "seconds": export time}
 
 The expected counts are computed independently of torchlens: module_calls from
-forward hooks on the eager model, op_counts from the frozen TorchScript graph. Existing outputs are kept
-(cache): delete OUTDIR/NAME.* to re-export. Needs only the standard library,
-torch and torchvision; never downloads weights.
+forward hooks on the eager model, op_counts from the frozen TorchScript graph.
+Existing outputs are kept (cache) unless this script changed since; delete
+OUTDIR/NAME.* to re-export. Needs only the standard library, torch and
+torchvision; never downloads weights.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -111,9 +113,25 @@ def static_op_counts(exported):
     return dict(sorted(counts.items())), in_blocks
 
 
+def script_hash():
+    with open(os.path.abspath(__file__), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def cached(paths):
+    """True when a complete export by this version of the script exists."""
+    if not all(os.path.exists(p) for p in paths):
+        return False
+    try:
+        with open(paths[2]) as f:
+            return json.load(f).get("script") == script_hash()
+    except (OSError, ValueError):
+        return False
+
+
 def export(outdir, name):
     paths = [os.path.join(outdir, name + ext) for ext in (".pt", ".ref.pt", ".json")]
-    if all(os.path.exists(p) for p in paths):
+    if cached(paths):
         print(f"{name}: cached")
         return
     start = time.time()
@@ -148,6 +166,7 @@ def export(outdir, name):
     exported.save(paths[0])
     torch.jit.script(Reference(x, y)).save(paths[1])
     info["seconds"] = round(time.time() - start, 2)
+    info["script"] = script_hash()
     tmp = paths[2] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(info, f, indent=1, sort_keys=True)

@@ -1,0 +1,105 @@
+// Cost of log_forward_pass relative to the plain forward pass, in the same run:
+// (a) metadata only, (b) every activation saved. Models: TorchScript exports of
+// torchvision's resnet18 and googlenet (random weights, 1x3x224x224) and the
+// C++-frontend demo model. Usage: capture_overhead MODEL_DIR [REPS]
+// (MODEL_DIR from scripts/export_torchvision.py).
+
+#include "../src/cli/demo_model.hpp"
+
+#include <torchlens/torchlens.hpp>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace tl = torchlens;
+
+namespace {
+
+double median_ms(int reps, const std::function<void()>& f) {
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+/// Peak resident memory of the process so far (VmHWM).
+double peak_rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return static_cast<double>(std::stol(line.substr(6))) / 1e3;
+  }
+  return 0;
+}
+
+void report(const std::string& name, int reps, const std::function<void()>& plain,
+            const std::function<tl::ModelLog(tl::LogOptions)>& logged) {
+  for (int i = 0; i < 2; ++i) {  // warm up every path
+    plain();
+    (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none()));
+    (void)logged(tl::LogOptions().seed(0));
+  }
+  // interleave the three so drift hits them alike
+  std::vector<double> tp, tn, ta;
+  for (int i = 0; i < reps; ++i) {
+    tp.push_back(median_ms(1, plain));
+    tn.push_back(median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none())); }));
+    ta.push_back(median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0)); }));
+  }
+  auto med = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double p = med(tp), n = med(tn), a = med(ta);
+  auto log = logged(tl::LogOptions().seed(0));
+  const auto totals = log.totals();
+  std::cout << std::fixed << std::setprecision(2) << "| " << name << " | " << log.size() << " | "
+            << p << " | " << n << " | " << n / p << "x | " << a << " | " << a / p << "x | "
+            << totals.saved_bytes / 1e6 << " MB | " << (after - before) / 1e3 << " MB |\n";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: capture_overhead MODEL_DIR [REPS]\n";
+    return 2;
+  }
+  const std::string dir = argv[1];
+  const int reps = argc > 2 ? std::stoi(argv[2]) : 15;
+  torch::NoGradGuard no_grad;  // inference, as a feature extractor runs
+  std::cout << "threads: " << at::get_num_threads() << ", reps: " << reps << " (medians)\n\n";
+  std::cout << "| model | layers | plain ms | metadata ms | (a) ratio | all saved ms | (b) ratio "
+               "| all tensors | held by log | peak RSS so far |\n"
+            << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const std::string name : {"resnet18", "googlenet"}) {
+    auto model = torch::jit::load(dir + "/" + name + ".pt");
+    model.eval();
+    torch::manual_seed(0);
+    std::vector<c10::IValue> in{torch::randn({1, 3, 224, 224})};
+    report(name + " (TorchScript, 1x3x224x224)", reps, [&] { (void)model.forward(in); },
+           [&](tl::LogOptions o) { return tl::log_forward_pass(model, in, o); });
+  }
+  {
+    torch::manual_seed(0);
+    tl::cli::DemoNet demo;
+    demo->eval();
+    auto x = torch::randn({8, 3, 64, 64});
+    report("demo (C++ frontend, 8x3x64x64)", reps, [&] { (void)demo->forward(x); },
+           [&](tl::LogOptions o) { return tl::log_forward_pass(demo, x, o); });
+  }
+  return 0;
+}

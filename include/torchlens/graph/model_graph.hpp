@@ -91,6 +91,7 @@ struct OpNode {
   // ---- filled in by passes ----
   bool is_output_ancestor = false;
   bool has_input_ancestor = false;
+  bool is_internally_terminated = false; ///< childless, not returned, descends from an input
   bool is_terminal_bool = false;    ///< dead-end scalar read deciding an `if`
   bool in_cond_branch = false;      ///< part of the computation of an `if` condition
   int min_distance_from_input = -1, max_distance_from_input = -1;

@@ -1,0 +1,267 @@
+#pragma once
+/// \file
+/// PassContext: the run-time state shared by the passes of one pipeline run —
+/// lazily computed analyses cached by type (LLVM's AnalysisManager), dropped
+/// according to each pass's `invalidates`, plus instrumentation and the
+/// per-pass records. Also the two standard analyses: TopologicalOrderAnalysis
+/// and ModuleTreeAnalysis.
+
+#include <torchlens/graph/model_graph.hpp>
+#include <torchlens/pipeline/facts.hpp>
+#include <torchlens/pipeline/instrumentation.hpp>
+#include <torchlens/pipeline/pass.hpp>
+
+#include <boost/graph/topological_sort.hpp>
+#include <boost/hana/for_each.hpp>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <typeindex>
+#include <unordered_map>
+#include <vector>
+
+namespace torchlens {
+
+/// An analysis: `Result`, `static Result compute(const ModelGraph&, PassContext&)`
+/// and `depends_on`, the facts (or fact sets, as one tag) whose invalidation drops
+/// the cached result.
+/// It may also define `static bool keep(const PassResult&)` to survive a pass
+/// that invalidates one of its facts (LLVM's `invalidate()` hook).
+template <class A>
+concept Analysis = requires(const ModelGraph& g, PassContext& ctx) {
+  typename A::Result;
+  typename A::depends_on;
+  { A::compute(g, ctx) } -> std::same_as<typename A::Result>;
+};
+
+namespace detail {
+
+/// The expanded fact list as run-time type indices.
+template <class List>
+std::vector<std::type_index> fact_indices() {
+  std::vector<std::type_index> out;
+  boost::hana::for_each(fact_set_of<List>(), [&](auto t) {
+    out.emplace_back(typeid(typename decltype(t)::type));
+  });
+  return out;
+}
+
+/// The listed facts as run-time type indices, fact sets kept as one tag (not expanded).
+template <class... Fs>
+std::vector<std::type_index> listed_fact_indices(facts::list<Fs...>) {
+  return {std::type_index(typeid(Fs))...};
+}
+
+} // namespace detail
+
+/// Run-time state of one pipeline run: analysis cache, hooks, per-pass records.
+class PassContext {
+ public:
+  /// Hooks run around each pass (time, dump, verify).
+  Instrumentation instrumentation;
+  /// One record per pass run so far, in order.
+  std::vector<PassRecord> records;
+
+  /// The cached result of analysis A on g, computing it on first use.
+  template <Analysis A>
+  const typename A::Result& get(const ModelGraph& g) {
+    auto it = cache_.find(std::type_index(typeid(A)));
+    if (it != cache_.end() && it->second.graph == &g) {
+      return *static_cast<const typename A::Result*>(it->second.value.get());
+    }
+    // compute first: compute() may itself call get<>() and rehash the cache
+    auto value = std::make_shared<typename A::Result>(A::compute(g, *this));
+    Entry entry;
+    entry.graph = &g;
+    entry.depends_on = detail::listed_fact_indices(typename A::depends_on{});
+    if constexpr (requires(const PassResult& r) { { A::keep(r) } -> std::convertible_to<bool>; }) {
+      entry.keep = [](const PassResult& r) { return static_cast<bool>(A::keep(r)); };
+    }
+    entry.value = value;
+    ++computations_;
+    cache_[std::type_index(typeid(A))] = std::move(entry);
+    return *value;
+  }
+
+  /// True when analysis A is cached.
+  template <Analysis A>
+  [[nodiscard]] bool is_cached() const {
+    return cache_.count(std::type_index(typeid(A))) != 0;
+  }
+
+  /// Drops every cached analysis whose `depends_on` names a fact in `Invalidated`
+  /// (expanded: invalidating facts::Topology hits analyses depending on Topology
+  /// or on any of its members; invalidating one member hits only analyses naming it).
+  template <class Invalidated>
+  void invalidate(const PassResult& result) {
+    const auto dropped = detail::fact_indices<Invalidated>();
+    if (dropped.empty()) return;
+    for (auto it = cache_.begin(); it != cache_.end();) {
+      const auto& deps = it->second.depends_on;
+      bool hit = std::any_of(deps.begin(), deps.end(), [&](const std::type_index& d) {
+        return std::find(dropped.begin(), dropped.end(), d) != dropped.end();
+      });
+      if (hit && !(it->second.keep && it->second.keep(result))) {
+        it = cache_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  /// Drops every cached analysis.
+  void clear_analyses() { cache_.clear(); }
+
+  /// How many analyses were computed (not served from the cache) so far.
+  [[nodiscard]] std::size_t analysis_computations() const { return computations_; }
+
+  /// The record of the last run of pass `name`; throws std::invalid_argument if none.
+  [[nodiscard]] const PassRecord& record(std::string_view name) const {
+    for (auto it = records.rbegin(); it != records.rend(); ++it) {
+      if (it->name == name) return *it;
+    }
+    throw std::invalid_argument("torchlens: no pass named '" + std::string(name) +
+                                "' ran in this context");
+  }
+
+ private:
+  struct Entry {
+    const ModelGraph* graph = nullptr;
+    std::vector<std::type_index> depends_on;
+    std::function<bool(const PassResult&)> keep;
+    std::shared_ptr<void> value;
+  };
+  std::unordered_map<std::type_index, Entry> cache_;
+  std::size_t computations_ = 0;
+};
+
+/// A topological order of the vertices. Capture and every standard pass keep
+/// vertex order topological, so this is usually the identity (checked in O(E));
+/// otherwise boost::topological_sort computes one.
+struct TopologicalOrderAnalysis {
+  struct Result {
+    std::vector<Vertex> order;            ///< parents before children
+    bool index_order_is_topological = true;
+  };
+  using depends_on = facts::list<facts::Topology>;
+
+  /// Computes the order; throws std::logic_error if the graph has a cycle.
+  static Result compute(const ModelGraph& g, PassContext&) {
+    Result r;
+    const auto n = boost::num_vertices(g);
+    for (auto e : boost::make_iterator_range(boost::edges(g))) {
+      if (boost::source(e, g) >= boost::target(e, g)) {
+        r.index_order_is_topological = false;
+        break;
+      }
+    }
+    r.order.reserve(n);
+    if (r.index_order_is_topological) {
+      for (Vertex v = 0; v < n; ++v) r.order.push_back(v);
+      return r;
+    }
+    try {
+      boost::topological_sort(g, std::back_inserter(r.order));
+    } catch (const boost::not_a_dag&) {
+      throw std::logic_error("torchlens: the model graph has a cycle");
+    }
+    std::reverse(r.order.begin(), r.order.end());
+    return r;
+  }
+};
+
+/// Module containment paths interned into a trie: equal paths share an id,
+/// the longest common prefix of two paths is the trie's lowest common ancestor.
+class ModuleTree {
+ public:
+  /// Id of the empty path (the root module).
+  static constexpr int kRoot = 0;
+
+  ModuleTree() { nodes_.push_back({-1, {}, 0}); }
+
+  /// Id of the path `frames` (outer → inner), interning it if new.
+  int intern(const std::vector<ModuleFrame>& frames) {
+    int cur = kRoot;
+    for (const auto& f : frames) {
+      std::string key = std::to_string(cur);
+      key += '\x1f';
+      key += f.address;
+      key += '\x1f';
+      key += std::to_string(f.pass);
+      auto [it, inserted] = children_.try_emplace(std::move(key), static_cast<int>(nodes_.size()));
+      if (inserted) nodes_.push_back({cur, f, nodes_[static_cast<std::size_t>(cur)].depth + 1});
+      cur = it->second;
+    }
+    return cur;
+  }
+  /// Longest common prefix (address and pass equal) of paths a and b.
+  [[nodiscard]] int common_prefix(int a, int b) const {
+    while (depth(a) > depth(b)) a = parent(a);
+    while (depth(b) > depth(a)) b = parent(b);
+    while (a != b) {
+      a = parent(a);
+      b = parent(b);
+    }
+    return a;
+  }
+  /// The frames of path `id`, outer → inner.
+  [[nodiscard]] std::vector<ModuleFrame> frames(int id) const {
+    std::vector<ModuleFrame> out(static_cast<std::size_t>(depth(id)));
+    for (int cur = id; cur != kRoot; cur = parent(cur)) {
+      out[static_cast<std::size_t>(depth(cur) - 1)] = node(cur).frame;
+    }
+    return out;
+  }
+  /// Nesting depth of path `id` (0 for the root).
+  [[nodiscard]] int depth(int id) const { return node(id).depth; }
+  /// Path `id` without its innermost frame.
+  [[nodiscard]] int parent(int id) const { return node(id).parent; }
+  /// Innermost frame of path `id` (id must not be the root).
+  [[nodiscard]] const ModuleFrame& innermost(int id) const { return node(id).frame; }
+  /// Number of distinct paths (including the root).
+  [[nodiscard]] std::size_t size() const { return nodes_.size(); }
+
+ private:
+  struct Node {
+    int parent;
+    ModuleFrame frame;
+    int depth;
+  };
+  [[nodiscard]] const Node& node(int id) const { return nodes_[static_cast<std::size_t>(id)]; }
+  std::vector<Node> nodes_;
+  std::unordered_map<std::string, int> children_;
+};
+
+/// Every vertex's current module containment as a ModuleTree path id.
+struct ModuleTreeAnalysis {
+  struct Result {
+    ModuleTree tree;
+    std::vector<int> path_of; ///< per vertex index: id of g[v].modules
+  };
+  /// Containment changes when modules are inferred (infer-modules invalidates
+  /// ModulesInferred before re-producing it) or when vertices change.
+  using depends_on = facts::list<facts::Topology, facts::ModulesInferred>;
+
+  /// Interns every vertex's containment (consecutive equal paths hash once).
+  static Result compute(const ModelGraph& g, PassContext&) {
+    Result r;
+    const auto n = boost::num_vertices(g);
+    r.path_of.resize(n, ModuleTree::kRoot);
+    const std::vector<ModuleFrame>* prev = nullptr;
+    int prev_id = ModuleTree::kRoot;
+    for (Vertex v = 0; v < n; ++v) {
+      const auto& mods = g[v].modules;
+      if (prev == nullptr || mods != *prev) {
+        prev_id = r.tree.intern(mods);
+        prev = &mods;
+      }
+      r.path_of[v] = prev_id;
+    }
+    return r;
+  }
+};
+
+} // namespace torchlens

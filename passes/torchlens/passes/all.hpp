@@ -1,0 +1,68 @@
+#pragma once
+/// \file
+/// Registry of the standard passes and the default pipeline. Adding a pass:
+/// one header, one test, one doc page, and one line here (see passes/README.md).
+
+#include <torchlens/pipeline/pipeline.hpp>
+
+#include <torchlens/passes/add_output_nodes.hpp>
+#include <torchlens/passes/compute_distances.hpp>
+#include <torchlens/passes/detect_conditionals.hpp>
+#include <torchlens/passes/group_recurrences.hpp>
+#include <torchlens/passes/infer_modules.hpp>
+#include <torchlens/passes/label_layers.hpp>
+#include <torchlens/passes/mark_output_ancestry.hpp>
+#include <torchlens/passes/number_buffers.hpp>
+#include <torchlens/passes/roll_graph.hpp>
+#include <torchlens/passes/trim_orphans.hpp>
+#include <torchlens/passes/validate_graph_invariants.hpp>
+
+#include <boost/hana/tuple.hpp>
+#include <boost/hana/type.hpp>
+
+#include <vector>
+
+namespace torchlens::passes {
+
+/// Every standard pass type, in default-pipeline order (the registry).
+inline constexpr auto all_passes = boost::hana::tuple_t<
+    AddOutputNodesPass,          // output-nodes
+    MarkOutputAncestryPass,      // output-ancestry
+    TrimOrphansPass,             // trim-orphans
+    NumberBuffersPass,           // number-buffers
+    ComputeDistancesPass,        // distances
+    DetectConditionalsPass,      // conditionals
+    InferModulesPass,            // infer-modules
+    GroupRecurrencesPass,        // group-recurrences
+    LabelLayersPass,             // label-layers
+    ValidateGraphInvariantsPass  // validate
+    >;
+
+/// The default postprocessing pipeline (what run_default_pipeline runs):
+/// `output-nodes,output-ancestry,trim-orphans,number-buffers,distances,
+/// conditionals,infer-modules,group-recurrences,label-layers,validate`.
+inline auto default_pipeline() {
+  return make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{},
+                       NumberBuffersPass{}, ComputeDistancesPass{}, DetectConditionalsPass{},
+                       InferModulesPass{}, GroupRecurrencesPass{}, LabelLayersPass{},
+                       ValidateGraphInvariantsPass{});
+}
+
+/// Type of default_pipeline().
+using DefaultPipeline = decltype(default_pipeline());
+
+} // namespace torchlens::passes
+
+namespace torchlens {
+
+/// Runs the default pipeline on a freshly captured graph; returns per-pass records.
+inline std::vector<PassRecord> run_default_pipeline(ModelGraph& g) {
+  return passes::default_pipeline().run(g);
+}
+
+/// Runs the default pipeline with a caller-provided context (hooks, analyses).
+inline void run_default_pipeline(ModelGraph& g, PassContext& ctx) {
+  passes::default_pipeline().run(g, ctx);
+}
+
+} // namespace torchlens

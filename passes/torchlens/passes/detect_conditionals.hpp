@@ -1,0 +1,85 @@
+#pragma once
+/// \file
+/// Find the computation of `if` conditions (TorchLens postprocess step 5,
+/// `_mark_conditional_branches`; parents-only flood as fixed in TorchLens 0.20.4).
+
+#include <torchlens/graph/model_graph.hpp>
+#include <torchlens/pipeline/analysis.hpp>
+#include <torchlens/pipeline/pass.hpp>
+
+#include <vector>
+
+namespace torchlens::passes {
+
+/// A terminal bool is a childless, non-output vertex that is a scalar read
+/// (`item`, `is_nonzero`, ...) or a 0-dim bool tensor. From each one, flood
+/// through parents while they are not output ancestors, marking in_cond_branch;
+/// an edge from an output ancestor into the flooded branch is the IF edge
+/// (TensorEdge::is_cond_branch_start). GraphInfo::has_conditional is true when
+/// an IF edge exists. This marks the branch computing the condition, not the arm taken.
+struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
+  static constexpr std::string_view name = "conditionals";
+  static constexpr std::string_view description =
+      "mark terminal bools, the branches computing them and the IF edges into those branches";
+  using consumes = facts::list<facts::OutputsMarked>;
+  using produces = facts::list<facts::BranchesMarked>;
+  static constexpr bool is_idempotent = true;
+
+  using Options = NoOptions;
+  Options options{};
+
+  DetectConditionalsPass() = default;
+  explicit DetectConditionalsPass(Options o) : options(o) {}
+
+  /// True when v is a terminal bool (see the pass description).
+  static bool is_terminal_bool(const ModelGraph& g, Vertex v) {
+    const OpNode& n = g[v];
+    if (n.kind == NodeKind::output || boost::out_degree(v, g) != 0) return false;
+    return n.is_scalar_read || (n.shape.empty() && n.dtype == "bool");
+  }
+
+  /// Statistics "terminal bools", "branch vertices", "if edges".
+  PassResult run(ModelGraph& g, PassContext&) const {
+    const auto n = boost::num_vertices(g);
+    for (Vertex v = 0; v < n; ++v) {
+      g[v].is_terminal_bool = false;
+      g[v].in_cond_branch = false;
+    }
+    for (auto e : boost::make_iterator_range(boost::edges(g))) g[e].is_cond_branch_start = false;
+
+    std::int64_t terminals = 0, branch = 0, if_edges = 0;
+    std::vector<Vertex> stack;
+    for (Vertex v = 0; v < n; ++v) {
+      if (!is_terminal_bool(g, v)) continue;
+      ++terminals;
+      g[v].is_terminal_bool = true;
+      if (g[v].in_cond_branch) continue; // already flooded from another terminal bool
+      g[v].in_cond_branch = true;
+      ++branch;
+      stack.assign(1, v);
+      while (!stack.empty()) {
+        Vertex cur = stack.back();
+        stack.pop_back();
+        for (auto e : boost::make_iterator_range(boost::in_edges(cur, g))) {
+          Vertex p = boost::source(e, g);
+          if (g[p].is_output_ancestor) {
+            if (!g[e].is_cond_branch_start) {
+              g[e].is_cond_branch_start = true;
+              ++if_edges;
+            }
+          } else if (!g[p].in_cond_branch) {
+            g[p].in_cond_branch = true;
+            ++branch;
+            stack.push_back(p);
+          }
+        }
+      }
+    }
+    g[boost::graph_bundle].has_conditional = if_edges > 0;
+    PassResult result;
+    result.add("terminal bools", terminals).add("branch vertices", branch).add("if edges", if_edges);
+    return result;
+  }
+};
+
+} // namespace torchlens::passes

@@ -1,0 +1,87 @@
+#pragma once
+/// \file
+/// Infer module containment of ops capture could not place (TorchLens postprocess
+/// step 6, `_fix_modules_for_internal_tensors`; the paper's "fourth step", generalised).
+
+#include <torchlens/graph/model_graph.hpp>
+#include <torchlens/pipeline/analysis.hpp>
+#include <torchlens/pipeline/pass.hpp>
+
+#include <vector>
+
+namespace torchlens::passes {
+
+/// For every op with module_observed == false: containment = longest common
+/// prefix (address and pass equal) of the observed containment of its nearest
+/// observed ancestors and nearest observed descendants (ops with
+/// module_observed == true; inputs, buffers and outputs are transparent). With
+/// no observed neighbour on one side only the other side counts; with none at
+/// all the op is placed at the root (empty containment). Sets module_inferred.
+struct InferModulesPass : pass_info<InferModulesPass> {
+  static constexpr std::string_view name = "infer-modules";
+  static constexpr std::string_view description =
+      "infer module containment of unobserved ops from their nearest observed neighbours";
+  using consumes = facts::list<>;
+  using produces = facts::list<facts::ModulesInferred>;
+  /// Containment changes, so analyses built on it (ModuleTreeAnalysis) are dropped.
+  using invalidates = facts::list<facts::ModulesInferred>;
+  static constexpr bool is_required = true;
+  static constexpr bool is_idempotent = true;
+
+  using Options = NoOptions;
+  Options options{};
+
+  InferModulesPass() = default;
+  explicit InferModulesPass(Options o) : options(o) {}
+
+  /// Statistics "ops inferred", "ops changed".
+  PassResult run(ModelGraph& g, PassContext& ctx) const {
+    const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
+    const auto& modules = ctx.get<ModuleTreeAnalysis>(g);
+    const ModuleTree& tree = modules.tree;
+    const auto n = boost::num_vertices(g);
+    constexpr int kNone = -1; // no observed neighbour in that direction (LCP identity)
+    auto lcp = [&tree](int a, int b) {
+      if (a == kNone) return b;
+      if (b == kNone) return a;
+      return tree.common_prefix(a, b);
+    };
+    auto anchor = [&g](Vertex v) { return g[v].kind == NodeKind::op && g[v].module_observed; };
+    std::vector<int> up(n, kNone), down(n, kNone);
+    for (Vertex v : order) {
+      int acc = kNone;
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        Vertex p = boost::source(e, g);
+        acc = lcp(acc, anchor(p) ? modules.path_of[p] : up[p]);
+      }
+      up[v] = acc;
+    }
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+      int acc = kNone;
+      for (auto e : boost::make_iterator_range(boost::out_edges(*it, g))) {
+        Vertex c = boost::target(e, g);
+        acc = lcp(acc, anchor(c) ? modules.path_of[c] : down[c]);
+      }
+      down[*it] = acc;
+    }
+    std::int64_t inferred = 0, changed = 0;
+    for (Vertex v = 0; v < n; ++v) {
+      OpNode& node = g[v];
+      if (node.kind != NodeKind::op || node.module_observed) continue;
+      int path = lcp(up[v], down[v]);
+      if (path == kNone) path = ModuleTree::kRoot;
+      ++inferred;
+      if (path != modules.path_of[v]) {
+        node.modules = tree.frames(path);
+        ++changed;
+      }
+      node.module_inferred = true;
+    }
+    PassResult result;
+    result.changed = changed > 0;
+    result.add("ops inferred", inferred).add("ops changed", changed);
+    return result;
+  }
+};
+
+} // namespace torchlens::passes

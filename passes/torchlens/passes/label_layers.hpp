@@ -1,0 +1,95 @@
+#pragma once
+/// \file
+/// Final layer labels `{type}_{type_num}_{total_num}[:pass]` (TorchLens
+/// postprocess step 9, `_map_raw_tensor_labels_to_final_tensor_labels`).
+
+#include <torchlens/graph/model_graph.hpp>
+#include <torchlens/pipeline/analysis.hpp>
+#include <torchlens/pipeline/pass.hpp>
+#include <torchlens/passes/detail/graph_ops.hpp>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace torchlens::passes {
+
+/// Numbers layers at their first pass (later passes inherit): ops get type_num
+/// (per layer_type) and total_num (over all op layers, from 1, in creation order
+/// of the first pass); inputs and buffers get `input_N`/`buffer_N` with
+/// total_num 0; outputs get `output_N` and consume total numbers after every op.
+/// label = `{type}_{type_num}_{total_num}` plus `:{pass}` when the layer has
+/// several passes; label_short drops total_num. Sets GraphInfo::is_branching
+/// (some vertex has two or more distinct children).
+struct LabelLayersPass : pass_info<LabelLayersPass> {
+  static constexpr std::string_view name = "label-layers";
+  static constexpr std::string_view description =
+      "final labels {type}_{type_num}_{total_num}[:pass], short labels, is_branching";
+  using consumes = facts::list<facts::RecurrenceGrouped>;
+  using produces = facts::list<facts::Labeled>;
+  static constexpr bool is_required = true;
+  static constexpr bool is_idempotent = true;
+
+  using Options = NoOptions;
+  Options options{};
+
+  LabelLayersPass() = default;
+  explicit LabelLayersPass(Options o) : options(o) {}
+
+  /// Statistics "labels", "layers".
+  PassResult run(ModelGraph& g, PassContext&) const {
+    const auto n = boost::num_vertices(g);
+    std::size_t num_layers = 0;
+    for (Vertex v = 0; v < n; ++v) num_layers = std::max(num_layers, g[v].layer + 1);
+    std::vector<int> type_num(num_layers, 0), total_num(num_layers, 0);
+    std::unordered_map<std::string, int> per_type;
+    int inputs = 0, buffers = 0, outputs = 0, total = 0;
+    auto first_pass = [&](Vertex v) { return type_num[g[v].layer] == 0; };
+    for (int sweep = 0; sweep < 2; ++sweep) { // outputs after every op
+      for (Vertex v = 0; v < n; ++v) {
+        const OpNode& node = g[v];
+        if ((node.kind == NodeKind::output) != (sweep == 1) || !first_pass(v)) continue;
+        const std::size_t l = node.layer;
+        switch (node.kind) {
+          case NodeKind::input: type_num[l] = ++inputs; break;
+          case NodeKind::buffer: type_num[l] = ++buffers; break;
+          case NodeKind::output:
+            type_num[l] = ++outputs;
+            total_num[l] = ++total;
+            break;
+          case NodeKind::op:
+            type_num[l] = ++per_type[node.layer_type];
+            total_num[l] = ++total;
+            break;
+        }
+      }
+    }
+    bool branching = false;
+    for (Vertex v = 0; v < n; ++v) {
+      OpNode& node = g[v];
+      const std::size_t l = node.layer;
+      node.type_num = type_num[l];
+      node.total_num = total_num[l];
+      std::string base;
+      switch (node.kind) {
+        case NodeKind::input: base = "input_" + std::to_string(type_num[l]); break;
+        case NodeKind::buffer: base = "buffer_" + std::to_string(type_num[l]); break;
+        case NodeKind::output: base = "output_" + std::to_string(type_num[l]); break;
+        case NodeKind::op: base = node.layer_type + "_" + std::to_string(type_num[l]); break;
+      }
+      node.label_short_no_pass = base;
+      node.label_no_pass =
+          node.kind == NodeKind::op ? base + "_" + std::to_string(total_num[l]) : base;
+      const std::string pass = node.num_passes > 1 ? ":" + std::to_string(node.pass_num) : "";
+      node.label = node.label_no_pass + pass;
+      node.label_short = node.label_short_no_pass + pass;
+      branching = branching || detail::distinct_children(g, v) > 1;
+    }
+    g[boost::graph_bundle].is_branching = branching;
+    PassResult result;
+    result.add("labels", static_cast<std::int64_t>(n)).add("layers", static_cast<std::int64_t>(num_layers));
+    return result;
+  }
+};
+
+} // namespace torchlens::passes

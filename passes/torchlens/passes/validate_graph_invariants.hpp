@@ -1,0 +1,134 @@
+#pragma once
+/// \file
+/// Structural invariants of a model graph, as a function and as a pass that can
+/// be inserted anywhere (TorchLens `TORCHLENS_POSTPROCESS_ASSERTIONS` / validation invariants).
+
+#include <torchlens/graph/model_graph.hpp>
+#include <torchlens/pipeline/analysis.hpp>
+#include <torchlens/pipeline/instrumentation.hpp>
+#include <torchlens/pipeline/pass.hpp>
+#include <torchlens/passes/detail/graph_ops.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace torchlens::passes {
+
+/// Every broken invariant of g, as one message each (empty when g is valid):
+/// parent/child symmetry; no self-loop; vertex order topological and ids
+/// strictly increasing with vertex order, below GraphInfo::next_id; inputs have
+/// no parents, outputs exactly one parent and no children, buffers at most one
+/// parent; returned node ids exist; once labeled, labels are unique and
+/// non-empty; once grouped, 1 <= pass_num <= num_passes and each layer's passes
+/// share layer_type and are numbered 1..num_passes.
+inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
+  std::vector<std::string> problems;
+  const auto n = boost::num_vertices(g);
+  const auto& info = g[boost::graph_bundle];
+  auto at = [&g](Vertex v) {
+    return "vertex " + std::to_string(v) + " (id " + std::to_string(g[v].id) + ", " +
+           (g[v].label.empty() ? g[v].layer_type : g[v].label) + ")";
+  };
+  std::vector<std::pair<Vertex, Vertex>> out_pairs, in_pairs;
+  out_pairs.reserve(boost::num_edges(g));
+  in_pairs.reserve(boost::num_edges(g));
+  bool labeled = false, grouped = false;
+  for (Vertex v = 0; v < n; ++v) {
+    const OpNode& node = g[v];
+    labeled = labeled || !node.label.empty();
+    grouped = grouped || node.num_passes > 1;
+    if (v > 0 && g[v - 1].id >= node.id) problems.push_back(at(v) + ": id not above the previous vertex's id");
+    if (node.id >= info.next_id) problems.push_back(at(v) + ": id not below GraphInfo::next_id");
+    for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
+      const Vertex t = boost::target(e, g);
+      if (t >= n) {
+        problems.push_back(at(v) + ": edge to a missing vertex");
+        continue;
+      }
+      if (t == v) problems.push_back(at(v) + ": self-loop");
+      else if (t < v) problems.push_back(at(v) + ": edge to an earlier vertex (order not topological)");
+      out_pairs.emplace_back(v, t);
+    }
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+      in_pairs.emplace_back(boost::source(e, g), v);
+    }
+    const auto indeg = boost::in_degree(v, g), outdeg = boost::out_degree(v, g);
+    if (node.kind == NodeKind::input && indeg != 0) problems.push_back(at(v) + ": input with parents");
+    if (node.kind == NodeKind::buffer && indeg > 1) problems.push_back(at(v) + ": buffer with several parents");
+    if (node.kind == NodeKind::output && (indeg != 1 || outdeg != 0)) {
+      problems.push_back(at(v) + ": output must have one parent and no children");
+    }
+  }
+  std::sort(out_pairs.begin(), out_pairs.end());
+  std::sort(in_pairs.begin(), in_pairs.end());
+  if (out_pairs != in_pairs) problems.push_back("parent/child lists disagree (asymmetric edges)");
+  for (const auto& ret : info.returned) {
+    if (!detail::vertex_of_id(g, ret.node_id)) problems.push_back("returned tensor " + ret.address + " names missing node id " + std::to_string(ret.node_id));
+  }
+  if (labeled) {
+    std::unordered_set<std::string> seen;
+    for (Vertex v = 0; v < n; ++v) {
+      if (g[v].label.empty()) problems.push_back(at(v) + ": unlabeled in a labeled graph");
+      else if (!seen.insert(g[v].label).second) problems.push_back(at(v) + ": duplicate label " + g[v].label);
+    }
+  }
+  if (labeled || grouped) {
+    std::unordered_map<std::size_t, std::pair<Vertex, int>> layer_seen; // layer -> (first vertex, passes seen)
+    for (Vertex v = 0; v < n; ++v) {
+      const OpNode& node = g[v];
+      if (node.pass_num < 1 || node.pass_num > node.num_passes) {
+        problems.push_back(at(v) + ": pass_num outside 1..num_passes");
+      }
+      auto [it, inserted] = layer_seen.try_emplace(node.layer, v, 0);
+      const OpNode& first = g[it->second.first];
+      if (first.layer_type != node.layer_type || first.num_passes != node.num_passes) {
+        problems.push_back(at(v) + ": layer mixes layer types or pass counts");
+      }
+      if (node.pass_num != ++it->second.second) problems.push_back(at(v) + ": passes of its layer not numbered in order");
+    }
+  }
+  return problems;
+}
+
+/// Throws std::logic_error listing the broken invariants (at most 20) if any.
+inline void validate_graph(const ModelGraph& g) {
+  const auto problems = check_graph_invariants(g);
+  if (problems.empty()) return;
+  std::string msg = "torchlens: graph invariants broken (" + std::to_string(problems.size()) + "):";
+  for (std::size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
+  throw std::logic_error(msg);
+}
+
+/// Hook for PassContext::instrumentation: validate_graph after every pass.
+inline Instrumentation::AfterHook verify_after_each_pass() {
+  return check_after_each_pass([](const ModelGraph& g) { validate_graph(g); });
+}
+
+/// validate_graph as a pass (insertable anywhere; changes nothing).
+struct ValidateGraphInvariantsPass : pass_info<ValidateGraphInvariantsPass> {
+  static constexpr std::string_view name = "validate";
+  static constexpr std::string_view description =
+      "check structural invariants; throw std::logic_error naming each violation";
+  static constexpr bool is_idempotent = true;
+
+  using Options = NoOptions;
+  Options options{};
+
+  ValidateGraphInvariantsPass() = default;
+  explicit ValidateGraphInvariantsPass(Options o) : options(o) {}
+
+  /// Statistic "vertices checked"; throws std::logic_error on a violation.
+  PassResult run(ModelGraph& g, PassContext&) const {
+    validate_graph(g);
+    PassResult result;
+    result.add("vertices checked", static_cast<std::int64_t>(boost::num_vertices(g)));
+    return result;
+  }
+};
+
+} // namespace torchlens::passes

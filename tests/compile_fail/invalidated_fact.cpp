@@ -1,0 +1,20 @@
+// Distances computed before trim-orphans are invalidated (facts::Topology), so a
+// later consumer of Distances does not compile.
+// EXPECT: unmet_requirement<NeedsDistancesPass, torchlens::facts::Distances>
+#include <torchlens/passes/all.hpp>
+
+struct NeedsDistancesPass : torchlens::pass_info<NeedsDistancesPass> {
+  static constexpr std::string_view name = "needs-distances";
+  static constexpr std::string_view description = "test";
+  using consumes = torchlens::facts::list<torchlens::facts::Distances>;
+  using Options = torchlens::NoOptions;
+  Options options{};
+  torchlens::PassResult run(torchlens::ModelGraph&, torchlens::PassContext&) const { return {}; }
+};
+
+int main() {
+  using namespace torchlens::passes;
+  auto p = torchlens::make_pipeline(AddOutputNodesPass{}, ComputeDistancesPass{},
+                                    MarkOutputAncestryPass{}, TrimOrphansPass{}, NeedsDistancesPass{});
+  (void)p;
+}

@@ -1,0 +1,59 @@
+// Tests of the conditionals pass.
+#include <torchlens/passes/detect_conditionals.hpp>
+
+#include <support/graph_builders.hpp>
+#include <support/pass_laws.hpp>
+
+#include <doctest/doctest.h>
+
+using namespace torchlens;
+using namespace torchlens::testing;
+using passes::DetectConditionalsPass;
+
+namespace {
+ModelGraph prepared(ModelGraph g) {
+  PassContext ctx;
+  (void)passes::AddOutputNodesPass{}.run(g, ctx);
+  (void)passes::MarkOutputAncestryPass{}.run(g, ctx);
+  return g;
+}
+} // namespace
+
+TEST_CASE("conditionals: `if mean(x - 5) > 3` marks sub, mean, gt and the edge x -> sub") {
+  ModelGraph g = prepared(conditional_graph()); // x0 sub1 mean2 gt3 relu4 out5
+  PassContext ctx;
+  auto r = DetectConditionalsPass{}.run(g, ctx);
+  CHECK(r.get("terminal bools") == 1);
+  CHECK(r.get("branch vertices") == 3);
+  CHECK(r.get("if edges") == 1);
+  CHECK(g[3].is_terminal_bool);
+  const std::vector<bool> branch{false, true, true, true, false, false};
+  for (Vertex v = 0; v < 6; ++v) CHECK(g[v].in_cond_branch == branch[v]);
+  for (auto e : boost::make_iterator_range(boost::edges(g))) {
+    const bool expected = boost::source(e, g) == 0 && boost::target(e, g) == 1;
+    CHECK(g[e].is_cond_branch_start == expected);
+  }
+  CHECK(g[boost::graph_bundle].has_conditional);
+}
+
+TEST_CASE("conditionals: a terminal .item() read branches off an output ancestor") {
+  ModelGraph g = prepared(mixed_graph());
+  PassContext ctx;
+  auto r = DetectConditionalsPass{}.run(g, ctx);
+  CHECK(r.get("terminal bools") == 1);
+  CHECK(g[12].is_terminal_bool); // item
+  CHECK(g[11].in_cond_branch);   // sum
+  CHECK_FALSE(g[10].in_cond_branch);
+  auto [e, found] = boost::edge(10, 11, g);
+  REQUIRE(found);
+  CHECK(g[e].is_cond_branch_start);
+}
+
+TEST_CASE("conditionals: no terminal bool, no conditional") {
+  ModelGraph g = prepared(chain_graph());
+  PassContext ctx;
+  CHECK(DetectConditionalsPass{}.run(g, ctx).get("if edges") == 0);
+  CHECK_FALSE(g[boost::graph_bundle].has_conditional);
+}
+
+TEST_CASE("conditionals obey the pass laws") { check_pass_laws_on_samples<DetectConditionalsPass>(); }

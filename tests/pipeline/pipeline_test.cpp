@@ -1,0 +1,143 @@
+// Run-time behaviour of pipelines: running, printing, editing, records, hooks, analyses.
+#include <torchlens/passes/all.hpp>
+
+#include <support/graph_builders.hpp>
+
+#include <doctest/doctest.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace torchlens;
+using namespace torchlens::passes;
+using namespace torchlens::testing;
+
+namespace {
+/// A user pass: counts relu ops (consumes Labeled to run late).
+struct CountReluPass : pass_info<CountReluPass> {
+  static constexpr std::string_view name = "count-relu";
+  static constexpr std::string_view description = "count relu ops";
+  using consumes = facts::list<facts::Labeled>;
+  struct Options {
+    TORCHLENS_ARG(std::string, type) = "relu";
+
+   public:
+    template <class V>
+    void visit(V&& v) const {
+      v("type", type_);
+    }
+  };
+  Options options{};
+  CountReluPass() = default;
+  explicit CountReluPass(Options o) : options(std::move(o)) {}
+  PassResult run(ModelGraph& g, PassContext&) const {
+    PassResult r;
+    std::int64_t n = 0;
+    for (auto v : boost::make_iterator_range(boost::vertices(g))) n += g[v].layer_type == options.type();
+    r.add("matches", n);
+    return r;
+  }
+};
+} // namespace
+
+TEST_CASE("the default pipeline prints its order") {
+  std::ostringstream os;
+  default_pipeline().print_pipeline(os);
+  CHECK(os.str() ==
+        "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
+        "infer-modules,group-recurrences,label-layers,validate");
+  CHECK(DefaultPipeline::size == 10);
+}
+
+TEST_CASE("insert_after / insert_before / drop build new validated pipelines") {
+  auto p = default_pipeline().insert_after<LabelLayersPass>(CountReluPass{CountReluPass::Options().type("linear")});
+  CHECK(p.to_string() ==
+        "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
+        "infer-modules,group-recurrences,label-layers,count-relu(type=\"linear\"),validate");
+  auto q = default_pipeline() | drop<ComputeDistancesPass>() | drop<ValidateGraphInvariantsPass>() |
+           insert_before<AddOutputNodesPass>(ValidateGraphInvariantsPass{});
+  CHECK(q.to_string() ==
+        "validate,output-nodes,output-ancestry,trim-orphans,number-buffers,conditionals,"
+        "infer-modules,group-recurrences,label-layers");
+  ModelGraph g = linear_loop_graph(3);
+  auto records = p.run(g);
+  REQUIRE(records.size() == 11);
+  CHECK(records[9].name == "count-relu");
+  CHECK(records[9].result.get("matches") == 3);
+  CHECK(records[0].vertices_before == 4);
+  CHECK(records[0].vertices_after == 5);
+  CHECK(records[2].result.get("orphans removed") == 0);
+}
+
+TEST_CASE("before/after hooks run around every pass, in order") {
+  ModelGraph g = chain_graph();
+  PassContext ctx;
+  std::vector<std::string> events;
+  ctx.instrumentation.add_before([&](const PassEvent& e) { events.push_back("+" + std::string(e.name)); });
+  ctx.instrumentation.add_after([&](const PassEvent& e, const PassResult&) {
+    events.push_back("-" + std::string(e.name));
+  });
+  std::ostringstream timing, dumps;
+  ctx.instrumentation.add_after(time_passes(timing));
+  ctx.instrumentation.add_after(dump_after_each_pass(dumps));
+  make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}).run(g, ctx);
+  CHECK(events == std::vector<std::string>{"+output-nodes", "-output-nodes", "+output-ancestry",
+                                           "-output-ancestry"});
+  CHECK(timing.str().find("output-nodes: ") == 0);
+  CHECK(timing.str().find("4 vertices, outputs added=1") != std::string::npos);
+  CHECK(dumps.str().find("// ---- after output-ancestry ----") != std::string::npos);
+  CHECK(ctx.record("output-nodes").result.get("outputs added") == 1);
+  CHECK_THROWS_AS((void)ctx.record("nope"), std::invalid_argument);
+}
+
+TEST_CASE("analyses are cached by type and dropped by invalidated facts") {
+  ModelGraph g = mixed_graph();
+  PassContext ctx;
+  const auto& order = ctx.get<TopologicalOrderAnalysis>(g);
+  CHECK(order.index_order_is_topological);
+  CHECK(&ctx.get<TopologicalOrderAnalysis>(g) == &order);
+  (void)ctx.get<ModuleTreeAnalysis>(g);
+  CHECK(ctx.analysis_computations() == 2);
+  ctx.invalidate<facts::list<facts::ModulesInferred>>(PassResult{});
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK_FALSE(ctx.is_cached<ModuleTreeAnalysis>());
+  ctx.invalidate<facts::list<facts::Topology>>(PassResult{});
+  CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+  // a pipeline with trim-orphans drops the order it used
+  make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{}).run(g, ctx);
+  CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+}
+
+TEST_CASE("the topological-order analysis sorts a graph whose vertex order is not topological") {
+  ModelGraph g(3);
+  boost::add_edge(2, 0, g);
+  boost::add_edge(0, 1, g);
+  PassContext ctx;
+  const auto& r = ctx.get<TopologicalOrderAnalysis>(g);
+  CHECK_FALSE(r.index_order_is_topological);
+  CHECK(r.order == std::vector<Vertex>{2, 0, 1});
+  boost::add_edge(1, 2, g);
+  PassContext fresh;
+  CHECK_THROWS_AS((void)fresh.get<TopologicalOrderAnalysis>(g), std::logic_error);
+}
+
+TEST_CASE("module tree: interning and common prefixes") {
+  ModuleTree t;
+  int a = t.intern({frame("enc"), frame("enc.l", "Linear", 1)});
+  int b = t.intern({frame("enc"), frame("enc.l", "Linear", 2)});
+  int c = t.intern({frame("enc")});
+  CHECK(t.intern({frame("enc"), frame("enc.l", "Linear", 1)}) == a);
+  CHECK(t.common_prefix(a, b) == c);
+  CHECK(t.common_prefix(a, ModuleTree::kRoot) == ModuleTree::kRoot);
+  CHECK(t.frames(b).back().pass == 2);
+  CHECK(t.depth(a) == 2);
+}
+
+TEST_CASE("PassResult statistics") {
+  PassResult r;
+  r.add("x").add("x", 2).add("y", 5);
+  CHECK(r.get("x") == 3);
+  CHECK(r.has("y"));
+  CHECK_THROWS_AS((void)r.get("z"), std::invalid_argument);
+}

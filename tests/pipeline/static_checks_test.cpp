@@ -1,0 +1,51 @@
+// Compile-time checks of pipeline typing (static_assert namespaces, c10 TypeList_test style).
+#include <torchlens/passes/all.hpp>
+
+#include <doctest/doctest.h>
+
+namespace torchlens::static_checks {
+
+using namespace torchlens::passes;
+
+// every standard pass has the Pass shape
+static_assert(Pass<AddOutputNodesPass> && Pass<MarkOutputAncestryPass> && Pass<TrimOrphansPass> &&
+              Pass<NumberBuffersPass> && Pass<ComputeDistancesPass> && Pass<DetectConditionalsPass> &&
+              Pass<InferModulesPass> && Pass<GroupRecurrencesPass> && Pass<LabelLayersPass> &&
+              Pass<ValidateGraphInvariantsPass>);
+static_assert(!Pass<int>);
+static_assert(Analysis<TopologicalOrderAnalysis> && Analysis<ModuleTreeAnalysis> &&
+              Analysis<RolledGraphAnalysis>);
+
+// fact sets expand to their members (and keep their own tag)
+static_assert(torchlens::detail::list_contains_v<facts::Distances, facts::list<facts::Topology>>);
+static_assert(torchlens::detail::list_contains_v<facts::Topology, facts::list<facts::Topology>>);
+static_assert(!torchlens::detail::list_contains_v<facts::OutputNodesAdded, facts::list<facts::Topology>>);
+
+// the default pipeline ends with every standard fact
+static_assert(DefaultPipeline::provides<facts::OutputNodesAdded>);
+static_assert(DefaultPipeline::provides<facts::Labeled>);
+static_assert(DefaultPipeline::provides<facts::Distances>);
+static_assert(DefaultPipeline::provides<facts::BuffersNumbered>);
+static_assert(DefaultPipeline::contains<TrimOrphansPass>);
+
+// a structural pass drops topology facts: distances computed before trimming are gone
+using Early = decltype(make_pipeline(AddOutputNodesPass{}, ComputeDistancesPass{},
+                                     MarkOutputAncestryPass{}, TrimOrphansPass{}));
+static_assert(!Early::provides<facts::Distances>);
+static_assert(Early::provides<facts::OrphanFree> && Early::provides<facts::OutputsMarked>);
+
+// infer-modules invalidates then re-produces its own fact
+using Modules = decltype(make_pipeline(InferModulesPass{}));
+static_assert(Modules::provides<facts::ModulesInferred>);
+
+// an empty pipeline provides nothing
+static_assert(!decltype(make_pipeline())::provides<facts::OutputNodesAdded>);
+static_assert(decltype(make_pipeline())::size == 0);
+
+// editing keeps the type-level checks
+using Dropped = decltype(default_pipeline().drop<ComputeDistancesPass>());
+static_assert(!Dropped::provides<facts::Distances> && Dropped::size == 9);
+
+} // namespace torchlens::static_checks
+
+TEST_CASE("static checks compiled") { CHECK(true); }

@@ -48,12 +48,13 @@ struct SimpleFFImpl : torch::nn::Module {
 TORCH_MODULE(SimpleFF);
 
 /// In-place vs out-of-place relu. Ops: mul, relu_ (in place on the mul output),
-/// relu (out of place), add.
+/// sum, relu (out of place, on a different shape so it is not a second pass
+/// of the first relu), add.
 struct InPlaceFuncsImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     auto y = x * 2;
     y.relu_();
-    auto z = torch::relu(y - 0.5);  // sub, relu
+    auto z = torch::relu(y.sum(0) - 1);  // sum, sub, relu
     return z + y;
   }
   static std::vector<std::int64_t> input_shape() { return {3, 4}; }
@@ -194,7 +195,9 @@ TORCH_MODULE(BufferModel);
 struct SimpleBranchingImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     auto y = torch::sin(x);
-    return torch::cos(y) + torch::tanh(y);
+    auto a = torch::cos(y);  // sequenced: operands of + have no evaluation order
+    auto b = torch::tanh(y);
+    return a + b;
   }
   static std::vector<std::int64_t> input_shape() { return {2, 3}; }
 };
@@ -377,13 +380,14 @@ struct RNNModelImpl : torch::nn::Module {
 };
 TORCH_MODULE(RNNModel);
 
-/// ×0, +0, ×1 and their sum. Ops: mul, add, mul, add, add.
+/// ×0, +0, ×1 combined. Ops: mul, add, mul, add (a + b), mul (by c).
 struct DummyOperationsImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     auto a = x * 0;
     auto b = x + 0;
     auto c = x * 1;
-    return a + b + c;
+    auto ab = a + b;
+    return ab * c;
   }
   static std::vector<std::int64_t> input_shape() { return {2, 3}; }
 };
@@ -399,7 +403,7 @@ struct ConvNetImpl : torch::nn::Module {
                                   torch::nn::ReLU(),
                                   torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
                                   torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 3))))),
-        fc(register_module("fc", torch::nn::Linear(4 * 2 * 2, 3))) {}
+        fc(register_module("fc", torch::nn::Linear(4, 3))) {}  // 8 → 6 → 3 → 1
   at::Tensor forward(const at::Tensor& x) { return fc(features->forward(x).flatten(1)); }
   static std::vector<std::int64_t> input_shape() { return {2, 1, 8, 8}; }
   torch::nn::Sequential features;

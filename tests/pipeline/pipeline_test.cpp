@@ -46,23 +46,24 @@ TEST_CASE("the default pipeline prints its order") {
   default_pipeline().print_pipeline(os);
   CHECK(os.str() ==
         "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
-        "infer-modules,group-recurrences,label-layers,validate");
-  CHECK(DefaultPipeline::size == 10);
+        "infer-modules,group-recurrences,label-layers");
+  CHECK(DefaultPipeline::size == 9);
+  CHECK(checked_pipeline().to_string().ends_with(",label-layers,validate"));
 }
 
 TEST_CASE("insert_after / insert_before / drop build new validated pipelines") {
   auto p = default_pipeline().insert_after<LabelLayersPass>(CountReluPass{CountReluPass::Options().type("linear")});
   CHECK(p.to_string() ==
         "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
-        "infer-modules,group-recurrences,label-layers,count-relu(type=\"linear\"),validate");
-  auto q = default_pipeline() | drop<ComputeDistancesPass>() | drop<ValidateGraphInvariantsPass>() |
+        "infer-modules,group-recurrences,label-layers,count-relu(type=\"linear\")");
+  auto q = checked_pipeline() | drop<ComputeDistancesPass>() | drop<ValidateGraphInvariantsPass>() |
            insert_before<AddOutputNodesPass>(ValidateGraphInvariantsPass{});
   CHECK(q.to_string() ==
         "validate,output-nodes,output-ancestry,trim-orphans,number-buffers,conditionals,"
         "infer-modules,group-recurrences,label-layers");
   ModelGraph g = linear_loop_graph(3);
   auto records = p.run(g);
-  REQUIRE(records.size() == 11);
+  REQUIRE(records.size() == 10);
   CHECK(records[9].name == "count-relu");
   CHECK(records[9].result.get("matches") == 3);
   CHECK(records[0].vertices_before == 4);
@@ -98,7 +99,13 @@ TEST_CASE("analyses are cached by type and dropped by invalidated facts") {
   CHECK(order.index_order_is_topological);
   CHECK(&ctx.get<TopologicalOrderAnalysis>(g) == &order);
   (void)ctx.get<ModuleTreeAnalysis>(g);
-  CHECK(ctx.analysis_computations() == 2);
+  // the order is checked on the cached adjacency arrays: three computations
+  CHECK(ctx.analysis_computations() == 3);
+  const auto& adj = ctx.get<AdjacencyAnalysis>(g);
+  CHECK(ctx.analysis_computations() == 3);
+  const auto bn_parents = adj.parents_of(7); // batchnorm reads conv 4 and buffers 5, 6
+  CHECK(std::vector<std::uint32_t>(bn_parents.begin(), bn_parents.end()) == std::vector<std::uint32_t>{4, 5, 6});
+  CHECK(adj.children_of(4).size() == 1);
   ctx.invalidate<facts::list<facts::ModulesInferred>>(PassResult{});
   CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
   CHECK_FALSE(ctx.is_cached<ModuleTreeAnalysis>());

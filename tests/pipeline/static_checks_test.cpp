@@ -44,7 +44,7 @@ static_assert(decltype(make_pipeline())::size == 0);
 
 // editing keeps the type-level checks
 using Dropped = decltype(default_pipeline().drop<ComputeDistancesPass>());
-static_assert(!Dropped::provides<facts::Distances> && Dropped::size == 9);
+static_assert(!Dropped::provides<facts::Distances> && Dropped::size == 8);
 
 } // namespace torchlens::static_checks
 

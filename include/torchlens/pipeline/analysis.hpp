@@ -3,8 +3,8 @@
 /// PassContext: the run-time state shared by the passes of one pipeline run —
 /// lazily computed analyses cached by type (LLVM's AnalysisManager), dropped
 /// according to each pass's `invalidates`, plus instrumentation and the
-/// per-pass records. Also the two standard analyses: TopologicalOrderAnalysis
-/// and ModuleTreeAnalysis.
+/// per-pass records. Also the standard analyses: TopologicalOrderAnalysis,
+/// AdjacencyAnalysis and ModuleTreeAnalysis.
 
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/facts.hpp>
@@ -15,6 +15,8 @@
 #include <boost/hana/for_each.hpp>
 
 #include <algorithm>
+#include <cstdint>
+#include <span>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -149,29 +151,88 @@ struct TopologicalOrderAnalysis {
   using depends_on = facts::list<facts::Topology>;
 
   /// Computes the order; throws std::logic_error if the graph has a cycle.
+  static Result compute(const ModelGraph& g, PassContext& ctx);
+};
+
+/// Compressed (CSR) parent and child lists
+/// Compressed (CSR) parent and child lists: contiguous arrays that traversal
+/// passes scan instead of the adjacency_list's per-vertex edge vectors and edge
+/// list, which matters once graphs outgrow the cache. A parallel edge (x + x)
+/// appears twice. Children keep out-edge order; parents are in increasing
+/// vertex order.
+struct AdjacencyAnalysis {
+  struct Result {
+    std::vector<std::uint32_t> child_start, children; ///< children of v: [child_start[v], child_start[v+1])
+    std::vector<std::uint32_t> parent_start, parents; ///< parents of v: [parent_start[v], parent_start[v+1])
+
+    /// Children of v (with repeats for parallel edges).
+    [[nodiscard]] std::span<const std::uint32_t> children_of(Vertex v) const {
+      return {children.data() + child_start[v], child_start[v + 1] - child_start[v]};
+    }
+    /// Parents of v (with repeats for parallel edges).
+    [[nodiscard]] std::span<const std::uint32_t> parents_of(Vertex v) const {
+      return {parents.data() + parent_start[v], parent_start[v + 1] - parent_start[v]};
+    }
+  };
+  using depends_on = facts::list<facts::Topology>;
+
+  /// Builds both lists in O(V + E); throws std::length_error beyond 2^32 vertices or edges.
   static Result compute(const ModelGraph& g, PassContext&) {
-    Result r;
     const auto n = boost::num_vertices(g);
-    for (auto e : boost::make_iterator_range(boost::edges(g))) {
-      if (boost::source(e, g) >= boost::target(e, g)) {
+    const auto m = boost::num_edges(g);
+    if (n >= 0xffffffffULL || m >= 0xffffffffULL) {
+      throw std::length_error("torchlens: graph too large for 32-bit adjacency arrays");
+    }
+    Result r;
+    r.child_start.assign(n + 1, 0);
+    r.parent_start.assign(n + 1, 0);
+    r.children.reserve(m);
+    for (Vertex v = 0; v < n; ++v) {
+      for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
+        const auto t = boost::target(e, g);
+        r.children.push_back(static_cast<std::uint32_t>(t));
+        ++r.parent_start[t + 1];
+      }
+      r.child_start[v + 1] = static_cast<std::uint32_t>(r.children.size());
+    }
+    for (Vertex v = 0; v < n; ++v) r.parent_start[v + 1] += r.parent_start[v];
+    r.parents.resize(r.children.size());
+    std::vector<std::uint32_t> fill(r.parent_start.begin(), r.parent_start.end() - 1);
+    for (Vertex v = 0; v < n; ++v) {
+      for (std::uint32_t i = r.child_start[v]; i < r.child_start[v + 1]; ++i) {
+        r.parents[fill[r.children[i]]++] = static_cast<std::uint32_t>(v);
+      }
+    }
+    return r;
+  }
+};
+
+inline TopologicalOrderAnalysis::Result TopologicalOrderAnalysis::compute(const ModelGraph& g,
+                                                                         PassContext& ctx) {
+  Result r;
+  const auto n = boost::num_vertices(g);
+  const auto& adj = ctx.get<AdjacencyAnalysis>(g);
+  for (Vertex v = 0; v < n && r.index_order_is_topological; ++v) {
+    for (std::uint32_t c : adj.children_of(v)) {
+      if (c <= v) {
         r.index_order_is_topological = false;
         break;
       }
     }
-    r.order.reserve(n);
-    if (r.index_order_is_topological) {
-      for (Vertex v = 0; v < n; ++v) r.order.push_back(v);
-      return r;
-    }
-    try {
-      boost::topological_sort(g, std::back_inserter(r.order));
-    } catch (const boost::not_a_dag&) {
-      throw std::logic_error("torchlens: the model graph has a cycle");
-    }
-    std::reverse(r.order.begin(), r.order.end());
+  }
+  r.order.reserve(n);
+  if (r.index_order_is_topological) {
+    for (Vertex v = 0; v < n; ++v) r.order.push_back(v);
     return r;
   }
-};
+  try {
+    boost::topological_sort(g, std::back_inserter(r.order));
+  } catch (const boost::not_a_dag&) {
+    throw std::logic_error("torchlens: the model graph has a cycle");
+  }
+  std::reverse(r.order.begin(), r.order.end());
+  return r;
+}
 
 /// Module containment paths interned into a trie: equal paths share an id,
 /// the longest common prefix of two paths is the trie's lowest common ancestor.

@@ -40,23 +40,29 @@ inline constexpr auto all_passes = boost::hana::tuple_t<
 
 /// The default postprocessing pipeline (what run_default_pipeline runs):
 /// `output-nodes,output-ancestry,trim-orphans,number-buffers,distances,
-/// conditionals,infer-modules,group-recurrences,label-layers,validate`.
+/// conditionals,infer-modules,group-recurrences,label-layers`.
+/// Invariant checks are opt-in, as TorchLens's TORCHLENS_POSTPROCESS_ASSERTIONS:
+/// checked_pipeline(), or verify_after_each_pass() as a hook.
 inline auto default_pipeline() {
   return make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{},
                        NumberBuffersPass{}, ComputeDistancesPass{}, DetectConditionalsPass{},
-                       InferModulesPass{}, GroupRecurrencesPass{}, LabelLayersPass{},
-                       ValidateGraphInvariantsPass{});
+                       InferModulesPass{}, GroupRecurrencesPass{}, LabelLayersPass{});
 }
 
 /// Type of default_pipeline().
 using DefaultPipeline = decltype(default_pipeline());
+
+/// default_pipeline() followed by the validate pass.
+inline auto checked_pipeline() { return default_pipeline().append(ValidateGraphInvariantsPass{}); }
 
 } // namespace torchlens::passes
 
 namespace torchlens {
 
 /// Runs the default pipeline on a freshly captured graph; returns per-pass records.
-inline std::vector<PassRecord> run_default_pipeline(ModelGraph& g) {
+/// With `validate`, the validate pass runs last (throws std::logic_error on a broken graph).
+inline std::vector<PassRecord> run_default_pipeline(ModelGraph& g, bool validate = false) {
+  if (validate) return passes::checked_pipeline().run(g);
   return passes::default_pipeline().run(g);
 }
 

@@ -59,6 +59,7 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
   /// Statistics "max distance from input", "max distance to output".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
+    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     const auto n = boost::num_vertices(g);
     std::vector<Vertex> inputs, outputs;
     for (Vertex v = 0; v < n; ++v) {
@@ -74,17 +75,11 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
     for (Vertex v : outputs) max_out[v] = 0;
     for (Vertex v : order) {
       if (max_in[v] < 0) continue;
-      for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
-        Vertex t = boost::target(e, g);
-        max_in[t] = std::max(max_in[t], max_in[v] + 1);
-      }
+      for (std::uint32_t t : adj.children_of(v)) max_in[t] = std::max(max_in[t], max_in[v] + 1);
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       if (max_out[*it] < 0) continue;
-      for (auto e : boost::make_iterator_range(boost::in_edges(*it, g))) {
-        Vertex s = boost::source(e, g);
-        max_out[s] = std::max(max_out[s], max_out[*it] + 1);
-      }
+      for (std::uint32_t s : adj.parents_of(*it)) max_out[s] = std::max(max_out[s], max_out[*it] + 1);
     }
     int deepest_in = -1, deepest_out = -1;
     for (Vertex v = 0; v < n; ++v) {

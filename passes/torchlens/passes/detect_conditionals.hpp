@@ -44,8 +44,8 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
     for (Vertex v = 0; v < n; ++v) {
       g[v].is_terminal_bool = false;
       g[v].in_cond_branch = false;
+      for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) g[e].is_cond_branch_start = false;
     }
-    for (auto e : boost::make_iterator_range(boost::edges(g))) g[e].is_cond_branch_start = false;
 
     std::int64_t terminals = 0, branch = 0, if_edges = 0;
     std::vector<Vertex> stack;

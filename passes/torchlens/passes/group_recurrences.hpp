@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -147,15 +148,19 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     }
     s += '_';
     // parent shapes, in argument order
-    std::vector<std::tuple<int, int, Vertex>> parents;
-    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-      parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
-    }
-    std::sort(parents.begin(), parents.end());
-    for (const auto& [pos, idx, p] : parents) {
-      (void)pos;
-      (void)idx;
-      detail::append_shape(s, g[p].shape);
+    if (boost::in_degree(v, g) == 1) {
+      detail::append_shape(s, g[boost::source(*boost::in_edges(v, g).first, g)].shape);
+    } else {
+      std::vector<std::tuple<int, int, Vertex>> parents;
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
+      }
+      std::sort(parents.begin(), parents.end());
+      for (const auto& [pos, idx, p] : parents) {
+        (void)pos;
+        (void)idx;
+        detail::append_shape(s, g[p].shape);
+      }
     }
     s += "_out";
     s += std::to_string(n.output_index);
@@ -165,33 +170,45 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
   }
 
   /// Statistics "layers", "recurrent layers", "expansions".
-  PassResult run(ModelGraph& g, PassContext&) const {
+  PassResult run(ModelGraph& g, PassContext& ctx) const {
     const std::size_t n = boost::num_vertices(g);
-    // ---- equivalence classes ----
-    std::unordered_map<std::string, std::size_t> class_of_type;
+    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
+    // ---- equivalence classes (keys are views of the strings stored on the nodes) ----
+    std::unordered_map<std::string_view, std::size_t> class_of_type;
+    class_of_type.reserve(n);
     std::vector<std::size_t> cls(n);
     std::vector<char> groupable(n, 0);
-    std::vector<std::vector<Vertex>> members;
     std::vector<char> param_class;
+    std::vector<std::size_t> class_size;
     for (Vertex v = 0; v < n; ++v) {
-      std::string type = equivalence_type(g, v);
-      auto [it, inserted] = class_of_type.try_emplace(type, members.size());
+      g[v].equivalence_type = equivalence_type(g, v);
+      auto [it, inserted] = class_of_type.try_emplace(g[v].equivalence_type, class_size.size());
       if (inserted) {
-        members.emplace_back();
+        class_size.push_back(0);
         param_class.push_back(g[v].kind == NodeKind::op && !g[v].params.empty());
       }
       cls[v] = it->second;
-      members[it->second].push_back(v);
+      ++class_size[it->second];
       groupable[v] = g[v].kind == NodeKind::op;
-      g[v].equivalence_type = std::move(type);
+    }
+    // members of class c, in creation order: by_class[offset[c] .. offset[c + 1])
+    const std::size_t num_classes = class_size.size();
+    std::vector<std::size_t> offset(num_classes + 1, 0);
+    for (std::size_t c = 0; c < num_classes; ++c) offset[c + 1] = offset[c] + class_size[c];
+    std::vector<Vertex> by_class(n);
+    {
+      std::vector<std::size_t> fill(offset.begin(), offset.end() - 1);
+      for (Vertex v = 0; v < n; ++v) by_class[fill[cls[v]]++] = v;
     }
 
     detail::DisjointSets layers(n);
     std::int64_t expansions = 0;
     Expansion ex(n);
-    for (std::size_t c = 0; c < members.size(); ++c) {
-      const auto& m = members[c];
-      if (m.size() < 2 || !groupable[m.front()]) continue;
+    std::vector<Vertex> m;
+    for (std::size_t c = 0; c < num_classes; ++c) {
+      if (class_size[c] < 2 || !groupable[by_class[offset[c]]]) continue;
+      m.assign(by_class.begin() + static_cast<std::ptrdiff_t>(offset[c]),
+               by_class.begin() + static_cast<std::ptrdiff_t>(offset[c + 1]));
       // already one layer: an earlier expansion grouped them and grew around them
       const std::size_t root = layers.find(m.front());
       bool all_one = true;
@@ -207,7 +224,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
       }
       if (!options.detect_loops()) continue;
       ++expansions;
-      ex.run(g, m, c, cls, groupable, param_class, layers);
+      ex.run(adj, m, c, cls, groupable, param_class, layers);
     }
 
     // ---- layers and passes, numbered by creation order ----
@@ -254,7 +271,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     };
     using Group = std::vector<std::pair<std::size_t, Vertex>>; // (subgraph, vertex)
 
-    void run(const ModelGraph& g, const std::vector<Vertex>& seeds, std::size_t seed_class,
+    void run(const AdjacencyAnalysis::Result& adj, const std::vector<Vertex>& seeds, std::size_t seed_class,
              const std::vector<std::size_t>& cls, const std::vector<char>& groupable,
              const std::vector<char>& param_class, detail::DisjointSets& layers) {
       ++epoch_;
@@ -271,13 +288,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
       for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
         candidates_.clear();
         for (const auto& [sg, v] : groups_[gi]) {
-          for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
-            consider(boost::target(e, g), sg, cls, groupable);
-          }
+          for (std::uint32_t c : adj.children_of(v)) consider(c, sg, cls, groupable);
           if (gi == 0) continue; // parents only after the first step
-          for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-            consider(boost::source(e, g), sg, cls, groupable);
-          }
+          for (std::uint32_t p : adj.parents_of(v)) consider(p, sg, cls, groupable);
         }
         std::sort(candidates_.begin(), candidates_.end());
         candidates_.erase(std::unique(candidates_.begin(), candidates_.end()), candidates_.end());

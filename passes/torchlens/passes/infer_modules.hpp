@@ -37,6 +37,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
   /// Statistics "ops inferred", "ops changed".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
+    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     const auto& modules = ctx.get<ModuleTreeAnalysis>(g);
     const ModuleTree& tree = modules.tree;
     const auto n = boost::num_vertices(g);
@@ -46,22 +47,18 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       if (b == kNone) return a;
       return tree.common_prefix(a, b);
     };
-    auto anchor = [&g](Vertex v) { return g[v].kind == NodeKind::op && g[v].module_observed; };
+    // what a neighbour contributes: its own path if observed, else what it inherited
+    std::vector<char> anchor(n);
+    for (Vertex v = 0; v < n; ++v) anchor[v] = g[v].kind == NodeKind::op && g[v].module_observed;
     std::vector<int> up(n, kNone), down(n, kNone);
     for (Vertex v : order) {
       int acc = kNone;
-      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        Vertex p = boost::source(e, g);
-        acc = lcp(acc, anchor(p) ? modules.path_of[p] : up[p]);
-      }
+      for (std::uint32_t p : adj.parents_of(v)) acc = lcp(acc, anchor[p] ? modules.path_of[p] : up[p]);
       up[v] = acc;
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       int acc = kNone;
-      for (auto e : boost::make_iterator_range(boost::out_edges(*it, g))) {
-        Vertex c = boost::target(e, g);
-        acc = lcp(acc, anchor(c) ? modules.path_of[c] : down[c]);
-      }
+      for (std::uint32_t c : adj.children_of(*it)) acc = lcp(acc, anchor[c] ? modules.path_of[c] : down[c]);
       down[*it] = acc;
     }
     std::int64_t inferred = 0, changed = 0;

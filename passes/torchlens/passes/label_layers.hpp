@@ -6,8 +6,9 @@
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
-#include <torchlens/passes/detail/graph_ops.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -37,8 +38,9 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
   explicit LabelLayersPass(Options o) : options(o) {}
 
   /// Statistics "labels", "layers".
-  PassResult run(ModelGraph& g, PassContext&) const {
+  PassResult run(ModelGraph& g, PassContext& ctx) const {
     const auto n = boost::num_vertices(g);
+    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     std::size_t num_layers = 0;
     for (Vertex v = 0; v < n; ++v) num_layers = std::max(num_layers, g[v].layer + 1);
     std::vector<int> type_num(num_layers, 0), total_num(num_layers, 0);
@@ -83,7 +85,10 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       const std::string pass = node.num_passes > 1 ? ":" + std::to_string(node.pass_num) : "";
       node.label = node.label_no_pass + pass;
       node.label_short = node.label_short_no_pass + pass;
-      branching = branching || detail::distinct_children(g, v) > 1;
+      if (!branching) {
+        auto kids = adj.children_of(v);
+        branching = std::any_of(kids.begin(), kids.end(), [&](std::uint32_t c) { return c != kids[0]; });
+      }
     }
     g[boost::graph_bundle].is_branching = branching;
     PassResult result;

@@ -6,6 +6,9 @@
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
+#include <cstdint>
+#include <vector>
+
 namespace torchlens::passes {
 
 /// Sets OpNode::is_output_ancestor (a path leads to an output vertex; outputs
@@ -29,25 +32,32 @@ struct MarkOutputAncestryPass : pass_info<MarkOutputAncestryPass> {
   /// Statistics "output ancestors", "input descendants".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
-    std::int64_t n_in = 0, n_out = 0;
+    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
+    const auto n = boost::num_vertices(g);
+    std::vector<char> from_input(n), to_output(n);
+    for (Vertex v = 0; v < n; ++v) {
+      from_input[v] = g[v].kind == NodeKind::input;
+      to_output[v] = g[v].kind == NodeKind::output;
+    }
     for (Vertex v : order) {
-      bool from_input = g[v].kind == NodeKind::input;
-      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        if (from_input) break;
-        from_input = g[boost::source(e, g)].has_input_ancestor;
+      for (std::uint32_t p : adj.parents_of(v)) {
+        if (from_input[v]) break;
+        from_input[v] = from_input[p];
       }
-      g[v].has_input_ancestor = from_input;
-      n_in += from_input;
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
-      Vertex v = *it;
-      bool to_output = g[v].kind == NodeKind::output;
-      for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
-        if (to_output) break;
-        to_output = g[boost::target(e, g)].is_output_ancestor;
+      const Vertex v = *it;
+      for (std::uint32_t c : adj.children_of(v)) {
+        if (to_output[v]) break;
+        to_output[v] = to_output[c];
       }
-      g[v].is_output_ancestor = to_output;
-      n_out += to_output;
+    }
+    std::int64_t n_in = 0, n_out = 0;
+    for (Vertex v = 0; v < n; ++v) {
+      g[v].has_input_ancestor = from_input[v];
+      g[v].is_output_ancestor = to_output[v];
+      n_in += from_input[v];
+      n_out += to_output[v];
     }
     PassResult result;
     result.add("output ancestors", n_out).add("input descendants", n_in);

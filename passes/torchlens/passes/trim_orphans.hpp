@@ -49,6 +49,7 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
   /// Statistics "orphans removed", "internally terminated".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
+    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     const auto n = boost::num_vertices(g);
     std::vector<char> keep(n, 0);
     for (Vertex v = 0; v < n; ++v) {
@@ -60,7 +61,7 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
     // parents of kept vertices are kept: children before parents
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       if (!keep[*it]) continue;
-      for (auto e : boost::make_iterator_range(boost::in_edges(*it, g))) keep[boost::source(e, g)] = 1;
+      for (std::uint32_t p : adj.parents_of(*it)) keep[p] = 1;
     }
     PassResult result;
     const std::size_t removed = detail::compact(g, keep);

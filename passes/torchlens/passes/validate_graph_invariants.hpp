@@ -10,9 +10,10 @@
 #include <torchlens/passes/detail/graph_ops.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
+#include <string_view>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -34,9 +35,8 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
     return "vertex " + std::to_string(v) + " (id " + std::to_string(g[v].id) + ", " +
            (g[v].label.empty() ? g[v].layer_type : g[v].label) + ")";
   };
-  std::vector<std::pair<Vertex, Vertex>> out_pairs, in_pairs;
-  out_pairs.reserve(boost::num_edges(g));
-  in_pairs.reserve(boost::num_edges(g));
+  // parent lists rebuilt from the out-edges, bucketed per child (counting sort, O(V + E))
+  std::vector<std::size_t> start(n + 1, 0);
   bool labeled = false, grouped = false;
   for (Vertex v = 0; v < n; ++v) {
     const OpNode& node = g[v];
@@ -52,10 +52,7 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
       }
       if (t == v) problems.push_back(at(v) + ": self-loop");
       else if (t < v) problems.push_back(at(v) + ": edge to an earlier vertex (order not topological)");
-      out_pairs.emplace_back(v, t);
-    }
-    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-      in_pairs.emplace_back(boost::source(e, g), v);
+      ++start[t + 1];
     }
     const auto indeg = boost::in_degree(v, g), outdeg = boost::out_degree(v, g);
     if (node.kind == NodeKind::input && indeg != 0) problems.push_back(at(v) + ": input with parents");
@@ -64,32 +61,57 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
       problems.push_back(at(v) + ": output must have one parent and no children");
     }
   }
-  std::sort(out_pairs.begin(), out_pairs.end());
-  std::sort(in_pairs.begin(), in_pairs.end());
-  if (out_pairs != in_pairs) problems.push_back("parent/child lists disagree (asymmetric edges)");
+  for (Vertex v = 0; v < n; ++v) start[v + 1] += start[v];
+  std::vector<Vertex> parents(start[n]);
+  {
+    std::vector<std::size_t> fill(start.begin(), start.end() - 1);
+    for (Vertex v = 0; v < n; ++v) {
+      for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
+        const Vertex t = boost::target(e, g);
+        if (t < n) parents[fill[t]++] = v; // sources in increasing order
+      }
+    }
+  }
+  std::vector<Vertex> listed;
+  for (Vertex v = 0; v < n; ++v) {
+    listed.clear();
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) listed.push_back(boost::source(e, g));
+    std::sort(listed.begin(), listed.end());
+    if (!std::equal(listed.begin(), listed.end(), parents.begin() + static_cast<std::ptrdiff_t>(start[v]),
+                    parents.begin() + static_cast<std::ptrdiff_t>(start[v + 1]))) {
+      problems.push_back(at(v) + ": parent list disagrees with its parents' child lists");
+    }
+  }
   for (const auto& ret : info.returned) {
     if (!detail::vertex_of_id(g, ret.node_id)) problems.push_back("returned tensor " + ret.address + " names missing node id " + std::to_string(ret.node_id));
   }
   if (labeled) {
-    std::unordered_set<std::string> seen;
+    std::unordered_set<std::string_view> seen;
+    seen.reserve(n);
     for (Vertex v = 0; v < n; ++v) {
       if (g[v].label.empty()) problems.push_back(at(v) + ": unlabeled in a labeled graph");
       else if (!seen.insert(g[v].label).second) problems.push_back(at(v) + ": duplicate label " + g[v].label);
     }
   }
   if (labeled || grouped) {
-    std::unordered_map<std::size_t, std::pair<Vertex, int>> layer_seen; // layer -> (first vertex, passes seen)
+    constexpr Vertex kUnseen = static_cast<Vertex>(-1);
+    std::vector<std::pair<Vertex, int>> layer_seen(n, {kUnseen, 0}); // layer -> (first vertex, passes seen)
     for (Vertex v = 0; v < n; ++v) {
       const OpNode& node = g[v];
       if (node.pass_num < 1 || node.pass_num > node.num_passes) {
         problems.push_back(at(v) + ": pass_num outside 1..num_passes");
       }
-      auto [it, inserted] = layer_seen.try_emplace(node.layer, v, 0);
-      const OpNode& first = g[it->second.first];
+      if (node.layer >= n) {
+        problems.push_back(at(v) + ": layer index out of range");
+        continue;
+      }
+      auto* it = &layer_seen[node.layer];
+      if (it->first == kUnseen) it->first = v;
+      const OpNode& first = g[it->first];
       if (first.layer_type != node.layer_type || first.num_passes != node.num_passes) {
         problems.push_back(at(v) + ": layer mixes layer types or pass counts");
       }
-      if (node.pass_num != ++it->second.second) problems.push_back(at(v) + ": passes of its layer not numbered in order");
+      if (node.pass_num != ++it->second) problems.push_back(at(v) + ": passes of its layer not numbered in order");
     }
   }
   return problems;

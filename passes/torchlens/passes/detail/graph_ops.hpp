@@ -62,26 +62,8 @@ inline std::size_t compact(ModelGraph& g, const std::vector<char>& keep,
       boost::add_edge(new_index[src], new_index[t], std::move(g[e]), out);
     }
   }
-  g = std::move(out);
+  g.swap(out); // adjacency_list has no move assignment in Boost 1.74: swap, don't copy
   return n - next;
-}
-
-/// Number of distinct children of v.
-inline std::size_t distinct_children(const ModelGraph& g, Vertex v) {
-  std::size_t count = 0;
-  Vertex last = static_cast<Vertex>(-1);
-  bool sorted = true;
-  for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
-    Vertex t = boost::target(e, g);
-    if (last != static_cast<Vertex>(-1) && t < last) sorted = false;
-    if (t != last) ++count;
-    last = t;
-  }
-  if (sorted) return count;
-  std::vector<Vertex> ts;
-  for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) ts.push_back(boost::target(e, g));
-  std::sort(ts.begin(), ts.end());
-  return static_cast<std::size_t>(std::unique(ts.begin(), ts.end()) - ts.begin());
 }
 
 } // namespace torchlens::passes::detail

@@ -1,0 +1,141 @@
+// Rendering through Graphviz's libraries (libgvc + cgraph): DOT text from
+// torchlens/io/dot.hpp → agmemread → gvLayout → gvRender*. Compiled without
+// Graphviz when the `graphviz` feature is off; then every entry point throws.
+#include <torchlens/io/render.hpp>
+
+#include <torchlens/log/model_log.hpp>
+
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#ifndef TORCHLENS_HAVE_GRAPHVIZ
+#define TORCHLENS_HAVE_GRAPHVIZ 0
+#endif
+
+#if TORCHLENS_HAVE_GRAPHVIZ
+#include <graphviz/cgraph.h>
+#include <graphviz/gvc.h>
+#endif
+
+namespace torchlens::io {
+
+namespace {
+
+std::string format_of(const RenderOptions& options) {
+  if (!options.format().empty()) return options.format();
+  const std::string& path = options.path();
+  const auto dot = path.find_last_of('.');
+  const auto slash = path.find_last_of('/');
+  TORCH_CHECK(dot != std::string::npos && (slash == std::string::npos || dot > slash),
+              "render: cannot tell the format of '", path,
+              "': give it an extension (.svg, .png, .pdf) or set RenderOptions::format");
+  return path.substr(dot + 1);
+}
+
+#if TORCHLENS_HAVE_GRAPHVIZ
+
+/// Owns a Graphviz context, a parsed graph and its layout.
+class Layout {
+ public:
+  Layout(const std::string& dot, const std::string& engine) : gvc_(gvContext()) {
+    TORCH_CHECK(gvc_ != nullptr, "render: gvContext() failed");
+    agseterr(AGMAX);  // keep messages for aglasterr(), print nothing
+    graph_ = agmemread(dot.c_str());
+    TORCH_CHECK(graph_ != nullptr, "render: Graphviz could not parse the DOT text: ", last_error());
+    TORCH_CHECK(gvLayout(gvc_, graph_, engine.c_str()) == 0, "render: layout engine '", engine,
+                "' failed: ", last_error());
+    laid_out_ = true;
+  }
+  ~Layout() {
+    if (laid_out_) gvFreeLayout(gvc_, graph_);
+    if (graph_) agclose(graph_);
+    gvFreeContext(gvc_);
+  }
+  Layout(const Layout&) = delete;
+  Layout& operator=(const Layout&) = delete;
+
+  void write(const std::string& format, const std::string& path) {
+    TORCH_CHECK(gvRenderFilename(gvc_, graph_, format.c_str(), path.c_str()) == 0,
+                "render: could not write '", path, "' as ", format, ": ", last_error());
+  }
+  std::string data(const std::string& format) {
+    char* bytes = nullptr;
+    unsigned int length = 0;
+    TORCH_CHECK(gvRenderData(gvc_, graph_, format.c_str(), &bytes, &length) == 0,
+                "render: could not render as ", format, ": ", last_error());
+    std::string out(bytes, length);
+    gvFreeRenderData(bytes);
+    return out;
+  }
+
+ private:
+  static std::string last_error() {
+    const char* e = aglasterr();
+    std::string s = e ? e : "(no message)";
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+  }
+  GVC_t* gvc_ = nullptr;
+  graph_t* graph_ = nullptr;
+  bool laid_out_ = false;
+};
+
+#endif
+
+[[noreturn]] void unavailable() {
+  TORCH_CHECK(false,
+              "render: torchlens was built without Graphviz (libgvc not found or the `graphviz` "
+              "Meson feature disabled); install libgraphviz-dev and reconfigure with "
+              "-Dgraphviz=enabled, or write DOT with torchlens::io::write_dot");
+}
+
+} // namespace
+
+bool render_available() noexcept { return TORCHLENS_HAVE_GRAPHVIZ != 0; }
+
+std::string auto_engine(std::size_t drawn_nodes) {
+  return drawn_nodes > kDotNodeLimit ? "sfdp" : "dot";
+}
+
+void render_dot(const std::string& dot, const RenderOptions& options) {
+  TORCH_CHECK(!options.path().empty(), "render: RenderOptions::path is empty");
+  const std::string format = format_of(options);
+#if TORCHLENS_HAVE_GRAPHVIZ
+  Layout layout(dot, options.engine().empty() ? "dot" : options.engine());
+  layout.write(format, options.path());
+#else
+  (void)dot;
+  unavailable();
+#endif
+}
+
+std::string render_dot_to_string(const std::string& dot, const std::string& format,
+                                 const std::string& engine) {
+#if TORCHLENS_HAVE_GRAPHVIZ
+  Layout layout(dot, engine.empty() ? "dot" : engine);
+  return layout.data(format);
+#else
+  (void)dot;
+  (void)format;
+  (void)engine;
+  unavailable();
+#endif
+}
+
+void render(const ModelGraph& graph, const RenderOptions& options) {
+  if (!render_available()) unavailable();
+  const DotGraph drawing = build_dot_graph(graph, options.dot());
+  std::ostringstream dot;
+  write_dot(dot, drawing);
+  RenderOptions o = options;
+  if (o.engine().empty()) o.engine(auto_engine(boost::num_vertices(drawing)));
+  render_dot(dot.str(), o);
+}
+
+void render(const ModelLog& log, const RenderOptions& options) { render(log.graph(), options); }
+
+} // namespace torchlens::io

@@ -485,10 +485,19 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   std::vector<int> drawn_collapsed;          // per DotGraph vertex, index into collapsed or -1
   std::vector<bool> drawn_from_input;        // per DotGraph vertex
 
+  auto hidden = [&](const detail::Item& it) {
+    return g[it.members.front()].kind == NodeKind::buffer && !options.show_buffers();
+  };
+  // visible items per innermost module (pass): a leaf module's output leaves
+  // the module's cluster (drawn as the module's box) only when it is alone in it
+  std::unordered_map<std::string, std::size_t> items_in_module;
+  for (const auto& it : items) {
+    if (!hidden(it) && !it.frames.empty()) ++items_in_module[detail::path_key(it.frames, it.frames.size())];
+  }
   for (std::size_t i = 0; i < items.size(); ++i) {
     const detail::Item& it = items[i];
     const OpNode& node = g[it.members.front()];
-    if (node.kind == NodeKind::buffer && !options.show_buffers()) continue;
+    if (hidden(it)) continue;
     const auto& fr = it.frames;
     const bool innermost_leaf = !fr.empty() && !non_leaf.count(fr.back().address);
     bool own_box = false;
@@ -496,7 +505,8 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
       for (Vertex m : it.members) own_box = own_box || is_exit(m, frames[m].size() - 1);
     }
     leaf_box[i] = own_box;
-    const bool drop_last = own_box || (innermost_leaf && node.kind == NodeKind::buffer);
+    const bool alone = !fr.empty() && items_in_module[detail::path_key(fr, fr.size())] == 1;
+    const bool drop_last = (own_box && alone) || (innermost_leaf && node.kind == NodeKind::buffer);
     const std::size_t depth = fr.size() - (drop_last ? 1 : 0);
     bool from_input = false;
     for (Vertex m : it.members) from_input = from_input || g[m].has_input_ancestor;

@@ -63,20 +63,39 @@ ModelDescription describe(const torch::jit::Module& m) {
   return d;
 }
 
-at::Tensor run_sequential(Recorder& rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
+std::vector<std::pair<std::string, at::Tensor>> jit_input_tensors(
+    const std::vector<c10::IValue>& inputs) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    std::vector<at::Tensor> flat;
+    flatten_outputs(inputs[i], flat);
+    for (std::size_t j = 0; j < flat.size(); ++j) {
+      std::string address = "input.";  // (built stepwise: g++ 12 -Wrestrict false positive)
+      address += std::to_string(i);
+      if (!inputs[i].isTensor()) {
+        address += '.';
+        address += std::to_string(j);
+      }
+      tensors.emplace_back(std::move(address), flat[j]);
+    }
+  }
+  return tensors;
+}
+
+at::Tensor run_sequential(Recorder* rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
                           at::Tensor x) {
   const auto children = seq.named_children();
   std::size_t i = 0;
   for (auto& any : seq) {
     const std::string address = prefix.empty() ? children[i].key() : prefix + "." + children[i].key();
     const auto module = any.ptr();
-    rec.enter_module(address, module_type_name(*module));
+    if (rec != nullptr) rec->enter_module(address, module_type_name(*module));
     if (auto* nested = dynamic_cast<torch::nn::SequentialImpl*>(module.get())) {
       x = run_sequential(rec, *nested, address, x);
     } else {
       x = any.forward(x);
     }
-    rec.exit_module();
+    if (rec != nullptr) rec->exit_module();
     ++i;
   }
   return x;
@@ -86,28 +105,11 @@ at::Tensor run_sequential(Recorder& rec, torch::nn::SequentialImpl& seq, const s
 
 ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
                           const LogOptions& options) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    const auto& in = inputs[i];
-    const std::string address = "input." + std::to_string(i);
-    if (in.isTensor()) {
-      tensors.emplace_back(address, in.toTensor());
-    } else if (in.isTensorList() || in.isList()) {
-      const auto& list = in.toListRef();
-      for (std::size_t j = 0; j < list.size(); ++j) {
-        if (list[j].isTensor()) tensors.emplace_back(address + "." + std::to_string(j), list[j].toTensor());
-      }
-    } else if (in.isTuple()) {
-      const auto& elems = in.toTupleRef().elements();
-      for (std::size_t j = 0; j < elems.size(); ++j) {
-        if (elems[j].isTensor()) tensors.emplace_back(address + "." + std::to_string(j), elems[j].toTensor());
-      }
-    }
-  }
   TORCH_CHECK(model.find_method("forward").has_value(),
               "torchlens: the TorchScript module has no forward method");
-  detail::ForwardFn forward = [&](detail::Recorder&) { return model.forward(inputs); };
-  return detail::run_logged(detail::describe(model), tensors, forward, options);
+  detail::ForwardFn forward = [&](detail::Recorder*) { return model.forward(inputs); };
+  return detail::run_logged(detail::describe(model), detail::jit_input_tensors(inputs), forward,
+                            options);
 }
 
 } // namespace torchlens

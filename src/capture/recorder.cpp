@@ -6,6 +6,7 @@
 
 #include <torchlens/log/model_log.hpp>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ScalarOps.h>
 #include <ATen/ops/clone.h>
@@ -78,6 +79,35 @@ TORCH_LIBRARY_IMPL(_, TESTING_ONLY_GenericMode, m) {
   m.fallback(torch::CppFunction::makeFromBoxedFunction<&capture_fallback>());
 }
 
+std::vector<std::pair<at::Tensor, bool>> flatten_returns(c10::ArrayRef<c10::IValue> returns,
+                                                         bool scalar_read) {
+  std::vector<std::pair<at::Tensor, bool>> outputs;
+  for (const auto& r : returns) {
+    if (r.isTensor()) {
+      outputs.emplace_back(r.toTensor(), false);
+    } else if (r.isTensorList()) {
+      for (const auto& t : r.toTensorVector()) outputs.emplace_back(t, false);
+    } else if (scalar_read && (r.isScalar() || r.isBool())) {
+      outputs.emplace_back(r.isBool() ? at::scalar_tensor(r.toBool(), at::kBool)
+                                      : c10::scalar_to_tensor(r.toScalar()),
+                           true);
+    }
+  }
+  return outputs;
+}
+
+void flatten_outputs(const c10::IValue& v, std::vector<at::Tensor>& out) {
+  if (v.isTensor()) {
+    out.push_back(v.toTensor());
+  } else if (v.isTuple()) {
+    for (const auto& e : v.toTupleRef().elements()) flatten_outputs(e, out);
+  } else if (v.isList()) {
+    for (const auto& e : v.toListRef()) flatten_outputs(e, out);
+  } else if (v.isGenericDict()) {
+    for (const auto& kv : v.toGenericDict()) flatten_outputs(kv.value(), out);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Installing and removing the recorder (RAII, also when the model throws).
 
@@ -98,7 +128,7 @@ class CaptureScope {
 
 c10::IValue Recorder::run(const ForwardFn& forward) {
   CaptureScope scope(*this);
-  return forward(*this);
+  return forward(this);
 }
 
 // ---------------------------------------------------------------------------
@@ -157,6 +187,43 @@ void Recorder::track(const at::Tensor& t, std::size_t node) {
   tensors_.insert_or_assign(
       impl, Tracked{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), node,
                     version_of(t)});
+  if (const auto* st = storage_of(t)) {
+    outputs_by_storage_.insert_or_assign(
+        st, Geometry{node, t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.scalar_type()});
+  }
+}
+
+bool Recorder::Geometry::matches(const at::Tensor& t) const {
+  return t.sizes() == c10::IntArrayRef(sizes) && t.strides() == c10::IntArrayRef(strides) &&
+         t.storage_offset() == offset && t.scalar_type() == dtype;
+}
+
+void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
+  const at::Tensor base(view._base());
+  if (!base.defined()) return;
+  // the base's value before the write: its tracked node, whatever its version now
+  std::vector<Parent> parents;
+  if (auto it = tensors_.find(base.unsafeGetTensorImpl()); it != tensors_.end()) {
+    parents.push_back(Parent{it->second.node, 0, -1});
+  } else {
+    std::vector<const ParamState*> params;
+    resolve_arg(base, 0, -1, parents, params);
+  }
+  OpNode n;
+  n.kind = NodeKind::op;
+  n.op_name = "torchlens::base_update";
+  n.layer_type = "baseupdate";
+  n.is_inplace = true;
+  n.modules = graph[writer].modules;
+  n.module_observed = graph[writer].module_observed;
+  fill_tensor_fields(n, base);
+  const std::size_t id = new_node(std::move(n));
+  for (const auto& p : parents) {
+    if (p.node != writer) boost::add_edge(p.node, id, TensorEdge{0, -1, "base", false}, graph);
+  }
+  boost::add_edge(writer, id, TensorEdge{1, -1, "written", false}, graph);
+  track(base, id);
+  save(id, base, /*copy=*/false);
 }
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
@@ -283,10 +350,10 @@ std::size_t Recorder::constant_node(const at::Tensor& t) {
   return id;
 }
 
-void Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
+bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
                            std::vector<Parent>& parents, std::vector<const ParamState*>& params) {
   if (!t.defined()) {
-    return;
+    return false;
   }
   const auto* impl = t.unsafeGetTensorImpl();
   if (auto it = tensors_.find(impl); it != tensors_.end()) {
@@ -304,17 +371,25 @@ void Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
       }
     }
     parents.push_back(Parent{node, pos, list_index});
-    return;
+    return true;
   }
   if (auto it = params_.find(impl); it != params_.end()) {
     params.push_back(&it->second);
-    return;
+    return false;
   }
   if (auto it = buffers_.find(impl); it != buffers_.end()) {
     parents.push_back(Parent{buffer_node(it->second, t), pos, list_index});
-    return;
+    return true;
+  }
+  if (auto it = outputs_by_storage_.find(storage_of(t));
+      it != outputs_by_storage_.end() && it->second.matches(t)) {
+    const std::size_t node = it->second.node;  // same data, new TensorImpl
+    track(t, node);
+    parents.push_back(Parent{node, pos, list_index});
+    return true;
   }
   parents.push_back(Parent{constant_node(t), pos, list_index});
+  return true;
 }
 
 std::vector<Recorder::RawFrame> Recorder::torchscript_frames() const {
@@ -447,36 +522,56 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     const c10::IValue& a = args[i];
     const int pos = static_cast<int>(i);
     if (a.isTensor()) {
-      resolve_arg(a.toTensor(), pos, -1, parents, params);
+      const bool edge = resolve_arg(a.toTensor(), pos, -1, parents, params);
       arg_tensors.push_back(a.toTensor());
-      rec.args.emplace_back();
-      rec.tensor_arg.push_back(true);
-      continue;
-    } else if (a.isTensorList() || (a.isList() && !a.toListRef().empty() &&
-                                    (a.toListRef()[0].isTensor() || a.toListRef()[0].isNone()))) {
-      const auto& list = a.toListRef();
-      bool any_tensor = false;
+      rec.args.push_back(edge ? c10::IValue() : a);
+      rec.from_edges.push_back(edge);
+      rec.is_tensor.push_back(true);
+    } else if (a.isTensorList()) {
+      auto list = a.toTensorList().copy();
+      bool any_edge = false;
       for (std::size_t j = 0; j < list.size(); ++j) {
-        if (list[j].isTensor()) {
-          any_tensor = true;
-          resolve_arg(list[j].toTensor(), pos, static_cast<int>(j), parents, params);
-          arg_tensors.push_back(list[j].toTensor());
+        const at::Tensor t = list.get(j);
+        arg_tensors.push_back(t);
+        if (resolve_arg(t, pos, static_cast<int>(j), parents, params)) {
+          any_edge = true;
+          list.set(j, at::Tensor());
         }
       }
-      rec.args.push_back(any_tensor ? c10::IValue() : a);
-      rec.tensor_arg.push_back(any_tensor);
+      rec.args.emplace_back(std::move(list));
+      rec.from_edges.push_back(any_edge);
+      rec.is_tensor.push_back(true);
+    } else if (a.isList() && a.toList().elementType()->kind() == c10::TypeKind::OptionalType) {
+      auto list = a.toList().copy();  // Tensor?[] (index)
+      bool any_edge = false;
+      for (std::size_t j = 0; j < list.size(); ++j) {
+        const c10::IValue e = list.get(j);
+        if (!e.isTensor()) continue;
+        arg_tensors.push_back(e.toTensor());
+        if (resolve_arg(e.toTensor(), pos, static_cast<int>(j), parents, params)) {
+          any_edge = true;
+          list.set(j, c10::IValue());
+        }
+      }
+      rec.args.emplace_back(std::move(list));
+      rec.from_edges.push_back(any_edge);
+      rec.is_tensor.push_back(true);
     } else {
       rec.args.push_back(a);
-      rec.tensor_arg.push_back(false);
+      rec.from_edges.push_back(false);
+      rec.is_tensor.push_back(false);
     }
   }
 
   // Copy-on-write: saved activations that this op is about to overwrite.
   std::vector<std::uint32_t> versions_before;
   versions_before.reserve(arg_tensors.size());
+  std::vector<at::Tensor> args_written_views(num_args);
   for (std::size_t i = 0; i < num_args; ++i) {
     if (info.arg_written[i] && args[i].isTensor()) {
-      protect_storage(storage_of(args[i].toTensor()));
+      const at::Tensor& w = args[i].toTensor();
+      protect_storage(storage_of(w));
+      if (w.is_view() && !w.is_inference()) args_written_views[i] = w;
     }
   }
   for (const auto& t : arg_tensors) {
@@ -485,6 +580,11 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   bool observed = false;
   std::vector<ModuleFrame> frames = module_frames(params, observed);
+  if (options_.keep_replay()) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rec.rng_state = gen.get_state();
+  }
 
   const auto t0 = std::chrono::steady_clock::now();
   op.callBoxed(stack);
@@ -494,19 +594,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   // Outputs: one vertex per returned tensor (and per scalar read).
   const std::size_t num_returns = op.schema().returns().size();
-  const auto returns = torch::jit::last(*stack, num_returns);
-  std::vector<std::pair<at::Tensor, bool>> outputs;  // (tensor, is scalar read)
-  for (const auto& r : returns) {
-    if (r.isTensor()) {
-      outputs.emplace_back(r.toTensor(), false);
-    } else if (r.isTensorList()) {
-      for (const auto& t : r.toTensorVector()) outputs.emplace_back(t, false);
-    } else if (info.scalar_read && (r.isScalar() || r.isBool())) {
-      outputs.emplace_back(r.isBool() ? at::scalar_tensor(r.toBool(), at::kBool)
-                                      : c10::scalar_to_tensor(r.toScalar()),
-                           true);
-    }
-  }
+  const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns), info.scalar_read);
 
   bool wrote_any = false;
   for (std::size_t i = 0; i < num_args; ++i) wrote_any = wrote_any || info.arg_written[i];
@@ -566,6 +654,16 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       }
     }
     save(id, t, /*copy=*/false);
+  }
+
+  // An in-place write into a view changed its base too: log the base's new value
+  // so later uses of the base see the whole tensor (TorchLens's setitem).
+  if (wrote_any && first_id != SIZE_MAX) {
+    for (std::size_t i = 0; i < num_args; ++i) {
+      if (info.arg_written[i] && args_written_views[i].defined()) {
+        log_base_update(args_written_views[i], first_id);
+      }
+    }
   }
 
   // Writes the schema does not announce (batch_norm's running stats in training):
@@ -639,7 +737,7 @@ void Recorder::finish(double forward_ms) {
     if (!rec.op) continue;
     const auto& schema = rec.op->schema();
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
-      if (rec.tensor_arg[i]) continue;  // an edge, not a scalar
+      if (rec.is_tensor[i]) continue;  // an edge or a parameter, not a scalar
       std::ostringstream os;
       os << rec.args[i];
       graph[v].scalar_args.push_back(ScalarArg{schema.arguments()[i].name(), os.str()});
@@ -658,12 +756,5 @@ void Recorder::finish(double forward_ms) {
     info.modules.push_back(std::move(m));
   }
 }
-
-// ---------------------------------------------------------------------------
-
-void enter_module(Recorder& rec, const std::string& address, const std::string& type) {
-  rec.enter_module(address, type);
-}
-void exit_module(Recorder& rec) { rec.exit_module(); }
 
 } // namespace torchlens::detail

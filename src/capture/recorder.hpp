@@ -24,12 +24,20 @@ struct SavePolicy {
   std::unordered_set<std::size_t> ids;  ///< OpNode ids, for Mode::ids
 };
 
-/// What capture records per op beyond the graph: the operator and its non-tensor
-/// arguments (tensor arguments are the vertex's in-edges). Indexed by OpNode::id.
+/// What capture records per op beyond the graph, enough to call it again: the
+/// operator, its arguments with the logged tensors taken out (they are the
+/// vertex's in-edges; parameters stay), and the generator state it ran with.
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
-  std::vector<c10::IValue> args;  ///< tensors replaced by None
-  std::vector<bool> tensor_arg;   ///< which arguments were tensors (now in-edges)
+  std::vector<c10::IValue> args;  ///< in-edge tensors replaced by None / undefined
+  std::vector<bool> from_edges;   ///< argument (or some list element) comes from in-edges
+  std::vector<bool> is_tensor;    ///< argument is a tensor or tensor list (not printable)
+  at::Tensor rng_state;           ///< CPU generator state before the op (keep_replay)
+};
+
+/// Replay records of a log, by OpNode::id (kept when LogOptions::keep_replay).
+struct ReplayRecords {
+  std::vector<OpRecord> by_id;
 };
 
 /// Static facts about an operator, computed once per schema.
@@ -39,6 +47,32 @@ struct OpInfo {
   std::vector<bool> arg_written;  ///< schema says Tensor(a!)
   bool returns_view = false;      ///< a return aliases an argument without a write
   bool scalar_read = false;       ///< item / is_nonzero / _local_scalar_dense / equal
+};
+
+/// An op's returns as capture logs them: tensors in order (tensor lists
+/// flattened, undefined ones kept as placeholders), and for scalar reads the
+/// value as a 0-dim tensor. The second member says "scalar read".
+std::vector<std::pair<at::Tensor, bool>> flatten_returns(c10::ArrayRef<c10::IValue> returns,
+                                                         bool scalar_read);
+
+/// Tensors of a forward() result in output-node order (tuples, lists, dicts).
+void flatten_outputs(const c10::IValue& value, std::vector<at::Tensor>& out);
+
+/// The tensors of TorchScript forward() arguments, addressed `input.0`,
+/// `input.1.2` (element 2 of a list/tuple argument).
+std::vector<std::pair<std::string, at::Tensor>> jit_input_tensors(
+    const std::vector<c10::IValue>& inputs);
+
+/// Parameters, buffers and inputs as they were, to undo what a forward pass
+/// changes in place (batch-norm statistics, counters) between repeated runs.
+class StateSnapshot {
+ public:
+  StateSnapshot(const ModelDescription& model,
+                const std::vector<std::pair<std::string, at::Tensor>>& inputs);
+  void restore();
+
+ private:
+  std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // (live, copy)
 };
 
 class Recorder {
@@ -100,13 +134,25 @@ class Recorder {
     std::size_t node;
     int arg_pos, list_index;
   };
+  /// Geometry of a logged output, to recognise a new TensorImpl over the same
+  /// data (torch:: factories re-wrap their result in a new impl).
+  struct Geometry {
+    std::size_t node;
+    std::vector<std::int64_t> sizes, strides;
+    std::int64_t offset;
+    c10::ScalarType dtype;
+    bool matches(const at::Tensor& t) const;
+  };
 
   const OpInfo& info_for(const c10::OperatorHandle& op);
   std::size_t new_node(OpNode node);
   void track(const at::Tensor& t, std::size_t node);
+  /// After an in-place write into a view: a node for the base's new value.
+  void log_base_update(const at::Tensor& view, std::size_t writer);
   /// Resolves one tensor argument to a parent vertex (creating buffer or
   /// constant sources on first sight) or to a parameter.
-  void resolve_arg(const at::Tensor& t, int pos, int list_index, std::vector<Parent>& parents,
+  /// Returns true when the tensor became an in-edge (false: a parameter).
+  bool resolve_arg(const at::Tensor& t, int pos, int list_index, std::vector<Parent>& parents,
                    std::vector<const ParamState*>& params);
   std::size_t buffer_node(BufferState& b, const at::Tensor& t);
   std::size_t constant_node(const at::Tensor& t);
@@ -125,6 +171,7 @@ class Recorder {
   std::unordered_map<const c10::FunctionSchema*, OpInfo> op_infos_;
   std::unordered_map<const c10::TensorImpl*, Tracked> tensors_;
   std::unordered_map<const c10::StorageImpl*, Writer> storage_writers_;
+  std::unordered_map<const c10::StorageImpl*, Geometry> outputs_by_storage_;
   std::unordered_map<const c10::StorageImpl*, std::vector<std::size_t>> saved_by_storage_;
   std::unordered_map<const c10::TensorImpl*, ParamState> params_;
   std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;

@@ -5,10 +5,7 @@
 #include "recorder.hpp"
 
 #include <torchlens/capture/log_forward_pass.hpp>
-#if __has_include(<torchlens/passes/all.hpp>)
 #include <torchlens/passes/all.hpp>
-#define TORCHLENS_HAVE_PASSES 1
-#endif
 
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -50,11 +47,27 @@ std::unique_ptr<Recorder> capture_once(
 
 } // namespace
 
+StateSnapshot::StateSnapshot(const ModelDescription& model,
+                             const std::vector<std::pair<std::string, at::Tensor>>& inputs) {
+  at::NoGradGuard no_grad;
+  for (const auto& p : model.params) saved_.emplace_back(p.tensor, p.tensor.clone());
+  for (const auto& b : model.buffers) saved_.emplace_back(b.tensor, b.tensor.clone());
+  for (const auto& in : inputs) saved_.emplace_back(in.second, in.second.clone());
+}
+
+void StateSnapshot::restore() {
+  at::NoGradGuard no_grad;
+  for (auto& [live, copy] : saved_) live.copy_(copy);
+}
+
 ModelLog run_logged(const ModelDescription& model,
                     const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                     const ForwardFn& forward, const LogOptions& options) {
   const std::uint64_t seed = options.seed() ? *options.seed() : std::random_device{}();
   const auto t0 = std::chrono::steady_clock::now();
+  // a two-pass save must not let the first pass change what the second sees
+  std::optional<StateSnapshot> state;
+  if (options.save().kind() == SaveSpec::Kind::keys) state.emplace(model, inputs);
   SavePolicy first_policy;
   if (options.save().kind() == SaveSpec::Kind::all) {
     first_policy.mode = SavePolicy::Mode::all;
@@ -64,11 +77,13 @@ ModelLog run_logged(const ModelDescription& model,
   auto rec = capture_once(model, inputs, forward, options, first_policy, seed);
   ModelGraph graph = std::move(rec->graph);
   std::vector<at::Tensor> activations = std::move(rec->activations);
+  std::shared_ptr<const ReplayRecords> replay;
+  if (options.keep_replay()) {
+    replay = std::make_shared<const ReplayRecords>(ReplayRecords{std::move(rec->records)});
+  }
   rec.reset();
   if (options.postprocess()) {
-#ifdef TORCHLENS_HAVE_PASSES
     run_default_pipeline(graph);
-#endif
   }
   auto& info = graph[boost::graph_bundle];
   const double post_ms =
@@ -76,6 +91,7 @@ ModelLog run_logged(const ModelDescription& model,
       info.forward_time_ms;
   info.logging_time_ms += std::max(0.0, post_ms);
   ModelLog log(std::move(graph), std::move(activations), options);
+  log.set_replay(std::move(replay));
 
   if (options.save().kind() == SaveSpec::Kind::keys) {
     // Resolve the keys on the labelled graph, then capture again saving exactly
@@ -83,17 +99,20 @@ ModelLog run_logged(const ModelDescription& model,
     SavePolicy policy;
     policy.mode = SavePolicy::Mode::ids;
     const ModelGraph& g = log.graph();
+    std::vector<std::pair<std::size_t, std::size_t>> outputs;  // (output id, producer id)
     for (const auto& key : options.save().keys()) {
       for (Vertex v : log.select(key)) {
         if (g[v].kind == NodeKind::output) {
           for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
             policy.ids.insert(g[boost::source(e, g)].id);
+            outputs.emplace_back(g[v].id, g[boost::source(e, g)].id);
           }
         } else {
           policy.ids.insert(g[v].id);
         }
       }
     }
+    state->restore();
     auto second = capture_once(model, inputs, forward, options, policy, seed);
     ModelGraph raw = std::move(second->graph);
     std::vector<at::Tensor> acts = std::move(second->activations);
@@ -108,6 +127,8 @@ ModelLog run_logged(const ModelDescription& model,
                   "the saving pass (data-dependent branch, or randomness the seed does not fix): ",
                   "first difference at ", n.label, " (", n.op_name, ")");
     }
+    acts.resize(std::max(acts.size(), g[boost::graph_bundle].next_id));
+    for (const auto& [out, producer] : outputs) acts[out] = acts[producer];  // shared, no copy
     log.set_activations(std::move(acts));
   }
   return log;

@@ -168,13 +168,15 @@ ModelLog::~ModelLog() = default;
 const at::Tensor& ModelLog::activation(Vertex v) const {
   static const at::Tensor undefined;
   const OpNode& n = graph_[v];
-  if (n.kind == NodeKind::output) {
+  if (n.id < activations_.size() && activations_[n.id].defined()) return activations_[n.id];
+  // an output node is its producer's tensor: saved with it when everything is
+  // saved; with a key list only when the output itself was selected
+  if (n.kind == NodeKind::output && options_.save().kind() == SaveSpec::Kind::all) {
     for (auto e : boost::make_iterator_range(boost::in_edges(v, graph_))) {
       return activation(boost::source(e, graph_));
     }
-    return undefined;
   }
-  return n.id < activations_.size() ? activations_[n.id] : undefined;
+  return undefined;
 }
 
 void ModelLog::set_activations(std::vector<at::Tensor> by_id) {

@@ -214,12 +214,22 @@ TEST_CASE("TorchScript: module addresses, types and passes come from the interpr
   REQUIRE(copy.size() == 1);
   REQUIRE(add.size() == 1);
   CHECK(g[copy[0]].is_inplace);
-  CHECK(parents_of(log, add[0]).at(0).first == copy[0]);
-  // the clone's saved value is from before the write
+  // the write into the view y[0] updates y: a base-update node holds the whole y,
+  // fed by y's earlier value (arg 0) and the write (arg 1); later uses link to it
+  auto update = find(log, "torchlens::base_update");
   auto clone = find(log, "aten::clone");
+  REQUIRE(update.size() == 1);
   REQUIRE(clone.size() == 1);
+  CHECK(parents_of(log, update[0]) ==
+        std::vector<std::pair<tl::Vertex, int>>{{clone[0], 0}, {copy[0], 1}});
+  CHECK(parents_of(log, add[0]).at(0).first == update[0]);
+  // the clone's saved value is from before the write; the update's after it
   auto expected = torch::tanh(torch::tanh(torch::relu(torch::matmul(x, model.attr("blk").toModule().attr("w").toTensor()))));
   CHECK(torch::allclose(log.activation(clone[0]), expected));
+  auto written = expected.clone();
+  written[0] = 1.0;
+  CHECK(torch::allclose(log.activation(update[0]), written));
+  CHECK(g[update[0]].shape == std::vector<std::int64_t>{2, 4});
   CHECK(torch::allclose(log.activation(add[0]), model.forward({x}).toTensor()));
   CHECK(log.info().model_name == "Outer");
 }

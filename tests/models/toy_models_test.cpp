@@ -203,10 +203,7 @@ TEST_CASE("GeluModel: getitem (select) then gelu") {
   CHECK(torch::allclose(log["gelu_1_2"].activation(), torch::gelu(x[0])));
 }
 
-// may_fail: capture links torch::ones's result (make_variable makes a new
-// TensorImpl) to a `constant` source instead of the aten::ones node (reported).
-TEST_CASE("SimpleInternallyGenerated: torch::ones is an internally generated source"
-          * doctest::may_fail()) {
+TEST_CASE("SimpleInternallyGenerated: torch::ones is an internally generated source") {
   toy::SimpleInternallyGenerated net;
   const auto x = toy::input_for<toy::SimpleInternallyGeneratedImpl>();
   auto log = log_forward_pass(net, x);
@@ -221,9 +218,7 @@ TEST_CASE("SimpleInternallyGenerated: torch::ones is an internally generated sou
   CHECK(torch::allclose(log["add_1_2"].activation(), x + 1));
 }
 
-// may_fail: same torch:: factory issue as above, for torch::rand (reported).
-TEST_CASE("SimpleRandom: seeded logs are reproducible and match a seeded plain forward"
-          * doctest::may_fail()) {
+TEST_CASE("SimpleRandom: seeded logs are reproducible and match a seeded plain forward") {
   toy::SimpleRandom net;
   const auto x = toy::input_for<toy::SimpleRandomImpl>();
   auto log1 = log_forward_pass(net, x, LogOptions().seed(123));
@@ -311,10 +306,7 @@ TEST_CASE("BatchNorm (eval): buffer nodes with addresses, params, value") {
   CHECK(torch::allclose(log["output_1"].activation(), expected, 1e-5, 1e-6));
 }
 
-// may_fail: a key-list save runs forward twice, so running stats and
-// num_batches_tracked are updated twice (reported).
-TEST_CASE("BatchNorm (train): batch statistics; running stats updated exactly once"
-          * doctest::may_fail()) {
+TEST_CASE("BatchNorm (train): batch statistics; running stats updated exactly once") {
   torch::manual_seed(0);
   toy::BatchNormModel net;
   torch::manual_seed(0);
@@ -551,10 +543,7 @@ TEST_CASE("ConditionalBool: a 0-dim bool read is a terminal bool; conditional fl
   CHECK(cond_edges == 1);
 }
 
-// may_fail: the relus after fc are inferred to be inside fc, so "fc" resolves
-// to the last relu (reported).
-TEST_CASE("RepeatedModule (C++ frontend): a Linear between reused ReLUs"
-          * doctest::may_fail()) {
+TEST_CASE("RepeatedModule (C++ frontend): a Linear between reused ReLUs") {
   torch::manual_seed(0);
   toy::RepeatedModule net;
   const auto x = toy::input_for<toy::RepeatedModuleImpl>();
@@ -660,9 +649,7 @@ TEST_CASE("Sequential: driven children have module frames") {
   CHECK(torch::allclose(log["output_1"].activation(), seq->forward(x)));
 }
 
-// may_fail: torch::zeros for h0/c0 shows as `constant` sources (reported).
-TEST_CASE("LSTM and RNN: recurrent ATen ops with their parameters"
-          * doctest::may_fail()) {
+TEST_CASE("LSTM and RNN: recurrent ATen ops with their parameters") {
   torch::manual_seed(0);
   SUBCASE("LSTM") {
     toy::LSTMModel net;

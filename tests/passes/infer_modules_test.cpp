@@ -1,5 +1,7 @@
 // Tests of the infer-modules pass.
+#include <torchlens/passes/add_output_nodes.hpp>
 #include <torchlens/passes/infer_modules.hpp>
+#include <torchlens/passes/mark_output_ancestry.hpp>
 
 #include <support/graph_builders.hpp>
 #include <support/pass_laws.hpp>
@@ -24,8 +26,10 @@ TEST_CASE("infer-modules: internally generated and unobserved ops in a block") {
   auto r = InferModulesPass{}.run(g, ctx);
   CHECK(path(g[3]) == "block:1/");  // ones: its descendant add -> relu in block:1
   CHECK(path(g[8]) == "block:1/");  // add: bn in block/block.bn, relu in block
-  CHECK(path(g[11]) == "block:2/"); // sum: after conv in block:2, nothing observed after
-  CHECK(path(g[12]) == "block:2/"); // item: through sum
+  // sum: after conv in block:2 with nothing observed after it: one-sided
+  // evidence places it beside block, not inside (it may be the caller's op)
+  CHECK(path(g[11]) == "");
+  CHECK(path(g[12]) == "");         // item: through sum
   CHECK(path(g[1]) == "");          // rand -> mul: nothing observed around
   CHECK(g[3].module_inferred);
   CHECK_FALSE(g[4].module_inferred);
@@ -45,6 +49,21 @@ TEST_CASE("infer-modules: the common prefix needs equal passes") {
   CHECK(path(g[u]) == "enc:1/");
 }
 
+TEST_CASE("infer-modules: an op seen on one side only sits beside that module, not in it") {
+  GraphBuilder b;
+  auto x = b.input();
+  auto pre = b.op("mul", {x}, {.observed = false});
+  auto fc = b.op("addmm", {pre}, {.modules = {frame("enc"), frame("enc.fc", "Linear", 1)}});
+  auto post = b.op("relu", {fc}, {.observed = false});
+  b.returns(post);
+  ModelGraph g = b.build();
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) g[v].has_input_ancestor = true;
+  PassContext ctx;
+  (void)InferModulesPass{}.run(g, ctx);
+  CHECK(path(g[pre]) == "enc:1/");   // before enc.fc: inside enc, not inside enc.fc
+  CHECK(path(g[post]) == "enc:1/");  // after enc.fc: likewise
+}
+
 TEST_CASE("infer-modules: nothing observed puts every op at the root") {
   GraphBuilder b;
   auto x = b.input();
@@ -62,7 +81,8 @@ TEST_CASE("infer-modules: nothing observed puts every op at the root") {
 TEST_CASE("infer-modules drops the module-tree analysis it used") {
   ModelGraph g = mixed_graph();
   PassContext ctx;
-  auto p = make_pipeline(InferModulesPass{});
+  auto p = make_pipeline(passes::AddOutputNodesPass{}, passes::MarkOutputAncestryPass{},
+                         InferModulesPass{});
   p.run(g, ctx);
   CHECK_FALSE(ctx.is_cached<ModuleTreeAnalysis>());
   CHECK(ctx.is_cached<TopologicalOrderAnalysis>());

@@ -35,7 +35,8 @@ static_assert(!Early::provides<facts::Distances>);
 static_assert(Early::provides<facts::OrphanFree> && Early::provides<facts::OutputsMarked>);
 
 // infer-modules invalidates then re-produces its own fact
-using Modules = decltype(make_pipeline(InferModulesPass{}));
+using Modules = decltype(make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{},
+                                       InferModulesPass{}));
 static_assert(Modules::provides<facts::ModulesInferred>);
 
 // an empty pipeline provides nothing

@@ -67,19 +67,55 @@ c10::IValue to_ivalue(const std::pair<A, B>& p) {
   return to_ivalue(std::make_tuple(p.first, p.second));
 }
 
-/// Runs a Sequential child by child so each child's ops know their module.
-at::Tensor run_sequential(Recorder& rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
+/// Runs a Sequential child by child so each child's ops know their module
+/// (`rec` may be null: a plain run).
+at::Tensor run_sequential(Recorder* rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
                           at::Tensor x);
 
 template <class Arg>
-void collect_inputs(const Arg& a, std::vector<std::pair<std::string, at::Tensor>>& out) {
-  const std::string address = "input." + std::to_string(out.size());
+void collect_inputs(const Arg& a, std::size_t position,
+                    std::vector<std::pair<std::string, at::Tensor>>& out) {
+  const std::string address = "input." + std::to_string(position);
   if constexpr (std::is_same_v<std::decay_t<Arg>, at::Tensor>) {
     out.emplace_back(address, a);
   } else if constexpr (std::is_same_v<std::decay_t<Arg>, std::vector<at::Tensor>>) {
     for (std::size_t i = 0; i < a.size(); ++i) {
       out.emplace_back(address + "." + std::to_string(i), a[i]);
     }
+  }
+}
+
+/// The forward of a C++-frontend model as a ForwardFn (Sequentials are driven).
+template <class Model, class Args>
+ForwardFn forward_fn(Model& model, torch::nn::Module& root, const Args& args) {
+  return [&model, &root, args](Recorder* rec) -> c10::IValue {
+    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&root)) {
+      if constexpr (std::tuple_size_v<Args> == 1 &&
+                    std::is_same_v<std::tuple_element_t<0, Args>, at::Tensor>) {
+        return run_sequential(rec, *seq, "", std::get<0>(args));
+      }
+    }
+    return std::apply([&](const auto&... a) { return to_ivalue(call_forward(model, a...)); },
+                      args);
+  };
+}
+
+/// The input tensors of a forward call, with their addresses (`input.0`).
+template <class Args>
+std::vector<std::pair<std::string, at::Tensor>> input_tensors(const Args& args) {
+  std::vector<std::pair<std::string, at::Tensor>> inputs;
+  std::size_t position = 0;
+  std::apply([&](const auto&... a) { (collect_inputs(a, position++, inputs), ...); }, args);
+  return inputs;
+}
+
+/// Tuple of forward arguments from one argument or a tuple of them.
+template <class Input>
+auto as_args(Input input) {
+  if constexpr (is_tuple<Input>::value) {
+    return input;
+  } else {
+    return std::make_tuple(std::move(input));
   }
 }
 
@@ -91,29 +127,11 @@ void collect_inputs(const Arg& a, std::vector<std::pair<std::string, at::Tensor>
 template <class Model, class Input>
 ModelLog log_forward_pass(Model& model, Input input, const LogOptions& options = {}) {
   torch::nn::Module& root = detail::module_of(model);
-  auto args = [&] {
-    if constexpr (detail::is_tuple<Input>::value) {
-      return input;
-    } else {
-      return std::make_tuple(std::move(input));
-    }
-  }();
-  std::vector<std::pair<std::string, at::Tensor>> inputs;
-  std::apply([&](const auto&... a) { (detail::collect_inputs(a, inputs), ...); }, args);
+  const auto args = detail::as_args(std::move(input));
+  const auto inputs = detail::input_tensors(args);
 
-  detail::ForwardFn forward = [&](detail::Recorder& rec) -> c10::IValue {
-    if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&root)) {
-      if constexpr (std::tuple_size_v<decltype(args)> == 1 &&
-                    std::is_same_v<std::tuple_element_t<0, decltype(args)>, at::Tensor>) {
-        return detail::run_sequential(rec, *seq, "", std::get<0>(args));
-      }
-    }
-    (void)rec;
-    return std::apply(
-        [&](const auto&... a) { return detail::to_ivalue(detail::call_forward(model, a...)); },
-        args);
-  };
-  return detail::run_logged(detail::describe(root), inputs, forward, options);
+  return detail::run_logged(detail::describe(root), inputs,
+                            detail::forward_fn(model, root, args), options);
 }
 
 } // namespace torchlens

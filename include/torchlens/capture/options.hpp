@@ -67,6 +67,9 @@ struct LogOptions {
   TORCH_ARG(std::optional<std::uint64_t>, seed);
   /// Run the default pass pipeline (labels, recurrence, ...) on the graph.
   TORCH_ARG(bool, postprocess) = true;
+  /// Keep what re-executing each op needs (operator, non-tensor arguments,
+  /// generator state); validation turns it on.
+  TORCH_ARG(bool, keep_replay) = false;
 };
 
 } // namespace torchlens

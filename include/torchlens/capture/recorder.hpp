@@ -45,9 +45,9 @@ struct ModelDescription {
 ModelDescription describe(const torch::nn::Module& m);
 ModelDescription describe(const torch::jit::Module& m);
 
-/// The model's forward, run under capture. It receives the recorder so that
-/// drivers (Sequential) can announce module calls.
-using ForwardFn = std::function<c10::IValue(Recorder&)>;
+/// The model's forward. Under capture it receives the recorder so that drivers
+/// (Sequential) can announce module calls; plain runs (ground truth) get null.
+using ForwardFn = std::function<c10::IValue(Recorder*)>;
 
 /// Runs `forward` once under capture (twice when a key list selects layers),
 /// applies the default pipeline, returns the log. `inputs` are the tensors
@@ -56,9 +56,6 @@ ModelLog run_logged(const ModelDescription& model,
                     const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                     const ForwardFn& forward, const LogOptions& options);
 
-/// Module calls a driver makes visible (the C++ frontend has no hooks).
-void enter_module(Recorder& rec, const std::string& address, const std::string& type);
-void exit_module(Recorder& rec);
 
 /// `Conv2d` from `torch::nn::Conv2dImpl`.
 std::string module_type_name(const torch::nn::Module& m);

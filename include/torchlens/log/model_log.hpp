@@ -19,6 +19,9 @@
 namespace torchlens {
 
 class ModelLog;
+namespace detail {
+struct ReplayRecords;  // operators and arguments for re-execution (src/capture)
+}
 
 /// A view of one layer pass in a log: its metadata and, if saved, its activation.
 class LayerView {
@@ -71,6 +74,9 @@ class ModelLog {
   /// The graph (vertices in creation order, final labels): run Boost.Graph
   /// algorithms on it directly.
   const ModelGraph& graph() const noexcept { return graph_; }
+  /// Mutable graph, for tools that edit a log (planted-fault tests, passes run
+  /// after the fact). Lookup keys are not rebuilt.
+  ModelGraph& mutable_graph() noexcept { return graph_; }
   const GraphInfo& info() const noexcept { return graph_[boost::graph_bundle]; }
   const std::string& model_name() const noexcept { return info().model_name; }
   const LogOptions& options() const noexcept { return options_; }
@@ -93,12 +99,17 @@ class ModelLog {
   /// Lookup keys of one vertex, in TorchLens's order.
   std::vector<std::string> keys_of(Vertex v) const;
 
-  /// Saved activation of a vertex (output nodes share their parent's), or an
-  /// undefined tensor when not saved.
+  /// Saved activation of a vertex, or an undefined tensor when not saved. An
+  /// output node shares its producer's tensor (no copy): saved with it when
+  /// everything is saved, and with a key list only when the output was selected.
   const at::Tensor& activation(Vertex v) const;
   /// Replaces the saved activations (used by the two-pass save and by extract).
   void set_activations(std::vector<at::Tensor> by_id);
   const std::vector<at::Tensor>& activations_by_id() const noexcept { return activations_; }
+
+  /// Re-execution records (only with LogOptions::keep_replay), else null.
+  const detail::ReplayRecords* replay() const noexcept { return replay_.get(); }
+  void set_replay(std::shared_ptr<const detail::ReplayRecords> r) { replay_ = std::move(r); }
 
   ModelTotals totals() const;
   /// Layers that have a saved activation, in order.
@@ -125,6 +136,7 @@ class ModelLog {
   std::unordered_map<std::string, Vertex> keys_;
   std::unordered_map<std::string, std::vector<Vertex>> module_outputs_;
   std::vector<std::string> ordered_keys_;  // for suggestions
+  std::shared_ptr<const detail::ReplayRecords> replay_;
 };
 
 class ModelLog::iterator {

@@ -15,13 +15,18 @@ namespace torchlens::passes {
 /// prefix (address and pass equal) of the observed containment of its nearest
 /// observed ancestors and nearest observed descendants (ops with
 /// module_observed == true; inputs, buffers and outputs are transparent). With
-/// no observed neighbour on one side only the other side counts; with none at
-/// all the op is placed at the root (empty containment). Sets module_inferred.
+/// observed neighbours on one side only, an op is not placed *inside* the
+/// innermost module of that side (an op after a Linear is not in the Linear):
+/// it gets that side's path minus its innermost frame. The exception is the
+/// paper's case: an internally generated branch (no input ancestor) is placed
+/// where it merges, i.e. by its descendants' full path. With none at all the op
+/// is placed at the root (empty containment). Sets module_inferred.
 struct InferModulesPass : pass_info<InferModulesPass> {
   static constexpr std::string_view name = "infer-modules";
   static constexpr std::string_view description =
       "infer module containment of unobserved ops from their nearest observed neighbours";
-  using consumes = facts::list<>;
+  /// has_input_ancestor tells internally generated branches apart.
+  using consumes = facts::list<facts::OutputsMarked>;
   using produces = facts::list<facts::ModulesInferred>;
   /// Containment changes, so analyses built on it (ModuleTreeAnalysis) are dropped.
   using invalidates = facts::list<facts::ModulesInferred>;
@@ -66,6 +71,11 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       OpNode& node = g[v];
       if (node.kind != NodeKind::op || node.module_observed) continue;
       int path = lcp(up[v], down[v]);
+      if (up[v] == kNone && down[v] != kNone && !node.has_input_ancestor) {
+        path = down[v];  // internally generated: it belongs where it merges
+      } else if ((up[v] == kNone) != (down[v] == kNone) && path != ModuleTree::kRoot) {
+        path = tree.parent(path);  // one-sided evidence: beside that module, not in it
+      }
       if (path == kNone) path = ModuleTree::kRoot;
       ++inferred;
       if (path != modules.path_of[v]) {

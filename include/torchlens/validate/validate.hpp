@@ -1,0 +1,86 @@
+#pragma once
+/// \file
+/// Validation of saved activations by re-execution (TorchLens §4.7, paper
+/// "Validating the accuracy of saved activations"): outputs must equal a plain
+/// forward pass exactly; every op, re-run from its parents' saved activations,
+/// must reproduce its own saved activation; and perturbing each parent must
+/// change the result, unless an exemption explains why it cannot.
+
+#include <torchlens/capture/log_forward_pass.hpp>
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace torchlens {
+
+/// Why a layer failed validation.
+enum class FailureKind {
+  output_mismatch, ///< an output node differs from the plain forward pass
+  mismatch,        ///< re-running the op from its parents' saved values differs
+  no_effect,       ///< perturbing a parent did not change the op's output
+  cannot_replay,   ///< the op could not be called again (reason in `detail`)
+  unreached,       ///< no saved activation or no record to check it against
+};
+
+/// One failing layer.
+struct LayerFailure {
+  std::string label;
+  FailureKind kind;
+  std::string detail;     ///< human-readable reason
+  double max_error = 0;   ///< for mismatches: max |replayed - saved|
+};
+
+/// Tolerances and switches of validation.
+struct ValidateOptions {
+  /// Floating-point tolerance of a replay; deterministic CPU ops match exactly
+  /// in practice, this covers reductions whose order may differ.
+  TORCH_ARG(double, atol) = 3e-6;
+  TORCH_ARG(double, rtol) = 1e-5;
+  /// Also require that perturbing each parent changes the output.
+  TORCH_ARG(bool, perturb) = true;
+};
+
+/// The result: truthy when valid; printable.
+struct ValidationReport {
+  bool valid = true;
+  int layers_checked = 0;       ///< ops re-executed
+  int perturbations = 0;        ///< parent perturbations tried
+  int exempted = 0;             ///< perturbations excused by an exemption
+  std::vector<LayerFailure> failures;
+  double time_ms = 0;
+  explicit operator bool() const noexcept { return valid; }
+  friend std::ostream& operator<<(std::ostream& os, const ValidationReport& r);
+};
+
+/// Checks a log captured with `keep_replay(true)` and every activation saved,
+/// against the plain forward pass's outputs (in the order of the output nodes).
+ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>& ground_truth,
+                              const ValidateOptions& options = {});
+
+namespace detail {
+ValidationReport validate_run(const ModelDescription& model,
+                              const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                              const ForwardFn& forward, LogOptions log_options,
+                              const ValidateOptions& options);
+} // namespace detail
+
+/// Runs the plain model for ground truth (restoring parameters and buffers it
+/// changed), logs it saving everything, and validates the log.
+ValidationReport validate_saved_activations(torch::jit::Module& model,
+                                            const std::vector<c10::IValue>& inputs,
+                                            const LogOptions& log_options = {},
+                                            const ValidateOptions& options = {});
+
+/// The same for a C++-frontend module (`input`: one argument or a std::tuple).
+template <class Model, class Input>
+ValidationReport validate_saved_activations(Model& model, Input input,
+                                            const LogOptions& log_options = {},
+                                            const ValidateOptions& options = {}) {
+  torch::nn::Module& root = detail::module_of(model);
+  const auto args = detail::as_args(std::move(input));
+  return detail::validate_run(detail::describe(root), detail::input_tensors(args),
+                              detail::forward_fn(model, root, args), log_options, options);
+}
+
+} // namespace torchlens

@@ -1,0 +1,364 @@
+// Validation by re-execution: each op is called again through the dispatcher
+// with its recorded operator, non-tensor arguments and generator state, on the
+// saved activations of its parents. See docs/validation.md.
+
+#include "../capture/recorder.hpp"
+
+#include <torchlens/validate/validate.hpp>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Functions.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include <chrono>
+#include <map>
+#include <ostream>
+#include <random>
+#include <set>
+#include <sstream>
+
+namespace torchlens {
+
+namespace {
+
+using detail::OpRecord;
+
+/// Ops whose output does not depend on the *values* of their tensor inputs
+/// (only on shapes or dtypes), so a perturbation cannot change it.
+const std::set<std::string> kValueBlind = {
+    "aten::zeros_like",  "aten::ones_like",  "aten::empty_like", "aten::full_like",
+    "aten::rand_like",   "aten::randn_like", "aten::randint_like", "aten::new_zeros",
+    "aten::new_ones",    "aten::new_empty",  "aten::new_full",   "aten::expand_as",
+    "aten::zero_",       "aten::fill_",      "aten::empty",      "aten::size",
+    "aten::bernoulli",   "aten::normal",     "aten::uniform_",   "aten::normal_"};
+
+/// (op, argument) pairs whose values are structural: indices, masks, targets,
+/// the "shape donor" of `*_as` ops, the destination of a copy.
+bool structural_arg(const std::string& op, const std::string& arg) {
+  static const std::set<std::string> names = {"index", "indices", "mask", "target", "offsets",
+                                              "lengths", "batch_sizes"};
+  if (names.count(arg) != 0) return true;
+  if ((op == "aten::view_as" || op == "aten::reshape_as" || op == "aten::type_as" ||
+       op == "aten::expand_as") &&
+      arg == "other") {
+    return true;
+  }
+  return op == "aten::copy_" && arg == "self";
+}
+
+bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double rtol,
+                  double& max_error) {
+  max_error = 0;
+  if (!a.defined() || !b.defined()) return a.defined() == b.defined();
+  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) {
+    max_error = std::numeric_limits<double>::infinity();
+    return false;
+  }
+  if (a.numel() == 0) return true;
+  if (!a.is_floating_point() && !a.is_complex()) return at::equal(a, b);
+  const auto da = a.detach().to(at::kDouble);
+  const auto db = b.detach().to(at::kDouble);
+  const auto both_nan = at::isnan(da).logical_and(at::isnan(db));
+  const auto diff = (da - db).abs().masked_fill(both_nan, 0);
+  const auto same_inf = da.eq(db);  // inf == inf
+  max_error = diff.masked_fill(same_inf, 0).max().item<double>();
+  return at::allclose(da, db, rtol, atol, /*equal_nan=*/true);
+}
+
+bool exactly_equal(const at::Tensor& a, const at::Tensor& b) {
+  double err = 0;
+  return values_equal(a, b, 0.0, 0.0, err);
+}
+
+bool special_tensor(const at::Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return true;
+  const auto d = t.detach().to(at::kDouble);
+  return d.eq(0).all().item<bool>() || d.eq(1).all().item<bool>();
+}
+
+bool special_scalar(const c10::IValue& v) {
+  if (v.isInt()) return v.toInt() == 0 || v.toInt() == 1;
+  if (v.isDouble()) return v.toDouble() == 0.0 || v.toDouble() == 1.0;
+  return false;
+}
+
+/// A value of `t`'s shape and dtype that differs from it (with high probability).
+at::Tensor perturbed(const at::Tensor& t, at::Generator& gen) {
+  if (t.scalar_type() == at::kBool) {
+    return at::randint(0, 2, t.sizes(), gen, t.options().dtype(at::kLong)).to(at::kBool);
+  }
+  if (!t.is_floating_point()) {
+    const auto d = t.to(at::kLong);
+    const std::int64_t lo = t.numel() ? d.min().item<std::int64_t>() : 0;
+    const std::int64_t hi = t.numel() ? d.max().item<std::int64_t>() + 1 : 1;
+    return at::randint(lo, std::max(hi, lo + 2), t.sizes(), gen, t.options().dtype(at::kLong))
+        .to(t.scalar_type());
+  }
+  const double scale = t.numel() ? t.detach().abs().mean().item<double>() + 1.0 : 1.0;
+  return (at::randn(t.sizes(), gen, t.options()) * scale).to(t.scalar_type());
+}
+
+/// Calls a recorded op again with `inputs` for its in-edges; returns its outputs
+/// flattened as capture logged them.
+std::vector<at::Tensor> replay(const OpRecord& rec, const ModelGraph& g, Vertex v,
+                               const std::map<std::pair<int, int>, at::Tensor>& inputs) {
+  torch::jit::Stack stack = rec.args;
+  const auto& schema = rec.op->schema();
+  for (const auto& [slot, value] : inputs) {
+    const auto [pos, index] = slot;
+    auto& arg = stack[static_cast<std::size_t>(pos)];
+    if (index < 0) {
+      arg = value;
+    } else if (arg.isTensorList()) {
+      auto list = arg.toTensorList().copy();
+      list.set(static_cast<std::size_t>(index), value);
+      arg = std::move(list);
+    } else {
+      auto list = arg.toList().copy();
+      list.set(static_cast<std::size_t>(index), value);
+      arg = std::move(list);
+    }
+  }
+  // in-place ops must not write into saved activations
+  for (std::size_t i = 0; i < schema.arguments().size(); ++i) {
+    const auto* alias = schema.arguments()[i].alias_info();
+    if (alias != nullptr && alias->isWrite() && stack[i].isTensor()) {
+      stack[i] = stack[i].toTensor().clone();
+    }
+  }
+  if (rec.rng_state.defined()) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rec.rng_state);
+  }
+  rec.op->callBoxed(&stack);
+  const bool scalar = g[v].is_scalar_read;
+  std::vector<at::Tensor> out;
+  for (auto& [t, is_scalar] : detail::flatten_returns(stack, scalar)) {
+    (void)is_scalar;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+const char* kind_name(FailureKind k) {
+  switch (k) {
+    case FailureKind::output_mismatch: return "output differs from the plain forward pass";
+    case FailureKind::mismatch: return "re-execution differs from the saved activation";
+    case FailureKind::no_effect: return "perturbing a parent had no effect";
+    case FailureKind::cannot_replay: return "could not re-execute";
+    case FailureKind::unreached: return "not checked";
+  }
+  return "?";
+}
+
+} // namespace
+
+std::ostream& operator<<(std::ostream& os, const ValidationReport& r) {
+  os << (r.valid ? "VALID" : "INVALID") << ": " << r.layers_checked << " ops re-executed, "
+     << r.perturbations << " perturbations (" << r.exempted << " exempted), "
+     << r.failures.size() << " failing layers";
+  if (r.time_ms > 0) os << ", " << r.time_ms << " ms";
+  os << "\n";
+  for (const auto& f : r.failures) {
+    os << "  " << f.label << ": " << kind_name(f.kind);
+    if (f.kind == FailureKind::mismatch || f.kind == FailureKind::output_mismatch) {
+      os << " (max error " << f.max_error << ")";
+    }
+    if (!f.detail.empty()) os << " — " << f.detail;
+    os << "\n";
+  }
+  return os;
+}
+
+ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>& ground_truth,
+                              const ValidateOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  TORCH_CHECK(log.replay() != nullptr,
+              "torchlens: validation needs a log captured with LogOptions().keep_replay(true)");
+  const auto& records = log.replay()->by_id;
+  const ModelGraph& g = log.graph();
+  ValidationReport report;
+  at::NoGradGuard no_grad;
+  const at::Tensor saved_rng = [] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return gen.get_state();
+  }();
+  auto perturb_gen = at::make_generator<at::CPUGeneratorImpl>(0x7e57);
+
+  // 1. outputs equal the plain forward pass exactly
+  std::size_t out_index = 0;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+    if (g[v].kind != NodeKind::output) continue;
+    if (out_index < ground_truth.size()) {
+      double err = 0;
+      if (!values_equal(log.activation(v), ground_truth[out_index], 0, 0, err)) {
+        report.failures.push_back({g[v].label, FailureKind::output_mismatch, "", err});
+      }
+    }
+    ++out_index;
+  }
+  TORCH_CHECK(out_index == ground_truth.size(), "torchlens: the log has ", out_index,
+              " outputs but the plain forward pass returned ", ground_truth.size());
+
+  // 2. every op re-executed from its parents' saved values
+  std::vector<char> ok(boost::num_vertices(g), 1);
+  std::vector<LayerFailure> mismatches(boost::num_vertices(g));
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+    const OpNode& n = g[v];
+    if (n.kind != NodeKind::op || n.op_name == "prim::Constant") continue;
+    const at::Tensor& saved = log.activation(v);
+    if (n.id >= records.size() || !records[n.id].op || !saved.defined()) {
+      report.failures.push_back({n.label, FailureKind::unreached,
+                                 saved.defined() ? "no replay record" : "activation not saved", 0});
+      ok[v] = 0;
+      continue;
+    }
+    std::map<std::pair<int, int>, at::Tensor> inputs;
+    bool parents_saved = true;
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+      const at::Tensor& p = log.activation(boost::source(e, g));
+      parents_saved = parents_saved && p.defined();
+      inputs[{g[e].arg_pos, g[e].list_index}] = p;
+    }
+    if (!parents_saved) {
+      report.failures.push_back({n.label, FailureKind::unreached, "a parent was not saved", 0});
+      ok[v] = 0;
+      continue;
+    }
+    ++report.layers_checked;
+    std::vector<at::Tensor> out;
+    try {
+      out = replay(records[n.id], g, v, inputs);
+    } catch (const c10::Error& e) {
+      std::string msg = e.what_without_backtrace();
+      msg = msg.substr(0, msg.find('\n'));
+      report.failures.push_back({n.label, FailureKind::cannot_replay, msg, 0});
+      ok[v] = 0;
+      continue;
+    }
+    const auto idx = static_cast<std::size_t>(n.output_index);
+    double err = 0;
+    if (idx >= out.size() ||
+        !values_equal(out[idx], saved, options.atol(), options.rtol(), err)) {
+      ok[v] = 0;
+      mismatches[v] = {n.label, FailureKind::mismatch,
+                       idx >= out.size() ? "the op returned fewer outputs" : "", err};
+      continue;
+    }
+
+    // 3. perturbation: each distinct parent, replaced by random values
+    if (!options.perturb() || n.dtype == "bool" || kValueBlind.count(n.op_name) != 0) continue;
+    std::set<Vertex> parents;
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) parents.insert(boost::source(e, g));
+    for (Vertex p : parents) {
+      bool structural = false;
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        if (boost::source(e, g) == p) structural = structural || structural_arg(n.op_name, g[e].arg_name);
+      }
+      const at::Tensor& pv = log.activation(p);
+      ++report.perturbations;
+      if (structural || pv.numel() == 0) {
+        ++report.exempted;
+        continue;
+      }
+      auto changed_inputs = inputs;
+      const at::Tensor noise = perturbed(pv, perturb_gen);
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = noise;
+      }
+      std::vector<at::Tensor> pout;
+      try {
+        pout = replay(records[n.id], g, v, changed_inputs);
+      } catch (const c10::Error&) {
+        ++report.exempted;  // random values outside the op's domain (e.g. bad indices)
+        continue;
+      }
+      if (idx < pout.size() && !exactly_equal(pout[idx], saved)) continue;
+      // no effect: excused when another argument is special (x*0, x*1, empty),
+      // the output is all inf/NaN, or the op reads only shapes
+      bool excused = false;
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        const Vertex q = boost::source(e, g);
+        if (q != p && special_tensor(log.activation(q))) excused = true;
+      }
+      for (std::size_t i = 0; i < records[n.id].args.size(); ++i) {
+        const auto& a = records[n.id].args[i];
+        if (special_scalar(a)) excused = true;
+        if (a.isTensor() && special_tensor(a.toTensor())) excused = true;  // a parameter
+      }
+      if (saved.is_floating_point() && !at::isfinite(saved).any().item<bool>()) excused = true;
+      if (excused) {
+        ++report.exempted;
+      } else {
+        report.failures.push_back({n.label, FailureKind::no_effect,
+                                   "perturbing parent " + g[p].label + " left it unchanged", 0});
+      }
+    }
+  }
+  // a mismatch is reported where it starts: at a layer whose parents all passed
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+    if (mismatches[v].label.empty()) continue;
+    bool parents_ok = true;
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+      parents_ok = parents_ok && ok[boost::source(e, g)];
+    }
+    if (parents_ok) report.failures.push_back(mismatches[v]);
+  }
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(saved_rng);
+  }
+  report.valid = report.failures.empty();
+  report.time_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+namespace detail {
+
+ValidationReport validate_run(const ModelDescription& model,
+                              const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                              const ForwardFn& forward, LogOptions log_options,
+                              const ValidateOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::uint64_t seed = log_options.seed() ? *log_options.seed() : std::random_device{}();
+  // everything the forward pass may change in place: parameters, buffers, inputs
+  StateSnapshot state(model, inputs);
+  std::vector<at::Tensor> truth;
+  {
+    at::manual_seed(seed);
+    std::optional<torch::jit::GraphOptimizerEnabledGuard> plain_jit;
+    if (model.torchscript) plain_jit.emplace(false);
+    c10::IValue out = forward(nullptr);
+    flatten_outputs(out, truth);
+    for (auto& t : truth) t = t.detach().clone();
+  }
+  state.restore();
+  log_options.seed(seed).save(SaveSpec::all()).keep_replay(true).postfunc(nullptr).detach(false)
+      .output_device(OutputDevice::same).postprocess(true);
+  ModelLog log = run_logged(model, inputs, forward, log_options);
+  state.restore();
+  ValidationReport report = validate_log(log, truth, options);
+  report.time_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+} // namespace detail
+
+ValidationReport validate_saved_activations(torch::jit::Module& model,
+                                            const std::vector<c10::IValue>& inputs,
+                                            const LogOptions& log_options,
+                                            const ValidateOptions& options) {
+  detail::ForwardFn forward = [&](detail::Recorder*) { return model.forward(inputs); };
+  return detail::validate_run(detail::describe(model), detail::jit_input_tensors(inputs), forward,
+                              log_options, options);
+}
+
+} // namespace torchlens

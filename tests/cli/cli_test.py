@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""CLI tests: run the real `torchlens` binary on a real TorchScript model.
+
+Usage: cli_test.py TORCHLENS_BINARY WORKDIR
+Needs Debian's python3-torch and python3-numpy (to make the model and read the
+outputs back, independently of torchlens).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+import torch
+
+BIN = sys.argv[1]
+WORK = sys.argv[2]
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = x.mean(dim=(2, 3))
+        return self.fc(x)
+
+
+def run(*args):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
+
+
+class CliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(WORK, exist_ok=True)
+        torch.manual_seed(0)
+        cls.model = Tiny().eval()
+        cls.pt = os.path.join(WORK, "tiny.pt")
+        torch.jit.script(cls.model).save(cls.pt)
+        cls.x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+        cls.npy = os.path.join(WORK, "x.npy")
+        np.save(cls.npy, cls.x)
+
+    def test_log_writes_json_and_npz_with_real_values(self):
+        js, npz = os.path.join(WORK, "t.json"), os.path.join(WORK, "t.npz")
+        r = run("log", self.pt, "--input", self.npy, "--json", js, "--npz", npz, "--quiet")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta = json.load(open(js))
+        labels = [l["label"] for l in meta["layers"]]
+        self.assertEqual(labels[0], "input_1")
+        self.assertEqual(labels[-1], "output_1")
+        conv = next(l for l in meta["layers"] if l["type"] == "conv2d")
+        self.assertEqual(conv["module"], "conv")
+        self.assertEqual(conv["param_shapes"], [[4, 3, 3, 3], [4]])
+        self.assertEqual(conv["shape"], [1, 4, 8, 8])
+        for key in ("label", "label_short", "type", "op", "pass", "num_passes", "module",
+                    "modules", "parents", "children", "shape", "dtype", "bytes",
+                    "param_shapes", "is_input", "is_output", "is_buffer",
+                    "is_internally_generated", "has_saved_activation"):
+            self.assertIn(key, conv)
+        arrays = np.load(npz)
+        with torch.no_grad():
+            x = torch.from_numpy(self.x)
+            expected_conv = self.model.conv(x).numpy()
+            expected_out = self.model(x).numpy()
+        np.testing.assert_allclose(arrays[conv["label"]], expected_conv, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(arrays["output_1"], expected_out, rtol=1e-5, atol=1e-6)
+
+    def test_save_subset(self):
+        npz = os.path.join(WORK, "s.npz")
+        r = run("log", self.pt, "--input-shape", "1,3,8,8", "--save", "conv2d_1,fc", "--npz", npz,
+                "--quiet")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(np.load(npz).files), ["conv2d_1_1", "linear_1_4"])
+
+    def test_summary_printed(self):
+        r = run("log", self.pt, "--input-shape", "1,3,8,8")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("Log of Tiny forward pass", r.stdout)
+        self.assertIn("conv2d_1_1", r.stdout)
+
+    def assertOneLineError(self, r, text):
+        self.assertNotEqual(r.returncode, 0)
+        lines = r.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertIn(text, lines[0])
+
+    def test_missing_model(self):
+        self.assertOneLineError(run("log", "/nonexistent.pt", "--input-shape", "1,3,8,8"),
+                                "model file not found")
+
+    def test_not_torchscript(self):
+        bad = os.path.join(WORK, "bad.pt")
+        open(bad, "w").write("not a zip archive")
+        self.assertOneLineError(run("log", bad, "--input-shape", "1,3,8,8"),
+                                "is not a TorchScript archive")
+
+    def test_wrong_shape(self):
+        self.assertOneLineError(run("log", self.pt, "--input-shape", "1,5,8,8"), "channels")
+
+    def test_bad_shape_text(self):
+        self.assertOneLineError(run("log", self.pt, "--input-shape", "1,x"), "bad --input-shape")
+
+    def test_unknown_key_suggests(self):
+        self.assertOneLineError(
+            run("log", self.pt, "--input-shape", "1,3,8,8", "--save", "conv2d_9_9"),
+            "did you mean")
+
+    def test_unknown_command_and_option(self):
+        self.assertOneLineError(run("frobnicate"), "unknown command")
+        self.assertOneLineError(run("log", self.pt, "--bogus"), "unknown option")
+
+    def test_demo(self):
+        out = os.path.join(WORK, "demo")
+        r = run("demo", "--out", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        meta = json.load(open(os.path.join(out, "demo.json")))
+        self.assertTrue(meta["is_recurrent"])
+        self.assertTrue(meta["has_conditional"])
+        arrays = np.load(os.path.join(out, "demo.npz"))
+        self.assertIn("input_1", arrays.files)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"])

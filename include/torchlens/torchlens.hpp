@@ -6,3 +6,4 @@
 #include <torchlens/capture/options.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/log/model_log.hpp>
+#include <torchlens/validate/validate.hpp>

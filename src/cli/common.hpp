@@ -1,0 +1,202 @@
+#pragma once
+// Shared pieces of the torchlens CLI: argument parsing, inputs, errors, outputs.
+// Each subcommand is a `int cmd_NAME(const Args&)` in its own file.
+
+#include <torchlens/io/dot.hpp>
+#include <torchlens/io/json.hpp>
+#include <torchlens/io/npy.hpp>
+#include <torchlens/io/render.hpp>
+#include <torchlens/torchlens.hpp>
+
+#include <torch/script.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace torchlens::cli {
+
+namespace fs = std::filesystem;
+namespace tl = torchlens;
+
+/// A failure the user can fix: printed as one line, exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// The useful line of a (possibly multi-line, TorchScript-traced) error.
+inline std::string one_line(const std::string& what) {
+  std::string msg = what;
+  const auto rt = msg.rfind("RuntimeError: ");
+  if (rt != std::string::npos) msg = msg.substr(rt + 14);
+  const auto nl = msg.find('\n');
+  if (nl != std::string::npos) msg = msg.substr(0, nl);
+  while (!msg.empty() && (msg.back() == ' ' || msg.back() == '.')) msg.pop_back();
+  return msg;
+}
+
+struct Args {
+  std::string command;
+  std::vector<std::string> positional;
+  std::multimap<std::string, std::string> flags;
+
+  bool has(const std::string& f) const { return flags.count(f) != 0; }
+  std::optional<std::string> get(const std::string& f) const {
+    auto it = flags.find(f);
+    if (it == flags.end()) return std::nullopt;
+    return it->second;
+  }
+  std::vector<std::string> all(const std::string& f) const {
+    std::vector<std::string> out;
+    for (auto [it, end] = flags.equal_range(f); it != end; ++it) out.push_back(it->second);
+    return out;
+  }
+};
+
+/// Every option of every subcommand: flag -> takes a value.
+inline const std::map<std::string, bool> kLogFlags = {
+    {"--input-shape", true}, {"--input", true},         {"--seed", true},
+    {"--save", true},        {"--json", true},          {"--npz", true},
+    {"--quiet", false},      {"--help", false},         {"--out", true},
+    {"--graph", true},       {"--rolled", false},       {"--nesting-depth", true},
+    {"--direction", true},   {"--show-buffers", false}, {"--inputs", true},
+    {"--batch-size", true},  {"--resume", false},       {"--no-progress", false}};
+
+inline Args parse(int argc, char** argv) {
+  Args a;
+  if (argc < 2) throw UsageError("no command given; try `torchlens --help`");
+  a.command = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s.rfind("--", 0) == 0) {
+      std::string value;
+      const auto eq = s.find('=');
+      if (eq != std::string::npos) {
+        value = s.substr(eq + 1);
+        s = s.substr(0, eq);
+      }
+      auto known = kLogFlags.find(s);
+      if (known == kLogFlags.end()) throw UsageError("unknown option " + s);
+      if (known->second && eq == std::string::npos) {
+        if (i + 1 >= argc) throw UsageError("option " + s + " needs a value");
+        value = argv[++i];
+      }
+      a.flags.emplace(s, value);
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return a;
+}
+
+inline std::vector<std::int64_t> parse_shape(const std::string& text) {
+  std::vector<std::int64_t> shape;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      std::size_t used = 0;
+      const long long d = std::stoll(item, &used);
+      if (used != item.size() || d <= 0) throw std::invalid_argument(item);
+      shape.push_back(d);
+    } catch (const std::exception&) {
+      throw UsageError("bad --input-shape '" + text + "': expected positive integers like 1,3,224,224");
+    }
+  }
+  if (shape.empty()) throw UsageError("bad --input-shape '" + text + "'");
+  return shape;
+}
+
+inline std::uint64_t seed_of(const Args& a) {
+  if (auto s = a.get("--seed")) {
+    try {
+      return std::stoull(*s);
+    } catch (const std::exception&) {
+      throw UsageError("bad --seed '" + *s + "': expected a non-negative integer");
+    }
+  }
+  return 0;
+}
+
+/// Forward arguments from --input X.npy files, else random from --input-shape.
+inline std::vector<c10::IValue> model_inputs(const Args& a) {
+  std::vector<c10::IValue> inputs;
+  for (const auto& path : a.all("--input")) {
+    if (!fs::exists(path)) throw UsageError("input file not found: " + path);
+    inputs.emplace_back(tl::io::read_npy(path));
+  }
+  if (!inputs.empty()) return inputs;
+  const auto shapes = a.all("--input-shape");
+  if (shapes.empty()) throw UsageError("give the input: --input-shape 1,3,224,224 or --input X.npy");
+  torch::manual_seed(seed_of(a));
+  for (const auto& s : shapes) inputs.emplace_back(torch::randn(parse_shape(s)));
+  return inputs;
+}
+
+inline torch::jit::Module load_model(const std::string& path) {
+  if (!fs::exists(path)) throw UsageError("model file not found: " + path);
+  try {
+    auto m = torch::jit::load(path);
+    m.eval();
+    return m;
+  } catch (const c10::Error& e) {
+    throw UsageError(path + " is not a TorchScript archive (" + one_line(e.what_without_backtrace()) + ")");
+  }
+}
+
+inline void write_outputs(const Args& a, const tl::ModelLog& log) {
+  if (auto json = a.get("--json")) {
+    std::ofstream f(*json);
+    if (!f) throw UsageError("cannot write " + *json);
+    tl::io::write_json(f, log);
+  }
+  if (auto npz = a.get("--npz")) {
+    std::vector<std::pair<std::string, at::Tensor>> arrays;
+    for (tl::Vertex v : log.saved_layers()) arrays.emplace_back(log.graph()[v].label, log.activation(v));
+    tl::io::write_npz(*npz, arrays);
+  }
+}
+
+/// Drawing options from --rolled, --nesting-depth, --direction, --show-buffers.
+inline tl::io::DotOptions dot_options(const Args& a) {
+  tl::io::DotOptions d;
+  d.rolled(a.has("--rolled")).show_buffers(a.has("--show-buffers"));
+  if (auto n = a.get("--nesting-depth")) {
+    try {
+      const int depth = std::stoi(*n);
+      if (depth < 1) throw std::invalid_argument(*n);
+      d.nesting_depth(depth);
+    } catch (const std::exception&) {
+      throw UsageError("bad --nesting-depth '" + *n + "': expected a positive integer");
+    }
+  }
+  if (auto dir = a.get("--direction")) {
+    try {
+      d.direction(tl::io::parse_direction(*dir));
+    } catch (const std::invalid_argument&) {
+      throw UsageError("bad --direction '" + *dir + "': use bottomup, topdown or leftright");
+    }
+  }
+  return d;
+}
+
+/// Renders the graph when --graph OUT.{svg,png,pdf,dot} is given.
+inline void write_graph(const Args& a, const tl::ModelLog& log) {
+  if (auto out = a.get("--graph")) {
+    tl::io::render(log, tl::io::RenderOptions().path(*out).dot(dot_options(a)));
+  }
+}
+
+inline tl::LogOptions log_options(const Args& a) {
+  tl::LogOptions opts;
+  opts.seed(seed_of(a));
+  if (auto s = a.get("--save")) opts.save(tl::SaveSpec::parse(*s));
+  return opts;
+}
+
+} // namespace torchlens::cli

@@ -192,6 +192,9 @@ inline void write_graph(const Args& a, const tl::ModelLog& log) {
   }
 }
 
+/// `torchlens extract` (extract.cpp).
+int cmd_extract(const Args& a);
+
 inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;
   opts.seed(seed_of(a));

@@ -115,7 +115,11 @@ void usage(std::ostream& os) {
         "                 [--direction bottomup|topdown|leftright] [--show-buffers]\n"
         "      draw the computational graph (svg, png, pdf or dot)\n"
         "  torchlens validate MODEL.pt INPUTS [--seed N]\n"
-        "      re-execute every op from the saved activations; exit 0 when valid, 1 when not\n";
+        "      re-execute every op from the saved activations; exit 0 when valid, 1 when not\n"
+        "  torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY --out DIR\n"
+        "                    [--batch-size B] [--resume] [--seed N] [--no-progress] [--quiet]\n"
+        "      activations of chosen layers over N stimuli: DIR/<label>.npy ([N, ...] each)\n"
+        "      and DIR/index.json; --resume continues an interrupted run (docs/extract.md)\n";
 }
 
 } // namespace torchlens::cli
@@ -137,6 +141,7 @@ int main(int argc, char** argv) {
     if (a.command == "metadata") return cmd_metadata(a);
     if (a.command == "show") return cmd_show(a);
     if (a.command == "validate") return cmd_validate(a);
+    if (a.command == "extract") return cmd_extract(a);
     throw UsageError("unknown command '" + a.command + "'; try `torchlens --help`");
   } catch (const UsageError& e) {
     std::cerr << "torchlens: " << e.what() << "\n";

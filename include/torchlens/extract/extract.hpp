@@ -1,0 +1,139 @@
+#pragma once
+/// \file
+/// Activation extraction over many stimuli (`torchlens extract`, docs/extract.md):
+/// the structure is logged once, then every batch runs through a fast capture
+/// that saves only the chosen layers and checks that the graph did not change.
+/// Layers are written as one `[N, ...]` `.npy` per layer, row by row, with a
+/// crash-safe progress record (`index.json`'s `rows_done`).
+
+#include <torchlens/log/model_log.hpp>
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace torch::jit {
+struct Module;
+}
+
+namespace torchlens::extract {
+
+/// A problem the user can fix (bad stimuli, unknown key, a layer without a batch
+/// dimension, an output folder that is not empty, a resume that does not match).
+struct ExtractError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// A later batch ran a different graph than the first (data-dependent branch).
+struct GraphChanged : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// N stimuli: one `[N, ...]` `.npy` read by rows (never loaded whole), or a
+/// folder of `.npy` files, one stimulus `[...]` each, in name order.
+class Stimuli {
+ public:
+  /// Opens and checks (headers only; every file of a folder); throws ExtractError.
+  static Stimuli open(const std::string& path);
+
+  std::int64_t size() const noexcept { return n_; }
+  const std::vector<std::int64_t>& item_shape() const noexcept { return item_shape_; }
+  c10::ScalarType dtype() const noexcept { return dtype_; }
+  const std::string& path() const noexcept { return path_; }
+  /// Stimuli [start, start + count) as one `[count, ...]` tensor.
+  at::Tensor rows(std::int64_t start, std::int64_t count) const;
+
+ private:
+  std::string path_;
+  std::int64_t n_ = 0;
+  std::vector<std::int64_t> item_shape_;
+  c10::ScalarType dtype_ = c10::kFloat;
+  std::size_t data_offset_ = 0;     // single file
+  std::vector<std::string> files_;  // folder
+};
+
+/// One saved layer.
+struct ExtractLayer {
+  std::string label;                ///< final label (`conv2d_1_1`); file DIR/label.npy
+  std::string key;                  ///< the --save key that selected it (the first one)
+  std::string op;                   ///< `aten::conv2d`
+  std::string module;               ///< innermost module address, or ""
+  std::size_t id = 0;               ///< OpNode id saved by the fast capture
+  std::vector<std::int64_t> shape;  ///< activation shape for one batch
+  c10::ScalarType dtype = c10::kFloat;
+};
+
+/// Runs a TorchScript model batch after batch, returning the chosen layers only.
+class Extractor {
+ public:
+  /// `batch_rows`: every batch is padded to this many rows (the padding rows are
+  /// dropped from the results), so that every capture sees the same shapes.
+  Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
+            std::int64_t batch_rows);
+  ~Extractor();
+  Extractor(const Extractor&) = delete;
+  Extractor& operator=(const Extractor&) = delete;
+
+  /// Activations of layers(), in order, for `batch` (`[rows <= batch_rows, ...]`),
+  /// each `[rows, ...]`, contiguous on the CPU. The first call logs the structure
+  /// (one capture keeping every activation by reference, the pass pipeline) and
+  /// resolves the keys; later calls make one capture saving only the chosen
+  /// layers. Throws ExtractError (unknown key, a layer whose first dimension is
+  /// not the batch) or GraphChanged (names the first differing op).
+  std::vector<at::Tensor> run(const at::Tensor& batch);
+
+  /// Resolved layers (after the first run()).
+  const std::vector<ExtractLayer>& layers() const noexcept { return layers_; }
+  /// The metadata log of the first batch (no activations); null before run().
+  const ModelLog* structure() const noexcept { return structure_.get(); }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<ExtractLayer> layers_;
+  std::unique_ptr<ModelLog> structure_;
+};
+
+/// What extract_to_dir does.
+struct ExtractOptions {
+  std::string model_path;         ///< recorded in index.json
+  /// Layers to save (ModelLog::select keys). The three below may be left unset
+  /// on resume (taken from index.json; given, they must match it); a fresh run
+  /// needs keys and defaults to batch size 32 and seed 0.
+  std::vector<std::string> keys;
+  std::optional<std::int64_t> batch_size;
+  std::optional<std::uint64_t> seed;
+  std::string out_dir;
+  /// Continue the run recorded in out_dir/index.json (truncating every layer
+  /// file to its rows_done rows); without it a non-empty out_dir is refused.
+  bool resume = false;
+  /// Called after every batch with (rows done, N); e.g. a progress bar.
+  std::function<void(std::int64_t, std::int64_t)> on_batch;
+  /// Stop after this many batches (tests and benchmarks of interruption).
+  std::optional<std::int64_t> max_batches;
+};
+
+struct ExtractResult {
+  std::vector<ExtractLayer> layers;
+  std::int64_t rows_done = 0;
+  std::int64_t rows_this_run = 0;
+  std::int64_t num_stimuli = 0;
+  std::int64_t batch_size = 0;
+  std::uint64_t seed = 0;
+  double seconds = 0;
+};
+
+/// Writes out_dir/<label>.npy (`[N, ...]`, rows appended per batch) and
+/// out_dir/index.json. After each batch the rows are flushed (fdatasync), then
+/// index.json's rows_done is replaced atomically (temp file + rename), so a run
+/// killed at any point resumes exactly where the record says.
+ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
+                             const ExtractOptions& options);
+
+} // namespace torchlens::extract

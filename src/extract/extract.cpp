@@ -1,0 +1,777 @@
+// torchlens extract: many stimuli, chosen layers, one [N, ...] .npy per layer.
+// The structure is logged once (first batch); later batches reuse the capture
+// engine with a save-by-id policy (as run_logged's second pass does) and are
+// checked op by op against the first batch's graph.
+
+#include "../capture/recorder.hpp"
+
+#include <torchlens/config.hpp>
+#include <torchlens/extract/extract.hpp>
+#include <torchlens/io/npy.hpp>
+#include <torchlens/passes/all.hpp>
+
+#include <ATen/Functions.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/utils.h>
+
+#include <boost/property_tree/json_parser.hpp>
+#include <boost/property_tree/ptree.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+
+namespace torchlens::extract {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// ---- small helpers ------------------------------------------------------------
+
+struct Dtype {
+  c10::ScalarType type;
+  const char* descr;
+  const char* name;
+};
+constexpr std::array<Dtype, 9> kDtypes{{{c10::kFloat, "<f4", "float32"},
+                                        {c10::kDouble, "<f8", "float64"},
+                                        {c10::kHalf, "<f2", "float16"},
+                                        {c10::kLong, "<i8", "int64"},
+                                        {c10::kInt, "<i4", "int32"},
+                                        {c10::kShort, "<i2", "int16"},
+                                        {c10::kChar, "|i1", "int8"},
+                                        {c10::kByte, "|u1", "uint8"},
+                                        {c10::kBool, "|b1", "bool"}}};
+
+std::optional<c10::ScalarType> type_of_descr(const std::string& descr) {
+  for (const auto& d : kDtypes) {
+    if (descr == d.descr) return d.type;
+  }
+  return std::nullopt;
+}
+
+/// The dtype an activation is written with (bfloat16 is widened to float32).
+c10::ScalarType file_type(c10::ScalarType t) { return t == c10::kBFloat16 ? c10::kFloat : t; }
+
+const Dtype& dtype_info(c10::ScalarType t) {
+  for (const auto& d : kDtypes) {
+    if (d.type == t) return d;
+  }
+  throw ExtractError(std::string("no .npy dtype for ") + c10::toString(t));
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  s += ']';
+  return s;
+}
+
+std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string json_shape(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  s += ']';
+  return s;
+}
+
+/// A file name for a label (labels never hold '/', but be safe).
+std::string file_stem(const std::string& label) {
+  std::string s = label;
+  for (char& c : s) {
+    if (c == '/' || c == '\0') c = '_';
+  }
+  return s;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+/// An open file descriptor, closed on scope exit.
+class Fd {
+ public:
+  Fd() = default;
+  Fd(const std::string& path, int flags) : path_(path), fd_(::open(path.c_str(), flags, 0644)) {
+    if (fd_ < 0) throw ExtractError("cannot open " + path + ": " + errno_text());
+  }
+  Fd(Fd&& o) noexcept : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      close_();
+      path_ = std::move(o.path_);
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { close_(); }
+
+  void pwrite_all(const void* data, std::size_t n, std::size_t offset) const {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throw std::runtime_error("writing " + path_ + " failed: " + errno_text());
+      }
+      p += w;
+      n -= static_cast<std::size_t>(w);
+      offset += static_cast<std::size_t>(w);
+    }
+  }
+  void pread_all(void* data, std::size_t n, std::size_t offset) const {
+    char* p = static_cast<char*>(data);
+    while (n > 0) {
+      const ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) throw ExtractError(path_ + " is shorter than its .npy header says");
+      p += r;
+      n -= static_cast<std::size_t>(r);
+      offset += static_cast<std::size_t>(r);
+    }
+  }
+  void sync() const {
+    if (::fdatasync(fd_) != 0) throw std::runtime_error("flushing " + path_ + " failed: " + errno_text());
+  }
+  void truncate(std::size_t size) const {
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      throw std::runtime_error("truncating " + path_ + " failed: " + errno_text());
+    }
+  }
+
+ private:
+  void close_() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  std::string path_;
+  int fd_ = -1;
+};
+
+/// Writes `text` to `path` atomically: a temp file, flushed, renamed over it.
+void write_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    Fd f(tmp.string(), O_WRONLY | O_CREAT | O_TRUNC);
+    f.pwrite_all(text.data(), text.size(), 0);
+    f.sync();
+  }
+  fs::rename(tmp, path);
+  // the rename itself reaches the disk with the directory
+  const int dir = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_RDONLY);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
+  }
+}
+
+// ---- capture ------------------------------------------------------------------
+
+/// One capture of `forward` (run_logged's capture_once, without the clean-up
+/// that only a returned log needs).
+std::unique_ptr<detail::Recorder> capture(const detail::ModelDescription& model,
+                                          const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                                          const detail::ForwardFn& forward,
+                                          const LogOptions& options, detail::SavePolicy policy,
+                                          std::uint64_t seed, bool finish) {
+  auto rec = std::make_unique<detail::Recorder>(model, options, std::move(policy));
+  for (const auto& [address, t] : inputs) rec->add_input(address, t);
+  torch::manual_seed(seed);
+  torch::jit::GraphOptimizerEnabledGuard plain_jit(false);  // the same graph every run
+  const auto t0 = std::chrono::steady_clock::now();
+  c10::IValue out = rec->run(forward);
+  const auto t1 = std::chrono::steady_clock::now();
+  rec->set_returned(out);
+  if (finish) {
+    rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    rec->graph[boost::graph_bundle].random_seed = seed;
+  }
+  return rec;
+}
+
+} // namespace
+
+// ---- Stimuli ------------------------------------------------------------------
+
+Stimuli Stimuli::open(const std::string& path) {
+  Stimuli s;
+  s.path_ = path;
+  auto header = [](const std::string& file) {
+    try {
+      return io::read_npy_header(file);
+    } catch (const c10::Error& e) {
+      std::string msg = e.what_without_backtrace();
+      if (msg.rfind("torchlens: ", 0) == 0) msg = msg.substr(11);
+      throw ExtractError(msg);
+    }
+  };
+  auto dtype = [](const io::NpyHeader& h, const std::string& file) {
+    auto t = type_of_descr(h.descr);
+    if (!t) throw ExtractError("unsupported .npy dtype " + h.descr + " in " + file);
+    return *t;
+  };
+  if (!fs::exists(path)) throw ExtractError("stimuli not found: " + path);
+  if (fs::is_directory(path)) {
+    for (const auto& e : fs::directory_iterator(path)) {
+      if (e.is_regular_file() && e.path().extension() == ".npy") s.files_.push_back(e.path().string());
+    }
+    if (s.files_.empty()) throw ExtractError("no .npy files in " + path);
+    std::sort(s.files_.begin(), s.files_.end());
+    const auto first = header(s.files_[0]);
+    s.item_shape_ = first.shape;
+    s.dtype_ = dtype(first, s.files_[0]);
+    for (std::size_t i = 1; i < s.files_.size(); ++i) {
+      const auto h = header(s.files_[i]);
+      if (h.shape != first.shape || h.descr != first.descr) {
+        throw ExtractError("stimulus " + s.files_[i] + " is " + h.descr + " " + shape_text(h.shape) +
+                           ", but " + s.files_[0] + " is " + first.descr + " " +
+                           shape_text(first.shape) + ": every stimulus needs the same shape");
+      }
+    }
+    s.n_ = static_cast<std::int64_t>(s.files_.size());
+  } else {
+    const auto h = header(path);
+    s.dtype_ = dtype(h, path);
+    if (h.shape.empty()) {
+      throw ExtractError(path + " holds a scalar; stimuli are an [N, ...] array (N stimuli)");
+    }
+    s.n_ = h.shape[0];
+    if (s.n_ == 0) throw ExtractError(path + " holds no stimuli (shape " + shape_text(h.shape) + ")");
+    s.item_shape_.assign(h.shape.begin() + 1, h.shape.end());
+    s.data_offset_ = h.data_offset;
+    const auto need = h.data_offset + static_cast<std::size_t>(numel_of(h.shape)) *
+                                          c10::elementSize(s.dtype_);
+    if (fs::file_size(path) < need) {
+      throw ExtractError(path + " is truncated: its header says " + shape_text(h.shape) + " (" +
+                         std::to_string(need) + " bytes), the file has " +
+                         std::to_string(fs::file_size(path)));
+    }
+  }
+  return s;
+}
+
+at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
+  TORCH_CHECK(start >= 0 && count > 0 && start + count <= n_, "torchlens: stimuli rows out of range");
+  std::vector<std::int64_t> shape{count};
+  shape.insert(shape.end(), item_shape_.begin(), item_shape_.end());
+  if (!files_.empty()) {
+    std::vector<at::Tensor> items;
+    for (std::int64_t i = start; i < start + count; ++i) {
+      items.push_back(io::read_npy(files_[static_cast<std::size_t>(i)]));
+    }
+    return at::stack(items);
+  }
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype_));
+  const std::size_t row = t.nbytes() / static_cast<std::size_t>(count);
+  Fd f(path_, O_RDONLY);
+  f.pread_all(t.data_ptr(), t.nbytes(), data_offset_ + static_cast<std::size_t>(start) * row);
+  return t;
+}
+
+// ---- Extractor ----------------------------------------------------------------
+
+struct Extractor::Impl {
+  torch::jit::Module& model;
+  std::vector<std::string> keys;
+  std::uint64_t seed;
+  std::int64_t batch_rows;
+  detail::ModelDescription desc;
+  LogOptions options;
+  detail::SavePolicy policy;   // ids of layers_
+  std::size_t raw_count = 0;   // vertices of the first batch's capture
+  struct Check {               // what every later capture must reproduce
+    std::size_t id;
+    std::string op_name, label;
+    std::vector<std::int64_t> shape;
+  };
+  std::vector<Check> checks;
+
+  Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b)
+      : model(m), keys(std::move(k)), seed(s), batch_rows(b), desc(detail::describe(m)) {
+    options.seed(seed);
+  }
+};
+
+Extractor::Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
+                     std::int64_t batch_rows)
+    : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows)) {
+  if (impl_->keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
+  if (batch_rows <= 0) throw ExtractError("the batch size must be positive");
+  TORCH_CHECK(model.find_method("forward").has_value(),
+              "torchlens: the TorchScript module has no forward method");
+}
+
+Extractor::~Extractor() = default;
+
+std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
+  Impl& im = *impl_;
+  const std::int64_t rows = batch.dim() > 0 ? batch.size(0) : 0;
+  TORCH_CHECK(rows > 0 && rows <= im.batch_rows, "torchlens: a batch of ", rows,
+              " rows for batch size ", im.batch_rows);
+  at::Tensor x = batch;
+  if (rows < im.batch_rows) {  // pad: every capture sees the same shapes
+    std::vector<std::int64_t> pad_shape(batch.sizes().begin(), batch.sizes().end());
+    pad_shape[0] = im.batch_rows - rows;
+    x = at::cat({batch, at::zeros(pad_shape, batch.options())});
+  }
+  at::NoGradGuard no_grad;
+  const std::vector<c10::IValue> ivalues{x};
+  const auto inputs = detail::jit_input_tensors(ivalues);
+  torch::jit::Module& model = im.model;
+  detail::ForwardFn forward = [&model, &ivalues](detail::Recorder*) { return model.forward(ivalues); };
+
+  std::vector<at::Tensor> by_id;
+  if (!structure_) {
+    // Metadata pass: every activation kept by reference (copy on write, no
+    // copies), the pipeline labels the graph, the keys resolve on it.
+    detail::SavePolicy all;
+    all.mode = detail::SavePolicy::Mode::all;
+    auto rec = capture(im.desc, inputs, forward, im.options, all, im.seed, /*finish=*/true);
+    im.raw_count = boost::num_vertices(rec->graph);
+    ModelGraph graph = std::move(rec->graph);
+    by_id = std::move(rec->activations);
+    rec.reset();
+    run_default_pipeline(graph);
+    auto log = std::make_unique<ModelLog>(std::move(graph), std::vector<at::Tensor>{},
+                                          LogOptions(im.options).save(SaveSpec::none()));
+    const ModelGraph& g = log->graph();
+    std::set<Vertex> seen;
+    std::vector<ExtractLayer> layers;
+    for (const auto& key : im.keys) {
+      std::vector<Vertex> vs;
+      try {
+        vs = log->select(key);
+      } catch (const c10::Error& e) {
+        std::string msg = e.what_without_backtrace();
+        if (msg.rfind("torchlens: ", 0) == 0) msg = msg.substr(11);
+        const auto nl = msg.find('\n');
+        if (nl != std::string::npos) msg.resize(nl);
+        throw ExtractError(msg);
+      }
+      for (Vertex v : vs) {
+        if (!seen.insert(v).second) continue;
+        const OpNode& n = g[v];
+        ExtractLayer l;
+        l.label = n.label;
+        l.key = key;
+        l.op = n.op_name;
+        l.module = n.modules.empty() ? std::string() : n.modules.back().address;
+        l.id = n.id;
+        if (n.kind == NodeKind::output) {  // an output shares its producer's tensor
+          for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) l.id = g[boost::source(e, g)].id;
+        }
+        l.shape = n.shape;
+        if (l.shape.empty() || l.shape[0] != im.batch_rows) {
+          std::string msg = "layer ";
+          msg += n.label;
+          msg += " (key '" + key + "') has shape " + shape_text(n.shape) +
+                 ": its first dimension is not the batch size " + std::to_string(im.batch_rows) +
+                 " (flattened, or reduced over the batch?); extract saves one row per stimulus";
+          throw ExtractError(msg);
+        }
+        if (l.id >= by_id.size() || !by_id[l.id].defined()) {
+          throw ExtractError("layer " + n.label + " (key '" + key + "') has no tensor to save");
+        }
+        l.dtype = by_id[l.id].scalar_type();
+        layers.push_back(std::move(l));
+      }
+    }
+    for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+      const OpNode& n = g[v];
+      if (n.kind == NodeKind::output) continue;
+      im.checks.push_back(Impl::Check{n.id, n.op_name, n.label, n.shape});
+    }
+    im.policy.mode = detail::SavePolicy::Mode::ids;
+    for (const auto& l : layers) im.policy.ids.insert(l.id);
+    layers_ = std::move(layers);
+    structure_ = std::move(log);
+  } else {
+    auto rec = capture(im.desc, inputs, forward, im.options, im.policy, im.seed, /*finish=*/false);
+    const ModelGraph& raw = rec->graph;
+    const std::size_t have = boost::num_vertices(raw);
+    for (const auto& c : im.checks) {
+      if (c.id >= have) {
+        throw GraphChanged("the computational graph changed: first difference at " + c.label + " (" +
+                           c.op_name + "), which this batch never ran (" + std::to_string(have) +
+                           " ops instead of " + std::to_string(im.raw_count) +
+                           "; a data-dependent branch?)");
+      }
+      const OpNode& n = raw[c.id];
+      if (n.op_name != c.op_name || n.shape != c.shape) {
+        throw GraphChanged("the computational graph changed: first difference at " + c.label + " (" +
+                           c.op_name + " " + shape_text(c.shape) + " in the first batch, " +
+                           n.op_name + " " + shape_text(n.shape) +
+                           " in this one; a data-dependent branch?)");
+      }
+    }
+    if (have != im.raw_count) {
+      throw GraphChanged("the computational graph changed: this batch ran " + std::to_string(have) +
+                         " ops instead of " + std::to_string(im.raw_count) + "; first extra op " +
+                         raw[std::min(have, im.raw_count)].op_name + " (a data-dependent branch?)");
+    }
+    by_id = std::move(rec->activations);
+  }
+
+  std::vector<at::Tensor> out;
+  out.reserve(layers_.size());
+  for (const auto& l : layers_) {
+    TORCH_CHECK(l.id < by_id.size() && by_id[l.id].defined(), "torchlens: layer ", l.label,
+                " was not saved");
+    at::Tensor t = by_id[l.id].detach();
+    if (!t.device().is_cpu()) t = t.to(c10::kCPU);
+    if (t.scalar_type() != file_type(t.scalar_type())) t = t.to(file_type(t.scalar_type()));
+    out.push_back(t.narrow(0, 0, rows).contiguous());
+  }
+  return out;
+}
+
+// ---- extract_to_dir -----------------------------------------------------------
+
+namespace {
+
+std::string version_text() {
+  std::string v = std::to_string(TORCHLENS_VERSION_MAJOR);
+  v += '.';
+  v += std::to_string(TORCHLENS_VERSION_MINOR);
+  v += '.';
+  v += std::to_string(TORCHLENS_VERSION_PATCH);
+  return v;
+}
+
+/// What index.json records.
+struct Record {
+  std::string model, inputs;
+  std::vector<std::string> keys;
+  std::int64_t batch_size = 0, num_stimuli = 0, rows_done = 0;
+  std::uint64_t seed = 0;
+  std::vector<std::int64_t> stimulus_shape;
+  std::string stimulus_dtype;
+  struct Layer {
+    std::string label, file, key, op, module, dtype;
+    std::vector<std::int64_t> shape;  // [N, ...]
+  };
+  std::vector<Layer> layers;
+};
+
+std::string index_json(const Record& r) {
+  std::ostringstream os;
+  os << "{\n"
+     << "  \"format\": \"torchlens-extract\",\n"
+     << "  \"torchlens_version\": " << json_string(version_text()) << ",\n"
+     << "  \"model\": " << json_string(r.model) << ",\n"
+     << "  \"inputs\": " << json_string(r.inputs) << ",\n"
+     << "  \"keys\": [";
+  for (std::size_t i = 0; i < r.keys.size(); ++i) os << (i ? ", " : "") << json_string(r.keys[i]);
+  os << "],\n"
+     << "  \"batch_size\": " << r.batch_size << ",\n"
+     << "  \"seed\": " << r.seed << ",\n"
+     << "  \"num_stimuli\": " << r.num_stimuli << ",\n"
+     << "  \"stimulus_shape\": " << json_shape(r.stimulus_shape) << ",\n"
+     << "  \"stimulus_dtype\": " << json_string(r.stimulus_dtype) << ",\n"
+     << "  \"rows_done\": " << r.rows_done << ",\n"
+     << "  \"complete\": " << (r.rows_done == r.num_stimuli ? "true" : "false") << ",\n"
+     << "  \"layers\": [";
+  for (std::size_t i = 0; i < r.layers.size(); ++i) {
+    const auto& l = r.layers[i];
+    os << (i ? ",\n" : "\n") << "    {\"label\": " << json_string(l.label)
+       << ", \"file\": " << json_string(l.file) << ", \"key\": " << json_string(l.key)
+       << ", \"op\": " << json_string(l.op) << ", \"module\": " << json_string(l.module)
+       << ", \"shape\": " << json_shape(l.shape) << ", \"dtype\": " << json_string(l.dtype) << "}";
+  }
+  os << (r.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";
+  return os.str();
+}
+
+Record read_index(const fs::path& path) {
+  namespace pt = boost::property_tree;
+  pt::ptree tree;
+  try {
+    pt::read_json(path.string(), tree);
+  } catch (const pt::json_parser_error& e) {
+    throw ExtractError("cannot resume: " + path.string() + " is not valid JSON (" + e.message() + ")");
+  }
+  Record r;
+  try {
+    auto ints = [](const pt::ptree& t) {
+      std::vector<std::int64_t> v;
+      for (const auto& c : t) v.push_back(c.second.get_value<std::int64_t>());
+      return v;
+    };
+    r.model = tree.get<std::string>("model");
+    r.inputs = tree.get<std::string>("inputs");
+    for (const auto& k : tree.get_child("keys")) r.keys.push_back(k.second.get_value<std::string>());
+    r.batch_size = tree.get<std::int64_t>("batch_size");
+    r.seed = tree.get<std::uint64_t>("seed");
+    r.num_stimuli = tree.get<std::int64_t>("num_stimuli");
+    r.rows_done = tree.get<std::int64_t>("rows_done");
+    r.stimulus_shape = ints(tree.get_child("stimulus_shape"));
+    r.stimulus_dtype = tree.get<std::string>("stimulus_dtype");
+    for (const auto& c : tree.get_child("layers")) {
+      Record::Layer l;
+      l.label = c.second.get<std::string>("label");
+      l.file = c.second.get<std::string>("file");
+      l.key = c.second.get<std::string>("key");
+      l.dtype = c.second.get<std::string>("dtype");
+      l.shape = ints(c.second.get_child("shape"));
+      r.layers.push_back(std::move(l));
+    }
+  } catch (const pt::ptree_error& e) {
+    throw ExtractError("cannot resume: " + path.string() + " is not an extract index (" + e.what() + ")");
+  }
+  if (r.rows_done < 0 || r.rows_done > r.num_stimuli) {
+    throw ExtractError("cannot resume: " + path.string() + " has rows_done " +
+                       std::to_string(r.rows_done) + " outside 0.." + std::to_string(r.num_stimuli));
+  }
+  return r;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += v[i];
+  }
+  return s;
+}
+
+std::string absolute_text(const std::string& p) {
+  std::error_code ec;
+  const auto c = fs::weakly_canonical(fs::absolute(p), ec);
+  return ec ? p : c.string();
+}
+
+} // namespace
+
+ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
+                             const ExtractOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path dir = o.out_dir;
+  const fs::path index_path = dir / "index.json";
+  const std::int64_t n = stimuli.size();
+
+  // What this run is: from the options, or from index.json when resuming.
+  Record rec;
+  rec.model = absolute_text(o.model_path);
+  rec.inputs = absolute_text(stimuli.path());
+  rec.num_stimuli = n;
+  rec.stimulus_shape = stimuli.item_shape();
+  rec.stimulus_dtype = dtype_info(stimuli.dtype()).name;
+  std::optional<Record> old;
+  const bool dir_has_files = fs::exists(dir) && fs::is_directory(dir) && !fs::is_empty(dir);
+  if (fs::exists(dir) && !fs::is_directory(dir)) {
+    throw ExtractError("--out " + dir.string() + " exists and is not a folder");
+  }
+  if (dir_has_files) {
+    if (!o.resume) {
+      throw ExtractError("output folder " + dir.string() +
+                         " is not empty; pass --resume to continue an interrupted run there, or "
+                         "choose another --out");
+    }
+    if (!fs::exists(index_path)) {
+      throw ExtractError("cannot resume: " + dir.string() + " is not empty but has no index.json");
+    }
+    old = read_index(index_path);
+  }
+  auto mismatch = [&](const std::string& what, const std::string& then, const std::string& now) {
+    return ExtractError("cannot resume: " + what + " differs from the interrupted run's (" + then +
+                        " in " + index_path.string() + ", " + now + " now)");
+  };
+  if (old) {
+    if (old->model != rec.model) throw mismatch("the model", old->model, rec.model);
+    if (old->inputs != rec.inputs) throw mismatch("the stimuli", old->inputs, rec.inputs);
+    if (old->num_stimuli != n) {
+      throw mismatch("the number of stimuli", std::to_string(old->num_stimuli), std::to_string(n));
+    }
+    if (old->stimulus_shape != rec.stimulus_shape || old->stimulus_dtype != rec.stimulus_dtype) {
+      throw mismatch("the stimulus shape", old->stimulus_dtype + " " + shape_text(old->stimulus_shape),
+                     rec.stimulus_dtype + " " + shape_text(rec.stimulus_shape));
+    }
+    if (!o.keys.empty() && o.keys != old->keys) throw mismatch("--save", join(old->keys), join(o.keys));
+    if (o.batch_size && *o.batch_size != old->batch_size) {
+      throw mismatch("--batch-size", std::to_string(old->batch_size), std::to_string(*o.batch_size));
+    }
+    if (o.seed && *o.seed != old->seed) {
+      throw mismatch("--seed", std::to_string(old->seed), std::to_string(*o.seed));
+    }
+    rec.keys = old->keys;
+    rec.batch_size = old->batch_size;
+    rec.seed = old->seed;
+    rec.rows_done = old->rows_done;
+  } else {
+    rec.keys = o.keys;
+    rec.batch_size = o.batch_size.value_or(32);
+    rec.seed = o.seed.value_or(0);
+  }
+  if (rec.keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
+  if (rec.batch_size <= 0) throw ExtractError("the batch size must be positive");
+
+  ExtractResult result;
+  result.num_stimuli = n;
+  result.batch_size = rec.batch_size;
+  result.seed = rec.seed;
+  result.rows_done = rec.rows_done;
+  if (old && rec.rows_done == n) {  // nothing left to do
+    for (const auto& l : old->layers) {
+      ExtractLayer e;
+      e.label = l.label;
+      e.key = l.key;
+      e.shape = l.shape;
+      result.layers.push_back(std::move(e));
+    }
+    return result;
+  }
+
+  const std::int64_t rows_per_batch = std::min(rec.batch_size, n);
+  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch);
+  std::vector<Fd> files;
+  std::vector<std::size_t> offsets, row_bytes;
+  std::int64_t batches = 0;
+  for (std::int64_t start = rec.rows_done; start < n; start += rows_per_batch) {
+    if (o.max_batches && batches >= *o.max_batches) break;
+    const std::int64_t count = std::min(rows_per_batch, n - start);
+    std::vector<at::Tensor> acts;
+    try {
+      acts = extractor.run(stimuli.rows(start, count));
+    } catch (const GraphChanged& e) {
+      std::string where = "stimuli ";
+      where += std::to_string(start);
+      where += "..";
+      where += std::to_string(start + count - 1);
+      throw GraphChanged(where + ": " + e.what());
+    }
+    if (files.empty()) {
+      // first batch of this run: the layers are known; create or reopen the files
+      std::vector<Record::Layer> layers;
+      for (const auto& l : extractor.layers()) {
+        Record::Layer r;
+        r.label = l.label;
+        r.file = file_stem(l.label) + ".npy";
+        r.key = l.key;
+        r.op = l.op;
+        r.module = l.module;
+        r.dtype = dtype_info(file_type(l.dtype)).name;
+        r.shape = l.shape;
+        r.shape[0] = n;
+        layers.push_back(std::move(r));
+      }
+      if (old) {
+        auto describe = [](const std::vector<Record::Layer>& ls) {
+          std::string s;
+          for (const auto& l : ls) {
+            if (!s.empty()) s += ", ";
+            s += l.label + " " + l.dtype + " " + shape_text(l.shape);
+          }
+          return s;
+        };
+        bool same = layers.size() == old->layers.size();
+        for (std::size_t i = 0; same && i < layers.size(); ++i) {
+          same = layers[i].label == old->layers[i].label && layers[i].shape == old->layers[i].shape &&
+                 layers[i].dtype == old->layers[i].dtype && layers[i].file == old->layers[i].file;
+        }
+        if (!same) throw mismatch("the layers", describe(old->layers), describe(layers));
+      }
+      fs::create_directories(dir);
+      for (const auto& l : layers) {
+        const std::string path = (dir / l.file).string();
+        const auto type = extractor.layers()[files.size()].dtype;
+        const std::string header = io::npy_header(dtype_info(file_type(type)).descr, l.shape);
+        const std::size_t row = static_cast<std::size_t>(numel_of(l.shape) / n) *
+                                c10::elementSize(file_type(type));
+        if (old) {
+          // Keep the header and rows_done rows; drop whatever a killed batch left.
+          if (!fs::exists(path)) throw ExtractError("cannot resume: " + path + " is missing");
+          const auto h = io::read_npy_header(path);
+          if (h.shape != l.shape || h.data_offset != header.size()) {
+            throw ExtractError("cannot resume: " + path + " does not have the recorded header");
+          }
+          const std::size_t keep = header.size() + static_cast<std::size_t>(rec.rows_done) * row;
+          if (fs::file_size(path) < keep) {
+            throw ExtractError("cannot resume: " + path + " holds fewer rows than index.json's rows_done " +
+                               std::to_string(rec.rows_done));
+          }
+          files.emplace_back(path, O_WRONLY);
+          files.back().truncate(keep);
+        } else {
+          files.emplace_back(path, O_WRONLY | O_CREAT | O_TRUNC);
+          files.back().pwrite_all(header.data(), header.size(), 0);
+        }
+        offsets.push_back(header.size());
+        row_bytes.push_back(row);
+      }
+      rec.layers = std::move(layers);
+      if (!old) {
+        for (auto& f : files) f.sync();
+        write_atomically(index_path, index_json(rec));
+      }
+    }
+    // rows first, flushed; then the record that says they are there
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      const at::Tensor& t = acts[i];
+      TORCH_CHECK(static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
+                  "torchlens: layer ", rec.layers[i].label, " changed size");
+      files[i].pwrite_all(t.data_ptr(), t.nbytes(), offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
+    }
+    for (auto& f : files) f.sync();
+    rec.rows_done = start + count;
+    write_atomically(index_path, index_json(rec));
+    result.rows_this_run += count;
+    ++batches;
+    if (o.on_batch) o.on_batch(rec.rows_done, n);
+  }
+  for (const auto& l : extractor.layers()) result.layers.push_back(l);
+  for (std::size_t i = 0; i < result.layers.size(); ++i) result.layers[i].shape = rec.layers[i].shape;
+  result.rows_done = rec.rows_done;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+} // namespace torchlens::extract

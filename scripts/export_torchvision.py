@@ -3,7 +3,10 @@
 
 Usage: /usr/bin/python3 scripts/export_torchvision.py OUTDIR [NAMES...]
 
-For each NAME (default: resnet18 googlenet mobilenet_v2 densenet121) writes
+For each NAME (default: resnet18 googlenet mobilenet_v2 densenet121; MODELS
+below lists all: the model tests use the default four, the validation campaign
+in tests/validate every classification family of torchvision 0.14 plus
+TransformerEncoder, LSTM and GRU models) writes
 
   OUTDIR/NAME.pt      the model (eval mode, random weights, torch.manual_seed(0)),
                       torch.jit.script'ed, or torch.jit.trace'd when scripting fails
@@ -35,6 +38,34 @@ from collections import Counter
 import torch
 import torchvision
 
+class TransformerEncoderModel(torch.nn.Module):
+    """torch.nn.TransformerEncoder (2 layers, d_model 32, 4 heads) and a head."""
+
+    def __init__(self):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(
+            d_model=32, nhead=4, dim_feedforward=64, batch_first=True
+        )
+        self.encoder = torch.nn.TransformerEncoder(layer, num_layers=2)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(1))
+
+
+class RecurrentModel(torch.nn.Module):
+    """A 2-layer LSTM or GRU (16 -> 32, batch first) and a head on the last step."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(16, 32, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
 MODELS = {
     # name: (constructor, input shape)
     "resnet18": (lambda: torchvision.models.resnet18(weights=None), [1, 3, 64, 64]),
@@ -46,6 +77,36 @@ MODELS = {
     "densenet121": (lambda: torchvision.models.densenet121(weights=None), [1, 3, 64, 64]),
     "alexnet": (lambda: torchvision.models.alexnet(weights=None), [1, 3, 64, 64]),
     "squeezenet1_0": (lambda: torchvision.models.squeezenet1_0(weights=None), [1, 3, 64, 64]),
+    # the validation campaign (tests/validate): every classification family,
+    # at the smallest convenient input
+    "resnet50": (lambda: torchvision.models.resnet50(weights=None), [1, 3, 64, 64]),
+    "resnext50_32x4d": (lambda: torchvision.models.resnext50_32x4d(weights=None), [1, 3, 64, 64]),
+    "wide_resnet50_2": (lambda: torchvision.models.wide_resnet50_2(weights=None), [1, 3, 64, 64]),
+    "vgg11_bn": (lambda: torchvision.models.vgg11_bn(weights=None), [1, 3, 32, 32]),
+    "inception_v3": (
+        lambda: torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False),
+        [1, 3, 75, 75],
+    ),
+    "squeezenet1_1": (lambda: torchvision.models.squeezenet1_1(weights=None), [1, 3, 64, 64]),
+    "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(weights=None), [1, 3, 64, 64]),
+    "mobilenet_v3_large": (lambda: torchvision.models.mobilenet_v3_large(weights=None), [1, 3, 64, 64]),
+    "shufflenet_v2_x0_5": (lambda: torchvision.models.shufflenet_v2_x0_5(weights=None), [1, 3, 64, 64]),
+    "mnasnet0_5": (lambda: torchvision.models.mnasnet0_5(weights=None), [1, 3, 64, 64]),
+    "efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(weights=None), [1, 3, 64, 64]),
+    "efficientnet_v2_s": (lambda: torchvision.models.efficientnet_v2_s(weights=None), [1, 3, 64, 64]),
+    "regnet_x_400mf": (lambda: torchvision.models.regnet_x_400mf(weights=None), [1, 3, 64, 64]),
+    "regnet_y_400mf": (lambda: torchvision.models.regnet_y_400mf(weights=None), [1, 3, 64, 64]),
+    "convnext_tiny": (lambda: torchvision.models.convnext_tiny(weights=None), [1, 3, 64, 64]),
+    "swin_t": (lambda: torchvision.models.swin_t(weights=None), [1, 3, 64, 64]),
+    "vit_small": (
+        lambda: torchvision.models.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+        ),
+        [1, 3, 32, 32],
+    ),
+    "transformer_encoder": (lambda: TransformerEncoderModel(), [2, 10, 32]),
+    "lstm": (lambda: RecurrentModel(torch.nn.LSTM), [2, 5, 16]),
+    "gru": (lambda: RecurrentModel(torch.nn.GRU), [2, 5, 16]),
 }
 DEFAULT = ["resnet18", "googlenet", "mobilenet_v2", "densenet121"]
 

@@ -68,7 +68,8 @@ void report(const std::string& name, int reps, const std::function<void()>& plai
   const auto totals = log.totals();
   std::cout << std::fixed << std::setprecision(2) << "| " << name << " | " << log.size() << " | "
             << p << " | " << n << " | " << n / p << "x | " << a << " | " << a / p << "x | "
-            << totals.saved_bytes / 1e6 << " MB | " << (after - before) / 1e3 << " MB |\n";
+            << totals.tensor_bytes / 1e6 << " MB | " << totals.saved_bytes / 1e6 << " MB | "
+            << peak_rss_mb() << " MB |\n";
 }
 
 } // namespace

@@ -20,11 +20,10 @@
 namespace torchlens {
 namespace detail {
 
-namespace {
-
 std::unique_ptr<Recorder> capture_once(
     const ModelDescription& model, const std::vector<std::pair<std::string, at::Tensor>>& inputs,
-    const ForwardFn& forward, const LogOptions& options, SavePolicy policy, std::uint64_t seed) {
+    const ForwardFn& forward, const LogOptions& options, SavePolicy policy, std::uint64_t seed,
+    bool finish) {
   auto rec = std::make_unique<Recorder>(model, options, std::move(policy));
   for (const auto& [address, t] : inputs) {
     rec->add_input(address, t);
@@ -40,12 +39,12 @@ std::unique_ptr<Recorder> capture_once(
   c10::IValue out = rec->run(forward);
   const auto t1 = std::chrono::steady_clock::now();
   rec->set_returned(out);
-  rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  rec->graph[boost::graph_bundle].random_seed = seed;
+  if (finish) {
+    rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    rec->graph[boost::graph_bundle].random_seed = seed;
+  }
   return rec;
 }
-
-} // namespace
 
 StateSnapshot::StateSnapshot(const ModelDescription& model,
                              const std::vector<std::pair<std::string, at::Tensor>>& inputs) {
@@ -74,7 +73,7 @@ ModelLog run_logged(const ModelDescription& model,
   } else {
     first_policy.mode = SavePolicy::Mode::none;
   }
-  auto rec = capture_once(model, inputs, forward, options, first_policy, seed);
+  auto rec = capture_once(model, inputs, forward, options, first_policy, seed, /*finish=*/true);
   ModelGraph graph = std::move(rec->graph);
   std::vector<at::Tensor> activations = std::move(rec->activations);
   std::shared_ptr<const ReplayRecords> replay;
@@ -113,7 +112,7 @@ ModelLog run_logged(const ModelDescription& model,
       }
     }
     state->restore();
-    auto second = capture_once(model, inputs, forward, options, policy, seed);
+    auto second = capture_once(model, inputs, forward, options, policy, seed, /*finish=*/false);
     ModelGraph raw = std::move(second->graph);
     std::vector<at::Tensor> acts = std::move(second->activations);
     // Ids are creation order, stable across captures of the same graph; check it

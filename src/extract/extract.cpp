@@ -214,30 +214,6 @@ void write_atomically(const fs::path& path, const std::string& text) {
   }
 }
 
-// ---- capture ------------------------------------------------------------------
-
-/// One capture of `forward` (run_logged's capture_once, without the clean-up
-/// that only a returned log needs).
-std::unique_ptr<detail::Recorder> capture(const detail::ModelDescription& model,
-                                          const std::vector<std::pair<std::string, at::Tensor>>& inputs,
-                                          const detail::ForwardFn& forward,
-                                          const LogOptions& options, detail::SavePolicy policy,
-                                          std::uint64_t seed, bool finish) {
-  auto rec = std::make_unique<detail::Recorder>(model, options, std::move(policy));
-  for (const auto& [address, t] : inputs) rec->add_input(address, t);
-  torch::manual_seed(seed);
-  torch::jit::GraphOptimizerEnabledGuard plain_jit(false);  // the same graph every run
-  const auto t0 = std::chrono::steady_clock::now();
-  c10::IValue out = rec->run(forward);
-  const auto t1 = std::chrono::steady_clock::now();
-  rec->set_returned(out);
-  if (finish) {
-    rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    rec->graph[boost::graph_bundle].random_seed = seed;
-  }
-  return rec;
-}
-
 } // namespace
 
 // ---- Stimuli ------------------------------------------------------------------
@@ -375,7 +351,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     // copies), the pipeline labels the graph, the keys resolve on it.
     detail::SavePolicy all;
     all.mode = detail::SavePolicy::Mode::all;
-    auto rec = capture(im.desc, inputs, forward, im.options, all, im.seed, /*finish=*/true);
+    auto rec = detail::capture_once(im.desc, inputs, forward, im.options, all, im.seed, /*finish=*/true);
     im.raw_count = boost::num_vertices(rec->graph);
     ModelGraph graph = std::move(rec->graph);
     by_id = std::move(rec->activations);
@@ -435,7 +411,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     layers_ = std::move(layers);
     structure_ = std::move(log);
   } else {
-    auto rec = capture(im.desc, inputs, forward, im.options, im.policy, im.seed, /*finish=*/false);
+    auto rec = detail::capture_once(im.desc, inputs, forward, im.options, im.policy, im.seed, /*finish=*/false);
     const ModelGraph& raw = rec->graph;
     const std::size_t have = boost::num_vertices(raw);
     for (const auto& c : im.checks) {

@@ -3,6 +3,8 @@
 
 #include <torchlens/log/model_log.hpp>
 
+#include <torchlens/detail/text.hpp>
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -62,19 +64,6 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
-}
-
-std::string nice_bytes(std::int64_t bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024.0 && u < 4) {
-    v /= 1024.0;
-    ++u;
-  }
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << ' ' << units[u];
-  return os.str();
 }
 
 bool parse_int(std::string_view s, std::int64_t& out) {
@@ -406,12 +395,12 @@ std::ostream& operator<<(std::ostream& os, const ModelLog& log) {
   os << "\t\t- " << buffers << " buffer layers\n";
   os << "\t\t- " << info.modules.size() << " total modules\n";
   os << "\tTensor info:\n";
-  os << "\t\t- " << t.num_tensors << " total tensors (" << nice_bytes(t.tensor_bytes)
+  os << "\t\t- " << t.num_tensors << " total tensors (" << detail::size_text(t.tensor_bytes)
      << ") computed in forward pass.\n";
-  os << "\t\t- " << t.num_saved << " tensors (" << nice_bytes(t.saved_bytes)
+  os << "\t\t- " << t.num_saved << " tensors (" << detail::size_text(t.saved_bytes)
      << ") with saved activations.\n";
   os << "\tParameters: " << t.num_param_tensors << " parameter tensors (" << t.num_params
-     << " params total; " << nice_bytes(t.param_bytes) << ").\n";
+     << " params total; " << detail::size_text(t.param_bytes) << ").\n";
   if (!info.modules.empty()) {
     os << "\tModule hierarchy:\n";
     for (const auto& m : info.modules) {

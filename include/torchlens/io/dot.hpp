@@ -12,6 +12,7 @@
 /// inside nested `subgraph cluster_*` blocks; a drawing without clusters goes
 /// through boost::write_graphviz itself. Output is deterministic (creation order).
 
+#include <torchlens/detail/text.hpp>
 #include <torchlens/config.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/passes/roll_graph.hpp>
@@ -265,19 +266,7 @@ inline std::string shape_text(const std::vector<std::int64_t>& shape) {
   return out;
 }
 
-/// `48 B`, `2.3 KB`, `1.5 MB` (1024-based, one decimal above bytes).
-inline std::string size_text(std::int64_t bytes) {
-  static constexpr const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024.0 && u < 4) {
-    v /= 1024.0;
-    ++u;
-  }
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << ' ' << units[u];
-  return os.str();
-}
+using torchlens::detail::size_text;
 
 /// `5`, `3.5`, `2.67`.
 inline std::string number_text(double x) {

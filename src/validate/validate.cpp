@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace torchlens {
 
@@ -36,17 +37,28 @@ const std::set<std::string> kValueBlind = {
     "aten::bernoulli",   "aten::normal",     "aten::uniform_",   "aten::normal_"};
 
 /// (op, argument) pairs whose values are structural: indices, masks, targets,
-/// the "shape donor" of `*_as` ops, the destination of a copy.
+/// the shape/dtype donor of `*_as` ops and `to(other)`.
 bool structural_arg(const std::string& op, const std::string& arg) {
   static const std::set<std::string> names = {"index", "indices", "mask", "target", "offsets",
                                               "lengths", "batch_sizes"};
   if (names.count(arg) != 0) return true;
   if ((op == "aten::view_as" || op == "aten::reshape_as" || op == "aten::type_as" ||
-       op == "aten::expand_as") &&
+       op == "aten::expand_as" || op == "aten::to") &&
       arg == "other") {
     return true;
   }
-  return op == "aten::copy_" && arg == "self";
+  return false;
+}
+
+/// Batch norm's running statistics in training: written (the statistics are
+/// updated), never read (the batch's statistics normalize).
+bool written_not_read(const OpRecord& rec, const std::string& arg) {
+  if (arg != "running_mean" && arg != "running_var") return false;
+  const auto& schema_args = rec.op->schema().arguments();
+  for (std::size_t i = 0; i < schema_args.size() && i < rec.args.size(); ++i) {
+    if (schema_args[i].name() == "training" && rec.args[i].isBool()) return rec.args[i].toBool();
+  }
+  return false;
 }
 
 bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double rtol,
@@ -58,7 +70,9 @@ bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double 
     return false;
   }
   if (a.numel() == 0) return true;
-  if (!a.is_floating_point() && !a.is_complex()) return at::equal(a, b);
+  // the common case, one pass: replays of deterministic kernels are bitwise equal
+  if (at::equal(a, b)) return true;
+  if (!a.is_floating_point() && !a.is_complex()) return false;
   const auto da = a.detach().to(at::kDouble);
   const auto db = b.detach().to(at::kDouble);
   const auto both_nan = at::isnan(da).logical_and(at::isnan(db));
@@ -79,7 +93,15 @@ bool special_tensor(const at::Tensor& t) {
   return d.eq(0).all().item<bool>() || d.eq(1).all().item<bool>();
 }
 
-bool special_scalar(const c10::IValue& v) {
+/// A 0 or 1 passed as a `Scalar` or `float` argument: the operands of
+/// arithmetic (`mul(x, 0)`, `add(x, y, alpha=0)`), not dims, groups or strides.
+bool special_scalar(const c10::Argument& arg, const c10::IValue& v) {
+  c10::TypePtr type = arg.type();
+  if (type->kind() == c10::TypeKind::OptionalType) {
+    type = type->expectRef<c10::OptionalType>().getElementType();
+  }
+  const auto kind = type->kind();
+  if (kind != c10::TypeKind::NumberType && kind != c10::TypeKind::FloatType) return false;
   if (v.isInt()) return v.toInt() == 0 || v.toInt() == 1;
   if (v.isDouble()) return v.toDouble() == 0.0 || v.toDouble() == 1.0;
   return false;
@@ -87,15 +109,19 @@ bool special_scalar(const c10::IValue& v) {
 
 /// A value of `t`'s shape and dtype that differs from it (with high probability).
 at::Tensor perturbed(const at::Tensor& t, at::Generator& gen) {
+  // integers and bools: random values in the observed range, and wherever one
+  // equals the original (certain for a one-element tensor half the time) the
+  // next value / the negation, so the perturbation always changes the tensor
   if (t.scalar_type() == at::kBool) {
-    return at::randint(0, 2, t.sizes(), gen, t.options().dtype(at::kLong)).to(at::kBool);
+    const auto r = at::randint(0, 2, t.sizes(), gen, t.options().dtype(at::kLong)).to(at::kBool);
+    return at::where(r.eq(t), t.logical_not(), r);
   }
-  if (!t.is_floating_point()) {
+  if (!t.is_floating_point() && !t.is_complex()) {
     const auto d = t.to(at::kLong);
     const std::int64_t lo = t.numel() ? d.min().item<std::int64_t>() : 0;
     const std::int64_t hi = t.numel() ? d.max().item<std::int64_t>() + 1 : 1;
-    return at::randint(lo, std::max(hi, lo + 2), t.sizes(), gen, t.options().dtype(at::kLong))
-        .to(t.scalar_type());
+    const auto r = at::randint(lo, std::max(hi, lo + 2), t.sizes(), gen, d.options());
+    return at::where(r.eq(d), r + 1, r).to(t.scalar_type());
   }
   const double scale = t.numel() ? t.detach().abs().mean().item<double>() + 1.0 : 1.0;
   return (at::randn(t.sizes(), gen, t.options()) * scale).to(t.scalar_type());
@@ -109,6 +135,9 @@ std::vector<at::Tensor> replay(const OpRecord& rec, const ModelGraph& g, Vertex 
   const auto& schema = rec.op->schema();
   for (const auto& [slot, value] : inputs) {
     const auto [pos, index] = slot;
+    TORCH_CHECK(pos >= 0 && static_cast<std::size_t>(pos) < stack.size(),
+                "an in-edge names argument ", pos, " of ", schema.name(), ", which has ",
+                stack.size());
     auto& arg = stack[static_cast<std::size_t>(pos)];
     if (index < 0) {
       arg = value;
@@ -256,14 +285,36 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
     std::set<Vertex> parents;
     for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) parents.insert(boost::source(e, g));
     for (Vertex p : parents) {
-      bool structural = false;
+      const char* reason = nullptr;
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        if (boost::source(e, g) == p) structural = structural || structural_arg(n.op_name, g[e].arg_name);
+        if (boost::source(e, g) != p) continue;
+        if (n.op_name == "aten::copy_" && g[e].arg_name == "self") {
+          reason = "overwritten entirely";
+        } else if (structural_arg(n.op_name, g[e].arg_name)) {
+          reason = "structural argument";
+        } else if (written_not_read(records[n.id], g[e].arg_name)) {
+          reason = "not read in training";
+        }
+      }
+      // a write through a view covering the whole base replaces every element
+      // of the old base value (TorchLens's full-shape __setitem__)
+      if (n.op_name == "torchlens::base_update") {
+        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+          if (boost::source(e, g) == p && g[e].arg_name == "base") {
+            const auto& rec = records[n.id];
+            const auto sizes = rec.args[2].toIntVector();
+            std::int64_t numel = 1;
+            for (auto d : sizes) numel *= d;
+            if (numel == saved.numel()) reason = "overwritten entirely";
+          }
+        }
       }
       const at::Tensor& pv = log.activation(p);
       ++report.perturbations;
-      if (structural || pv.numel() == 0) {
+      if (reason == nullptr && pv.numel() == 0) reason = "empty parent";
+      if (reason != nullptr) {
         ++report.exempted;
+        report.exemptions.push_back({n.label, g[p].label, reason});
         continue;
       }
       auto changed_inputs = inputs;
@@ -276,24 +327,32 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
         pout = replay(records[n.id], g, v, changed_inputs);
       } catch (const c10::Error&) {
         ++report.exempted;  // random values outside the op's domain (e.g. bad indices)
+        report.exemptions.push_back({n.label, g[p].label, "perturbed value outside the domain"});
         continue;
       }
       if (idx < pout.size() && !exactly_equal(pout[idx], saved)) continue;
       // no effect: excused when another argument is special (x*0, x*1, empty),
       // the output is all inf/NaN, or the op reads only shapes
-      bool excused = false;
+      const char* excuse = nullptr;
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
         const Vertex q = boost::source(e, g);
-        if (q != p && special_tensor(log.activation(q))) excused = true;
+        if (q != p && special_tensor(log.activation(q))) excuse = "special argument (0, 1, empty)";
       }
       for (std::size_t i = 0; i < records[n.id].args.size(); ++i) {
         const auto& a = records[n.id].args[i];
-        if (special_scalar(a)) excused = true;
-        if (a.isTensor() && special_tensor(a.toTensor())) excused = true;  // a parameter
+        if (special_scalar(records[n.id].op->schema().arguments()[i], a)) {
+          excuse = "special argument (0, 1, empty)";
+        }
+        if (a.isTensor() && special_tensor(a.toTensor())) {
+          excuse = "special argument (0, 1, empty)";  // a parameter
+        }
       }
-      if (saved.is_floating_point() && !at::isfinite(saved).any().item<bool>()) excused = true;
-      if (excused) {
+      if (saved.is_floating_point() && !at::isfinite(saved).any().item<bool>()) {
+        excuse = "output all inf/NaN";
+      }
+      if (excuse != nullptr) {
         ++report.exempted;
+        report.exemptions.push_back({n.label, g[p].label, excuse});
       } else {
         report.failures.push_back({n.label, FailureKind::no_effect,
                                    "perturbing parent " + g[p].label + " left it unchanged", 0});
@@ -325,7 +384,8 @@ namespace detail {
 ValidationReport validate_run(const ModelDescription& model,
                               const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                               const ForwardFn& forward, LogOptions log_options,
-                              const ValidateOptions& options) {
+                              const ValidateOptions& options,
+                              const std::function<void()>& restore) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::uint64_t seed = log_options.seed() ? *log_options.seed() : std::random_device{}();
   // everything the forward pass may change in place: parameters, buffers, inputs
@@ -340,10 +400,12 @@ ValidationReport validate_run(const ModelDescription& model,
     for (auto& t : truth) t = t.detach().clone();
   }
   state.restore();
+  if (restore) restore();
   log_options.seed(seed).save(SaveSpec::all()).keep_replay(true).postfunc(nullptr).detach(false)
       .output_device(OutputDevice::same).postprocess(true);
   ModelLog log = run_logged(model, inputs, forward, log_options);
   state.restore();
+  if (restore) restore();
   ValidationReport report = validate_log(log, truth, options);
   report.time_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -357,8 +419,19 @@ ValidationReport validate_saved_activations(torch::jit::Module& model,
                                             const LogOptions& log_options,
                                             const ValidateOptions& options) {
   detail::ForwardFn forward = [&](detail::Recorder*) { return model.forward(inputs); };
+  // forward may reassign tensor attributes (`self.buf = self.buf + x`): put the
+  // original tensors back (their values are restored with the buffers)
+  std::vector<std::tuple<torch::jit::Module, std::string, c10::IValue>> attributes;
+  for (const auto& sub : model.modules()) {
+    for (const auto& attr : sub.named_attributes(/*recurse=*/false)) {
+      if (attr.value.isTensor()) attributes.emplace_back(sub, attr.name, attr.value);
+    }
+  }
+  const auto restore = [&attributes] {
+    for (auto& [sub, name, value] : attributes) sub.setattr(name, value);
+  };
   return detail::validate_run(detail::describe(model), detail::jit_input_tensors(inputs), forward,
-                              log_options, options);
+                              log_options, options, restore);
 }
 
 } // namespace torchlens

@@ -8,6 +8,7 @@
 
 #include <torchlens/capture/log_forward_pass.hpp>
 
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -31,6 +32,13 @@ struct LayerFailure {
   double max_error = 0;   ///< for mismatches: max |replayed - saved|
 };
 
+/// A perturbation excused from the "must change the output" rule, and why.
+struct Exemption {
+  std::string label;   ///< the layer
+  std::string parent;  ///< the parent that was (or would have been) perturbed
+  std::string reason;  ///< `structural argument`, `special argument`, ...
+};
+
 /// Tolerances and switches of validation.
 struct ValidateOptions {
   /// Floating-point tolerance of a replay; deterministic CPU ops match exactly
@@ -48,6 +56,7 @@ struct ValidationReport {
   int perturbations = 0;        ///< parent perturbations tried
   int exempted = 0;             ///< perturbations excused by an exemption
   std::vector<LayerFailure> failures;
+  std::vector<Exemption> exemptions;  ///< one per exempted perturbation
   double time_ms = 0;
   explicit operator bool() const noexcept { return valid; }
   friend std::ostream& operator<<(std::ostream& os, const ValidationReport& r);
@@ -59,10 +68,14 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
                               const ValidateOptions& options = {});
 
 namespace detail {
+/// `restore`, when set, runs after each of the two forward passes, beside the
+/// restoration of parameter, buffer and input values (TorchScript: attributes
+/// that forward reassigned are set back).
 ValidationReport validate_run(const ModelDescription& model,
                               const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                               const ForwardFn& forward, LogOptions log_options,
-                              const ValidateOptions& options);
+                              const ValidateOptions& options,
+                              const std::function<void()>& restore = {});
 } // namespace detail
 
 /// Runs the plain model for ground truth (restoring parameters and buffers it

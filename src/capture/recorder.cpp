@@ -222,6 +222,17 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
     if (p.node != writer) boost::add_edge(p.node, id, TensorEdge{0, -1, "base", false}, graph);
   }
   boost::add_edge(writer, id, TensorEdge{1, -1, "written", false}, graph);
+  // replayable as as_strided_scatter(base, written, size, stride, offset), with
+  // the view's geometry relative to the base (validation re-executes it)
+  static const auto scatter =
+      c10::Dispatcher::singleton().findSchemaOrThrow("aten::as_strided_scatter", "");
+  OpRecord& rec = records[id];
+  rec.op = scatter;
+  rec.args = {c10::IValue(), c10::IValue(), c10::IValue(view.sizes().vec()),
+              c10::IValue(view.strides().vec()),
+              c10::IValue(view.storage_offset() - base.storage_offset())};
+  rec.from_edges = {true, true, false, false, false};
+  rec.is_tensor = {true, true, false, false, false};
   track(base, id);
   save(id, base, /*copy=*/false);
 }
@@ -734,7 +745,7 @@ void Recorder::finish(double forward_ms) {
   // Printable non-tensor arguments.
   for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
     const auto& rec = records[graph[v].id];
-    if (!rec.op) continue;
+    if (!rec.op || graph[v].op_name == "torchlens::base_update") continue;
     const auto& schema = rec.op->schema();
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
       if (rec.is_tensor[i]) continue;  // an edge or a parameter, not a scalar

@@ -82,9 +82,15 @@ bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double 
   return at::allclose(da, db, rtol, atol, /*equal_nan=*/true);
 }
 
+/// NaN-aware exact equality (the perturbation check: did anything change?).
 bool exactly_equal(const at::Tensor& a, const at::Tensor& b) {
-  double err = 0;
-  return values_equal(a, b, 0.0, 0.0, err);
+  if (!a.defined() || !b.defined()) return a.defined() == b.defined();
+  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
+  if (at::equal(a, b)) return true;
+  if (!a.is_floating_point() && !a.is_complex()) return false;
+  // unequal somewhere; equal only if every difference is NaN against NaN
+  if (!at::isnan(a).any().item<bool>()) return false;
+  return (a.eq(b) | (at::isnan(a) & at::isnan(b))).all().item<bool>();
 }
 
 bool special_tensor(const at::Tensor& t) {
@@ -107,8 +113,31 @@ bool special_scalar(const c10::Argument& arg, const c10::IValue& v) {
   return false;
 }
 
+/// Random values for perturbations, from a private seeded generator. Normal
+/// samples come from one pool drawn once (drawing `randn` per perturbation
+/// cost 3× the re-execution itself), read from a random offset each time.
+class Noise {
+ public:
+  Noise() : gen_(at::make_generator<at::CPUGeneratorImpl>(0x7e57)) {}
+  at::Generator& gen() { return gen_; }
+  /// Standard normal samples of the given shape.
+  at::Tensor normal(at::IntArrayRef sizes, std::int64_t numel) {
+    if (pool_.numel() < 2 * numel) {
+      pool_ = at::randn({std::max<std::int64_t>(2 * numel, 1 << 16)}, gen_, at::kFloat);
+    }
+    const std::int64_t start =
+        at::randint(0, pool_.numel() - numel + 1, {1}, gen_, at::kLong).item<std::int64_t>();
+    return pool_.narrow(0, start, numel).view(sizes);
+  }
+
+ private:
+  at::Generator gen_;
+  at::Tensor pool_;
+};
+
 /// A value of `t`'s shape and dtype that differs from it (with high probability).
-at::Tensor perturbed(const at::Tensor& t, at::Generator& gen) {
+at::Tensor perturbed(const at::Tensor& t, Noise& noise) {
+  at::Generator& gen = noise.gen();
   // integers and bools: random values in the observed range, and wherever one
   // equals the original (certain for a one-element tensor half the time) the
   // next value / the negation, so the perturbation always changes the tensor
@@ -124,7 +153,8 @@ at::Tensor perturbed(const at::Tensor& t, at::Generator& gen) {
     return at::where(r.eq(d), r + 1, r).to(t.scalar_type());
   }
   const double scale = t.numel() ? t.detach().abs().mean().item<double>() + 1.0 : 1.0;
-  return (at::randn(t.sizes(), gen, t.options()) * scale).to(t.scalar_type());
+  if (t.is_complex()) return (at::randn(t.sizes(), gen, t.options()) * scale);
+  return (noise.normal(t.sizes(), t.numel()) * scale).to(t.options());
 }
 
 /// Calls a recorded op again with `inputs` for its in-edges; returns its outputs
@@ -217,7 +247,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
     std::lock_guard<std::mutex> lock(gen.mutex());
     return gen.get_state();
   }();
-  auto perturb_gen = at::make_generator<at::CPUGeneratorImpl>(0x7e57);
+  Noise noise;
 
   // 1. outputs equal the plain forward pass exactly
   std::size_t out_index = 0;
@@ -318,9 +348,9 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
         continue;
       }
       auto changed_inputs = inputs;
-      const at::Tensor noise = perturbed(pv, perturb_gen);
+      const at::Tensor changed = perturbed(pv, noise);
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = noise;
+        if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = changed;
       }
       std::vector<at::Tensor> pout;
       try {
@@ -379,6 +409,46 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
   return report;
 }
 
+namespace {
+
+/// Parameters, buffers and inputs as they were. Like detail::StateSnapshot,
+/// but a restore copies back parameters and inputs only when their version
+/// counter moved (in-place ops bump it; an eval-mode forward writes none of
+/// them: for vgg11_bn two 530 MB copies saved). Buffers are always copied
+/// back: batch norm updates its running statistics through raw pointers,
+/// without bumping their version.
+class Snapshot {
+ public:
+  Snapshot(const detail::ModelDescription& model,
+           const std::vector<std::pair<std::string, at::Tensor>>& inputs) {
+    at::NoGradGuard no_grad;
+    for (const auto& p : model.params) add(p.tensor, false);
+    for (const auto& b : model.buffers) add(b.tensor, true);
+    for (const auto& in : inputs) add(in.second, false);
+  }
+  void restore() {
+    at::NoGradGuard no_grad;
+    for (auto& e : saved_) {
+      if (!e.always && e.live._version() == e.version) continue;
+      e.live.copy_(e.copy);
+      e.version = e.live._version();
+    }
+  }
+
+ private:
+  struct Entry {
+    at::Tensor live, copy;
+    std::int64_t version;
+    bool always;
+  };
+  void add(const at::Tensor& t, bool always) {
+    if (t.defined()) saved_.push_back({t, t.clone(), t._version(), always});
+  }
+  std::vector<Entry> saved_;
+};
+
+} // namespace
+
 namespace detail {
 
 ValidationReport validate_run(const ModelDescription& model,
@@ -389,7 +459,7 @@ ValidationReport validate_run(const ModelDescription& model,
   const auto t0 = std::chrono::steady_clock::now();
   const std::uint64_t seed = log_options.seed() ? *log_options.seed() : std::random_device{}();
   // everything the forward pass may change in place: parameters, buffers, inputs
-  StateSnapshot state(model, inputs);
+  Snapshot state(model, inputs);
   std::vector<at::Tensor> truth;
   {
     at::manual_seed(seed);

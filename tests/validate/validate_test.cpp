@@ -461,6 +461,17 @@ TEST_CASE("TorchScript: writes into views and slices mutated later") {
   check_valid_ts(tracking, x, 6);
   auto zero = toy::ts::inplace_zero_tensor();
   check_valid_ts(zero, x, 3);
+  // forward writing into its input: restored before the logged run and after
+  auto into_input = scripted("IntoInput", R"(
+def forward(self, x):
+    x.mul_(2.0)
+    return x + 1.0
+)");
+  const auto xin = toy::ts::input();
+  const auto xin_before = xin.clone();
+  check_valid_ts(into_input, xin, 2);
+  CHECK(torch::equal(xin, xin_before));
+
   auto buffer = toy::ts::buffer_rewrite();
   const auto before = buffer.attr("buf").toTensor().clone();
   check_valid_ts(buffer, x, 2);

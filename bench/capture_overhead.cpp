@@ -29,7 +29,8 @@ double median_ms(int reps, const std::function<void()>& f) {
   for (int i = 0; i < reps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    t.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
@@ -47,7 +48,7 @@ double peak_rss_mb() {
 
 void report(const std::string& name, int reps, const std::function<void()>& plain,
             const std::function<tl::ModelLog(tl::LogOptions)>& logged) {
-  for (int i = 0; i < 2; ++i) {  // warm up every path
+  for (int i = 0; i < 2; ++i) { // warm up every path
     plain();
     (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none()));
     (void)logged(tl::LogOptions().seed(0));
@@ -56,7 +57,8 @@ void report(const std::string& name, int reps, const std::function<void()>& plai
   std::vector<double> tp, tn, ta;
   for (int i = 0; i < reps; ++i) {
     tp.push_back(median_ms(1, plain));
-    tn.push_back(median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none())); }));
+    tn.push_back(
+        median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none())); }));
     ta.push_back(median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0)); }));
   }
   auto med = [](std::vector<double> v) {
@@ -81,7 +83,7 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1];
   const int reps = argc > 2 ? std::stoi(argv[2]) : 15;
-  torch::NoGradGuard no_grad;  // inference, as a feature extractor runs
+  torch::NoGradGuard no_grad; // inference, as a feature extractor runs
   std::cout << "threads: " << at::get_num_threads() << ", reps: " << reps << " (medians)\n\n";
   std::cout << "| model | layers | plain ms | metadata ms | (a) ratio | all saved ms | (b) ratio "
                "| all tensors | held by log | peak RSS so far |\n"
@@ -91,16 +93,18 @@ int main(int argc, char** argv) {
     model.eval();
     torch::manual_seed(0);
     std::vector<c10::IValue> in{torch::randn({1, 3, 224, 224})};
-    report(name + " (TorchScript, 1x3x224x224)", reps, [&] { (void)model.forward(in); },
-           [&](tl::LogOptions o) { return tl::log_forward_pass(model, in, o); });
+    report(
+        name + " (TorchScript, 1x3x224x224)", reps, [&] { (void)model.forward(in); },
+        [&](tl::LogOptions o) { return tl::log_forward_pass(model, in, o); });
   }
   {
     torch::manual_seed(0);
     tl::cli::DemoNet demo;
     demo->eval();
     auto x = torch::randn({8, 3, 64, 64});
-    report("demo (C++ frontend, 8x3x64x64)", reps, [&] { (void)demo->forward(x); },
-           [&](tl::LogOptions o) { return tl::log_forward_pass(demo, x, o); });
+    report(
+        "demo (C++ frontend, 8x3x64x64)", reps, [&] { (void)demo->forward(x); },
+        [&](tl::LogOptions o) { return tl::log_forward_pass(demo, x, o); });
   }
   return 0;
 }

@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   };
   auto capture_only = [&] {
     ex::Extractor e(model, keys, 0, std::min(batch, n));
-    for (std::int64_t s = 0; s < n; s += batch) (void)e.run(stimuli.rows(s, std::min(batch, n - s)));
+    for (std::int64_t s = 0; s < n; s += batch)
+      (void)e.run(stimuli.rows(s, std::min(batch, n - s)));
   };
 
   // warm up every path (TorchScript's profiling runs included)
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
   }
   extract();
   std::vector<double> tp, te, tc;
-  for (int i = 0; i < reps; ++i) {  // interleaved, so drift hits all alike
+  for (int i = 0; i < reps; ++i) { // interleaved, so drift hits all alike
     tp.push_back(seconds(plain));
     te.push_back(seconds(extract));
     tc.push_back(seconds(capture_only));

@@ -5,9 +5,9 @@
 #include <torchlens/passes/all.hpp>
 
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -147,11 +147,13 @@ int main(int argc, char** argv) {
                     s * 1e3, static_cast<double>(v) / s, static_cast<double>(v) / cpu);
       std::cout << buf;
       for (const auto& r : records) {
-        std::snprintf(buf, sizeof buf, " %.1e |", static_cast<double>(r.vertices_before) / (r.ms * 1e-3));
+        std::snprintf(buf, sizeof buf, " %.1e |",
+                      static_cast<double>(r.vertices_before) / (r.ms * 1e-3));
         std::cout << buf;
       }
       std::cout << "\n" << std::flush;
     }
   }
-  std::cout << "\nPer-pass columns: vertices/s of that pass alone (vertices before the pass / its time).\n";
+  std::cout << "\nPer-pass columns: vertices/s of that pass alone (vertices before the pass / its "
+               "time).\n";
 }

@@ -45,10 +45,11 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1];
   const int reps = argc > 2 ? std::stoi(argv[2]) : 5;
-  std::cout << "threads: " << at::get_num_threads() << ", reps: " << reps << " (medians)\n\n"
-            << "| model | ops | plain ms | re-execution only ms | ratio | validate_log ms | (a) ratio | "
-               "validate_saved_activations ms | (b) ratio | perturbations (exempted) |\n"
-            << "|---|---|---|---|---|---|---|---|---|---|\n";
+  std::cout
+      << "threads: " << at::get_num_threads() << ", reps: " << reps << " (medians)\n\n"
+      << "| model | ops | plain ms | re-execution only ms | ratio | validate_log ms | (a) ratio | "
+         "validate_saved_activations ms | (b) ratio | perturbations (exempted) |\n"
+      << "|---|---|---|---|---|---|---|---|---|---|\n";
   int status = 0;
   for (const std::string name : {"resnet18", "googlenet"}) {
     auto model = torch::jit::load(dir + "/" + name + ".pt");
@@ -64,20 +65,19 @@ int main(int argc, char** argv) {
     }
     const auto log = tl::log_forward_pass(model, in, tl::LogOptions().seed(0).keep_replay(true));
     tl::ValidationReport last;
-    for (int i = 0; i < 2; ++i) {  // warm up every path
+    for (int i = 0; i < 2; ++i) { // warm up every path
       torch::NoGradGuard no_grad;
       (void)model.forward(in);
       last = tl::validate_log(log, truth);
     }
     std::vector<double> tp, tr, ta, tb;
-    for (int i = 0; i < reps; ++i) {  // interleaved so drift hits all alike
+    for (int i = 0; i < reps; ++i) { // interleaved so drift hits all alike
       tp.push_back(time_ms([&] {
         torch::NoGradGuard no_grad;
         (void)model.forward(in);
       }));
-      tr.push_back(time_ms([&] {
-        (void)tl::validate_log(log, truth, tl::ValidateOptions().perturb(false));
-      }));
+      tr.push_back(time_ms(
+          [&] { (void)tl::validate_log(log, truth, tl::ValidateOptions().perturb(false)); }));
       ta.push_back(time_ms([&] { last = tl::validate_log(log, truth); }));
       tb.push_back(time_ms([&] {
         const auto r = tl::validate_saved_activations(model, in, tl::LogOptions().seed(0));
@@ -91,9 +91,8 @@ int main(int argc, char** argv) {
     const double p = median(tp), r = median(tr), a = median(ta), b = median(tb);
     std::cout << std::fixed << std::setprecision(1) << "| " << name << " (1x3x224x224) | "
               << last.layers_checked << " | " << p << " | " << r << " | " << r / p << "x | " << a
-              << " | " << a / p << "x | " << b
-              << " | " << b / p << "x | " << last.perturbations << " (" << last.exempted
-              << ") |\n";
+              << " | " << a / p << "x | " << b << " | " << b / p << "x | " << last.perturbations
+              << " (" << last.exempted << ") |\n";
   }
   return status;
 }

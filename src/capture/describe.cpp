@@ -70,7 +70,7 @@ std::vector<std::pair<std::string, at::Tensor>> jit_input_tensors(
     std::vector<at::Tensor> flat;
     flatten_outputs(inputs[i], flat);
     for (std::size_t j = 0; j < flat.size(); ++j) {
-      std::string address = "input.";  // (built stepwise: g++ 12 -Wrestrict false positive)
+      std::string address = "input."; // (built stepwise: g++ 12 -Wrestrict false positive)
       address += std::to_string(i);
       if (!inputs[i].isTensor()) {
         address += '.';
@@ -87,7 +87,8 @@ at::Tensor run_sequential(Recorder* rec, torch::nn::SequentialImpl& seq, const s
   const auto children = seq.named_children();
   std::size_t i = 0;
   for (auto& any : seq) {
-    const std::string address = prefix.empty() ? children[i].key() : prefix + "." + children[i].key();
+    const std::string address =
+        prefix.empty() ? children[i].key() : prefix + "." + children[i].key();
     const auto module = any.ptr();
     if (rec != nullptr) rec->enter_module(address, module_type_name(*module));
     if (auto* nested = dynamic_cast<torch::nn::SequentialImpl*>(module.get())) {

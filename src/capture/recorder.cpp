@@ -7,8 +7,8 @@
 #include <torchlens/log/model_log.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ScalarOps.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/clone.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -51,26 +51,38 @@ std::uint32_t version_of(const at::Tensor& t) {
 
 std::string dtype_name(c10::ScalarType s) {
   switch (s) {
-    case c10::ScalarType::Float: return "float32";
-    case c10::ScalarType::Double: return "float64";
-    case c10::ScalarType::Half: return "float16";
-    case c10::ScalarType::BFloat16: return "bfloat16";
-    case c10::ScalarType::Long: return "int64";
-    case c10::ScalarType::Int: return "int32";
-    case c10::ScalarType::Short: return "int16";
-    case c10::ScalarType::Char: return "int8";
-    case c10::ScalarType::Byte: return "uint8";
-    case c10::ScalarType::Bool: return "bool";
-    case c10::ScalarType::ComplexFloat: return "complex64";
-    case c10::ScalarType::ComplexDouble: return "complex128";
-    default: return c10::toString(s);
+    case c10::ScalarType::Float:
+      return "float32";
+    case c10::ScalarType::Double:
+      return "float64";
+    case c10::ScalarType::Half:
+      return "float16";
+    case c10::ScalarType::BFloat16:
+      return "bfloat16";
+    case c10::ScalarType::Long:
+      return "int64";
+    case c10::ScalarType::Int:
+      return "int32";
+    case c10::ScalarType::Short:
+      return "int16";
+    case c10::ScalarType::Char:
+      return "int8";
+    case c10::ScalarType::Byte:
+      return "uint8";
+    case c10::ScalarType::Bool:
+      return "bool";
+    case c10::ScalarType::ComplexFloat:
+      return "complex64";
+    case c10::ScalarType::ComplexDouble:
+      return "complex128";
+    default:
+      return c10::toString(s);
   }
 }
 
 bool is_scalar_read_op(const std::string& name) {
   return name == "aten::item" || name == "aten::is_nonzero" ||
-         name == "aten::_local_scalar_dense" || name == "aten::equal" ||
-         name == "aten::allclose";
+         name == "aten::_local_scalar_dense" || name == "aten::equal" || name == "aten::allclose";
 }
 
 } // namespace
@@ -185,11 +197,11 @@ std::size_t Recorder::new_node(OpNode node) {
 void Recorder::track(const at::Tensor& t, std::size_t node) {
   auto* impl = t.unsafeGetTensorImpl();
   tensors_.insert_or_assign(
-      impl, Tracked{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), node,
-                    version_of(t)});
+      impl,
+      Tracked{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), node, version_of(t)});
   if (const auto* st = storage_of(t)) {
-    outputs_by_storage_.insert_or_assign(
-        st, Geometry{node, t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.scalar_type()});
+    outputs_by_storage_.insert_or_assign(st, Geometry{node, t.sizes().vec(), t.strides().vec(),
+                                                      t.storage_offset(), t.scalar_type()});
   }
 }
 
@@ -285,7 +297,7 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
   }
   const auto* st = storage_of(s);
   if (st != nullptr && st == storage_of(t)) {
-    saved_by_storage_[st].push_back(id);  // saved by reference: copy on write
+    saved_by_storage_[st].push_back(id); // saved by reference: copy on write
   }
   activations[id] = std::move(s);
   graph[id].has_saved_activation = true;
@@ -303,7 +315,7 @@ void Recorder::add_input(const std::string& address, const at::Tensor& t) {
   const std::size_t id = new_node(std::move(n));
   track(t, id);
   keep_alive_.push_back(t);
-  save(id, t, /*copy=*/true);  // the caller owns it and may change it later
+  save(id, t, /*copy=*/true); // the caller owns it and may change it later
 }
 
 std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
@@ -343,7 +355,7 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   }
   b.node = id;
   b.version = v;
-  save(id, t, /*copy=*/true);  // buffers change under the model's feet (running stats)
+  save(id, t, /*copy=*/true); // buffers change under the model's feet (running stats)
   return id;
 }
 
@@ -394,7 +406,7 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
   }
   if (auto it = outputs_by_storage_.find(storage_of(t));
       it != outputs_by_storage_.end() && it->second.matches(t)) {
-    const std::size_t node = it->second.node;  // same data, new TensorImpl
+    const std::size_t node = it->second.node; // same data, new TensorImpl
     track(t, node);
     parents.push_back(Parent{node, pos, list_index});
     return true;
@@ -417,7 +429,7 @@ std::vector<Recorder::RawFrame> Recorder::torchscript_frames() const {
   for (std::size_t k = 0; k < n; ++k) {
     const std::string& entry = hierarchy[k];
     if (k > 0 && aligned) {
-      key.push_back(callstack[n - k].range.start());  // call site in the enclosing frame
+      key.push_back(callstack[n - k].range.start()); // call site in the enclosing frame
     }
     if (entry.rfind("TOP(", 0) == 0 || entry.rfind("SELF(", 0) == 0 ||
         entry.rfind("CALL_FUNCTION", 0) == 0) {
@@ -553,7 +565,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       rec.from_edges.push_back(any_edge);
       rec.is_tensor.push_back(true);
     } else if (a.isList() && a.toList().elementType()->kind() == c10::TypeKind::OptionalType) {
-      auto list = a.toList().copy();  // Tensor?[] (index)
+      auto list = a.toList().copy(); // Tensor?[] (index)
       bool any_edge = false;
       for (std::size_t j = 0; j < list.size(); ++j) {
         const c10::IValue e = list.get(j);
@@ -612,11 +624,10 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   std::vector<ParamRef> param_refs;
   for (const ParamState* p : params) {
-    param_refs.push_back(ParamRef{p->address,
-                                  std::vector<std::int64_t>(p->tensor.sizes().begin(),
-                                                            p->tensor.sizes().end()),
-                                  p->tensor.numel(), static_cast<std::int64_t>(p->tensor.nbytes()),
-                                  p->tensor.requires_grad()});
+    param_refs.push_back(ParamRef{
+        p->address, std::vector<std::int64_t>(p->tensor.sizes().begin(), p->tensor.sizes().end()),
+        p->tensor.numel(), static_cast<std::int64_t>(p->tensor.nbytes()),
+        p->tensor.requires_grad()});
   }
 
   std::size_t first_id = SIZE_MAX;
@@ -700,11 +711,11 @@ void Recorder::set_returned(const c10::IValue& value) {
           if (!parents.empty()) {
             node = parents.front().node;
           } else {
-            node = constant_node(t);  // a parameter returned as is
+            node = constant_node(t); // a parameter returned as is
           }
           info.returned.push_back(ReturnedTensor{node, address});
           if (const auto* st = storage_of(t)) {
-            protect_storage(st);  // the caller owns the returned tensor now
+            protect_storage(st); // the caller owns the returned tensor now
           }
         } else if (v.isTuple()) {
           const auto& elems = v.toTupleRef().elements();
@@ -748,7 +759,7 @@ void Recorder::finish(double forward_ms) {
     if (!rec.op || graph[v].op_name == "torchlens::base_update") continue;
     const auto& schema = rec.op->schema();
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
-      if (rec.is_tensor[i]) continue;  // an edge or a parameter, not a scalar
+      if (rec.is_tensor[i]) continue; // an edge or a parameter, not a scalar
       std::ostringstream os;
       os << rec.args[i];
       graph[v].scalar_args.push_back(ScalarArg{schema.arguments()[i].name(), os.str()});

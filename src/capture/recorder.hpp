@@ -21,7 +21,7 @@ namespace torchlens::detail {
 /// Which tensors a capture keeps.
 struct SavePolicy {
   enum class Mode { all, none, ids } mode = Mode::all;
-  std::unordered_set<std::size_t> ids;  ///< OpNode ids, for Mode::ids
+  std::unordered_set<std::size_t> ids; ///< OpNode ids, for Mode::ids
 };
 
 /// What capture records per op beyond the graph, enough to call it again: the
@@ -29,10 +29,10 @@ struct SavePolicy {
 /// vertex's in-edges; parameters stay), and the generator state it ran with.
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
-  std::vector<c10::IValue> args;  ///< in-edge tensors replaced by None / undefined
-  std::vector<bool> from_edges;   ///< argument (or some list element) comes from in-edges
-  std::vector<bool> is_tensor;    ///< argument is a tensor or tensor list (not printable)
-  at::Tensor rng_state;           ///< CPU generator state before the op (keep_replay)
+  std::vector<c10::IValue> args; ///< in-edge tensors replaced by None / undefined
+  std::vector<bool> from_edges;  ///< argument (or some list element) comes from in-edges
+  std::vector<bool> is_tensor;   ///< argument is a tensor or tensor list (not printable)
+  at::Tensor rng_state;          ///< CPU generator state before the op (keep_replay)
 };
 
 /// Replay records of a log, by OpNode::id (kept when LogOptions::keep_replay).
@@ -44,9 +44,9 @@ struct ReplayRecords {
 struct OpInfo {
   std::string name, overload, layer_type;
   std::vector<std::string> arg_names;
-  std::vector<bool> arg_written;  ///< schema says Tensor(a!)
-  bool returns_view = false;      ///< a return aliases an argument without a write
-  bool scalar_read = false;       ///< item / is_nonzero / _local_scalar_dense / equal
+  std::vector<bool> arg_written; ///< schema says Tensor(a!)
+  bool returns_view = false;     ///< a return aliases an argument without a write
+  bool scalar_read = false;      ///< item / is_nonzero / _local_scalar_dense / equal
 };
 
 /// An op's returns as capture logs them: tensors in order (tensor lists
@@ -81,7 +81,7 @@ class StateSnapshot {
   void restore();
 
  private:
-  std::vector<std::pair<at::Tensor, at::Tensor>> saved_;  // (live, copy)
+  std::vector<std::pair<at::Tensor, at::Tensor>> saved_; // (live, copy)
 };
 
 class Recorder {
@@ -107,12 +107,12 @@ class Recorder {
   void finish(double forward_ms);
 
   ModelGraph graph;
-  std::vector<at::Tensor> activations;  ///< by OpNode::id
-  std::vector<OpRecord> records;        ///< by OpNode::id
+  std::vector<at::Tensor> activations; ///< by OpNode::id
+  std::vector<OpRecord> records;       ///< by OpNode::id
 
  private:
   struct Tracked {
-    c10::weak_intrusive_ptr<c10::TensorImpl> weak;  // keeps the address from being reused
+    c10::weak_intrusive_ptr<c10::TensorImpl> weak; // keeps the address from being reused
     std::size_t node;
     std::uint32_t version;
   };
@@ -132,7 +132,7 @@ class Recorder {
   };
   struct RawFrame {
     std::string address, type;
-    std::vector<std::size_t> key;  // call-site chain (TorchScript) or driver serial
+    std::vector<std::size_t> key; // call-site chain (TorchScript) or driver serial
   };
   struct OpenFrame {
     RawFrame frame;
@@ -184,12 +184,12 @@ class Recorder {
   std::unordered_map<const c10::StorageImpl*, std::vector<std::size_t>> saved_by_storage_;
   std::unordered_map<const c10::TensorImpl*, ParamState> params_;
   std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;
-  std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_;  // unannotated writes
+  std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_; // unannotated writes
   std::unordered_map<std::string, std::string> module_types_;
-  std::vector<at::Tensor> keep_alive_;  // constants and inputs we point at
+  std::vector<at::Tensor> keep_alive_; // constants and inputs we point at
 
   // module tracking
-  std::vector<RawFrame> driven_;        // frames announced by drivers
+  std::vector<RawFrame> driven_; // frames announced by drivers
   std::size_t driver_serial_ = 0;
   std::vector<OpenFrame> open_;
   std::unordered_map<std::string, int> module_passes_;

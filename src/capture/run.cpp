@@ -98,7 +98,7 @@ ModelLog run_logged(const ModelDescription& model,
     SavePolicy policy;
     policy.mode = SavePolicy::Mode::ids;
     const ModelGraph& g = log.graph();
-    std::vector<std::pair<std::size_t, std::size_t>> outputs;  // (output id, producer id)
+    std::vector<std::pair<std::size_t, std::size_t>> outputs; // (output id, producer id)
     for (const auto& key : options.save().keys()) {
       for (Vertex v : log.select(key)) {
         if (g[v].kind == NodeKind::output) {
@@ -127,7 +127,7 @@ ModelLog run_logged(const ModelDescription& model,
                   "first difference at ", n.label, " (", n.op_name, ")");
     }
     acts.resize(std::max(acts.size(), g[boost::graph_bundle].next_id));
-    for (const auto& [out, producer] : outputs) acts[out] = acts[producer];  // shared, no copy
+    for (const auto& [out, producer] : outputs) acts[out] = acts[producer]; // shared, no copy
     log.set_activations(std::move(acts));
   }
   return log;

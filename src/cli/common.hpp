@@ -12,9 +12,9 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -105,7 +105,8 @@ inline std::vector<std::int64_t> parse_shape(const std::string& text) {
       if (used != item.size() || d <= 0) throw std::invalid_argument(item);
       shape.push_back(d);
     } catch (const std::exception&) {
-      throw UsageError("bad --input-shape '" + text + "': expected positive integers like 1,3,224,224");
+      throw UsageError("bad --input-shape '" + text +
+                       "': expected positive integers like 1,3,224,224");
     }
   }
   if (shape.empty()) throw UsageError("bad --input-shape '" + text + "'");
@@ -132,7 +133,8 @@ inline std::vector<c10::IValue> model_inputs(const Args& a) {
   }
   if (!inputs.empty()) return inputs;
   const auto shapes = a.all("--input-shape");
-  if (shapes.empty()) throw UsageError("give the input: --input-shape 1,3,224,224 or --input X.npy");
+  if (shapes.empty())
+    throw UsageError("give the input: --input-shape 1,3,224,224 or --input X.npy");
   torch::manual_seed(seed_of(a));
   for (const auto& s : shapes) inputs.emplace_back(torch::randn(parse_shape(s)));
   return inputs;
@@ -145,7 +147,8 @@ inline torch::jit::Module load_model(const std::string& path) {
     m.eval();
     return m;
   } catch (const c10::Error& e) {
-    throw UsageError(path + " is not a TorchScript archive (" + one_line(e.what_without_backtrace()) + ")");
+    throw UsageError(path + " is not a TorchScript archive (" +
+                     one_line(e.what_without_backtrace()) + ")");
   }
 }
 
@@ -157,7 +160,8 @@ inline void write_outputs(const Args& a, const tl::ModelLog& log) {
   }
   if (auto npz = a.get("--npz")) {
     std::vector<std::pair<std::string, at::Tensor>> arrays;
-    for (tl::Vertex v : log.saved_layers()) arrays.emplace_back(log.graph()[v].label, log.activation(v));
+    for (tl::Vertex v : log.saved_layers())
+      arrays.emplace_back(log.graph()[v].label, log.activation(v));
     tl::io::write_npz(*npz, arrays);
   }
 }

@@ -3,24 +3,26 @@
 // handles: nested modules, a residual branch that merges, a loop over shared
 // weights, an `if` on a tensor value, injected noise, and buffers.
 
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/pooling.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
-#include <torch/nn/functional/activation.h>
-#include <torch/nn/functional/pooling.h>
 
 namespace torchlens::cli {
 
 struct ResidualBlockImpl : torch::nn::Module {
   explicit ResidualBlockImpl(std::int64_t c)
-      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)))),
+      : conv1(register_module("conv1",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)))),
         bn1(register_module("bn1", torch::nn::BatchNorm2d(c))),
-        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)))) {}
+        conv2(register_module("conv2",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)))) {}
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = torch::relu(bn1(conv1(x)));
     y = conv2(y);
-    return torch::relu(y + x);  // the branch merges
+    return torch::relu(y + x); // the branch merges
   }
   torch::nn::Conv2d conv1;
   torch::nn::BatchNorm2d bn1;
@@ -30,7 +32,8 @@ TORCH_MODULE(ResidualBlock);
 
 struct DemoNetImpl : torch::nn::Module {
   DemoNetImpl()
-      : stem(register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)))),
+      : stem(register_module("stem",
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)))),
         block1(register_module("block1", ResidualBlock(8))),
         block2(register_module("block2", ResidualBlock(8))),
         shared(register_module("shared", torch::nn::Linear(8, 8))),
@@ -39,11 +42,11 @@ struct DemoNetImpl : torch::nn::Module {
     x = torch::relu(stem(x));
     x = block2(block1(x));
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-    x = x + 0.01 * torch::randn_like(x);        // injected noise
+    x = x + 0.01 * torch::randn_like(x); // injected noise
     for (int i = 0; i < 3; ++i) {
-      x = torch::tanh(shared(x));               // a loop over shared weights
+      x = torch::tanh(shared(x)); // a loop over shared weights
     }
-    if (x.mean().item<float>() > 0) {           // an if on a tensor value
+    if (x.mean().item<float>() > 0) { // an if on a tensor value
       x = x * 2;
     } else {
       x = -x;
@@ -57,6 +60,8 @@ struct DemoNetImpl : torch::nn::Module {
 TORCH_MODULE(DemoNet);
 
 /// Input shape the demo model expects.
-inline std::vector<std::int64_t> demo_input_shape() { return {1, 3, 16, 16}; }
+inline std::vector<std::int64_t> demo_input_shape() {
+  return {1, 3, 16, 16};
+}
 
 } // namespace torchlens::cli

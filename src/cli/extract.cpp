@@ -32,8 +32,8 @@ std::vector<std::string> split_keys(const std::string& text) {
   if (keys.empty()) throw UsageError("--save needs layer keys: --save KEY,KEY");
   for (const auto& k : keys) {
     if (k == "all" || k == "none") {
-      throw UsageError("extract saves chosen layers: give their keys (--save conv2d_1,layer1), not '" + k +
-                       "'");
+      throw UsageError(
+          "extract saves chosen layers: give their keys (--save conv2d_1,layer1), not '" + k + "'");
     }
   }
   return keys;
@@ -58,7 +58,7 @@ class Progress {
   void operator()(std::int64_t done, std::int64_t total) {
     if (!on_) return;
     const auto now = std::chrono::steady_clock::now();
-    if (first_done_ < 0) {  // the rate counts from the first finished batch of this run
+    if (first_done_ < 0) { // the rate counts from the first finished batch of this run
       first_done_ = done;
       t0_ = now;
     }
@@ -90,8 +90,9 @@ class Progress {
 
 int cmd_extract(const Args& a) {
   if (a.positional.size() != 1 || !a.has("--inputs") || !a.has("--out")) {
-    throw UsageError("usage: torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY "
-                     "--batch-size B --out DIR [--resume] [--seed N] [--no-progress]");
+    throw UsageError(
+        "usage: torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY "
+        "--batch-size B --out DIR [--resume] [--seed N] [--no-progress]");
   }
   ex::ExtractOptions o;
   o.model_path = a.positional[0];

@@ -21,7 +21,8 @@
 namespace torchlens::cli {
 
 int cmd_log(const Args& a) {
-  if (a.positional.size() != 1) throw UsageError("usage: torchlens log MODEL.pt --input-shape 1,3,224,224 [options]");
+  if (a.positional.size() != 1)
+    throw UsageError("usage: torchlens log MODEL.pt --input-shape 1,3,224,224 [options]");
   auto model = load_model(a.positional[0]);
   auto inputs = model_inputs(a);
   auto log = tl::log_forward_pass(model, inputs, log_options(a));
@@ -33,10 +34,11 @@ int cmd_log(const Args& a) {
 
 // get_model_metadata: everything but activations.
 int cmd_metadata(const Args& a) {
-  if (a.positional.size() != 1) throw UsageError("usage: torchlens metadata MODEL.pt --input-shape ... [--json OUT.json]");
+  if (a.positional.size() != 1)
+    throw UsageError("usage: torchlens metadata MODEL.pt --input-shape ... [--json OUT.json]");
   auto model = load_model(a.positional[0]);
-  auto log = tl::log_forward_pass(model, model_inputs(a),
-                                  log_options(a).save(tl::SaveSpec::none()));
+  auto log =
+      tl::log_forward_pass(model, model_inputs(a), log_options(a).save(tl::SaveSpec::none()));
   if (auto json = a.get("--json")) {
     write_outputs(a, log);
   } else {
@@ -48,12 +50,13 @@ int cmd_metadata(const Args& a) {
 // show_model_graph: the drawing only.
 int cmd_show(const Args& a) {
   if (a.positional.size() != 1 || !a.has("--graph")) {
-    throw UsageError("usage: torchlens show MODEL.pt --input-shape ... --graph OUT.svg [--rolled] "
-                     "[--nesting-depth N] [--direction bottomup|topdown|leftright]");
+    throw UsageError(
+        "usage: torchlens show MODEL.pt --input-shape ... --graph OUT.svg [--rolled] "
+        "[--nesting-depth N] [--direction bottomup|topdown|leftright]");
   }
   auto model = load_model(a.positional[0]);
-  auto log = tl::log_forward_pass(model, model_inputs(a),
-                                  log_options(a).save(tl::SaveSpec::none()));
+  auto log =
+      tl::log_forward_pass(model, model_inputs(a), log_options(a).save(tl::SaveSpec::none()));
   write_graph(a, log);
   std::cout << "Wrote " << *a.get("--graph") << " (" << log.size() << " layers).\n";
   return 0;
@@ -61,7 +64,8 @@ int cmd_show(const Args& a) {
 
 // validate_saved_activations: exit 0 when valid, 1 when not.
 int cmd_validate(const Args& a) {
-  if (a.positional.size() != 1) throw UsageError("usage: torchlens validate MODEL.pt --input-shape ...");
+  if (a.positional.size() != 1)
+    throw UsageError("usage: torchlens validate MODEL.pt --input-shape ...");
   auto model = load_model(a.positional[0]);
   auto report = tl::validate_saved_activations(model, model_inputs(a), log_options(a));
   std::cout << report;
@@ -82,7 +86,8 @@ int cmd_demo(const Args& a) {
     tl::io::write_json(f, log);
   }
   std::vector<std::pair<std::string, at::Tensor>> arrays;
-  for (tl::Vertex v : log.saved_layers()) arrays.emplace_back(log.graph()[v].label, log.activation(v));
+  for (tl::Vertex v : log.saved_layers())
+    arrays.emplace_back(log.graph()[v].label, log.activation(v));
   tl::io::write_npz((out / "demo.npz").string(), arrays);
   std::cout << "\nWrote " << (out / "demo.json").string() << " (metadata of " << log.size()
             << " layers) and " << (out / "demo.npz").string() << " (" << arrays.size()

@@ -66,7 +66,9 @@ std::optional<c10::ScalarType> type_of_descr(const std::string& descr) {
 }
 
 /// The dtype an activation is written with (bfloat16 is widened to float32).
-c10::ScalarType file_type(c10::ScalarType t) { return t == c10::kBFloat16 ? c10::kFloat : t; }
+c10::ScalarType file_type(c10::ScalarType t) {
+  return t == c10::kBFloat16 ? c10::kFloat : t;
+}
 
 const Dtype& dtype_info(c10::ScalarType t) {
   for (const auto& d : kDtypes) {
@@ -95,11 +97,21 @@ std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -133,7 +145,9 @@ std::string file_stem(const std::string& label) {
   return s;
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 /// An open file descriptor, closed on scope exit.
 class Fd {
@@ -180,7 +194,8 @@ class Fd {
     }
   }
   void sync() const {
-    if (::fdatasync(fd_) != 0) throw std::runtime_error("flushing " + path_ + " failed: " + errno_text());
+    if (::fdatasync(fd_) != 0)
+      throw std::runtime_error("flushing " + path_ + " failed: " + errno_text());
   }
   void truncate(std::size_t size) const {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
@@ -238,7 +253,8 @@ Stimuli Stimuli::open(const std::string& path) {
   if (!fs::exists(path)) throw ExtractError("stimuli not found: " + path);
   if (fs::is_directory(path)) {
     for (const auto& e : fs::directory_iterator(path)) {
-      if (e.is_regular_file() && e.path().extension() == ".npy") s.files_.push_back(e.path().string());
+      if (e.is_regular_file() && e.path().extension() == ".npy")
+        s.files_.push_back(e.path().string());
     }
     if (s.files_.empty()) throw ExtractError("no .npy files in " + path);
     std::sort(s.files_.begin(), s.files_.end());
@@ -248,9 +264,9 @@ Stimuli Stimuli::open(const std::string& path) {
     for (std::size_t i = 1; i < s.files_.size(); ++i) {
       const auto h = header(s.files_[i]);
       if (h.shape != first.shape || h.descr != first.descr) {
-        throw ExtractError("stimulus " + s.files_[i] + " is " + h.descr + " " + shape_text(h.shape) +
-                           ", but " + s.files_[0] + " is " + first.descr + " " +
-                           shape_text(first.shape) + ": every stimulus needs the same shape");
+        throw ExtractError("stimulus " + s.files_[i] + " is " + h.descr + " " +
+                           shape_text(h.shape) + ", but " + s.files_[0] + " is " + first.descr +
+                           " " + shape_text(first.shape) + ": every stimulus needs the same shape");
       }
     }
     s.n_ = static_cast<std::int64_t>(s.files_.size());
@@ -261,11 +277,12 @@ Stimuli Stimuli::open(const std::string& path) {
       throw ExtractError(path + " holds a scalar; stimuli are an [N, ...] array (N stimuli)");
     }
     s.n_ = h.shape[0];
-    if (s.n_ == 0) throw ExtractError(path + " holds no stimuli (shape " + shape_text(h.shape) + ")");
+    if (s.n_ == 0)
+      throw ExtractError(path + " holds no stimuli (shape " + shape_text(h.shape) + ")");
     s.item_shape_.assign(h.shape.begin() + 1, h.shape.end());
     s.data_offset_ = h.data_offset;
-    const auto need = h.data_offset + static_cast<std::size_t>(numel_of(h.shape)) *
-                                          c10::elementSize(s.dtype_);
+    const auto need =
+        h.data_offset + static_cast<std::size_t>(numel_of(h.shape)) * c10::elementSize(s.dtype_);
     if (fs::file_size(path) < need) {
       throw ExtractError(path + " is truncated: its header says " + shape_text(h.shape) + " (" +
                          std::to_string(need) + " bytes), the file has " +
@@ -276,7 +293,8 @@ Stimuli Stimuli::open(const std::string& path) {
 }
 
 at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
-  TORCH_CHECK(start >= 0 && count > 0 && start + count <= n_, "torchlens: stimuli rows out of range");
+  TORCH_CHECK(start >= 0 && count > 0 && start + count <= n_,
+              "torchlens: stimuli rows out of range");
   std::vector<std::int64_t> shape{count};
   shape.insert(shape.end(), item_shape_.begin(), item_shape_.end());
   if (!files_.empty()) {
@@ -302,9 +320,9 @@ struct Extractor::Impl {
   std::int64_t batch_rows;
   detail::ModelDescription desc;
   LogOptions options;
-  detail::SavePolicy policy;   // ids of layers_
-  std::size_t raw_count = 0;   // vertices of the first batch's capture
-  struct Check {               // what every later capture must reproduce
+  detail::SavePolicy policy; // ids of layers_
+  std::size_t raw_count = 0; // vertices of the first batch's capture
+  struct Check {             // what every later capture must reproduce
     std::size_t id;
     std::string op_name, label;
     std::vector<std::int64_t> shape;
@@ -334,7 +352,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
   TORCH_CHECK(rows > 0 && rows <= im.batch_rows, "torchlens: a batch of ", rows,
               " rows for batch size ", im.batch_rows);
   at::Tensor x = batch;
-  if (rows < im.batch_rows) {  // pad: every capture sees the same shapes
+  if (rows < im.batch_rows) { // pad: every capture sees the same shapes
     std::vector<std::int64_t> pad_shape(batch.sizes().begin(), batch.sizes().end());
     pad_shape[0] = im.batch_rows - rows;
     x = at::cat({batch, at::zeros(pad_shape, batch.options())});
@@ -343,7 +361,9 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
   const std::vector<c10::IValue> ivalues{x};
   const auto inputs = detail::jit_input_tensors(ivalues);
   torch::jit::Module& model = im.model;
-  detail::ForwardFn forward = [&model, &ivalues](detail::Recorder*) { return model.forward(ivalues); };
+  detail::ForwardFn forward = [&model, &ivalues](detail::Recorder*) {
+    return model.forward(ivalues);
+  };
 
   std::vector<at::Tensor> by_id;
   if (!structure_) {
@@ -351,7 +371,8 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     // copies), the pipeline labels the graph, the keys resolve on it.
     detail::SavePolicy all;
     all.mode = detail::SavePolicy::Mode::all;
-    auto rec = detail::capture_once(im.desc, inputs, forward, im.options, all, im.seed, /*finish=*/true);
+    auto rec =
+        detail::capture_once(im.desc, inputs, forward, im.options, all, im.seed, /*finish=*/true);
     im.raw_count = boost::num_vertices(rec->graph);
     ModelGraph graph = std::move(rec->graph);
     by_id = std::move(rec->activations);
@@ -382,8 +403,9 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
         l.op = n.op_name;
         l.module = n.modules.empty() ? std::string() : n.modules.back().address;
         l.id = n.id;
-        if (n.kind == NodeKind::output) {  // an output shares its producer's tensor
-          for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) l.id = g[boost::source(e, g)].id;
+        if (n.kind == NodeKind::output) { // an output shares its producer's tensor
+          for (auto e : boost::make_iterator_range(boost::in_edges(v, g)))
+            l.id = g[boost::source(e, g)].id;
         }
         l.shape = n.shape;
         if (l.shape.empty() || l.shape[0] != im.batch_rows) {
@@ -411,20 +433,21 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     layers_ = std::move(layers);
     structure_ = std::move(log);
   } else {
-    auto rec = detail::capture_once(im.desc, inputs, forward, im.options, im.policy, im.seed, /*finish=*/false);
+    auto rec = detail::capture_once(im.desc, inputs, forward, im.options, im.policy, im.seed,
+                                    /*finish=*/false);
     const ModelGraph& raw = rec->graph;
     const std::size_t have = boost::num_vertices(raw);
     for (const auto& c : im.checks) {
       if (c.id >= have) {
-        throw GraphChanged("the computational graph changed: first difference at " + c.label + " (" +
-                           c.op_name + "), which this batch never ran (" + std::to_string(have) +
-                           " ops instead of " + std::to_string(im.raw_count) +
-                           "; a data-dependent branch?)");
+        throw GraphChanged("the computational graph changed: first difference at " + c.label +
+                           " (" + c.op_name + "), which this batch never ran (" +
+                           std::to_string(have) + " ops instead of " +
+                           std::to_string(im.raw_count) + "; a data-dependent branch?)");
       }
       const OpNode& n = raw[c.id];
       if (n.op_name != c.op_name || n.shape != c.shape) {
-        throw GraphChanged("the computational graph changed: first difference at " + c.label + " (" +
-                           c.op_name + " " + shape_text(c.shape) + " in the first batch, " +
+        throw GraphChanged("the computational graph changed: first difference at " + c.label +
+                           " (" + c.op_name + " " + shape_text(c.shape) + " in the first batch, " +
                            n.op_name + " " + shape_text(n.shape) +
                            " in this one; a data-dependent branch?)");
       }
@@ -473,7 +496,7 @@ struct Record {
   std::string stimulus_dtype;
   struct Layer {
     std::string label, file, key, op, module, dtype;
-    std::vector<std::int64_t> shape;  // [N, ...]
+    std::vector<std::int64_t> shape; // [N, ...]
   };
   std::vector<Layer> layers;
 };
@@ -513,7 +536,8 @@ Record read_index(const fs::path& path) {
   try {
     pt::read_json(path.string(), tree);
   } catch (const pt::json_parser_error& e) {
-    throw ExtractError("cannot resume: " + path.string() + " is not valid JSON (" + e.message() + ")");
+    throw ExtractError("cannot resume: " + path.string() + " is not valid JSON (" + e.message() +
+                       ")");
   }
   Record r;
   try {
@@ -524,7 +548,8 @@ Record read_index(const fs::path& path) {
     };
     r.model = tree.get<std::string>("model");
     r.inputs = tree.get<std::string>("inputs");
-    for (const auto& k : tree.get_child("keys")) r.keys.push_back(k.second.get_value<std::string>());
+    for (const auto& k : tree.get_child("keys"))
+      r.keys.push_back(k.second.get_value<std::string>());
     r.batch_size = tree.get<std::int64_t>("batch_size");
     r.seed = tree.get<std::uint64_t>("seed");
     r.num_stimuli = tree.get<std::int64_t>("num_stimuli");
@@ -541,11 +566,13 @@ Record read_index(const fs::path& path) {
       r.layers.push_back(std::move(l));
     }
   } catch (const pt::ptree_error& e) {
-    throw ExtractError("cannot resume: " + path.string() + " is not an extract index (" + e.what() + ")");
+    throw ExtractError("cannot resume: " + path.string() + " is not an extract index (" + e.what() +
+                       ")");
   }
   if (r.rows_done < 0 || r.rows_done > r.num_stimuli) {
     throw ExtractError("cannot resume: " + path.string() + " has rows_done " +
-                       std::to_string(r.rows_done) + " outside 0.." + std::to_string(r.num_stimuli));
+                       std::to_string(r.rows_done) + " outside 0.." +
+                       std::to_string(r.num_stimuli));
   }
   return r;
 }
@@ -608,12 +635,15 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       throw mismatch("the number of stimuli", std::to_string(old->num_stimuli), std::to_string(n));
     }
     if (old->stimulus_shape != rec.stimulus_shape || old->stimulus_dtype != rec.stimulus_dtype) {
-      throw mismatch("the stimulus shape", old->stimulus_dtype + " " + shape_text(old->stimulus_shape),
+      throw mismatch("the stimulus shape",
+                     old->stimulus_dtype + " " + shape_text(old->stimulus_shape),
                      rec.stimulus_dtype + " " + shape_text(rec.stimulus_shape));
     }
-    if (!o.keys.empty() && o.keys != old->keys) throw mismatch("--save", join(old->keys), join(o.keys));
+    if (!o.keys.empty() && o.keys != old->keys)
+      throw mismatch("--save", join(old->keys), join(o.keys));
     if (o.batch_size && *o.batch_size != old->batch_size) {
-      throw mismatch("--batch-size", std::to_string(old->batch_size), std::to_string(*o.batch_size));
+      throw mismatch("--batch-size", std::to_string(old->batch_size),
+                     std::to_string(*o.batch_size));
     }
     if (o.seed && *o.seed != old->seed) {
       throw mismatch("--seed", std::to_string(old->seed), std::to_string(*o.seed));
@@ -635,7 +665,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   result.batch_size = rec.batch_size;
   result.seed = rec.seed;
   result.rows_done = rec.rows_done;
-  if (old && rec.rows_done == n) {  // nothing left to do
+  if (old && rec.rows_done == n) { // nothing left to do
     for (const auto& l : old->layers) {
       ExtractLayer e;
       e.label = l.label;
@@ -690,7 +720,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         };
         bool same = layers.size() == old->layers.size();
         for (std::size_t i = 0; same && i < layers.size(); ++i) {
-          same = layers[i].label == old->layers[i].label && layers[i].shape == old->layers[i].shape &&
+          same = layers[i].label == old->layers[i].label &&
+                 layers[i].shape == old->layers[i].shape &&
                  layers[i].dtype == old->layers[i].dtype && layers[i].file == old->layers[i].file;
         }
         if (!same) throw mismatch("the layers", describe(old->layers), describe(layers));
@@ -700,8 +731,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         const std::string path = (dir / l.file).string();
         const auto type = extractor.layers()[files.size()].dtype;
         const std::string header = io::npy_header(dtype_info(file_type(type)).descr, l.shape);
-        const std::size_t row = static_cast<std::size_t>(numel_of(l.shape) / n) *
-                                c10::elementSize(file_type(type));
+        const std::size_t row =
+            static_cast<std::size_t>(numel_of(l.shape) / n) * c10::elementSize(file_type(type));
         if (old) {
           // Keep the header and rows_done rows; drop whatever a killed batch left.
           if (!fs::exists(path)) throw ExtractError("cannot resume: " + path + " is missing");
@@ -711,7 +742,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
           }
           const std::size_t keep = header.size() + static_cast<std::size_t>(rec.rows_done) * row;
           if (fs::file_size(path) < keep) {
-            throw ExtractError("cannot resume: " + path + " holds fewer rows than index.json's rows_done " +
+            throw ExtractError("cannot resume: " + path +
+                               " holds fewer rows than index.json's rows_done " +
                                std::to_string(rec.rows_done));
           }
           files.emplace_back(path, O_WRONLY);
@@ -732,9 +764,11 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     // rows first, flushed; then the record that says they are there
     for (std::size_t i = 0; i < files.size(); ++i) {
       const at::Tensor& t = acts[i];
-      TORCH_CHECK(static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
-                  "torchlens: layer ", rec.layers[i].label, " changed size");
-      files[i].pwrite_all(t.data_ptr(), t.nbytes(), offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
+      TORCH_CHECK(
+          static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
+          "torchlens: layer ", rec.layers[i].label, " changed size");
+      files[i].pwrite_all(t.data_ptr(), t.nbytes(),
+                          offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
     }
     for (auto& f : files) f.sync();
     rec.rows_done = start + count;
@@ -744,7 +778,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     if (o.on_batch) o.on_batch(rec.rows_done, n);
   }
   for (const auto& l : extractor.layers()) result.layers.push_back(l);
-  for (std::size_t i = 0; i < result.layers.size(); ++i) result.layers[i].shape = rec.layers[i].shape;
+  for (std::size_t i = 0; i < result.layers.size(); ++i)
+    result.layers[i].shape = rec.layers[i].shape;
   result.rows_done = rec.rows_done;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;

@@ -11,11 +11,21 @@ std::string json_string(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -47,7 +57,9 @@ void shape_json(std::ostream& os, const std::vector<std::int64_t>& shape) {
   json_array(os, shape, [&](std::int64_t d) { os << d; });
 }
 
-const char* b(bool v) { return v ? "true" : "false"; }
+const char* b(bool v) {
+  return v ? "true" : "false";
+}
 
 } // namespace
 

@@ -58,7 +58,7 @@ std::string npy_descr(const at::Tensor& t) {
   for (const auto& d : kDtypes) {
     if (d.type == t.scalar_type()) return d.descr;
   }
-  if (t.scalar_type() == c10::kBFloat16) return "<f4";  // widened on write
+  if (t.scalar_type() == c10::kBFloat16) return "<f4"; // widened on write
   TORCH_CHECK(false, "torchlens: no .npy dtype for ", t.scalar_type());
 }
 
@@ -82,7 +82,8 @@ std::string npy_bytes(const at::Tensor& tensor) {
   at::Tensor t = tensor.detach().to(c10::kCPU);
   if (t.scalar_type() == c10::kBFloat16) t = t.to(c10::kFloat);
   t = t.contiguous();
-  std::string out = npy_header(npy_descr(t), std::vector<std::int64_t>(t.sizes().begin(), t.sizes().end()));
+  std::string out =
+      npy_header(npy_descr(t), std::vector<std::int64_t>(t.sizes().begin(), t.sizes().end()));
   out.append(static_cast<const char*>(t.data_ptr()), t.nbytes());
   return out;
 }
@@ -110,12 +111,14 @@ NpyHeader read_npy_header(const std::string& path) {
     char more[2];
     f.read(more, 2);
     len = static_cast<unsigned char>(magic[8]) | (static_cast<unsigned char>(magic[9]) << 8) |
-          (static_cast<unsigned char>(more[0]) << 16) | (static_cast<std::size_t>(static_cast<unsigned char>(more[1])) << 24);
+          (static_cast<unsigned char>(more[0]) << 16) |
+          (static_cast<std::size_t>(static_cast<unsigned char>(more[1])) << 24);
     offset = 12;
   }
   std::string dict(len, '\0');
   f.read(dict.data(), static_cast<std::streamsize>(len));
-  TORCH_CHECK(f.gcount() == static_cast<std::streamsize>(len), "torchlens: truncated header in ", path);
+  TORCH_CHECK(f.gcount() == static_cast<std::streamsize>(len), "torchlens: truncated header in ",
+              path);
   NpyHeader h;
   h.data_offset = offset + len;
   const auto d = dict.find("'descr':");
@@ -175,9 +178,9 @@ void write_npz(const std::string& path,
     put32(local, 0x04034b50U);
     put16(local, 20);
     put16(local, 0);
-    put16(local, 0);  // stored
+    put16(local, 0); // stored
     put16(local, 0);
-    put16(local, 0x21);  // 1980-01-01
+    put16(local, 0x21); // 1980-01-01
     put32(local, crc);
     put32(local, static_cast<std::uint32_t>(data.size()));
     put32(local, static_cast<std::uint32_t>(data.size()));

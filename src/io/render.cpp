@@ -43,7 +43,7 @@ class Layout {
  public:
   Layout(const std::string& dot, const std::string& engine) : gvc_(gvContext()) {
     TORCH_CHECK(gvc_ != nullptr, "render: gvContext() failed");
-    agseterr(AGMAX);  // keep messages for aglasterr(), print nothing
+    agseterr(AGMAX); // keep messages for aglasterr(), print nothing
     graph_ = agmemread(dot.c_str());
     TORCH_CHECK(graph_ != nullptr, "render: Graphviz could not parse the DOT text: ", last_error());
     TORCH_CHECK(gvLayout(gvc_, graph_, engine.c_str()) == 0, "render: layout engine '", engine,
@@ -95,7 +95,9 @@ class Layout {
 
 } // namespace
 
-bool render_available() noexcept { return TORCHLENS_HAVE_GRAPHVIZ != 0; }
+bool render_available() noexcept {
+  return TORCHLENS_HAVE_GRAPHVIZ != 0;
+}
 
 std::string auto_engine(std::size_t drawn_nodes) {
   return drawn_nodes > kDotNodeLimit ? "sfdp" : "dot";
@@ -136,6 +138,8 @@ void render(const ModelGraph& graph, const RenderOptions& options) {
   render_dot(dot.str(), o);
 }
 
-void render(const ModelLog& log, const RenderOptions& options) { render(log.graph(), options); }
+void render(const ModelLog& log, const RenderOptions& options) {
+  render(log.graph(), options);
+}
 
 } // namespace torchlens::io

@@ -88,9 +88,13 @@ bool frames_contain(const std::vector<ModuleFrame>& frames, const ModuleFrame& f
 // ---------------------------------------------------------------------------
 // LayerView
 
-const OpNode& LayerView::node() const { return log_->graph()[v_]; }
+const OpNode& LayerView::node() const {
+  return log_->graph()[v_];
+}
 
-bool LayerView::has_activation() const { return log_->activation(v_).defined(); }
+bool LayerView::has_activation() const {
+  return log_->activation(v_).defined();
+}
 
 const at::Tensor& LayerView::activation() const {
   const at::Tensor& t = log_->activation(v_);
@@ -251,7 +255,9 @@ bool ModelLog::contains(std::string_view key) const {
   return keys_.count(std::string(key)) != 0;
 }
 
-LayerView ModelLog::at(std::string_view key) const { return LayerView(*this, resolve_or_throw(key)); }
+LayerView ModelLog::at(std::string_view key) const {
+  return LayerView(*this, resolve_or_throw(key));
+}
 
 Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   const std::string key(key_view);
@@ -288,9 +294,8 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
     for (std::size_t i = 0; i < std::min<std::size_t>(matches.size(), 8); ++i) {
       os << (i ? ", " : "") << graph_[matches[i]].label;
     }
-    TORCH_CHECK_INDEX(false, "torchlens: key '", key, "' is ambiguous: it matches ",
-                      matches.size(), " layers (", os.str(), matches.size() > 8 ? ", ..." : "",
-                      ")");
+    TORCH_CHECK_INDEX(false, "torchlens: key '", key, "' is ambiguous: it matches ", matches.size(),
+                      " layers (", os.str(), matches.size() > 8 ? ", ..." : "", ")");
   }
   // nothing: suggest the nearest keys
   std::vector<std::pair<std::size_t, std::string>> near;
@@ -305,7 +310,7 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   }
   TORCH_CHECK_INDEX(false, "torchlens: no layer matches '", key, "'",
                     near.empty() ? std::string() : "; did you mean: " + os.str() + "?");
-  return 0;  // unreachable
+  return 0; // unreachable
 }
 
 std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
@@ -333,7 +338,7 @@ std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
     if (graph_[v].label.find(lower) != std::string::npos) out.push_back(v);
   }
   if (!out.empty()) return out;
-  resolve_or_throw(key);  // throws with suggestions
+  resolve_or_throw(key); // throws with suggestions
   return out;
 }
 
@@ -342,7 +347,7 @@ ModelTotals ModelLog::totals() const {
   std::set<std::string> params;
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
     const OpNode& n = graph_[v];
-    if (n.kind == NodeKind::output) continue;  // the producer already counts
+    if (n.kind == NodeKind::output) continue; // the producer already counts
     ++t.num_tensors;
     t.tensor_bytes += n.bytes;
     const at::Tensor& a = activation(v);
@@ -389,8 +394,9 @@ std::ostream& operator<<(std::ostream& os, const ModelLog& log) {
     os << "\t\t- purely feedforward, no recurrence\n";
   }
   os << "\t\t- " << (info.is_branching ? "with branching" : "no branching") << "\n";
-  os << "\t\t- " << (info.has_conditional ? "with conditional (if-then) branching"
-                                           : "no conditional (if-then) branching")
+  os << "\t\t- "
+     << (info.has_conditional ? "with conditional (if-then) branching"
+                              : "no conditional (if-then) branching")
      << "\n";
   os << "\t\t- " << buffers << " buffer layers\n";
   os << "\t\t- " << info.modules.size() << " total modules\n";

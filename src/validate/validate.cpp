@@ -30,17 +30,17 @@ using detail::OpRecord;
 /// Ops whose output does not depend on the *values* of their tensor inputs
 /// (only on shapes or dtypes), so a perturbation cannot change it.
 const std::set<std::string> kValueBlind = {
-    "aten::zeros_like",  "aten::ones_like",  "aten::empty_like", "aten::full_like",
-    "aten::rand_like",   "aten::randn_like", "aten::randint_like", "aten::new_zeros",
-    "aten::new_ones",    "aten::new_empty",  "aten::new_full",   "aten::expand_as",
-    "aten::zero_",       "aten::fill_",      "aten::empty",      "aten::size",
-    "aten::bernoulli",   "aten::normal",     "aten::uniform_",   "aten::normal_"};
+    "aten::zeros_like", "aten::ones_like",  "aten::empty_like",   "aten::full_like",
+    "aten::rand_like",  "aten::randn_like", "aten::randint_like", "aten::new_zeros",
+    "aten::new_ones",   "aten::new_empty",  "aten::new_full",     "aten::expand_as",
+    "aten::zero_",      "aten::fill_",      "aten::empty",        "aten::size",
+    "aten::bernoulli",  "aten::normal",     "aten::uniform_",     "aten::normal_"};
 
 /// (op, argument) pairs whose values are structural: indices, masks, targets,
 /// the shape/dtype donor of `*_as` ops and `to(other)`.
 bool structural_arg(const std::string& op, const std::string& arg) {
-  static const std::set<std::string> names = {"index", "indices", "mask", "target", "offsets",
-                                              "lengths", "batch_sizes"};
+  static const std::set<std::string> names = {"index",   "indices", "mask",       "target",
+                                              "offsets", "lengths", "batch_sizes"};
   if (names.count(arg) != 0) return true;
   if ((op == "aten::view_as" || op == "aten::reshape_as" || op == "aten::type_as" ||
        op == "aten::expand_as" || op == "aten::to") &&
@@ -77,7 +77,7 @@ bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double 
   const auto db = b.detach().to(at::kDouble);
   const auto both_nan = at::isnan(da).logical_and(at::isnan(db));
   const auto diff = (da - db).abs().masked_fill(both_nan, 0);
-  const auto same_inf = da.eq(db);  // inf == inf
+  const auto same_inf = da.eq(db); // inf == inf
   max_error = diff.masked_fill(same_inf, 0).max().item<double>();
   return at::allclose(da, db, rtol, atol, /*equal_nan=*/true);
 }
@@ -205,11 +205,16 @@ std::vector<at::Tensor> replay(const OpRecord& rec, const ModelGraph& g, Vertex 
 
 const char* kind_name(FailureKind k) {
   switch (k) {
-    case FailureKind::output_mismatch: return "output differs from the plain forward pass";
-    case FailureKind::mismatch: return "re-execution differs from the saved activation";
-    case FailureKind::no_effect: return "perturbing a parent had no effect";
-    case FailureKind::cannot_replay: return "could not re-execute";
-    case FailureKind::unreached: return "not checked";
+    case FailureKind::output_mismatch:
+      return "output differs from the plain forward pass";
+    case FailureKind::mismatch:
+      return "re-execution differs from the saved activation";
+    case FailureKind::no_effect:
+      return "perturbing a parent had no effect";
+    case FailureKind::cannot_replay:
+      return "could not re-execute";
+    case FailureKind::unreached:
+      return "not checked";
   }
   return "?";
 }
@@ -218,8 +223,8 @@ const char* kind_name(FailureKind k) {
 
 std::ostream& operator<<(std::ostream& os, const ValidationReport& r) {
   os << (r.valid ? "VALID" : "INVALID") << ": " << r.layers_checked << " ops re-executed, "
-     << r.perturbations << " perturbations (" << r.exempted << " exempted), "
-     << r.failures.size() << " failing layers";
+     << r.perturbations << " perturbations (" << r.exempted << " exempted), " << r.failures.size()
+     << " failing layers";
   if (r.time_ms > 0) os << ", " << r.time_ms << " ms";
   os << "\n";
   for (const auto& f : r.failures) {
@@ -302,8 +307,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
     }
     const auto idx = static_cast<std::size_t>(n.output_index);
     double err = 0;
-    if (idx >= out.size() ||
-        !values_equal(out[idx], saved, options.atol(), options.rtol(), err)) {
+    if (idx >= out.size() || !values_equal(out[idx], saved, options.atol(), options.rtol(), err)) {
       ok[v] = 0;
       mismatches[v] = {n.label, FailureKind::mismatch,
                        idx >= out.size() ? "the op returned fewer outputs" : "", err};
@@ -313,7 +317,8 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
     // 3. perturbation: each distinct parent, replaced by random values
     if (!options.perturb() || n.dtype == "bool" || kValueBlind.count(n.op_name) != 0) continue;
     std::set<Vertex> parents;
-    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) parents.insert(boost::source(e, g));
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g)))
+      parents.insert(boost::source(e, g));
     for (Vertex p : parents) {
       const char* reason = nullptr;
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
@@ -356,7 +361,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
       try {
         pout = replay(records[n.id], g, v, changed_inputs);
       } catch (const c10::Error&) {
-        ++report.exempted;  // random values outside the op's domain (e.g. bad indices)
+        ++report.exempted; // random values outside the op's domain (e.g. bad indices)
         report.exemptions.push_back({n.label, g[p].label, "perturbed value outside the domain"});
         continue;
       }
@@ -374,7 +379,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
           excuse = "special argument (0, 1, empty)";
         }
         if (a.isTensor() && special_tensor(a.toTensor())) {
-          excuse = "special argument (0, 1, empty)";  // a parameter
+          excuse = "special argument (0, 1, empty)"; // a parameter
         }
       }
       if (saved.is_floating_point() && !at::isfinite(saved).any().item<bool>()) {
@@ -471,8 +476,13 @@ ValidationReport validate_run(const ModelDescription& model,
   }
   state.restore();
   if (restore) restore();
-  log_options.seed(seed).save(SaveSpec::all()).keep_replay(true).postfunc(nullptr).detach(false)
-      .output_device(OutputDevice::same).postprocess(true);
+  log_options.seed(seed)
+      .save(SaveSpec::all())
+      .keep_replay(true)
+      .postfunc(nullptr)
+      .detach(false)
+      .output_device(OutputDevice::same)
+      .postprocess(true);
   ModelLog log = run_logged(model, inputs, forward, log_options);
   state.restore();
   if (restore) restore();

@@ -121,9 +121,9 @@ TEST_CASE("C++ frontend: every top-level op, in order, with the branch taken") {
   auto log = tl::log_forward_pass(model, x, kRaw);
   const auto ops = op_names(log);
   // LibTorch's C++ Linear is `addmm(bias, x, weight.t())`: two ops, as it runs.
-  REQUIRE(ops == std::vector<std::string>{"input", "aten::t", "aten::addmm", "aten::add",
-                                          "aten::t", "aten::addmm", "aten::add", "aten::sum",
-                                          "aten::item", ops.back()});
+  REQUIRE(ops == std::vector<std::string>{"input", "aten::t", "aten::addmm", "aten::add", "aten::t",
+                                          "aten::addmm", "aten::add", "aten::sum", "aten::item",
+                                          ops.back()});
   // the taken arm only
   auto h = model->fc(model->fc(x) + 1) + 1;
   CHECK(ops.back() == (h.sum().item<float>() > 0 ? "aten::relu" : "aten::tanh"));
@@ -141,7 +141,7 @@ TEST_CASE("C++ frontend: every top-level op, in order, with the branch taken") {
   CHECK(g[2].modules.at(0) == tl::ModuleFrame{"fc", "Linear", 1});
   CHECK(g[4].modules.at(0) == tl::ModuleFrame{"fc", "Linear", 2});
   CHECK(g[5].modules.at(0) == tl::ModuleFrame{"fc", "Linear", 2});
-  CHECK(g[3].modules.empty());  // `+ 1` is not attributable without hooks
+  CHECK(g[3].modules.empty()); // `+ 1` is not attributable without hooks
   CHECK_FALSE(g[3].module_observed);
   // the scalar read is a node with its value
   CHECK(g[8].is_scalar_read);
@@ -188,7 +188,7 @@ TEST_CASE("factory ops inside the model are internally generated") {
   auto ones = find(log, "aten::ones");
   REQUIRE(rand.size() == 1);
   REQUIRE(ones.size() == 1);
-  CHECK_FALSE(log.graph()[rand[0]].is_internally_generated);  // rand_like reads x
+  CHECK_FALSE(log.graph()[rand[0]].is_internally_generated); // rand_like reads x
   CHECK(log.graph()[ones[0]].is_internally_generated);
   CHECK(log.graph()[ones[0]].shape == std::vector<std::int64_t>{3});
   CHECK(torch::equal(log.activation(ones[0]), torch::ones({3})));
@@ -224,7 +224,8 @@ TEST_CASE("TorchScript: module addresses, types and passes come from the interpr
         std::vector<std::pair<tl::Vertex, int>>{{clone[0], 0}, {copy[0], 1}});
   CHECK(parents_of(log, add[0]).at(0).first == update[0]);
   // the clone's saved value is from before the write; the update's after it
-  auto expected = torch::tanh(torch::tanh(torch::relu(torch::matmul(x, model.attr("blk").toModule().attr("w").toTensor()))));
+  auto expected = torch::tanh(torch::tanh(
+      torch::relu(torch::matmul(x, model.attr("blk").toModule().attr("w").toTensor()))));
   CHECK(torch::allclose(log.activation(clone[0]), expected));
   auto written = expected.clone();
   written[0] = 1.0;
@@ -238,7 +239,7 @@ TEST_CASE("Sequential children are addressed by their registered names") {
   torch::nn::Sequential seq(torch::nn::Linear(3, 4), torch::nn::ReLU(), torch::nn::Linear(4, 2));
   auto log = tl::log_forward_pass(seq, torch::randn({1, 3}), kRaw);
   const auto& g = log.graph();
-  REQUIRE(log.size() == 6);  // input, t, addmm, relu, t, addmm
+  REQUIRE(log.size() == 6); // input, t, addmm, relu, t, addmm
   CHECK(g[1].modules.at(0) == tl::ModuleFrame{"0", "Linear", 1});
   CHECK(g[2].modules.at(0) == tl::ModuleFrame{"0", "Linear", 1});
   CHECK(g[3].modules.at(0) == tl::ModuleFrame{"1", "ReLU", 1});
@@ -287,10 +288,10 @@ TEST_CASE("save options: none, detach, cpu, postfunc") {
       model, x, tl::LogOptions(kRaw).postfunc([](const at::Tensor& t) { return t.mean(); }));
   CHECK(post.activation(2).dim() == 0);
   CHECK(post.activation(2).item<float>() == doctest::Approx(model->fc(x).mean().item<float>()));
-  auto cpu_detached =
-      tl::log_forward_pass(model, x, tl::LogOptions(kRaw).detach(true).output_device(tl::OutputDevice::cpu));
+  auto cpu_detached = tl::log_forward_pass(
+      model, x, tl::LogOptions(kRaw).detach(true).output_device(tl::OutputDevice::cpu));
   CHECK_FALSE(cpu_detached.activation(2).requires_grad());
   CHECK(cpu_detached.activation(2).device().is_cpu());
   CHECK(torch::allclose(cpu_detached.activation(2), model->fc(x)));
-  CHECK(post.size() == 10);  // the postfunc's own ops are not logged
+  CHECK(post.size() == 10); // the postfunc's own ops are not logged
 }

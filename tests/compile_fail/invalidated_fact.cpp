@@ -14,7 +14,8 @@ struct NeedsDistancesPass : torchlens::pass_info<NeedsDistancesPass> {
 
 int main() {
   using namespace torchlens::passes;
-  auto p = torchlens::make_pipeline(AddOutputNodesPass{}, ComputeDistancesPass{},
-                                    MarkOutputAncestryPass{}, TrimOrphansPass{}, NeedsDistancesPass{});
+  auto p =
+      torchlens::make_pipeline(AddOutputNodesPass{}, ComputeDistancesPass{},
+                               MarkOutputAncestryPass{}, TrimOrphansPass{}, NeedsDistancesPass{});
   (void)p;
 }

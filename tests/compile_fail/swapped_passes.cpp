@@ -5,6 +5,7 @@
 
 int main() {
   using namespace torchlens::passes;
-  auto p = torchlens::make_pipeline(AddOutputNodesPass{}, TrimOrphansPass{}, MarkOutputAncestryPass{});
+  auto p =
+      torchlens::make_pipeline(AddOutputNodesPass{}, TrimOrphansPass{}, MarkOutputAncestryPass{});
   (void)p;
 }

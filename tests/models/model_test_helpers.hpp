@@ -62,9 +62,8 @@ inline std::optional<torchlens::LayerView> by_io_address(const torchlens::ModelL
 
 /// Number of passes of each kind.
 inline std::size_t count_kind(const torchlens::ModelLog& log, torchlens::NodeKind kind) {
-  return static_cast<std::size_t>(std::count_if(log.begin(), log.end(), [&](torchlens::LayerView l) {
-    return l->kind == kind;
-  }));
+  return static_cast<std::size_t>(std::count_if(
+      log.begin(), log.end(), [&](torchlens::LayerView l) { return l->kind == kind; }));
 }
 
 /// The log's summary, for failure messages.
@@ -94,6 +93,8 @@ inline std::vector<std::string> strs(std::initializer_list<const char*> l) {
 }
 
 /// Shape as a vector, for comparison with OpNode::shape.
-inline std::vector<std::int64_t> shape_of(const at::Tensor& t) { return t.sizes().vec(); }
+inline std::vector<std::int64_t> shape_of(const at::Tensor& t) {
+  return t.sizes().vec();
+}
 
 } // namespace tlt

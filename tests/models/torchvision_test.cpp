@@ -177,45 +177,48 @@ void check_model(const std::string& name, const std::string& module_address,
 } // namespace
 
 TEST_SUITE("torchvision") {
+  TEST_CASE("resnet18") {
+    check_model("resnet18", "layer1", "layer1.0.conv1", "conv2d");
 
-TEST_CASE("resnet18") {
-  check_model("resnet18", "layer1", "layer1.0.conv1", "conv2d");
-
-  // in-place relu_ after add_: the add keeps its pre-relu value
-  auto e = load("resnet18");
-  torch::NoGradGuard ng;
-  auto log = torchlens::log_forward_pass(e.model, {e.x});
-  auto in = module_input(log, "layer1.0");
-  REQUIRE(in.has_value());
-  const auto x = in->activation();
-  auto blk = submodule(e.model, "layer1.0");
-  auto run = [&](const char* name, const at::Tensor& t) {
-    return blk.attr(name).toModule().forward({t}).toTensor();
-  };
-  const auto sum = run("bn2", run("conv2", torch::relu(run("bn1", run("conv1", x))))) + x;
-  REQUIRE(sum.min().item<float>() < 0);
-  std::optional<torchlens::LayerView> add;
-  for (auto l : log) {
-    if (l->layer_type == "add" && inside(l, "layer1.0")) {
-      add = l;
-      break;
+    // in-place relu_ after add_: the add keeps its pre-relu value
+    auto e = load("resnet18");
+    torch::NoGradGuard ng;
+    auto log = torchlens::log_forward_pass(e.model, {e.x});
+    auto in = module_input(log, "layer1.0");
+    REQUIRE(in.has_value());
+    const auto x = in->activation();
+    auto blk = submodule(e.model, "layer1.0");
+    auto run = [&](const char* name, const at::Tensor& t) {
+      return blk.attr(name).toModule().forward({t}).toTensor();
+    };
+    const auto sum = run("bn2", run("conv2", torch::relu(run("bn1", run("conv1", x))))) + x;
+    REQUIRE(sum.min().item<float>() < 0);
+    std::optional<torchlens::LayerView> add;
+    for (auto l : log) {
+      if (l->layer_type == "add" && inside(l, "layer1.0")) {
+        add = l;
+        break;
+      }
     }
+    REQUIRE(add.has_value());
+    CHECK((*add)->is_inplace);
+    CHECK(torch::allclose(add->activation(), sum, 1e-4, 1e-5));
+    CHECK(torch::allclose(log["layer1.0"].activation(), torch::relu(sum), 1e-4, 1e-5));
+    const auto* frame = &log["layer1.0.conv1"]->modules.back();
+    CHECK(frame->type == "Conv2d");
   }
-  REQUIRE(add.has_value());
-  CHECK((*add)->is_inplace);
-  CHECK(torch::allclose(add->activation(), sum, 1e-4, 1e-5));
-  CHECK(torch::allclose(log["layer1.0"].activation(), torch::relu(sum), 1e-4, 1e-5));
-  const auto* frame = &log["layer1.0.conv1"]->modules.back();
-  CHECK(frame->type == "Conv2d");
-}
 
-TEST_CASE("googlenet") { check_model("googlenet", "inception3a", "inception3a.branch1.conv", "conv2d"); }
+  TEST_CASE("googlenet") {
+    check_model("googlenet", "inception3a", "inception3a.branch1.conv", "conv2d");
+  }
 
-TEST_CASE("mobilenet_v2") { check_model("mobilenet_v2", "features.3", "features.0.0", "conv2d"); }
+  TEST_CASE("mobilenet_v2") {
+    check_model("mobilenet_v2", "features.3", "features.0.0", "conv2d");
+  }
 
-TEST_CASE("densenet121") {
-  check_model("densenet121", "features.denseblock1", "features.denseblock1.denselayer1.conv1",
-              "conv2d");
-}
+  TEST_CASE("densenet121") {
+    check_model("densenet121", "features.denseblock1", "features.denseblock1.denselayer1.conv1",
+                "conv2d");
+  }
 
 } // TEST_SUITE

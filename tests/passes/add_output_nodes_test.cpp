@@ -53,4 +53,6 @@ TEST_CASE("output-nodes rejects a returned id that is not in the graph") {
   CHECK_THROWS_AS(AddOutputNodesPass{}.run(g, ctx), std::invalid_argument);
 }
 
-TEST_CASE("output-nodes obeys the pass laws") { check_pass_laws_on_samples<AddOutputNodesPass>(); }
+TEST_CASE("output-nodes obeys the pass laws") {
+  check_pass_laws_on_samples<AddOutputNodesPass>();
+}

@@ -46,4 +46,6 @@ TEST_CASE("distances: shortest and longest differ on a skip connection") {
   CHECK(g[noise].max_distance_from_output == -1);
 }
 
-TEST_CASE("distances obey the pass laws") { check_pass_laws_on_samples<ComputeDistancesPass>(); }
+TEST_CASE("distances obey the pass laws") {
+  check_pass_laws_on_samples<ComputeDistancesPass>();
+}

@@ -56,4 +56,6 @@ TEST_CASE("conditionals: no terminal bool, no conditional") {
   CHECK_FALSE(g[boost::graph_bundle].has_conditional);
 }
 
-TEST_CASE("conditionals obey the pass laws") { check_pass_laws_on_samples<DetectConditionalsPass>(); }
+TEST_CASE("conditionals obey the pass laws") {
+  check_pass_laws_on_samples<DetectConditionalsPass>();
+}

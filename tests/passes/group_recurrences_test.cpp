@@ -25,8 +25,9 @@ using L = std::vector<std::string>;
 } // namespace
 
 TEST_CASE("Fig. 4A: a shared linear applied twice, identical cos before and add after") {
-  CHECK(labels_of(fig4a_graph()) == L{"input_1", "cos_1_1:1", "linear_1_2:1", "add_1_3:1", "sin_1_4",
-                                      "cos_1_1:2", "linear_1_2:2", "add_1_3:2", "output_1"});
+  CHECK(labels_of(fig4a_graph()) == L{"input_1", "cos_1_1:1", "linear_1_2:1", "add_1_3:1",
+                                      "sin_1_4", "cos_1_1:2", "linear_1_2:2", "add_1_3:2",
+                                      "output_1"});
   ModelGraph g = fig4a_graph();
   run_default_pipeline(g);
   CHECK(g[boost::graph_bundle].is_recurrent);
@@ -36,21 +37,21 @@ TEST_CASE("Fig. 4A: a shared linear applied twice, identical cos before and add 
 }
 
 TEST_CASE("Fig. 4B: xyzxyzxyz groups into three passes") {
-  CHECK(labels_of(pattern_graph("xyzxyzxyz")) ==
-        L{"input_1", "x_1_1:1", "y_1_2:1", "z_1_3:1", "x_1_1:2", "y_1_2:2", "z_1_3:2",
-          "x_1_1:3", "y_1_2:3", "z_1_3:3", "output_1"});
+  CHECK(labels_of(pattern_graph("xyzxyzxyz")) == L{"input_1", "x_1_1:1", "y_1_2:1", "z_1_3:1",
+                                                   "x_1_1:2", "y_1_2:2", "z_1_3:2", "x_1_1:3",
+                                                   "y_1_2:3", "z_1_3:3", "output_1"});
 }
 
 TEST_CASE("Fig. 4B: xyzaxyzbxyz does not group (the repeats are not adjacent)") {
-  CHECK(labels_of(pattern_graph("xyzaxyzbxyz")) ==
-        L{"input_1", "x_1_1", "y_1_2", "z_1_3", "a_1_4", "x_2_5", "y_2_6", "z_2_7", "b_1_8",
-          "x_3_9", "y_3_10", "z_3_11", "output_1"});
+  CHECK(labels_of(pattern_graph("xyzaxyzbxyz")) == L{"input_1", "x_1_1", "y_1_2", "z_1_3", "a_1_4",
+                                                     "x_2_5", "y_2_6", "z_2_7", "b_1_8", "x_3_9",
+                                                     "y_3_10", "z_3_11", "output_1"});
 }
 
 TEST_CASE("Fig. 4B: cos-relu-mul twice in a row groups, the repeat after tan does not") {
-  CHECK(labels_of(pattern_graph("crmcrmtcrm")) ==
-        L{"input_1", "c_1_1:1", "r_1_2:1", "m_1_3:1", "c_1_1:2", "r_1_2:2", "m_1_3:2", "t_1_4",
-          "c_2_5", "r_2_6", "m_2_7", "output_1"});
+  CHECK(labels_of(pattern_graph("crmcrmtcrm")) == L{"input_1", "c_1_1:1", "r_1_2:1", "m_1_3:1",
+                                                    "c_1_1:2", "r_1_2:2", "m_1_3:2", "t_1_4",
+                                                    "c_2_5", "r_2_6", "m_2_7", "output_1"});
 }
 
 TEST_CASE("one Linear applied 5 times in a loop is one layer with 5 passes") {
@@ -74,8 +75,8 @@ TEST_CASE("rule 2: identical ops after each pass of a shared layer join it even 
   auto l2 = b.op("linear", {t}, {.params = {"fc.weight"}});
   auto r2 = b.op("relu", {l2});
   b.returns(r2);
-  CHECK(labels_of(b.build()) ==
-        L{"input_1", "linear_1_1:1", "relu_1_2:1", "tanh_1_3", "linear_1_1:2", "relu_1_2:2", "output_1"});
+  CHECK(labels_of(b.build()) == L{"input_1", "linear_1_1:1", "relu_1_2:1", "tanh_1_3",
+                                  "linear_1_1:2", "relu_1_2:2", "output_1"});
 }
 
 TEST_CASE("equivalence types separate ops by scalar args, parent shapes and module") {
@@ -105,4 +106,6 @@ TEST_CASE("detect_loops=false keeps only same-parameter grouping") {
   CHECK(pass_to_string(off) == "group-recurrences(detect_loops=false)");
 }
 
-TEST_CASE("group-recurrences obeys the pass laws") { check_pass_laws_on_samples<GroupRecurrencesPass>(); }
+TEST_CASE("group-recurrences obeys the pass laws") {
+  check_pass_laws_on_samples<GroupRecurrencesPass>();
+}

@@ -24,13 +24,13 @@ TEST_CASE("infer-modules: internally generated and unobserved ops in a block") {
   ModelGraph g = mixed_graph();
   PassContext ctx;
   auto r = InferModulesPass{}.run(g, ctx);
-  CHECK(path(g[3]) == "block:1/");  // ones: its descendant add -> relu in block:1
-  CHECK(path(g[8]) == "block:1/");  // add: bn in block/block.bn, relu in block
+  CHECK(path(g[3]) == "block:1/"); // ones: its descendant add -> relu in block:1
+  CHECK(path(g[8]) == "block:1/"); // add: bn in block/block.bn, relu in block
   // sum: after conv in block:2 with nothing observed after it: one-sided
   // evidence places it beside block, not inside (it may be the caller's op)
   CHECK(path(g[11]) == "");
-  CHECK(path(g[12]) == "");         // item: through sum
-  CHECK(path(g[1]) == "");          // rand -> mul: nothing observed around
+  CHECK(path(g[12]) == ""); // item: through sum
+  CHECK(path(g[1]) == "");  // rand -> mul: nothing observed around
   CHECK(g[3].module_inferred);
   CHECK_FALSE(g[4].module_inferred);
   CHECK(r.get("ops inferred") == 6);
@@ -60,8 +60,8 @@ TEST_CASE("infer-modules: an op seen on one side only sits beside that module, n
   for (auto v : boost::make_iterator_range(boost::vertices(g))) g[v].has_input_ancestor = true;
   PassContext ctx;
   (void)InferModulesPass{}.run(g, ctx);
-  CHECK(path(g[pre]) == "enc:1/");   // before enc.fc: inside enc, not inside enc.fc
-  CHECK(path(g[post]) == "enc:1/");  // after enc.fc: likewise
+  CHECK(path(g[pre]) == "enc:1/");  // before enc.fc: inside enc, not inside enc.fc
+  CHECK(path(g[post]) == "enc:1/"); // after enc.fc: likewise
 }
 
 TEST_CASE("infer-modules: nothing observed puts every op at the root") {
@@ -88,4 +88,6 @@ TEST_CASE("infer-modules drops the module-tree analysis it used") {
   CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
 }
 
-TEST_CASE("infer-modules obeys the pass laws") { check_pass_laws_on_samples<InferModulesPass>(); }
+TEST_CASE("infer-modules obeys the pass laws") {
+  check_pass_laws_on_samples<InferModulesPass>();
+}

@@ -52,4 +52,6 @@ TEST_CASE("label-layers: inputs, buffers, outputs and branching") {
   CHECK(g[boost::graph_bundle].is_branching); // add feeds two convs
 }
 
-TEST_CASE("label-layers obeys the pass laws") { check_pass_laws_on_samples<LabelLayersPass>(); }
+TEST_CASE("label-layers obeys the pass laws") {
+  check_pass_laws_on_samples<LabelLayersPass>();
+}

@@ -38,4 +38,6 @@ TEST_CASE("output-ancestry: internally generated tensors have no input ancestor"
   CHECK_FALSE(g[12].is_output_ancestor);
 }
 
-TEST_CASE("output-ancestry obeys the pass laws") { check_pass_laws_on_samples<MarkOutputAncestryPass>(); }
+TEST_CASE("output-ancestry obeys the pass laws") {
+  check_pass_laws_on_samples<MarkOutputAncestryPass>();
+}

@@ -23,7 +23,8 @@ TEST_CASE("number-buffers merges a duplicate buffer read") {
   CHECK(boost::in_degree(6, g) == 3);
   CHECK(boost::out_degree(5, g) == 2); // both argument slots now read vertex 5
   std::vector<int> positions;
-  for (auto e : boost::make_iterator_range(boost::out_edges(5, g))) positions.push_back(g[e].arg_pos);
+  for (auto e : boost::make_iterator_range(boost::out_edges(5, g)))
+    positions.push_back(g[e].arg_pos);
   CHECK(positions == std::vector<int>{1, 2});
 }
 
@@ -49,4 +50,6 @@ TEST_CASE("number-buffers numbers passes per address; a written buffer is a new 
   CHECK(boost::num_vertices(g) == 7);
 }
 
-TEST_CASE("number-buffers obeys the pass laws") { check_pass_laws_on_samples<NumberBuffersPass>(); }
+TEST_CASE("number-buffers obeys the pass laws") {
+  check_pass_laws_on_samples<NumberBuffersPass>();
+}

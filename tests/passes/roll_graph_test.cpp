@@ -24,7 +24,7 @@ TEST_CASE("roll_graph on Fig. 4A: one node per layer, In/Out pass labels") {
   std::map<std::string, std::pair<std::string, std::string>> edges; // "a->b" -> (In, Out)
   for (auto e : boost::make_iterator_range(boost::edges(r))) {
     edges[r[boost::source(e, r)].label + "->" + r[boost::target(e, r)].label] = {in_label(r, e),
-                                                                                out_label(r, e)};
+                                                                                 out_label(r, e)};
   }
   CHECK(edges.size() == 6);
   CHECK(edges.at("input_1->cos_1_1") == std::pair<std::string, std::string>{"In 1", ""});

@@ -65,4 +65,6 @@ TEST_CASE("trim-orphans keeps an orphan's chain when a kept op reads it") {
   CHECK(boost::num_vertices(g) == 5);
 }
 
-TEST_CASE("trim-orphans obeys the pass laws") { check_pass_laws_on_samples<TrimOrphansPass>(); }
+TEST_CASE("trim-orphans obeys the pass laws") {
+  check_pass_laws_on_samples<TrimOrphansPass>();
+}

@@ -24,7 +24,8 @@ TEST_CASE("validate reports an edge against vertex order") {
   boost::add_edge(2, 1, TensorEdge{}, g);
   auto problems = passes::check_graph_invariants(g);
   REQUIRE(problems.size() == 1);
-  CHECK(problems[0] == "vertex 2 (id 2, linear): edge to an earlier vertex (order not topological)");
+  CHECK(problems[0] ==
+        "vertex 2 (id 2, linear): edge to an earlier vertex (order not topological)");
   PassContext ctx;
   CHECK_THROWS_AS(ValidateGraphInvariantsPass{}.run(g, ctx), std::logic_error);
 }
@@ -64,8 +65,11 @@ TEST_CASE("validate as an after-each-pass hook names the pass that broke the gra
     p.run(g, ctx);
     FAIL("expected a logic_error");
   } catch (const std::logic_error& e) {
-    CHECK(std::string(e.what()).rfind("torchlens: invariant broken after pass 'break-ids': ", 0) == 0);
+    CHECK(std::string(e.what()).rfind("torchlens: invariant broken after pass 'break-ids': ", 0) ==
+          0);
   }
 }
 
-TEST_CASE("validate obeys the pass laws") { check_pass_laws_on_samples<ValidateGraphInvariantsPass>(); }
+TEST_CASE("validate obeys the pass laws") {
+  check_pass_laws_on_samples<ValidateGraphInvariantsPass>();
+}

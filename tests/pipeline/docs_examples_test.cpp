@@ -85,7 +85,8 @@ TEST_CASE("docs/pipeline.md queries") {
   CHECK(g[7].label == "conv2d_3_7"); // as in the TorchLens README
   CHECK(convolutions_between(g, "input_1", "output_1") == 4);
   CHECK(convolutions_between(g, "maxpool2d_1_3", "relu_3_8") == 2);
-  CHECK(pools_after_relu(g) == std::vector<std::string>{"maxpool2d_1_3", "maxpool2d_2_6", "avgpool2d_1_11"});
+  CHECK(pools_after_relu(g) ==
+        std::vector<std::string>{"maxpool2d_1_3", "maxpool2d_2_6", "avgpool2d_1_11"});
 }
 
 // [docs:custom-pass]
@@ -119,8 +120,9 @@ struct MarkLargeTensorsPass : torchlens::pass_info<MarkLargeTensorsPass> {
 };
 
 TEST_CASE("docs/pipeline.md custom pass") {
-  auto pipeline = torchlens::passes::default_pipeline().insert_after<torchlens::passes::LabelLayersPass>(
-      MarkLargeTensorsPass{MarkLargeTensorsPass::Options().min_bytes(16)});
+  auto pipeline =
+      torchlens::passes::default_pipeline().insert_after<torchlens::passes::LabelLayersPass>(
+          MarkLargeTensorsPass{MarkLargeTensorsPass::Options().min_bytes(16)});
   torchlens::ModelGraph g = alexnet_features();
   auto records = pipeline.run(g);
   CHECK(records[9].name == "mark-large");

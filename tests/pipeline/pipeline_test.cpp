@@ -34,7 +34,8 @@ struct CountReluPass : pass_info<CountReluPass> {
   PassResult run(ModelGraph& g, PassContext&) const {
     PassResult r;
     std::int64_t n = 0;
-    for (auto v : boost::make_iterator_range(boost::vertices(g))) n += g[v].layer_type == options.type();
+    for (auto v : boost::make_iterator_range(boost::vertices(g)))
+      n += g[v].layer_type == options.type();
     r.add("matches", n);
     return r;
   }
@@ -52,7 +53,8 @@ TEST_CASE("the default pipeline prints its order") {
 }
 
 TEST_CASE("insert_after / insert_before / drop build new validated pipelines") {
-  auto p = default_pipeline().insert_after<LabelLayersPass>(CountReluPass{CountReluPass::Options().type("linear")});
+  auto p = default_pipeline().insert_after<LabelLayersPass>(
+      CountReluPass{CountReluPass::Options().type("linear")});
   CHECK(p.to_string() ==
         "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
         "infer-modules,group-recurrences,label-layers,count-relu(type=\"linear\")");
@@ -75,10 +77,10 @@ TEST_CASE("before/after hooks run around every pass, in order") {
   ModelGraph g = chain_graph();
   PassContext ctx;
   std::vector<std::string> events;
-  ctx.instrumentation.add_before([&](const PassEvent& e) { events.push_back("+" + std::string(e.name)); });
-  ctx.instrumentation.add_after([&](const PassEvent& e, const PassResult&) {
-    events.push_back("-" + std::string(e.name));
-  });
+  ctx.instrumentation.add_before(
+      [&](const PassEvent& e) { events.push_back("+" + std::string(e.name)); });
+  ctx.instrumentation.add_after(
+      [&](const PassEvent& e, const PassResult&) { events.push_back("-" + std::string(e.name)); });
   std::ostringstream timing, dumps;
   ctx.instrumentation.add_after(time_passes(timing));
   ctx.instrumentation.add_after(dump_after_each_pass(dumps));
@@ -104,7 +106,8 @@ TEST_CASE("analyses are cached by type and dropped by invalidated facts") {
   const auto& adj = ctx.get<AdjacencyAnalysis>(g);
   CHECK(ctx.analysis_computations() == 3);
   const auto bn_parents = adj.parents_of(7); // batchnorm reads conv 4 and buffers 5, 6
-  CHECK(std::vector<std::uint32_t>(bn_parents.begin(), bn_parents.end()) == std::vector<std::uint32_t>{4, 5, 6});
+  CHECK(std::vector<std::uint32_t>(bn_parents.begin(), bn_parents.end()) ==
+        std::vector<std::uint32_t>{4, 5, 6});
   CHECK(adj.children_of(4).size() == 1);
   ctx.invalidate<facts::list<facts::ModulesInferred>>(PassResult{});
   CHECK(ctx.is_cached<TopologicalOrderAnalysis>());

@@ -9,8 +9,9 @@ using namespace torchlens::passes;
 
 // every standard pass has the Pass shape
 static_assert(Pass<AddOutputNodesPass> && Pass<MarkOutputAncestryPass> && Pass<TrimOrphansPass> &&
-              Pass<NumberBuffersPass> && Pass<ComputeDistancesPass> && Pass<DetectConditionalsPass> &&
-              Pass<InferModulesPass> && Pass<GroupRecurrencesPass> && Pass<LabelLayersPass> &&
+              Pass<NumberBuffersPass> && Pass<ComputeDistancesPass> &&
+              Pass<DetectConditionalsPass> && Pass<InferModulesPass> &&
+              Pass<GroupRecurrencesPass> && Pass<LabelLayersPass> &&
               Pass<ValidateGraphInvariantsPass>);
 static_assert(!Pass<int>);
 static_assert(Analysis<TopologicalOrderAnalysis> && Analysis<ModuleTreeAnalysis> &&
@@ -19,7 +20,8 @@ static_assert(Analysis<TopologicalOrderAnalysis> && Analysis<ModuleTreeAnalysis>
 // fact sets expand to their members (and keep their own tag)
 static_assert(torchlens::detail::list_contains_v<facts::Distances, facts::list<facts::Topology>>);
 static_assert(torchlens::detail::list_contains_v<facts::Topology, facts::list<facts::Topology>>);
-static_assert(!torchlens::detail::list_contains_v<facts::OutputNodesAdded, facts::list<facts::Topology>>);
+static_assert(
+    !torchlens::detail::list_contains_v<facts::OutputNodesAdded, facts::list<facts::Topology>>);
 
 // the default pipeline ends with every standard fact
 static_assert(DefaultPipeline::provides<facts::OutputNodesAdded>);
@@ -35,8 +37,8 @@ static_assert(!Early::provides<facts::Distances>);
 static_assert(Early::provides<facts::OrphanFree> && Early::provides<facts::OutputsMarked>);
 
 // infer-modules invalidates then re-produces its own fact
-using Modules = decltype(make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{},
-                                       InferModulesPass{}));
+using Modules =
+    decltype(make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, InferModulesPass{}));
 static_assert(Modules::provides<facts::ModulesInferred>);
 
 // an empty pipeline provides nothing
@@ -49,4 +51,6 @@ static_assert(!Dropped::provides<facts::Distances> && Dropped::size == 8);
 
 } // namespace torchlens::static_checks
 
-TEST_CASE("static checks compiled") { CHECK(true); }
+TEST_CASE("static checks compiled") {
+  CHECK(true);
+}

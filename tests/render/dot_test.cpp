@@ -108,7 +108,10 @@ std::string attr(const DotGraph& dg, const std::string& node, const std::string&
 
 TEST_CASE("attributes keep insertion order; HTML labels are written raw, others quoted") {
   DotAttributes a;
-  a.set("label", "<<b>x</b>>").set("fillcolor", "#98FB98").set("shape", "oval").set("fillcolor", "white");
+  a.set("label", "<<b>x</b>>")
+      .set("fillcolor", "#98FB98")
+      .set("shape", "oval")
+      .set("fillcolor", "white");
   std::ostringstream os;
   os << a;
   CHECK(os.str() == "[label=<<b>x</b>>, fillcolor=white, shape=oval]");
@@ -168,22 +171,22 @@ TEST_CASE("nested modules: clusters, leaf-module boxes, IF, arg labels, dashed b
   CHECK(box3d_nodes(dg) == 0);
   // buffers hidden by default: 12 vertices minus the buffer
   CHECK(boost::num_vertices(dg) == boost::num_vertices(g) - 1);
-  CHECK(attr(dg, "linear_1_1", "shape") == "box");  // leaf-module (outer.inner.fc) output
+  CHECK(attr(dg, "linear_1_1", "shape") == "box"); // leaf-module (outer.inner.fc) output
   CHECK(attr(dg, "linear_1_1", "label") ==
         "<<b>linear_1_1</b><br/>2x3 (24 B)<br/>params: 3x3, x3<br/>@outer.inner.fc>");
   CHECK(attr(dg, "tanh_1_2", "shape") == "oval");
   CHECK(attr(dg, "ones_1_4", "style") == "filled,dashed");
   CHECK(attr(dg, "gt_1_9", "fillcolor") == "#F7D460");
-  CHECK(attr(dg, "gt_1_9", "label") ==
-        "<<b><u>TRUE:</u></b><br/><br/><b>gt_1_9</b><br/>x1 (4 B)>");
+  CHECK(attr(dg, "gt_1_9", "label") == "<<b><u>TRUE:</u></b><br/><br/><b>gt_1_9</b><br/>x1 (4 B)>");
   const std::string dot = io::to_dot(g);
   CHECK(count(dot, "subgraph ") == 2);
   CHECK(count(dot, "<u>IF</u>") == 1);
   CHECK(count(dot, "<b>arg 0</b>") == 1);
   CHECK(count(dot, "<b>arg 1</b>") == 1);
-  CHECK(count(dot, "style=dashed") == 1);  // ones → add
+  CHECK(count(dot, "style=dashed") == 1); // ones → add
   check_golden("nested", dot);
-  check_golden("nested_buffers_lr", io::to_dot(g, DotOptions().show_buffers(true).direction(io::Direction::left_right)));
+  check_golden("nested_buffers_lr",
+               io::to_dot(g, DotOptions().show_buffers(true).direction(io::Direction::left_right)));
 }
 
 TEST_CASE("nesting depth collapses modules into box3d nodes") {
@@ -200,7 +203,7 @@ TEST_CASE("nesting depth collapses modules into box3d nodes") {
   check_golden("nested_depth1", io::to_dot(g, DotOptions().nesting_depth(1)));
 
   const DotGraph d2 = io::build_dot_graph(g, DotOptions().nesting_depth(2));
-  CHECK(box3d_nodes(d2) == 1);  // outer.inner; outer.fc is a leaf box
+  CHECK(box3d_nodes(d2) == 1); // outer.inner; outer.fc is a leaf box
   CHECK(d2[boost::graph_bundle].clusters.size() == 1);
   CHECK(attr(d2, "linear_2_3", "shape") == "box");
   CHECK(attr(d2, "module.outer.inner:1", "label") ==
@@ -233,7 +236,7 @@ TEST_CASE("Fig. 4A: unrolled has one node per pass, rolled one per layer with In
 TEST_CASE("a loop rolls into a self-loop") {
   ModelGraph g = labeled(linear_loop_graph(3));
   const DotGraph ro = io::build_dot_graph(g, DotOptions().rolled(true));
-  CHECK(boost::num_vertices(ro) == 3);  // input, linear (x3), output
+  CHECK(boost::num_vertices(ro) == 3); // input, linear (x3), output
   CHECK(attr(ro, "linear_1_1", "label") ==
         "<<b>linear_1_1 (x3)</b><br/>1x4 (16 B)<br/>params: 4x4, 4x4>");
   bool self_loop = false;
@@ -265,7 +268,8 @@ TEST_CASE("attribute callbacks run last, for nodes, edges and modules") {
   const DotGraph dg = io::build_dot_graph(g, opts);
   CHECK(attr(dg, "relu_1_10", "fillcolor") == "red");
   std::size_t blue = 0;
-  for (auto e : boost::make_iterator_range(boost::edges(dg))) blue += dg[e].attributes.value("color") == "blue";
+  for (auto e : boost::make_iterator_range(boost::edges(dg)))
+    blue += dg[e].attributes.value("color") == "blue";
   CHECK(blue == 2);
   CHECK(seen_modules == std::vector<std::string>{"outer", "outer.inner"});
   CHECK(dg[boost::graph_bundle].clusters[0].attributes.value("bgcolor") == "lightyellow");
@@ -274,5 +278,6 @@ TEST_CASE("attribute callbacks run last, for nodes, edges and modules") {
 TEST_CASE("output is deterministic") {
   const ModelGraph g = nested_graph();
   CHECK(io::to_dot(g) == io::to_dot(g));
-  CHECK(io::to_dot(g, DotOptions().rolled(true)) == io::to_dot(nested_graph(), DotOptions().rolled(true)));
+  CHECK(io::to_dot(g, DotOptions().rolled(true)) ==
+        io::to_dot(nested_graph(), DotOptions().rolled(true)));
 }

@@ -35,11 +35,13 @@ ModelGraph residual_graph(int ops) {
     n.has_input_ancestor = true;
     n.layer = n.id;
     n.modules = std::move(modules);
-    if (params) n.params.push_back(ParamRef{"p" + std::to_string(n.id), {64, 64, 3, 3}, 36864, 147456, true});
+    if (params)
+      n.params.push_back(ParamRef{"p" + std::to_string(n.id), {64, 64, 3, 3}, 36864, 147456, true});
     n.label = type + "_" + std::to_string(n.id);
     const Vertex v = boost::add_vertex(n, g);
     int pos = 0;
-    for (Vertex p : parents) boost::add_edge(p, v, TensorEdge{pos++, -1, pos == 1 ? "input" : "other", false}, g);
+    for (Vertex p : parents)
+      boost::add_edge(p, v, TensorEdge{pos++, -1, pos == 1 ? "input" : "other", false}, g);
     return v;
   };
   Vertex x = add(NodeKind::input, "input", {}, {}, false);
@@ -48,10 +50,13 @@ ModelGraph residual_graph(int ops) {
     const std::string stage = "stages." + std::to_string(b / blocks_per_stage);
     const std::string block = stage + "." + std::to_string(b % blocks_per_stage);
     const ModuleFrame fs{stage, "Stage", 1}, fb{block, "Block", 1};
-    const Vertex c1 = add(NodeKind::op, "conv2d", {x}, {fs, fb, {block + ".conv1", "Conv2d", 1}}, true);
-    const Vertex bn = add(NodeKind::op, "batchnorm", {c1}, {fs, fb, {block + ".bn", "BatchNorm2d", 1}}, true);
+    const Vertex c1 =
+        add(NodeKind::op, "conv2d", {x}, {fs, fb, {block + ".conv1", "Conv2d", 1}}, true);
+    const Vertex bn =
+        add(NodeKind::op, "batchnorm", {c1}, {fs, fb, {block + ".bn", "BatchNorm2d", 1}}, true);
     const Vertex r = add(NodeKind::op, "relu", {bn}, {fs, fb}, false);
-    const Vertex c2 = add(NodeKind::op, "conv2d", {r}, {fs, fb, {block + ".conv2", "Conv2d", 1}}, true);
+    const Vertex c2 =
+        add(NodeKind::op, "conv2d", {r}, {fs, fb, {block + ".conv2", "Conv2d", 1}}, true);
     x = add(NodeKind::op, "add", {c2, x}, {fs, fb}, false);
   }
   g[x].feeds_output = true;
@@ -80,9 +85,11 @@ int main(int argc, char** argv) {
     io::write_dot(dot, dg);
     const double t_dot = seconds_since(t0);
     std::cout << "ops " << boost::num_vertices(g) << " depth "
-              << (depth == io::DotOptions::kUnlimitedDepth ? std::string("all") : std::to_string(depth))
-              << ": " << boost::num_vertices(dg) << " nodes, " << dg[boost::graph_bundle].clusters.size()
-              << " clusters; DOT in " << t_dot << " s" << std::endl;
+              << (depth == io::DotOptions::kUnlimitedDepth ? std::string("all")
+                                                           : std::to_string(depth))
+              << ": " << boost::num_vertices(dg) << " nodes, "
+              << dg[boost::graph_bundle].clusters.size() << " clusters; DOT in " << t_dot << " s"
+              << std::endl;
     for (const auto& engine : engines) {
       t0 = std::chrono::steady_clock::now();
       const std::string svg = io::render_dot_to_string(dot.str(), "svg", engine);

@@ -66,7 +66,7 @@ std::string xml_root(const std::string& xml) {
     }
     const std::string name = tag.substr(0, tag.find_first_of(" \t\n/"));
     if (stack.empty()) {
-      if (!root.empty()) return "";  // two roots
+      if (!root.empty()) return ""; // two roots
       root = name;
     }
     if (tag.back() != '/') stack.push_back(name);
@@ -107,7 +107,7 @@ TEST_CASE("recurrent toy: unrolled one node per pass, rolled one per layer; SVG 
   CHECK(boost::num_edges(un) == 7);
   const io::DotGraph ro = io::build_dot_graph(log.graph(), io::DotOptions().rolled(true));
   CHECK(boost::num_vertices(ro) == 4);
-  CHECK(boost::num_edges(ro) == 4);  // input→mul, mul→linear, linear→linear, linear→output
+  CHECK(boost::num_edges(ro) == 4); // input→mul, mul→linear, linear→linear, linear→output
   const std::string rolled_dot = io::to_dot(log.graph(), io::DotOptions().rolled(true));
   CHECK(count(rolled_dot, "<b>linear_1_2 (x5)</b>") == 1);
   CHECK(count(rolled_dot, "headlabel=\"In 1\"") == 1);
@@ -120,8 +120,12 @@ TEST_CASE("recurrent toy: unrolled one node per pass, rolled one per layer; SVG 
   CHECK(xml_root(svg) == "svg");
   CHECK(count(svg, "class=\"node\"") == 8);
   io::render(log, io::RenderOptions().path(dir + "/linear_loop_unrolled.png"));
-  io::render(log, io::RenderOptions().path(dir + "/linear_loop_rolled.png").dot(io::DotOptions().rolled(true)));
-  io::render(log, io::RenderOptions().path(dir + "/linear_loop_rolled.svg").dot(io::DotOptions().rolled(true)));
+  io::render(
+      log,
+      io::RenderOptions().path(dir + "/linear_loop_rolled.png").dot(io::DotOptions().rolled(true)));
+  io::render(
+      log,
+      io::RenderOptions().path(dir + "/linear_loop_rolled.svg").dot(io::DotOptions().rolled(true)));
   const std::string png = read_file(dir + "/linear_loop_rolled.png");
   REQUIRE(png.size() > 8);
   CHECK(png.substr(1, 3) == "PNG");
@@ -147,7 +151,8 @@ TEST_CASE("C++-frontend recurrent toy: linear is t + addmm; rolled merges the fi
 
 TEST_CASE("conditional toy: terminal bool in yellow, one IF edge") {
   toy::ConditionalBool model;
-  const ModelLog log = torchlens::log_forward_pass(model, toy::input_for<toy::ConditionalBoolImpl>());
+  const ModelLog log =
+      torchlens::log_forward_pass(model, toy::input_for<toy::ConditionalBoolImpl>());
   const std::string dot = io::to_dot(log.graph());
   CHECK(count(dot, "<u>IF</u>") == 1);
   CHECK(count(dot, "fillcolor=\"#F7D460\"") == 1);
@@ -157,8 +162,10 @@ TEST_CASE("conditional toy: terminal bool in yellow, one IF edge") {
 
 TEST_CASE("render errors are c10::Error with a reason") {
   CHECK_THROWS_AS(io::render_dot_to_string("digraph G { a -> ", "svg"), c10::Error);
-  CHECK_THROWS_AS(io::render_dot_to_string("digraph G { a -> b }", "svg", "no-such-engine"), c10::Error);
-  CHECK_THROWS_AS(io::render_dot("digraph G { a }", io::RenderOptions().path("no_extension")), c10::Error);
+  CHECK_THROWS_AS(io::render_dot_to_string("digraph G { a -> b }", "svg", "no-such-engine"),
+                  c10::Error);
+  CHECK_THROWS_AS(io::render_dot("digraph G { a }", io::RenderOptions().path("no_extension")),
+                  c10::Error);
   CHECK_THROWS_AS(io::render_dot("digraph G { a }", io::RenderOptions()), c10::Error);
 }
 
@@ -171,8 +178,8 @@ TEST_CASE("googlenet: box3d nodes and clusters per nesting depth") {
   auto model = torch::jit::load(std::string(dir) + "/googlenet.pt");
   model.eval();
   auto ref = torch::jit::load(std::string(dir) + "/googlenet.ref.pt");
-  const ModelLog log = torchlens::log_forward_pass(model, {ref.attr("x").toTensor()},
-                                                   torchlens::LogOptions().save(torchlens::SaveSpec::none()));
+  const ModelLog log = torchlens::log_forward_pass(
+      model, {ref.attr("x").toTensor()}, torchlens::LogOptions().save(torchlens::SaveSpec::none()));
   struct Expect {
     int depth;
     std::size_t box3d, clusters;
@@ -183,7 +190,8 @@ TEST_CASE("googlenet: box3d nodes and clusters per nesting depth") {
   // branch2.0/1, branch3.0/1, branch4.1) clusters.
   for (const Expect& e : {Expect{1, 12, 0}, Expect{2, 36, 12}, Expect{4, 0, 93}}) {
     CAPTURE(e.depth);
-    const io::DotGraph dg = io::build_dot_graph(log.graph(), io::DotOptions().nesting_depth(e.depth));
+    const io::DotGraph dg =
+        io::build_dot_graph(log.graph(), io::DotOptions().nesting_depth(e.depth));
     CHECK(box3d_nodes(dg) == e.box3d);
     CHECK(dg[boost::graph_bundle].clusters.size() == e.clusters);
   }
@@ -195,6 +203,7 @@ TEST_CASE("googlenet: box3d nodes and clusters per nesting depth") {
   }
   const auto t0 = std::chrono::steady_clock::now();
   const std::string svg = io::render_dot_to_string(io::to_dot(log.graph()), "svg");
-  MESSAGE("googlenet full depth (" << log.size() << " passes) rendered in " << seconds_since(t0) << " s");
+  MESSAGE("googlenet full depth (" << log.size() << " passes) rendered in " << seconds_since(t0)
+                                   << " s");
   CHECK(xml_root(svg) == "svg");
 }

@@ -19,7 +19,7 @@ struct OpSpec {
   std::vector<std::int64_t> shape = {1, 4}; ///< output shape
   std::string dtype = "float32";
   std::vector<ScalarArg> scalar_args = {};
-  bool scalar_read = false;                 ///< item / is_nonzero
+  bool scalar_read = false; ///< item / is_nonzero
   int output_index = 0;
 };
 
@@ -162,19 +162,22 @@ inline ModelGraph conditional_graph() {
 inline ModelGraph mixed_graph() {
   GraphBuilder b;
   auto x = b.input();
-  auto noise = b.op("rand", {}, {.observed = false});                          // orphan
-  b.op("mul", {noise}, {.observed = false});                                   // orphan
-  auto ones = b.op("ones", {}, {.observed = false});                           // feeds the block
-  auto c1 = b.op("conv2d", {x}, {.params = {"block.conv.weight"}, .modules = {frame("block", "Block")}});
+  auto noise = b.op("rand", {}, {.observed = false}); // orphan
+  b.op("mul", {noise}, {.observed = false});          // orphan
+  auto ones = b.op("ones", {}, {.observed = false});  // feeds the block
+  auto c1 =
+      b.op("conv2d", {x}, {.params = {"block.conv.weight"}, .modules = {frame("block", "Block")}});
   auto m1 = b.buffer("block.bn.running_mean");
-  auto m1b = b.buffer("block.bn.running_mean");                               // duplicate read
+  auto m1b = b.buffer("block.bn.running_mean"); // duplicate read
   auto bn = b.op("batchnorm", {c1, m1, m1b},
-                 {.params = {"block.bn.weight"}, .modules = {frame("block", "Block"), frame("block.bn", "BatchNorm2d")}});
+                 {.params = {"block.bn.weight"},
+                  .modules = {frame("block", "Block"), frame("block.bn", "BatchNorm2d")}});
   auto add = b.op("add", {bn, ones}, {.modules = {frame("block", "Block")}, .observed = false});
   auto r = b.op("relu", {add}, {.modules = {frame("block", "Block")}});
-  auto c2 = b.op("conv2d", {r}, {.params = {"block.conv.weight"}, .modules = {frame("block", "Block", 2)}});
+  auto c2 = b.op("conv2d", {r},
+                 {.params = {"block.conv.weight"}, .modules = {frame("block", "Block", 2)}});
   auto s = b.op("sum", {c2}, {.observed = false, .shape = {}});
-  b.op("item", {s}, {.observed = false, .shape = {}, .scalar_read = true});  // terminal scalar read
+  b.op("item", {s}, {.observed = false, .shape = {}, .scalar_read = true}); // terminal scalar read
   auto out = b.op("relu", {c2}, {.modules = {frame("block", "Block", 2)}});
   b.returns(out).returns(r);
   return b.build();

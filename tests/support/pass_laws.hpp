@@ -117,7 +117,8 @@ void check_fact(const ModelGraph& g) {
     }
   } else if constexpr (std::is_same_v<F, BuffersNumbered>) {
     std::map<std::string, int> last;
-    for (Vertex v : of_kind(g, NodeKind::buffer)) CHECK(g[v].buffer_pass == ++last[g[v].io_address]);
+    for (Vertex v : of_kind(g, NodeKind::buffer))
+      CHECK(g[v].buffer_pass == ++last[g[v].io_address]);
   } else if constexpr (std::is_same_v<F, RecurrenceGrouped>) {
     std::map<std::size_t, std::string> eq;
     for (Vertex v = 0; v < n; ++v) {
@@ -156,9 +157,8 @@ void check_pass_laws(ModelGraph g, const P& pass = P{}) {
   (void)pass.run(g, ctx);
   ctx.invalidate<typename P::invalidates>(PassResult{});
   CHECK_NOTHROW(passes::validate_graph(g));
-  boost::hana::for_each(detail::fact_set_of<typename P::produces>(), [&](auto fact) {
-    check_fact<typename decltype(fact)::type>(g);
-  });
+  boost::hana::for_each(detail::fact_set_of<typename P::produces>(),
+                        [&](auto fact) { check_fact<typename decltype(fact)::type>(g); });
   if constexpr (P::is_idempotent) {
     const std::string once = dump(g);
     (void)pass.run(g, ctx);
@@ -168,8 +168,12 @@ void check_pass_laws(ModelGraph g, const P& pass = P{}) {
 
 /// Every canonical graph of graph_builders.hpp, for law checks.
 inline std::vector<std::function<ModelGraph()>> sample_graphs() {
-  return {chain_graph, fig4a_graph, conditional_graph, mixed_graph,
-          [] { return pattern_graph("XYZXYZXYZ"); }, [] { return pattern_graph("XYZAXYZBXYZ"); },
+  return {chain_graph,
+          fig4a_graph,
+          conditional_graph,
+          mixed_graph,
+          [] { return pattern_graph("XYZXYZXYZ"); },
+          [] { return pattern_graph("XYZAXYZBXYZ"); },
           [] { return linear_loop_graph(5); }};
 }
 

@@ -54,7 +54,7 @@ struct InPlaceFuncsImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     auto y = x * 2;
     y.relu_();
-    auto z = torch::relu(y.sum(0) - 1);  // sum, sub, relu
+    auto z = torch::relu(y.sum(0) - 1); // sum, sub, relu
     return z + y;
   }
   static std::vector<std::int64_t> input_shape() { return {3, 4}; }
@@ -64,7 +64,8 @@ TORCH_MODULE(InPlaceFuncs);
 /// ReLU module with inplace(true) vs a plain one. Ops: mul, relu_, relu.
 struct ReluModulesImpl : torch::nn::Module {
   ReluModulesImpl()
-      : inplace(register_module("inplace", torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)))),
+      : inplace(
+            register_module("inplace", torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)))),
         plain(register_module("plain", torch::nn::ReLU())) {}
   at::Tensor forward(const at::Tensor& x) {
     auto y = x * 3;
@@ -184,7 +185,8 @@ TORCH_MODULE(ListOutput);
 
 /// A registered buffer used in forward. Ops: add(x, buf), mul.
 struct BufferModelImpl : torch::nn::Module {
-  BufferModelImpl() : buf(register_buffer("buf", torch::arange(6, torch::kFloat).reshape({2, 3}))) {}
+  BufferModelImpl()
+      : buf(register_buffer("buf", torch::arange(6, torch::kFloat).reshape({2, 3}))) {}
   at::Tensor forward(const at::Tensor& x) { return (x + buf) * 2; }
   static std::vector<std::int64_t> input_shape() { return {2, 3}; }
   at::Tensor buf;
@@ -195,7 +197,7 @@ TORCH_MODULE(BufferModel);
 struct SimpleBranchingImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     auto y = torch::sin(x);
-    auto a = torch::cos(y);  // sequenced: operands of + have no evaluation order
+    auto a = torch::cos(y); // sequenced: operands of + have no evaluation order
     auto b = torch::tanh(y);
     return a + b;
   }
@@ -398,12 +400,11 @@ TORCH_MODULE(DummyOperations);
 struct ConvNetImpl : torch::nn::Module {
   ConvNetImpl()
       : features(register_module(
-            "features",
-            torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3)),
-                                  torch::nn::ReLU(),
-                                  torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
-                                  torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 3))))),
-        fc(register_module("fc", torch::nn::Linear(4, 3))) {}  // 8 → 6 → 3 → 1
+            "features", torch::nn::Sequential(
+                            torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3)), torch::nn::ReLU(),
+                            torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)),
+                            torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 3))))),
+        fc(register_module("fc", torch::nn::Linear(4, 3))) {} // 8 → 6 → 3 → 1
   at::Tensor forward(const at::Tensor& x) { return fc(features->forward(x).flatten(1)); }
   static std::vector<std::int64_t> input_shape() { return {2, 1, 8, 8}; }
   torch::nn::Sequential features;
@@ -416,7 +417,9 @@ TORCH_MODULE(ConvNet);
 inline torch::nn::Sequential simple_sequential() {
   return torch::nn::Sequential(torch::nn::Linear(4, 3), torch::nn::ReLU(), torch::nn::Linear(3, 2));
 }
-inline std::vector<std::int64_t> simple_sequential_input_shape() { return {2, 4}; }
+inline std::vector<std::int64_t> simple_sequential_input_shape() {
+  return {2, 4};
+}
 
 /// Throws from forward after some ops ran. Ops: mul, then a shape error in
 /// matmul (c10::Error).
@@ -448,7 +451,9 @@ TORCH_MODULE(StdThrowingModel);
 namespace ts {
 
 /// Default TorchScript toy input: [3, 3] in [-1, 1).
-inline at::Tensor input(std::uint64_t seed = 7) { return seeded_input({3, 3}, seed); }
+inline at::Tensor input(std::uint64_t seed = 7) {
+  return seeded_input({3, 3}, seed);
+}
 
 /// `Leaf`: relu(x @ w) with parameter w [3, 3].
 inline torch::jit::Module leaf(std::uint64_t seed = 1) {

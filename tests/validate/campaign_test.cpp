@@ -107,8 +107,8 @@ TEST_CASE("campaign: every exported model logs and validates") {
       if (i > 0) shape << "×";
       shape << x.size(static_cast<std::int64_t>(i));
     }
-    std::cout << std::fixed << std::setprecision(1) << "| " << name << " | " << shape.str()
-              << " | " << ops << " | " << forward_ms << " | " << log_ms << " | " << validate_ms << " | "
+    std::cout << std::fixed << std::setprecision(1) << "| " << name << " | " << shape.str() << " | "
+              << ops << " | " << forward_ms << " | " << log_ms << " | " << validate_ms << " | "
               << report.perturbations << " (" << report.exempted << ") |"
               << (report.valid ? "" : " INVALID") << "\n"
               << std::flush;

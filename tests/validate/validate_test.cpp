@@ -20,14 +20,14 @@
 #include <vector>
 
 using torchlens::FailureKind;
+using torchlens::log_forward_pass;
 using torchlens::LogOptions;
 using torchlens::ModelLog;
+using torchlens::validate_log;
+using torchlens::validate_saved_activations;
 using torchlens::ValidateOptions;
 using torchlens::ValidationReport;
 using torchlens::Vertex;
-using torchlens::log_forward_pass;
-using torchlens::validate_log;
-using torchlens::validate_saved_activations;
 
 namespace {
 
@@ -66,7 +66,9 @@ void require_one_failure(const ValidationReport& r, const std::string& label, Fa
   CHECK(r.failures[0].kind == kind);
 }
 
-LogOptions replay_options() { return LogOptions().keep_replay(true).seed(0); }
+LogOptions replay_options() {
+  return LogOptions().keep_replay(true).seed(0);
+}
 
 /// Validates a C++-frontend toy and checks the counts.
 template <class Model>
@@ -97,385 +99,384 @@ torch::jit::Module scripted(const std::string& name, const std::string& source) 
 } // namespace
 
 TEST_SUITE("validate: planted faults") {
+  TEST_CASE("a changed value in one activation fails exactly that layer") {
+    torch::manual_seed(0);
+    toy::SimpleFF net;
+    const auto x = toy::input_for<toy::SimpleFFImpl>();
+    auto log = log_forward_pass(net, x, replay_options());
+    const auto truth = net->forward(x);
+    REQUIRE(validate_log(log, {truth}).valid);
 
-TEST_CASE("a changed value in one activation fails exactly that layer") {
-  torch::manual_seed(0);
-  toy::SimpleFF net;
-  const auto x = toy::input_for<toy::SimpleFFImpl>();
-  auto log = log_forward_pass(net, x, replay_options());
-  const auto truth = net->forward(x);
-  REQUIRE(validate_log(log, {truth}).valid);
+    corrupt(log, "relu_1_3", [](at::Tensor t) {
+      t.view(-1)[0] += 0.5;
+      return t;
+    });
+    const auto r = validate_log(log, {truth});
+    require_one_failure(r, "relu_1_3", FailureKind::mismatch);
+    CHECK(r.failures[0].max_error == doctest::Approx(0.5).epsilon(1e-6));
+    // the child re-executed from the corrupted value differs too, but its parent
+    // failed first: the mismatch is reported where it starts
+  }
 
-  corrupt(log, "relu_1_3", [](at::Tensor t) {
-    t.view(-1)[0] += 0.5;
-    return t;
-  });
-  const auto r = validate_log(log, {truth});
-  require_one_failure(r, "relu_1_3", FailureKind::mismatch);
-  CHECK(r.failures[0].max_error == doctest::Approx(0.5).epsilon(1e-6));
-  // the child re-executed from the corrupted value differs too, but its parent
-  // failed first: the mismatch is reported where it starts
-}
+  TEST_CASE("a sign flip in a conv activation fails exactly that layer") {
+    torch::manual_seed(0);
+    toy::ConvNet net;
+    const auto x = toy::input_for<toy::ConvNetImpl>();
+    auto log = log_forward_pass(net, x, replay_options());
+    const auto truth = net->forward(x);
+    REQUIRE(validate_log(log, {truth}).valid);
+    corrupt(log, "conv2d_1_1", [](const at::Tensor& t) { return -t; });
+    require_one_failure(validate_log(log, {truth}), "conv2d_1_1", FailureKind::mismatch);
+  }
 
-TEST_CASE("a sign flip in a conv activation fails exactly that layer") {
-  torch::manual_seed(0);
-  toy::ConvNet net;
-  const auto x = toy::input_for<toy::ConvNetImpl>();
-  auto log = log_forward_pass(net, x, replay_options());
-  const auto truth = net->forward(x);
-  REQUIRE(validate_log(log, {truth}).valid);
-  corrupt(log, "conv2d_1_1", [](const at::Tensor& t) { return -t; });
-  require_one_failure(validate_log(log, {truth}), "conv2d_1_1", FailureKind::mismatch);
-}
+  TEST_CASE("a corrupted TorchScript activation deep in a model") {
+    auto m = toy::ts::nested();
+    const auto x = toy::ts::input();
+    auto log = log_forward_pass(m, {x}, replay_options());
+    const auto truth = m.forward({x}).toTensor();
+    REQUIRE(validate_log(log, {truth}).valid);
+    corrupt(log, "matmul_2_3", [](at::Tensor t) { return t * 1.0001 + 1e-3; });
+    require_one_failure(validate_log(log, {truth}), "matmul_2_3", FailureKind::mismatch);
+  }
 
-TEST_CASE("a corrupted TorchScript activation deep in a model") {
-  auto m = toy::ts::nested();
-  const auto x = toy::ts::input();
-  auto log = log_forward_pass(m, {x}, replay_options());
-  const auto truth = m.forward({x}).toTensor();
-  REQUIRE(validate_log(log, {truth}).valid);
-  corrupt(log, "matmul_2_3", [](at::Tensor t) { return t * 1.0001 + 1e-3; });
-  require_one_failure(validate_log(log, {truth}), "matmul_2_3", FailureKind::mismatch);
-}
+  TEST_CASE("swapped parents of a sub fail at the sub") {
+    toy::ListInput net;
+    const std::vector<at::Tensor> v{toy::seeded_input({2, 3}, 1), toy::seeded_input({2, 3}, 2)};
+    auto log = log_forward_pass(net, v, replay_options());
+    const auto truth = net->forward(v);
+    REQUIRE(validate_log(log, {truth}).valid);
+    swap_parents(log, "sub_1_1");
+    const auto r = validate_log(log, {truth});
+    require_one_failure(r, "sub_1_1", FailureKind::mismatch);
+    // v0 - v1 against v1 - v0: the error is twice the largest difference
+    CHECK(r.failures[0].max_error ==
+          doctest::Approx(2 * (v[0] - v[1]).abs().max().item<double>()).epsilon(1e-5));
+  }
 
-TEST_CASE("swapped parents of a sub fail at the sub") {
-  toy::ListInput net;
-  const std::vector<at::Tensor> v{toy::seeded_input({2, 3}, 1), toy::seeded_input({2, 3}, 2)};
-  auto log = log_forward_pass(net, v, replay_options());
-  const auto truth = net->forward(v);
-  REQUIRE(validate_log(log, {truth}).valid);
-  swap_parents(log, "sub_1_1");
-  const auto r = validate_log(log, {truth});
-  require_one_failure(r, "sub_1_1", FailureKind::mismatch);
-  // v0 - v1 against v1 - v0: the error is twice the largest difference
-  CHECK(r.failures[0].max_error ==
-        doctest::Approx(2 * (v[0] - v[1]).abs().max().item<double>()).epsilon(1e-5));
-}
-
-TEST_CASE("swapped parents of a div fail at the div") {
-  auto m = scripted("Div", R"(
+  TEST_CASE("swapped parents of a div fail at the div") {
+    auto m = scripted("Div", R"(
 def forward(self, x):
     a = torch.sin(x) + 2.0
     b = torch.cos(x) + 3.0
     return torch.tanh(a / b)
 )");
-  const auto x = toy::ts::input();
-  auto log = log_forward_pass(m, {x}, replay_options());
-  const auto truth = m.forward({x}).toTensor();
-  REQUIRE(validate_log(log, {truth}).valid);
-  swap_parents(log, "div_1_5");
-  require_one_failure(validate_log(log, {truth}), "div_1_5", FailureKind::mismatch);
-}
-
-TEST_CASE("an output that differs from the plain forward pass") {
-  torch::manual_seed(0);
-  toy::SimpleFF net;
-  const auto x = toy::input_for<toy::SimpleFFImpl>();
-  auto log = log_forward_pass(net, x, replay_options());
-  const auto wrong = net->forward(x) + 1e-4;
-  const auto r = validate_log(log, {wrong});
-  require_one_failure(r, "output_1", FailureKind::output_mismatch);
-  CHECK(r.failures[0].max_error == doctest::Approx(1e-4).epsilon(1e-2));
-}
-
-TEST_CASE("replaying a random op without its generator state fails at that op") {
-  torch::manual_seed(0);
-  toy::DropoutModel net(0.5);
-  net->train();
-  const auto x = toy::input_for<toy::DropoutModelImpl>();
-  at::manual_seed(0);
-  const auto truth = net->forward(x);
-  auto log = log_forward_pass(net, x, replay_options());
-  REQUIRE(validate_log(log, {truth}).valid);
-  // drop the recorded generator state of the dropout
-  auto records = std::make_shared<torchlens::detail::ReplayRecords>(*log.replay());
-  const auto id = log["dropout_1_1"].node().id;
-  REQUIRE(records->by_id[id].rng_state.defined());
-  records->by_id[id].rng_state = at::Tensor();
-  log.set_replay(records);
-  at::manual_seed(12345);
-  require_one_failure(validate_log(log, {truth}), "dropout_1_1", FailureKind::mismatch);
-}
-
-TEST_CASE("a write into a view re-executes as as_strided_scatter (base update)") {
-  // regression: base-update nodes had no replay record and went unchecked
-  auto m = toy::ts::assign_tensor();
-  const auto x = toy::ts::input();
-  auto log = log_forward_pass(m, {x}, replay_options());
-  std::string label;
-  for (const auto& layer : log) {
-    if (layer->op_name == "torchlens::base_update") label = layer.label();
+    const auto x = toy::ts::input();
+    auto log = log_forward_pass(m, {x}, replay_options());
+    const auto truth = m.forward({x}).toTensor();
+    REQUIRE(validate_log(log, {truth}).valid);
+    swap_parents(log, "div_1_5");
+    require_one_failure(validate_log(log, {truth}), "div_1_5", FailureKind::mismatch);
   }
-  REQUIRE_FALSE(label.empty());
-  const auto& rec = log.replay()->by_id[log[label].node().id];
-  REQUIRE(rec.op.has_value());
-  CHECK(rec.op->schema().name() == "aten::as_strided_scatter");
-  CHECK(log[label].node().scalar_args.empty());  // nothing printed for it
-  const auto truth = m.forward({x}).toTensor();
-  REQUIRE(validate_log(log, {truth}).valid);
-  corrupt(log, label, [](at::Tensor t) {
-    t[0][0] = 42.0;  // outside the written element [1, 1]
-    return t;
-  });
-  const auto r = validate_log(log, {truth});
-  // the base update feeds the output: both report, the update where it starts
-  INFO(text(r));
-  REQUIRE(r.failures.size() == 2);
-  CHECK(r.failures[0].label == "output_1");
-  CHECK(r.failures[0].kind == FailureKind::output_mismatch);
-  CHECK(r.failures[1].label == label);
-  CHECK(r.failures[1].kind == FailureKind::mismatch);
-}
 
-TEST_CASE("a parent with no effect and no exemption: a saturated clamp") {
-  // clamp(x, 5, 6) of x in [-1, 1) is 5 everywhere and stays 5 for nearly any
-  // perturbation of x: reported, since nothing in the op's arguments explains
-  // it (5 and 6 are not special values)
-  auto m = scripted("Saturated", R"(
+  TEST_CASE("an output that differs from the plain forward pass") {
+    torch::manual_seed(0);
+    toy::SimpleFF net;
+    const auto x = toy::input_for<toy::SimpleFFImpl>();
+    auto log = log_forward_pass(net, x, replay_options());
+    const auto wrong = net->forward(x) + 1e-4;
+    const auto r = validate_log(log, {wrong});
+    require_one_failure(r, "output_1", FailureKind::output_mismatch);
+    CHECK(r.failures[0].max_error == doctest::Approx(1e-4).epsilon(1e-2));
+  }
+
+  TEST_CASE("replaying a random op without its generator state fails at that op") {
+    torch::manual_seed(0);
+    toy::DropoutModel net(0.5);
+    net->train();
+    const auto x = toy::input_for<toy::DropoutModelImpl>();
+    at::manual_seed(0);
+    const auto truth = net->forward(x);
+    auto log = log_forward_pass(net, x, replay_options());
+    REQUIRE(validate_log(log, {truth}).valid);
+    // drop the recorded generator state of the dropout
+    auto records = std::make_shared<torchlens::detail::ReplayRecords>(*log.replay());
+    const auto id = log["dropout_1_1"].node().id;
+    REQUIRE(records->by_id[id].rng_state.defined());
+    records->by_id[id].rng_state = at::Tensor();
+    log.set_replay(records);
+    at::manual_seed(12345);
+    require_one_failure(validate_log(log, {truth}), "dropout_1_1", FailureKind::mismatch);
+  }
+
+  TEST_CASE("a write into a view re-executes as as_strided_scatter (base update)") {
+    // regression: base-update nodes had no replay record and went unchecked
+    auto m = toy::ts::assign_tensor();
+    const auto x = toy::ts::input();
+    auto log = log_forward_pass(m, {x}, replay_options());
+    std::string label;
+    for (const auto& layer : log) {
+      if (layer->op_name == "torchlens::base_update") label = layer.label();
+    }
+    REQUIRE_FALSE(label.empty());
+    const auto& rec = log.replay()->by_id[log[label].node().id];
+    REQUIRE(rec.op.has_value());
+    CHECK(rec.op->schema().name() == "aten::as_strided_scatter");
+    CHECK(log[label].node().scalar_args.empty()); // nothing printed for it
+    const auto truth = m.forward({x}).toTensor();
+    REQUIRE(validate_log(log, {truth}).valid);
+    corrupt(log, label, [](at::Tensor t) {
+      t[0][0] = 42.0; // outside the written element [1, 1]
+      return t;
+    });
+    const auto r = validate_log(log, {truth});
+    // the base update feeds the output: both report, the update where it starts
+    INFO(text(r));
+    REQUIRE(r.failures.size() == 2);
+    CHECK(r.failures[0].label == "output_1");
+    CHECK(r.failures[0].kind == FailureKind::output_mismatch);
+    CHECK(r.failures[1].label == label);
+    CHECK(r.failures[1].kind == FailureKind::mismatch);
+  }
+
+  TEST_CASE("a parent with no effect and no exemption: a saturated clamp") {
+    // clamp(x, 5, 6) of x in [-1, 1) is 5 everywhere and stays 5 for nearly any
+    // perturbation of x: reported, since nothing in the op's arguments explains
+    // it (5 and 6 are not special values)
+    auto m = scripted("Saturated", R"(
 def forward(self, x):
     y = torch.sin(x)
     return torch.clamp(y, 5.0, 6.0)
 )");
-  const auto r = validate_saved_activations(m, {toy::ts::input()}, LogOptions().seed(0));
-  require_one_failure(r, "clamp_1_2", FailureKind::no_effect);
-  CHECK(r.failures[0].detail == "perturbing parent sin_1_1 left it unchanged");
-  // an unsaturated clamp (ReLU6-like) validates
-  auto relu6 = scripted("Relu6", R"(
+    const auto r = validate_saved_activations(m, {toy::ts::input()}, LogOptions().seed(0));
+    require_one_failure(r, "clamp_1_2", FailureKind::no_effect);
+    CHECK(r.failures[0].detail == "perturbing parent sin_1_1 left it unchanged");
+    // an unsaturated clamp (ReLU6-like) validates
+    auto relu6 = scripted("Relu6", R"(
 def forward(self, x):
     return torch.clamp(torch.sin(x), 0.0, 6.0)
 )");
-  CHECK(validate_saved_activations(relu6, {toy::ts::input()}, LogOptions().seed(0)).valid);
-}
+    CHECK(validate_saved_activations(relu6, {toy::ts::input()}, LogOptions().seed(0)).valid);
+  }
 
-TEST_CASE("a log without replay records is refused") {
-  toy::SimpleFF net;
-  const auto x = toy::input_for<toy::SimpleFFImpl>();
-  auto log = log_forward_pass(net, x, LogOptions().seed(0));
-  CHECK_THROWS_AS(validate_log(log, {net->forward(x)}), c10::Error);
-}
+  TEST_CASE("a log without replay records is refused") {
+    toy::SimpleFF net;
+    const auto x = toy::input_for<toy::SimpleFFImpl>();
+    auto log = log_forward_pass(net, x, LogOptions().seed(0));
+    CHECK_THROWS_AS(validate_log(log, {net->forward(x)}), c10::Error);
+  }
 
-TEST_CASE("perturbation can be switched off") {
-  toy::SimpleFF net;
-  const auto x = toy::input_for<toy::SimpleFFImpl>();
-  const auto r = validate_saved_activations(net, x, LogOptions().seed(0),
-                                            ValidateOptions().perturb(false));
-  CHECK(r.valid);
-  CHECK(r.layers_checked == 5);  // t, addmm, relu, t, addmm
-  CHECK(r.perturbations == 0);
-}
+  TEST_CASE("perturbation can be switched off") {
+    toy::SimpleFF net;
+    const auto x = toy::input_for<toy::SimpleFFImpl>();
+    const auto r =
+        validate_saved_activations(net, x, LogOptions().seed(0), ValidateOptions().perturb(false));
+    CHECK(r.valid);
+    CHECK(r.layers_checked == 5); // t, addmm, relu, t, addmm
+    CHECK(r.perturbations == 0);
+  }
 
 } // TEST_SUITE
 
 TEST_SUITE("validate: toy models") {
+  TEST_CASE("SimpleFF: every op re-executed, every parent perturbed") {
+    torch::manual_seed(0);
+    toy::SimpleFF net;
+    const auto r = check_valid(net, toy::input_for<toy::SimpleFFImpl>(), 5);
+    // addmm_1_2 (input), relu (addmm_1_2), addmm_2_5 (relu); t has no tensor
+    // parents (its weight is a parameter)
+    CHECK(r.perturbations >= 3);
+    CHECK(r.exempted == 0);
+  }
 
-TEST_CASE("SimpleFF: every op re-executed, every parent perturbed") {
-  torch::manual_seed(0);
-  toy::SimpleFF net;
-  const auto r = check_valid(net, toy::input_for<toy::SimpleFFImpl>(), 5);
-  // addmm_1_2 (input), relu (addmm_1_2), addmm_2_5 (relu); t has no tensor
-  // parents (its weight is a parameter)
-  CHECK(r.perturbations >= 3);
-  CHECK(r.exempted == 0);
-}
+  TEST_CASE("in-place ops: relu_ on a product, ReLU(inplace)") {
+    toy::InPlaceFuncs a;
+    check_valid(a, toy::input_for<toy::InPlaceFuncsImpl>(), 6);
+    torch::manual_seed(0);
+    toy::ReluModules b;
+    check_valid(b, toy::input_for<toy::ReluModulesImpl>(), 4);
+  }
 
-TEST_CASE("in-place ops: relu_ on a product, ReLU(inplace)") {
-  toy::InPlaceFuncs a;
-  check_valid(a, toy::input_for<toy::InPlaceFuncsImpl>(), 6);
-  torch::manual_seed(0);
-  toy::ReluModules b;
-  check_valid(b, toy::input_for<toy::ReluModulesImpl>(), 4);
-}
+  TEST_CASE("getitem then gelu; ones; cat; split; x + x") {
+    toy::GeluModel a;
+    check_valid(a, toy::input_for<toy::GeluModelImpl>(), 2);
+    toy::SimpleInternallyGenerated b;
+    check_valid(b, toy::input_for<toy::SimpleInternallyGeneratedImpl>(), 2);
+    toy::ConcatTensors c;
+    check_valid(c, toy::input_for<toy::ConcatTensorsImpl>(), 2);
+    toy::SplitTensor d;
+    check_valid(d, toy::input_for<toy::SplitTensorImpl>(), 3); // split (2 outputs), mul
+    toy::SameTensorArg e;
+    const auto r = check_valid(e, toy::input_for<toy::SameTensorArgImpl>(), 1);
+    CHECK(r.perturbations == 1); // one parent, both its edges perturbed together
+  }
 
-TEST_CASE("getitem then gelu; ones; cat; split; x + x") {
-  toy::GeluModel a;
-  check_valid(a, toy::input_for<toy::GeluModelImpl>(), 2);
-  toy::SimpleInternallyGenerated b;
-  check_valid(b, toy::input_for<toy::SimpleInternallyGeneratedImpl>(), 2);
-  toy::ConcatTensors c;
-  check_valid(c, toy::input_for<toy::ConcatTensorsImpl>(), 2);
-  toy::SplitTensor d;
-  check_valid(d, toy::input_for<toy::SplitTensorImpl>(), 3);  // split (2 outputs), mul
-  toy::SameTensorArg e;
-  const auto r = check_valid(e, toy::input_for<toy::SameTensorArgImpl>(), 1);
-  CHECK(r.perturbations == 1);  // one parent, both its edges perturbed together
-}
+  TEST_CASE("random ops replay with their generator state") {
+    toy::SimpleRandom a;
+    check_valid(a, toy::input_for<toy::SimpleRandomImpl>(), 2);
 
-TEST_CASE("random ops replay with their generator state") {
-  toy::SimpleRandom a;
-  check_valid(a, toy::input_for<toy::SimpleRandomImpl>(), 2);
+    toy::DropoutModel drop(0.5);
+    drop->train();
+    const auto x = toy::input_for<toy::DropoutModelImpl>();
+    const auto r = check_valid(drop, x, 1);
+    auto log = log_forward_pass(drop, x, LogOptions().seed(0));
+    CHECK(log["dropout_1_1"].activation().eq(0).any().item<bool>()); // really dropped
 
-  toy::DropoutModel drop(0.5);
-  drop->train();
-  const auto x = toy::input_for<toy::DropoutModelImpl>();
-  const auto r = check_valid(drop, x, 1);
-  auto log = log_forward_pass(drop, x, LogOptions().seed(0));
-  CHECK(log["dropout_1_1"].activation().eq(0).any().item<bool>());  // really dropped
-
-  auto m = scripted("RandLike", R"(
+    auto m = scripted("RandLike", R"(
 def forward(self, x):
     noise = torch.rand_like(x)
     y = torch.dropout(x, 0.5, True)
     return y * noise + torch.randn_like(x)
 )");
-  check_valid_ts(m, toy::ts::input(), 5);
-}
-
-TEST_CASE("dummy operations: x*0, x+0, x*1 are exempted, not failed") {
-  toy::DummyOperations net;
-  const auto r = check_valid(net, toy::input_for<toy::DummyOperationsImpl>(), 5);
-  // perturbed parents: x of x*0, x+0, x*1; a and b of a+b; ab and c of ab*c.
-  // Only x*0 ignores its parent, excused by the special scalar 0.
-  CHECK(r.perturbations == 7);
-  CHECK(r.exempted == 1);
-
-  toy::DropoutModel zero(0.0);
-  zero->train();
-  check_valid(zero, toy::input_for<toy::DropoutModelImpl>(), 1);
-}
-
-TEST_CASE("batch norm in training: validation leaves the running statistics as they were") {
-  torch::manual_seed(0);
-  toy::BatchNormModel net;
-  net->train();
-  const auto x = toy::input_for<toy::BatchNormModelImpl>();
-  const auto mean = net->bn->running_mean.clone();
-  const auto var = net->bn->running_var.clone();
-  const auto batches = net->bn->num_batches_tracked.clone();
-  const auto r = validate_saved_activations(net, x, LogOptions().seed(0));
-  INFO(text(r));
-  CHECK(r.valid);
-  // batch_norm (num_batches_tracked += 1 reads no input: trimmed as an orphan);
-  // its parents input, running_mean, running_var: the running statistics are
-  // not read in training
-  CHECK(r.layers_checked == 1);
-  CHECK(r.perturbations == 3);
-  REQUIRE(r.exemptions.size() == 2);
-  CHECK(r.exemptions[0].reason == "not read in training");
-  CHECK(r.exemptions[1].reason == "not read in training");
-  // ... whatever the weight: not excused by a special (all-ones) weight
-  {
-    torch::NoGradGuard no_grad;
-    net->bn->weight.fill_(2.0);
-    net->bn->bias.fill_(0.5);
+    check_valid_ts(m, toy::ts::input(), 5);
   }
-  const auto r2 = validate_saved_activations(net, x, LogOptions().seed(0));
-  INFO(text(r2));
-  CHECK(r2.valid);
-  CHECK(r2.exempted == 2);
-  CHECK(torch::equal(net->bn->running_mean, mean));
-  CHECK(torch::equal(net->bn->running_var, var));
-  CHECK(torch::equal(net->bn->num_batches_tracked, batches));
 
-  net->eval();
-  check_valid(net, x, 1);
-}
+  TEST_CASE("dummy operations: x*0, x+0, x*1 are exempted, not failed") {
+    toy::DummyOperations net;
+    const auto r = check_valid(net, toy::input_for<toy::DummyOperationsImpl>(), 5);
+    // perturbed parents: x of x*0, x+0, x*1; a and b of a+b; ab and c of ab*c.
+    // Only x*0 ignores its parent, excused by the special scalar 0.
+    CHECK(r.perturbations == 7);
+    CHECK(r.exempted == 1);
 
-TEST_CASE("buffers, branching, conditionals, multiple inputs and outputs") {
-  toy::BufferModel a;
-  check_valid(a, toy::input_for<toy::BufferModelImpl>(), 2);
-  toy::SimpleBranching b;
-  check_valid(b, toy::input_for<toy::SimpleBranchingImpl>(), 4);
-  toy::ConditionalBranching c;
-  check_valid(c, toy::input_for<toy::ConditionalBranchingImpl>(), 3);
-  toy::ConditionalBool d;
-  check_valid(d, toy::input_for<toy::ConditionalBoolImpl>(), 4);
-  toy::MultiOutputs e;
-  check_valid(e, toy::input_for<toy::MultiOutputsImpl>(), 3);
-  toy::ListOutput f;
-  check_valid(f, toy::input_for<toy::ListOutputImpl>(), 2);
-  toy::MultiInputs g;
-  const auto r = validate_saved_activations(
-      g, std::make_tuple(toy::seeded_input({2, 3}, 1), toy::seeded_input({2, 3}, 2),
-                         toy::seeded_input({2, 3}, 3)),
-      LogOptions().seed(0));
-  INFO(text(r));
-  CHECK(r.valid);
-  CHECK(r.layers_checked == 2);
-  CHECK(r.perturbations == 4);  // mul (x, y), add (mul, z)
-}
+    toy::DropoutModel zero(0.0);
+    zero->train();
+    check_valid(zero, toy::input_for<toy::DropoutModelImpl>(), 1);
+  }
 
-TEST_CASE("modules: repeated, nested, loops, orphans, Sequential") {
-  torch::manual_seed(0);
-  toy::RepeatedModule a;
-  check_valid(a, toy::input_for<toy::RepeatedModuleImpl>(), 5);
-  toy::NestedModules b;
-  check_valid(b, toy::input_for<toy::NestedModulesImpl>(), 7);
-  toy::SimpleLoopNoParam c;
-  check_valid(c, toy::input_for<toy::SimpleLoopNoParamImpl>(), 6);
-  toy::SameOpRepeat d;
-  check_valid(d, toy::input_for<toy::SameOpRepeatImpl>(), 10);
-  toy::LinearLoop e;
-  check_valid(e, toy::input_for<toy::LinearLoopImpl>(), 11);
-  toy::OrphanTensors f;
-  check_valid(f, toy::input_for<toy::OrphanTensorsImpl>(), 2);
-  toy::ConvNet g;
-  check_valid(g, toy::input_for<toy::ConvNetImpl>(), 7);
-  auto seq = toy::simple_sequential();
-  check_valid(seq, toy::seeded_input(toy::simple_sequential_input_shape()), 5);
-}
+  TEST_CASE("batch norm in training: validation leaves the running statistics as they were") {
+    torch::manual_seed(0);
+    toy::BatchNormModel net;
+    net->train();
+    const auto x = toy::input_for<toy::BatchNormModelImpl>();
+    const auto mean = net->bn->running_mean.clone();
+    const auto var = net->bn->running_var.clone();
+    const auto batches = net->bn->num_batches_tracked.clone();
+    const auto r = validate_saved_activations(net, x, LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    // batch_norm (num_batches_tracked += 1 reads no input: trimmed as an orphan);
+    // its parents input, running_mean, running_var: the running statistics are
+    // not read in training
+    CHECK(r.layers_checked == 1);
+    CHECK(r.perturbations == 3);
+    REQUIRE(r.exemptions.size() == 2);
+    CHECK(r.exemptions[0].reason == "not read in training");
+    CHECK(r.exemptions[1].reason == "not read in training");
+    // ... whatever the weight: not excused by a special (all-ones) weight
+    {
+      torch::NoGradGuard no_grad;
+      net->bn->weight.fill_(2.0);
+      net->bn->bias.fill_(0.5);
+    }
+    const auto r2 = validate_saved_activations(net, x, LogOptions().seed(0));
+    INFO(text(r2));
+    CHECK(r2.valid);
+    CHECK(r2.exempted == 2);
+    CHECK(torch::equal(net->bn->running_mean, mean));
+    CHECK(torch::equal(net->bn->running_var, var));
+    CHECK(torch::equal(net->bn->num_batches_tracked, batches));
 
-TEST_CASE("recurrent layers: LSTM, RNN, GRU") {
-  torch::manual_seed(0);
-  toy::LSTMModel a;
-  check_valid(a, toy::input_for<toy::LSTMModelImpl>(), 5);  // zeros ×2, lstm ×3 outputs
-  toy::RNNModel b;
-  check_valid(b, toy::input_for<toy::RNNModelImpl>(), 3);  // zeros, rnn_tanh ×2 outputs
-  torch::nn::GRU gru(torch::nn::GRUOptions(5, 4).num_layers(2));
-  const auto x = toy::seeded_input({3, 2, 5});
-  const auto r = validate_saved_activations(gru, x, LogOptions().seed(0));
-  INFO(text(r));
-  CHECK(r.valid);
-  CHECK(r.layers_checked >= 2);
-}
+    net->eval();
+    check_valid(net, x, 1);
+  }
 
-TEST_CASE("TorchScript toys") {
-  auto x = toy::ts::input();
-  auto leaf = toy::ts::leaf();
-  check_valid_ts(leaf, x, 2);
-  auto ff = toy::ts::simple_ff();
-  check_valid_ts(ff, x, 3);
-  auto nested = toy::ts::nested();
-  check_valid_ts(nested, x, 6);
-  auto rep = toy::ts::repeated_module();
-  check_valid_ts(rep, x, 4);
-  auto cond = toy::ts::conditional();
-  check_valid_ts(cond, x, 4);
-  auto loop = toy::ts::linear_loop();
-  check_valid_ts(loop, x, 6);
-  auto multi = toy::ts::multi_outputs();
-  check_valid_ts(multi, x, 2);
-  auto same = scripted("SameArg", R"(
+  TEST_CASE("buffers, branching, conditionals, multiple inputs and outputs") {
+    toy::BufferModel a;
+    check_valid(a, toy::input_for<toy::BufferModelImpl>(), 2);
+    toy::SimpleBranching b;
+    check_valid(b, toy::input_for<toy::SimpleBranchingImpl>(), 4);
+    toy::ConditionalBranching c;
+    check_valid(c, toy::input_for<toy::ConditionalBranchingImpl>(), 3);
+    toy::ConditionalBool d;
+    check_valid(d, toy::input_for<toy::ConditionalBoolImpl>(), 4);
+    toy::MultiOutputs e;
+    check_valid(e, toy::input_for<toy::MultiOutputsImpl>(), 3);
+    toy::ListOutput f;
+    check_valid(f, toy::input_for<toy::ListOutputImpl>(), 2);
+    toy::MultiInputs g;
+    const auto r = validate_saved_activations(
+        g,
+        std::make_tuple(toy::seeded_input({2, 3}, 1), toy::seeded_input({2, 3}, 2),
+                        toy::seeded_input({2, 3}, 3)),
+        LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    CHECK(r.layers_checked == 2);
+    CHECK(r.perturbations == 4); // mul (x, y), add (mul, z)
+  }
+
+  TEST_CASE("modules: repeated, nested, loops, orphans, Sequential") {
+    torch::manual_seed(0);
+    toy::RepeatedModule a;
+    check_valid(a, toy::input_for<toy::RepeatedModuleImpl>(), 5);
+    toy::NestedModules b;
+    check_valid(b, toy::input_for<toy::NestedModulesImpl>(), 7);
+    toy::SimpleLoopNoParam c;
+    check_valid(c, toy::input_for<toy::SimpleLoopNoParamImpl>(), 6);
+    toy::SameOpRepeat d;
+    check_valid(d, toy::input_for<toy::SameOpRepeatImpl>(), 10);
+    toy::LinearLoop e;
+    check_valid(e, toy::input_for<toy::LinearLoopImpl>(), 11);
+    toy::OrphanTensors f;
+    check_valid(f, toy::input_for<toy::OrphanTensorsImpl>(), 2);
+    toy::ConvNet g;
+    check_valid(g, toy::input_for<toy::ConvNetImpl>(), 7);
+    auto seq = toy::simple_sequential();
+    check_valid(seq, toy::seeded_input(toy::simple_sequential_input_shape()), 5);
+  }
+
+  TEST_CASE("recurrent layers: LSTM, RNN, GRU") {
+    torch::manual_seed(0);
+    toy::LSTMModel a;
+    check_valid(a, toy::input_for<toy::LSTMModelImpl>(), 5); // zeros ×2, lstm ×3 outputs
+    toy::RNNModel b;
+    check_valid(b, toy::input_for<toy::RNNModelImpl>(), 3); // zeros, rnn_tanh ×2 outputs
+    torch::nn::GRU gru(torch::nn::GRUOptions(5, 4).num_layers(2));
+    const auto x = toy::seeded_input({3, 2, 5});
+    const auto r = validate_saved_activations(gru, x, LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    CHECK(r.layers_checked >= 2);
+  }
+
+  TEST_CASE("TorchScript toys") {
+    auto x = toy::ts::input();
+    auto leaf = toy::ts::leaf();
+    check_valid_ts(leaf, x, 2);
+    auto ff = toy::ts::simple_ff();
+    check_valid_ts(ff, x, 3);
+    auto nested = toy::ts::nested();
+    check_valid_ts(nested, x, 6);
+    auto rep = toy::ts::repeated_module();
+    check_valid_ts(rep, x, 4);
+    auto cond = toy::ts::conditional();
+    check_valid_ts(cond, x, 4);
+    auto loop = toy::ts::linear_loop();
+    check_valid_ts(loop, x, 6);
+    auto multi = toy::ts::multi_outputs();
+    check_valid_ts(multi, x, 2);
+    auto same = scripted("SameArg", R"(
 def forward(self, x):
     return x + x
 )");
-  check_valid_ts(same, x, 1);
-}
+    check_valid_ts(same, x, 1);
+  }
 
-TEST_CASE("TorchScript: writes into views and slices mutated later") {
-  auto x = toy::ts::input();
-  auto assign = toy::ts::assign_tensor();
-  check_valid_ts(assign, x, 5);
-  auto get_set = toy::ts::get_and_set_item();
-  check_valid_ts(get_set, x, 5);
-  auto tracking = toy::ts::get_item_tracking();
-  check_valid_ts(tracking, x, 6);
-  auto zero = toy::ts::inplace_zero_tensor();
-  check_valid_ts(zero, x, 3);
-  // forward writing into its input: restored before the logged run and after
-  auto into_input = scripted("IntoInput", R"(
+  TEST_CASE("TorchScript: writes into views and slices mutated later") {
+    auto x = toy::ts::input();
+    auto assign = toy::ts::assign_tensor();
+    check_valid_ts(assign, x, 5);
+    auto get_set = toy::ts::get_and_set_item();
+    check_valid_ts(get_set, x, 5);
+    auto tracking = toy::ts::get_item_tracking();
+    check_valid_ts(tracking, x, 6);
+    auto zero = toy::ts::inplace_zero_tensor();
+    check_valid_ts(zero, x, 3);
+    // forward writing into its input: restored before the logged run and after
+    auto into_input = scripted("IntoInput", R"(
 def forward(self, x):
     x.mul_(2.0)
     return x + 1.0
 )");
-  const auto xin = toy::ts::input();
-  const auto xin_before = xin.clone();
-  check_valid_ts(into_input, xin, 2);
-  CHECK(torch::equal(xin, xin_before));
+    const auto xin = toy::ts::input();
+    const auto xin_before = xin.clone();
+    check_valid_ts(into_input, xin, 2);
+    CHECK(torch::equal(xin, xin_before));
 
-  auto buffer = toy::ts::buffer_rewrite();
-  const auto before = buffer.attr("buf").toTensor().clone();
-  check_valid_ts(buffer, x, 2);
-  CHECK(torch::equal(buffer.attr("buf").toTensor(), before));
-}
+    auto buffer = toy::ts::buffer_rewrite();
+    const auto before = buffer.attr("buf").toTensor().clone();
+    check_valid_ts(buffer, x, 2);
+    CHECK(torch::equal(buffer.attr("buf").toTensor(), before));
+  }
 
 } // TEST_SUITE

@@ -38,9 +38,9 @@ template <class M>
 torch::nn::Module& module_of(M& model) {
   if constexpr (std::is_base_of_v<torch::nn::Module, M>) {
     return model;
-  } else if constexpr (requires { model.ptr(); }) {  // ModuleHolder
+  } else if constexpr (requires { model.ptr(); }) { // ModuleHolder
     return *model.ptr();
-  } else {  // shared_ptr<Impl>
+  } else { // shared_ptr<Impl>
     return *model;
   }
 }
@@ -54,8 +54,12 @@ decltype(auto) call_forward(M& model, const A&... a) {
   }
 }
 
-inline c10::IValue to_ivalue(const at::Tensor& t) { return t; }
-inline c10::IValue to_ivalue(const std::vector<at::Tensor>& v) { return c10::IValue(v); }
+inline c10::IValue to_ivalue(const at::Tensor& t) {
+  return t;
+}
+inline c10::IValue to_ivalue(const std::vector<at::Tensor>& v) {
+  return c10::IValue(v);
+}
 template <class... Ts>
 c10::IValue to_ivalue(const std::tuple<Ts...>& t) {
   std::vector<c10::IValue> elems;
@@ -95,8 +99,7 @@ ForwardFn forward_fn(Model& model, torch::nn::Module& root, const Args& args) {
         return run_sequential(rec, *seq, "", std::get<0>(args));
       }
     }
-    return std::apply([&](const auto&... a) { return to_ivalue(call_forward(model, a...)); },
-                      args);
+    return std::apply([&](const auto&... a) { return to_ivalue(call_forward(model, a...)); }, args);
   };
 }
 
@@ -130,8 +133,8 @@ ModelLog log_forward_pass(Model& model, Input input, const LogOptions& options =
   const auto args = detail::as_args(std::move(input));
   const auto inputs = detail::input_tensors(args);
 
-  return detail::run_logged(detail::describe(root), inputs,
-                            detail::forward_fn(model, root, args), options);
+  return detail::run_logged(detail::describe(root), inputs, detail::forward_fn(model, root, args),
+                            options);
 }
 
 } // namespace torchlens

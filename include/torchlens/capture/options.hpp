@@ -3,8 +3,8 @@
 /// Options of log_forward_pass, in LibTorch's fluent style:
 /// `LogOptions().save({"conv2d_1", "features.3"}).output_device(OutputDevice::cpu)`.
 
-#include <torch/arg.h>
 #include <ATen/core/Tensor.h>
+#include <torch/arg.h>
 
 #include <cstdint>
 #include <functional>
@@ -37,8 +37,7 @@ class SaveSpec {
 
   SaveSpec() = default;
   /* implicit */ SaveSpec(std::vector<std::string> k) : kind_(Kind::keys), keys_(std::move(k)) {}
-  /* implicit */ SaveSpec(std::initializer_list<std::string> k)
-      : kind_(Kind::keys), keys_(k) {}
+  /* implicit */ SaveSpec(std::initializer_list<std::string> k) : kind_(Kind::keys), keys_(k) {}
 
   Kind kind() const noexcept { return kind_; }
   const std::vector<std::string>& keys() const noexcept { return keys_; }

@@ -28,18 +28,18 @@ class Recorder;
 /// parameters and buffers by address, its modules.
 struct ModelDescription {
   struct NamedTensor {
-    std::string address;  ///< `layer1.0.conv1.weight`
+    std::string address; ///< `layer1.0.conv1.weight`
     at::Tensor tensor;
   };
   struct NamedModule {
-    std::string address;  ///< `layer1.0`
-    std::string type;     ///< `BasicBlock`
+    std::string address; ///< `layer1.0`
+    std::string type;    ///< `BasicBlock`
   };
   std::string name;
   std::vector<NamedTensor> params;
   std::vector<NamedTensor> buffers;
-  std::vector<NamedModule> modules;  ///< every submodule, root excluded
-  bool torchscript = false;          ///< module containment from the interpreter
+  std::vector<NamedModule> modules; ///< every submodule, root excluded
+  bool torchscript = false;         ///< module containment from the interpreter
 };
 
 ModelDescription describe(const torch::nn::Module& m);
@@ -55,7 +55,6 @@ using ForwardFn = std::function<c10::IValue(Recorder*)>;
 ModelLog run_logged(const ModelDescription& model,
                     const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                     const ForwardFn& forward, const LogOptions& options);
-
 
 /// `Conv2d` from `torch::nn::Conv2dImpl`.
 std::string module_type_name(const torch::nn::Module& m);

@@ -54,18 +54,18 @@ class Stimuli {
   std::int64_t n_ = 0;
   std::vector<std::int64_t> item_shape_;
   c10::ScalarType dtype_ = c10::kFloat;
-  std::size_t data_offset_ = 0;     // single file
-  std::vector<std::string> files_;  // folder
+  std::size_t data_offset_ = 0;    // single file
+  std::vector<std::string> files_; // folder
 };
 
 /// One saved layer.
 struct ExtractLayer {
-  std::string label;                ///< final label (`conv2d_1_1`); file DIR/label.npy
-  std::string key;                  ///< the --save key that selected it (the first one)
-  std::string op;                   ///< `aten::conv2d`
-  std::string module;               ///< innermost module address, or ""
-  std::size_t id = 0;               ///< OpNode id saved by the fast capture
-  std::vector<std::int64_t> shape;  ///< activation shape for one batch
+  std::string label;               ///< final label (`conv2d_1_1`); file DIR/label.npy
+  std::string key;                 ///< the --save key that selected it (the first one)
+  std::string op;                  ///< `aten::conv2d`
+  std::string module;              ///< innermost module address, or ""
+  std::size_t id = 0;              ///< OpNode id saved by the fast capture
+  std::vector<std::int64_t> shape; ///< activation shape for one batch
   c10::ScalarType dtype = c10::kFloat;
 };
 
@@ -102,7 +102,7 @@ class Extractor {
 
 /// What extract_to_dir does.
 struct ExtractOptions {
-  std::string model_path;         ///< recorded in index.json
+  std::string model_path; ///< recorded in index.json
   /// Layers to save (ModelLog::select keys). The three below may be left unset
   /// on resume (taken from index.json; given, they must match it); a fresh run
   /// needs keys and defaults to batch size 32 and seed 0.

@@ -34,8 +34,8 @@ struct ModuleFrame {
 
 /// A parameter an op read (TorchLens stores these on the op, not as nodes).
 struct ParamRef {
-  std::string address;              ///< `features.0.weight`
-  std::vector<std::int64_t> shape;  ///< `{64, 3, 11, 11}`
+  std::string address;             ///< `features.0.weight`
+  std::vector<std::int64_t> shape; ///< `{64, 3, 11, 11}`
   std::int64_t numel = 0;
   std::int64_t bytes = 0;
   bool requires_grad = false;
@@ -50,69 +50,69 @@ struct ScalarArg {
 /// Bundled vertex property: everything known about one op pass.
 struct OpNode {
   // ---- identity (set by capture, never changed) ----
-  std::size_t id = 0;            ///< creation order; key into the activation store
+  std::size_t id = 0; ///< creation order; key into the activation store
   NodeKind kind = NodeKind::op;
-  std::string op_name;           ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
-  std::string overload;          ///< schema overload (`Tensor`, `Scalar`, "")
-  std::string layer_type;        ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
-  int output_index = 0;          ///< which return of a multi-output op (0-based)
-  int num_outputs = 1;           ///< how many tensors the op returned
+  std::string op_name;    ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
+  std::string overload;   ///< schema overload (`Tensor`, `Scalar`, "")
+  std::string layer_type; ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
+  int output_index = 0;   ///< which return of a multi-output op (0-based)
+  int num_outputs = 1;    ///< how many tensors the op returned
 
   // ---- the tensor ----
   std::vector<std::int64_t> shape;
-  std::string dtype;             ///< `float32`, `int64`, `bool`
-  std::string device;            ///< `cpu`, `cuda:0`
-  std::int64_t bytes = 0;        ///< nbytes of the output (no copy)
+  std::string dtype;      ///< `float32`, `int64`, `bool`
+  std::string device;     ///< `cpu`, `cuda:0`
+  std::int64_t bytes = 0; ///< nbytes of the output (no copy)
   bool requires_grad = false;
-  std::string grad_fn;           ///< autograd node name (`AddmmBackward0`) or ""
+  std::string grad_fn; ///< autograd node name (`AddmmBackward0`) or ""
 
   // ---- the call ----
-  bool is_inplace = false;       ///< the op wrote into one of its arguments
-  bool is_view = false;          ///< output aliases an argument without writing
+  bool is_inplace = false; ///< the op wrote into one of its arguments
+  bool is_view = false;    ///< output aliases an argument without writing
   std::vector<ScalarArg> scalar_args;
-  std::vector<ParamRef> params;  ///< parameters read by the op
-  double time_us = 0;            ///< wall time of the op itself
+  std::vector<ParamRef> params; ///< parameters read by the op
+  double time_us = 0;           ///< wall time of the op itself
 
   // ---- roles ----
-  std::string io_address;        ///< `input.0`, `output.1`, or the buffer address
-  bool is_internally_generated = false; ///< no tensor parents and not an input/buffer
-  bool is_scalar_read = false;   ///< `item`, `is_nonzero`, `_local_scalar_dense`
+  std::string io_address;                ///< `input.0`, `output.1`, or the buffer address
+  bool is_internally_generated = false;  ///< no tensor parents and not an input/buffer
+  bool is_scalar_read = false;           ///< `item`, `is_nonzero`, `_local_scalar_dense`
   std::optional<bool> scalar_bool_value; ///< value of a 0-dim bool / scalar read
-  bool feeds_output = false;     ///< returned from forward (parent of an output node)
+  bool feeds_output = false;             ///< returned from forward (parent of an output node)
   bool has_saved_activation = false;
 
   // ---- module containment (outer → inner) ----
   std::vector<ModuleFrame> modules;
-  bool module_observed = false;  ///< capture saw the containment (TorchScript, parameter
-                                 ///< ownership, driven Sequential); else a pass infers it
-  bool module_inferred = false;  ///< containment was filled in by a pass
-  int buffer_pass = 0;           ///< for buffers: which version of the buffer (1-based)
+  bool module_observed = false; ///< capture saw the containment (TorchScript, parameter
+                                ///< ownership, driven Sequential); else a pass infers it
+  bool module_inferred = false; ///< containment was filled in by a pass
+  int buffer_pass = 0;          ///< for buffers: which version of the buffer (1-based)
 
   // ---- filled in by passes ----
   bool is_output_ancestor = false;
   bool has_input_ancestor = false;
   bool is_internally_terminated = false; ///< childless, not returned, descends from an input
-  bool is_terminal_bool = false;    ///< dead-end scalar read deciding an `if`
-  bool in_cond_branch = false;      ///< part of the computation of an `if` condition
+  bool is_terminal_bool = false;         ///< dead-end scalar read deciding an `if`
+  bool in_cond_branch = false;           ///< part of the computation of an `if` condition
   int min_distance_from_input = -1, max_distance_from_input = -1;
   int min_distance_from_output = -1, max_distance_from_output = -1;
-  std::string equivalence_type;     ///< structural fingerprint (recurrence grouping)
-  std::size_t layer = 0;            ///< index of the layer (group of passes) it belongs to
-  int pass_num = 1;                 ///< 1-based pass of its layer
-  int num_passes = 1;               ///< passes of its layer
-  int type_num = 0;                 ///< ordinal among layers of the same type
-  int total_num = 0;                ///< ordinal among all layers
-  std::string label;                ///< `conv2d_3_7` or `conv2d_3_7:2`
-  std::string label_short;          ///< `conv2d_3` or `conv2d_3:2`
-  std::string label_no_pass;        ///< `conv2d_3_7`
-  std::string label_short_no_pass;  ///< `conv2d_3`
+  std::string equivalence_type;    ///< structural fingerprint (recurrence grouping)
+  std::size_t layer = 0;           ///< index of the layer (group of passes) it belongs to
+  int pass_num = 1;                ///< 1-based pass of its layer
+  int num_passes = 1;              ///< passes of its layer
+  int type_num = 0;                ///< ordinal among layers of the same type
+  int total_num = 0;               ///< ordinal among all layers
+  std::string label;               ///< `conv2d_3_7` or `conv2d_3_7:2`
+  std::string label_short;         ///< `conv2d_3` or `conv2d_3:2`
+  std::string label_no_pass;       ///< `conv2d_3_7`
+  std::string label_short_no_pass; ///< `conv2d_3`
 };
 
 /// Bundled edge property: which argument of the child the parent fed.
 struct TensorEdge {
-  int arg_pos = 0;           ///< position in the op schema
-  int list_index = -1;       ///< index inside a Tensor[] argument, -1 if none
-  std::string arg_name;      ///< schema name (`input`, `other`, `tensors`)
+  int arg_pos = 0;                   ///< position in the op schema
+  int list_index = -1;               ///< index inside a Tensor[] argument, -1 if none
+  std::string arg_name;              ///< schema name (`input`, `other`, `tensors`)
   bool is_cond_branch_start = false; ///< the `IF` edge into a condition branch
 };
 
@@ -126,18 +126,18 @@ struct ModuleInfo {
 
 /// A tensor returned by forward(): which vertex produced it, and its address.
 struct ReturnedTensor {
-  std::size_t node_id = 0;  ///< OpNode::id of the producer
-  std::string address;      ///< `output.0`, `output.1.2` (nested containers)
+  std::size_t node_id = 0; ///< OpNode::id of the producer
+  std::string address;     ///< `output.0`, `output.1.2` (nested containers)
 };
 
 /// Bundled graph property: model-level facts.
 struct GraphInfo {
   std::string model_name;
   std::vector<ReturnedTensor> returned; ///< what forward() returned, in order
-  std::size_t next_id = 0;             ///< first unused OpNode::id
-  std::vector<ModuleInfo> modules;     ///< every module seen, in first-call order
-  double forward_time_ms = 0;          ///< plain cost of the ops (sum of op times)
-  double logging_time_ms = 0;          ///< total capture time minus op time
+  std::size_t next_id = 0;              ///< first unused OpNode::id
+  std::vector<ModuleInfo> modules;      ///< every module seen, in first-call order
+  double forward_time_ms = 0;           ///< plain cost of the ops (sum of op times)
+  double logging_time_ms = 0;           ///< total capture time minus op time
   std::uint64_t random_seed = 0;
   // ---- filled in by passes ----
   bool is_recurrent = false;
@@ -148,8 +148,8 @@ struct GraphInfo {
 
 /// The graph itself. vecS vertices keep descriptors dense (0..V-1) so external
 /// property maps are plain vectors; structural passes compact into a new graph.
-using ModelGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS,
-                                         OpNode, TensorEdge, GraphInfo>;
+using ModelGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, OpNode,
+                                         TensorEdge, GraphInfo>;
 using Vertex = boost::graph_traits<ModelGraph>::vertex_descriptor;
 using Edge = boost::graph_traits<ModelGraph>::edge_descriptor;
 

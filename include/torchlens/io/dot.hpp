@@ -12,8 +12,8 @@
 /// inside nested `subgraph cluster_*` blocks; a drawing without clusters goes
 /// through boost::write_graphviz itself. Output is deterministic (creation order).
 
-#include <torchlens/detail/text.hpp>
 #include <torchlens/config.hpp>
+#include <torchlens/detail/text.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/passes/roll_graph.hpp>
 
@@ -52,9 +52,12 @@ enum class Direction {
 /// The Graphviz `rankdir` value of a direction (`BT`, `TB`, `LR`).
 inline std::string_view rankdir(Direction d) noexcept {
   switch (d) {
-    case Direction::top_down: return "TB";
-    case Direction::left_right: return "LR";
-    case Direction::bottom_up: break;
+    case Direction::top_down:
+      return "TB";
+    case Direction::left_right:
+      return "LR";
+    case Direction::bottom_up:
+      break;
   }
   return "BT";
 }
@@ -64,9 +67,11 @@ inline std::string_view rankdir(Direction d) noexcept {
 inline Direction parse_direction(std::string_view text) {
   std::string s(text);
   for (char& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  if (s == "bt" || s == "bottom-up" || s == "bottom_up" || s == "bottomup") return Direction::bottom_up;
+  if (s == "bt" || s == "bottom-up" || s == "bottom_up" || s == "bottomup")
+    return Direction::bottom_up;
   if (s == "tb" || s == "top-down" || s == "top_down" || s == "topdown") return Direction::top_down;
-  if (s == "lr" || s == "left-right" || s == "left_right" || s == "leftright") return Direction::left_right;
+  if (s == "lr" || s == "left-right" || s == "left_right" || s == "leftright")
+    return Direction::left_right;
   throw std::invalid_argument("unknown graph direction '" + std::string(text) +
                               "' (expected BT, TB or LR / bottom-up, top-down, left-right)");
 }
@@ -101,7 +106,8 @@ class DotAttributes {
   }
   /// Removes `key`; true when it was set.
   bool erase(std::string_view key) {
-    auto it = std::find_if(items_.begin(), items_.end(), [&](const auto& kv) { return kv.first == key; });
+    auto it =
+        std::find_if(items_.begin(), items_.end(), [&](const auto& kv) { return kv.first == key; });
     if (it == items_.end()) return false;
     items_.erase(it);
     return true;
@@ -135,18 +141,18 @@ class DotAttributes {
 
 /// What a drawn node stands for, handed to DotOptions::node_attributes.
 struct DotNodeInfo {
-  std::string name;                  ///< DOT node id
-  const OpNode* op = nullptr;        ///< the op (first pass when rolled); nullptr for a collapsed module
+  std::string name;           ///< DOT node id
+  const OpNode* op = nullptr; ///< the op (first pass when rolled); nullptr for a collapsed module
   std::optional<ModuleFrame> module; ///< the collapsed module (pass 0 when rolled)
   int num_passes = 1;                ///< passes drawn by this node (rolled views)
 };
 
 /// What a drawn edge stands for, handed to DotOptions::edge_attributes.
 struct DotEdgeInfo {
-  std::string tail, head;                 ///< DOT node ids
-  const OpNode* tail_op = nullptr;        ///< nullptr when the tail is a collapsed module
-  const OpNode* head_op = nullptr;        ///< nullptr when the head is a collapsed module
-  std::vector<const TensorEdge*> edges;   ///< the graph edges merged into this one
+  std::string tail, head;               ///< DOT node ids
+  const OpNode* tail_op = nullptr;      ///< nullptr when the tail is a collapsed module
+  const OpNode* head_op = nullptr;      ///< nullptr when the head is a collapsed module
+  std::vector<const TensorEdge*> edges; ///< the graph edges merged into this one
 };
 
 /// Callback adjusting a node's attributes after the visual code set them.
@@ -181,32 +187,32 @@ struct DotOptions {
 
 /// A drawn node.
 struct DotNode {
-  std::string name;          ///< DOT id (label with `:` → `pass`; `module.ADDR[:PASS]` if collapsed)
+  std::string name; ///< DOT id (label with `:` → `pass`; `module.ADDR[:PASS]` if collapsed)
   DotAttributes attributes;
-  int cluster = -1;          ///< innermost enclosing cluster, -1 for none
-  bool is_module = false;    ///< a collapsed module (box3d)
+  int cluster = -1;       ///< innermost enclosing cluster, -1 for none
+  bool is_module = false; ///< a collapsed module (box3d)
 };
 
 /// A drawn edge.
 struct DotEdge {
   DotAttributes attributes;
-  int cluster = -1;          ///< lowest cluster holding both ends, -1 for the top level
+  int cluster = -1; ///< lowest cluster holding both ends, -1 for the top level
 };
 
 /// A module cluster (`subgraph cluster_*`).
 struct DotCluster {
-  std::string name;          ///< `cluster_ADDR_passN` (unrolled) or `cluster_ADDR` (rolled)
-  ModuleFrame module;        ///< pass 0 when rolled
-  int parent = -1;           ///< enclosing cluster, -1 for the top level
-  int depth = 1;             ///< 1 for top-level modules
+  std::string name;   ///< `cluster_ADDR_passN` (unrolled) or `cluster_ADDR` (rolled)
+  ModuleFrame module; ///< pass 0 when rolled
+  int parent = -1;    ///< enclosing cluster, -1 for the top level
+  int depth = 1;      ///< 1 for top-level modules
   DotAttributes attributes;
 };
 
 /// Drawing-level data.
 struct DotGraphInfo {
-  DotAttributes attributes;          ///< `graph [...]` of the whole drawing
-  std::vector<DotCluster> clusters;  ///< parents before children
-  std::string sink;                  ///< node forced to `rank=sink` (last output), or ""
+  DotAttributes attributes;         ///< `graph [...]` of the whole drawing
+  std::vector<DotCluster> clusters; ///< parents before children
+  std::string sink;                 ///< node forced to `rank=sink` (last output), or ""
 };
 
 /// The drawing: what write_dot prints. Vertices in drawing order.
@@ -217,14 +223,18 @@ using DotGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirect
 struct DotVertexWriter {
   const DotGraph* g;
   template <class V>
-  void operator()(std::ostream& os, const V& v) const { os << (*g)[v].attributes; }
+  void operator()(std::ostream& os, const V& v) const {
+    os << (*g)[v].attributes;
+  }
 };
 
 /// write_graphviz edge writer: an edge's `[attributes]`.
 struct DotEdgeWriter {
   const DotGraph* g;
   template <class E>
-  void operator()(std::ostream& os, const E& e) const { os << (*g)[e].attributes; }
+  void operator()(std::ostream& os, const E& e) const {
+    os << (*g)[e].attributes;
+  }
 };
 
 /// write_graphviz graph writer: `graph [...]` and the sink rank.
@@ -233,7 +243,8 @@ struct DotGraphWriter {
   void operator()(std::ostream& os) const {
     const DotGraphInfo& info = (*g)[boost::graph_bundle];
     if (!info.attributes.empty()) os << "graph " << info.attributes << ";\n";
-    if (!info.sink.empty()) os << "{\nrank=sink;\n" << boost::escape_dot_string(info.sink) << ";\n}\n";
+    if (!info.sink.empty())
+      os << "{\nrank=sink;\n" << boost::escape_dot_string(info.sink) << ";\n}\n";
   }
 };
 
@@ -244,11 +255,20 @@ inline std::string html_escape(std::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -277,8 +297,8 @@ inline std::string number_text(double x) {
 
 /// TorchLens's COMMUTE_FUNCS: argument positions are not drawn for these.
 inline bool is_commutative(std::string_view layer_type) {
-  return layer_type == "add" || layer_type == "mul" || layer_type == "cat" ||
-         layer_type == "eq" || layer_type == "ne";
+  return layer_type == "add" || layer_type == "mul" || layer_type == "cat" || layer_type == "eq" ||
+         layer_type == "ne";
 }
 
 /// DOT id of an op: its label with `:` → `pass` (`linear_1_2pass3`).
@@ -306,18 +326,18 @@ inline std::string arg_text(const TensorEdge& e) {
 
 /// One thing that may be drawn: an op pass (unrolled) or a layer (rolled).
 struct Item {
-  std::vector<Vertex> members;      ///< unrolled vertices, pass order
-  std::string name;                 ///< DOT id
-  std::string title;                ///< `conv2d_1_1:2` / `linear_1_2 (x3)`
-  std::vector<ModuleFrame> frames;  ///< containment, outer → inner (pass 0 when rolled)
+  std::vector<Vertex> members;     ///< unrolled vertices, pass order
+  std::string name;                ///< DOT id
+  std::string title;               ///< `conv2d_1_1:2` / `linear_1_2 (x3)`
+  std::vector<ModuleFrame> frames; ///< containment, outer → inner (pass 0 when rolled)
   int num_passes = 1;
 };
 
 /// A parent → child relation between items.
 struct Link {
   std::size_t tail = 0, head = 0;
-  std::vector<Edge> edges;          ///< unrolled edges it stands for
-  std::string in_label, out_label;  ///< rolled: `In 1`, `Out 2-3`
+  std::vector<Edge> edges;         ///< unrolled edges it stands for
+  std::string in_label, out_label; ///< rolled: `In 1`, `Out 2-3`
 };
 
 /// Key of a module frame (`addr:pass`, or `addr` when rolled).
@@ -460,19 +480,19 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   };
 
   struct Collapsed {
-    Vertex node;                     // its DotGraph vertex
+    Vertex node; // its DotGraph vertex
     ModuleFrame frame;
-    std::size_t level;               // index of the frame in the path
-    std::vector<std::size_t> items;  // collapsed items, in order
+    std::size_t level;              // index of the frame in the path
+    std::vector<std::size_t> items; // collapsed items, in order
   };
   std::vector<Collapsed> collapsed;
   std::unordered_map<std::string, std::size_t> collapsed_of_path;
   constexpr Vertex kNone = std::numeric_limits<Vertex>::max();
   std::vector<Vertex> drawn(items.size(), kNone);
   std::vector<bool> leaf_box(items.size(), false);
-  std::vector<const OpNode*> drawn_op;       // per DotGraph vertex, nullptr if collapsed
-  std::vector<int> drawn_collapsed;          // per DotGraph vertex, index into collapsed or -1
-  std::vector<bool> drawn_from_input;        // per DotGraph vertex
+  std::vector<const OpNode*> drawn_op; // per DotGraph vertex, nullptr if collapsed
+  std::vector<int> drawn_collapsed;    // per DotGraph vertex, index into collapsed or -1
+  std::vector<bool> drawn_from_input;  // per DotGraph vertex
 
   auto hidden = [&](const detail::Item& it) {
     return g[it.members.front()].kind == NodeKind::buffer && !options.show_buffers();
@@ -481,7 +501,8 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   // the module's cluster (drawn as the module's box) only when it is alone in it
   std::unordered_map<std::string, std::size_t> items_in_module;
   for (const auto& it : items) {
-    if (!hidden(it) && !it.frames.empty()) ++items_in_module[detail::path_key(it.frames, it.frames.size())];
+    if (!hidden(it) && !it.frames.empty())
+      ++items_in_module[detail::path_key(it.frames, it.frames.size())];
   }
   for (std::size_t i = 0; i < items.size(); ++i) {
     const detail::Item& it = items[i];
@@ -538,7 +559,8 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
     const OpNode& node = g[it.members.front()];
     std::string label = "<";
     if (node.is_terminal_bool && node.scalar_bool_value) {
-      label += *node.scalar_bool_value ? "<b><u>TRUE:</u></b><br/><br/>" : "<b><u>FALSE:</u></b><br/><br/>";
+      label += *node.scalar_bool_value ? "<b><u>TRUE:</u></b><br/><br/>"
+                                       : "<b><u>FALSE:</u></b><br/><br/>";
     }
     label += "<b>" + html_escape(it.title) + "</b><br/>" + detail::shape_text(node.shape) + " (" +
              detail::size_text(node.bytes) + ")";
@@ -554,7 +576,8 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
     } else if (leaf_box[i]) {
       const ModuleFrame& f = it.frames.back();
       const int mp = module_passes[f.address];
-      label += "<br/>" + html_escape(rolled || mp <= 1 ? "@" + f.address : detail::module_title(f, mp));
+      label +=
+          "<br/>" + html_escape(rolled || mp <= 1 ? "@" + f.address : detail::module_title(f, mp));
     }
     label += ">";
     const bool boxed = leaf_box[i] || node.kind == NodeKind::buffer;
@@ -577,7 +600,8 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
         .set("color", line)
         .set("fontcolor", line);
     if (options.node_attributes()) {
-      options.node_attributes()(DotNodeInfo{dg[drawn[i]].name, &node, std::nullopt, it.num_passes}, a);
+      options.node_attributes()(DotNodeInfo{dg[drawn[i]].name, &node, std::nullopt, it.num_passes},
+                                a);
     }
   }
   for (const Collapsed& c : collapsed) {
@@ -624,7 +648,7 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   for (const detail::Link& l : links) {
     const Vertex t = drawn[l.tail], h = drawn[l.head];
     if (t == kNone || h == kNone) continue;
-    if (t == h && dg[t].is_module) continue;  // inside a collapsed module
+    if (t == h && dg[t].is_module) continue; // inside a collapsed module
     auto [it, fresh] = merged_of.emplace(std::make_pair(t, h), merged.size());
     if (fresh) merged.push_back(Merged{t, h, {}, "", ""});
     Merged& m = merged[it->second];
@@ -716,8 +740,9 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
         max_depth <= 1 ? 5.0 : 5.0 - 3.0 * static_cast<double>(c.depth - 1) / (max_depth - 1);
     const std::string type = c.module.type.empty() ? module_type[c.module.address] : c.module.type;
     c.attributes
-        .set("label", "<<b>" + html_escape(detail::module_title(c.module, module_passes[c.module.address])) +
-                          "</b><br align=\"left\"/>(" + html_escape(type) + ")<br align=\"left\"/>>")
+        .set("label",
+             "<<b>" + html_escape(detail::module_title(c.module, module_passes[c.module.address])) +
+                 "</b><br align=\"left\"/>(" + html_escape(type) + ")<br align=\"left\"/>>")
         .set("labelloc", "b")
         .set("labeljust", "l")
         .set("penwidth", detail::number_text(pen))
@@ -742,8 +767,9 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   const GraphInfo& gi = g[boost::graph_bundle];
   info.attributes
       .set("label", "<<b>" + html_escape(gi.model_name) + "</b><br align=\"left\"/>" +
-                        std::to_string(tensors) + " tensors total (" + detail::size_text(tensor_bytes) +
-                        ")<br align=\"left\"/>" + std::to_string(params) + " params total (" +
+                        std::to_string(tensors) + " tensors total (" +
+                        detail::size_text(tensor_bytes) + ")<br align=\"left\"/>" +
+                        std::to_string(params) + " params total (" +
                         detail::size_text(param_bytes) + ")<br align=\"left\"/>>")
       .set("labelloc", "t")
       .set("labeljust", "l")
@@ -775,8 +801,10 @@ inline void write_dot(std::ostream& os, const DotGraph& dg) {
   std::vector<std::vector<DotGraph::edge_descriptor>> edges(nc + 1);
   std::vector<std::vector<std::size_t>> children(nc + 1);
   auto slot = [&](int c) { return c < 0 ? nc : static_cast<std::size_t>(c); };
-  for (auto v : boost::make_iterator_range(boost::vertices(dg))) nodes[slot(dg[v].cluster)].push_back(v);
-  for (auto e : boost::make_iterator_range(boost::edges(dg))) edges[slot(dg[e].cluster)].push_back(e);
+  for (auto v : boost::make_iterator_range(boost::vertices(dg)))
+    nodes[slot(dg[v].cluster)].push_back(v);
+  for (auto e : boost::make_iterator_range(boost::edges(dg)))
+    edges[slot(dg[e].cluster)].push_back(e);
   for (std::size_t c = 0; c < nc; ++c) children[slot(info.clusters[c].parent)].push_back(c);
 
   auto write_contents = [&](auto&& self, std::size_t s, const std::string& indent) -> void {

@@ -31,6 +31,7 @@ std::string npy_header(const std::string& descr, const std::vector<std::int64_t>
 std::string npy_descr(const at::Tensor& t);
 
 /// Writes a `.npz` archive: one `<name>.npy` member per entry, stored (no compression).
-void write_npz(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& arrays);
+void write_npz(const std::string& path,
+               const std::vector<std::pair<std::string, at::Tensor>>& arrays);
 
 } // namespace torchlens::io

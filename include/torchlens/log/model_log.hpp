@@ -20,7 +20,7 @@ namespace torchlens {
 
 class ModelLog;
 namespace detail {
-struct ReplayRecords;  // operators and arguments for re-execution (src/capture)
+struct ReplayRecords; // operators and arguments for re-execution (src/capture)
 }
 
 /// A view of one layer pass in a log: its metadata and, if saved, its activation.
@@ -54,12 +54,12 @@ class LayerView {
 
 /// Model-level totals (TorchLens §2.1).
 struct ModelTotals {
-  std::int64_t num_tensors = 0;      ///< layer passes in the log
-  std::int64_t tensor_bytes = 0;     ///< their output sizes, summed
-  std::int64_t num_saved = 0;        ///< passes with a saved activation
-  std::int64_t saved_bytes = 0;      ///< bytes of the saved activations
-  std::int64_t num_param_tensors = 0;///< distinct parameter tensors used
-  std::int64_t num_params = 0;       ///< their elements (shared ones counted once)
+  std::int64_t num_tensors = 0;       ///< layer passes in the log
+  std::int64_t tensor_bytes = 0;      ///< their output sizes, summed
+  std::int64_t num_saved = 0;         ///< passes with a saved activation
+  std::int64_t saved_bytes = 0;       ///< bytes of the saved activations
+  std::int64_t num_param_tensors = 0; ///< distinct parameter tensors used
+  std::int64_t num_params = 0;        ///< their elements (shared ones counted once)
   std::int64_t param_bytes = 0;
 };
 
@@ -131,11 +131,11 @@ class ModelLog {
   Vertex resolve_or_throw(std::string_view key) const;
 
   ModelGraph graph_;
-  std::vector<at::Tensor> activations_;  // by OpNode::id
+  std::vector<at::Tensor> activations_; // by OpNode::id
   LogOptions options_;
   std::unordered_map<std::string, Vertex> keys_;
   std::unordered_map<std::string, std::vector<Vertex>> module_outputs_;
-  std::vector<std::string> ordered_keys_;  // for suggestions
+  std::vector<std::string> ordered_keys_; // for suggestions
   std::shared_ptr<const detail::ReplayRecords> replay_;
 };
 
@@ -146,8 +146,15 @@ class ModelLog::iterator {
   iterator() = default;
   iterator(const ModelLog* log, Vertex v) : log_(log), v_(v) {}
   LayerView operator*() const { return LayerView(*log_, v_); }
-  iterator& operator++() { ++v_; return *this; }
-  iterator operator++(int) { auto t = *this; ++v_; return t; }
+  iterator& operator++() {
+    ++v_;
+    return *this;
+  }
+  iterator operator++(int) {
+    auto t = *this;
+    ++v_;
+    return t;
+  }
   friend bool operator==(const iterator& a, const iterator& b) { return a.v_ == b.v_; }
 
  private:
@@ -155,8 +162,12 @@ class ModelLog::iterator {
   Vertex v_ = 0;
 };
 
-inline ModelLog::iterator ModelLog::begin() const { return iterator(this, 0); }
-inline ModelLog::iterator ModelLog::end() const { return iterator(this, size()); }
+inline ModelLog::iterator ModelLog::begin() const {
+  return iterator(this, 0);
+}
+inline ModelLog::iterator ModelLog::end() const {
+  return iterator(this, size());
+}
 
 /// `conv2d` from `aten::conv2d`, `maxpool2d` from `aten::max_pool2d`, `relu` from
 /// `aten::relu_`: TorchLens's layer type (lower case, underscores removed).

@@ -16,9 +16,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <span>
 #include <functional>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <typeindex>
@@ -45,9 +45,8 @@ namespace detail {
 template <class List>
 std::vector<std::type_index> fact_indices() {
   std::vector<std::type_index> out;
-  boost::hana::for_each(fact_set_of<List>(), [&](auto t) {
-    out.emplace_back(typeid(typename decltype(t)::type));
-  });
+  boost::hana::for_each(fact_set_of<List>(),
+                        [&](auto t) { out.emplace_back(typeid(typename decltype(t)::type)); });
   return out;
 }
 
@@ -79,7 +78,9 @@ class PassContext {
     Entry entry;
     entry.graph = &g;
     entry.depends_on = detail::listed_fact_indices(typename A::depends_on{});
-    if constexpr (requires(const PassResult& r) { { A::keep(r) } -> std::convertible_to<bool>; }) {
+    if constexpr (requires(const PassResult& r) {
+                    { A::keep(r) } -> std::convertible_to<bool>;
+                  }) {
       entry.keep = [](const PassResult& r) { return static_cast<bool>(A::keep(r)); };
     }
     entry.value = value;
@@ -145,7 +146,7 @@ class PassContext {
 /// otherwise boost::topological_sort computes one.
 struct TopologicalOrderAnalysis {
   struct Result {
-    std::vector<Vertex> order;            ///< parents before children
+    std::vector<Vertex> order; ///< parents before children
     bool index_order_is_topological = true;
   };
   using depends_on = facts::list<facts::Topology>;
@@ -162,8 +163,10 @@ struct TopologicalOrderAnalysis {
 /// vertex order.
 struct AdjacencyAnalysis {
   struct Result {
-    std::vector<std::uint32_t> child_start, children; ///< children of v: [child_start[v], child_start[v+1])
-    std::vector<std::uint32_t> parent_start, parents; ///< parents of v: [parent_start[v], parent_start[v+1])
+    std::vector<std::uint32_t> child_start,
+        children; ///< children of v: [child_start[v], child_start[v+1])
+    std::vector<std::uint32_t> parent_start,
+        parents; ///< parents of v: [parent_start[v], parent_start[v+1])
 
     /// Children of v (with repeats for parallel edges).
     [[nodiscard]] std::span<const std::uint32_t> children_of(Vertex v) const {
@@ -208,7 +211,7 @@ struct AdjacencyAnalysis {
 };
 
 inline TopologicalOrderAnalysis::Result TopologicalOrderAnalysis::compute(const ModelGraph& g,
-                                                                         PassContext& ctx) {
+                                                                          PassContext& ctx) {
   Result r;
   const auto n = boost::num_vertices(g);
   const auto& adj = ctx.get<AdjacencyAnalysis>(g);

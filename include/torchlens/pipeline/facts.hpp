@@ -9,13 +9,13 @@
 /// `using invalidates = facts::list<facts::Topology>;`.
 
 #include <boost/hana/basic_tuple.hpp>
+#include <boost/hana/contains.hpp>
+#include <boost/hana/difference.hpp>
+#include <boost/hana/fold_left.hpp>
+#include <boost/hana/insert.hpp>
 #include <boost/hana/set.hpp>
 #include <boost/hana/type.hpp>
 #include <boost/hana/union.hpp>
-#include <boost/hana/difference.hpp>
-#include <boost/hana/fold_left.hpp>
-#include <boost/hana/contains.hpp>
-#include <boost/hana/insert.hpp>
 
 #include <string_view>
 #include <type_traits>
@@ -55,8 +55,8 @@ struct Labeled {};
 // ---- fact sets ------------------------------------------------------------------
 /// Every fact that depends on the vertex/edge set: a pass that adds or removes
 /// vertices or edges invalidates it (LLVM's CFGAnalyses, at the type level).
-struct Topology : set_of<OutputsMarked, OrphanFree, Distances, BranchesMarked,
-                         ModulesInferred, BuffersNumbered, RecurrenceGrouped, Labeled> {};
+struct Topology : set_of<OutputsMarked, OrphanFree, Distances, BranchesMarked, ModulesInferred,
+                         BuffersNumbered, RecurrenceGrouped, Labeled> {};
 
 } // namespace torchlens::facts
 

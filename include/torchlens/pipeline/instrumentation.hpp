@@ -30,10 +30,10 @@ struct PassEvent {
 /// What one pass did during a pipeline run.
 struct PassRecord {
   std::string name;
-  double ms = 0;                      ///< wall time of run()
+  double ms = 0; ///< wall time of run()
   std::size_t vertices_before = 0, vertices_after = 0;
   std::size_t edges_before = 0, edges_after = 0;
-  PassResult result;                  ///< changed flag and statistics
+  PassResult result; ///< changed flag and statistics
 };
 
 /// Callbacks run around every pass of a pipeline.
@@ -122,8 +122,8 @@ inline Instrumentation::AfterHook check_after_each_pass(
 inline void print_pass_records(std::ostream& os, const std::vector<PassRecord>& records) {
   for (const auto& r : records) {
     os << std::left << std::setw(20) << r.name << std::right << std::setw(10) << std::fixed
-       << std::setprecision(3) << r.ms << " ms  " << r.vertices_before << " -> "
-       << r.vertices_after << " vertices";
+       << std::setprecision(3) << r.ms << " ms  " << r.vertices_before << " -> " << r.vertices_after
+       << " vertices";
     for (const auto& s : r.result.statistics) os << ", " << s.name << "=" << s.value;
     os << "\n";
   }

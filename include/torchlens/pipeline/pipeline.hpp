@@ -202,16 +202,16 @@ class Pipeline {
   template <class P, class X>
   [[nodiscard]] auto insert_before(X pass) const {
     constexpr std::size_t pos = detail::checked_index_of<P, Ps...>();
-    return splice<pos, 0>(std::make_index_sequence<pos>{},
-                          std::make_index_sequence<size - pos>{}, std::move(pass));
+    return splice<pos, 0>(std::make_index_sequence<pos>{}, std::make_index_sequence<size - pos>{},
+                          std::move(pass));
   }
 
   /// A new pipeline with `pass` inserted after the first pass of type P.
   template <class P, class X>
   [[nodiscard]] auto insert_after(X pass) const {
     constexpr std::size_t pos = detail::checked_index_of<P, Ps...>() + 1;
-    return splice<pos, 0>(std::make_index_sequence<pos>{},
-                          std::make_index_sequence<size - pos>{}, std::move(pass));
+    return splice<pos, 0>(std::make_index_sequence<pos>{}, std::make_index_sequence<size - pos>{},
+                          std::move(pass));
   }
 
   /// A new pipeline without the first pass of type P (P must not be required).

@@ -28,15 +28,15 @@ enum class FailureKind {
 struct LayerFailure {
   std::string label;
   FailureKind kind;
-  std::string detail;     ///< human-readable reason
-  double max_error = 0;   ///< for mismatches: max |replayed - saved|
+  std::string detail;   ///< human-readable reason
+  double max_error = 0; ///< for mismatches: max |replayed - saved|
 };
 
 /// A perturbation excused from the "must change the output" rule, and why.
 struct Exemption {
-  std::string label;   ///< the layer
-  std::string parent;  ///< the parent that was (or would have been) perturbed
-  std::string reason;  ///< `structural argument`, `special argument`, ...
+  std::string label;  ///< the layer
+  std::string parent; ///< the parent that was (or would have been) perturbed
+  std::string reason; ///< `structural argument`, `special argument`, ...
 };
 
 /// Tolerances and switches of validation.
@@ -52,11 +52,11 @@ struct ValidateOptions {
 /// The result: truthy when valid; printable.
 struct ValidationReport {
   bool valid = true;
-  int layers_checked = 0;       ///< ops re-executed
-  int perturbations = 0;        ///< parent perturbations tried
-  int exempted = 0;             ///< perturbations excused by an exemption
+  int layers_checked = 0; ///< ops re-executed
+  int perturbations = 0;  ///< parent perturbations tried
+  int exempted = 0;       ///< perturbations excused by an exemption
   std::vector<LayerFailure> failures;
-  std::vector<Exemption> exemptions;  ///< one per exempted perturbation
+  std::vector<Exemption> exemptions; ///< one per exempted perturbation
   double time_ms = 0;
   explicit operator bool() const noexcept { return valid; }
   friend std::ostream& operator<<(std::ostream& os, const ValidationReport& r);

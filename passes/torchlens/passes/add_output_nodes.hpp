@@ -3,9 +3,9 @@
 /// Add one `output` vertex per returned tensor (TorchLens postprocess step 1).
 
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
-#include <torchlens/passes/detail/graph_ops.hpp>
 
 #include <stdexcept>
 #include <string>

@@ -25,18 +25,17 @@
 namespace torchlens::passes {
 
 /// Every standard pass type, in default-pipeline order (the registry).
-inline constexpr auto all_passes = boost::hana::tuple_t<
-    AddOutputNodesPass,          // output-nodes
-    MarkOutputAncestryPass,      // output-ancestry
-    TrimOrphansPass,             // trim-orphans
-    NumberBuffersPass,           // number-buffers
-    ComputeDistancesPass,        // distances
-    DetectConditionalsPass,      // conditionals
-    InferModulesPass,            // infer-modules
-    GroupRecurrencesPass,        // group-recurrences
-    LabelLayersPass,             // label-layers
-    ValidateGraphInvariantsPass  // validate
-    >;
+inline constexpr auto all_passes = boost::hana::tuple_t<AddOutputNodesPass,     // output-nodes
+                                                        MarkOutputAncestryPass, // output-ancestry
+                                                        TrimOrphansPass,        // trim-orphans
+                                                        NumberBuffersPass,      // number-buffers
+                                                        ComputeDistancesPass,   // distances
+                                                        DetectConditionalsPass, // conditionals
+                                                        InferModulesPass,       // infer-modules
+                                                        GroupRecurrencesPass,   // group-recurrences
+                                                        LabelLayersPass,        // label-layers
+                                                        ValidateGraphInvariantsPass // validate
+                                                        >;
 
 /// The default postprocessing pipeline (what run_default_pipeline runs):
 /// `output-nodes,output-ancestry,trim-orphans,number-buffers,distances,
@@ -53,7 +52,9 @@ inline auto default_pipeline() {
 using DefaultPipeline = decltype(default_pipeline());
 
 /// default_pipeline() followed by the validate pass.
-inline auto checked_pipeline() { return default_pipeline().append(ValidateGraphInvariantsPass{}); }
+inline auto checked_pipeline() {
+  return default_pipeline().append(ValidateGraphInvariantsPass{});
+}
 
 } // namespace torchlens::passes
 

@@ -8,10 +8,10 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <boost/graph/breadth_first_search.hpp>
-#include <boost/property_map/property_map.hpp>
 #include <boost/graph/reverse_graph.hpp>
 #include <boost/graph/visitors.hpp>
 #include <boost/pending/queue.hpp>
+#include <boost/property_map/property_map.hpp>
 
 #include <algorithm>
 #include <vector>
@@ -33,8 +33,7 @@ std::vector<int> bfs_distances(const Graph& g, const std::vector<Vertex>& source
   boost::queue<Vertex> queue;
   boost::breadth_first_visit(
       g, sources.begin(), sources.end(), queue,
-      boost::make_bfs_visitor(boost::record_distances(dist_map, boost::on_tree_edge())),
-      color_map);
+      boost::make_bfs_visitor(boost::record_distances(dist_map, boost::on_tree_edge())), color_map);
   return dist;
 }
 
@@ -79,7 +78,8 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       if (max_out[*it] < 0) continue;
-      for (std::uint32_t s : adj.parents_of(*it)) max_out[s] = std::max(max_out[s], max_out[*it] + 1);
+      for (std::uint32_t s : adj.parents_of(*it))
+        max_out[s] = std::max(max_out[s], max_out[*it] + 1);
     }
     int deepest_in = -1, deepest_out = -1;
     for (Vertex v = 0; v < n; ++v) {

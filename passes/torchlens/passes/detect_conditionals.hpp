@@ -44,7 +44,8 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
     for (Vertex v = 0; v < n; ++v) {
       g[v].is_terminal_bool = false;
       g[v].in_cond_branch = false;
-      for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) g[e].is_cond_branch_start = false;
+      for (auto e : boost::make_iterator_range(boost::out_edges(v, g)))
+        g[e].is_cond_branch_start = false;
     }
 
     std::int64_t terminals = 0, branch = 0, if_edges = 0;
@@ -77,7 +78,9 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
     }
     g[boost::graph_bundle].has_conditional = if_edges > 0;
     PassResult result;
-    result.add("terminal bools", terminals).add("branch vertices", branch).add("if edges", if_edges);
+    result.add("terminal bools", terminals)
+        .add("branch vertices", branch)
+        .add("if edges", if_edges);
     return result;
   }
 };

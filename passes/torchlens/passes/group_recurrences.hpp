@@ -271,9 +271,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     };
     using Group = std::vector<std::pair<std::size_t, Vertex>>; // (subgraph, vertex)
 
-    void run(const AdjacencyAnalysis::Result& adj, const std::vector<Vertex>& seeds, std::size_t seed_class,
-             const std::vector<std::size_t>& cls, const std::vector<char>& groupable,
-             const std::vector<char>& param_class, detail::DisjointSets& layers) {
+    void run(const AdjacencyAnalysis::Result& adj, const std::vector<Vertex>& seeds,
+             std::size_t seed_class, const std::vector<std::size_t>& cls,
+             const std::vector<char>& groupable, const std::vector<char>& param_class,
+             detail::DisjointSets& layers) {
       ++epoch_;
       const std::size_t k = seeds.size();
       subgraphs_.reset(k);

@@ -58,12 +58,14 @@ struct InferModulesPass : pass_info<InferModulesPass> {
     std::vector<int> up(n, kNone), down(n, kNone);
     for (Vertex v : order) {
       int acc = kNone;
-      for (std::uint32_t p : adj.parents_of(v)) acc = lcp(acc, anchor[p] ? modules.path_of[p] : up[p]);
+      for (std::uint32_t p : adj.parents_of(v))
+        acc = lcp(acc, anchor[p] ? modules.path_of[p] : up[p]);
       up[v] = acc;
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       int acc = kNone;
-      for (std::uint32_t c : adj.children_of(*it)) acc = lcp(acc, anchor[c] ? modules.path_of[c] : down[c]);
+      for (std::uint32_t c : adj.children_of(*it))
+        acc = lcp(acc, anchor[c] ? modules.path_of[c] : down[c]);
       down[*it] = acc;
     }
     std::int64_t inferred = 0, changed = 0;
@@ -72,9 +74,9 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       if (node.kind != NodeKind::op || node.module_observed) continue;
       int path = lcp(up[v], down[v]);
       if (up[v] == kNone && down[v] != kNone && !node.has_input_ancestor) {
-        path = down[v];  // internally generated: it belongs where it merges
+        path = down[v]; // internally generated: it belongs where it merges
       } else if ((up[v] == kNone) != (down[v] == kNone) && path != ModuleTree::kRoot) {
-        path = tree.parent(path);  // one-sided evidence: beside that module, not in it
+        path = tree.parent(path); // one-sided evidence: beside that module, not in it
       }
       if (path == kNone) path = ModuleTree::kRoot;
       ++inferred;

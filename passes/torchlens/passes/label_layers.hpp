@@ -53,8 +53,12 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
         if ((node.kind == NodeKind::output) != (sweep == 1) || !first_pass(v)) continue;
         const std::size_t l = node.layer;
         switch (node.kind) {
-          case NodeKind::input: type_num[l] = ++inputs; break;
-          case NodeKind::buffer: type_num[l] = ++buffers; break;
+          case NodeKind::input:
+            type_num[l] = ++inputs;
+            break;
+          case NodeKind::buffer:
+            type_num[l] = ++buffers;
+            break;
           case NodeKind::output:
             type_num[l] = ++outputs;
             total_num[l] = ++total;
@@ -74,10 +78,18 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       node.total_num = total_num[l];
       std::string base;
       switch (node.kind) {
-        case NodeKind::input: base = "input_" + std::to_string(type_num[l]); break;
-        case NodeKind::buffer: base = "buffer_" + std::to_string(type_num[l]); break;
-        case NodeKind::output: base = "output_" + std::to_string(type_num[l]); break;
-        case NodeKind::op: base = node.layer_type + "_" + std::to_string(type_num[l]); break;
+        case NodeKind::input:
+          base = "input_" + std::to_string(type_num[l]);
+          break;
+        case NodeKind::buffer:
+          base = "buffer_" + std::to_string(type_num[l]);
+          break;
+        case NodeKind::output:
+          base = "output_" + std::to_string(type_num[l]);
+          break;
+        case NodeKind::op:
+          base = node.layer_type + "_" + std::to_string(type_num[l]);
+          break;
       }
       node.label_short_no_pass = base;
       node.label_no_pass =
@@ -87,12 +99,14 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       node.label_short = node.label_short_no_pass + pass;
       if (!branching) {
         auto kids = adj.children_of(v);
-        branching = std::any_of(kids.begin(), kids.end(), [&](std::uint32_t c) { return c != kids[0]; });
+        branching =
+            std::any_of(kids.begin(), kids.end(), [&](std::uint32_t c) { return c != kids[0]; });
       }
     }
     g[boost::graph_bundle].is_branching = branching;
     PassResult result;
-    result.add("labels", static_cast<std::int64_t>(n)).add("layers", static_cast<std::int64_t>(num_layers));
+    result.add("labels", static_cast<std::int64_t>(n))
+        .add("layers", static_cast<std::int64_t>(num_layers));
     return result;
   }
 };

@@ -4,9 +4,9 @@
 /// (TorchLens postprocess step 7, `_fix_buffer_layers`).
 
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
-#include <torchlens/passes/detail/graph_ops.hpp>
 
 #include <map>
 #include <string>

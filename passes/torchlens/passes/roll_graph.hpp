@@ -17,13 +17,13 @@ namespace torchlens::passes {
 
 /// One layer of the rolled view.
 struct RolledNode {
-  std::size_t layer = 0;       ///< OpNode::layer
+  std::size_t layer = 0; ///< OpNode::layer
   NodeKind kind = NodeKind::op;
   std::string layer_type;
-  std::string label;           ///< label_no_pass of the layer (`linear_1_2`)
-  std::string label_short;     ///< label_short_no_pass (`linear_1`)
+  std::string label;       ///< label_no_pass of the layer (`linear_1_2`)
+  std::string label_short; ///< label_short_no_pass (`linear_1`)
   int num_passes = 1;
-  std::vector<Vertex> passes;  ///< unrolled vertex of each pass, pass order
+  std::vector<Vertex> passes; ///< unrolled vertex of each pass, pass order
 };
 
 /// A parent-layer → child-layer edge of the rolled view.
@@ -34,8 +34,8 @@ struct RolledEdge {
 };
 
 /// Rolled graph; self-loops appear when a layer feeds its own next pass.
-using RolledGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS,
-                                          RolledNode, RolledEdge>;
+using RolledGraph =
+    boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, RolledNode, RolledEdge>;
 
 /// `1-3,5` for {1,2,3,5}.
 inline std::string format_passes(const std::vector<int>& passes) {

@@ -4,9 +4,9 @@
 /// (TorchLens postprocess step 3, `_remove_orphan_nodes`).
 
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
-#include <torchlens/passes/detail/graph_ops.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -54,9 +54,9 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
     std::vector<char> keep(n, 0);
     for (Vertex v = 0; v < n; ++v) {
       const OpNode& node = g[v];
-      keep[v] = node.has_input_ancestor || node.is_output_ancestor ||
-                std::find(options.keep().begin(), options.keep().end(), node.id) !=
-                    options.keep().end();
+      keep[v] =
+          node.has_input_ancestor || node.is_output_ancestor ||
+          std::find(options.keep().begin(), options.keep().end(), node.id) != options.keep().end();
     }
     // parents of kept vertices are kept: children before parents
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
@@ -68,8 +68,8 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
     std::int64_t terminated = 0;
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
       OpNode& node = g[v];
-      node.is_internally_terminated = node.kind != NodeKind::output &&
-                                      boost::out_degree(v, g) == 0 && node.has_input_ancestor;
+      node.is_internally_terminated =
+          node.kind != NodeKind::output && boost::out_degree(v, g) == 0 && node.has_input_ancestor;
       terminated += node.is_internally_terminated;
     }
     result.changed = removed > 0;

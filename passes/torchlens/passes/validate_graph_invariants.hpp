@@ -4,10 +4,10 @@
 /// be inserted anywhere (TorchLens `TORCHLENS_POSTPROCESS_ASSERTIONS` / validation invariants).
 
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/instrumentation.hpp>
 #include <torchlens/pipeline/pass.hpp>
-#include <torchlens/passes/detail/graph_ops.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -42,7 +42,8 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
     const OpNode& node = g[v];
     labeled = labeled || !node.label.empty();
     grouped = grouped || node.num_passes > 1;
-    if (v > 0 && g[v - 1].id >= node.id) problems.push_back(at(v) + ": id not above the previous vertex's id");
+    if (v > 0 && g[v - 1].id >= node.id)
+      problems.push_back(at(v) + ": id not above the previous vertex's id");
     if (node.id >= info.next_id) problems.push_back(at(v) + ": id not below GraphInfo::next_id");
     for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
       const Vertex t = boost::target(e, g);
@@ -50,13 +51,17 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
         problems.push_back(at(v) + ": edge to a missing vertex");
         continue;
       }
-      if (t == v) problems.push_back(at(v) + ": self-loop");
-      else if (t < v) problems.push_back(at(v) + ": edge to an earlier vertex (order not topological)");
+      if (t == v)
+        problems.push_back(at(v) + ": self-loop");
+      else if (t < v)
+        problems.push_back(at(v) + ": edge to an earlier vertex (order not topological)");
       ++start[t + 1];
     }
     const auto indeg = boost::in_degree(v, g), outdeg = boost::out_degree(v, g);
-    if (node.kind == NodeKind::input && indeg != 0) problems.push_back(at(v) + ": input with parents");
-    if (node.kind == NodeKind::buffer && indeg > 1) problems.push_back(at(v) + ": buffer with several parents");
+    if (node.kind == NodeKind::input && indeg != 0)
+      problems.push_back(at(v) + ": input with parents");
+    if (node.kind == NodeKind::buffer && indeg > 1)
+      problems.push_back(at(v) + ": buffer with several parents");
     if (node.kind == NodeKind::output && (indeg != 1 || outdeg != 0)) {
       problems.push_back(at(v) + ": output must have one parent and no children");
     }
@@ -75,27 +80,34 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
   std::vector<Vertex> listed;
   for (Vertex v = 0; v < n; ++v) {
     listed.clear();
-    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) listed.push_back(boost::source(e, g));
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g)))
+      listed.push_back(boost::source(e, g));
     std::sort(listed.begin(), listed.end());
-    if (!std::equal(listed.begin(), listed.end(), parents.begin() + static_cast<std::ptrdiff_t>(start[v]),
+    if (!std::equal(listed.begin(), listed.end(),
+                    parents.begin() + static_cast<std::ptrdiff_t>(start[v]),
                     parents.begin() + static_cast<std::ptrdiff_t>(start[v + 1]))) {
       problems.push_back(at(v) + ": parent list disagrees with its parents' child lists");
     }
   }
   for (const auto& ret : info.returned) {
-    if (!detail::vertex_of_id(g, ret.node_id)) problems.push_back("returned tensor " + ret.address + " names missing node id " + std::to_string(ret.node_id));
+    if (!detail::vertex_of_id(g, ret.node_id))
+      problems.push_back("returned tensor " + ret.address + " names missing node id " +
+                         std::to_string(ret.node_id));
   }
   if (labeled) {
     std::unordered_set<std::string_view> seen;
     seen.reserve(n);
     for (Vertex v = 0; v < n; ++v) {
-      if (g[v].label.empty()) problems.push_back(at(v) + ": unlabeled in a labeled graph");
-      else if (!seen.insert(g[v].label).second) problems.push_back(at(v) + ": duplicate label " + g[v].label);
+      if (g[v].label.empty())
+        problems.push_back(at(v) + ": unlabeled in a labeled graph");
+      else if (!seen.insert(g[v].label).second)
+        problems.push_back(at(v) + ": duplicate label " + g[v].label);
     }
   }
   if (labeled || grouped) {
     constexpr Vertex kUnseen = static_cast<Vertex>(-1);
-    std::vector<std::pair<Vertex, int>> layer_seen(n, {kUnseen, 0}); // layer -> (first vertex, passes seen)
+    std::vector<std::pair<Vertex, int>> layer_seen(
+        n, {kUnseen, 0}); // layer -> (first vertex, passes seen)
     for (Vertex v = 0; v < n; ++v) {
       const OpNode& node = g[v];
       if (node.pass_num < 1 || node.pass_num > node.num_passes) {
@@ -111,7 +123,8 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
       if (first.layer_type != node.layer_type || first.num_passes != node.num_passes) {
         problems.push_back(at(v) + ": layer mixes layer types or pass counts");
       }
-      if (node.pass_num != ++it->second) problems.push_back(at(v) + ": passes of its layer not numbered in order");
+      if (node.pass_num != ++it->second)
+        problems.push_back(at(v) + ": passes of its layer not numbered in order");
     }
   }
   return problems;

@@ -9,6 +9,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 
+#include <unordered_set>
+
 namespace torchlens {
 namespace detail {
 
@@ -54,6 +56,31 @@ ModelDescription describe(const torch::jit::Module& m) {
   }
   for (const auto& b : m.named_buffers(/*recurse=*/true)) {
     d.buffers.push_back({b.name, b.value});
+  }
+  // Other tensor attributes (TorchLens treats every non-parameter tensor
+  // attribute as a buffer): e.g. a scripted LSTM's `_flat_weights` list, whose
+  // tensors are attributes distinct from the registered parameters once saved.
+  std::unordered_set<const c10::TensorImpl*> known;
+  for (const auto& t : d.params) known.insert(t.tensor.unsafeGetTensorImpl());
+  for (const auto& t : d.buffers) known.insert(t.tensor.unsafeGetTensorImpl());
+  auto add_attribute = [&](std::string address, const at::Tensor& t) {
+    if (t.defined() && known.insert(t.unsafeGetTensorImpl()).second) {
+      d.buffers.push_back({std::move(address), t});
+    }
+  };
+  for (const auto& a : m.named_attributes(/*recurse=*/true)) {
+    if (a.value.isTensor()) {
+      add_attribute(a.name, a.value.toTensor());
+    } else if (a.value.isTensorList() || a.value.isList()) {
+      const auto& list = a.value.toListRef();
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (!list[i].isTensor()) continue;
+        std::string address = a.name;
+        address += '.';
+        address += std::to_string(i);
+        add_attribute(std::move(address), list[i].toTensor());
+      }
+    }
   }
   for (const auto& sub : m.named_modules()) {
     if (!sub.name.empty()) {

@@ -343,8 +343,8 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
     }
     for (const auto& a : chain) {
       auto it = module_types_.find(a);
-      n.modules.push_back(ModuleFrame{a, it == module_types_.end() ? "" : it->second,
-                                      std::max(1, module_passes_[a])});
+      if (it == module_types_.end()) break; // `lstm._flat_weights.0`: a list, not a module
+      n.modules.push_back(ModuleFrame{a, it->second, std::max(1, module_passes_[a])});
     }
   }
   fill_tensor_fields(n, t);

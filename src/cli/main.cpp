@@ -1,4 +1,4 @@
-// torchlens: the command-line tool. Subcommands: demo, log (see docs/cli.md).
+// torchlens: the command-line tool (see docs/cli.md).
 
 #include "common.hpp"
 #include "demo_model.hpp"

@@ -295,3 +295,35 @@ TEST_CASE("save options: none, detach, cpu, postfunc") {
   CHECK(torch::allclose(cpu_detached.activation(2), model->fc(x)));
   CHECK(post.size() == 10); // the postfunc's own ops are not logged
 }
+
+TEST_CASE("TorchScript tensor attributes that are not parameters are buffers with addresses") {
+  torch::jit::Module inner("Inner");
+  c10::List<at::Tensor> ws;
+  ws.push_back(torch::full({3}, 2.0));
+  ws.push_back(torch::full({3}, 3.0));
+  inner.register_attribute("ws", c10::ListType::ofTensors(), ws);
+  inner.define(R"(
+def forward(self, x):
+    return x * self.ws[0] + self.ws[1]
+)");
+  torch::jit::Module outer("Outer");
+  outer.register_module("inner", inner);
+  outer.define(R"(
+def forward(self, x):
+    return self.inner.forward(x)
+)");
+  auto x = torch::randn({3});
+  auto log = tl::log_forward_pass(outer, {x}, kRaw);
+  std::vector<std::string> buffers;
+  for (auto layer : log) {
+    if (layer->kind == tl::NodeKind::buffer) {
+      buffers.push_back(layer->io_address);
+      REQUIRE(layer->modules.size() == 1);
+      CHECK(layer->modules[0].address == "inner"); // the list is not a module
+    }
+  }
+  CHECK(buffers == std::vector<std::string>{"inner.ws.0", "inner.ws.1"});
+  auto add = find(log, "aten::add");
+  REQUIRE(add.size() == 1);
+  CHECK(torch::allclose(log.activation(add[0]), x * 2 + 3));
+}

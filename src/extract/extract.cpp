@@ -7,6 +7,7 @@
 
 #include <torchlens/config.hpp>
 #include <torchlens/extract/extract.hpp>
+#include <torchlens/io/json.hpp>
 #include <torchlens/io/npy.hpp>
 #include <torchlens/passes/all.hpp>
 
@@ -91,39 +92,6 @@ std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
   for (auto d : shape) n *= d;
   return n;
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
 }
 
 std::string json_shape(const std::vector<std::int64_t>& shape) {
@@ -505,26 +473,28 @@ std::string index_json(const Record& r) {
   std::ostringstream os;
   os << "{\n"
      << "  \"format\": \"torchlens-extract\",\n"
-     << "  \"torchlens_version\": " << json_string(version_text()) << ",\n"
-     << "  \"model\": " << json_string(r.model) << ",\n"
-     << "  \"inputs\": " << json_string(r.inputs) << ",\n"
+     << "  \"torchlens_version\": " << io::json_string(version_text()) << ",\n"
+     << "  \"model\": " << io::json_string(r.model) << ",\n"
+     << "  \"inputs\": " << io::json_string(r.inputs) << ",\n"
      << "  \"keys\": [";
-  for (std::size_t i = 0; i < r.keys.size(); ++i) os << (i ? ", " : "") << json_string(r.keys[i]);
+  for (std::size_t i = 0; i < r.keys.size(); ++i)
+    os << (i ? ", " : "") << io::json_string(r.keys[i]);
   os << "],\n"
      << "  \"batch_size\": " << r.batch_size << ",\n"
      << "  \"seed\": " << r.seed << ",\n"
      << "  \"num_stimuli\": " << r.num_stimuli << ",\n"
      << "  \"stimulus_shape\": " << json_shape(r.stimulus_shape) << ",\n"
-     << "  \"stimulus_dtype\": " << json_string(r.stimulus_dtype) << ",\n"
+     << "  \"stimulus_dtype\": " << io::json_string(r.stimulus_dtype) << ",\n"
      << "  \"rows_done\": " << r.rows_done << ",\n"
      << "  \"complete\": " << (r.rows_done == r.num_stimuli ? "true" : "false") << ",\n"
      << "  \"layers\": [";
   for (std::size_t i = 0; i < r.layers.size(); ++i) {
     const auto& l = r.layers[i];
-    os << (i ? ",\n" : "\n") << "    {\"label\": " << json_string(l.label)
-       << ", \"file\": " << json_string(l.file) << ", \"key\": " << json_string(l.key)
-       << ", \"op\": " << json_string(l.op) << ", \"module\": " << json_string(l.module)
-       << ", \"shape\": " << json_shape(l.shape) << ", \"dtype\": " << json_string(l.dtype) << "}";
+    os << (i ? ",\n" : "\n") << "    {\"label\": " << io::json_string(l.label)
+       << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
+       << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
+       << ", \"shape\": " << json_shape(l.shape) << ", \"dtype\": " << io::json_string(l.dtype)
+       << "}";
   }
   os << (r.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";
   return os.str();

@@ -7,8 +7,10 @@
 
 #include <support/toy_models.hpp>
 
+#include <torchlens/passes/all.hpp>
 #include <torchlens/torchlens.hpp>
 #include <torchlens/validate/validate.hpp>
+#include <torchlens/validate/validate_pass.hpp>
 
 #include <doctest/doctest.h>
 #include <torch/script.h>
@@ -480,3 +482,29 @@ def forward(self, x):
   }
 
 } // TEST_SUITE
+
+TEST_CASE("validate-activations is a pass: it runs inside a pipeline and catches a planted fault") {
+  torch::manual_seed(0);
+  torch::nn::Sequential seq(torch::nn::Linear(4, 6), torch::nn::ReLU(), torch::nn::Linear(6, 3));
+  const auto x = torch::randn({2, 4});
+  const std::vector<at::Tensor> truth{seq->forward(x)};
+  // the raw capture (no passes), with what re-execution needs
+  auto raw = log_forward_pass(seq, x, LogOptions().postprocess(false).keep_replay(true).seed(0));
+  auto pipeline = torchlens::passes::default_pipeline().append(
+      torchlens::passes::ValidateActivationsPass(raw, truth));
+  CHECK(pipeline.to_string().find("validate-activations") != std::string::npos);
+
+  torchlens::ModelGraph g = raw.graph();
+  torchlens::PassContext ctx;
+  pipeline.run(g, ctx);
+  const auto& stats = ctx.record("validate-activations").result;
+  CHECK(stats.get("ops re-executed") == 5); // t, addmm, relu, t, addmm
+  CHECK(stats.get("failing layers") == 0);
+
+  // corrupt the relu's saved value: the pass throws and names that layer
+  auto acts = raw.activations_by_id();
+  acts[3] = acts[3] + 1;
+  raw.set_activations(acts);
+  torchlens::ModelGraph g2 = raw.graph();
+  CHECK_THROWS_WITH_AS(pipeline.run(g2), doctest::Contains("relu_1_3"), std::logic_error);
+}

@@ -109,6 +109,9 @@ class ModelLog {
 
   /// Re-execution records (only with LogOptions::keep_replay), else null.
   const detail::ReplayRecords* replay() const noexcept { return replay_.get(); }
+  const std::shared_ptr<const detail::ReplayRecords>& replay_shared() const noexcept {
+    return replay_;
+  }
   void set_replay(std::shared_ptr<const detail::ReplayRecords> r) { replay_ = std::move(r); }
 
   ModelTotals totals() const;

@@ -1,0 +1,73 @@
+#pragma once
+/// \file
+/// Activation validation as a pass: insert it anywhere in a pipeline run on a
+/// captured graph, e.g. after a pass of your own that rewrites the graph, to
+/// check that every op still re-executes to its saved activation (TorchLens's
+/// validation, §4.7). Torch-side, so it lives here and not in passes/.
+
+#include <torchlens/passes/add_output_nodes.hpp>
+#include <torchlens/pipeline/pass.hpp>
+#include <torchlens/validate/validate.hpp>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace torchlens::passes {
+
+/// Re-executes every op of the graph from the saved activations of its parents
+/// (from a log captured with keep_replay, every activation saved) and checks the
+/// outputs against the plain forward pass; throws std::logic_error naming the
+/// failing layers, or only counts them with Options().throw_on_failure(false).
+struct ValidateActivationsPass : pass_info<ValidateActivationsPass> {
+  static constexpr std::string_view name = "validate-activations";
+  static constexpr std::string_view description =
+      "re-execute every op from its parents' saved activations (TorchLens validation)";
+  /// The output nodes carry the comparison with the plain forward pass.
+  using consumes = facts::list<facts::OutputNodesAdded>;
+  static constexpr bool is_idempotent = true;
+
+  struct Options {
+    TORCHLENS_ARG(bool, throw_on_failure) = true;
+    TORCHLENS_ARG(ValidateOptions, validate);
+
+   public:
+    template <class F>
+    void visit(F&& f) const {
+      f("throw_on_failure", throw_on_failure_);
+    }
+  };
+  Options options{};
+
+  /// `log` supplies the activations and replay records (by OpNode id); it must
+  /// outlive the pass. `ground_truth`: the plain forward pass's outputs.
+  ValidateActivationsPass(const ModelLog& log, std::vector<at::Tensor> ground_truth)
+      : log_(&log), truth_(std::move(ground_truth)) {}
+  ValidateActivationsPass(const ModelLog& log, std::vector<at::Tensor> ground_truth, Options o)
+      : options(std::move(o)), log_(&log), truth_(std::move(ground_truth)) {}
+
+  /// Statistics "ops re-executed", "perturbations", "failing layers".
+  PassResult run(ModelGraph& g, PassContext&) const {
+    ModelLog view(g, log_->activations_by_id(), log_->options());
+    view.set_replay(log_->replay_shared());
+    const ValidationReport report = validate_log(view, truth_, options.validate());
+    PassResult result;
+    result.add("ops re-executed", report.layers_checked)
+        .add("perturbations", report.perturbations)
+        .add("failing layers", static_cast<std::int64_t>(report.failures.size()));
+    if (!report.valid && options.throw_on_failure()) {
+      std::string msg = "torchlens: validate-activations: ";
+      for (const auto& f : report.failures) msg += f.label + " ";
+      throw std::logic_error(msg + "failed");
+    }
+    return result;
+  }
+
+ private:
+  const ModelLog* log_;
+  std::vector<at::Tensor> truth_;
+};
+
+} // namespace torchlens::passes

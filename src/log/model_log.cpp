@@ -211,8 +211,6 @@ void ModelLog::build_lookup() {
       add(node.label_no_pass + ":1", v);
       add(node.label_short_no_pass + ":1", v);
     }
-    add(std::to_string(v), v);
-    add(std::to_string(static_cast<std::int64_t>(v) - n), v);
     if (!node.io_address.empty()) {
       if (node.kind == NodeKind::buffer) {
         add(node.io_address + ":" + std::to_string(std::max(1, node.buffer_pass)), v);
@@ -233,6 +231,12 @@ void ModelLog::build_lookup() {
     add(key, vs.back());
     const std::string address = key.substr(0, key.rfind(':'));
     if (module_pass_count[address] == 1) add(address, vs.back());
+  }
+  // ordinals as text last: a module named `1` (a Sequential child) keeps its
+  // key, as in TorchLens where strings name modules; log[1] is the ordinal
+  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
+    add(std::to_string(v), v);
+    add(std::to_string(static_cast<std::int64_t>(v) - n), v);
   }
 }
 

@@ -644,7 +644,9 @@ TEST_SUITE("toy models: C++ frontend") {
     CHECK(log["relu_1_3"]->modules.back().pass == 1);
     CHECK(log["t_1_1"].module() == "0");
     CHECK(log["t_1_1"]->modules.back().type == "Linear");
-    // "1" alone is also an ordinal as text; module passes are unambiguous
+    // a string names the module (as in TorchLens); an integer is the ordinal
+    CHECK(log["1"].label() == "relu_1_3");
+    CHECK(log[1].label() == "t_1_1");
     CHECK(log["1:1"].label() == "relu_1_3");
     CHECK(log["2:1"].label() == "addmm_2_5");
     CHECK(log["t_2_4"]->params.at(0).address == "2.weight");

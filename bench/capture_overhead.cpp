@@ -6,6 +6,8 @@
 
 #include "../src/cli/demo_model.hpp"
 
+#include "timing.hpp"
+
 #include <torchlens/torchlens.hpp>
 
 #include <torch/script.h>
@@ -24,17 +26,8 @@ namespace tl = torchlens;
 
 namespace {
 
-double median_ms(int reps, const std::function<void()>& f) {
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    t.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using torchlens::bench::median;
+using torchlens::bench::time_ms;
 
 /// Peak resident memory of the process so far (VmHWM).
 double peak_rss_mb() {
@@ -56,16 +49,12 @@ void report(const std::string& name, int reps, const std::function<void()>& plai
   // interleave the three so drift hits them alike
   std::vector<double> tp, tn, ta;
   for (int i = 0; i < reps; ++i) {
-    tp.push_back(median_ms(1, plain));
+    tp.push_back(time_ms(plain));
     tn.push_back(
-        median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none())); }));
-    ta.push_back(median_ms(1, [&] { (void)logged(tl::LogOptions().seed(0)); }));
+        time_ms([&] { (void)logged(tl::LogOptions().seed(0).save(tl::SaveSpec::none())); }));
+    ta.push_back(time_ms([&] { (void)logged(tl::LogOptions().seed(0)); }));
   }
-  auto med = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double p = med(tp), n = med(tn), a = med(ta);
+  const double p = median(tp), n = median(tn), a = median(ta);
   auto log = logged(tl::LogOptions().seed(0));
   const auto totals = log.totals();
   std::cout << std::fixed << std::setprecision(2) << "| " << name << " | " << log.size() << " | "

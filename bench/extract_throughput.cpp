@@ -10,6 +10,8 @@
 // rows written + fdatasync + index.json per batch); capture only (the
 // Extractor without files), to split capture cost from I/O.
 
+#include "timing.hpp"
+
 #include <torchlens/extract/extract.hpp>
 #include <torchlens/io/npy.hpp>
 
@@ -31,15 +33,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double seconds(const std::function<void()>& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using torchlens::bench::median;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+double seconds(const std::function<void()>& f) {
+  return torchlens::bench::time_ms(f) / 1e3;
 }
 
 } // namespace

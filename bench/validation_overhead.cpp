@@ -7,6 +7,8 @@
 // Usage: validation_overhead MODEL_DIR [REPS]
 // (MODEL_DIR from `/usr/bin/python3 scripts/export_torchvision.py DIR resnet18 googlenet`).
 
+#include "timing.hpp"
+
 #include <torchlens/torchlens.hpp>
 #include <torchlens/validate/validate.hpp>
 
@@ -25,16 +27,8 @@ namespace tl = torchlens;
 
 namespace {
 
-double time_ms(const std::function<void()>& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using torchlens::bench::median;
+using torchlens::bench::time_ms;
 
 } // namespace
 

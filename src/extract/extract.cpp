@@ -94,16 +94,6 @@ std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   return n;
 }
 
-std::string json_shape(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  s += ']';
-  return s;
-}
-
 /// A file name for a label (labels never hold '/', but be safe).
 std::string file_stem(const std::string& label) {
   std::string s = label;
@@ -483,7 +473,7 @@ std::string index_json(const Record& r) {
      << "  \"batch_size\": " << r.batch_size << ",\n"
      << "  \"seed\": " << r.seed << ",\n"
      << "  \"num_stimuli\": " << r.num_stimuli << ",\n"
-     << "  \"stimulus_shape\": " << json_shape(r.stimulus_shape) << ",\n"
+     << "  \"stimulus_shape\": " << shape_text(r.stimulus_shape) << ",\n"
      << "  \"stimulus_dtype\": " << io::json_string(r.stimulus_dtype) << ",\n"
      << "  \"rows_done\": " << r.rows_done << ",\n"
      << "  \"complete\": " << (r.rows_done == r.num_stimuli ? "true" : "false") << ",\n"
@@ -493,7 +483,7 @@ std::string index_json(const Record& r) {
     os << (i ? ",\n" : "\n") << "    {\"label\": " << io::json_string(l.label)
        << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
        << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
-       << ", \"shape\": " << json_shape(l.shape) << ", \"dtype\": " << io::json_string(l.dtype)
+       << ", \"shape\": " << shape_text(l.shape) << ", \"dtype\": " << io::json_string(l.dtype)
        << "}";
   }
   os << (r.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";

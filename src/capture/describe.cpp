@@ -34,8 +34,9 @@ ModelDescription describe(const torch::nn::Module& m) {
   for (const auto& b : m.named_buffers(/*recurse=*/true)) {
     d.buffers.push_back({b.key(), b.value()});
   }
+  d.root = &m;
   for (const auto& sub : m.named_modules("", /*include_self=*/false)) {
-    d.modules.push_back({sub.key(), module_type_name(*sub.value())});
+    d.modules.push_back({sub.key(), module_type_name(*sub.value()), sub.value().get()});
   }
   return d;
 }
@@ -50,7 +51,8 @@ std::string jit_type_name(const torch::jit::Module& m) {
 ModelDescription describe(const torch::jit::Module& m) {
   ModelDescription d;
   d.name = jit_type_name(m);
-  d.torchscript = true;
+  d.script = &m;
+  d.root = m._ivalue().get();
   for (const auto& p : m.named_parameters(/*recurse=*/true)) {
     d.params.push_back({p.name, p.value});
   }
@@ -84,7 +86,7 @@ ModelDescription describe(const torch::jit::Module& m) {
   }
   for (const auto& sub : m.named_modules()) {
     if (!sub.name.empty()) {
-      d.modules.push_back({sub.name, jit_type_name(sub.value)});
+      d.modules.push_back({sub.name, jit_type_name(sub.value), sub.value._ivalue().get()});
     }
   }
   return d;
@@ -109,22 +111,15 @@ std::vector<std::pair<std::string, at::Tensor>> jit_input_tensors(
   return tensors;
 }
 
-at::Tensor run_sequential(Recorder* rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
-                          at::Tensor x) {
-  const auto children = seq.named_children();
-  std::size_t i = 0;
+at::Tensor run_sequential(torch::nn::SequentialImpl& seq, at::Tensor x) {
   for (auto& any : seq) {
-    const std::string address =
-        prefix.empty() ? children[i].key() : prefix + "." + children[i].key();
     const auto module = any.ptr();
-    if (rec != nullptr) rec->enter_module(address, module_type_name(*module));
+    const ModuleScope scope(*module);
     if (auto* nested = dynamic_cast<torch::nn::SequentialImpl*>(module.get())) {
-      x = run_sequential(rec, *nested, address, x);
+      x = run_sequential(*nested, x);
     } else {
       x = any.forward(x);
     }
-    if (rec != nullptr) rec->exit_module();
-    ++i;
   }
   return x;
 }

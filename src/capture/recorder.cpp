@@ -1,23 +1,31 @@
 // The capture engine: a boxed fallback on a mode dispatch key sees exactly the
 // ops the model calls (nested decompositions run with the key excluded), and
-// feeds them to the thread's Recorder. See docs/capture.md.
+// feeds them to the thread's Recorder. Module calls come from TorchScript's
+// interpreter (RecordFunction, TORCHSCRIPT_FUNCTION scope), from ModuleScope
+// and from driven Sequentials. See docs/capture.md.
 
 #include "recorder.hpp"
 
+#include "torchscript_index.hpp"
+
+#include <torchlens/capture/module_scope.hpp>
 #include <torchlens/log/model_log.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/ScalarOps.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/clone.h>
-#include <ATen/ops/scalar_tensor.h>
+#include <ATen/record_function.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/csrc/autograd/function.h>
+#include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/runtime/interpreter.h>
 #include <torch/library.h>
+#include <torch/nn/module.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <sstream>
 
 namespace torchlens::detail {
@@ -27,14 +35,39 @@ namespace {
 constexpr auto kCaptureKey = c10::DispatchKey::TESTING_ONLY_GenericMode;
 thread_local Recorder* tls_recorder = nullptr;
 
+/// Travels with LibTorch's thread-local state into tasks other threads run for
+/// this thread (at::launch, TorchScript fork): ops there are not this capture's
+/// to log in order, and run() reports them.
+constexpr auto kMarkerKind = c10::DebugInfoKind::TEST_INFO_2;
+struct CaptureMarker : c10::DebugInfoBase {
+  explicit CaptureMarker(Recorder* r) : rec(r) {}
+  Recorder* rec;
+};
+
 void capture_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_recursion(kCaptureKey);
   Recorder* rec = tls_recorder;
-  if (rec == nullptr || rec->paused()) {
+  if (rec == nullptr) {
+    if (auto* marker = dynamic_cast<CaptureMarker*>(c10::ThreadLocalDebugInfo::get(kMarkerKind))) {
+      marker->rec->note_foreign_op(op);
+    }
+    op.callBoxed(stack);
+    return;
+  }
+  if (rec->paused()) {
     op.callBoxed(stack);
     return;
   }
   rec->record(op, stack);
+}
+
+std::unique_ptr<at::ObserverContext> on_script_enter(const at::RecordFunction& fn) {
+  if (tls_recorder != nullptr) tls_recorder->script_enter(fn);
+  return nullptr;
+}
+
+void on_script_exit(const at::RecordFunction& fn, at::ObserverContext*) {
+  if (tls_recorder != nullptr) tls_recorder->script_exit(fn);
 }
 
 const c10::StorageImpl* storage_of(const at::Tensor& t) {
@@ -85,24 +118,32 @@ bool is_scalar_read_op(const std::string& name) {
          name == "aten::_local_scalar_dense" || name == "aten::equal" || name == "aten::allclose";
 }
 
+/// Factories whose values are whatever memory held: something else sets them.
+bool is_uninitialized_op(const std::string& name) {
+  return name == "aten::empty" || name == "aten::empty_like" || name == "aten::empty_strided" ||
+         name == "aten::new_empty" || name == "aten::new_empty_strided";
+}
+
+/// The output index of the IR node a dispatcher output comes from: one IR output
+/// per tensor, or one Tensor[] output holding them all.
+std::uint64_t output_bit(std::uint64_t returned, std::size_t index, std::size_t num_outputs) {
+  if (num_outputs == 1 || returned == 1) return returned & 1;
+  return returned & (std::uint64_t{1} << std::min<std::size_t>(index, 63));
+}
+
 } // namespace
 
 TORCH_LIBRARY_IMPL(_, TESTING_ONLY_GenericMode, m) {
   m.fallback(torch::CppFunction::makeFromBoxedFunction<&capture_fallback>());
 }
 
-std::vector<std::pair<at::Tensor, bool>> flatten_returns(c10::ArrayRef<c10::IValue> returns,
-                                                         bool scalar_read) {
-  std::vector<std::pair<at::Tensor, bool>> outputs;
+std::vector<at::Tensor> flatten_returns(c10::ArrayRef<c10::IValue> returns) {
+  std::vector<at::Tensor> outputs;
   for (const auto& r : returns) {
     if (r.isTensor()) {
-      outputs.emplace_back(r.toTensor(), false);
+      outputs.push_back(r.toTensor());
     } else if (r.isTensorList()) {
-      for (const auto& t : r.toTensorVector()) outputs.emplace_back(t, false);
-    } else if (scalar_read && (r.isScalar() || r.isBool())) {
-      outputs.emplace_back(r.isBool() ? at::scalar_tensor(r.toBool(), at::kBool)
-                                      : c10::scalar_to_tensor(r.toScalar()),
-                           true);
+      for (const auto& t : r.toTensorVector()) outputs.push_back(t);
     }
   }
   return outputs;
@@ -125,22 +166,198 @@ void flatten_outputs(const c10::IValue& v, std::vector<at::Tensor>& out) {
 
 class CaptureScope {
  public:
-  explicit CaptureScope(Recorder& rec) : include_(kCaptureKey) {
+  explicit CaptureScope(Recorder& rec, bool torchscript)
+      : include_(kCaptureKey), marker_(kMarkerKind, std::make_shared<CaptureMarker>(&rec)) {
     TORCH_CHECK(tls_recorder == nullptr,
                 "torchlens: log_forward_pass cannot be nested inside another capture");
     tls_recorder = &rec;
+    if (torchscript) {
+      callback_ =
+          at::addThreadLocalCallback(at::RecordFunctionCallback(&on_script_enter, &on_script_exit)
+                                         .needsInputs(true)
+                                         .scopes({at::RecordScope::TORCHSCRIPT_FUNCTION}));
+    }
   }
-  ~CaptureScope() { tls_recorder = nullptr; }
+  ~CaptureScope() {
+    if (callback_ != 0) at::removeCallback(callback_);
+    tls_recorder = nullptr;
+  }
   CaptureScope(const CaptureScope&) = delete;
   CaptureScope& operator=(const CaptureScope&) = delete;
 
  private:
   c10::impl::IncludeDispatchKeyGuard include_;
+  c10::DebugInfoGuard marker_;
+  at::CallbackHandle callback_ = 0;
 };
 
 c10::IValue Recorder::run(const ForwardFn& forward) {
-  CaptureScope scope(*this);
-  return forward(this);
+  c10::IValue out;
+  {
+    CaptureScope scope(*this, script_index_ != nullptr);
+    out = forward(this);
+  }
+  const std::int64_t foreign = foreign_ops_.load();
+  TORCH_CHECK(foreign == 0, "torchlens: the model ran ", foreign,
+              " op(s) on another thread (TorchScript fork/wait or at::launch; the first was ",
+              foreign_example_, "); capture logs one thread in order and would miss them. ",
+              "Run that code inline (without fork or launch) to log it.");
+  return out;
+}
+
+void Recorder::note_foreign_op(const c10::OperatorHandle& op) {
+  if (foreign_ops_.fetch_add(1) == 0) foreign_example_ = op.schema().name();
+}
+
+// ---------------------------------------------------------------------------
+// Module calls
+
+void Recorder::push_call(int module, std::vector<at::Tensor> passthrough) {
+  calls_.push_back(Call{module, std::move(passthrough)});
+  inferred_.clear();
+  if (module < 0) return;
+  ModuleState& m = modules_[static_cast<std::size_t>(module)];
+  if (m.passes++ == 0) module_order_.push_back(module);
+  containment_.push_back(ModuleFrame{m.address, m.type, m.passes});
+}
+
+void Recorder::enter_module(const void* identity) {
+  auto it = module_by_identity_.find(identity);
+  push_call(it == module_by_identity_.end() ? -1 : it->second, {});
+}
+
+void Recorder::exit_module() {
+  TORCH_INTERNAL_ASSERT(!calls_.empty(), "torchlens: a module scope closed twice");
+  if (calls_.back().module >= 0) containment_.pop_back();
+  calls_.pop_back();
+  inferred_.clear();
+}
+
+void Recorder::script_enter(const at::RecordFunction& fn) {
+  const auto inputs = fn.inputs(); // the interpreter's stack: valid only now
+  int module = -1;
+  std::vector<at::Tensor> through;
+  if (!inputs.empty() && inputs[0].isObject()) {
+    const auto self = inputs[0].toObject();
+    // a module's forward (or one of its overloads, `forward__0`) is a module
+    // call; other methods and free functions are transparent (TorchLens wraps
+    // forward only)
+    const char* name = fn.name();
+    if (std::strcmp(name, "forward") == 0 || std::strncmp(name, "forward__", 9) == 0) {
+      auto it = module_by_identity_.find(self.get());
+      if (it != module_by_identity_.end()) module = it->second;
+    }
+    // arguments it returns unchanged get an identity node at its exit
+    if (module >= 0) {
+      if (const auto* positions = script_index_->passthrough(self->type().get())) {
+        for (std::size_t i : *positions) {
+          if (i < inputs.size() && inputs[i].isTensor()) through.push_back(inputs[i].toTensor());
+        }
+      }
+    }
+  }
+  push_call(module, std::move(through));
+}
+
+void Recorder::script_exit(const at::RecordFunction&) {
+  if (calls_.empty()) return;
+  try {
+    for (const auto& t : calls_.back().passthrough) log_identity(t);
+  } catch (...) {
+    // end callbacks run in destructors (also while the model unwinds): never throw
+  }
+  exit_module();
+}
+
+void Recorder::log_identity(const at::Tensor& t) {
+  std::vector<Parent> parents;
+  std::vector<const ParamState*> params;
+  resolve_arg(t, 0, -1, false, parents, params);
+  OpNode n;
+  n.kind = NodeKind::op;
+  n.op_name = "torchlens::identity";
+  n.layer_type = "identity";
+  n.modules = containment_;
+  n.module_observed = true;
+  n.is_internally_generated = parents.empty();
+  for (const ParamState* p : params) {
+    n.params.push_back(ParamRef{p->address, p->tensor.sizes().vec(), p->tensor.numel(),
+                                static_cast<std::int64_t>(p->tensor.nbytes()),
+                                p->tensor.requires_grad()});
+  }
+  fill_tensor_fields(n, t);
+  const std::size_t id = new_node(std::move(n));
+  for (const auto& p : parents) {
+    boost::add_edge(p.node, id, TensorEdge{0, -1, "self", false}, graph);
+  }
+  static const auto alias = c10::Dispatcher::singleton().findSchemaOrThrow("aten::alias", "");
+  OpRecord& rec = records[id];
+  rec.op = alias;
+  rec.args = {params.empty() ? c10::IValue() : c10::IValue(t)};
+  rec.from_edges = {!parents.empty()};
+  rec.is_tensor = {true};
+  if (params_.count(t.unsafeGetTensorImpl()) == 0) track(t, id); // uses after the module see it
+  save(id, t, /*copy=*/false);
+}
+
+std::vector<ModuleFrame> Recorder::module_frames(const std::vector<const ParamState*>& params,
+                                                 bool& observed) {
+  observed = !containment_.empty() || script_index_ != nullptr;
+  if (script_index_ != nullptr || params.empty()) {
+    inferred_.clear();
+    return containment_;
+  }
+  // C++ frontend below the innermost observed call: the op ran inside the
+  // module owning the parameter it reads (and inside that module's parents).
+  const std::string& owner = params.front()->owner;
+  const std::string base = containment_.empty() ? "" : containment_.back().address;
+  if (owner.empty() || !(base.empty() || owner.rfind(base + ".", 0) == 0)) {
+    inferred_.clear();
+    return containment_;
+  }
+  std::vector<int> chain;
+  for (std::size_t pos = base.empty() ? 0 : base.size() + 1;;) {
+    const auto next = owner.find('.', pos);
+    auto it = module_by_address_.find(owner.substr(0, next));
+    if (it != module_by_address_.end()) chain.push_back(it->second);
+    if (next == std::string::npos) break;
+    pos = next + 1;
+  }
+  observed = true;
+  // A call found this way continues while nothing outside it ran in between
+  // and the op reads no parameter this call already read.
+  std::size_t keep = 0;
+  while (keep < inferred_.size() && keep < chain.size() && inferred_[keep].module == chain[keep]) {
+    ++keep;
+  }
+  for (const ParamState* p : params) {
+    for (std::size_t d = 0; d < keep; ++d) {
+      const std::string& a = modules_[static_cast<std::size_t>(inferred_[d].module)].address;
+      if ((p->owner == a || p->owner.rfind(a + ".", 0) == 0) &&
+          inferred_[d].params_used.count(p->tensor.unsafeGetTensorImpl()) != 0) {
+        keep = d;
+        break;
+      }
+    }
+  }
+  inferred_.resize(keep);
+  for (std::size_t d = keep; d < chain.size(); ++d) {
+    ModuleState& m = modules_[static_cast<std::size_t>(chain[d])];
+    if (m.passes++ == 0) module_order_.push_back(chain[d]);
+    m.inferred = true;
+    inferred_.push_back(InferredCall{chain[d], m.passes, {}});
+  }
+  std::vector<ModuleFrame> frames = containment_;
+  for (auto& call : inferred_) {
+    const ModuleState& m = modules_[static_cast<std::size_t>(call.module)];
+    for (const ParamState* p : params) {
+      if (p->owner == m.address || p->owner.rfind(m.address + ".", 0) == 0) {
+        call.params_used.insert(p->tensor.unsafeGetTensorImpl());
+      }
+    }
+    frames.push_back(ModuleFrame{m.address, m.type, call.pass});
+  }
+  return frames;
 }
 
 // ---------------------------------------------------------------------------
@@ -156,11 +373,18 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     buffers_[b.tensor.unsafeGetTensorImpl()] = BufferState{b.address};
     keep_alive_.push_back(b.tensor);
   }
+  module_by_identity_[model.root] = -1;
   for (const auto& m : model.modules) {
-    module_types_[m.address] = m.type;
+    const int index = static_cast<int>(modules_.size());
+    modules_.push_back(ModuleState{m.address, m.type});
+    module_by_identity_.emplace(m.identity, index); // a shared module keeps its first address
+    module_by_address_.emplace(m.address, index);
   }
+  if (model.script != nullptr) script_index_ = std::make_unique<TorchScriptIndex>(*model.script);
   graph[boost::graph_bundle].model_name = model.name;
 }
+
+Recorder::~Recorder() = default;
 
 const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
   const c10::FunctionSchema& schema = op.schema();
@@ -174,7 +398,9 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
   info.layer_type = layer_type_of(info.name);
   for (const auto& a : schema.arguments()) {
     info.arg_names.push_back(a.name());
-    info.arg_written.push_back(a.alias_info() != nullptr && a.alias_info()->isWrite());
+    const bool written = a.alias_info() != nullptr && a.alias_info()->isWrite();
+    info.arg_written.push_back(written);
+    info.writes = info.writes || written;
   }
   for (const auto& r : schema.returns()) {
     if (r.alias_info() != nullptr && !r.alias_info()->isWrite()) {
@@ -182,6 +408,7 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
     }
   }
   info.scalar_read = is_scalar_read_op(info.name);
+  info.uninitialized = is_uninitialized_op(info.name);
   return op_infos_.emplace(&schema, std::move(info)).first->second;
 }
 
@@ -194,15 +421,26 @@ std::size_t Recorder::new_node(OpNode node) {
   return id;
 }
 
+void Recorder::pin(const at::Tensor& t) {
+  const auto* st = storage_of(t);
+  if (st != nullptr && pinned_set_.insert(st).second) {
+    pinned_.push_back(t.storage().getWeakStorageImpl());
+  }
+}
+
 void Recorder::track(const at::Tensor& t, std::size_t node) {
   auto* impl = t.unsafeGetTensorImpl();
   tensors_.insert_or_assign(
       impl,
       Tracked{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), node, version_of(t)});
   if (const auto* st = storage_of(t)) {
-    outputs_by_storage_.insert_or_assign(st, Geometry{node, t.sizes().vec(), t.strides().vec(),
-                                                      t.storage_offset(), t.scalar_type()});
+    pin(t);
+    outputs_by_storage_.insert_or_assign(st, std::make_pair(node, Geometry::of(t)));
   }
+}
+
+Recorder::Geometry Recorder::Geometry::of(const at::Tensor& t) {
+  return Geometry{t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.scalar_type()};
 }
 
 bool Recorder::Geometry::matches(const at::Tensor& t) const {
@@ -219,7 +457,7 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
     parents.push_back(Parent{it->second.node, 0, -1});
   } else {
     std::vector<const ParamState*> params;
-    resolve_arg(base, 0, -1, parents, params);
+    resolve_arg(base, 0, -1, false, parents, params);
   }
   OpNode n;
   n.kind = NodeKind::op;
@@ -246,7 +484,36 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
   rec.from_edges = {true, true, false, false, false};
   rec.is_tensor = {true, true, false, false, false};
   track(base, id);
+  if (const auto* st = storage_of(base)) {
+    storage_writers_[st] = Writer{id, version_of(base), Geometry::of(base)};
+  }
   save(id, base, /*copy=*/false);
+}
+
+std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writer) {
+  OpNode n;
+  n.kind = NodeKind::op;
+  n.op_name = "torchlens::view_update";
+  n.layer_type = "viewupdate";
+  n.is_view = true;
+  n.modules = containment_;
+  n.module_observed = script_index_ != nullptr || !containment_.empty();
+  fill_tensor_fields(n, view);
+  const std::size_t id = new_node(std::move(n));
+  boost::add_edge(writer.node, id, TensorEdge{0, -1, "self", false}, graph);
+  // replayable as as_strided(written value, size, stride, offset) with the
+  // view's geometry relative to the written tensor
+  static const auto strided =
+      c10::Dispatcher::singleton().findSchemaOrThrow("aten::as_strided", "");
+  OpRecord& rec = records[id];
+  rec.op = strided;
+  rec.args = {c10::IValue(), c10::IValue(view.sizes().vec()), c10::IValue(view.strides().vec()),
+              c10::IValue(view.storage_offset() - writer.geometry.offset)};
+  rec.from_edges = {true, false, false, false};
+  rec.is_tensor = {true, false, false, false};
+  track(view, id);
+  save(id, view, /*copy=*/false);
+  return id;
 }
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
@@ -297,6 +564,7 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
   }
   const auto* st = storage_of(s);
   if (st != nullptr && st == storage_of(t)) {
+    pin(t);
     saved_by_storage_[st].push_back(id); // saved by reference: copy on write
   }
   activations[id] = std::move(s);
@@ -311,6 +579,7 @@ void Recorder::add_input(const std::string& address, const at::Tensor& t) {
   n.layer_type = "input";
   n.io_address = address;
   n.module_observed = true;
+  n.exits_observed = true;
   fill_tensor_fields(n, t);
   const std::size_t id = new_node(std::move(n));
   track(t, id);
@@ -330,22 +599,17 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   n.io_address = b.address;
   n.buffer_pass = ++b.passes;
   n.module_observed = true;
+  n.exits_observed = true;
+  // a buffer belongs to its owning module (`lstm._flat_weights.0`: to `lstm`)
   const auto dot = b.address.rfind('.');
-  if (dot != std::string::npos) {
-    // a buffer belongs to its owning module, whose frames we know by address
-    std::string owner = b.address.substr(0, dot);
-    std::vector<std::string> chain;
-    for (std::size_t pos = 0;;) {
-      const auto next = owner.find('.', pos);
-      chain.push_back(owner.substr(0, next));
-      if (next == std::string::npos) break;
-      pos = next + 1;
-    }
-    for (const auto& a : chain) {
-      auto it = module_types_.find(a);
-      if (it == module_types_.end()) break; // `lstm._flat_weights.0`: a list, not a module
-      n.modules.push_back(ModuleFrame{a, it->second, std::max(1, module_passes_[a])});
-    }
+  for (std::size_t pos = 0; dot != std::string::npos;) {
+    const auto next = b.address.find('.', pos);
+    if (next == std::string::npos || next > dot) break;
+    auto it = module_by_address_.find(b.address.substr(0, next));
+    if (it == module_by_address_.end()) break;
+    const ModuleState& m = modules_[static_cast<std::size_t>(it->second)];
+    n.modules.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
+    pos = next + 1;
   }
   fill_tensor_fields(n, t);
   const std::size_t id = new_node(std::move(n));
@@ -373,7 +637,27 @@ std::size_t Recorder::constant_node(const at::Tensor& t) {
   return id;
 }
 
-bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
+void Recorder::mark_literal(std::size_t node) {
+  OpNode& n = graph[node];
+  n.op_name = "aten::tensor";
+  n.overload.clear();
+  n.layer_type = "tensor";
+  n.scalar_args.clear();
+  records[node] = OpRecord{}; // a source: its saved value is the ground truth
+}
+
+std::size_t Recorder::lookup(const at::Tensor& t) {
+  if (!t.defined()) return SIZE_MAX;
+  if (auto it = tensors_.find(t.unsafeGetTensorImpl()); it != tensors_.end()) {
+    return it->second.node;
+  }
+  if (auto it = buffers_.find(t.unsafeGetTensorImpl()); it != buffers_.end()) {
+    return it->second.node;
+  }
+  return SIZE_MAX;
+}
+
+bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool written,
                            std::vector<Parent>& parents, std::vector<const ParamState*>& params) {
   if (!t.defined()) {
     return false;
@@ -383,15 +667,22 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
     std::size_t node = it->second.node;
     const std::uint32_t v = version_of(t);
     if (v != it->second.version) {
-      // Mutated through an alias (x[i] = v writes a view of x): the last op that
-      // wrote this storage at this version is the producer of the value we see.
+      // Written through an alias (`x[i] = v` writes a view of x; `x.add_(1)`
+      // makes every view of x stale): the value we see is the storage's latest
+      // logged value, through this tensor's own geometry.
       auto w = storage_writers_.find(storage_of(t));
       if (w != storage_writers_.end() && w->second.version == v) {
-        node = w->second.node;
+        node = w->second.geometry.matches(t) ? w->second.node : log_view_update(t, w->second);
       } else {
         TORCH_WARN_ONCE("torchlens: a tensor was modified by an operation that was not ",
                         "logged; its consumers are linked to its last logged value");
       }
+    }
+    if (auto lit = maybe_literal_.find(node); lit != maybe_literal_.end()) {
+      // first use of uninitialized memory: unwritten since, its values were set
+      // outside the dispatcher (a tensor literal); an op writing it sets them
+      if (!written && lit->second == v) mark_literal(node);
+      maybe_literal_.erase(lit);
     }
     parents.push_back(Parent{node, pos, list_index});
     return true;
@@ -405,8 +696,8 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
     return true;
   }
   if (auto it = outputs_by_storage_.find(storage_of(t));
-      it != outputs_by_storage_.end() && it->second.matches(t)) {
-    const std::size_t node = it->second.node; // same data, new TensorImpl
+      it != outputs_by_storage_.end() && it->second.second.matches(t)) {
+    const std::size_t node = it->second.first; // same data, new TensorImpl
     track(t, node);
     parents.push_back(Parent{node, pos, list_index});
     return true;
@@ -415,123 +706,47 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index,
   return true;
 }
 
-std::vector<Recorder::RawFrame> Recorder::torchscript_frames() const {
-  std::vector<RawFrame> frames;
-  const auto hierarchy = torch::jit::currentModuleHierarchy();
-  if (hierarchy.empty()) {
-    return frames;
+void Recorder::read_scalar(c10::ArrayRef<c10::IValue> args, c10::ArrayRef<c10::IValue> returns,
+                           ScalarUse use) {
+  // A read is not a tensor: TorchLens logs nothing for it. The tensor read
+  // keeps how its value was used (an `if` condition makes it a terminal bool).
+  const bool is_bool = returns.size() == 1 && returns[0].isBool();
+  if (use == ScalarUse::none) use = is_bool ? ScalarUse::condition : ScalarUse::value;
+  for (const auto& a : args) {
+    if (!a.isTensor()) continue;
+    const std::size_t node = lookup(a.toTensor());
+    if (node == SIZE_MAX) continue;
+    OpNode& n = graph[node];
+    if (n.scalar_use == ScalarUse::none || use == ScalarUse::condition) n.scalar_use = use;
+    if (is_bool && n.shape.empty()) n.scalar_bool_value = returns[0].toBool();
   }
-  const auto callstack = torch::jit::currentCallstack();
-  const bool aligned = callstack.size() == hierarchy.size();
-  const std::size_t n = hierarchy.size();
-  std::string address;
-  std::vector<std::size_t> key;
-  for (std::size_t k = 0; k < n; ++k) {
-    const std::string& entry = hierarchy[k];
-    if (k > 0 && aligned) {
-      key.push_back(callstack[n - k].range.start()); // call site in the enclosing frame
-    }
-    if (entry.rfind("TOP(", 0) == 0 || entry.rfind("SELF(", 0) == 0 ||
-        entry.rfind("CALL_FUNCTION", 0) == 0) {
-      continue;
-    }
-    const auto open = entry.find('(');
-    const auto close = entry.find(')', open);
-    if (open == std::string::npos || close == std::string::npos) {
-      continue;
-    }
-    const std::string name = entry.substr(0, open);
-    address = address.empty() ? name : address + "." + name;
-    frames.push_back(RawFrame{address, entry.substr(open + 1, close - open - 1), key});
-  }
-  return frames;
-}
-
-std::vector<ModuleFrame> Recorder::module_frames(const std::vector<const ParamState*>& params,
-                                                 bool& observed) {
-  std::vector<RawFrame> frames;
-  if (model_.torchscript) {
-    frames = torchscript_frames();
-    observed = true;
-  } else {
-    frames = driven_;
-    observed = !driven_.empty();
-    if (!params.empty()) {
-      // Parameter ownership: the op ran inside the module owning the parameter.
-      const std::string& owner = params.front()->owner;
-      const std::string base = frames.empty() ? "" : frames.back().address;
-      if (!owner.empty() && (base.empty() || owner.rfind(base + ".", 0) == 0)) {
-        std::size_t pos = base.empty() ? 0 : base.size() + 1;
-        for (;;) {
-          const auto next = owner.find('.', pos);
-          const std::string a = owner.substr(0, next);
-          auto it = module_types_.find(a);
-          frames.push_back(RawFrame{a, it == module_types_.end() ? "" : it->second, {}});
-          if (next == std::string::npos) break;
-          pos = next + 1;
-        }
-        observed = true;
-      }
-    }
-  }
-  if (!observed) {
-    return {};
-  }
-  // Passes: a frame continues the open call of the same module when nothing
-  // outside it ran in between, its call site is the same, and it does not
-  // reuse a parameter it already used in this call.
-  std::size_t keep = 0;
-  while (keep < open_.size() && keep < frames.size() &&
-         open_[keep].frame.address == frames[keep].address &&
-         open_[keep].frame.key == frames[keep].key) {
-    ++keep;
-  }
-  for (const ParamState* p : params) {
-    for (std::size_t d = 0; d < keep; ++d) {
-      if (open_[d].frame.address == p->owner &&
-          open_[d].params_used.count(p->tensor.unsafeGetTensorImpl()) != 0) {
-        keep = d;
-        break;
-      }
-    }
-  }
-  open_.resize(keep);
-  for (std::size_t d = keep; d < frames.size(); ++d) {
-    int& count = module_passes_[frames[d].address];
-    if (count == 0) {
-      module_order_.push_back(frames[d].address);
-      module_types_.emplace(frames[d].address, frames[d].type);
-    }
-    open_.push_back(OpenFrame{frames[d], ++count, {}});
-  }
-  for (const ParamState* p : params) {
-    for (auto& f : open_) {
-      if (f.frame.address == p->owner) {
-        f.params_used.insert(p->tensor.unsafeGetTensorImpl());
-      }
-    }
-  }
-  std::vector<ModuleFrame> out;
-  out.reserve(open_.size());
-  for (const auto& f : open_) {
-    out.push_back(ModuleFrame{f.frame.address, f.frame.type, f.pass});
-  }
-  return out;
-}
-
-void Recorder::enter_module(const std::string& address, const std::string& type) {
-  driven_.push_back(RawFrame{address, type, {++driver_serial_}});
-}
-
-void Recorder::exit_module() {
-  TORCH_INTERNAL_ASSERT(!driven_.empty());
-  driven_.pop_back();
 }
 
 void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const OpInfo& info = info_for(op);
   const std::size_t num_args = info.arg_names.size();
   TORCH_INTERNAL_ASSERT(stack->size() >= num_args);
+
+  // TorchScript: the IR node the interpreter runs, and the calls around it
+  std::vector<torch::jit::StackEntry> callstack;
+  const TorchScriptIndex::NodeFacts* facts = nullptr;
+  if (script_index_ != nullptr) {
+    callstack = torch::jit::currentCallstack(); // innermost call first
+    if (!callstack.empty()) facts = script_index_->find(callstack.front().range);
+  }
+
+  if (info.scalar_read) {
+    const std::vector<c10::IValue> args(stack->end() - static_cast<std::ptrdiff_t>(num_args),
+                                        stack->end());
+    const auto t0 = std::chrono::steady_clock::now();
+    op.callBoxed(stack);
+    op_time_us_ +=
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    const std::size_t num_returns = op.schema().returns().size();
+    read_scalar(args, torch::jit::last(*stack, num_returns),
+                facts != nullptr ? facts->bool_use : ScalarUse::none);
+    return;
+  }
   const auto args = torch::jit::last(*stack, num_args);
 
   // Parents, parameters, and the non-tensor arguments (kept for printing/replay).
@@ -544,8 +759,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   for (std::size_t i = 0; i < num_args; ++i) {
     const c10::IValue& a = args[i];
     const int pos = static_cast<int>(i);
+    const bool written = info.arg_written[i];
     if (a.isTensor()) {
-      const bool edge = resolve_arg(a.toTensor(), pos, -1, parents, params);
+      const bool edge = resolve_arg(a.toTensor(), pos, -1, written, parents, params);
       arg_tensors.push_back(a.toTensor());
       rec.args.push_back(edge ? c10::IValue() : a);
       rec.from_edges.push_back(edge);
@@ -556,7 +772,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       for (std::size_t j = 0; j < list.size(); ++j) {
         const at::Tensor t = list.get(j);
         arg_tensors.push_back(t);
-        if (resolve_arg(t, pos, static_cast<int>(j), parents, params)) {
+        if (resolve_arg(t, pos, static_cast<int>(j), written, parents, params)) {
           any_edge = true;
           list.set(j, at::Tensor());
         }
@@ -571,7 +787,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
         const c10::IValue e = list.get(j);
         if (!e.isTensor()) continue;
         arg_tensors.push_back(e.toTensor());
-        if (resolve_arg(e.toTensor(), pos, static_cast<int>(j), parents, params)) {
+        if (resolve_arg(e.toTensor(), pos, static_cast<int>(j), written, parents, params)) {
           any_edge = true;
           list.set(j, c10::IValue());
         }
@@ -590,6 +806,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   std::vector<std::uint32_t> versions_before;
   versions_before.reserve(arg_tensors.size());
   std::vector<at::Tensor> args_written_views(num_args);
+  std::unordered_set<const c10::TensorImpl*> arg_impls;
   for (std::size_t i = 0; i < num_args; ++i) {
     if (info.arg_written[i] && args[i].isTensor()) {
       const at::Tensor& w = args[i].toTensor();
@@ -599,6 +816,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   for (const auto& t : arg_tensors) {
     versions_before.push_back(t.defined() ? version_of(t) : 0);
+    if (t.defined()) arg_impls.insert(t.unsafeGetTensorImpl());
   }
 
   bool observed = false;
@@ -615,12 +833,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const double us = std::chrono::duration<double, std::micro>(t1 - t0).count();
   op_time_us_ += us;
 
-  // Outputs: one vertex per returned tensor (and per scalar read).
+  // Outputs: one vertex per returned tensor.
   const std::size_t num_returns = op.schema().returns().size();
-  const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns), info.scalar_read);
-
-  bool wrote_any = false;
-  for (std::size_t i = 0; i < num_args; ++i) wrote_any = wrote_any || info.arg_written[i];
+  const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns));
 
   std::vector<ParamRef> param_refs;
   for (const ParamState* p : params) {
@@ -630,9 +845,34 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
         p->tensor.requires_grad()});
   }
 
+  // TorchScript: which module calls return this op's value. The innermost call
+  // runs the op's node; each outer call runs the node that called the next one.
+  // A value leaves a call when its node's output reaches that call's return.
+  // A return that depends on control flow leaves the exits to infer-modules.
+  std::uint64_t returned_here = 0, uncertain_here = 0;
+  int outer_exits = 0;
+  bool exits_observed = false;
+  if (facts != nullptr && callstack.size() <= calls_.size()) {
+    exits_observed = true;
+    returned_here = facts->returned;
+    uncertain_here = facts->maybe_returned;
+    std::size_t call = calls_.size() - 1;
+    for (std::size_t i = 1; i < callstack.size(); ++i) {
+      const auto* outer = script_index_->find(callstack[i].range);
+      if (call == 0 || outer == nullptr) break;
+      if (outer->returned == 0) {
+        exits_observed = outer->maybe_returned == 0;
+        break;
+      }
+      --call;
+      outer_exits += calls_[call].module >= 0;
+    }
+  }
+  const bool innermost_is_module = !calls_.empty() && calls_.back().module >= 0;
+
   std::size_t first_id = SIZE_MAX;
   int index = 0;
-  for (const auto& [t, scalar] : outputs) {
+  for (const auto& t : outputs) {
     if (!t.defined()) {
       ++index;
       continue;
@@ -644,19 +884,25 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     n.layer_type = info.layer_type;
     n.output_index = index++;
     n.num_outputs = static_cast<int>(outputs.size());
-    n.is_inplace = wrote_any;
+    n.is_inplace = info.writes;
     n.is_view = info.returns_view;
     n.params = param_refs;
     n.time_us = us;
     n.is_internally_generated = parents.empty();
-    n.is_scalar_read = scalar;
-    if (scalar && t.scalar_type() == at::kBool) {
-      n.scalar_bool_value = t.item<bool>();
-    } else if (t.dim() == 0 && t.scalar_type() == at::kBool && t.device().is_cpu()) {
+    if (t.dim() == 0 && t.scalar_type() == at::kBool && t.device().is_cpu()) {
       n.scalar_bool_value = t.item<bool>();
     }
     n.modules = frames;
     n.module_observed = observed;
+    const auto out = static_cast<std::size_t>(n.output_index);
+    if (exits_observed) {
+      // a return that depends on the branch taken is a guess that infer-modules
+      // keeps only for a value nothing uses (returned, then dropped by the caller)
+      n.exits_observed = output_bit(uncertain_here, out, outputs.size()) == 0;
+      if (output_bit(returned_here | uncertain_here, out, outputs.size()) != 0) {
+        n.modules_exited = (innermost_is_module ? 1 : 0) + outer_exits;
+      }
+    }
     fill_tensor_fields(n, t);
     const std::size_t id = new_node(std::move(n));
     if (first_id == SIZE_MAX) {
@@ -667,12 +913,22 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       boost::add_edge(p.node, id,
                       TensorEdge{p.arg_pos, p.list_index, info.arg_names[p.arg_pos], false}, graph);
     }
-    if (!scalar) {
-      track(t, id);
-      if (wrote_any || info.returns_view) {
-        if (const auto* st = storage_of(t)) {
-          storage_writers_[st] = Writer{id, version_of(t)};
-        }
+    // A parameter or buffer an op hands back unchanged (`weight.contiguous()`)
+    // stays a parameter or buffer.
+    const auto* impl = t.unsafeGetTensorImpl();
+    const bool kept_source = !info.writes && arg_impls.count(impl) != 0 &&
+                             (params_.count(impl) != 0 || buffers_.count(impl) != 0);
+    if (!kept_source) track(t, id);
+    if (info.writes || info.returns_view) {
+      if (const auto* st = storage_of(t)) {
+        storage_writers_[st] = Writer{id, version_of(t), Geometry::of(t)};
+      }
+    }
+    if (parents.empty() && (info.uninitialized || (facts != nullptr && facts->literal))) {
+      if (facts != nullptr && facts->literal) {
+        mark_literal(id); // `torch.tensor([...])` in TorchScript
+      } else {
+        maybe_literal_[id] = version_of(t);
       }
     }
     save(id, t, /*copy=*/false);
@@ -680,7 +936,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   // An in-place write into a view changed its base too: log the base's new value
   // so later uses of the base see the whole tensor (TorchLens's setitem).
-  if (wrote_any && first_id != SIZE_MAX) {
+  if (info.writes && first_id != SIZE_MAX) {
     for (std::size_t i = 0; i < num_args; ++i) {
       if (info.arg_written[i] && args_written_views[i].defined()) {
         log_base_update(args_written_views[i], first_id);
@@ -706,7 +962,7 @@ void Recorder::set_returned(const c10::IValue& value) {
           const at::Tensor& t = v.toTensor();
           std::vector<Parent> parents;
           std::vector<const ParamState*> params;
-          resolve_arg(t, 0, -1, parents, params);
+          resolve_arg(t, 0, -1, false, parents, params);
           std::size_t node;
           if (!parents.empty()) {
             node = parents.front().node;
@@ -756,7 +1012,7 @@ void Recorder::finish(double forward_ms) {
   // Printable non-tensor arguments.
   for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
     const auto& rec = records[graph[v].id];
-    if (!rec.op || graph[v].op_name == "torchlens::base_update") continue;
+    if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
     const auto& schema = rec.op->schema();
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
       if (rec.is_tensor[i]) continue; // an edge or a parameter, not a scalar
@@ -770,13 +1026,29 @@ void Recorder::finish(double forward_ms) {
   info.next_id = boost::num_vertices(graph);
   info.forward_time_ms = forward_ms;
   info.logging_time_ms = std::max(0.0, forward_ms - op_time_us_ / 1000.0);
-  for (const auto& address : module_order_) {
-    ModuleInfo m{address, module_types_[address], module_passes_[address], 0};
+  for (int index : module_order_) {
+    const ModuleState& m = modules_[static_cast<std::size_t>(index)];
+    ModuleInfo mi{m.address, m.type, m.passes, 0, !m.inferred};
     for (const auto& p : model_.params) {
-      if (p.address.rfind(address + ".", 0) == 0) m.num_params += p.tensor.numel();
+      if (p.address.rfind(m.address + ".", 0) == 0) mi.num_params += p.tensor.numel();
     }
-    info.modules.push_back(std::move(m));
+    info.modules.push_back(std::move(mi));
   }
 }
 
 } // namespace torchlens::detail
+
+namespace torchlens {
+
+ModuleScope::ModuleScope(const torch::nn::Module& module) : recorder_(detail::tls_recorder) {
+  if (recorder_ != nullptr) static_cast<detail::Recorder*>(recorder_)->enter_module(&module);
+}
+
+ModuleScope::~ModuleScope() {
+  // only the capture that saw the entry sees the exit
+  if (recorder_ != nullptr && recorder_ == detail::tls_recorder) {
+    static_cast<detail::Recorder*>(recorder_)->exit_module();
+  }
+}
+
+} // namespace torchlens

@@ -1,6 +1,8 @@
 #pragma once
 // Private to src/: the capture engine. One Recorder lives for one forward pass;
-// a boxed dispatcher fallback (recorder.cpp) feeds it every top-level ATen op.
+// a boxed dispatcher fallback (recorder.cpp) feeds it every top-level ATen op,
+// and module calls reach it from TorchScript's interpreter (RecordFunction),
+// from ModuleScope in C++-frontend forwards, and from driven Sequentials.
 
 #include <torchlens/capture/options.hpp>
 #include <torchlens/capture/recorder.hpp>
@@ -10,13 +12,21 @@
 #include <ATen/core/ivalue.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+namespace at {
+class RecordFunction;
+}
+
 namespace torchlens::detail {
+
+class TorchScriptIndex;
 
 /// Which tensors a capture keeps.
 struct SavePolicy {
@@ -27,6 +37,8 @@ struct SavePolicy {
 /// What capture records per op beyond the graph, enough to call it again: the
 /// operator, its arguments with the logged tensors taken out (they are the
 /// vertex's in-edges; parameters stay), and the generator state it ran with.
+/// A vertex without an operator and without parents is a source (a constant or
+/// a tensor literal): its saved value is the ground truth.
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
   std::vector<c10::IValue> args; ///< in-edge tensors replaced by None / undefined
@@ -45,15 +57,15 @@ struct OpInfo {
   std::string name, overload, layer_type;
   std::vector<std::string> arg_names;
   std::vector<bool> arg_written; ///< schema says Tensor(a!)
+  bool writes = false;           ///< some argument is written
   bool returns_view = false;     ///< a return aliases an argument without a write
   bool scalar_read = false;      ///< item / is_nonzero / _local_scalar_dense / equal
+  bool uninitialized = false;    ///< empty / empty_like / ...: the values are set elsewhere
 };
 
-/// An op's returns as capture logs them: tensors in order (tensor lists
-/// flattened, undefined ones kept as placeholders), and for scalar reads the
-/// value as a 0-dim tensor. The second member says "scalar read".
-std::vector<std::pair<at::Tensor, bool>> flatten_returns(c10::ArrayRef<c10::IValue> returns,
-                                                         bool scalar_read);
+/// An op's tensor returns as capture logs them, in order (tensor lists
+/// flattened, undefined ones kept as placeholders).
+std::vector<at::Tensor> flatten_returns(c10::ArrayRef<c10::IValue> returns);
 
 /// Tensors of a forward() result in output-node order (tuples, lists, dicts).
 void flatten_outputs(const c10::IValue& value, std::vector<at::Tensor>& out);
@@ -87,21 +99,32 @@ class StateSnapshot {
 class Recorder {
  public:
   Recorder(const ModelDescription& model, const LogOptions& options, SavePolicy policy);
+  ~Recorder();
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;
 
   void add_input(const std::string& address, const at::Tensor& t);
   void set_returned(const c10::IValue& value);
-  void enter_module(const std::string& address, const std::string& type);
+
+  /// A call of the module with this identity (a torch::nn::Module* or a
+  /// TorchScript object) begins / ends: exact nesting and pass numbers.
+  void enter_module(const void* identity);
   void exit_module();
+  /// TorchScript interpreter frames (methods and functions), from RecordFunction.
+  void script_enter(const at::RecordFunction& fn);
+  void script_exit(const at::RecordFunction& fn);
 
   /// Runs `forward` with this recorder installed on the thread and the capture
-  /// key enabled; both are removed on return and on exceptions.
+  /// key enabled; both are removed on return and on exceptions. Throws when
+  /// the model ran ops on other threads (they cannot be logged in order).
   c10::IValue run(const ForwardFn& forward);
 
   /// The fallback's body: runs the op and records it.
   void record(const c10::OperatorHandle& op, torch::jit::Stack* stack);
   bool paused() const noexcept { return paused_; }
+  /// An op ran on another thread that inherited this capture (TorchScript
+  /// fork, at::launch): counted, run unlogged, and reported by run().
+  void note_foreign_op(const c10::OperatorHandle& op);
 
   /// Ends the capture: protective copies, printable arguments, model facts.
   void finish(double forward_ms);
@@ -116,9 +139,20 @@ class Recorder {
     std::size_t node;
     std::uint32_t version;
   };
+  /// Geometry of a tensor over its storage.
+  struct Geometry {
+    std::vector<std::int64_t> sizes, strides;
+    std::int64_t offset = 0;
+    c10::ScalarType dtype = c10::ScalarType::Undefined;
+    static Geometry of(const at::Tensor& t);
+    bool matches(const at::Tensor& t) const;
+  };
+  /// The latest logged value of a storage: the node that last wrote it (or the
+  /// base update after a write through a view), at which version.
   struct Writer {
     std::size_t node;
     std::uint32_t version;
+    Geometry geometry;
   };
   struct BufferState {
     std::string address;
@@ -130,70 +164,92 @@ class Recorder {
     std::string address, owner;
     at::Tensor tensor;
   };
-  struct RawFrame {
-    std::string address, type;
-    std::vector<std::size_t> key; // call-site chain (TorchScript) or driver serial
-  };
-  struct OpenFrame {
-    RawFrame frame;
-    int pass;
-    std::unordered_set<const c10::TensorImpl*> params_used;
-  };
   struct Parent {
     std::size_t node;
     int arg_pos, list_index;
   };
-  /// Geometry of a logged output, to recognise a new TensorImpl over the same
-  /// data (torch:: factories re-wrap their result in a new impl).
-  struct Geometry {
-    std::size_t node;
-    std::vector<std::int64_t> sizes, strides;
-    std::int64_t offset;
-    c10::ScalarType dtype;
-    bool matches(const at::Tensor& t) const;
+  /// One module of the model (from the description, in named_modules order).
+  struct ModuleState {
+    std::string address, type;
+    int passes = 0;
+    bool inferred = false; ///< some call was found by parameter ownership, not observed
+  };
+  /// One call in progress: a module's forward (module >= 0) or a function /
+  /// helper method (module < 0, transparent for nesting).
+  struct Call {
+    int module;
+    std::vector<at::Tensor> passthrough; // arguments it returns unchanged (TorchScript)
+  };
+  /// A call found by parameter ownership (C++ frontend without ModuleScope):
+  /// continued while the op reads parameters it has not read in this call.
+  struct InferredCall {
+    int module;
+    int pass;
+    std::unordered_set<const c10::TensorImpl*> params_used;
   };
 
   const OpInfo& info_for(const c10::OperatorHandle& op);
   std::size_t new_node(OpNode node);
   void track(const at::Tensor& t, std::size_t node);
+  /// Keeps a storage's address from being reused while capture keys on it.
+  void pin(const at::Tensor& t);
   /// After an in-place write into a view: a node for the base's new value.
   void log_base_update(const at::Tensor& view, std::size_t writer);
+  /// A view read after its storage was written: a node for its new value.
+  std::size_t log_view_update(const at::Tensor& view, const Writer& writer);
+  /// The node holding t's current value, or SIZE_MAX when capture never saw t.
+  std::size_t lookup(const at::Tensor& t);
   /// Resolves one tensor argument to a parent vertex (creating buffer or
-  /// constant sources on first sight) or to a parameter.
-  /// Returns true when the tensor became an in-edge (false: a parameter).
-  bool resolve_arg(const at::Tensor& t, int pos, int list_index, std::vector<Parent>& parents,
-                   std::vector<const ParamState*>& params);
+  /// constant sources on first sight) or to a parameter. `written`: the op
+  /// overwrites it. Returns true when the tensor became an in-edge (false: a parameter).
+  bool resolve_arg(const at::Tensor& t, int pos, int list_index, bool written,
+                   std::vector<Parent>& parents, std::vector<const ParamState*>& params);
   std::size_t buffer_node(BufferState& b, const at::Tensor& t);
   std::size_t constant_node(const at::Tensor& t);
+  /// A node whose values were set outside the dispatcher becomes a tensor literal.
+  void mark_literal(std::size_t node);
   void fill_tensor_fields(OpNode& n, const at::Tensor& t) const;
   void save(std::size_t id, const at::Tensor& t, bool copy);
   void protect_storage(const c10::StorageImpl* s);
+  void push_call(int module, std::vector<at::Tensor> passthrough);
   std::vector<ModuleFrame> module_frames(const std::vector<const ParamState*>& params,
                                          bool& observed);
-  std::vector<RawFrame> torchscript_frames() const;
+  /// A module that returns an argument unchanged gets an `identity` node.
+  void log_identity(const at::Tensor& t);
+  /// A read of tensor values into a host scalar (`item`, `is_nonzero`): no
+  /// vertex; the tensors read record how the value was used.
+  void read_scalar(c10::ArrayRef<c10::IValue> args, c10::ArrayRef<c10::IValue> returns,
+                   ScalarUse use);
 
   const ModelDescription& model_;
   LogOptions options_;
   SavePolicy policy_;
   bool paused_ = false;
+  std::atomic<std::int64_t> foreign_ops_{0};
+  std::string foreign_example_;
+  std::unique_ptr<TorchScriptIndex> script_index_;
 
   std::unordered_map<const c10::FunctionSchema*, OpInfo> op_infos_;
   std::unordered_map<const c10::TensorImpl*, Tracked> tensors_;
   std::unordered_map<const c10::StorageImpl*, Writer> storage_writers_;
-  std::unordered_map<const c10::StorageImpl*, Geometry> outputs_by_storage_;
+  std::unordered_map<const c10::StorageImpl*, std::pair<std::size_t, Geometry>> outputs_by_storage_;
   std::unordered_map<const c10::StorageImpl*, std::vector<std::size_t>> saved_by_storage_;
+  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> pinned_;
+  std::unordered_set<const c10::StorageImpl*> pinned_set_;
   std::unordered_map<const c10::TensorImpl*, ParamState> params_;
   std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;
   std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_; // unannotated writes
-  std::unordered_map<std::string, std::string> module_types_;
-  std::vector<at::Tensor> keep_alive_; // constants and inputs we point at
+  std::unordered_map<std::size_t, std::uint32_t> maybe_literal_; // node → version at creation
+  std::vector<at::Tensor> keep_alive_;                           // constants and inputs we point at
 
   // module tracking
-  std::vector<RawFrame> driven_; // frames announced by drivers
-  std::size_t driver_serial_ = 0;
-  std::vector<OpenFrame> open_;
-  std::unordered_map<std::string, int> module_passes_;
-  std::vector<std::string> module_order_;
+  std::vector<ModuleState> modules_;
+  std::unordered_map<const void*, int> module_by_identity_; // -1: the root
+  std::unordered_map<std::string, int> module_by_address_;
+  std::vector<int> module_order_; // first-call order
+  std::vector<Call> calls_;
+  std::vector<ModuleFrame> containment_; // the module calls of calls_, outer → inner
+  std::vector<InferredCall> inferred_;
   double op_time_us_ = 0;
 };
 

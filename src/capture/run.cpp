@@ -32,7 +32,7 @@ std::unique_ptr<Recorder> capture_once(
   // The profiling executor would rewrite TorchScript graphs between runs;
   // capture sees the plain graph, every run alike.
   std::optional<torch::jit::GraphOptimizerEnabledGuard> plain_jit;
-  if (model.torchscript) {
+  if (model.script != nullptr) {
     plain_jit.emplace(false);
   }
   const auto t0 = std::chrono::steady_clock::now();

@@ -1,7 +1,10 @@
 #pragma once
 // The built-in model of `torchlens demo`: small, but with everything torchlens
-// handles: nested modules, a residual branch that merges, a loop over shared
-// weights, an `if` on a tensor value, injected noise, and buffers.
+// handles: nested modules (exact: each forward opens a ModuleScope), a residual
+// branch that merges, a loop over shared weights, an `if` on a tensor value,
+// injected noise, and buffers.
+
+#include <torchlens/capture/module_scope.hpp>
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/pooling.h>
@@ -20,6 +23,7 @@ struct ResidualBlockImpl : torch::nn::Module {
         conv2(register_module("conv2",
                               torch::nn::Conv2d(torch::nn::Conv2dOptions(c, c, 3).padding(1)))) {}
   torch::Tensor forward(const torch::Tensor& x) {
+    const torchlens::ModuleScope scope(*this); // exact nesting and passes
     auto y = torch::relu(bn1(conv1(x)));
     y = conv2(y);
     return torch::relu(y + x); // the branch merges
@@ -39,6 +43,7 @@ struct DemoNetImpl : torch::nn::Module {
         shared(register_module("shared", torch::nn::Linear(8, 8))),
         head(register_module("head", torch::nn::Linear(8, 4))) {}
   torch::Tensor forward(torch::Tensor x) {
+    const torchlens::ModuleScope scope(*this);
     x = torch::relu(stem(x));
     x = block2(block1(x));
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
@@ -46,7 +51,7 @@ struct DemoNetImpl : torch::nn::Module {
     for (int i = 0; i < 3; ++i) {
       x = torch::tanh(shared(x)); // a loop over shared weights
     }
-    if (x.mean().item<float>() > 0) { // an if on a tensor value
+    if ((x.mean() > 0).item<bool>()) { // an if on a tensor value
       x = x * 2;
     } else {
       x = -x;

@@ -77,12 +77,6 @@ bool parse_int(std::string_view s, std::int64_t& out) {
   return true;
 }
 
-bool frames_contain(const std::vector<ModuleFrame>& frames, const ModuleFrame& f) {
-  return std::any_of(frames.begin(), frames.end(), [&](const ModuleFrame& g) {
-    return g.address == f.address && g.pass == f.pass;
-  });
-}
-
 } // namespace
 
 // ---------------------------------------------------------------------------
@@ -137,9 +131,8 @@ std::string LayerView::module() const {
 
 std::vector<std::string> LayerView::module_outputs() const {
   std::vector<std::string> out;
-  for (const auto& [key, vs] : log_->module_outputs()) {
-    if (std::find(vs.begin(), vs.end(), v_) != vs.end()) out.push_back(key);
-  }
+  for (const auto& f : modules_exited(node()))
+    out.push_back(f.address + ":" + std::to_string(f.pass));
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -189,18 +182,15 @@ void ModelLog::build_lookup() {
     if (key.empty()) return;
     if (keys_.emplace(key, v).second) ordered_keys_.push_back(key);
   };
-  // module outputs: a vertex leaves a module pass when one of its consumers is
-  // outside that pass (or it is returned from forward)
+  // module outputs: the values returned from each module pass
   std::map<std::string, int> module_pass_count;
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
     const OpNode& node = graph_[v];
     for (const auto& f : node.modules) {
       module_pass_count[f.address] = std::max(module_pass_count[f.address], f.pass);
-      bool leaves = node.feeds_output;
-      for (auto e : boost::make_iterator_range(boost::out_edges(v, graph_))) {
-        if (!frames_contain(graph_[boost::target(e, graph_)].modules, f)) leaves = true;
-      }
-      if (leaves) module_outputs_[f.address + ":" + std::to_string(f.pass)].push_back(v);
+    }
+    for (const auto& f : modules_exited(node)) {
+      module_outputs_[f.address + ":" + std::to_string(f.pass)].push_back(v);
     }
   }
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {

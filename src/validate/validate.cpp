@@ -159,7 +159,7 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise) {
 
 /// Calls a recorded op again with `inputs` for its in-edges; returns its outputs
 /// flattened as capture logged them.
-std::vector<at::Tensor> replay(const OpRecord& rec, const ModelGraph& g, Vertex v,
+std::vector<at::Tensor> replay(const OpRecord& rec,
                                const std::map<std::pair<int, int>, at::Tensor>& inputs) {
   torch::jit::Stack stack = rec.args;
   const auto& schema = rec.op->schema();
@@ -194,13 +194,7 @@ std::vector<at::Tensor> replay(const OpRecord& rec, const ModelGraph& g, Vertex 
     gen.set_state(rec.rng_state);
   }
   rec.op->callBoxed(&stack);
-  const bool scalar = g[v].is_scalar_read;
-  std::vector<at::Tensor> out;
-  for (auto& [t, is_scalar] : detail::flatten_returns(stack, scalar)) {
-    (void)is_scalar;
-    out.push_back(std::move(t));
-  }
-  return out;
+  return detail::flatten_returns(stack);
 }
 
 const char* kind_name(FailureKind k) {
@@ -274,8 +268,10 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
   std::vector<LayerFailure> mismatches(boost::num_vertices(g));
   for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
     const OpNode& n = g[v];
-    if (n.kind != NodeKind::op || n.op_name == "prim::Constant") continue;
+    if (n.kind != NodeKind::op) continue;
     const at::Tensor& saved = log.activation(v);
+    // a source (a constant, a tensor literal): its saved value is the ground truth
+    if ((n.id >= records.size() || !records[n.id].op) && boost::in_degree(v, g) == 0) continue;
     if (n.id >= records.size() || !records[n.id].op || !saved.defined()) {
       report.failures.push_back({n.label, FailureKind::unreached,
                                  saved.defined() ? "no replay record" : "activation not saved", 0});
@@ -297,7 +293,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
     ++report.layers_checked;
     std::vector<at::Tensor> out;
     try {
-      out = replay(records[n.id], g, v, inputs);
+      out = replay(records[n.id], inputs);
     } catch (const c10::Error& e) {
       std::string msg = e.what_without_backtrace();
       msg = msg.substr(0, msg.find('\n'));
@@ -359,7 +355,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
       }
       std::vector<at::Tensor> pout;
       try {
-        pout = replay(records[n.id], g, v, changed_inputs);
+        pout = replay(records[n.id], changed_inputs);
       } catch (const c10::Error&) {
         ++report.exempted; // random values outside the op's domain (e.g. bad indices)
         report.exemptions.push_back({n.label, g[p].label, "perturbed value outside the domain"});
@@ -469,7 +465,7 @@ ValidationReport validate_run(const ModelDescription& model,
   {
     at::manual_seed(seed);
     std::optional<torch::jit::GraphOptimizerEnabledGuard> plain_jit;
-    if (model.torchscript) plain_jit.emplace(false);
+    if (model.script != nullptr) plain_jit.emplace(false);
     c10::IValue out = forward(nullptr);
     flatten_outputs(out, truth);
     for (auto& t : truth) t = t.detach().clone();

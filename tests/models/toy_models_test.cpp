@@ -496,18 +496,19 @@ TEST_SUITE("toy models: C++ frontend") {
     CHECK_FALSE(log.info().has_conditional);
   }
 
-  TEST_CASE("ConditionalBranching: item() read decides the branch") {
+  TEST_CASE("ConditionalBranching: a float .item() compared in C++ decides the branch") {
     toy::ConditionalBranching net;
     for (float sign : {1.0F, -1.0F}) {
       CAPTURE(sign);
       const auto x = toy::input_for<toy::ConditionalBranchingImpl>().abs() * sign;
       auto log = log_forward_pass(net, x);
       INFO(tlt::dump(log));
-      auto reads = tlt::of_type(log, "item");
-      REQUIRE(reads.size() == 1);
-      CHECK(reads[0]->is_scalar_read);
-      CHECK(reads[0].parents() == strs({"mean_1_1"}));
-      CHECK(reads[0].children().empty());
+      // a read is no tensor: no `item` layer; the mean records it was read as a number
+      CHECK(tlt::of_type(log, "item").empty());
+      CHECK(log["mean_1_1"]->scalar_use == torchlens::ScalarUse::value);
+      CHECK(log["mean_1_1"].children().empty());
+      // TorchLens marks a branch where a bool decides it: a float read is not one
+      CHECK_FALSE(log.info().has_conditional);
       const std::string taken = sign > 0 ? "relu" : "tanh";
       const std::string other = sign > 0 ? "tanh" : "relu";
       CHECK(tlt::of_type(log, taken).size() == 1);
@@ -521,17 +522,17 @@ TEST_SUITE("toy models: C++ frontend") {
     const auto x = toy::input_for<toy::ConditionalBoolImpl>().abs(); // sum > 0
     auto log = log_forward_pass(net, x);
     INFO(tlt::dump(log));
-    CHECK(labels(log) == strs({"input_1", "sum_1_1", "gt_1_2", "item_1_3", "sin_1_4", "output_1"}));
-    auto read = log["item_1_3"];
-    CHECK(read->is_scalar_read);
+    CHECK(labels(log) == strs({"input_1", "sum_1_1", "gt_1_2", "sin_1_3", "output_1"}));
+    auto read = log["gt_1_2"];
+    CHECK(read->scalar_use == torchlens::ScalarUse::condition);
     CHECK(read->is_terminal_bool);
     REQUIRE(read->scalar_bool_value.has_value());
     CHECK(*read->scalar_bool_value);
     CHECK(log["gt_1_2"]->in_cond_branch);
     CHECK(log["sum_1_1"]->in_cond_branch);
-    CHECK_FALSE(log["sin_1_4"]->in_cond_branch);
+    CHECK_FALSE(log["sin_1_3"]->in_cond_branch);
     CHECK_FALSE(log["sum_1_1"]->is_output_ancestor);
-    CHECK(log["sin_1_4"]->is_output_ancestor);
+    CHECK(log["sin_1_3"]->is_output_ancestor);
     CHECK(log.info().has_conditional);
     // the IF edge: from the output ancestor (input_1) into the condition branch
     int cond_edges = 0;

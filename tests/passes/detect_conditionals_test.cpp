@@ -36,17 +36,34 @@ TEST_CASE("conditionals: `if mean(x - 5) > 3` marks sub, mean, gt and the edge x
   CHECK(g[boost::graph_bundle].has_conditional);
 }
 
-TEST_CASE("conditionals: a terminal .item() read branches off an output ancestor") {
+TEST_CASE("conditionals: a terminal bool read as an `if` branches off an output ancestor") {
   ModelGraph g = prepared(mixed_graph());
   PassContext ctx;
   auto r = DetectConditionalsPass{}.run(g, ctx);
   CHECK(r.get("terminal bools") == 1);
-  CHECK(g[12].is_terminal_bool); // item
+  CHECK(g[12].is_terminal_bool); // gt
   CHECK(g[11].in_cond_branch);   // sum
   CHECK_FALSE(g[10].in_cond_branch);
   auto [e, found] = boost::edge(10, 11, g);
   REQUIRE(found);
   CHECK(g[e].is_cond_branch_start);
+}
+
+TEST_CASE("conditionals: only a bool deciding an `if` starts a branch") {
+  // the same graph, with the bool read as a number, by a while loop, by an
+  // assert, or never read: a terminal bool, but no conditional
+  for (ScalarUse use : {ScalarUse::value, ScalarUse::loop, ScalarUse::assertion, ScalarUse::none}) {
+    CAPTURE(static_cast<int>(use));
+    ModelGraph g = conditional_graph();
+    g[3].scalar_use = use;
+    g = prepared(std::move(g));
+    PassContext ctx;
+    auto r = DetectConditionalsPass{}.run(g, ctx);
+    CHECK(r.get("terminal bools") == 1);
+    CHECK(r.get("if edges") == 0);
+    CHECK_FALSE(g[1].in_cond_branch);
+    CHECK_FALSE(g[boost::graph_bundle].has_conditional);
+  }
 }
 
 TEST_CASE("conditionals: no terminal bool, no conditional") {

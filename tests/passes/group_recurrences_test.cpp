@@ -33,7 +33,7 @@ TEST_CASE("Fig. 4A: a shared linear applied twice, identical cos before and add 
   CHECK(g[boost::graph_bundle].is_recurrent);
   CHECK(g[boost::graph_bundle].max_recurrent_loops == 2);
   CHECK(g[2].layer == g[6].layer);
-  CHECK(g[2].equivalence_type == "linear_params_fc.bias_fc.weight");
+  CHECK(g[2].equivalence_type == "linear[fc.bias,fc.weight]@");
 }
 
 TEST_CASE("Fig. 4B: xyzxyzxyz groups into three passes") {
@@ -89,10 +89,73 @@ TEST_CASE("equivalence types separate ops by scalar args, parent shapes and modu
   ModelGraph g = b.build();
   PassContext ctx;
   (void)GroupRecurrencesPass{}.run(g, ctx);
-  CHECK(g[m1].equivalence_type == "mul_other=2;_(1,4)_out0_mod");
-  CHECK(g[m3].equivalence_type == "mul_other=3;_(1,4)_out0_modblk");
+  CHECK(g[m1].equivalence_type == "mul(other=2;(1,4))@");
+  CHECK(g[m3].equivalence_type == "mul(other=3;(1,4))@blk");
   CHECK(g[m1].num_passes == 1);
   CHECK(g[m2].num_passes == 1);
+}
+
+TEST_CASE("parallel branches are not a loop: relu(x*2) + relu(x*3)") {
+  GraphBuilder b;
+  auto x = b.input();
+  auto m2 = b.op("mul", {x}, {.scalar_args = {{"other", "2"}}});
+  auto m3 = b.op("mul", {x}, {.scalar_args = {{"other", "3"}}});
+  auto r2 = b.op("relu", {m2});
+  auto r3 = b.op("relu", {m3});
+  b.returns(b.op("add", {r2, r3}));
+  ModelGraph g = b.build();
+  CHECK(labels_of(g) ==
+        L{"input_1", "mul_1_1", "mul_2_2", "relu_1_3", "relu_2_4", "add_1_5", "output_1"});
+  run_default_pipeline(g);
+  CHECK_FALSE(g[boost::graph_bundle].is_recurrent);
+}
+
+TEST_CASE("a helper called twice outside a loop is two layers") {
+  // sin, mul | cos, add, exp | sin, mul: the repeats are not back to back
+  CHECK(labels_of(pattern_graph("smcaesm")) ==
+        L{"input_1", "s_1_1", "m_1_2", "c_1_3", "a_1_4", "e_1_5", "s_2_6", "m_2_7", "output_1"});
+}
+
+TEST_CASE("two ops of one type at two places of a loop body are two layers") {
+  // (sin, mul, sin, add) x 3: sin_1 and sin_2 with 3 passes each, not one sin of 6
+  CHECK(labels_of(pattern_graph("smsasmsasmsa")) ==
+        L{"input_1", "s_1_1:1", "m_1_2:1", "s_2_3:1", "a_1_4:1", "s_1_1:2", "m_1_2:2", "s_2_3:2",
+          "a_1_4:2", "s_1_1:3", "m_1_2:3", "s_2_3:3", "a_1_4:3", "output_1"});
+}
+
+TEST_CASE("two separate loops, and the same op after the second, stay apart") {
+  CHECK(labels_of(pattern_graph("smsmsmecsmsms")) ==
+        L{"input_1", "s_1_1:1", "m_1_2:1", "s_1_1:2", "m_1_2:2", "s_1_1:3", "m_1_2:3", "e_1_3",
+          "c_1_4", "s_2_5:1", "m_2_6:1", "s_2_5:2", "m_2_6:2", "s_2_5:3", "output_1"});
+}
+
+TEST_CASE("the outputs of one call of a multi-output op are layers, not passes") {
+  // one LSTM call: three outputs reading the same parameters; two zeros feed it
+  GraphBuilder b;
+  auto x = b.input({5, 3, 5});
+  auto h0 = b.op("zeros", {}, {.shape = {1, 3, 10}});
+  auto c0 = b.op("zeros", {}, {.shape = {1, 3, 10}});
+  std::vector<Vertex> outs;
+  for (int i = 0; i < 3; ++i) {
+    outs.push_back(b.op("lstm", {x, h0, c0}, {.params = {"lstm.weight_ih_l0"}, .output_index = i}));
+  }
+  ModelGraph g = b.graph();
+  for (Vertex v : outs) g[v].num_outputs = 3;
+  g[boost::graph_bundle].returned.push_back({g[outs[1]].id, "output.0"});
+  CHECK(labels_of(g) ==
+        L{"input_1", "zeros_1_1", "zeros_2_2", "lstm_1_3", "lstm_2_4", "lstm_3_5", "output_1"});
+}
+
+TEST_CASE("an input fed to each iteration of a loop is one input layer with a pass per iteration") {
+  // TorchLens's LoopingFromInputs: acc = sin(log(acc + x_i)) for three inputs of one shape
+  GraphBuilder b;
+  std::vector<Vertex> xs{b.input(), b.input(), b.input()};
+  Vertex acc = b.op("zeros", {});
+  for (Vertex x : xs) acc = b.op("sin", {b.op("log", {b.op("add", {acc, x})})});
+  b.returns(acc);
+  CHECK(labels_of(b.build()) == L{"input_1:1", "input_1:2", "input_1:3", "zeros_1_1", "add_1_2:1",
+                                  "log_1_3:1", "sin_1_4:1", "add_1_2:2", "log_1_3:2", "sin_1_4:2",
+                                  "add_1_2:3", "log_1_3:3", "sin_1_4:3", "output_1"});
 }
 
 TEST_CASE("detect_loops=false keeps only same-parameter grouping") {

@@ -66,7 +66,7 @@ ModelGraph nested_graph() {
   auto m = b.op("mul", {s, buf}, {.modules = {outer}, .shape = {2, 3}});
   auto d = b.op("div", {m, x}, {.shape = {2, 3}});
   auto sum = b.op("sum", {d}, {.shape = {}});
-  auto gt = b.op("gt", {sum}, {.shape = {}, .dtype = "bool"});
+  auto gt = b.op("gt", {sum}, {.shape = {}, .dtype = "bool", .read = ScalarUse::condition});
   auto r = b.op("relu", {d}, {.shape = {2, 3}});
   b.returns(r);
   ModelGraph g = b.build();

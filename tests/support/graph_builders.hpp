@@ -19,7 +19,7 @@ struct OpSpec {
   std::vector<std::int64_t> shape = {1, 4}; ///< output shape
   std::string dtype = "float32";
   std::vector<ScalarArg> scalar_args = {};
-  bool scalar_read = false; ///< item / is_nonzero
+  ScalarUse read = ScalarUse::none; ///< read into a host scalar (`item`), and how used
   int output_index = 0;
 };
 
@@ -50,7 +50,7 @@ class GraphBuilder {
     n.modules = spec.modules;
     n.module_observed = spec.observed;
     n.scalar_args = spec.scalar_args;
-    n.is_scalar_read = spec.scalar_read;
+    n.scalar_use = spec.read;
     n.output_index = spec.output_index;
     n.is_internally_generated = parents.empty();
     return add(std::move(n), parents);
@@ -145,13 +145,18 @@ inline ModelGraph linear_loop_graph(int times) {
   return b.build();
 }
 
-/// `if torch.mean(x - 5) > 3: x = relu(x)`: sub, mean, gt (terminal bool), relu returned.
+/// `if torch.mean(x - 5) > 3: x = relu(x)`: sub, mean, gt (terminal bool read as the
+/// `if` condition), relu returned.
 inline ModelGraph conditional_graph() {
   GraphBuilder b;
   auto x = b.input();
   auto sub = b.op("sub", {x}, {.scalar_args = {{"other", "5"}}});
   auto mean = b.op("mean", {sub}, {.shape = {}});
-  b.op("gt", {mean}, {.shape = {}, .dtype = "bool", .scalar_args = {{"other", "3"}}});
+  b.op("gt", {mean},
+       {.shape = {},
+        .dtype = "bool",
+        .scalar_args = {{"other", "3"}},
+        .read = ScalarUse::condition});
   auto r = b.op("relu", {x});
   b.returns(r);
   return b.build();
@@ -177,7 +182,8 @@ inline ModelGraph mixed_graph() {
   auto c2 = b.op("conv2d", {r},
                  {.params = {"block.conv.weight"}, .modules = {frame("block", "Block", 2)}});
   auto s = b.op("sum", {c2}, {.observed = false, .shape = {}});
-  b.op("item", {s}, {.observed = false, .shape = {}, .scalar_read = true}); // terminal scalar read
+  b.op("gt", {s},
+       {.observed = false, .shape = {}, .dtype = "bool", .read = ScalarUse::condition}); // if
   auto out = b.op("relu", {c2}, {.modules = {frame("block", "Block", 2)}});
   b.returns(out).returns(r);
   return b.build();

@@ -102,7 +102,9 @@ void check_fact(const ModelGraph& g) {
     }
   } else if constexpr (std::is_same_v<F, BranchesMarked>) {
     for (Vertex v = 0; v < n; ++v) {
-      if (g[v].is_terminal_bool) CHECK(g[v].in_cond_branch);
+      if (g[v].is_terminal_bool && g[v].scalar_use == ScalarUse::condition) {
+        CHECK(g[v].in_cond_branch);
+      }
       if (g[v].in_cond_branch) CHECK_FALSE(g[v].is_output_ancestor);
     }
     for (auto e : boost::make_iterator_range(boost::edges(g))) {

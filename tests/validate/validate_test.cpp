@@ -378,9 +378,9 @@ def forward(self, x):
     toy::SimpleBranching b;
     check_valid(b, toy::input_for<toy::SimpleBranchingImpl>(), 4);
     toy::ConditionalBranching c;
-    check_valid(c, toy::input_for<toy::ConditionalBranchingImpl>(), 3);
+    check_valid(c, toy::input_for<toy::ConditionalBranchingImpl>(), 2); // mean, relu|tanh
     toy::ConditionalBool d;
-    check_valid(d, toy::input_for<toy::ConditionalBoolImpl>(), 4);
+    check_valid(d, toy::input_for<toy::ConditionalBoolImpl>(), 3); // sum, gt, sin|cos
     toy::MultiOutputs e;
     check_valid(e, toy::input_for<toy::MultiOutputsImpl>(), 3);
     toy::ListOutput f;
@@ -442,7 +442,7 @@ def forward(self, x):
     auto rep = toy::ts::repeated_module();
     check_valid_ts(rep, x, 4);
     auto cond = toy::ts::conditional();
-    check_valid_ts(cond, x, 4);
+    check_valid_ts(cond, x, 3); // sum, gt, relu|tanh (bool reads are no ops)
     auto loop = toy::ts::linear_loop();
     check_valid_ts(loop, x, 6);
     auto multi = toy::ts::multi_outputs();

@@ -1,10 +1,12 @@
 #pragma once
 /// \file
 /// log_forward_pass: run a model once and get back every tensor operation of its
-/// forward pass (TorchLens §1.1). Works on TorchScript modules (exact module
-/// nesting from the interpreter) and on C++-frontend modules (nesting from
-/// parameter ownership and driven Sequentials; see docs/capture.md).
+/// forward pass (TorchLens's log_forward_pass). Works on TorchScript modules
+/// (exact module nesting from the interpreter) and on C++-frontend modules
+/// (exact where a forward opens a ModuleScope or a Sequential is driven,
+/// inferred from parameter ownership elsewhere; see docs/capture.md).
 
+#include <torchlens/capture/module_scope.hpp>
 #include <torchlens/capture/recorder.hpp>
 
 #include <torch/nn/module.h>
@@ -71,10 +73,9 @@ c10::IValue to_ivalue(const std::pair<A, B>& p) {
   return to_ivalue(std::make_tuple(p.first, p.second));
 }
 
-/// Runs a Sequential child by child so each child's ops know their module
-/// (`rec` may be null: a plain run).
-at::Tensor run_sequential(Recorder* rec, torch::nn::SequentialImpl& seq, const std::string& prefix,
-                          at::Tensor x);
+/// Runs a Sequential child by child, each in a ModuleScope, so each child's
+/// ops know their module exactly.
+at::Tensor run_sequential(torch::nn::SequentialImpl& seq, at::Tensor x);
 
 template <class Arg>
 void collect_inputs(const Arg& a, std::size_t position,
@@ -92,11 +93,11 @@ void collect_inputs(const Arg& a, std::size_t position,
 /// The forward of a C++-frontend model as a ForwardFn (Sequentials are driven).
 template <class Model, class Args>
 ForwardFn forward_fn(Model& model, torch::nn::Module& root, const Args& args) {
-  return [&model, &root, args](Recorder* rec) -> c10::IValue {
+  return [&model, &root, args](Recorder*) -> c10::IValue {
     if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&root)) {
       if constexpr (std::tuple_size_v<Args> == 1 &&
                     std::is_same_v<std::tuple_element_t<0, Args>, at::Tensor>) {
-        return run_sequential(rec, *seq, "", std::get<0>(args));
+        return run_sequential(*seq, std::get<0>(args));
       }
     }
     return std::apply([&](const auto&... a) { return to_ivalue(call_forward(model, a...)); }, args);

@@ -32,14 +32,18 @@ struct ModelDescription {
     at::Tensor tensor;
   };
   struct NamedModule {
-    std::string address; ///< `layer1.0`
-    std::string type;    ///< `BasicBlock`
+    std::string address;            ///< `layer1.0` (as named_modules() spells it)
+    std::string type;               ///< `BasicBlock`
+    const void* identity = nullptr; ///< the torch::nn::Module or TorchScript object
   };
   std::string name;
   std::vector<NamedTensor> params;
   std::vector<NamedTensor> buffers;
   std::vector<NamedModule> modules; ///< every submodule, root excluded
-  bool torchscript = false;         ///< module containment from the interpreter
+  const void* root = nullptr;       ///< identity of the root module
+  /// The TorchScript module (module calls come from its interpreter), or null
+  /// for a C++-frontend model. Not owned: it outlives every capture of it.
+  const torch::jit::Module* script = nullptr;
 };
 
 ModelDescription describe(const torch::nn::Module& m);

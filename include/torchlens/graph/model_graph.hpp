@@ -8,8 +8,10 @@
 
 #include <boost/graph/adjacency_list.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,15 @@ enum class NodeKind : std::uint8_t {
   input,  ///< a tensor handed to forward()
   buffer, ///< a module buffer read by an op (bn.running_mean)
   output, ///< a tensor returned by forward() (added by the output-nodes pass)
+};
+
+/// How the model used a value it read into a host scalar (`.item()`, `bool(t)`).
+enum class ScalarUse : std::uint8_t {
+  none,      ///< never read
+  value,     ///< read as a number (arithmetic, sizes, printing)
+  condition, ///< a bool deciding an `if` (or any bool read where the use is unknown)
+  loop,      ///< a bool deciding whether a loop goes on (`while c:`, `if c: break`)
+  assertion, ///< a bool checked by `assert`
 };
 
 /// One module call enclosing an op: `layer1.0.conv1`, `Conv2d`, pass 2.
@@ -74,11 +85,12 @@ struct OpNode {
   double time_us = 0;           ///< wall time of the op itself
 
   // ---- roles ----
-  std::string io_address;                ///< `input.0`, `output.1`, or the buffer address
-  bool is_internally_generated = false;  ///< no tensor parents and not an input/buffer
-  bool is_scalar_read = false;           ///< `item`, `is_nonzero`, `_local_scalar_dense`
-  std::optional<bool> scalar_bool_value; ///< value of a 0-dim bool / scalar read
-  bool feeds_output = false;             ///< returned from forward (parent of an output node)
+  std::string io_address;                 ///< `input.0`, `output.1`, or the buffer address
+  bool is_internally_generated = false;   ///< no tensor parents and not an input/buffer
+  ScalarUse scalar_use = ScalarUse::none; ///< its value was read into a host scalar (`item`,
+                                          ///< `is_nonzero`, `equal`), and how it was used
+  std::optional<bool> scalar_bool_value;  ///< value of a 0-dim bool tensor
+  bool feeds_output = false;              ///< returned from forward (parent of an output node)
   bool has_saved_activation = false;
 
   // ---- module containment (outer → inner) ----
@@ -86,13 +98,17 @@ struct OpNode {
   bool module_observed = false; ///< capture saw the containment (TorchScript, parameter
                                 ///< ownership, driven Sequential); else a pass infers it
   bool module_inferred = false; ///< containment was filled in by a pass
+  int modules_exited = 0;       ///< its value is returned from the innermost this many
+                                ///< module passes of `modules` (see modules_exited())
+  bool exits_observed = false;  ///< capture saw the returns (TorchScript); else a pass
+                                ///< infers them from where the value is used
   int buffer_pass = 0;          ///< for buffers: which version of the buffer (1-based)
 
   // ---- filled in by passes ----
   bool is_output_ancestor = false;
   bool has_input_ancestor = false;
   bool is_internally_terminated = false; ///< childless, not returned, descends from an input
-  bool is_terminal_bool = false;         ///< dead-end scalar read deciding an `if`
+  bool is_terminal_bool = false;         ///< childless, non-output 0-dim bool (TorchLens)
   bool in_cond_branch = false;           ///< part of the computation of an `if` condition
   int min_distance_from_input = -1, max_distance_from_input = -1;
   int min_distance_from_output = -1, max_distance_from_output = -1;
@@ -108,6 +124,14 @@ struct OpNode {
   std::string label_short_no_pass; ///< `conv2d_3`
 };
 
+/// The module passes an op's value is returned from (TorchLens's
+/// `module_passes_exited`), outer → inner: the innermost frames of its
+/// containment, since a value leaves nested calls innermost first.
+inline std::span<const ModuleFrame> modules_exited(const OpNode& n) {
+  const std::size_t k = std::min(n.modules.size(), static_cast<std::size_t>(n.modules_exited));
+  return std::span<const ModuleFrame>(n.modules).subspan(n.modules.size() - k);
+}
+
 /// Bundled edge property: which argument of the child the parent fed.
 struct TensorEdge {
   int arg_pos = 0;                   ///< position in the op schema
@@ -122,6 +146,9 @@ struct ModuleInfo {
   std::string type;
   int num_passes = 0;
   std::int64_t num_params = 0;
+  /// Calls observed (TorchScript, ModuleScope, driven Sequential) rather than
+  /// inferred from parameter ownership.
+  bool exact = true;
 };
 
 /// A tensor returned by forward(): which vertex produced it, and its address.

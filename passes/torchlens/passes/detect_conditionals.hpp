@@ -11,12 +11,16 @@
 
 namespace torchlens::passes {
 
-/// A terminal bool is a childless, non-output vertex that is a scalar read
-/// (`item`, `is_nonzero`, ...) or a 0-dim bool tensor. From each one, flood
-/// through parents while they are not output ancestors, marking in_cond_branch;
-/// an edge from an output ancestor into the flooded branch is the IF edge
-/// (TensorEdge::is_cond_branch_start). GraphInfo::has_conditional is true when
-/// an IF edge exists. This marks the branch computing the condition, not the arm taken.
+/// A terminal bool (TorchLens's `internally_terminated_bool_layers`) is a
+/// childless, non-output 0-dim bool tensor. A conditional starts where a bool
+/// decides an `if`: from each terminal bool read as an `if` condition
+/// (OpNode::scalar_use == ScalarUse::condition; a float `.item()`, a `while`
+/// loop's condition, an `assert` or an unread bool are not branches), flood
+/// through parents while they are not output ancestors, marking
+/// in_cond_branch; an edge from an output ancestor into the flooded branch is
+/// the IF edge (TensorEdge::is_cond_branch_start). GraphInfo::has_conditional
+/// is true when an IF edge exists. This marks the branch computing the
+/// condition, not the arm taken (TorchLens, parents-only flood as fixed in 0.20.4).
 struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
   static constexpr std::string_view name = "conditionals";
   static constexpr std::string_view description =
@@ -35,7 +39,7 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
   static bool is_terminal_bool(const ModelGraph& g, Vertex v) {
     const OpNode& n = g[v];
     if (n.kind == NodeKind::output || boost::out_degree(v, g) != 0) return false;
-    return n.is_scalar_read || (n.shape.empty() && n.dtype == "bool");
+    return n.shape.empty() && n.dtype == "bool";
   }
 
   /// Statistics "terminal bools", "branch vertices", "if edges".
@@ -54,6 +58,7 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
       if (!is_terminal_bool(g, v)) continue;
       ++terminals;
       g[v].is_terminal_bool = true;
+      if (g[v].scalar_use != ScalarUse::condition) continue; // decides no `if`
       if (g[v].in_cond_branch) continue; // already flooded from another terminal bool
       g[v].in_cond_branch = true;
       ++branch;

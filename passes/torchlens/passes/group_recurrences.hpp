@@ -1,8 +1,8 @@
 #pragma once
 /// \file
-/// Group op passes into layers: same-parameter ops, identical ops adjacent to
-/// them, and adjacently repeated parameter-free blocks (TorchLens postprocess
-/// step 8, `_assign_corresponding_tensors_to_same_layer`; paper rules 1–3, Fig. 4).
+/// Group op passes into layers (TorchLens postprocess step 8, loop detection;
+/// paper rules 1–3, Fig. 4): ops using the same parameters, identical ops
+/// around them, and parameter-free blocks repeated back to back.
 
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/analysis.hpp>
@@ -10,18 +10,21 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <numeric>
+#include <queue>
 #include <string>
 #include <string_view>
-#include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace torchlens::passes {
 
 namespace detail {
 
-/// Union-find with path halving and union by index (the smaller index is the root).
+/// Union-find with path halving; the root of a set is its smallest key.
 class DisjointSets {
  public:
   explicit DisjointSets(std::size_t n = 0) : parent_(n) {
@@ -67,22 +70,32 @@ inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape)
 /// Assigns OpNode::layer, pass_num and num_passes (passes numbered by creation
 /// order) and GraphInfo::is_recurrent / max_recurrent_loops.
 ///
-/// Equivalence types (behaviour reference §4.5): ops reading parameters are
-/// `{layer_type}_params_{sorted param addresses}`; parameter-free ops are
-/// `{layer_type}_{scalar args}_{parent shapes}_out{output_index}_mod{innermost module}`.
-/// Inputs, buffers and outputs are never grouped.
+/// Equivalence types (TorchLens's `operation_equivalence_type`): an op reading
+/// parameters is `{layer_type}[sorted parameter addresses]`; a parameter-free op
+/// is `{layer_type}({scalar args}{parent shapes})`; both get `#out{i}` when the
+/// op returned several tensors (the outputs of one call are separate layers,
+/// never passes of one) and `@{module path}` (the addresses, outer → inner, of
+/// the modules containing it: identical ops in different modules never group).
+/// Inputs and outputs are `input{shape}{dtype}` / `output{shape}{dtype}` (inputs
+/// fed to a loop one per iteration are passes of one input layer, as in
+/// TorchLens), buffers `buffer:{address}`.
 ///
-/// Algorithm: for each equivalence type with several members (in order of first
-/// member), unless they already form one layer, grow one subgraph per member in
-/// lock-step BFS (children only at the first step, children and parents after),
-/// pairing unvisited neighbours of equal type across subgraphs (r-th with r-th)
-/// into iso-groups; a neighbour already owned by another subgraph makes the two
-/// subgraphs adjacent. Subgraphs are joinable when adjacent or when they share a
-/// parameter type; iso-group members in joinable subgraphs become passes of one
-/// layer (union-find; a grouping is never undone). So same-parameter ops are
-/// always one layer (rule 1), identical ops next to them join it (rule 2), and
-/// parameter-free blocks join only when back to back (rule 3: XYZXYZXYZ groups,
-/// XYZAXYZBXYZ does not). About O((V + E) log V) when loops merge early.
+/// The algorithm is TorchLens 1.0's loop detection, step for step. Vertices are
+/// visited from the sources in creation order; each equivalence class with
+/// several members not already one layer starts one subgraph per member and
+/// grows them in lock step, breadth first (children only at the first step,
+/// children and parents after): a frontier vertex of one subgraph is paired
+/// with the first vertex of equal type in each other subgraph's frontier (a
+/// vertex two subgraphs reach is dropped), and the pairs form an iso-group.
+/// When a subgraph reaches a vertex of another that is isomorphic to one of its
+/// own, the two are adjacent (one iteration feeds the next). Iso-groups are then
+/// split where members share no (direction, neighbouring iso-group). Members of
+/// an iso-group become passes of one layer when their subgraphs are adjacent or
+/// share a parameter type (rules 2 and 3: XYZXYZXYZ groups, XYZAXYZ does not),
+/// and ops applying the same function to the same parameters always do (rule 1;
+/// per output index). A new grouping that would shrink an existing layer is
+/// skipped. Ties are broken by TorchLens's raw labels (`{type}_{n}_{order}_raw`)
+/// in lexicographic order, as TorchLens sorts them.
 struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
   static constexpr std::string_view name = "group-recurrences";
   static constexpr std::string_view description =
@@ -115,14 +128,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     std::string s;
     switch (n.kind) {
       case NodeKind::input:
-        s = "input_" + n.io_address;
+      case NodeKind::output:
+        s = n.kind == NodeKind::input ? "input" : "output";
+        detail::append_shape(s, n.shape);
+        s += n.dtype;
         return s;
       case NodeKind::buffer:
-        s = "buffer_" + n.io_address + ":" + std::to_string(n.buffer_pass);
-        return s;
-      case NodeKind::output:
-        s = "output_" + n.io_address;
-        return s;
+        return "buffer:" + n.io_address;
       case NodeKind::op:
         break;
     }
@@ -132,25 +144,21 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
       addrs.reserve(n.params.size());
       for (const auto& p : n.params) addrs.push_back(&p.address);
       std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
-      s += "_params";
-      for (const auto* a : addrs) {
-        s += '_';
-        s += *a;
+      s += '[';
+      for (std::size_t i = 0; i < addrs.size(); ++i) {
+        if (i) s += ',';
+        s += *addrs[i];
       }
-      return s;
-    }
-    s += '_';
-    for (const auto& a : n.scalar_args) {
-      s += a.name;
-      s += '=';
-      s += a.value;
-      s += ';';
-    }
-    s += '_';
-    // parent shapes, in argument order
-    if (boost::in_degree(v, g) == 1) {
-      detail::append_shape(s, g[boost::source(*boost::in_edges(v, g).first, g)].shape);
+      s += ']';
     } else {
+      s += '(';
+      for (const auto& a : n.scalar_args) {
+        s += a.name;
+        s += '=';
+        s += a.value;
+        s += ';';
+      }
+      // parent shapes, in argument order
       std::vector<std::tuple<int, int, Vertex>> parents;
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
         parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
@@ -161,11 +169,17 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
         (void)idx;
         detail::append_shape(s, g[p].shape);
       }
+      s += ')';
     }
-    s += "_out";
-    s += std::to_string(n.output_index);
-    s += "_mod";
-    if (!n.modules.empty()) s += n.modules.back().address;
+    if (n.num_outputs > 1) {
+      s += "#out";
+      s += std::to_string(n.output_index);
+    }
+    s += '@';
+    for (std::size_t i = 0; i < n.modules.size(); ++i) {
+      if (i) s += '>';
+      s += n.modules[i].address;
+    }
     return s;
   }
 
@@ -173,66 +187,19 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const std::size_t n = boost::num_vertices(g);
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
-    // ---- equivalence classes (keys are views of the strings stored on the nodes) ----
-    std::unordered_map<std::string_view, std::size_t> class_of_type;
-    class_of_type.reserve(n);
-    std::vector<std::size_t> cls(n);
-    std::vector<char> groupable(n, 0);
-    std::vector<char> param_class;
-    std::vector<std::size_t> class_size;
-    for (Vertex v = 0; v < n; ++v) {
-      g[v].equivalence_type = equivalence_type(g, v);
-      auto [it, inserted] = class_of_type.try_emplace(g[v].equivalence_type, class_size.size());
-      if (inserted) {
-        class_size.push_back(0);
-        param_class.push_back(g[v].kind == NodeKind::op && !g[v].params.empty());
-      }
-      cls[v] = it->second;
-      ++class_size[it->second];
-      groupable[v] = g[v].kind == NodeKind::op;
-    }
-    // members of class c, in creation order: by_class[offset[c] .. offset[c + 1])
-    const std::size_t num_classes = class_size.size();
-    std::vector<std::size_t> offset(num_classes + 1, 0);
-    for (std::size_t c = 0; c < num_classes; ++c) offset[c + 1] = offset[c] + class_size[c];
-    std::vector<Vertex> by_class(n);
-    {
-      std::vector<std::size_t> fill(offset.begin(), offset.end() - 1);
-      for (Vertex v = 0; v < n; ++v) by_class[fill[cls[v]]++] = v;
-    }
-
-    detail::DisjointSets layers(n);
+    State st(g, adj);
     std::int64_t expansions = 0;
-    Expansion ex(n);
-    std::vector<Vertex> m;
-    for (std::size_t c = 0; c < num_classes; ++c) {
-      if (class_size[c] < 2 || !groupable[by_class[offset[c]]]) continue;
-      m.assign(by_class.begin() + static_cast<std::ptrdiff_t>(offset[c]),
-               by_class.begin() + static_cast<std::ptrdiff_t>(offset[c + 1]));
-      // already one layer: an earlier expansion grouped them and grew around them
-      const std::size_t root = layers.find(m.front());
-      bool all_one = true;
-      for (Vertex v : m) {
-        if (layers.find(v) != root) {
-          all_one = false;
-          break;
-        }
-      }
-      if (all_one) continue;
-      if (param_class[c]) {
-        for (Vertex v : m) layers.unite(m.front(), v); // rule 1
-      }
-      if (!options.detect_loops()) continue;
-      ++expansions;
-      ex.run(adj, m, c, cls, groupable, param_class, layers);
+    if (options.detect_loops()) {
+      expansions = st.detect_loops();
+    } else {
+      st.same_parameters_only();
     }
-
-    // ---- layers and passes, numbered by creation order ----
+    // ---- layers and passes, numbered by creation order (TorchLens phase 5) ----
     std::vector<std::size_t> layer_index(n, static_cast<std::size_t>(-1));
     std::vector<int> count(n, 0);
     std::size_t num_layers = 0;
     for (Vertex v = 0; v < n; ++v) {
-      const std::size_t r = layers.find(v);
+      const std::size_t r = st.raw_layer[v];
       if (layer_index[r] == static_cast<std::size_t>(-1)) layer_index[r] = num_layers++;
       g[v].layer = layer_index[r];
       g[v].pass_num = ++count[r];
@@ -240,7 +207,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     int max_passes = 1;
     std::int64_t recurrent_layers = 0;
     for (Vertex v = 0; v < n; ++v) {
-      const int passes = count[layers.find(v)];
+      const int passes = count[st.raw_layer[v]];
       g[v].num_passes = passes;
       max_passes = std::max(max_passes, passes);
       recurrent_layers += passes > 1 && g[v].pass_num == 1;
@@ -256,126 +223,378 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
   }
 
  private:
-  /// Scratch state of the lock-step expansions, reused across classes (epoch stamps).
-  struct Expansion {
-    explicit Expansion(std::size_t n) : stamp_(n, 0), owner_(n, 0) {}
+  /// The state of one run: classes, current layers, and the expansion scratch.
+  struct State {
+    using Adj = AdjacencyAnalysis::Result;
+    static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
 
-    struct Candidate {
-      std::size_t cls;
-      std::size_t sg;
-      Vertex v;
-      bool operator<(const Candidate& o) const {
-        return std::tie(cls, sg, v) < std::tie(o.cls, o.sg, o.v);
+    State(ModelGraph& g, const Adj& a) : g(g), adj(a), n(boost::num_vertices(g)) {
+      std::unordered_map<std::string_view, std::size_t> class_of;
+      class_of.reserve(n);
+      cls.resize(n);
+      orig_cls.resize(n);
+      raw_layer.resize(n);
+      group_size.assign(n, 0);
+      uses_params.resize(n);
+      for (Vertex v = 0; v < n; ++v) {
+        g[v].equivalence_type = equivalence_type(g, v);
+        auto [it, inserted] = class_of.try_emplace(g[v].equivalence_type, members.size());
+        if (inserted) members.emplace_back();
+        members[it->second].push_back(v);
+        cls[v] = orig_cls[v] = it->second;
+        raw_layer[v] = v;
+        uses_params[v] = g[v].kind == NodeKind::op && !g[v].params.empty();
       }
-      bool operator==(const Candidate& o) const = default;
-    };
-    using Group = std::vector<std::pair<std::size_t, Vertex>>; // (subgraph, vertex)
+      // rule 1 keys: (op, output index, sorted parameters)
+      std::unordered_map<std::string, std::size_t> key_of;
+      param_key.assign(n, kNone);
+      for (Vertex v = 0; v < n; ++v) {
+        if (!uses_params[v]) continue;
+        std::string key = g[v].op_name + "#" + std::to_string(g[v].output_index);
+        std::vector<std::string> addrs;
+        for (const auto& p : g[v].params) addrs.push_back(p.address);
+        std::sort(addrs.begin(), addrs.end());
+        for (const auto& a : addrs) key += "|" + a;
+        param_key[v] = key_of.try_emplace(std::move(key), key_of.size()).first->second;
+      }
+      // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, ranked
+      // lexicographically: the order it sorts subgraphs and breaks ties in
+      std::vector<std::string> raw(n);
+      std::unordered_map<std::string, int> per_type;
+      int outputs = 0;
+      for (Vertex v = 0; v < n; ++v) {
+        const OpNode& node = g[v];
+        if (node.kind == NodeKind::output) {
+          raw[v] = "output_" + std::to_string(++outputs) + "_raw";
+        } else if (node.kind == NodeKind::op) {
+          raw[v] = node.layer_type + "_" + std::to_string(++per_type[node.layer_type]) + "_" +
+                   std::to_string(node.id + 1) + "_raw";
+        } else {
+          raw[v] = node.layer_type + "_" + std::to_string(++per_type[node.layer_type]) + "_raw";
+        }
+      }
+      std::vector<Vertex> order(n);
+      std::iota(order.begin(), order.end(), Vertex{0});
+      std::sort(order.begin(), order.end(), [&](Vertex a, Vertex b) { return raw[a] < raw[b]; });
+      rank.resize(n);
+      for (std::size_t i = 0; i < n; ++i) rank[order[i]] = i;
+      stamp.assign(n, 0);
+      sg_of.assign(n, kNone);
+      iso_of.assign(n, kNone);
+    }
 
-    void run(const AdjacencyAnalysis::Result& adj, const std::vector<Vertex>& seeds,
-             std::size_t seed_class, const std::vector<std::size_t>& cls,
-             const std::vector<char>& groupable, const std::vector<char>& param_class,
-             detail::DisjointSets& layers) {
-      ++epoch_;
-      const std::size_t k = seeds.size();
-      subgraphs_.reset(k);
-      groups_.clear();
-      Group seed_group;
-      for (std::size_t j = 0; j < k; ++j) {
-        claim(seeds[j], j);
-        seed_group.emplace_back(j, seeds[j]);
-      }
-      groups_.push_back(std::move(seed_group));
-      if (param_class[seed_class]) unite_all(groups_.back());
-      for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
-        candidates_.clear();
-        for (const auto& [sg, v] : groups_[gi]) {
-          for (std::uint32_t c : adj.children_of(v)) consider(c, sg, cls, groupable);
-          if (gi == 0) continue; // parents only after the first step
-          for (std::uint32_t p : adj.parents_of(v)) consider(p, sg, cls, groupable);
-        }
-        std::sort(candidates_.begin(), candidates_.end());
-        candidates_.erase(std::unique(candidates_.begin(), candidates_.end()), candidates_.end());
-        // runs of one class; inside, runs of one subgraph; pair r-th with r-th
-        for (std::size_t a = 0; a < candidates_.size();) {
-          std::size_t b = a;
-          while (b < candidates_.size() && candidates_[b].cls == candidates_[a].cls) ++b;
-          form_groups(a, b, param_class);
-          a = b;
+    /// TorchLens phase 1: from the sources in creation order, expand every
+    /// class not seen before. Returns the number of expansions.
+    std::int64_t detect_loops() {
+      std::vector<char> class_seen(members.size(), 0);
+      std::vector<char> queued(n, 0);
+      std::priority_queue<Vertex, std::vector<Vertex>, std::greater<>> heap; // creation order
+      for (Vertex v = 0; v < n; ++v) {
+        if (adj.parents_of(v).empty()) {
+          heap.push(v);
+          queued[v] = 1;
         }
       }
-      // merge iso-group members whose subgraphs are joinable
-      rep_.assign(k, static_cast<Vertex>(-1));
-      for (const auto& group : groups_) {
-        touched_.clear();
-        for (const auto& [sg, v] : group) {
-          const std::size_t r = subgraphs_.find(sg);
-          if (rep_[r] == static_cast<Vertex>(-1)) {
-            rep_[r] = v;
-            touched_.push_back(r);
-          } else {
-            layers.unite(rep_[r], v);
+      std::int64_t expansions = 0;
+      while (!heap.empty()) {
+        const Vertex v = heap.top();
+        heap.pop();
+        if (class_seen[cls[v]]) continue;
+        class_seen[cls[v]] = 1;
+        const auto& equivalent = members[orig_cls[v]];
+        for (Vertex e : equivalent) {
+          for (std::uint32_t c : adj.children_of(e)) {
+            if (!queued[c]) {
+              queued[c] = 1;
+              heap.push(c);
+            }
           }
         }
-        for (std::size_t r : touched_) rep_[r] = static_cast<Vertex>(-1);
+        if (equivalent.size() == 1) {
+          group_size[v] = 1;
+          continue;
+        }
+        if (equivalent.size() == group_size[v]) continue; // already one layer
+        ++expansions;
+        expand(equivalent);
+      }
+      return expansions;
+    }
+
+    /// detect_loops = false: rule 1 only.
+    void same_parameters_only() {
+      std::unordered_map<std::size_t, Vertex> first;
+      for (Vertex v = 0; v < n; ++v) {
+        if (param_key[v] == kNone) continue;
+        auto [it, inserted] = first.try_emplace(param_key[v], v);
+        raw_layer[v] = it->second;
       }
     }
 
    private:
+    struct Subgraph {
+      std::vector<Vertex> param_nodes;
+    };
+    struct Frontier {
+      std::size_t sg;
+      std::deque<Vertex> lists[2]; // children, parents
+    };
+
+    bool in_subgraph(Vertex v, std::size_t sg) const { return stamp[v] == epoch && sg_of[v] == sg; }
+    bool claimed(Vertex v) const { return stamp[v] == epoch && sg_of[v] != kNone; }
     void claim(Vertex v, std::size_t sg) {
-      stamp_[v] = epoch_;
-      owner_[v] = sg;
+      stamp[v] = epoch;
+      sg_of[v] = sg;
+      if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
-    void consider(Vertex t, std::size_t sg, const std::vector<std::size_t>& cls,
-                  const std::vector<char>& groupable) {
-      if (!groupable[t]) return;
-      if (stamp_[t] == epoch_) {
-        if (owner_[t] != sg) subgraphs_.unite(owner_[t], sg); // the subgraphs touch
-        return;
+    std::vector<Vertex> sorted_by_rank(std::vector<Vertex> vs) const {
+      std::sort(vs.begin(), vs.end(), [&](Vertex a, Vertex b) { return rank[a] < rank[b]; });
+      return vs;
+    }
+    std::size_t add_iso_group(std::vector<Vertex> nodes) {
+      const std::size_t id = iso_groups.size();
+      for (Vertex v : nodes) iso_of[v] = id;
+      iso_groups.push_back(std::move(nodes));
+      return id;
+    }
+
+    /// TorchLens phase 2: grow one subgraph per equivalent vertex in lock step.
+    void expand(const std::vector<Vertex>& equivalent) {
+      ++epoch;
+      const std::vector<Vertex> starts = sorted_by_rank(equivalent);
+      const std::size_t k = starts.size();
+      subgraphs.assign(k, Subgraph{});
+      adjacency.reset(k);
+      in_adjacency.assign(k, 0);
+      iso_groups.clear();
+      for (std::size_t j = 0; j < k; ++j) claim(starts[j], j);
+      add_iso_group(starts);
+      std::deque<std::vector<Vertex>> queue{starts};
+      bool first = true;
+      while (!queue.empty()) {
+        std::vector<Vertex> iso = sorted_by_rank(std::move(queue.front()));
+        queue.pop_front();
+        if (iso.size() == 1) continue;
+        advance(iso, first, queue);
+        first = false;
       }
-      candidates_.push_back({cls[t], sg, t});
+      refine();
+      finalize();
     }
-    void unite_all(const Group& group) {
-      for (const auto& [sg, v] : group) subgraphs_.unite(group.front().first, sg);
-    }
-    void form_groups(std::size_t a, std::size_t b, const std::vector<char>& param_class) {
-      // starts of each subgraph's run inside [a, b)
-      runs_.clear();
-      for (std::size_t i = a; i < b; ++i) {
-        if (i == a || candidates_[i].sg != candidates_[i - 1].sg) runs_.push_back(i);
-      }
-      if (runs_.size() < 2) return; // only one subgraph has a neighbour of this type
-      runs_.push_back(b);
-      for (std::size_t r = 0;; ++r) {
-        Group group;
-        bool any = false;
-        for (std::size_t s = 0; s + 1 < runs_.size(); ++s) {
-          const std::size_t i = runs_[s] + r;
-          if (i >= runs_[s + 1]) continue;
-          any = true;
-          const Candidate& c = candidates_[i];
-          if (stamp_[c.v] == epoch_) { // claimed by another subgraph in this step
-            if (owner_[c.v] != c.sg) subgraphs_.unite(owner_[c.v], c.sg);
-            continue;
-          }
-          group.emplace_back(c.sg, c.v);
+
+    void record_adjacency(Vertex node, Vertex neighbour) {
+      const std::size_t a = sg_of[node], b = sg_of[neighbour];
+      // adjacent only when this subgraph holds a vertex isomorphic to the neighbour
+      bool isomorphic = false;
+      for (Vertex w : iso_groups[iso_of[neighbour]]) {
+        if (in_subgraph(w, a)) {
+          isomorphic = true;
+          break;
         }
-        if (!any) break;
-        if (group.size() < 2) continue;
-        for (const auto& [sg, v] : group) claim(v, sg);
-        if (param_class[candidates_[a].cls]) unite_all(group); // shared parameter type
-        groups_.push_back(std::move(group));
+      }
+      if (!isomorphic) return;
+      in_adjacency[a] = in_adjacency[b] = 1;
+      adjacency.unite(a, b);
+    }
+
+    void advance(const std::vector<Vertex>& iso, bool first,
+                 std::deque<std::vector<Vertex>>& queue) {
+      std::vector<Frontier> frontier;
+      frontier.reserve(iso.size());
+      for (Vertex v : iso) {
+        Frontier f;
+        f.sg = sg_of[v];
+        std::vector<Vertex> added;
+        for (int side = 0; side < (first ? 1 : 2); ++side) {
+          const auto span = side == 0 ? adj.children_of(v) : adj.parents_of(v);
+          for (std::uint32_t w : span) {
+            if (in_subgraph(w, f.sg)) continue;
+            if (claimed(w)) {
+              record_adjacency(v, w);
+            } else if (std::find(added.begin(), added.end(), w) == added.end()) {
+              f.lists[side].push_back(w);
+              added.push_back(w);
+            }
+          }
+        }
+        frontier.push_back(std::move(f));
+      }
+      for (;;) {
+        // the next candidate: first subgraph with a child, else with a parent, left
+        std::size_t fi = 0;
+        int side = -1;
+        for (std::size_t i = 0; i < frontier.size() && side < 0; ++i) {
+          for (int s = 0; s < 2; ++s) {
+            if (!frontier[i].lists[s].empty()) {
+              fi = i;
+              side = s;
+              break;
+            }
+          }
+        }
+        if (side < 0) break;
+        const Vertex candidate = frontier[fi].lists[side].front();
+        frontier[fi].lists[side].pop_front();
+        std::vector<std::pair<Vertex, std::size_t>> matches{{candidate, frontier[fi].sg}};
+        for (std::size_t i = 0; i < frontier.size(); ++i) {
+          if (i == fi) continue;
+          auto& list = frontier[i].lists[side];
+          for (auto it = list.begin(); it != list.end(); ++it) {
+            if (cls[*it] == cls[candidate]) {
+              matches.emplace_back(*it, frontier[i].sg);
+              list.erase(it);
+              break; // at most one per subgraph
+            }
+          }
+        }
+        std::sort(matches.begin(), matches.end(),
+                  [&](const auto& a, const auto& b) { return rank[a.first] < rank[b.first]; });
+        // a vertex two subgraphs reached belongs to neither
+        std::vector<std::pair<Vertex, std::size_t>> kept;
+        for (const auto& m : matches) {
+          int copies = 0;
+          for (const auto& o : matches) copies += o.first == m.first;
+          if (copies == 1) kept.push_back(m);
+        }
+        if (kept.empty()) continue;
+        std::vector<Vertex> nodes;
+        for (const auto& [v, sg] : kept) {
+          claim(v, sg);
+          nodes.push_back(v);
+        }
+        add_iso_group(nodes);
+        queue.push_back(std::move(nodes));
       }
     }
 
-    std::vector<std::uint32_t> stamp_;
-    std::vector<std::size_t> owner_;
-    std::uint32_t epoch_ = 0;
-    detail::DisjointSets subgraphs_;
-    std::vector<Group> groups_;
-    std::vector<Candidate> candidates_;
-    std::vector<std::size_t> runs_;
-    std::vector<Vertex> rep_;
-    std::vector<std::size_t> touched_;
+    /// TorchLens phase 3: split iso-groups whose members share no
+    /// (direction, neighbouring iso-group).
+    void refine() {
+      const std::size_t groups = iso_groups.size();
+      for (std::size_t gi = 0; gi < groups; ++gi) {
+        const std::vector<Vertex> group = iso_groups[gi];
+        if (group.size() <= 1) continue;
+        std::map<std::pair<int, std::size_t>, std::vector<std::size_t>> by_key;
+        for (std::size_t m = 0; m < group.size(); ++m) {
+          const Vertex v = group[m];
+          for (std::uint32_t c : adj.children_of(v)) {
+            if (claimed(c)) by_key[{0, leader(c)}].push_back(m);
+          }
+          for (std::uint32_t p : adj.parents_of(v)) {
+            if (claimed(p)) by_key[{1, leader(p)}].push_back(m);
+          }
+        }
+        detail::DisjointSets uf(group.size());
+        for (const auto& [key, ms] : by_key) {
+          for (std::size_t i = 1; i < ms.size(); ++i) uf.unite(ms[0], ms[i]);
+        }
+        std::vector<std::size_t> component_of(group.size());
+        std::vector<std::vector<Vertex>> components;
+        std::vector<std::size_t> index_of_root(group.size(), kNone);
+        for (std::size_t m = 0; m < group.size(); ++m) {
+          const std::size_t r = uf.find(m);
+          if (index_of_root[r] == kNone) {
+            index_of_root[r] = components.size();
+            components.emplace_back();
+          }
+          components[index_of_root[r]].push_back(group[m]);
+        }
+        if (components.size() <= 1) continue;
+        iso_groups[gi].clear(); // replaced by its components, appended in order
+        for (auto& c : components) add_iso_group(sorted_by_rank(std::move(c)));
+      }
+    }
+    /// The leader (lowest-ranked member) of v's iso-group.
+    Vertex leader(Vertex v) const {
+      const auto& group = iso_groups[iso_of[v]];
+      return group.front();
+    }
+
+    /// TorchLens phase 4: members of an iso-group become passes of one layer
+    /// when their subgraphs are adjacent or share a parameter type; same-function
+    /// same-parameter ops always.
+    void finalize() {
+      std::vector<Vertex> all;
+      for (const auto& group : iso_groups) all.insert(all.end(), group.begin(), group.end());
+      // union-find over `all`, the lowest-ranked member as root
+      std::unordered_map<Vertex, std::size_t> slot;
+      slot.reserve(all.size());
+      std::vector<Vertex> by_slot = sorted_by_rank(all);
+      for (std::size_t i = 0; i < by_slot.size(); ++i) slot[by_slot[i]] = i;
+      detail::DisjointSets uf(by_slot.size());
+      // parameter types of each subgraph, as they are now
+      std::vector<std::vector<std::size_t>> param_types(subgraphs.size());
+      for (std::size_t s = 0; s < subgraphs.size(); ++s) {
+        for (Vertex p : subgraphs[s].param_nodes) param_types[s].push_back(cls[p]);
+        std::sort(param_types[s].begin(), param_types[s].end());
+        param_types[s].erase(std::unique(param_types[s].begin(), param_types[s].end()),
+                             param_types[s].end());
+      }
+      for (const auto& group : iso_groups) {
+        if (group.size() < 2) continue;
+        // adjacent subgraphs: one adjacency component
+        std::unordered_map<std::size_t, Vertex> by_component;
+        // a shared parameter type
+        std::unordered_map<std::size_t, Vertex> by_param_type;
+        for (Vertex v : group) {
+          const std::size_t sg = sg_of[v];
+          if (in_adjacency[sg]) {
+            auto [it, inserted] = by_component.try_emplace(adjacency.find(sg), v);
+            if (!inserted) uf.unite(slot[it->second], slot[v]);
+          }
+          for (std::size_t t : param_types[sg]) {
+            auto [it, inserted] = by_param_type.try_emplace(t, v);
+            if (!inserted) uf.unite(slot[it->second], slot[v]);
+          }
+        }
+      }
+      std::unordered_map<std::size_t, Vertex> by_params; // rule 1
+      for (Vertex v : all) {
+        if (param_key[v] == kNone) continue;
+        auto [it, inserted] = by_params.try_emplace(param_key[v], v);
+        if (!inserted) uf.unite(slot[it->second], slot[v]);
+      }
+      std::unordered_map<std::size_t, std::vector<Vertex>> layers;
+      for (Vertex v : all) layers[uf.find(slot[v])].push_back(v);
+      for (auto& [root, nodes] : layers) {
+        if (nodes.size() < 2) continue;
+        std::size_t largest = 0;
+        for (Vertex v : nodes) largest = std::max(largest, group_size[v]);
+        if (nodes.size() < largest) continue; // never shrink a layer
+        std::sort(nodes.begin(), nodes.end());
+        const Vertex layer_label = by_slot[root];
+        const std::size_t canonical = cls[nodes.front()];
+        for (Vertex v : nodes) {
+          raw_layer[v] = layer_label;
+          group_size[v] = nodes.size();
+          cls[v] = canonical;
+        }
+      }
+    }
+
+    ModelGraph& g;
+    const Adj& adj;
+    const std::size_t n;
+
+   public:
+    std::vector<std::vector<Vertex>> members; ///< original classes, in creation order
+    std::vector<std::size_t> cls;             ///< current class (canonicalised by grouping)
+    std::vector<std::size_t> orig_cls;        ///< class at capture
+    std::vector<Vertex> raw_layer;            ///< the layer's label vertex
+    std::vector<std::size_t> group_size;      ///< size of its layer when last grouped
+    std::vector<char> uses_params;
+    std::vector<std::size_t> param_key; ///< rule-1 key, kNone without parameters
+    std::vector<std::size_t> rank;      ///< lexicographic rank of TorchLens's raw label
+
+   private:
+    // expansion scratch (epoch-stamped)
+    std::vector<std::uint32_t> stamp;
+    std::uint32_t epoch = 0;
+    std::vector<std::size_t> sg_of, iso_of;
+    std::vector<Subgraph> subgraphs;
+    detail::DisjointSets adjacency;
+    std::vector<char> in_adjacency;
+    std::vector<std::vector<Vertex>> iso_groups;
   };
 };
 

@@ -7,6 +7,7 @@
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
+#include <algorithm>
 #include <vector>
 
 namespace torchlens::passes {
@@ -21,6 +22,11 @@ namespace torchlens::passes {
 /// paper's case: an internally generated branch (no input ancestor) is placed
 /// where it merges, i.e. by its descendants' full path. With none at all the op
 /// is placed at the root (empty containment). Sets module_inferred.
+/// Also infers the module passes an op is returned from where capture did not
+/// see the returns (exits_observed == false): a value leaves every module pass
+/// one of its consumers is outside of (output nodes are outside all of them); a
+/// value nothing uses keeps what capture guessed (TorchScript: returned on some
+/// branch; C++ frontend: none).
 struct InferModulesPass : pass_info<InferModulesPass> {
   static constexpr std::string_view name = "infer-modules";
   static constexpr std::string_view description =
@@ -69,6 +75,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       down[*it] = acc;
     }
     std::int64_t inferred = 0, changed = 0;
+    std::vector<int> path_of(modules.path_of.begin(), modules.path_of.end());
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];
       if (node.kind != NodeKind::op || node.module_observed) continue;
@@ -82,13 +89,32 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       ++inferred;
       if (path != modules.path_of[v]) {
         node.modules = tree.frames(path);
+        path_of[v] = path;
         ++changed;
       }
       node.module_inferred = true;
     }
+    // Returns capture did not see: a value leaves every module pass that one of
+    // its consumers is outside of (an output node is outside all of them); a
+    // value nothing uses keeps capture's guess.
+    std::int64_t exits = 0;
+    for (Vertex v = 0; v < n; ++v) {
+      OpNode& node = g[v];
+      if (node.kind != NodeKind::op || node.exits_observed || adj.children_of(v).empty()) {
+        exits += node.modules_exited > 0;
+        continue;
+      }
+      const int depth = tree.depth(path_of[v]);
+      int shallowest = depth;
+      for (std::uint32_t c : adj.children_of(v)) {
+        shallowest = std::min(shallowest, tree.depth(tree.common_prefix(path_of[v], path_of[c])));
+      }
+      node.modules_exited = depth - shallowest;
+      exits += node.modules_exited > 0;
+    }
     PassResult result;
     result.changed = changed > 0;
-    result.add("ops inferred", inferred).add("ops changed", changed);
+    result.add("ops inferred", inferred).add("ops changed", changed).add("module outputs", exits);
     return result;
   }
 };

@@ -14,14 +14,15 @@
 
 namespace torchlens::passes {
 
-/// Keeps a vertex when it descends from an input, is an output ancestor, is
-/// listed in Options::keep (OpNode::id), or is a parent of a kept vertex (a kept
-/// op never loses an argument); drops the rest and compacts the graph in vertex
-/// order. Kept childless non-output vertices get is_internally_terminated.
+/// Keeps every vertex connected to an input or an output (TorchLens floods from
+/// them over parents and children alike), and those listed in Options::keep
+/// (OpNode::id) with everything connected to them; drops the rest and compacts
+/// the graph in vertex order. Kept childless non-output vertices get
+/// is_internally_terminated.
 struct TrimOrphansPass : pass_info<TrimOrphansPass> {
   static constexpr std::string_view name = "trim-orphans";
   static constexpr std::string_view description =
-      "remove vertices neither descended from an input nor ancestor of an output";
+      "remove vertices connected to no input and no output";
   using consumes = facts::list<facts::OutputsMarked>;
   /// Ancestry flags of surviving vertices stay correct, so OutputsMarked is re-produced.
   using produces = facts::list<facts::OrphanFree, facts::OutputsMarked>;
@@ -48,28 +49,38 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
 
   /// Statistics "orphans removed", "internally terminated".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
-    const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     const auto n = boost::num_vertices(g);
     std::vector<char> keep(n, 0);
+    std::vector<Vertex> stack;
     for (Vertex v = 0; v < n; ++v) {
       const OpNode& node = g[v];
-      keep[v] =
-          node.has_input_ancestor || node.is_output_ancestor ||
-          std::find(options.keep().begin(), options.keep().end(), node.id) != options.keep().end();
+      if (node.kind == NodeKind::input || node.kind == NodeKind::output ||
+          std::find(options.keep().begin(), options.keep().end(), node.id) !=
+              options.keep().end()) {
+        keep[v] = 1;
+        stack.push_back(v);
+      }
     }
-    // parents of kept vertices are kept: children before parents
-    for (auto it = order.rbegin(); it != order.rend(); ++it) {
-      if (!keep[*it]) continue;
-      for (std::uint32_t p : adj.parents_of(*it)) keep[p] = 1;
+    // flood over parents and children alike
+    while (!stack.empty()) {
+      const Vertex v = stack.back();
+      stack.pop_back();
+      for (auto span : {adj.children_of(v), adj.parents_of(v)}) {
+        for (std::uint32_t w : span) {
+          if (!keep[w]) {
+            keep[w] = 1;
+            stack.push_back(w);
+          }
+        }
+      }
     }
     PassResult result;
     const std::size_t removed = detail::compact(g, keep);
     std::int64_t terminated = 0;
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
       OpNode& node = g[v];
-      node.is_internally_terminated =
-          node.kind != NodeKind::output && boost::out_degree(v, g) == 0 && node.has_input_ancestor;
+      node.is_internally_terminated = node.kind != NodeKind::output && boost::out_degree(v, g) == 0;
       terminated += node.is_internally_terminated;
     }
     result.changed = removed > 0;

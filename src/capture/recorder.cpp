@@ -302,7 +302,8 @@ void Recorder::log_identity(const at::Tensor& t) {
 
 std::vector<ModuleFrame> Recorder::module_frames(const std::vector<const ParamState*>& params,
                                                  bool& observed) {
-  observed = !containment_.empty() || script_index_ != nullptr;
+  // inside any observed call (the root's own ModuleScope included) the place is known
+  observed = !calls_.empty() || script_index_ != nullptr;
   if (script_index_ != nullptr || params.empty()) {
     inferred_.clear();
     return containment_;
@@ -497,7 +498,7 @@ std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writ
   n.layer_type = "viewupdate";
   n.is_view = true;
   n.modules = containment_;
-  n.module_observed = script_index_ != nullptr || !containment_.empty();
+  n.module_observed = script_index_ != nullptr || !calls_.empty();
   fill_tensor_fields(n, view);
   const std::size_t id = new_node(std::move(n));
   boost::add_edge(writer.node, id, TensorEdge{0, -1, "self", false}, graph);

@@ -4,6 +4,7 @@
 
 #include "../capture/recorder.hpp"
 
+#include <torchlens/passes/validate_graph_invariants.hpp>
 #include <torchlens/validate/validate.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -30,11 +31,12 @@ using detail::OpRecord;
 /// Ops whose output does not depend on the *values* of their tensor inputs
 /// (only on shapes or dtypes), so a perturbation cannot change it.
 const std::set<std::string> kValueBlind = {
-    "aten::zeros_like", "aten::ones_like",  "aten::empty_like",   "aten::full_like",
-    "aten::rand_like",  "aten::randn_like", "aten::randint_like", "aten::new_zeros",
-    "aten::new_ones",   "aten::new_empty",  "aten::new_full",     "aten::expand_as",
-    "aten::zero_",      "aten::fill_",      "aten::empty",        "aten::size",
-    "aten::bernoulli",  "aten::normal",     "aten::uniform_",     "aten::normal_"};
+    "aten::zeros_like",  "aten::ones_like",  "aten::empty_like",   "aten::full_like",
+    "aten::rand_like",   "aten::randn_like", "aten::randint_like", "aten::new_zeros",
+    "aten::new_ones",    "aten::new_empty",  "aten::new_full",     "aten::expand_as",
+    "aten::zero_",       "aten::fill_",      "aten::empty",        "aten::size",
+    "aten::uniform_",    "aten::normal_",    "aten::bernoulli_",   "aten::random_",
+    "aten::exponential_"};
 
 /// (op, argument) pairs whose values are structural: indices, masks, targets,
 /// the shape/dtype donor of `*_as` ops and `to(other)`.
@@ -93,24 +95,142 @@ bool exactly_equal(const at::Tensor& a, const at::Tensor& b) {
   return (a.eq(b) | (at::isnan(a) & at::isnan(b))).all().item<bool>();
 }
 
-bool special_tensor(const at::Tensor& t) {
-  if (!t.defined() || t.numel() == 0) return true;
-  const auto d = t.detach().to(at::kDouble);
-  return d.eq(0).all().item<bool>() || d.eq(1).all().item<bool>();
+/// The value of an argument by schema name, or None.
+c10::IValue argument(const OpRecord& rec, const std::string& name) {
+  const auto& schema_args = rec.op->schema().arguments();
+  for (std::size_t i = 0; i < schema_args.size() && i < rec.args.size(); ++i) {
+    if (schema_args[i].name() == name) return rec.args[i];
+  }
+  return c10::IValue();
 }
 
-/// A 0 or 1 passed as a `Scalar` or `float` argument: the operands of
-/// arithmetic (`mul(x, 0)`, `add(x, y, alpha=0)`), not dims, groups or strides.
-bool special_scalar(const c10::Argument& arg, const c10::IValue& v) {
-  c10::TypePtr type = arg.type();
-  if (type->kind() == c10::TypeKind::OptionalType) {
-    type = type->expectRef<c10::OptionalType>().getElementType();
-  }
-  const auto kind = type->kind();
-  if (kind != c10::TypeKind::NumberType && kind != c10::TypeKind::FloatType) return false;
-  if (v.isInt()) return v.toInt() == 0 || v.toInt() == 1;
-  if (v.isDouble()) return v.toDouble() == 0.0 || v.toDouble() == 1.0;
+bool scalar_is(const c10::IValue& v, double x) {
+  if (v.isInt()) return static_cast<double>(v.toInt()) == x;
+  if (v.isDouble()) return v.toDouble() == x;
+  if (v.isScalar()) return v.toScalar().toDouble() == x;
   return false;
+}
+
+bool all_equal(const at::Tensor& t, double x) {
+  return t.defined() && t.numel() > 0 && t.detach().to(at::kDouble).eq(x).all().item<bool>();
+}
+
+/// Argument names through which parent p feeds vertex v.
+std::set<std::string> args_of(const ModelGraph& g, Vertex v, Vertex p) {
+  std::set<std::string> names;
+  for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+    if (boost::source(e, g) == p) names.insert(g[e].arg_name);
+  }
+  return names;
+}
+
+/// The value an argument had: a parent's saved activation, or what the record
+/// kept (a parameter, a scalar).
+at::Tensor tensor_argument(const ModelGraph& g, Vertex v, const OpRecord& rec, const ModelLog& log,
+                           const std::string& name) {
+  for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+    if (g[e].arg_name == name && g[e].list_index < 0) return log.activation(boost::source(e, g));
+  }
+  const c10::IValue a = argument(rec, name);
+  return a.isTensor() ? a.toTensor() : at::Tensor();
+}
+
+/// Perturbations that cannot be tried because of what the argument is:
+/// overwritten entirely, structural (indices, masks), written but not read.
+std::string unperturbable(const ModelGraph& g, Vertex v, Vertex p, const OpRecord& rec,
+                          const at::Tensor& saved) {
+  const OpNode& n = g[v];
+  for (const auto& name : args_of(g, v, p)) {
+    if (n.op_name == "aten::copy_" && name == "self") return "overwritten entirely";
+    if (structural_arg(n.op_name, name)) return "structural argument";
+    if (written_not_read(rec, name)) return "not read in training";
+    // a write through a view covering the whole base replaces every element
+    // of the old base value (TorchLens's full-shape __setitem__)
+    if (n.op_name == "torchlens::base_update" && name == "base") {
+      std::int64_t numel = 1;
+      for (auto d : rec.args[2].toIntVector()) numel *= d;
+      if (numel == saved.numel()) return "overwritten entirely";
+    }
+  }
+  return "";
+}
+
+/// Why perturbing p cannot change v for these argument values, or "" when no
+/// rule proves it (then "no effect" is a failure).
+std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord& rec,
+                        const ModelLog& log, const at::Tensor& saved) {
+  const OpNode& n = g[v];
+  const std::string& op = n.op_name;
+  const auto via = args_of(g, v, p);
+  auto via_only = [&](const std::string& name) { return via.size() == 1 && via.count(name); };
+  auto tensor = [&](const std::string& name) { return tensor_argument(g, v, rec, log, name); };
+  if (saved.is_floating_point() && !at::isfinite(saved).any().item<bool>()) {
+    return "output all inf/NaN";
+  }
+  // a product with zero
+  static const std::set<std::string> products = {
+      "aten::mul",    "aten::mul_",   "aten::matmul",       "aten::mm",         "aten::bmm",
+      "aten::mv",     "aten::dot",    "aten::outer",        "aten::linear",     "aten::conv1d",
+      "aten::conv2d", "aten::conv3d", "aten::_convolution", "aten::convolution"};
+  if (products.count(op) != 0) {
+    for (const char* name : {"self", "other", "input", "weight", "mat2", "vec", "tensor"}) {
+      if (via.count(name) != 0) continue;
+      const at::Tensor t = tensor(name);
+      if (all_equal(t, 0)) return std::string("multiplied by zero (") + name + " is all zeros)";
+    }
+    if (scalar_is(argument(rec, "other"), 0)) return "multiplied by zero (other = 0)";
+  }
+  if ((op == "aten::add" || op == "aten::sub" || op == "aten::add_" || op == "aten::sub_") &&
+      via_only("other") && scalar_is(argument(rec, "alpha"), 0)) {
+    return "scaled by alpha = 0";
+  }
+  if ((op == "aten::addmm" || op == "aten::baddbmm" || op == "aten::addbmm") && via_only("self") &&
+      scalar_is(argument(rec, "beta"), 0)) {
+    return "scaled by beta = 0";
+  }
+  if ((op == "aten::addmm" || op == "aten::baddbmm") &&
+      (via_only("mat1") || via_only("mat2") || via_only("batch1") || via_only("batch2"))) {
+    if (scalar_is(argument(rec, "alpha"), 0)) return "scaled by alpha = 0";
+    for (const char* name : {"mat1", "mat2", "batch1", "batch2"}) {
+      if (via.count(name) == 0 && all_equal(tensor(name), 0)) {
+        return std::string("multiplied by zero (") + name + " is all zeros)";
+      }
+    }
+  }
+  // x ** 0, 1 ** x
+  if (op == "aten::pow" || op == "aten::pow_") {
+    if (via_only("self") &&
+        (scalar_is(argument(rec, "exponent"), 0) || all_equal(tensor("exponent"), 0))) {
+      return "raised to the power 0";
+    }
+    if (via_only("exponent") &&
+        (scalar_is(argument(rec, "self"), 1) || all_equal(tensor("self"), 1))) {
+      return "1 raised to a power";
+    }
+  }
+  // a selection that never picks this argument
+  if (op == "aten::where") {
+    const at::Tensor cond = tensor("condition");
+    if (cond.defined() && via_only("self") && !cond.any().item<bool>()) return "never selected";
+    if (cond.defined() && via_only("other") && cond.all().item<bool>()) return "never selected";
+  }
+  if ((op == "aten::masked_fill" || op == "aten::masked_fill_") && via_only("self")) {
+    const at::Tensor mask = tensor("mask");
+    if (mask.defined() && mask.all().item<bool>()) return "every element replaced";
+  }
+  // a constant function of its input
+  if ((op == "aten::clamp" || op == "aten::clamp_" || op == "aten::hardtanh" ||
+       op == "aten::hardtanh_")) {
+    const auto lo = argument(rec, op.rfind("aten::clamp", 0) == 0 ? "min" : "min_val");
+    const auto hi = argument(rec, op.rfind("aten::clamp", 0) == 0 ? "max" : "max_val");
+    if (lo.isScalar() && hi.isScalar() && lo.toScalar().toDouble() >= hi.toScalar().toDouble()) {
+      return "clamped to one value";
+    }
+  }
+  if (op == "aten::bernoulli" && via_only("self") && argument(rec, "p").isDouble()) {
+    return "only its shape is read (probability given as p)";
+  }
+  return "";
 }
 
 /// Random values for perturbations, from a private seeded generator. Normal
@@ -135,8 +255,20 @@ class Noise {
   at::Tensor pool_;
 };
 
-/// A value of `t`'s shape and dtype that differs from it (with high probability).
-at::Tensor perturbed(const at::Tensor& t, Noise& noise) {
+/// A value of `t`'s shape and dtype that differs from it (with high
+/// probability): attempt 0 draws new values; 1 and 2 shift the values up and
+/// down (so ops flat on one side, a relu of negatives, see a change).
+at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
+  if (attempt > 0 && !t.is_complex() && t.scalar_type() != at::kBool) {
+    const double scale =
+        t.numel() ? t.detach().abs().to(at::kDouble).mean().item<double>() + 1.0 : 1.0;
+    if (!t.is_floating_point()) {
+      const auto step = static_cast<std::int64_t>(scale) + 1;
+      return (attempt == 1 ? t + step : t - step).to(t.scalar_type());
+    }
+    const auto shift = noise.normal(t.sizes(), t.numel()).abs().to(t.options()) * scale + scale;
+    return attempt == 1 ? t + shift : t - shift;
+  }
   at::Generator& gen = noise.gen();
   // integers and bools: random values in the observed range, and wherever one
   // equals the original (certain for a one-element tensor half the time) the
@@ -209,6 +341,8 @@ const char* kind_name(FailureKind k) {
       return "could not re-execute";
     case FailureKind::unreached:
       return "not checked";
+    case FailureKind::invariant:
+      return "inconsistent structure";
   }
   return "?";
 }
@@ -229,8 +363,67 @@ std::ostream& operator<<(std::ostream& os, const ValidationReport& r) {
     if (!f.detail.empty()) os << " — " << f.detail;
     os << "\n";
   }
+  // exemptions by reason: how many, and the first few layers
+  std::map<std::string, std::vector<const Exemption*>> by_reason;
+  for (const auto& e : r.exemptions) by_reason[e.reason].push_back(&e);
+  if (!by_reason.empty()) os << "  exemptions:\n";
+  for (const auto& [reason, list] : by_reason) {
+    os << "    " << list.size() << " × " << reason << ": ";
+    for (std::size_t i = 0; i < list.size() && i < 4; ++i) {
+      os << (i ? ", " : "") << list[i]->label << " ← " << list[i]->parent;
+    }
+    if (list.size() > 4) os << ", ...";
+    os << "\n";
+  }
   return os;
 }
+
+namespace {
+
+/// TorchLens's metadata invariants on a captured log: the graph's own
+/// (passes/validate_graph_invariants.hpp), and that every argument an op read
+/// from a tensor is an in-edge from its logged parent and back.
+void check_structure(const ModelGraph& g, const std::vector<detail::OpRecord>& records,
+                     ValidationReport& report) {
+  for (auto& problem : passes::check_graph_invariants(g)) {
+    report.failures.push_back({"(graph)", FailureKind::invariant, std::move(problem), 0});
+  }
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+    const OpNode& n = g[v];
+    if (n.kind != NodeKind::op || n.id >= records.size() || !records[n.id].op) continue;
+    const auto& rec = records[n.id];
+    std::vector<int> fed(rec.args.size(), 0);
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+      const auto pos = static_cast<std::size_t>(g[e].arg_pos);
+      bool slot = pos < rec.args.size() && rec.from_edges[pos];
+      if (slot && g[e].list_index >= 0) {
+        const auto& a = rec.args[pos];
+        const auto i = static_cast<std::size_t>(g[e].list_index);
+        slot = (a.isTensorList() && i < a.toTensorList().size() &&
+                !a.toTensorList().get(i).defined()) ||
+               (a.isList() && i < a.toListRef().size() && a.toListRef()[i].isNone());
+      }
+      if (!slot) {
+        report.failures.push_back({n.label, FailureKind::invariant,
+                                   "an edge from " + g[boost::source(e, g)].label +
+                                       " feeds no tensor argument of the recorded call",
+                                   0});
+      } else {
+        ++fed[pos];
+      }
+    }
+    for (std::size_t i = 0; i < rec.args.size(); ++i) {
+      if (rec.from_edges[i] && fed[i] == 0) {
+        report.failures.push_back({n.label, FailureKind::invariant,
+                                   "argument " + rec.op->schema().arguments()[i].name() +
+                                       " came from a logged tensor but has no parent",
+                                   0});
+      }
+    }
+  }
+}
+
+} // namespace
 
 ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>& ground_truth,
                               const ValidateOptions& options) {
@@ -240,6 +433,7 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
   const auto& records = log.replay()->by_id;
   const ModelGraph& g = log.graph();
   ValidationReport report;
+  check_structure(g, records, report);
   at::NoGradGuard no_grad;
   const at::Tensor saved_rng = [] {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -310,80 +504,49 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
       continue;
     }
 
-    // 3. perturbation: each distinct parent, replaced by random values
+    // 3. perturbation: each distinct parent, replaced by other values, must
+    // change the output, unless the op provably cannot see them
     if (!options.perturb() || n.dtype == "bool" || kValueBlind.count(n.op_name) != 0) continue;
     std::set<Vertex> parents;
     for (auto e : boost::make_iterator_range(boost::in_edges(v, g)))
       parents.insert(boost::source(e, g));
     for (Vertex p : parents) {
-      const char* reason = nullptr;
-      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        if (boost::source(e, g) != p) continue;
-        if (n.op_name == "aten::copy_" && g[e].arg_name == "self") {
-          reason = "overwritten entirely";
-        } else if (structural_arg(n.op_name, g[e].arg_name)) {
-          reason = "structural argument";
-        } else if (written_not_read(records[n.id], g[e].arg_name)) {
-          reason = "not read in training";
-        }
-      }
-      // a write through a view covering the whole base replaces every element
-      // of the old base value (TorchLens's full-shape __setitem__)
-      if (n.op_name == "torchlens::base_update") {
-        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-          if (boost::source(e, g) == p && g[e].arg_name == "base") {
-            const auto& rec = records[n.id];
-            const auto sizes = rec.args[2].toIntVector();
-            std::int64_t numel = 1;
-            for (auto d : sizes) numel *= d;
-            if (numel == saved.numel()) reason = "overwritten entirely";
-          }
-        }
-      }
-      const at::Tensor& pv = log.activation(p);
       ++report.perturbations;
-      if (reason == nullptr && pv.numel() == 0) reason = "empty parent";
-      if (reason != nullptr) {
-        ++report.exempted;
-        report.exemptions.push_back({n.label, g[p].label, reason});
+      const at::Tensor& pv = log.activation(p);
+      std::string reason = unperturbable(g, v, p, records[n.id], saved);
+      if (reason.empty() && pv.numel() == 0) reason = "empty parent";
+      if (!reason.empty()) {
+        report.exempted_perturbation(n.label, g[p].label, std::move(reason));
         continue;
       }
-      auto changed_inputs = inputs;
-      const at::Tensor changed = perturbed(pv, noise);
-      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = changed;
+      // up to three perturbations: random values, then the values shifted up
+      // and down (a relu of negatives, a clamp, a threshold see the shifts)
+      bool changed = false, replayed = false;
+      std::string error;
+      for (int attempt = 0; attempt < 3 && !changed; ++attempt) {
+        auto changed_inputs = inputs;
+        const at::Tensor value = perturbed(pv, noise, attempt);
+        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+          if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = value;
+        }
+        try {
+          const auto pout = replay(records[n.id], changed_inputs);
+          replayed = true;
+          changed = idx >= pout.size() || !exactly_equal(pout[idx], saved);
+        } catch (const c10::Error& e) {
+          error = e.what_without_backtrace();
+          error = error.substr(0, error.find('\n'));
+        }
       }
-      std::vector<at::Tensor> pout;
-      try {
-        pout = replay(records[n.id], changed_inputs);
-      } catch (const c10::Error&) {
-        ++report.exempted; // random values outside the op's domain (e.g. bad indices)
-        report.exemptions.push_back({n.label, g[p].label, "perturbed value outside the domain"});
+      if (changed) continue;
+      if (!replayed) {
+        report.exempted_perturbation(n.label, g[p].label,
+                                     "no perturbed value is in the op's domain: " + error);
         continue;
       }
-      if (idx < pout.size() && !exactly_equal(pout[idx], saved)) continue;
-      // no effect: excused when another argument is special (x*0, x*1, empty),
-      // the output is all inf/NaN, or the op reads only shapes
-      const char* excuse = nullptr;
-      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        const Vertex q = boost::source(e, g);
-        if (q != p && special_tensor(log.activation(q))) excuse = "special argument (0, 1, empty)";
-      }
-      for (std::size_t i = 0; i < records[n.id].args.size(); ++i) {
-        const auto& a = records[n.id].args[i];
-        if (special_scalar(records[n.id].op->schema().arguments()[i], a)) {
-          excuse = "special argument (0, 1, empty)";
-        }
-        if (a.isTensor() && special_tensor(a.toTensor())) {
-          excuse = "special argument (0, 1, empty)"; // a parameter
-        }
-      }
-      if (saved.is_floating_point() && !at::isfinite(saved).any().item<bool>()) {
-        excuse = "output all inf/NaN";
-      }
-      if (excuse != nullptr) {
-        ++report.exempted;
-        report.exemptions.push_back({n.label, g[p].label, excuse});
+      const std::string blind = value_blind(g, v, p, records[n.id], log, saved);
+      if (!blind.empty()) {
+        report.exempted_perturbation(n.label, g[p].label, blind);
       } else {
         report.failures.push_back({n.label, FailureKind::no_effect,
                                    "perturbing parent " + g[p].label + " left it unchanged", 0});

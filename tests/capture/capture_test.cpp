@@ -8,6 +8,9 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <future>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -328,4 +331,136 @@ def forward(self, x):
   auto add = find(log, "aten::add");
   REQUIRE(add.size() == 1);
   CHECK(torch::allclose(log.activation(add[0]), x * 2 + 3));
+}
+
+// ---- fidelity defects of issue #9, one model each -------------------------------
+
+namespace {
+
+/// A torchvision-style residual block; `scoped` opens a ModuleScope in forward.
+struct BlockImpl : torch::nn::Module {
+  explicit BlockImpl(bool scoped)
+      : scoped(scoped),
+        conv1(register_module("conv1",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(2, 2, 3).padding(1)))),
+        bn1(register_module("bn1", torch::nn::BatchNorm2d(2))),
+        conv2(register_module("conv2",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(2, 2, 3).padding(1)))),
+        bn2(register_module("bn2", torch::nn::BatchNorm2d(2))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    std::optional<tl::ModuleScope> scope;
+    if (scoped) scope.emplace(*this);
+    auto y = torch::relu(bn1(conv1(x)));
+    y = bn2(conv2(y));
+    return torch::relu(y + x);
+  }
+  bool scoped;
+  torch::nn::Conv2d conv1;
+  torch::nn::BatchNorm2d bn1;
+  torch::nn::Conv2d conv2;
+  torch::nn::BatchNorm2d bn2;
+};
+TORCH_MODULE(Block);
+
+struct TwoBlocksImpl : torch::nn::Module {
+  explicit TwoBlocksImpl(bool scoped)
+      : scoped(scoped),
+        layer1(register_module("layer1", torch::nn::Sequential(Block(scoped), Block(scoped)))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    std::optional<tl::ModuleScope> scope;
+    if (scoped) scope.emplace(*this);
+    {
+      std::optional<tl::ModuleScope> seq; // a container called from a forward: scope it too
+      if (scoped) seq.emplace(*layer1);
+      x = layer1->forward(x);
+    }
+    return x * 2;
+  }
+  bool scoped;
+  torch::nn::Sequential layer1;
+};
+TORCH_MODULE(TwoBlocks);
+
+} // namespace
+
+TEST_CASE("C++ frontend with ModuleScope: a residual block's add and relu are the block's output") {
+  torch::manual_seed(0);
+  TwoBlocks net(true);
+  net->eval();
+  const auto x = torch::randn({1, 2, 4, 4});
+  auto log = tl::log_forward_pass(net, x, tl::LogOptions().seed(0));
+  // layer1.0's output is its final relu (without scopes, the add and relu
+  // were placed at the root and "layer1.0" named bn2's output)
+  const auto out = log["layer1.0"];
+  CHECK(out->layer_type == "relu");
+  CHECK(out.parents().size() == 1);
+  CHECK(log[out.parents()[0]]->layer_type == "add");
+  std::vector<std::string> frames;
+  for (const auto& f : log[out.parents()[0]]->modules) frames.push_back(f.address);
+  CHECK(frames == std::vector<std::string>{"layer1", "layer1.0"});
+  CHECK(torch::allclose(out.activation(), net->layer1[0]->as<BlockImpl>()->forward(x)));
+  CHECK(torch::allclose(log["layer1"].activation(), net->layer1->forward(x)));
+  CHECK(log["mul_1_15"]->modules.empty()); // the root's own op, observed there
+  // observed calls are exact, calls found by parameter ownership are not
+  std::map<std::string, bool> exact;
+  for (const auto& m : log.info().modules) exact[m.address] = m.exact;
+  CHECK(exact.at("layer1"));
+  CHECK(exact.at("layer1.0"));
+  CHECK(exact.at("layer1.1"));
+  CHECK_FALSE(exact.at("layer1.0.conv1"));
+  // without scopes the same model still logs, with inferred containment
+  TwoBlocks plain(false);
+  plain->eval();
+  auto inferred = tl::log_forward_pass(plain, x, tl::LogOptions().seed(0));
+  CHECK(inferred.size() == log.size());
+}
+
+TEST_CASE("a parameter an op returns unchanged stays a parameter") {
+  // TorchScript dispatches `contiguous` (C++'s Tensor::contiguous returns
+  // *this inline); on a contiguous weight it returns the parameter itself
+  torch::jit::Module m("ContiguousWeight");
+  m.register_parameter("w", torch::randn({3, 3}), false);
+  m.define(R"(
+def forward(self, x):
+    w = self.w.contiguous()
+    return torch.matmul(x, w.t()) + torch.matmul(x, self.w.t())
+)");
+  auto log = tl::log_forward_pass(m, {torch::randn({2, 3})}, kRaw);
+  const auto& g = log.graph();
+  const auto contiguous = find(log, "aten::contiguous");
+  REQUIRE(contiguous.size() == 1);
+  REQUIRE(g[contiguous[0]].params.size() == 1);
+  CHECK(g[contiguous[0]].params[0].address == "w");
+  const auto ts = find(log, "aten::t");
+  REQUIRE(ts.size() == 2);
+  // both transposes read the parameter: neither has an edge from `contiguous`
+  for (auto t : ts) {
+    CHECK(boost::in_degree(t, g) == 0);
+    REQUIRE(g[t].params.size() == 1);
+    CHECK(g[t].params[0].address == "w");
+  }
+}
+
+namespace {
+struct LaunchImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) {
+    std::promise<at::Tensor> p;
+    auto f = p.get_future();
+    at::launch([&] { p.set_value(torch::sin(x)); });
+    return f.get() + x;
+  }
+};
+TORCH_MODULE(Launch);
+} // namespace
+
+TEST_CASE("ops on other threads are refused with a clear error, and capture recovers") {
+  // (TorchScript's fork is tested from Python in tests/cli: torch.jit.fork)
+  Launch net;
+  const auto x = torch::randn({3});
+  CHECK_THROWS_WITH_AS(tl::log_forward_pass(net, x), doctest::Contains("another thread"),
+                       c10::Error);
+  CHECK_FALSE(capture_key_included());
+  // the next capture on this thread works
+  Twice ok;
+  CHECK(tl::log_forward_pass(ok, x).size() == 3);
 }

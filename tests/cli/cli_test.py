@@ -31,6 +31,15 @@ class Tiny(torch.nn.Module):
         return self.fc(x)
 
 
+class Forked(torch.nn.Module):
+    def branch(self, x):
+        return torch.sin(x)
+
+    def forward(self, x):
+        fut = torch.jit.fork(self.branch, x)
+        return torch.relu(x) + torch.jit.wait(fut)
+
+
 def run(*args):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
 
@@ -115,6 +124,13 @@ class CliTest(unittest.TestCase):
     def test_unknown_command_and_option(self):
         self.assertOneLineError(run("frobnicate"), "unknown command")
         self.assertOneLineError(run("log", self.pt, "--bogus"), "unknown option")
+
+    def test_forked_model_is_refused(self):
+        # ops TorchScript runs on another thread (torch.jit.fork) cannot be
+        # logged in order: a clear refusal, never a silent hole
+        pt = os.path.join(WORK, "forked.pt")
+        torch.jit.script(Forked()).save(pt)
+        self.assertOneLineError(run("log", pt, "--input-shape", "3"), "another thread")
 
     def test_demo(self):
         out = os.path.join(WORK, "demo")

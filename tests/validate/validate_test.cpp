@@ -508,3 +508,111 @@ TEST_CASE("validate-activations is a pass: it runs inside a pipeline and catches
   torchlens::ModelGraph g2 = raw.graph();
   CHECK_THROWS_WITH_AS(pipeline.run(g2), doctest::Contains("relu_1_3"), std::logic_error);
 }
+
+TEST_SUITE("validate: an exemption is a proof") {
+  TEST_CASE("products with zero, powers of 0 and never-selected values are excused, by name") {
+    auto m = scripted("Blind", R"(
+def forward(self, x):
+    a = torch.sin(x) * 0.0
+    b = torch.cos(x) ** 0
+    c = torch.where(x > 100.0, torch.tanh(x), x)
+    return a + b + c
+)");
+    const auto r = check_valid_ts(m, toy::ts::input() + 1.0, 9);
+    std::map<std::string, int> reasons;
+    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    CHECK(reasons["multiplied by zero (other = 0)"] == 1);
+    CHECK(reasons["raised to the power 0"] == 1);
+    CHECK(reasons["never selected"] == 1);
+    CHECK(reasons.size() == 3);
+    CHECK(r.exempted == 3);
+    // the report lists them by reason
+    CHECK(text(r).find("1 × raised to the power 0: pow_1_4 ← cos_1_3") != std::string::npos);
+  }
+
+  TEST_CASE("a relu of negatives and add with alpha = 1 are checked, not excused") {
+    // perturbing the relu's all-negative input with new values may leave it at
+    // zero; shifting the values up changes it: no exemption is needed
+    auto m = scripted("Neg", R"(
+def forward(self, x):
+    y = torch.relu(x - 100.0)
+    return torch.add(y, x, alpha=1)
+)");
+    const auto r = check_valid_ts(m, toy::ts::input(), 3);
+    CHECK(r.exempted == 0);
+  }
+
+  TEST_CASE("a parent without effect and no rule proving it is a failure") {
+    // the huge other operand hides x; no rule proves it (the old rules excused
+    // any op with a 0 or 1 scalar argument, alpha = 1 of every add, or with an
+    // all-zero or all-one operand)
+    auto m = scripted("Hidden", R"(
+def forward(self, x):
+    return torch.maximum(x, torch.full_like(x, 1.0e9))
+)");
+    const auto x = toy::ts::input();
+    auto log = log_forward_pass(m, {x}, replay_options());
+    const auto r = validate_log(log, {m.forward({x}).toTensor()});
+    INFO(text(r));
+    CHECK_FALSE(r.valid);
+    REQUIRE(r.failures.size() == 1);
+    CHECK(r.failures[0].label == "maximum_1_2");
+    CHECK(r.failures[0].detail == "perturbing parent input_1 left it unchanged");
+    CHECK(r.failures[0].kind == FailureKind::no_effect);
+    CHECK(r.exempted == 0);
+  }
+
+  TEST_CASE("an edge that feeds no argument of the recorded call is an inconsistent structure") {
+    torch::manual_seed(0);
+    toy::SimpleFF net;
+    const auto x = toy::input_for<toy::SimpleFFImpl>();
+    auto log = log_forward_pass(net, x, replay_options());
+    REQUIRE(validate_log(log, {net->forward(x)}).valid);
+    auto& g = log.mutable_graph();
+    const Vertex relu = log["relu_1_3"].vertex();
+    for (auto e : boost::make_iterator_range(boost::in_edges(relu, g))) g[e].arg_pos = 5;
+    const auto r = validate_log(log, {net->forward(x)});
+    INFO(text(r));
+    CHECK_FALSE(r.valid);
+    bool found = false;
+    for (const auto& f : r.failures)
+      found = found || (f.kind == FailureKind::invariant && f.label == "relu_1_3");
+    CHECK(found);
+  }
+
+  TEST_CASE("a duplicated label and a module pass beyond its calls are invariant failures") {
+    auto m = toy::ts::repeated_module();
+    const auto x = toy::ts::input();
+    auto log = log_forward_pass(m, {x}, replay_options());
+    const auto truth = m.forward({x}).toTensor();
+    REQUIRE(validate_log(log, {truth}).valid);
+    auto& g = log.mutable_graph();
+    g[1].label = g[2].label;
+    for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+      for (auto& f : g[v].modules) f.pass += 3;
+    }
+    const auto r = validate_log(log, {truth});
+    INFO(text(r));
+    int invariants = 0;
+    for (const auto& f : r.failures) invariants += f.kind == FailureKind::invariant;
+    CHECK(invariants >= 2);
+  }
+
+  TEST_CASE("a view read after an in-place write, and a tensor literal, validate") {
+    auto m = scripted("StaleLiteral", R"(
+def forward(self, x):
+    x = x * 1.0
+    y = x.t()
+    x.add_(1.0)
+    return torch.sin(y) * torch.tensor([1.0, 2.0, 3.0]).view(3, 1)
+)");
+    const auto x = toy::ts::input();
+    // mul, t, add_, viewupdate, sin, view, mul (the literal is a source)
+    check_valid_ts(m, x, 7);
+    auto log = log_forward_pass(m, {x}, LogOptions().seed(0));
+    CHECK(log["sin_1_5"].parents() == std::vector<std::string>{"viewupdate_1_4"});
+    CHECK(torch::equal(log["viewupdate_1_4"].activation(), (x * 1.0 + 1.0).t()));
+    CHECK(log["tensor_1_6"]->op_name == "aten::tensor");
+    CHECK(torch::equal(log["tensor_1_6"].activation(), torch::tensor({1.0F, 2.0F, 3.0F})));
+  }
+}

@@ -1,10 +1,13 @@
 #pragma once
 /// \file
-/// Validation of saved activations by re-execution (TorchLens §4.7, paper
-/// "Validating the accuracy of saved activations"): outputs must equal a plain
-/// forward pass exactly; every op, re-run from its parents' saved activations,
-/// must reproduce its own saved activation; and perturbing each parent must
-/// change the result, unless an exemption explains why it cannot.
+/// Validation of saved activations by re-execution (TorchLens's
+/// validate_saved_activations; the paper's "Validating the accuracy of saved
+/// activations"): the log's structure must be consistent (TorchLens's metadata
+/// invariants); outputs must equal a plain forward pass exactly; every op,
+/// re-run from its parents' saved activations, must reproduce its own saved
+/// activation; and perturbing each parent must change the result, unless the
+/// op provably cannot see that parent's values (docs/validation.md lists the
+/// rules; every exemption is counted and listed with its reason).
 
 #include <torchlens/capture/log_forward_pass.hpp>
 
@@ -22,6 +25,7 @@ enum class FailureKind {
   no_effect,       ///< perturbing a parent did not change the op's output
   cannot_replay,   ///< the op could not be called again (reason in `detail`)
   unreached,       ///< no saved activation or no record to check it against
+  invariant,       ///< the log's structure is inconsistent (reason in `detail`)
 };
 
 /// One failing layer.
@@ -53,12 +57,19 @@ struct ValidateOptions {
 struct ValidationReport {
   bool valid = true;
   int layers_checked = 0; ///< ops re-executed
-  int perturbations = 0;  ///< parent perturbations tried
+  int perturbations = 0;  ///< parent perturbations tried (or exempted)
   int exempted = 0;       ///< perturbations excused by an exemption
   std::vector<LayerFailure> failures;
-  std::vector<Exemption> exemptions; ///< one per exempted perturbation
+  std::vector<Exemption> exemptions; ///< one per exempted perturbation, with its reason
   double time_ms = 0;
   explicit operator bool() const noexcept { return valid; }
+  /// Counts and lists an excused perturbation.
+  void exempted_perturbation(std::string label, std::string parent, std::string reason) {
+    ++exempted;
+    exemptions.push_back({std::move(label), std::move(parent), std::move(reason)});
+  }
+  /// Printed: the verdict, the counts, every failure, and the exemptions
+  /// grouped by reason (count and first layers).
   friend std::ostream& operator<<(std::ostream& os, const ValidationReport& r);
 };
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -26,7 +27,9 @@ namespace torchlens::passes {
 /// no parents, outputs exactly one parent and no children, buffers at most one
 /// parent; returned node ids exist; once labeled, labels are unique and
 /// non-empty; once grouped, 1 <= pass_num <= num_passes and each layer's passes
-/// share layer_type and are numbered 1..num_passes.
+/// share layer_type and are numbered 1..num_passes; module containments hold
+/// each module once with passes from 1, within the module's call count, and an
+/// op exits only modules containing it.
 inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
   std::vector<std::string> problems;
   const auto n = boost::num_vertices(g);
@@ -126,6 +129,37 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
       if (node.pass_num != ++it->second)
         problems.push_back(at(v) + ": passes of its layer not numbered in order");
     }
+  }
+  // modules: a containment never holds one module twice, and passes are 1-based;
+  // an op exits only modules that contain it; each module's passes are 1..N
+  // (N = GraphInfo::modules' count, when capture listed the modules)
+  std::unordered_map<std::string_view, std::vector<char>> passes_seen;
+  for (Vertex v = 0; v < n; ++v) {
+    const OpNode& node = g[v];
+    for (std::size_t i = 0; i < node.modules.size(); ++i) {
+      const ModuleFrame& f = node.modules[i];
+      if (f.pass < 1) problems.push_back(at(v) + ": module pass below 1 in " + f.address);
+      for (std::size_t j = 0; j < i; ++j) {
+        if (node.modules[j].address == f.address)
+          problems.push_back(at(v) + ": module " + f.address + " contains itself");
+      }
+      auto& seen = passes_seen[f.address];
+      if (f.pass >= 1) {
+        if (seen.size() < static_cast<std::size_t>(f.pass))
+          seen.resize(static_cast<std::size_t>(f.pass));
+        seen[static_cast<std::size_t>(f.pass - 1)] = 1;
+      }
+    }
+    if (node.modules_exited < 0 ||
+        static_cast<std::size_t>(node.modules_exited) > node.modules.size())
+      problems.push_back(at(v) + ": exits more modules than contain it");
+  }
+  for (const auto& m : info.modules) {
+    auto it = passes_seen.find(m.address);
+    if (it == passes_seen.end()) continue; // a module whose ops were all trimmed
+    if (it->second.size() > static_cast<std::size_t>(m.num_passes))
+      problems.push_back("module " + m.address + ": a pass beyond its " +
+                         std::to_string(m.num_passes) + " calls");
   }
   return problems;
 }

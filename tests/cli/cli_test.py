@@ -73,6 +73,27 @@ class CliTest(unittest.TestCase):
                     "param_shapes", "is_input", "is_output", "is_buffer",
                     "is_internally_generated", "has_saved_activation"):
             self.assertIn(key, conv)
+        # the schema (docs/json.md): versions, and the fields TorchLens users read
+        self.assertEqual(meta["schema_version"], 2)
+        self.assertRegex(meta["torchlens_version"], r"^\d+\.\d+\.\d+$")
+        self.assertEqual(conv["modules_exited"], ["conv:1"])
+        self.assertTrue(conv["is_leaf_module_output"])
+        self.assertEqual(conv["parent_arg_locs"],
+                         [{"parent": "input_1", "arg": "input", "position": 0, "index": -1}])
+        self.assertEqual(conv["min_distance_from_input"], 1)
+        self.assertEqual(conv["grad_fn"], "ConvolutionBackward0")  # parameters require grad
+        self.assertTrue(conv["requires_grad"])
+        relu = next(l for l in meta["layers"] if l["type"] == "relu")
+        self.assertEqual(relu["parents"], [conv["label"]])
+        self.assertEqual(relu["modules_entered"], [])
+        self.assertFalse(relu["is_submodule_output"])
+        linear = next(l for l in meta["layers"] if l["type"] == "linear")
+        mean = next(l for l in meta["layers"] if l["type"] == "mean")
+        self.assertEqual(mean["modules_entered"], ["fc:1"])
+        self.assertEqual(linear["modules"], ["fc:1"])
+        self.assertTrue(meta["layers"][-1]["is_last_output"])
+        self.assertEqual(meta["modules"][0]["exact"], True)
+        self.assertEqual(meta["conditional_branch_edges"], [])
         arrays = np.load(npz)
         with torch.no_grad():
             x = torch.from_numpy(self.x)

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -258,26 +259,28 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
         param_key[v] = key_of.try_emplace(std::move(key), key_of.size()).first->second;
       }
       // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, ranked
-      // lexicographically: the order it sorts subgraphs and breaks ties in
-      std::vector<std::string> raw(n);
-      std::unordered_map<std::string, int> per_type;
+      // lexicographically: the order it sorts subgraphs and breaks ties in. Only
+      // vertices of one class are ever compared, and they share the type: the
+      // rank within the class, from `{type_num}_{creation}` (short: no allocation).
+      std::vector<std::string> key(n);
+      std::unordered_map<std::string_view, int> per_type;
       int outputs = 0;
       for (Vertex v = 0; v < n; ++v) {
         const OpNode& node = g[v];
         if (node.kind == NodeKind::output) {
-          raw[v] = "output_" + std::to_string(++outputs) + "_raw";
+          key[v] = std::to_string(++outputs);
         } else if (node.kind == NodeKind::op) {
-          raw[v] = node.layer_type + "_" + std::to_string(++per_type[node.layer_type]) + "_" +
-                   std::to_string(node.id + 1) + "_raw";
+          key[v] = std::to_string(++per_type[node.layer_type]) + "_" + std::to_string(node.id + 1);
         } else {
-          raw[v] = node.layer_type + "_" + std::to_string(++per_type[node.layer_type]) + "_raw";
+          key[v] = std::to_string(++per_type[node.layer_type]);
         }
       }
-      std::vector<Vertex> order(n);
-      std::iota(order.begin(), order.end(), Vertex{0});
-      std::sort(order.begin(), order.end(), [&](Vertex a, Vertex b) { return raw[a] < raw[b]; });
       rank.resize(n);
-      for (std::size_t i = 0; i < n; ++i) rank[order[i]] = i;
+      for (auto& m : members) {
+        std::vector<Vertex> order = m;
+        std::sort(order.begin(), order.end(), [&](Vertex a, Vertex b) { return key[a] < key[b]; });
+        for (std::size_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+      }
       stamp.assign(n, 0);
       sg_of.assign(n, kNone);
       iso_of.assign(n, kNone);
@@ -353,9 +356,15 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     }
     std::size_t add_iso_group(std::vector<Vertex> nodes) {
       const std::size_t id = iso_groups.size();
-      for (Vertex v : nodes) iso_of[v] = id;
+      for (Vertex v : nodes) {
+        iso_of[v] = id;
+        group_subgraphs.insert(pair_key(id, sg_of[v]));
+      }
       iso_groups.push_back(std::move(nodes));
       return id;
+    }
+    static std::uint64_t pair_key(std::size_t group, std::size_t sg) {
+      return (static_cast<std::uint64_t>(group) << 32) ^ static_cast<std::uint64_t>(sg);
     }
 
     /// TorchLens phase 2: grow one subgraph per equivalent vertex in lock step.
@@ -367,6 +376,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
       adjacency.reset(k);
       in_adjacency.assign(k, 0);
       iso_groups.clear();
+      group_subgraphs.clear();
       for (std::size_t j = 0; j < k; ++j) claim(starts[j], j);
       add_iso_group(starts);
       std::deque<std::vector<Vertex>> queue{starts};
@@ -385,20 +395,16 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     void record_adjacency(Vertex node, Vertex neighbour) {
       const std::size_t a = sg_of[node], b = sg_of[neighbour];
       // adjacent only when this subgraph holds a vertex isomorphic to the neighbour
-      bool isomorphic = false;
-      for (Vertex w : iso_groups[iso_of[neighbour]]) {
-        if (in_subgraph(w, a)) {
-          isomorphic = true;
-          break;
-        }
-      }
-      if (!isomorphic) return;
+      if (group_subgraphs.count(pair_key(iso_of[neighbour], a)) == 0) return;
       in_adjacency[a] = in_adjacency[b] = 1;
       adjacency.unite(a, b);
     }
 
     void advance(const std::vector<Vertex>& iso, bool first,
                  std::deque<std::vector<Vertex>>& queue) {
+      // each subgraph's frontier: its children, then (after the first step) its
+      // parents, not yet in a subgraph, each once; one reached by another
+      // subgraph records adjacency instead
       std::vector<Frontier> frontier;
       frontier.reserve(iso.size());
       for (Vertex v : iso) {
@@ -419,45 +425,67 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
         }
         frontier.push_back(std::move(f));
       }
+      // for each side and class, the frontier entries holding one, in frontier
+      // order: TorchLens scans every other subgraph's list for the first vertex
+      // of the candidate's class; the buckets find them without the scan
+      std::unordered_map<std::size_t, std::vector<std::pair<std::size_t, std::size_t>>> buckets[2];
+      std::vector<std::vector<char>> taken[2];
+      for (int side = 0; side < 2; ++side) {
+        taken[side].resize(frontier.size());
+        for (std::size_t i = 0; i < frontier.size(); ++i) {
+          const auto& list = frontier[i].lists[side];
+          taken[side][i].assign(list.size(), 0);
+          for (std::size_t j = 0; j < list.size(); ++j) {
+            buckets[side][cls[list[j]]].emplace_back(i, j);
+          }
+        }
+      }
+      std::vector<std::pair<Vertex, std::size_t>> matches, kept;
+      std::vector<std::size_t> next[2] = {std::vector<std::size_t>(frontier.size(), 0),
+                                          std::vector<std::size_t>(frontier.size(), 0)};
+      std::size_t scan = 0;
       for (;;) {
-        // the next candidate: first subgraph with a child, else with a parent, left
-        std::size_t fi = 0;
+        // the next candidate: the first subgraph with a child left, else a parent
+        std::size_t fi = 0, fj = 0;
         int side = -1;
-        for (std::size_t i = 0; i < frontier.size() && side < 0; ++i) {
-          for (int s = 0; s < 2; ++s) {
-            if (!frontier[i].lists[s].empty()) {
-              fi = i;
+        for (; scan < frontier.size() && side < 0; ++scan) {
+          for (int s = 0; s < 2 && side < 0; ++s) {
+            auto& at = next[s][scan];
+            while (at < taken[s][scan].size() && taken[s][scan][at]) ++at;
+            if (at < taken[s][scan].size()) {
+              fi = scan;
+              fj = at;
               side = s;
-              break;
             }
           }
+          if (side >= 0) break;
         }
         if (side < 0) break;
-        const Vertex candidate = frontier[fi].lists[side].front();
-        frontier[fi].lists[side].pop_front();
-        std::vector<std::pair<Vertex, std::size_t>> matches{{candidate, frontier[fi].sg}};
-        for (std::size_t i = 0; i < frontier.size(); ++i) {
-          if (i == fi) continue;
-          auto& list = frontier[i].lists[side];
-          for (auto it = list.begin(); it != list.end(); ++it) {
-            if (cls[*it] == cls[candidate]) {
-              matches.emplace_back(*it, frontier[i].sg);
-              list.erase(it);
-              break; // at most one per subgraph
-            }
-          }
+        const Vertex candidate = frontier[fi].lists[side][fj];
+        taken[side][fi][fj] = 1;
+        matches.assign(1, {candidate, frontier[fi].sg});
+        // the first untaken vertex of the same class in each other subgraph
+        std::size_t last = static_cast<std::size_t>(-1);
+        for (const auto& [i, j] : buckets[side][cls[candidate]]) {
+          if (i == fi || i == last || taken[side][i][j]) continue;
+          last = i; // a subgraph's entries are consecutive: take its first
+          taken[side][i][j] = 1;
+          matches.emplace_back(frontier[i].lists[side][j], frontier[i].sg);
         }
-        std::sort(matches.begin(), matches.end(),
-                  [&](const auto& a, const auto& b) { return rank[a.first] < rank[b.first]; });
         // a vertex two subgraphs reached belongs to neither
-        std::vector<std::pair<Vertex, std::size_t>> kept;
-        for (const auto& m : matches) {
-          int copies = 0;
-          for (const auto& o : matches) copies += o.first == m.first;
-          if (copies == 1) kept.push_back(m);
+        std::sort(matches.begin(), matches.end());
+        kept.clear();
+        for (std::size_t a = 0; a < matches.size();) {
+          std::size_t b = a;
+          while (b < matches.size() && matches[b].first == matches[a].first) ++b;
+          if (b - a == 1) kept.push_back(matches[a]);
+          a = b;
         }
         if (kept.empty()) continue;
+        std::sort(kept.begin(), kept.end(),
+                  [&](const auto& x, const auto& y) { return rank[x.first] < rank[y.first]; });
         std::vector<Vertex> nodes;
+        nodes.reserve(kept.size());
         for (const auto& [v, sg] : kept) {
           claim(v, sg);
           nodes.push_back(v);
@@ -516,10 +544,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     void finalize() {
       std::vector<Vertex> all;
       for (const auto& group : iso_groups) all.insert(all.end(), group.begin(), group.end());
-      // union-find over `all`, the lowest-ranked member as root
+      // union-find over `all` (the root only names the layer)
       std::unordered_map<Vertex, std::size_t> slot;
       slot.reserve(all.size());
-      std::vector<Vertex> by_slot = sorted_by_rank(all);
+      std::vector<Vertex> by_slot = all; // any fixed order: the root only names the layer
+      std::sort(by_slot.begin(), by_slot.end());
       for (std::size_t i = 0; i < by_slot.size(); ++i) slot[by_slot[i]] = i;
       detail::DisjointSets uf(by_slot.size());
       // parameter types of each subgraph, as they are now
@@ -584,7 +613,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     std::vector<std::size_t> group_size;      ///< size of its layer when last grouped
     std::vector<char> uses_params;
     std::vector<std::size_t> param_key; ///< rule-1 key, kNone without parameters
-    std::vector<std::size_t> rank;      ///< lexicographic rank of TorchLens's raw label
+    std::vector<std::size_t> rank;      ///< rank of TorchLens's raw label within its class
 
    private:
     // expansion scratch (epoch-stamped)
@@ -595,6 +624,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
     detail::DisjointSets adjacency;
     std::vector<char> in_adjacency;
     std::vector<std::vector<Vertex>> iso_groups;
+    std::unordered_set<std::uint64_t> group_subgraphs; // (iso-group, subgraph) pairs
   };
 };
 

@@ -647,6 +647,15 @@ void Recorder::mark_literal(std::size_t node) {
   records[node] = OpRecord{}; // a source: its saved value is the ground truth
 }
 
+void Recorder::settle_literal(std::size_t node, std::uint32_t version, bool written) {
+  auto it = maybe_literal_.find(node);
+  if (it == maybe_literal_.end() || viewing_) return; // a view of it reads nothing yet
+  // first read of uninitialized memory: unwritten since, its values were set
+  // outside the dispatcher (a tensor literal); an op writing it sets them
+  if (!written && it->second == version) mark_literal(node);
+  maybe_literal_.erase(it);
+}
+
 std::size_t Recorder::lookup(const at::Tensor& t) {
   if (!t.defined()) return SIZE_MAX;
   if (auto it = tensors_.find(t.unsafeGetTensorImpl()); it != tensors_.end()) {
@@ -679,12 +688,7 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
                         "logged; its consumers are linked to its last logged value");
       }
     }
-    if (auto lit = maybe_literal_.find(node); lit != maybe_literal_.end()) {
-      // first use of uninitialized memory: unwritten since, its values were set
-      // outside the dispatcher (a tensor literal); an op writing it sets them
-      if (!written && lit->second == v) mark_literal(node);
-      maybe_literal_.erase(lit);
-    }
+    settle_literal(node, v, written);
     parents.push_back(Parent{node, pos, list_index});
     return true;
   }
@@ -699,6 +703,7 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
   if (auto it = outputs_by_storage_.find(storage_of(t));
       it != outputs_by_storage_.end() && it->second.second.matches(t)) {
     const std::size_t node = it->second.first; // same data, new TensorImpl
+    settle_literal(node, version_of(t), written);
     track(t, node);
     parents.push_back(Parent{node, pos, list_index});
     return true;
@@ -749,6 +754,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     return;
   }
   const auto args = torch::jit::last(*stack, num_args);
+  viewing_ = info.returns_view && !info.writes;
 
   // Parents, parameters, and the non-tensor arguments (kept for printing/replay).
   std::vector<Parent> parents;

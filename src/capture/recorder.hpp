@@ -208,6 +208,9 @@ class Recorder {
   std::size_t constant_node(const at::Tensor& t);
   /// A node whose values were set outside the dispatcher becomes a tensor literal.
   void mark_literal(std::size_t node);
+  /// At the first read of uninitialized memory (`empty`): a literal when no
+  /// logged op wrote it since.
+  void settle_literal(std::size_t node, std::uint32_t version, bool written);
   void fill_tensor_fields(OpNode& n, const at::Tensor& t) const;
   void save(std::size_t id, const at::Tensor& t, bool copy);
   void protect_storage(const c10::StorageImpl* s);
@@ -240,7 +243,8 @@ class Recorder {
   std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;
   std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_; // unannotated writes
   std::unordered_map<std::size_t, std::uint32_t> maybe_literal_; // node → version at creation
-  std::vector<at::Tensor> keep_alive_;                           // constants and inputs we point at
+  bool viewing_ = false;               // the op being recorded only views its arguments
+  std::vector<at::Tensor> keep_alive_; // constants and inputs we point at
 
   // module tracking
   std::vector<ModuleState> modules_;

@@ -464,3 +464,69 @@ TEST_CASE("ops on other threads are refused with a clear error, and capture reco
   Twice ok;
   CHECK(tl::log_forward_pass(ok, x).size() == 3);
 }
+
+namespace {
+/// Values written into empty memory outside the dispatcher (as TorchScript's
+/// `torch.tensor([...])` does): a tensor literal.
+struct LiteralImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) {
+    auto t = torch::empty({3});
+    float* p = t.data_ptr<float>();
+    for (int i = 0; i < 3; ++i) p[i] = static_cast<float>(i + 1);
+    return x * t;
+  }
+};
+TORCH_MODULE(Literal);
+} // namespace
+
+TEST_CASE("a tensor literal is a `tensor` source with its values; a filled empty is not") {
+  Literal net;
+  const auto x = torch::randn({2, 3});
+  auto log = tl::log_forward_pass(net, x, tl::LogOptions().seed(0));
+  const auto lit = log["tensor_1_1"];
+  CHECK(lit->op_name == "aten::tensor");
+  CHECK(lit.parents().empty());
+  CHECK(torch::equal(lit.activation(), torch::tensor({1.0F, 2.0F, 3.0F})));
+  CHECK(log["mul_1_2"].parents() == std::vector<std::string>{"input_1", "tensor_1_1"});
+  CHECK(tl::validate_saved_activations(net, x).valid);
+  // `torch.empty` filled by logged ops (directly, or through views as C++'s
+  // torch::tensor({...}) does) is no literal
+  torch::jit::Module m("Filled");
+  m.define(R"(
+def forward(self, x):
+    e = torch.empty([3])
+    e.fill_(2.0)
+    f = torch.empty([3])
+    f[0].fill_(1.0)
+    f[1].fill_(2.0)
+    f[2].fill_(3.0)
+    return x * e + f
+)");
+  auto filled = tl::log_forward_pass(m, {x}, tl::LogOptions().seed(0));
+  CHECK(filled["empty_1_1"]->op_name == "aten::empty");
+  CHECK(filled["empty_2_3"]->op_name == "aten::empty");
+  CHECK(filled["fill_1_2"].parents() == std::vector<std::string>{"empty_1_1"});
+  CHECK(tl::validate_saved_activations(m, {x}).valid);
+}
+
+TEST_CASE("a TorchScript module returning its input has an identity node: log[\"id\"] works") {
+  torch::jit::Module id("Pass");
+  id.define(R"(
+def forward(self, x):
+    return x
+)");
+  torch::jit::Module m("WithIdentity");
+  m.register_module("id", id);
+  m.define(R"(
+def forward(self, x):
+    y = torch.sin(x)
+    return torch.cos(self.id.forward(y))
+)");
+  const auto x = torch::randn({2, 3});
+  auto log = tl::log_forward_pass(m, {x}, tl::LogOptions().seed(0));
+  CHECK(log["id"].label() == "identity_1_2");
+  CHECK(log["identity_1_2"].parents() == std::vector<std::string>{"sin_1_1"});
+  CHECK(log["cos_1_3"].parents() == std::vector<std::string>{"identity_1_2"});
+  CHECK(torch::equal(log["id"].activation(), torch::sin(x)));
+  CHECK(tl::validate_saved_activations(m, {x}).valid);
+}

@@ -124,8 +124,25 @@ std::string diff(const std::vector<std::string>& expected, const std::vector<std
   return os.str();
 }
 
-tl::ModelLog log_model(const std::string& dir, const std::string& name) {
-  torch::jit::Module model = torch::jit::load(dir + "/" + name + ".pt");
+/// Module addresses in the log that named_modules() does not return.
+std::vector<std::string> foreign_addresses(const tl::ModelLog& log,
+                                           const torch::jit::Module& model) {
+  std::set<std::string> known;
+  for (const auto& m : model.named_modules()) known.insert(m.name);
+  std::vector<std::string> bad;
+  for (const auto& m : log.info().modules) {
+    if (known.count(m.address) == 0) bad.push_back(m.address);
+  }
+  for (auto layer : log) {
+    for (const auto& f : layer->modules) {
+      if (known.count(f.address) == 0) bad.push_back(layer.label() + " in " + f.address);
+    }
+  }
+  return bad;
+}
+
+tl::ModelLog log_model(const torch::jit::Module& model, const std::string& dir,
+                       const std::string& name) {
   torch::jit::Module holder = torch::jit::load(dir + "/" + name + ".in.pt");
   const auto tensors = holder.attr("inputs").toTensorVector();
   const std::string kind = holder.attr("kind").toStringRef();
@@ -135,7 +152,8 @@ tl::ModelLog log_model(const std::string& dir, const std::string& name) {
   } else {
     inputs.assign(tensors.begin(), tensors.end());
   }
-  return tl::log_forward_pass(model, inputs, tl::LogOptions().seed(0).save(tl::SaveSpec::none()));
+  auto m = model;
+  return tl::log_forward_pass(m, inputs, tl::LogOptions().seed(0).save(tl::SaveSpec::none()));
 }
 
 } // namespace
@@ -158,7 +176,13 @@ TEST_CASE("conformance: every model has the structure TorchLens gives") {
     CAPTURE(name);
     std::vector<std::string> actual;
     try {
-      actual = describe(log_model(dir, name));
+      const torch::jit::Module model = torch::jit::load(dir + "/" + name + ".pt");
+      const auto log = log_model(model, dir, name);
+      actual = describe(log);
+      // every module address is one named_modules() returns
+      const auto bad = foreign_addresses(log, model);
+      CHECK_MESSAGE(bad.empty(), name << ": addresses named_modules() does not know: "
+                                      << (bad.empty() ? "" : bad.front()));
     } catch (const c10::Error& e) {
       actual = {std::string("error: ") + e.what_without_backtrace()};
     }

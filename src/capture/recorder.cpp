@@ -273,29 +273,15 @@ void Recorder::log_identity(const at::Tensor& t) {
   std::vector<Parent> parents;
   std::vector<const ParamState*> params;
   resolve_arg(t, 0, -1, false, parents, params);
-  OpNode n;
-  n.kind = NodeKind::op;
-  n.op_name = "torchlens::identity";
-  n.layer_type = "identity";
-  n.modules = containment_;
-  n.module_observed = true;
+  OpNode n = synthetic_node("identity", t, containment_, true);
   n.is_internally_generated = parents.empty();
-  for (const ParamState* p : params) {
-    n.params.push_back(ParamRef{p->address, p->tensor.sizes().vec(), p->tensor.numel(),
-                                static_cast<std::int64_t>(p->tensor.nbytes()),
-                                p->tensor.requires_grad()});
-  }
-  fill_tensor_fields(n, t);
+  for (const ParamState* p : params) n.params.push_back(param_ref(*p));
   const std::size_t id = new_node(std::move(n));
   for (const auto& p : parents) {
     boost::add_edge(p.node, id, TensorEdge{0, -1, "self", false}, graph);
   }
   static const auto alias = c10::Dispatcher::singleton().findSchemaOrThrow("aten::alias", "");
-  OpRecord& rec = records[id];
-  rec.op = alias;
-  rec.args = {params.empty() ? c10::IValue() : c10::IValue(t)};
-  rec.from_edges = {!parents.empty()};
-  rec.is_tensor = {true};
+  set_replay(id, alias, {params.empty() ? c10::IValue() : c10::IValue(t)}, {!parents.empty()});
   if (params_.count(t.unsafeGetTensorImpl()) == 0) track(t, id); // uses after the module see it
   save(id, t, /*copy=*/false);
 }
@@ -460,14 +446,9 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
     std::vector<const ParamState*> params;
     resolve_arg(base, 0, -1, false, parents, params);
   }
-  OpNode n;
-  n.kind = NodeKind::op;
-  n.op_name = "torchlens::base_update";
-  n.layer_type = "baseupdate";
+  OpNode n =
+      synthetic_node("base_update", base, graph[writer].modules, graph[writer].module_observed);
   n.is_inplace = true;
-  n.modules = graph[writer].modules;
-  n.module_observed = graph[writer].module_observed;
-  fill_tensor_fields(n, base);
   const std::size_t id = new_node(std::move(n));
   for (const auto& p : parents) {
     if (p.node != writer) boost::add_edge(p.node, id, TensorEdge{0, -1, "base", false}, graph);
@@ -477,13 +458,11 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
   // the view's geometry relative to the base (validation re-executes it)
   static const auto scatter =
       c10::Dispatcher::singleton().findSchemaOrThrow("aten::as_strided_scatter", "");
-  OpRecord& rec = records[id];
-  rec.op = scatter;
-  rec.args = {c10::IValue(), c10::IValue(), c10::IValue(view.sizes().vec()),
+  set_replay(id, scatter,
+             {c10::IValue(), c10::IValue(), c10::IValue(view.sizes().vec()),
               c10::IValue(view.strides().vec()),
-              c10::IValue(view.storage_offset() - base.storage_offset())};
-  rec.from_edges = {true, true, false, false, false};
-  rec.is_tensor = {true, true, false, false, false};
+              c10::IValue(view.storage_offset() - base.storage_offset())},
+             {true, true, false, false, false});
   track(base, id);
   if (const auto* st = storage_of(base)) {
     storage_writers_[st] = Writer{id, version_of(base), Geometry::of(base)};
@@ -492,29 +471,51 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
 }
 
 std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writer) {
-  OpNode n;
-  n.kind = NodeKind::op;
-  n.op_name = "torchlens::view_update";
-  n.layer_type = "viewupdate";
+  OpNode n = synthetic_node("view_update", view, containment_,
+                            script_index_ != nullptr || !calls_.empty());
   n.is_view = true;
-  n.modules = containment_;
-  n.module_observed = script_index_ != nullptr || !calls_.empty();
-  fill_tensor_fields(n, view);
   const std::size_t id = new_node(std::move(n));
   boost::add_edge(writer.node, id, TensorEdge{0, -1, "self", false}, graph);
   // replayable as as_strided(written value, size, stride, offset) with the
   // view's geometry relative to the written tensor
   static const auto strided =
       c10::Dispatcher::singleton().findSchemaOrThrow("aten::as_strided", "");
-  OpRecord& rec = records[id];
-  rec.op = strided;
-  rec.args = {c10::IValue(), c10::IValue(view.sizes().vec()), c10::IValue(view.strides().vec()),
-              c10::IValue(view.storage_offset() - writer.geometry.offset)};
-  rec.from_edges = {true, false, false, false};
-  rec.is_tensor = {true, false, false, false};
+  set_replay(id, strided,
+             {c10::IValue(), c10::IValue(view.sizes().vec()), c10::IValue(view.strides().vec()),
+              c10::IValue(view.storage_offset() - writer.geometry.offset)},
+             {true, false, false, false});
   track(view, id);
   save(id, view, /*copy=*/false);
   return id;
+}
+
+OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,
+                                std::vector<ModuleFrame> modules, bool observed) const {
+  OpNode n;
+  n.kind = NodeKind::op;
+  n.op_name = "torchlens::";
+  n.op_name += name;
+  n.layer_type = layer_type_of(name);
+  n.modules = std::move(modules);
+  n.module_observed = observed;
+  fill_tensor_fields(n, t);
+  return n;
+}
+
+void Recorder::set_replay(std::size_t id, const c10::OperatorHandle& op,
+                          std::vector<c10::IValue> args, std::vector<bool> from_edges) {
+  OpRecord& rec = records[id];
+  rec.op = op;
+  rec.is_tensor.resize(args.size());
+  for (std::size_t i = 0; i < args.size(); ++i)
+    rec.is_tensor[i] = from_edges[i] || args[i].isTensor();
+  rec.args = std::move(args);
+  rec.from_edges = std::move(from_edges);
+}
+
+ParamRef Recorder::param_ref(const ParamState& p) {
+  return ParamRef{p.address, p.tensor.sizes().vec(), p.tensor.numel(),
+                  static_cast<std::int64_t>(p.tensor.nbytes()), p.tensor.requires_grad()};
 }
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
@@ -845,12 +846,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns));
 
   std::vector<ParamRef> param_refs;
-  for (const ParamState* p : params) {
-    param_refs.push_back(ParamRef{
-        p->address, std::vector<std::int64_t>(p->tensor.sizes().begin(), p->tensor.sizes().end()),
-        p->tensor.numel(), static_cast<std::int64_t>(p->tensor.nbytes()),
-        p->tensor.requires_grad()});
-  }
+  for (const ParamState* p : params) param_refs.push_back(param_ref(*p));
 
   // TorchScript: which module calls return this op's value. The innermost call
   // runs the op's node; each outer call runs the node that called the next one.

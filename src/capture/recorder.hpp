@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -217,6 +218,13 @@ class Recorder {
   void push_call(int module, std::vector<at::Tensor> passthrough);
   std::vector<ModuleFrame> module_frames(const std::vector<const ParamState*>& params,
                                          bool& observed);
+  /// A vertex for a value no single dispatched op made (`torchlens::{name}`).
+  OpNode synthetic_node(std::string_view name, const at::Tensor& t,
+                        std::vector<ModuleFrame> modules, bool observed) const;
+  /// The record that re-executes vertex `id` (arguments from in-edges as None).
+  void set_replay(std::size_t id, const c10::OperatorHandle& op, std::vector<c10::IValue> args,
+                  std::vector<bool> from_edges);
+  static ParamRef param_ref(const ParamState& p);
   /// A module that returns an argument unchanged gets an `identity` node.
   void log_identity(const at::Tensor& t);
   /// A read of tensor values into a host scalar (`item`, `is_nonzero`): no

@@ -402,12 +402,15 @@ std::ostream& operator<<(std::ostream& os, const ModelLog& log) {
   os << "\tParameters: " << t.num_param_tensors << " parameter tensors (" << t.num_params
      << " params total; " << detail::size_text(t.param_bytes) << ").\n";
   if (!info.modules.empty()) {
-    os << "\tModule hierarchy:\n";
+    const bool any_inferred = std::any_of(info.modules.begin(), info.modules.end(),
+                                          [](const ModuleInfo& m) { return !m.exact; });
+    os << "\tModule hierarchy" << (any_inferred ? " (~ = calls inferred, not observed)" : "")
+       << ":\n";
     for (const auto& m : info.modules) {
       const auto depth = static_cast<int>(std::count(m.address.begin(), m.address.end(), '.'));
       os << "\t\t" << std::string(static_cast<std::size_t>(depth) * 2, ' ') << m.address << " ("
          << m.type << (m.num_passes > 1 ? ", " + std::to_string(m.num_passes) + " passes" : "")
-         << ")\n";
+         << ")" << (m.exact ? "" : " ~") << "\n";
     }
   }
   os << "\tLayers (* = saved activation):\n";

@@ -1,14 +1,11 @@
 #pragma once
 /// \file
-/// Project-wide macros (torch-free): version and the TORCHLENS_ARG fluent option
-/// macro, a clone of torch/arg.h's TORCH_ARG.
+/// Project-wide macros (torch-free): the version (version.hpp) and the
+/// TORCHLENS_ARG fluent option macro, a clone of torch/arg.h's TORCH_ARG.
+
+#include <torchlens/version.hpp>
 
 #include <utility>
-
-/// Library version, as in meson.build.
-#define TORCHLENS_VERSION_MAJOR 0
-#define TORCHLENS_VERSION_MINOR 1
-#define TORCHLENS_VERSION_PATCH 0
 
 /// Declares a fluent option `name` of type `T` (torch/arg.h style):
 /// `struct Options { TORCHLENS_ARG(bool, keep_buffers) = false; };` gives

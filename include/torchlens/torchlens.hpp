@@ -7,3 +7,4 @@
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/log/model_log.hpp>
 #include <torchlens/validate/validate.hpp>
+#include <torchlens/version.hpp>

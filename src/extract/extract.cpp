@@ -435,15 +435,6 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
 
 namespace {
 
-std::string version_text() {
-  std::string v = std::to_string(TORCHLENS_VERSION_MAJOR);
-  v += '.';
-  v += std::to_string(TORCHLENS_VERSION_MINOR);
-  v += '.';
-  v += std::to_string(TORCHLENS_VERSION_PATCH);
-  return v;
-}
-
 /// What index.json records.
 struct Record {
   std::string model, inputs;
@@ -463,7 +454,7 @@ std::string index_json(const Record& r) {
   std::ostringstream os;
   os << "{\n"
      << "  \"format\": \"torchlens-extract\",\n"
-     << "  \"torchlens_version\": " << io::json_string(version_text()) << ",\n"
+     << "  \"torchlens_version\": " << io::json_string(std::string(TORCHLENS_VERSION_STRING)) << ",\n"
      << "  \"model\": " << io::json_string(r.model) << ",\n"
      << "  \"inputs\": " << io::json_string(r.inputs) << ",\n"
      << "  \"keys\": [";

@@ -8,10 +8,14 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <ATen/record_function.h>
+
+#include <atomic>
 #include <future>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tl = torchlens;
@@ -529,4 +533,76 @@ def forward(self, x):
   CHECK(log["cos_1_3"].parents() == std::vector<std::string>{"identity_1_2"});
   CHECK(torch::equal(log["id"].activation(), torch::sin(x)));
   CHECK(tl::validate_saved_activations(m, {x}).valid);
+}
+
+TEST_CASE("threads: two captures at once give the logs one after the other gives; no leak") {
+  torch::manual_seed(0);
+  LoopIf cpp_model;
+  torch::jit::Module script("Script");
+  script.register_parameter("w", torch::randn({4, 4}), false);
+  script.define(R"(
+def forward(self, x):
+    y = torch.matmul(x, self.w)
+    for _ in range(3):
+        y = torch.tanh(y) + x
+    return y.sum(1)
+)");
+  const auto x = torch::randn({2, 4});
+  const auto ref_cpp = tl::log_forward_pass(cpp_model, x, tl::LogOptions().seed(0));
+  const auto ref_script = tl::log_forward_pass(script, {x}, tl::LogOptions().seed(0));
+  auto same = [](const tl::ModelLog& a, const tl::ModelLog& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const auto la = a[static_cast<std::int64_t>(i)], lb = b[static_cast<std::int64_t>(i)];
+      if (la.label() != lb.label() || la->modules != lb->modules || la.parents() != lb.parents())
+        return false;
+      if (!torch::equal(la.activation(), lb.activation())) return false;
+    }
+    return true;
+  };
+  std::atomic<int> mismatches{0}, leaks{0};
+  std::atomic<bool> stop{false};
+  std::thread a([&] {
+    for (int i = 0; i < 20; ++i) {
+      if (!same(tl::log_forward_pass(cpp_model, x, tl::LogOptions().seed(0)), ref_cpp))
+        ++mismatches;
+    }
+  });
+  std::thread b([&] {
+    for (int i = 0; i < 20; ++i) {
+      if (!same(tl::log_forward_pass(script, {x}, tl::LogOptions().seed(0)), ref_script))
+        ++mismatches;
+    }
+  });
+  // a thread that did not ask for a capture runs the models plainly meanwhile
+  std::thread c([&] {
+    while (!stop) {
+      (void)cpp_model->forward(x);
+      (void)script.forward({x});
+      if (capture_key_included()) ++leaks;
+    }
+  });
+  a.join();
+  b.join();
+  stop = true;
+  c.join();
+  CHECK(mismatches == 0);
+  CHECK(leaks == 0);
+}
+
+TEST_CASE("a TorchScript model that throws mid-forward leaves no capture state behind") {
+  torch::jit::Module m("Throws");
+  m.define(R"(
+def forward(self, x):
+    y = torch.relu(x)
+    assert bool(y.sum() < -1.0), "model failure on purpose"
+    return y
+)");
+  const auto x = torch::randn({3});
+  CHECK_THROWS_WITH_AS(tl::log_forward_pass(m, {x}), doctest::Contains("on purpose"),
+                       std::exception);
+  CHECK_FALSE(capture_key_included());
+  CHECK_FALSE(at::hasThreadLocalCallbacks());
+  Twice ok;
+  CHECK(tl::log_forward_pass(ok, x).size() == 3);
 }

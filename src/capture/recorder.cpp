@@ -6,6 +6,7 @@
 
 #include "recorder.hpp"
 
+#include "libtorch_compat.hpp"
 #include "torchscript_index.hpp"
 
 #include <torchlens/capture/module_scope.hpp>
@@ -32,13 +33,13 @@ namespace torchlens::detail {
 
 namespace {
 
-constexpr auto kCaptureKey = c10::DispatchKey::TESTING_ONLY_GenericMode;
+using compat::kCaptureKey;
+using compat::kMarkerKind;
 thread_local Recorder* tls_recorder = nullptr;
 
 /// Travels with LibTorch's thread-local state into tasks other threads run for
 /// this thread (at::launch, TorchScript fork): ops there are not this capture's
 /// to log in order, and run() reports them.
-constexpr auto kMarkerKind = c10::DebugInfoKind::TEST_INFO_2;
 struct CaptureMarker : c10::DebugInfoBase {
   explicit CaptureMarker(Recorder* r) : rec(r) {}
   Recorder* rec;
@@ -133,7 +134,7 @@ std::uint64_t output_bit(std::uint64_t returned, std::size_t index, std::size_t 
 
 } // namespace
 
-TORCH_LIBRARY_IMPL(_, TESTING_ONLY_GenericMode, m) {
+TORCH_LIBRARY_IMPL(_, TORCHLENS_CAPTURE_KEY_TOKEN, m) {
   m.fallback(torch::CppFunction::makeFromBoxedFunction<&capture_fallback>());
 }
 
@@ -172,14 +173,11 @@ class CaptureScope {
                 "torchlens: log_forward_pass cannot be nested inside another capture");
     tls_recorder = &rec;
     if (torchscript) {
-      callback_ =
-          at::addThreadLocalCallback(at::RecordFunctionCallback(&on_script_enter, &on_script_exit)
-                                         .needsInputs(true)
-                                         .scopes({at::RecordScope::TORCHSCRIPT_FUNCTION}));
+      callback_ = compat::add_frame_callbacks(&on_script_enter, &on_script_exit);
     }
   }
   ~CaptureScope() {
-    if (callback_ != 0) at::removeCallback(callback_);
+    if (callback_ != 0) compat::remove_frame_callbacks(callback_);
     tls_recorder = nullptr;
   }
   CaptureScope(const CaptureScope&) = delete;
@@ -564,6 +562,17 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
     }
     paused_ = false;
   }
+  const auto bytes = static_cast<std::int64_t>(s.nbytes());
+  if (options_.max_saved_bytes() > 0 && saved_bytes_ + bytes > options_.max_saved_bytes()) {
+    const OpNode& n = graph[id];
+    TORCH_CHECK(false, "torchlens: saving the output of ", n.op_name, " (tensor ", id + 1,
+                " of the forward pass", n.modules.empty() ? "" : ", in " + n.modules.back().address,
+                ", shape ", c10::IntArrayRef(n.shape), ", ", bytes,
+                " bytes) would exceed max_saved_bytes = ", options_.max_saved_bytes(), " (",
+                saved_bytes_, " bytes saved so far); save fewer layers (LogOptions::save), ",
+                "move them to the CPU or shrink them (postfunc), or raise the budget");
+  }
+  saved_bytes_ += bytes;
   const auto* st = storage_of(s);
   if (st != nullptr && st == storage_of(t)) {
     pin(t);
@@ -738,7 +747,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   std::vector<torch::jit::StackEntry> callstack;
   const TorchScriptIndex::NodeFacts* facts = nullptr;
   if (script_index_ != nullptr) {
-    callstack = torch::jit::currentCallstack(); // innermost call first
+    callstack = compat::interpreter_callstack(); // innermost call first
     if (!callstack.empty()) facts = script_index_->find(callstack.front().range);
   }
 

@@ -263,6 +263,7 @@ class Recorder {
   std::vector<ModuleFrame> containment_; // the module calls of calls_, outer → inner
   std::vector<InferredCall> inferred_;
   double op_time_us_ = 0;
+  std::int64_t saved_bytes_ = 0; // for LogOptions::max_saved_bytes
 };
 
 } // namespace torchlens::detail

@@ -2,6 +2,7 @@
 // twice when a key list selects the layers to save), applies the default pass
 // pipeline and builds the log.
 
+#include "libtorch_compat.hpp"
 #include "recorder.hpp"
 
 #include <torchlens/capture/log_forward_pass.hpp>
@@ -31,7 +32,7 @@ std::unique_ptr<Recorder> capture_once(
   torch::manual_seed(seed);
   // The profiling executor would rewrite TorchScript graphs between runs;
   // capture sees the plain graph, every run alike.
-  std::optional<torch::jit::GraphOptimizerEnabledGuard> plain_jit;
+  std::optional<compat::PlainExecutorGuard> plain_jit;
   if (model.script != nullptr) {
     plain_jit.emplace(false);
   }

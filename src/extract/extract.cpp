@@ -111,7 +111,14 @@ std::string errno_text() {
 class Fd {
  public:
   Fd() = default;
-  Fd(const std::string& path, int flags) : path_(path), fd_(::open(path.c_str(), flags, 0644)) {
+  /// Opens `path`, never through a symbolic link: a link planted in the output
+  /// folder must not make torchlens write somewhere else.
+  Fd(const std::string& path, int flags) : path_(path) {
+    std::error_code ec;
+    if (fs::is_symlink(fs::symlink_status(path, ec))) {
+      throw ExtractError("refusing to write through the symbolic link " + path);
+    }
+    fd_ = ::open(path.c_str(), flags | O_NOFOLLOW, 0644);
     if (fd_ < 0) throw ExtractError("cannot open " + path + ": " + errno_text());
   }
   Fd(Fd&& o) noexcept : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)) {}
@@ -239,8 +246,9 @@ Stimuli Stimuli::open(const std::string& path) {
       throw ExtractError(path + " holds no stimuli (shape " + shape_text(h.shape) + ")");
     s.item_shape_.assign(h.shape.begin() + 1, h.shape.end());
     s.data_offset_ = h.data_offset;
-    const auto need =
-        h.data_offset + static_cast<std::size_t>(numel_of(h.shape)) * c10::elementSize(s.dtype_);
+    const std::uint64_t data = io::npy_data_bytes(h, c10::elementSize(s.dtype_));
+    const std::uint64_t need =
+        data > UINT64_MAX - h.data_offset ? UINT64_MAX : h.data_offset + data;
     if (fs::file_size(path) < need) {
       throw ExtractError(path + " is truncated: its header says " + shape_text(h.shape) + " (" +
                          std::to_string(need) + " bytes), the file has " +
@@ -454,7 +462,8 @@ std::string index_json(const Record& r) {
   std::ostringstream os;
   os << "{\n"
      << "  \"format\": \"torchlens-extract\",\n"
-     << "  \"torchlens_version\": " << io::json_string(std::string(TORCHLENS_VERSION_STRING)) << ",\n"
+     << "  \"torchlens_version\": " << io::json_string(std::string(TORCHLENS_VERSION_STRING))
+     << ",\n"
      << "  \"model\": " << io::json_string(r.model) << ",\n"
      << "  \"inputs\": " << io::json_string(r.inputs) << ",\n"
      << "  \"keys\": [";
@@ -678,6 +687,25 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         if (!same) throw mismatch("the layers", describe(old->layers), describe(layers));
       }
       fs::create_directories(dir);
+      // the whole run must fit on the disk before anything is written
+      std::uintmax_t needed = 0, present = 0;
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const auto type = file_type(extractor.layers()[i].dtype);
+        needed += io::npy_header(dtype_info(type).descr, layers[i].shape).size() +
+                  static_cast<std::uintmax_t>(numel_of(layers[i].shape)) * c10::elementSize(type);
+        std::error_code ec;
+        const auto size = fs::file_size(dir / layers[i].file, ec);
+        if (!ec) present += size;
+      }
+      {
+        std::error_code ec;
+        const auto space = fs::space(dir, ec);
+        if (!ec && needed > present && needed - present > space.available) {
+          throw ExtractError("not enough disk space in " + dir.string() + ": the run needs " +
+                             std::to_string((needed - present) >> 20) + " MiB more, " +
+                             std::to_string(space.available >> 20) + " MiB are free");
+        }
+      }
       for (const auto& l : layers) {
         const std::string path = (dir / l.file).string();
         const auto type = extractor.layers()[files.size()].dtype;

@@ -6,9 +6,12 @@
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace torchlens::io {
@@ -96,50 +99,122 @@ void write_npy(const std::string& path, const at::Tensor& t) {
   TORCH_CHECK(f.good(), "torchlens: failed writing ", path);
 }
 
+namespace {
+
+/// The value text after `'key':` in a .npy header dict, or "" when absent.
+std::string dict_value(const std::string& dict, const std::string& key) {
+  const auto k = dict.find("'" + key + "':");
+  if (k == std::string::npos) return "";
+  const auto begin = k + key.size() + 3;
+  // a value ends at the next top-level comma or the closing brace
+  int depth = 0;
+  for (auto i = begin; i < dict.size(); ++i) {
+    const char c = dict[i];
+    if (c == '(' || c == '[') ++depth;
+    if (c == ')' || c == ']') --depth;
+    if (depth == 0 && (c == ',' || c == '}')) return dict.substr(begin, i - begin);
+    if (depth < 0) break;
+  }
+  return "";
+}
+
+std::string trimmed(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\n") - b + 1);
+}
+
+constexpr std::size_t kMaxHeader = 1 << 20; // numpy writes a few hundred bytes
+
+} // namespace
+
+NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
+  TORCH_CHECK(bytes.size() >= 10 && bytes.substr(0, 6) == "\x93NUMPY", "torchlens: ", name,
+              " is not a .npy file");
+  const auto byte = [&](std::size_t i) {
+    return static_cast<std::size_t>(static_cast<unsigned char>(bytes[i]));
+  };
+  const std::size_t major = byte(6);
+  TORCH_CHECK(major >= 1 && major <= 3, "torchlens: ", name, ": unknown .npy version ", major);
+  std::size_t len = 0, offset = 0;
+  if (major == 1) {
+    len = byte(8) | (byte(9) << 8);
+    offset = 10;
+  } else {
+    TORCH_CHECK(bytes.size() >= 12, "torchlens: truncated header in ", name);
+    len = byte(8) | (byte(9) << 8) | (byte(10) << 16) | (byte(11) << 24);
+    offset = 12;
+  }
+  TORCH_CHECK(len <= kMaxHeader, "torchlens: ", name, ": a .npy header of ", len,
+              " bytes (numpy writes a few hundred)");
+  TORCH_CHECK(bytes.size() >= offset + len, "torchlens: truncated header in ", name);
+  const std::string dict(bytes.substr(offset, len));
+  NpyHeader h;
+  h.data_offset = offset + len;
+  const std::string descr = trimmed(dict_value(dict, "descr"));
+  TORCH_CHECK(descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') &&
+                  descr.back() == descr.front(),
+              "torchlens: ", name, ": no dtype (descr) in its .npy header");
+  h.descr = descr.substr(1, descr.size() - 2);
+  TORCH_CHECK(trimmed(dict_value(dict, "fortran_order")) == "False", "torchlens: ", name,
+              " is in Fortran order (or says nothing); save it with numpy.ascontiguousarray");
+  const std::string shape = trimmed(dict_value(dict, "shape"));
+  TORCH_CHECK(shape.size() >= 2 && shape.front() == '(' && shape.back() == ')', "torchlens: ", name,
+              ": no shape in its .npy header");
+  std::stringstream ss(shape.substr(1, shape.size() - 2));
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = trimmed(item);
+    if (item.empty()) continue;
+    TORCH_CHECK(item.size() <= 18 && item.find_first_not_of("0123456789") == std::string::npos,
+                "torchlens: ", name, ": bad dimension '", item, "' in its .npy shape");
+    h.shape.push_back(std::stoll(item));
+  }
+  return h;
+}
+
 NpyHeader read_npy_header(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   TORCH_CHECK(f.good(), "torchlens: cannot open ", path);
-  char magic[10];
-  f.read(magic, 10);
-  TORCH_CHECK(f.gcount() == 10 && std::memcmp(magic, "\x93NUMPY", 6) == 0, "torchlens: ", path,
-              " is not a .npy file");
-  std::size_t len = 0, offset = 0;
-  if (magic[6] == 1) {
-    len = static_cast<unsigned char>(magic[8]) | (static_cast<unsigned char>(magic[9]) << 8);
-    offset = 10;
-  } else {
-    char more[2];
-    f.read(more, 2);
-    len = static_cast<unsigned char>(magic[8]) | (static_cast<unsigned char>(magic[9]) << 8) |
-          (static_cast<unsigned char>(more[0]) << 16) |
-          (static_cast<std::size_t>(static_cast<unsigned char>(more[1])) << 24);
-    offset = 12;
+  std::string head(12, '\0');
+  f.read(head.data(), 12);
+  head.resize(static_cast<std::size_t>(f.gcount()));
+  std::size_t len = 0;
+  if (head.size() >= 10) {
+    const auto b = [&](std::size_t i) {
+      return static_cast<std::size_t>(static_cast<unsigned char>(head[i]));
+    };
+    len = head[6] == 1        ? (b(8) | (b(9) << 8))
+          : head.size() >= 12 ? (b(8) | (b(9) << 8) | (b(10) << 16) | (b(11) << 24))
+                              : 0;
   }
-  std::string dict(len, '\0');
-  f.read(dict.data(), static_cast<std::streamsize>(len));
-  TORCH_CHECK(f.gcount() == static_cast<std::streamsize>(len), "torchlens: truncated header in ",
-              path);
-  NpyHeader h;
-  h.data_offset = offset + len;
-  const auto d = dict.find("'descr':");
-  TORCH_CHECK(d != std::string::npos, "torchlens: no descr in ", path);
-  const auto q1 = dict.find('\'', d + 8);
-  const auto q2 = dict.find('\'', q1 + 1);
-  h.descr = dict.substr(q1 + 1, q2 - q1 - 1);
-  TORCH_CHECK(dict.find("'fortran_order': False") != std::string::npos, "torchlens: ", path,
-              " is in Fortran order; save it with numpy.ascontiguousarray");
-  const auto s = dict.find("'shape':");
-  const auto p1 = dict.find('(', s);
-  const auto p2 = dict.find(')', p1);
-  std::string dims = dict.substr(p1 + 1, p2 - p1 - 1);
-  std::stringstream ss(dims);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto first = item.find_first_not_of(' ');
-    if (first == std::string::npos) continue;
-    h.shape.push_back(std::stoll(item.substr(first)));
+  if (len <= kMaxHeader) {
+    std::string rest(len, '\0');
+    f.read(rest.data(), static_cast<std::streamsize>(len));
+    rest.resize(static_cast<std::size_t>(f.gcount()));
+    head += rest;
   }
-  return h;
+  return parse_npy_header(head, path);
+}
+
+std::uint64_t npy_data_bytes(const NpyHeader& h, std::size_t item_size) {
+  // The strides of an empty array still multiply its other dimensions: the
+  // product of every non-zero dimension must fit in int64 even when one is 0.
+  constexpr auto kMax = std::numeric_limits<std::uint64_t>::max();
+  constexpr auto kLimit = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  std::uint64_t span = item_size;
+  bool empty = false;
+  for (auto d : h.shape) {
+    if (d < 0) return kMax;
+    const auto u = static_cast<std::uint64_t>(d);
+    if (u == 0) {
+      empty = true;
+      continue;
+    }
+    if (span > kLimit / u) return kMax; // would overflow
+    span *= u;
+  }
+  return empty ? 0 : span;
 }
 
 at::Tensor read_npy(const std::string& path) {
@@ -153,8 +228,14 @@ at::Tensor read_npy(const std::string& path) {
     }
   }
   TORCH_CHECK(found, "torchlens: unsupported .npy dtype ", h.descr, " in ", path);
+  // what the header claims must fit in the file, before anything is allocated
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  const auto file_size = static_cast<std::uint64_t>(std::max<std::streamoff>(f.tellg(), 0));
+  const std::uint64_t available = file_size > h.data_offset ? file_size - h.data_offset : 0;
+  const std::uint64_t need = npy_data_bytes(h, c10::elementSize(type));
+  TORCH_CHECK(need <= available, "torchlens: ", path, " claims shape ", c10::IntArrayRef(h.shape),
+              " but holds only ", available, " bytes of data");
   at::Tensor t = at::empty(h.shape, at::TensorOptions().dtype(type));
-  std::ifstream f(path, std::ios::binary);
   f.seekg(static_cast<std::streamoff>(h.data_offset));
   f.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
   TORCH_CHECK(f.gcount() == static_cast<std::streamsize>(t.nbytes()), "torchlens: ", path,

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -38,22 +39,41 @@ std::string format_of(const RenderOptions& options) {
 
 #if TORCHLENS_HAVE_GRAPHVIZ
 
-/// Owns a Graphviz context, a parsed graph and its layout.
+/// One Graphviz context for the whole process, used by one render at a time.
+/// libgvc keeps global state (error buffer, plugin caches), so calls are
+/// serialised; and its pango plugin caches a pointer to the last font name,
+/// which lives in the context's font dictionary: freeing a context and making
+/// a new one leaves that pointer dangling (a use-after-free AddressSanitizer
+/// reports on the second render in a process; Graphviz 2.42). The context is
+/// therefore made once and never freed, as the `dot` program does.
+std::unique_lock<std::mutex> lock_graphviz() {
+  static std::mutex m;
+  return std::unique_lock<std::mutex>(m);
+}
+GVC_t* shared_context() {
+  static GVC_t* const gvc = gvContext();
+  TORCH_CHECK(gvc != nullptr, "render: gvContext() failed");
+  return gvc;
+}
+
+/// A parsed graph and its layout, holding the Graphviz lock.
 class Layout {
  public:
-  Layout(const std::string& dot, const std::string& engine) : gvc_(gvContext()) {
-    TORCH_CHECK(gvc_ != nullptr, "render: gvContext() failed");
+  Layout(const std::string& dot, const std::string& engine)
+      : lock_(lock_graphviz()), gvc_(shared_context()) {
     agseterr(AGMAX); // keep messages for aglasterr(), print nothing
     graph_ = agmemread(dot.c_str());
     TORCH_CHECK(graph_ != nullptr, "render: Graphviz could not parse the DOT text: ", last_error());
-    TORCH_CHECK(gvLayout(gvc_, graph_, engine.c_str()) == 0, "render: layout engine '", engine,
-                "' failed: ", last_error());
+    if (gvLayout(gvc_, graph_, engine.c_str()) != 0) {
+      const std::string error = last_error();
+      agclose(graph_); // the destructor does not run for a throwing constructor
+      TORCH_CHECK(false, "render: layout engine '", engine, "' failed: ", error);
+    }
     laid_out_ = true;
   }
   ~Layout() {
     if (laid_out_) gvFreeLayout(gvc_, graph_);
     if (graph_) agclose(graph_);
-    gvFreeContext(gvc_);
   }
   Layout(const Layout&) = delete;
   Layout& operator=(const Layout&) = delete;
@@ -79,6 +99,7 @@ class Layout {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
     return s;
   }
+  std::unique_lock<std::mutex> lock_;
   GVC_t* gvc_ = nullptr;
   graph_t* graph_ = nullptr;
   bool laid_out_ = false;

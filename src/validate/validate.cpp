@@ -2,6 +2,7 @@
 // with its recorded operator, non-tensor arguments and generator state, on the
 // saved activations of its parents. See docs/validation.md.
 
+#include "../capture/libtorch_compat.hpp"
 #include "../capture/recorder.hpp"
 
 #include <torchlens/passes/validate_graph_invariants.hpp>
@@ -639,7 +640,7 @@ ValidationReport validate_run(const ModelDescription& model,
   std::vector<at::Tensor> truth;
   {
     at::manual_seed(seed);
-    std::optional<torch::jit::GraphOptimizerEnabledGuard> plain_jit;
+    std::optional<detail::compat::PlainExecutorGuard> plain_jit;
     if (model.script != nullptr) plain_jit.emplace(false);
     c10::IValue out = forward(nullptr);
     flatten_outputs(out, truth);

@@ -606,3 +606,36 @@ def forward(self, x):
   Twice ok;
   CHECK(tl::log_forward_pass(ok, x).size() == 3);
 }
+
+TEST_CASE("a budget for saved activations stops the capture at the op that exceeds it") {
+  torch::manual_seed(0);
+  LoopIf model;
+  const auto x = torch::randn({2, 4});
+  // the input (2 x 4 floats, 32 bytes), fc's aten::t (its 4 x 4 weight, 64) and aten::addmm
+  // (32) fill 128 bytes exactly; the `+ 1` after fc is the first output past the budget
+  try {
+    (void)tl::log_forward_pass(model, x, tl::LogOptions().seed(0).max_saved_bytes(128));
+    FAIL("no error");
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    CAPTURE(msg);
+    CHECK(msg.find("max_saved_bytes = 128") != std::string::npos);
+    CHECK(msg.find("aten::add (tensor 4 of the forward pass, shape [2, 4], 32 bytes)") !=
+          std::string::npos);
+    CHECK(msg.find("(128 bytes saved so far)") != std::string::npos);
+  }
+  CHECK_FALSE(capture_key_included());
+  // a budget of exactly what the whole log saves is enough; one byte less is not
+  const auto need = tl::log_forward_pass(model, x, tl::LogOptions().seed(0)).totals().saved_bytes;
+  CHECK(need > 128);
+  CHECK(tl::log_forward_pass(model, x, tl::LogOptions().seed(0).max_saved_bytes(need))
+            .totals()
+            .saved_bytes == need);
+  CHECK_THROWS_AS(
+      tl::log_forward_pass(model, x, tl::LogOptions().seed(0).max_saved_bytes(need - 1)),
+      c10::Error);
+  CHECK(
+      tl::log_forward_pass(model, x, tl::LogOptions().save(tl::SaveSpec::none()).max_saved_bytes(1))
+          .saved_layers()
+          .empty());
+}

@@ -275,6 +275,27 @@ class ExtractTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--save differs", r.stderr)
 
+    def test_corrupt_index_is_refused(self):
+        # what a half-written or hand-edited index.json can hold: each a one-line refusal
+        ix = read_json(os.path.join(self.ref, "index.json"))
+        bad_rows = dict(ix, rows_done=ix["num_stimuli"] + 1)
+        no_layers = {k: v for k, v in ix.items() if k != "layers"}
+        cases = [("{\"model\": ", "is not valid JSON"),
+                 ("\x00\xff garbage", "is not valid JSON"),
+                 (json.dumps(no_layers), "is not an extract index"),
+                 (json.dumps(bad_rows), "outside 0..64")]
+        for text, message in cases:
+            with self.subTest(message=message):
+                out = fresh("corrupt-index")
+                shutil.copytree(self.ref, out)
+                with open(os.path.join(out, "index.json"), "w", encoding="latin-1") as f:
+                    f.write(text)
+                r = run("extract", self.pt, "--inputs", self.npy, "--out", out, "--resume")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+                self.assertIn("cannot resume", r.stderr)
+                self.assertIn(message, r.stderr)
+
     # ---- refusals -------------------------------------------------------------
 
     def test_graph_changed_is_refused(self):
@@ -351,6 +372,31 @@ class ExtractTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("is not empty", r.stderr)
         self.assertEqual(os.listdir(out), ["keep.txt"])
+
+    def test_symlink_in_out_is_refused(self):
+        # a layer file replaced by a link to a file elsewhere: resuming must not
+        # write through it
+        out = fresh("symlinked")
+        r = run("extract", self.pt, "--inputs", self.npy, "--save", "fc", "--batch-size", "8",
+                "--out", out, "--no-progress")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        index_path = os.path.join(out, "index.json")
+        index = read_json(index_path)
+        index["rows_done"] = 8  # as if killed after the first batch
+        with open(index_path, "w") as f:
+            json.dump(index, f)
+        layer_file = os.path.join(out, index["layers"][0]["file"])
+        victim = path("victim.npy")
+        shutil.copyfile(layer_file, victim)
+        before = open(victim, "rb").read()
+        os.remove(layer_file)
+        os.symlink(victim, layer_file)
+        r = run("extract", self.pt, "--inputs", self.npy, "--save", "fc", "--batch-size", "8",
+                "--out", out, "--resume", "--no-progress")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("symbolic link", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertEqual(open(victim, "rb").read(), before)
 
     # ---- progress bar ---------------------------------------------------------
 

@@ -69,6 +69,10 @@ struct LogOptions {
   /// Keep what re-executing each op needs (operator, non-tensor arguments,
   /// generator state); validation turns it on.
   TORCH_ARG(bool, keep_replay) = false;
+  /// A budget for the saved activations, in bytes (0: none). When saving one
+  /// more would exceed it, the capture stops with a c10::Error naming that op
+  /// (before the operating system kills the process for memory).
+  TORCH_ARG(std::int64_t, max_saved_bytes) = 0;
 };
 
 } // namespace torchlens

@@ -5,8 +5,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,16 @@ struct NpyHeader {
   std::size_t data_offset = 0;
 };
 NpyHeader read_npy_header(const std::string& path);
+/// Parses the header at the start of `bytes` (a whole .npy file or its head);
+/// `name` names the source in errors. Throws c10::Error on anything malformed:
+/// wrong magic or version, a header over 1 MiB, a missing or bad descr, Fortran
+/// order, a shape that is not a tuple of non-negative integers.
+NpyHeader parse_npy_header(std::string_view bytes, const std::string& name);
+/// Bytes of data the header claims (items of `item_size` bytes), or
+/// UINT64_MAX when a dimension is negative or the non-zero dimensions multiply
+/// past int64 (even when another is 0): check it against the file before
+/// allocating.
+std::uint64_t npy_data_bytes(const NpyHeader& h, std::size_t item_size);
 /// Header bytes (magic, version, dict, padding) for an array of `descr`/`shape`.
 std::string npy_header(const std::string& descr, const std::vector<std::int64_t>& shape);
 /// NumPy descriptor (`<f4`) of a tensor's dtype.

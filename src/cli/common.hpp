@@ -4,6 +4,7 @@
 
 #include <torchlens/io/dot.hpp>
 #include <torchlens/io/json.hpp>
+#include <torchlens/io/model_file.hpp>
 #include <torchlens/io/npy.hpp>
 #include <torchlens/io/render.hpp>
 #include <torchlens/torchlens.hpp>
@@ -140,15 +141,17 @@ inline std::vector<c10::IValue> model_inputs(const Args& a) {
   return inputs;
 }
 
+/// The model file, checked (torchlens/io/model_file.hpp), in eval mode.
 inline torch::jit::Module load_model(const std::string& path) {
   if (!fs::exists(path)) throw UsageError("model file not found: " + path);
   try {
-    auto m = torch::jit::load(path);
+    auto m = tl::io::load_torchscript(path);
     m.eval();
     return m;
   } catch (const c10::Error& e) {
-    throw UsageError(path + " is not a TorchScript archive (" +
-                     one_line(e.what_without_backtrace()) + ")");
+    std::string why = one_line(e.what_without_backtrace());
+    if (why.rfind("torchlens: ", 0) == 0) why.erase(0, 11);
+    throw UsageError(why);
   }
 }
 

@@ -4,6 +4,7 @@
 // checked op by op against the first batch's graph.
 
 #include "../capture/recorder.hpp"
+#include "index.hpp"
 
 #include <torchlens/config.hpp>
 #include <torchlens/extract/extract.hpp>
@@ -16,9 +17,6 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/utils.h>
-
-#include <boost/property_tree/json_parser.hpp>
-#include <boost/property_tree/ptree.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -39,6 +37,10 @@
 namespace torchlens::extract {
 
 namespace fs = std::filesystem;
+using index_file::index_json;
+using index_file::read_index;
+using index_file::Record;
+using index_file::shape_text;
 
 namespace {
 
@@ -76,16 +78,6 @@ const Dtype& dtype_info(c10::ScalarType t) {
     if (d.type == t) return d;
   }
   throw ExtractError(std::string("no .npy dtype for ") + c10::toString(t));
-}
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  s += ']';
-  return s;
 }
 
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
@@ -442,100 +434,6 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
 // ---- extract_to_dir -----------------------------------------------------------
 
 namespace {
-
-/// What index.json records.
-struct Record {
-  std::string model, inputs;
-  std::vector<std::string> keys;
-  std::int64_t batch_size = 0, num_stimuli = 0, rows_done = 0;
-  std::uint64_t seed = 0;
-  std::vector<std::int64_t> stimulus_shape;
-  std::string stimulus_dtype;
-  struct Layer {
-    std::string label, file, key, op, module, dtype;
-    std::vector<std::int64_t> shape; // [N, ...]
-  };
-  std::vector<Layer> layers;
-};
-
-std::string index_json(const Record& r) {
-  std::ostringstream os;
-  os << "{\n"
-     << "  \"format\": \"torchlens-extract\",\n"
-     << "  \"torchlens_version\": " << io::json_string(std::string(TORCHLENS_VERSION_STRING))
-     << ",\n"
-     << "  \"model\": " << io::json_string(r.model) << ",\n"
-     << "  \"inputs\": " << io::json_string(r.inputs) << ",\n"
-     << "  \"keys\": [";
-  for (std::size_t i = 0; i < r.keys.size(); ++i)
-    os << (i ? ", " : "") << io::json_string(r.keys[i]);
-  os << "],\n"
-     << "  \"batch_size\": " << r.batch_size << ",\n"
-     << "  \"seed\": " << r.seed << ",\n"
-     << "  \"num_stimuli\": " << r.num_stimuli << ",\n"
-     << "  \"stimulus_shape\": " << shape_text(r.stimulus_shape) << ",\n"
-     << "  \"stimulus_dtype\": " << io::json_string(r.stimulus_dtype) << ",\n"
-     << "  \"rows_done\": " << r.rows_done << ",\n"
-     << "  \"complete\": " << (r.rows_done == r.num_stimuli ? "true" : "false") << ",\n"
-     << "  \"layers\": [";
-  for (std::size_t i = 0; i < r.layers.size(); ++i) {
-    const auto& l = r.layers[i];
-    os << (i ? ",\n" : "\n") << "    {\"label\": " << io::json_string(l.label)
-       << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
-       << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
-       << ", \"shape\": " << shape_text(l.shape) << ", \"dtype\": " << io::json_string(l.dtype)
-       << "}";
-  }
-  os << (r.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";
-  return os.str();
-}
-
-Record read_index(const fs::path& path) {
-  namespace pt = boost::property_tree;
-  pt::ptree tree;
-  try {
-    pt::read_json(path.string(), tree);
-  } catch (const pt::json_parser_error& e) {
-    throw ExtractError("cannot resume: " + path.string() + " is not valid JSON (" + e.message() +
-                       ")");
-  }
-  Record r;
-  try {
-    auto ints = [](const pt::ptree& t) {
-      std::vector<std::int64_t> v;
-      for (const auto& c : t) v.push_back(c.second.get_value<std::int64_t>());
-      return v;
-    };
-    r.model = tree.get<std::string>("model");
-    r.inputs = tree.get<std::string>("inputs");
-    for (const auto& k : tree.get_child("keys"))
-      r.keys.push_back(k.second.get_value<std::string>());
-    r.batch_size = tree.get<std::int64_t>("batch_size");
-    r.seed = tree.get<std::uint64_t>("seed");
-    r.num_stimuli = tree.get<std::int64_t>("num_stimuli");
-    r.rows_done = tree.get<std::int64_t>("rows_done");
-    r.stimulus_shape = ints(tree.get_child("stimulus_shape"));
-    r.stimulus_dtype = tree.get<std::string>("stimulus_dtype");
-    for (const auto& c : tree.get_child("layers")) {
-      Record::Layer l;
-      l.label = c.second.get<std::string>("label");
-      l.file = c.second.get<std::string>("file");
-      l.key = c.second.get<std::string>("key");
-      l.dtype = c.second.get<std::string>("dtype");
-      l.shape = ints(c.second.get_child("shape"));
-      r.layers.push_back(std::move(l));
-    }
-  } catch (const pt::ptree_error& e) {
-    throw ExtractError("cannot resume: " + path.string() + " is not an extract index (" + e.what() +
-                       ")");
-  }
-  if (r.rows_done < 0 || r.rows_done > r.num_stimuli) {
-    throw ExtractError("cannot resume: " + path.string() + " has rows_done " +
-                       std::to_string(r.rows_done) + " outside 0.." +
-                       std::to_string(r.num_stimuli));
-  }
-  return r;
-}
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;

@@ -1,6 +1,8 @@
 // .npy and .npz, written and read by hand (format: numpy's NEP 1; zip: PKWARE
 // APPNOTE, stored members with CRC-32).
 
+#include "crc32.hpp"
+
 #include <torchlens/io/npy.hpp>
 
 #include <ATen/Functions.h>
@@ -31,21 +33,6 @@ constexpr std::array<DtypeMap, 9> kDtypes{{{c10::kFloat, "<f4"},
                                            {c10::kChar, "|i1"},
                                            {c10::kByte, "|u1"},
                                            {c10::kBool, "|b1"}}};
-
-std::uint32_t crc32(const std::string& data) {
-  static const auto table = [] {
-    std::array<std::uint32_t, 256> t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1U) ? 0xEDB88320U ^ (c >> 1U) : c >> 1U;
-      t[i] = c;
-    }
-    return t;
-  }();
-  std::uint32_t c = 0xFFFFFFFFU;
-  for (unsigned char b : data) c = table[(c ^ b) & 0xFFU] ^ (c >> 8U);
-  return c ^ 0xFFFFFFFFU;
-}
 
 void put16(std::string& s, std::uint16_t v) {
   s.push_back(static_cast<char>(v & 0xFF));
@@ -254,7 +241,7 @@ void write_npz(const std::string& path,
     const std::string data = npy_bytes(tensor);
     TORCH_CHECK(data.size() < 0xFFFFFFFFULL && offset < 0xFFFFFFFFU - data.size(),
                 "torchlens: .npz archives over 4 GiB are not supported; use extract");
-    const std::uint32_t crc = crc32(data);
+    const std::uint32_t crc = detail::crc32(data);
     std::string local;
     put32(local, 0x04034b50U);
     put16(local, 20);

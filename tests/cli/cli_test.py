@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import unittest
+import zipfile
 
 import numpy as np
 import torch
@@ -29,6 +30,15 @@ class Tiny(torch.nn.Module):
         x = torch.relu(self.conv(x))
         x = x.mean(dim=(2, 3))
         return self.fc(x)
+
+
+class Matmul(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.arange(6.0).reshape(2, 3))
+
+    def forward(self, x):
+        return x @ self.w
 
 
 class Forked(torch.nn.Module):
@@ -60,7 +70,8 @@ class CliTest(unittest.TestCase):
         js, npz = os.path.join(WORK, "t.json"), os.path.join(WORK, "t.npz")
         r = run("log", self.pt, "--input", self.npy, "--json", js, "--npz", npz, "--quiet")
         self.assertEqual(r.returncode, 0, r.stderr)
-        meta = json.load(open(js))
+        with open(js) as f:
+            meta = json.load(f)
         labels = [l["label"] for l in meta["layers"]]
         self.assertEqual(labels[0], "input_1")
         self.assertEqual(labels[-1], "output_1")
@@ -127,9 +138,35 @@ class CliTest(unittest.TestCase):
 
     def test_not_torchscript(self):
         bad = os.path.join(WORK, "bad.pt")
-        open(bad, "w").write("not a zip archive")
+        with open(bad, "w") as f:
+            f.write("not a zip archive")
         self.assertOneLineError(run("log", bad, "--input-shape", "1,3,8,8"),
                                 "is not a TorchScript archive")
+
+    def test_hostile_model_files(self):
+        good = os.path.join(WORK, "matmul.pt")
+        torch.jit.script(Matmul()).save(good)
+        # the same archive, rewritten by Python's zipfile with w's shape changed
+        # from (2, 3) to (2, 2**24) over its 24-byte storage: LibTorch loads it
+        absurd = os.path.join(WORK, "absurd.pt")
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(absurd, "w") as out:
+            for info in src.infolist():
+                data = src.read(info.filename)
+                if info.filename.endswith("/data.pkl"):
+                    sizes = b"(K\x02K\x03t(K\x03K\x01t"  # sizes (2, 3), strides (3, 1)
+                    self.assertEqual(data.count(sizes), 1)
+                    data = data.replace(sizes, b"(K\x02J\x00\x00\x00\x01t(J\x00\x00\x00\x01K\x01t")
+                out.writestr(info, data)
+        self.assertEqual(torch.jit.load(absurd).w.shape, (2, 2**24))
+        self.assertOneLineError(run("log", absurd, "--input-shape", "1,2"),
+                                "is corrupt or hostile: w (shape [2, 16777216]")
+        truncated = os.path.join(WORK, "truncated.pt")
+        with open(good, "rb") as f, open(truncated, "wb") as g:
+            g.write(f.read()[:-100])
+        self.assertOneLineError(run("log", truncated, "--input-shape", "1,2"),
+                                "is not a TorchScript archive (no zip directory")
+        r = run("log", good, "--input-shape", "1,2", "--quiet")
+        self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_wrong_shape(self):
         self.assertOneLineError(run("log", self.pt, "--input-shape", "1,5,8,8"), "channels")
@@ -157,7 +194,8 @@ class CliTest(unittest.TestCase):
         out = os.path.join(WORK, "demo")
         r = run("demo", "--out", out)
         self.assertEqual(r.returncode, 0, r.stderr)
-        meta = json.load(open(os.path.join(out, "demo.json")))
+        with open(os.path.join(out, "demo.json")) as f:
+            meta = json.load(f)
         self.assertTrue(meta["is_recurrent"])
         self.assertTrue(meta["has_conditional"])
         arrays = np.load(os.path.join(out, "demo.npz"))

@@ -17,6 +17,7 @@
 // $TORCHLENS_CONFORMANCE_ACTUAL set, the structure torchlens gives is written
 // there too (NAME.txt), for diffing by hand.
 
+#include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 
 #include <doctest/doctest.h>
@@ -143,7 +144,7 @@ std::vector<std::string> foreign_addresses(const tl::ModelLog& log,
 
 tl::ModelLog log_model(const torch::jit::Module& model, const std::string& dir,
                        const std::string& name) {
-  torch::jit::Module holder = torch::jit::load(dir + "/" + name + ".in.pt");
+  torch::jit::Module holder = torchlens::io::load_torchscript(dir + "/" + name + ".in.pt");
   const auto tensors = holder.attr("inputs").toTensorVector();
   const std::string kind = holder.attr("kind").toStringRef();
   std::vector<c10::IValue> inputs;
@@ -176,7 +177,7 @@ TEST_CASE("conformance: every model has the structure TorchLens gives") {
     CAPTURE(name);
     std::vector<std::string> actual;
     try {
-      const torch::jit::Module model = torch::jit::load(dir + "/" + name + ".pt");
+      const torch::jit::Module model = torchlens::io::load_torchscript(dir + "/" + name + ".pt");
       const auto log = log_model(model, dir, name);
       actual = describe(log);
       // every module address is one named_modules() returns

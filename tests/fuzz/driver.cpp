@@ -1,14 +1,15 @@
-// Replays the .npy fuzz target without libFuzzer, for the test suite: valid seeds
-// made here, every truncation and a fixed set of byte mutations of each, and
-// every file of the corpus folders named on the command line (inputs libFuzzer
-// found interesting, crashes once fixed). A failure aborts inside the target.
+// Replays a fuzz target without libFuzzer, for the test suite. For every file
+// in the corpus folders named on the command line (seeds, inputs libFuzzer
+// found interesting, crashes once fixed): the file itself, its truncations, and
+// a fixed-seed set of mutations (bytes, syntax characters, long numbers,
+// boundary integers over 4 and 8 bytes). A failure aborts inside the target.
+// Usage: <target> [--mutations N] DIR...
 
-#include <torchlens/io/npy.hpp>
-
-#include <ATen/ATen.h>
-
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -27,55 +28,80 @@ void run(const std::string& bytes) {
   ++runs;
 }
 
-std::vector<std::string> seeds() {
-  std::vector<std::string> out;
-  out.push_back(torchlens::io::npy_bytes(at::arange(6, at::kFloat).reshape({2, 3})));
-  out.push_back(torchlens::io::npy_bytes(at::arange(4, at::kLong)));
-  out.push_back(torchlens::io::npy_bytes(at::ones({2, 2}, at::kBool)));
-  out.push_back(torchlens::io::npy_bytes(at::zeros({0, 5}, at::kDouble)));
-  out.push_back(torchlens::io::npy_bytes(at::scalar_tensor(2.5)));
-  out.push_back(torchlens::io::npy_bytes(at::arange(3, at::kByte)));
-  return out;
+void overwrite(std::string& s, std::size_t at, std::uint64_t value, int bytes) {
+  for (int i = 0; i < bytes && at + static_cast<std::size_t>(i) < s.size(); ++i)
+    s[at + static_cast<std::size_t>(i)] = static_cast<char>((value >> (8 * i)) & 0xFFU);
+}
+
+std::string mutate(std::string m, std::mt19937_64& rng) {
+  static constexpr std::uint64_t kBoundaries[] = {0,          1,          0x7F,       0xFF,
+                                                  0x7FFF,     0xFFFF,     0x7FFFFFFF, 0xFFFFFFFF,
+                                                  1ULL << 32, 1ULL << 40, ~0ULL >> 1, ~0ULL};
+  const int edits = 1 + static_cast<int>(rng() % 4);
+  for (int e = 0; e < edits && !m.empty(); ++e) {
+    const std::size_t at = rng() % m.size();
+    switch (rng() % 6) {
+      case 0:
+        m[at] = static_cast<char>(rng());
+        break;
+      case 1:
+        m[at] = "0123456789(),'-:[]{}\" "[rng() % 22];
+        break;
+      case 2:
+        m.insert(at, std::string(1 + rng() % 24, "9,([{"[rng() % 5]));
+        break;
+      case 3:
+        m.erase(at, 1 + rng() % 8);
+        break;
+      case 4:
+        overwrite(m, at, kBoundaries[rng() % std::size(kBoundaries)], 4);
+        break;
+      default:
+        overwrite(m, at, kBoundaries[rng() % std::size(kBoundaries)], 8);
+        break;
+    }
+  }
+  return m;
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  std::mt19937 rng(20261202); // fixed: the same inputs on every run
-  for (const auto& seed : seeds()) {
-    run(seed);
-    for (std::size_t n = 0; n < seed.size(); ++n) run(seed.substr(0, n));
-    for (int i = 0; i < 2000; ++i) {
-      std::string m = seed;
-      const int edits = 1 + static_cast<int>(rng() % 4);
-      for (int e = 0; e < edits; ++e) {
-        const std::size_t at = rng() % m.size();
-        switch (rng() % 4) {
-          case 0:
-            m[at] = static_cast<char>(rng());
-            break; // any byte
-          case 1:
-            m[at] = "0123456789(),'-: "[rng() % 17];
-            break; // header syntax
-          case 2:
-            m.insert(at, std::string(1 + rng() % 24, "9,("[rng() % 3]));
-            break; // big numbers
-          default:
-            m.erase(at, 1 + rng() % 8);
-            break;
-        }
-      }
-      run(m);
-    }
-  }
+  int mutations = 2000;
+  std::vector<std::filesystem::path> dirs;
   for (int a = 1; a < argc; ++a) {
-    if (!std::filesystem::is_directory(argv[a])) continue;
-    for (const auto& entry : std::filesystem::directory_iterator(argv[a])) {
-      if (!entry.is_regular_file()) continue;
-      std::ifstream f(entry.path(), std::ios::binary);
-      run(std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()));
+    if (std::strcmp(argv[a], "--mutations") == 0 && a + 1 < argc) {
+      mutations = std::atoi(argv[++a]);
+    } else {
+      dirs.emplace_back(argv[a]);
     }
   }
-  std::printf("fuzz driver: %zu inputs, none crashed or broke an invariant\n", runs);
+  std::size_t files = 0;
+  std::mt19937_64 rng(20261202); // fixed: the same inputs on every run
+  for (const auto& dir : dirs) {
+    if (!std::filesystem::is_directory(dir)) {
+      std::fprintf(stderr, "fuzz driver: no corpus folder %s\n", dir.c_str());
+      return 1;
+    }
+    std::vector<std::filesystem::path> paths;
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+      if (entry.is_regular_file()) paths.push_back(entry.path());
+    std::sort(paths.begin(), paths.end());
+    for (const auto& path : paths) {
+      std::ifstream f(path, std::ios::binary);
+      const std::string seed{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+      ++files;
+      run(seed);
+      const std::size_t step = std::max<std::size_t>(1, seed.size() / 512);
+      for (std::size_t n = 0; n < seed.size(); n += step) run(seed.substr(0, n));
+      for (int i = 0; i < mutations; ++i) run(mutate(seed, rng));
+    }
+  }
+  if (files == 0) {
+    std::fprintf(stderr, "fuzz driver: no corpus files\n");
+    return 1;
+  }
+  std::printf("fuzz driver: %zu files, %zu inputs, none crashed or broke an invariant\n", files,
+              runs);
   return 0;
 }

@@ -3,36 +3,23 @@
 // comes back must agree with its file: the header parsed alone, the data bytes
 // the header claims, those bytes themselves. Built two ways (tests/fuzz/README.md):
 // under libFuzzer by scripts/fuzz.sh, and linked to driver.cpp as a meson test
-// that replays seeds, their mutations and the saved corpus.
+// that replays the corpus (tests/fuzz/corpus/npy), truncations and mutations.
+
+#include "scratch.hpp"
 
 #include <torchlens/io/npy.hpp>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <unistd.h>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 namespace {
-
 [[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "fuzz_npy: %s\n", what);
-  std::abort();
+  torchlens::fuzz::fail("fuzz_npy", what);
 }
-
-const std::string& scratch_path() {
-  static const std::string path = (std::filesystem::temp_directory_path() /
-                                   ("torchlens_fuzz_npy_" + std::to_string(::getpid()) + ".npy"))
-                                      .string();
-  return path;
-}
-
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -45,12 +32,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (header.data_offset > size) fail("data offset past the end of the bytes");
   } catch (const c10::Error&) {
   }
-  {
-    std::ofstream f(scratch_path(), std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(size));
-  }
+  const std::string& path = torchlens::fuzz::write_scratch(bytes, "input.npy");
   try {
-    const at::Tensor t = torchlens::io::read_npy(scratch_path());
+    const at::Tensor t = torchlens::io::read_npy(path);
     if (!header_ok) fail("read_npy accepted a header parse_npy_header refused");
     if (t.sizes() != c10::IntArrayRef(header.shape)) fail("tensor shape differs from its header");
     const auto need = torchlens::io::npy_data_bytes(header, t.element_size());

@@ -4,9 +4,11 @@
 // holds (10^15 elements), dimensions that overflow — give a clear c10::Error,
 // never a crash, an exception of another kind or an allocation.
 
+#include <torchlens/io/model_file.hpp>
 #include <torchlens/io/npy.hpp>
 
 #include <doctest/doctest.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -139,4 +141,118 @@ TEST_CASE("hostile .npy files give one clear error each") {
     CHECK(msg.find(c.message) != std::string::npos);
     CHECK(msg.find('\n') == std::string::npos); // one line
   }
+}
+
+// ---- TorchScript archives ------------------------------------------------------
+
+namespace {
+
+/// A TorchScript module defined and saved from C++: y = x @ w.
+fs::path save_module(const std::string& name, const at::Tensor& w) {
+  torch::jit::Module m("Tiny");
+  m.register_parameter("w", w, false);
+  m.define("def forward(self, x):\n  return x @ self.w\n");
+  const fs::path p = fs::temp_directory_path() / ("torchlens_io_test_" + name + ".pt");
+  m.save(p.string());
+  return p;
+}
+
+std::string bytes_of(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::string load_error(const fs::path& p, std::uint64_t limit = 0) {
+  try {
+    (void)io::load_torchscript(p.string(), limit);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+} // namespace
+
+TEST_CASE("a sound archive loads and runs") {
+  const auto w = torch::arange(6, torch::kFloat).reshape({2, 3});
+  const auto p = save_module("sound", w);
+  CHECK(load_error(p).empty());
+  auto m = io::load_torchscript(p.string());
+  const auto x = torch::ones({1, 2});
+  CHECK(torch::equal(m.forward({x}).toTensor(), x.matmul(w)));
+}
+
+TEST_CASE("an archive whose entries claim more than the limit is refused before unpacking") {
+  const auto p = save_module("bomb", torch::ones({4, 4}));
+  std::string bytes = bytes_of(p);
+  // the central directory entry of data/0 (its name follows the 46-byte header):
+  // claim 3 GiB uncompressed, as a zip bomb's directory does
+  std::size_t entry = bytes.find("PK\x01\x02");
+  while (entry != std::string::npos &&
+         bytes.substr(entry + 46, static_cast<unsigned char>(bytes[entry + 28])).find("data/0") ==
+             std::string::npos) {
+    entry = bytes.find("PK\x01\x02", entry + 4);
+  }
+  REQUIRE(entry != std::string::npos);
+  const std::uint32_t claim = 3U << 30U;
+  for (int i = 0; i < 4; ++i) bytes[entry + 24 + i] = static_cast<char>((claim >> (8 * i)) & 0xFFU);
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+  const std::string msg = load_error(p, 1ULL << 30U);
+  CHECK(msg.find("unpacks to more than 1073741824 bytes") != std::string::npos);
+  CHECK(msg.find("data/0 alone claims 3221225472") != std::string::npos);
+}
+
+TEST_CASE("truncated and foreign files give one clear error") {
+  const auto p = save_module("cut", torch::ones({8, 8}));
+  const std::string bytes = bytes_of(p);
+  const auto q = fs::temp_directory_path() / "torchlens_io_test_cut_short.pt";
+  std::ofstream(q, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
+  CHECK(load_error(q).find("no zip directory") != std::string::npos);
+  std::ofstream(q, std::ios::binary | std::ios::trunc) << "not a zip archive";
+  CHECK(load_error(q).find("too short to be a zip file") != std::string::npos); // 17 bytes < 22
+  CHECK(load_error(q).find("is not a TorchScript archive") != std::string::npos);
+  // a zip whose directory is sound but that holds no TorchScript: LibTorch's reason, one line
+  const auto z = fs::temp_directory_path() / "torchlens_io_test_plain.npz";
+  io::write_npz(z.string(), {{"a", torch::ones({2})}});
+  const std::string msg = load_error(z);
+  CHECK(msg.find("is not a TorchScript archive (") != std::string::npos);
+  CHECK(msg.find('\n') == std::string::npos);
+}
+
+TEST_CASE("a tensor reaching past its storage is refused, after saving and loading") {
+  // what LibTorch's unpickler builds from an archive that lies about a shape:
+  // sizes [2, 2^24] over a 24-byte storage, saved as it is
+  auto w = torch::arange(6, torch::kFloat);
+  w.unsafeGetTensorImpl()->set_sizes_contiguous({2, 1 << 24});
+  const auto p = save_module("absurd", w);
+  auto m = torch::jit::load(p.string()); // LibTorch itself accepts it
+  CHECK(m.attr("w").toTensor().size(1) == (1 << 24));
+  const std::string msg = load_error(p);
+  CAPTURE(msg);
+  CHECK(msg.find("is corrupt or hostile: w (shape [2, 16777216]") != std::string::npos);
+  CHECK(msg.find("reaches 134217728 bytes into a storage of 24") != std::string::npos);
+  CHECK_THROWS_AS(io::check_tensor_bounds(m, "m"), c10::Error);
+}
+
+TEST_CASE("archives that lie inside their pickles are refused before LibTorch reads them") {
+  // made by tests/fuzz/make_model_seeds.py from a torch.jit.save'd archive
+  const fs::path dir = MODEL_FILES;
+  CHECK(load_error(dir / "matmul.pt").empty());
+  CHECK(load_error(dir / "traced_constant.pt").empty());
+  // LibTorch would size the storage by the claim and read past its 24 bytes
+  CHECK(load_error(dir / "storage_claim.pt")
+            .find("data.pkl gives the storage data/0 (FloatStorage) 16777216 elements, but the "
+                  "record holds 24 bytes") != std::string::npos);
+  // LibTorch would allocate 4 GiB for one string
+  CHECK(load_error(dir / "string_length.pt")
+            .find("data.pkl is malformed at byte 107: an argument claims 4294967295 bytes") !=
+        std::string::npos);
+  // found by fuzzing: the same with a wrong checksum; mutated code LibTorch's
+  // TorchScript parser crashed on (both caught by the checksums now)
+  for (const char* name : {"regression_string_length.pt", "regression_code_checksum.pt"}) {
+    CHECK(load_error(dir / name).find("is corrupt: data.pkl does not match its checksum") !=
+          std::string::npos);
+  }
+  CHECK(load_error(dir / "absurd_shape.pt").find("is corrupt or hostile: w (shape [2, 16777216]") !=
+        std::string::npos);
 }

@@ -8,6 +8,7 @@
 
 #include "model_test_helpers.hpp"
 
+#include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 
 #include <doctest/doctest.h>
@@ -71,9 +72,9 @@ Export load(const std::string& name) {
   const auto dir = export_dir();
   Export e;
   e.json = read_file(dir + "/" + name + ".json");
-  e.model = torch::jit::load(dir + "/" + name + ".pt");
+  e.model = torchlens::io::load_torchscript(dir + "/" + name + ".pt");
   e.model.eval();
-  auto ref = torch::jit::load(dir + "/" + name + ".ref.pt");
+  auto ref = torchlens::io::load_torchscript(dir + "/" + name + ".ref.pt");
   e.x = ref.attr("x").toTensor();
   e.y = ref.attr("y").toTensor();
   return e;

@@ -7,6 +7,7 @@
 // $TORCHLENS_CAMPAIGN_DIR holds the exports, $TORCHLENS_CAMPAIGN_MODELS names
 // them (comma-separated); both are set by tests/validate/meson.build.
 
+#include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 #include <torchlens/validate/validate.hpp>
 
@@ -63,7 +64,8 @@ TEST_CASE("campaign: every exported model logs and validates") {
     std::string path = dir;
     path += "/";
     path += name;
-    torch::jit::Module model = torch::jit::load(path + ".pt");
+    // through the checked loader: no real archive may be refused (tests/io for hostile ones)
+    torch::jit::Module model = torchlens::io::load_torchscript(path + ".pt");
     model.eval();
     const at::Tensor x = torch::jit::load(path + ".ref.pt").attr("x").toTensor();
     const std::vector<c10::IValue> inputs{x};

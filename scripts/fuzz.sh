@@ -15,10 +15,12 @@ cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/fuzz.sh npy|model|index [SECONDS] [libFuzzer flags]}
 seconds=${2:-60}
 shift $(($# < 2 ? $# : 2))
+# clang 14 cannot compile LibTorch 1.13's headers as C++20, so the targets that
+# only touch LibTorch are built as C++17; index.cpp needs torchlens' C++20 headers
 case $target in
-  npy) sources="src/io/npy.cpp" ;;
-  model) sources="src/io/model_file.cpp src/io/pickle_scan.cpp" ;;
-  index) sources="src/extract/index.cpp" ;;
+  npy) sources="src/io/npy.cpp" std=c++17 ;;
+  model) sources="src/io/model_file.cpp src/io/pickle_scan.cpp" std=c++17 ;;
+  index) sources="src/extract/index.cpp" std=c++20 ;;
   *) echo "fuzz.sh: unknown target '$target' (npy, model, index)" >&2; exit 2 ;;
 esac
 cxx=$(command -v clang++-14 || command -v clang++ || true)
@@ -28,7 +30,7 @@ ninja -C build src/libtorchlens.a >/dev/null
 out=${TORCHLENS_FUZZ_DIR:-build-fuzz}/$target
 mkdir -p "$out/corpus"
 # shellcheck disable=SC2086
-"$cxx" -std="${TORCHLENS_FUZZ_STD:-c++17}" -O1 -g -DNDEBUG -D_GLIBCXX_USE_CXX11_ABI=1 \
+"$cxx" -std="${TORCHLENS_FUZZ_STD:-$std}" -O1 -g -DNDEBUG -D_GLIBCXX_USE_CXX11_ABI=1 \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Iinclude -isystem /usr/include/torch/csrc/api/include \
   "tests/fuzz/fuzz_$target.cpp" $sources build/src/libtorchlens.a \

@@ -71,8 +71,10 @@ struct Directory {
   std::uint64_t offset = 0, size = 0, entries = 0;
 };
 
-/// The central directory's place, from the end-of-directory record (and the
-/// zip64 one where the 32-bit fields are saturated).
+/// The central directory's place, from the end-of-directory record, or from
+/// the zip64 one whenever its locator is there: that is what miniz (LibTorch's
+/// zip reader) does, saturated fields or not, and the directory checked here
+/// must be the one LibTorch reads.
 Directory find_directory(std::ifstream& f, std::uint64_t file_size, const std::string& path) {
   const std::uint64_t tail_size = std::min<std::uint64_t>(file_size, 22 + 0xFFFF);
   const std::string tail = read_range(f, file_size - tail_size, tail_size);
@@ -88,11 +90,12 @@ Directory find_directory(std::ifstream& f, std::uint64_t file_size, const std::s
   TORCH_CHECK(at != std::string::npos, "torchlens: ", path,
               " is not a TorchScript archive (no zip directory: not a zip file, or truncated)");
   Directory d{le(tail, at + 16, 4), le(tail, at + 12, 4), le(tail, at + 10, 2)};
-  const bool zip64 = d.offset == kUnset32 || d.size == kUnset32 || d.entries == 0xFFFF;
-  if (zip64) {
-    TORCH_CHECK(at >= 20 && le(tail, at - 20, 4) == kZip64Locator, "torchlens: ", path,
-                " is not a TorchScript archive (its zip directory needs a zip64 record that "
-                "is missing)");
+  const bool saturated = d.offset == kUnset32 || d.size == kUnset32 || d.entries == 0xFFFF;
+  const bool located = at >= 20 && le(tail, at - 20, 4) == kZip64Locator;
+  TORCH_CHECK(located || !saturated, "torchlens: ", path,
+              " is not a TorchScript archive (its zip directory needs a zip64 record that "
+              "is missing)");
+  if (located) {
     const std::uint64_t record = le(tail, at - 20 + 8, 8);
     TORCH_CHECK(file_size >= 56 && record <= file_size - 56, "torchlens: ", path,
                 " is corrupt (its zip64 record lies past the end of the file)");
@@ -195,7 +198,10 @@ bool ends_with(const std::string& s, std::string_view tail) {
 /// exist and hold the bytes its numel claims (LibTorch sizes the storage by the
 /// claim, not by the record). Storages are not CRC-checked: they are most of
 /// the file, and a flipped bit there changes a weight, not what LibTorch does.
-void check_records(const std::string& path, const std::map<std::string, Entry>& entries) {
+/// `first` is the directory's first name: LibTorch takes the archive's folder
+/// from it.
+void check_records(const std::string& path, const std::map<std::string, Entry>& entries,
+                   const std::string& first) {
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
     reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
@@ -203,12 +209,14 @@ void check_records(const std::string& path, const std::map<std::string, Entry>& 
     not_an_archive(path, e.what_without_backtrace());
   }
   // records are named relative to the archive's folder, the first entry's
-  const std::string first = entries.empty() ? std::string() : entries.begin()->first;
   const std::string folder = first.substr(0, first.find('/') + 1);
   for (const std::string& record : reader->getAllRecords()) {
     if (record.rfind("data/", 0) == 0 || record.rfind("constants/", 0) == 0) continue;
     const auto entry = entries.find(folder + record);
-    if (entry == entries.end()) continue; // LibTorch names it differently: nothing to compare
+    // a record LibTorch sees that the directory read here does not list: the
+    // two readers disagree about the file, and nothing checked here applies
+    TORCH_CHECK(entry != entries.end(), "torchlens: ", path, " is corrupt (LibTorch's zip reader ",
+                "finds a record ", record, " that its zip directory does not list)");
     std::tuple<at::DataPtr, std::size_t> got;
     try {
       got = reader->getRecord(record);
@@ -257,6 +265,7 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
   std::uint64_t unpacked = 0;
   std::uint64_t entries = 0;
   std::map<std::string, Entry> by_name;
+  std::string first;
   for (std::size_t at = 0; at + 46 <= dir.size(); ++entries) {
     TORCH_CHECK(le(dir, at, 4) == kDirectoryEntry, "torchlens: ", path,
                 " is corrupt (bad zip directory entry ", entries, ")");
@@ -296,12 +305,16 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
         limit, " bytes (", name, " alone claims ", size, "): refusing to load it (",
         max_unpacked_bytes != 0 ? "the limit given" : "this machine's memory", "; a zip bomb?)");
     unpacked += size;
+    // two records of one name: which one a reader takes is up to the reader
+    TORCH_CHECK(by_name.count(name) == 0, "torchlens: ", path, " is corrupt (its zip directory ",
+                "lists ", name, " twice)");
+    if (by_name.empty()) first = name;
     by_name[name] = Entry{size, static_cast<std::uint32_t>(le(dir, at + 16, 4))};
     at = next;
   }
   TORCH_CHECK(entries == d.entries, "torchlens: ", path, " is corrupt (its zip directory lists ",
               entries, " entries, its end record ", d.entries, ")");
-  check_records(path, by_name);
+  check_records(path, by_name, first);
 }
 
 void check_tensor_bounds(const torch::jit::Module& module, const std::string& name) {

@@ -234,6 +234,39 @@ TEST_CASE("a tensor reaching past its storage is refused, after saving and loadi
   CHECK_THROWS_AS(io::check_tensor_bounds(m, "m"), c10::Error);
 }
 
+TEST_CASE("the zip directory checked is the one LibTorch reads: zip64 record first") {
+  // miniz (LibTorch's zip reader) takes the zip64 end record whenever its
+  // locator is there; a 32-bit end record claiming an empty directory must not
+  // make the checks look at nothing while LibTorch reads everything
+  const auto p = save_module("zip64", torch::ones({2, 2}));
+  std::string bytes = bytes_of(p);
+  const std::size_t end = bytes.rfind("PK\x05\x06");
+  REQUIRE(end != std::string::npos);
+  REQUIRE(end >= 20);
+  REQUIRE(bytes.compare(end - 20, 4, "PK\x06\x07") == 0);        // LibTorch writes zip64 records
+  for (std::size_t i = end + 8; i < end + 16; ++i) bytes[i] = 0; // no entries, no directory
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+  CHECK(load_error(p).empty()); // LibTorch reads it, and so do the checks
+  // one byte of data.pkl changed (its local header names it; the data follows)
+  std::size_t local = bytes.find("PK\x03\x04");
+  auto u16 = [&](std::size_t at) {
+    return static_cast<std::size_t>(static_cast<unsigned char>(bytes[at])) |
+           static_cast<std::size_t>(static_cast<unsigned char>(bytes[at + 1])) << 8U;
+  };
+  while (local != std::string::npos &&
+         bytes.substr(local + 30, u16(local + 26)).find("data.pkl") == std::string::npos) {
+    local = bytes.find("PK\x03\x04", local + 4);
+  }
+  REQUIRE(local != std::string::npos);
+  bytes[local + 30 + u16(local + 26) + u16(local + 28) + 5] ^= 1;
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+  CHECK(load_error(p).find("is corrupt: data.pkl does not match its checksum") !=
+        std::string::npos);
+  // found by libFuzzer: the same, with a 4 GiB string length in constants.pkl
+  CHECK(load_error(fs::path(MODEL_FILES) / "regression_zip64_directory.pt")
+            .find("does not match its checksum") != std::string::npos);
+}
+
 TEST_CASE("archives that lie inside their pickles are refused before LibTorch reads them") {
   // made by tests/fuzz/make_model_seeds.py from a torch.jit.save'd archive
   const fs::path dir = MODEL_FILES;

@@ -4,6 +4,7 @@
 #include "recorder.hpp"
 
 #include <torchlens/capture/log_forward_pass.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <torch/csrc/jit/api/module.h>
 #include <torch/nn/module.h>
@@ -128,8 +129,8 @@ at::Tensor run_sequential(torch::nn::SequentialImpl& seq, at::Tensor x) {
 
 ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
                           const LogOptions& options) {
-  TORCH_CHECK(model.find_method("forward").has_value(),
-              "torchlens: the TorchScript module has no forward method");
+  TORCHLENS_CHECK(model.find_method("forward").has_value(),
+                  "the TorchScript module has no forward method");
   detail::ForwardFn forward = [&](detail::Recorder*) { return model.forward(inputs); };
   return detail::run_logged(detail::describe(model), detail::jit_input_tensors(inputs), forward,
                             options);

@@ -11,6 +11,7 @@
 
 #include <torchlens/capture/module_scope.hpp>
 #include <torchlens/log/model_log.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -169,8 +170,8 @@ class CaptureScope {
  public:
   explicit CaptureScope(Recorder& rec, bool torchscript)
       : include_(kCaptureKey), marker_(kMarkerKind, std::make_shared<CaptureMarker>(&rec)) {
-    TORCH_CHECK(tls_recorder == nullptr,
-                "torchlens: log_forward_pass cannot be nested inside another capture");
+    TORCHLENS_CHECK(tls_recorder == nullptr,
+                    "log_forward_pass cannot be nested inside another capture");
     tls_recorder = &rec;
     if (torchscript) {
       callback_ = compat::add_frame_callbacks(&on_script_enter, &on_script_exit);
@@ -196,10 +197,10 @@ c10::IValue Recorder::run(const ForwardFn& forward) {
     out = forward(this);
   }
   const std::int64_t foreign = foreign_ops_.load();
-  TORCH_CHECK(foreign == 0, "torchlens: the model ran ", foreign,
-              " op(s) on another thread (TorchScript fork/wait or at::launch; the first was ",
-              foreign_example_, "); capture logs one thread in order and would miss them. ",
-              "Run that code inline (without fork or launch) to log it.");
+  TORCHLENS_CHECK(foreign == 0, "the model ran ", foreign,
+                  " op(s) on another thread (TorchScript fork/wait or at::launch; the first was ",
+                  foreign_example_, "); capture logs one thread in order and would miss them. ",
+                  "Run that code inline (without fork or launch) to log it.");
   return out;
 }
 
@@ -565,12 +566,13 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
   const auto bytes = static_cast<std::int64_t>(s.nbytes());
   if (options_.max_saved_bytes() > 0 && saved_bytes_ + bytes > options_.max_saved_bytes()) {
     const OpNode& n = graph[id];
-    TORCH_CHECK(false, "torchlens: saving the output of ", n.op_name, " (tensor ", id + 1,
-                " of the forward pass", n.modules.empty() ? "" : ", in " + n.modules.back().address,
-                ", shape ", c10::IntArrayRef(n.shape), ", ", bytes,
-                " bytes) would exceed max_saved_bytes = ", options_.max_saved_bytes(), " (",
-                saved_bytes_, " bytes saved so far); save fewer layers (LogOptions::save), ",
-                "move them to the CPU or shrink them (postfunc), or raise the budget");
+    TORCHLENS_CHECK(false, "saving the output of ", n.op_name, " (tensor ", id + 1,
+                    " of the forward pass",
+                    n.modules.empty() ? "" : ", in " + n.modules.back().address, ", shape ",
+                    c10::IntArrayRef(n.shape), ", ", bytes,
+                    " bytes) would exceed max_saved_bytes = ", options_.max_saved_bytes(), " (",
+                    saved_bytes_, " bytes saved so far); save fewer layers (LogOptions::save), ",
+                    "move them to the CPU or shrink them (postfunc), or raise the budget");
   }
   saved_bytes_ += bytes;
   const auto* st = storage_of(s);
@@ -583,7 +585,7 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
 }
 
 void Recorder::add_input(const std::string& address, const at::Tensor& t) {
-  TORCH_CHECK(t.defined(), "torchlens: input ", address, " is an undefined tensor");
+  TORCHLENS_CHECK(t.defined(), "input ", address, " is an undefined tensor");
   OpNode n;
   n.kind = NodeKind::input;
   n.op_name = "input";

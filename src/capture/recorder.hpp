@@ -76,27 +76,6 @@ void flatten_outputs(const c10::IValue& value, std::vector<at::Tensor>& out);
 std::vector<std::pair<std::string, at::Tensor>> jit_input_tensors(
     const std::vector<c10::IValue>& inputs);
 
-/// One capture of `forward` with `seed`: inputs registered, the recorder
-/// installed, TorchScript's graph executor kept plain, outputs recorded. With
-/// `finish`, also the end-of-capture work a returned log needs (protective
-/// copies, printable arguments, model facts); a saving re-run can skip it.
-std::unique_ptr<Recorder> capture_once(
-    const ModelDescription& model, const std::vector<std::pair<std::string, at::Tensor>>& inputs,
-    const ForwardFn& forward, const LogOptions& options, SavePolicy policy, std::uint64_t seed,
-    bool finish);
-
-/// Parameters, buffers and inputs as they were, to undo what a forward pass
-/// changes in place (batch-norm statistics, counters) between repeated runs.
-class StateSnapshot {
- public:
-  StateSnapshot(const ModelDescription& model,
-                const std::vector<std::pair<std::string, at::Tensor>>& inputs);
-  void restore();
-
- private:
-  std::vector<std::pair<at::Tensor, at::Tensor>> saved_; // (live, copy)
-};
-
 class Recorder {
  public:
   Recorder(const ModelDescription& model, const LogOptions& options, SavePolicy policy);

@@ -7,6 +7,7 @@
 #include <torchlens/io/model_file.hpp>
 #include <torchlens/io/npy.hpp>
 #include <torchlens/io/render.hpp>
+#include <torchlens/torch_error.hpp>
 #include <torchlens/torchlens.hpp>
 
 #include <torch/script.h>
@@ -26,20 +27,9 @@ namespace fs = std::filesystem;
 namespace tl = torchlens;
 
 /// A failure the user can fix: printed as one line, exit status 2.
-struct UsageError : std::runtime_error {
+struct CommandLineError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-/// The useful line of a (possibly multi-line, TorchScript-traced) error.
-inline std::string one_line(const std::string& what) {
-  std::string msg = what;
-  const auto rt = msg.rfind("RuntimeError: ");
-  if (rt != std::string::npos) msg = msg.substr(rt + 14);
-  const auto nl = msg.find('\n');
-  if (nl != std::string::npos) msg = msg.substr(0, nl);
-  while (!msg.empty() && (msg.back() == ' ' || msg.back() == '.')) msg.pop_back();
-  return msg;
-}
 
 struct Args {
   std::string command;
@@ -70,7 +60,7 @@ inline const std::map<std::string, bool> kLogFlags = {
 
 inline Args parse(int argc, char** argv) {
   Args a;
-  if (argc < 2) throw UsageError("no command given; try `torchlens --help`");
+  if (argc < 2) throw CommandLineError("no command given; try `torchlens --help`");
   a.command = argv[1];
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
@@ -82,9 +72,9 @@ inline Args parse(int argc, char** argv) {
         s = s.substr(0, eq);
       }
       auto known = kLogFlags.find(s);
-      if (known == kLogFlags.end()) throw UsageError("unknown option " + s);
+      if (known == kLogFlags.end()) throw CommandLineError("unknown option " + s);
       if (known->second && eq == std::string::npos) {
-        if (i + 1 >= argc) throw UsageError("option " + s + " needs a value");
+        if (i + 1 >= argc) throw CommandLineError("option " + s + " needs a value");
         value = argv[++i];
       }
       a.flags.emplace(s, value);
@@ -106,11 +96,11 @@ inline std::vector<std::int64_t> parse_shape(const std::string& text) {
       if (used != item.size() || d <= 0) throw std::invalid_argument(item);
       shape.push_back(d);
     } catch (const std::exception&) {
-      throw UsageError("bad --input-shape '" + text +
-                       "': expected positive integers like 1,3,224,224");
+      throw CommandLineError("bad --input-shape '" + text +
+                             "': expected positive integers like 1,3,224,224");
     }
   }
-  if (shape.empty()) throw UsageError("bad --input-shape '" + text + "'");
+  if (shape.empty()) throw CommandLineError("bad --input-shape '" + text + "'");
   return shape;
 }
 
@@ -119,7 +109,7 @@ inline std::uint64_t seed_of(const Args& a) {
     try {
       return std::stoull(*s);
     } catch (const std::exception&) {
-      throw UsageError("bad --seed '" + *s + "': expected a non-negative integer");
+      throw CommandLineError("bad --seed '" + *s + "': expected a non-negative integer");
     }
   }
   return 0;
@@ -129,13 +119,13 @@ inline std::uint64_t seed_of(const Args& a) {
 inline std::vector<c10::IValue> model_inputs(const Args& a) {
   std::vector<c10::IValue> inputs;
   for (const auto& path : a.all("--input")) {
-    if (!fs::exists(path)) throw UsageError("input file not found: " + path);
+    if (!fs::exists(path)) throw CommandLineError("input file not found: " + path);
     inputs.emplace_back(tl::io::read_npy(path));
   }
   if (!inputs.empty()) return inputs;
   const auto shapes = a.all("--input-shape");
   if (shapes.empty())
-    throw UsageError("give the input: --input-shape 1,3,224,224 or --input X.npy");
+    throw CommandLineError("give the input: --input-shape 1,3,224,224 or --input X.npy");
   torch::manual_seed(seed_of(a));
   for (const auto& s : shapes) inputs.emplace_back(torch::randn(parse_shape(s)));
   return inputs;
@@ -143,22 +133,20 @@ inline std::vector<c10::IValue> model_inputs(const Args& a) {
 
 /// The model file, checked (torchlens/io/model_file.hpp), in eval mode.
 inline torch::jit::Module load_model(const std::string& path) {
-  if (!fs::exists(path)) throw UsageError("model file not found: " + path);
+  if (!fs::exists(path)) throw CommandLineError("model file not found: " + path);
   try {
     auto m = tl::io::load_torchscript(path);
     m.eval();
     return m;
   } catch (const c10::Error& e) {
-    std::string why = one_line(e.what_without_backtrace());
-    if (why.rfind("torchlens: ", 0) == 0) why.erase(0, 11);
-    throw UsageError(why);
+    throw CommandLineError(tl::plain_message(e));
   }
 }
 
 inline void write_outputs(const Args& a, const tl::ModelLog& log) {
   if (auto json = a.get("--json")) {
     std::ofstream f(*json);
-    if (!f) throw UsageError("cannot write " + *json);
+    if (!f) throw CommandLineError("cannot write " + *json);
     tl::io::write_json(f, log);
   }
   if (auto npz = a.get("--npz")) {
@@ -179,14 +167,14 @@ inline tl::io::DotOptions dot_options(const Args& a) {
       if (depth < 1) throw std::invalid_argument(*n);
       d.nesting_depth(depth);
     } catch (const std::exception&) {
-      throw UsageError("bad --nesting-depth '" + *n + "': expected a positive integer");
+      throw CommandLineError("bad --nesting-depth '" + *n + "': expected a positive integer");
     }
   }
   if (auto dir = a.get("--direction")) {
     try {
       d.direction(tl::io::parse_direction(*dir));
     } catch (const std::invalid_argument&) {
-      throw UsageError("bad --direction '" + *dir + "': use bottomup, topdown or leftright");
+      throw CommandLineError("bad --direction '" + *dir + "': use bottomup, topdown or leftright");
     }
   }
   return d;

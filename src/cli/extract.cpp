@@ -29,10 +29,10 @@ std::vector<std::string> split_keys(const std::string& text) {
     if (b == std::string::npos) continue;
     keys.push_back(item.substr(b, e - b + 1));
   }
-  if (keys.empty()) throw UsageError("--save needs layer keys: --save KEY,KEY");
+  if (keys.empty()) throw CommandLineError("--save needs layer keys: --save KEY,KEY");
   for (const auto& k : keys) {
     if (k == "all" || k == "none") {
-      throw UsageError(
+      throw CommandLineError(
           "extract saves chosen layers: give their keys (--save conv2d_1,layer1), not '" + k + "'");
     }
   }
@@ -47,7 +47,7 @@ std::int64_t positive(const Args& a, const std::string& flag) {
     if (used != v.size() || n <= 0) throw std::invalid_argument(v);
     return n;
   } catch (const std::exception&) {
-    throw UsageError("bad " + flag + " '" + v + "': expected a positive integer");
+    throw CommandLineError("bad " + flag + " '" + v + "': expected a positive integer");
   }
 }
 
@@ -90,7 +90,7 @@ class Progress {
 
 int cmd_extract(const Args& a) {
   if (a.positional.size() != 1 || !a.has("--inputs") || !a.has("--out")) {
-    throw UsageError(
+    throw CommandLineError(
         "usage: torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY "
         "--batch-size B --out DIR [--resume] [--seed N] [--no-progress]");
   }
@@ -101,10 +101,11 @@ int cmd_extract(const Args& a) {
   if (auto s = a.get("--save")) o.keys = split_keys(*s);
   if (a.has("--batch-size")) o.batch_size = positive(a, "--batch-size");
   if (a.has("--seed")) o.seed = seed_of(a);
-  if (!o.resume && o.keys.empty()) throw UsageError("give the layers to save: --save KEY,KEY");
+  if (!o.resume && o.keys.empty())
+    throw CommandLineError("give the layers to save: --save KEY,KEY");
 
   const std::string inputs = *a.get("--inputs");
-  if (!fs::exists(inputs)) throw UsageError("stimuli not found: " + inputs);
+  if (!fs::exists(inputs)) throw CommandLineError("stimuli not found: " + inputs);
   auto model = load_model(o.model_path);
   Progress progress(!a.has("--no-progress") && ::isatty(STDERR_FILENO) == 1);
   o.on_batch = [&progress](std::int64_t done, std::int64_t total) { progress(done, total); };
@@ -127,7 +128,7 @@ int cmd_extract(const Args& a) {
       }
     }
   } catch (const ex::ExtractError& e) {
-    throw UsageError(e.what());
+    throw CommandLineError(plain_message(e));
   }
   return 0;
 }

@@ -22,7 +22,7 @@ namespace torchlens::cli {
 
 int cmd_log(const Args& a) {
   if (a.positional.size() != 1)
-    throw UsageError("usage: torchlens log MODEL.pt --input-shape 1,3,224,224 [options]");
+    throw CommandLineError("usage: torchlens log MODEL.pt --input-shape 1,3,224,224 [options]");
   auto model = load_model(a.positional[0]);
   auto inputs = model_inputs(a);
   auto log = tl::log_forward_pass(model, inputs, log_options(a));
@@ -35,7 +35,8 @@ int cmd_log(const Args& a) {
 // get_model_metadata: everything but activations.
 int cmd_metadata(const Args& a) {
   if (a.positional.size() != 1)
-    throw UsageError("usage: torchlens metadata MODEL.pt --input-shape ... [--json OUT.json]");
+    throw CommandLineError(
+        "usage: torchlens metadata MODEL.pt --input-shape ... [--json OUT.json]");
   auto model = load_model(a.positional[0]);
   auto log =
       tl::log_forward_pass(model, model_inputs(a), log_options(a).save(tl::SaveSpec::none()));
@@ -50,7 +51,7 @@ int cmd_metadata(const Args& a) {
 // show_model_graph: the drawing only.
 int cmd_show(const Args& a) {
   if (a.positional.size() != 1 || !a.has("--graph")) {
-    throw UsageError(
+    throw CommandLineError(
         "usage: torchlens show MODEL.pt --input-shape ... --graph OUT.svg [--rolled] "
         "[--nesting-depth N] [--direction bottomup|topdown|leftright]");
   }
@@ -65,7 +66,7 @@ int cmd_show(const Args& a) {
 // validate_saved_activations: exit 0 when valid, 1 when not.
 int cmd_validate(const Args& a) {
   if (a.positional.size() != 1)
-    throw UsageError("usage: torchlens validate MODEL.pt --input-shape ...");
+    throw CommandLineError("usage: torchlens validate MODEL.pt --input-shape ...");
   auto model = load_model(a.positional[0]);
   auto report = tl::validate_saved_activations(model, model_inputs(a), log_options(a));
   std::cout << report;
@@ -147,17 +148,12 @@ int main(int argc, char** argv) {
     if (a.command == "show") return cmd_show(a);
     if (a.command == "validate") return cmd_validate(a);
     if (a.command == "extract") return cmd_extract(a);
-    throw UsageError("unknown command '" + a.command + "'; try `torchlens --help`");
-  } catch (const UsageError& e) {
+    throw CommandLineError("unknown command '" + a.command + "'; try `torchlens --help`");
+  } catch (const CommandLineError& e) {
     std::cerr << "torchlens: " << e.what() << "\n";
     return 2;
-  } catch (const c10::Error& e) {
-    std::string msg = one_line(e.what_without_backtrace());
-    if (msg.rfind("torchlens: ", 0) == 0) msg = msg.substr(11);
-    std::cerr << "torchlens: " << msg << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "torchlens: " << one_line(e.what()) << "\n";
+  } catch (const std::exception& e) { // the library's errors and LibTorch's
+    std::cerr << "torchlens: " << torchlens::plain_message(e) << "\n";
     return 1;
   }
 }

@@ -4,6 +4,7 @@
 // checked op by op against the first batch's graph.
 
 #include "../capture/recorder.hpp"
+#include "../capture/session.hpp"
 #include "index.hpp"
 
 #include <torchlens/config.hpp>
@@ -11,6 +12,7 @@
 #include <torchlens/io/json.hpp>
 #include <torchlens/io/npy.hpp>
 #include <torchlens/passes/all.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <ATen/Functions.h>
 #include <ATen/core/grad_mode.h>
@@ -132,7 +134,7 @@ class Fd {
       const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
       if (w < 0) {
         if (errno == EINTR) continue;
-        throw std::runtime_error("writing " + path_ + " failed: " + errno_text());
+        throw TorchError(TORCHLENS_HERE, "writing " + path_ + " failed: " + errno_text());
       }
       p += w;
       n -= static_cast<std::size_t>(w);
@@ -152,11 +154,11 @@ class Fd {
   }
   void sync() const {
     if (::fdatasync(fd_) != 0)
-      throw std::runtime_error("flushing " + path_ + " failed: " + errno_text());
+      throw TorchError(TORCHLENS_HERE, "flushing " + path_ + " failed: " + errno_text());
   }
   void truncate(std::size_t size) const {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-      throw std::runtime_error("truncating " + path_ + " failed: " + errno_text());
+      throw TorchError(TORCHLENS_HERE, "truncating " + path_ + " failed: " + errno_text());
     }
   }
 
@@ -197,9 +199,7 @@ Stimuli Stimuli::open(const std::string& path) {
     try {
       return io::read_npy_header(file);
     } catch (const c10::Error& e) {
-      std::string msg = e.what_without_backtrace();
-      if (msg.rfind("torchlens: ", 0) == 0) msg = msg.substr(11);
-      throw ExtractError(msg);
+      throw ExtractError(plain_message(e));
     }
   };
   auto dtype = [](const io::NpyHeader& h, const std::string& file) {
@@ -251,8 +251,7 @@ Stimuli Stimuli::open(const std::string& path) {
 }
 
 at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
-  TORCH_CHECK(start >= 0 && count > 0 && start + count <= n_,
-              "torchlens: stimuli rows out of range");
+  TORCHLENS_CHECK(start >= 0 && count > 0 && start + count <= n_, "stimuli rows out of range");
   std::vector<std::int64_t> shape{count};
   shape.insert(shape.end(), item_shape_.begin(), item_shape_.end());
   if (!files_.empty()) {
@@ -278,14 +277,8 @@ struct Extractor::Impl {
   std::int64_t batch_rows;
   detail::ModelDescription desc;
   LogOptions options;
-  detail::SavePolicy policy; // ids of layers_
-  std::size_t raw_count = 0; // vertices of the first batch's capture
-  struct Check {             // what every later capture must reproduce
-    std::size_t id;
-    std::string op_name, label;
-    std::vector<std::int64_t> shape;
-  };
-  std::vector<Check> checks;
+  detail::Selection selection;      // ids of layers_
+  detail::GraphSignature signature; // what every later batch must run
 
   Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b)
       : model(m), keys(std::move(k)), seed(s), batch_rows(b), desc(detail::describe(m)) {
@@ -298,8 +291,8 @@ Extractor::Extractor(torch::jit::Module& model, std::vector<std::string> keys, s
     : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows)) {
   if (impl_->keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
   if (batch_rows <= 0) throw ExtractError("the batch size must be positive");
-  TORCH_CHECK(model.find_method("forward").has_value(),
-              "torchlens: the TorchScript module has no forward method");
+  TORCHLENS_CHECK(model.find_method("forward").has_value(),
+                  "the TorchScript module has no forward method");
 }
 
 Extractor::~Extractor() = default;
@@ -307,8 +300,8 @@ Extractor::~Extractor() = default;
 std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
   Impl& im = *impl_;
   const std::int64_t rows = batch.dim() > 0 ? batch.size(0) : 0;
-  TORCH_CHECK(rows > 0 && rows <= im.batch_rows, "torchlens: a batch of ", rows,
-              " rows for batch size ", im.batch_rows);
+  TORCHLENS_CHECK(rows > 0 && rows <= im.batch_rows, "a batch of ", rows, " rows for batch size ",
+                  im.batch_rows);
   at::Tensor x = batch;
   if (rows < im.batch_rows) { // pad: every capture sees the same shapes
     std::vector<std::int64_t> pad_shape(batch.sizes().begin(), batch.sizes().end());
@@ -323,15 +316,15 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     return model.forward(ivalues);
   };
 
+  const detail::CaptureSession session(im.desc, inputs, forward, im.options, im.seed);
   std::vector<at::Tensor> by_id;
   if (!structure_) {
     // Metadata pass: every activation kept by reference (copy on write, no
     // copies), the pipeline labels the graph, the keys resolve on it.
     detail::SavePolicy all;
     all.mode = detail::SavePolicy::Mode::all;
-    auto rec =
-        detail::capture_once(im.desc, inputs, forward, im.options, all, im.seed, /*finish=*/true);
-    im.raw_count = boost::num_vertices(rec->graph);
+    auto rec = session.capture(all, /*finish=*/true);
+    const std::size_t raw_count = boost::num_vertices(rec->graph);
     ModelGraph graph = std::move(rec->graph);
     by_id = std::move(rec->activations);
     rec.reset();
@@ -346,11 +339,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
       try {
         vs = log->select(key);
       } catch (const c10::Error& e) {
-        std::string msg = e.what_without_backtrace();
-        if (msg.rfind("torchlens: ", 0) == 0) msg = msg.substr(11);
-        const auto nl = msg.find('\n');
-        if (nl != std::string::npos) msg.resize(nl);
-        throw ExtractError(msg);
+        throw ExtractError(plain_message(e));
       }
       for (Vertex v : vs) {
         if (!seen.insert(v).second) continue;
@@ -381,48 +370,20 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
         layers.push_back(std::move(l));
       }
     }
-    for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
-      const OpNode& n = g[v];
-      if (n.kind == NodeKind::output) continue;
-      im.checks.push_back(Impl::Check{n.id, n.op_name, n.label, n.shape});
-    }
-    im.policy.mode = detail::SavePolicy::Mode::ids;
-    for (const auto& l : layers) im.policy.ids.insert(l.id);
+    im.signature = detail::signature_of(g, raw_count);
+    im.selection.policy.mode = detail::SavePolicy::Mode::ids;
+    for (const auto& l : layers) im.selection.policy.ids.insert(l.id);
     layers_ = std::move(layers);
     structure_ = std::move(log);
   } else {
-    auto rec = detail::capture_once(im.desc, inputs, forward, im.options, im.policy, im.seed,
-                                    /*finish=*/false);
-    const ModelGraph& raw = rec->graph;
-    const std::size_t have = boost::num_vertices(raw);
-    for (const auto& c : im.checks) {
-      if (c.id >= have) {
-        throw GraphChanged("the computational graph changed: first difference at " + c.label +
-                           " (" + c.op_name + "), which this batch never ran (" +
-                           std::to_string(have) + " ops instead of " +
-                           std::to_string(im.raw_count) + "; a data-dependent branch?)");
-      }
-      const OpNode& n = raw[c.id];
-      if (n.op_name != c.op_name || n.shape != c.shape) {
-        throw GraphChanged("the computational graph changed: first difference at " + c.label +
-                           " (" + c.op_name + " " + shape_text(c.shape) + " in the first batch, " +
-                           n.op_name + " " + shape_text(n.shape) +
-                           " in this one; a data-dependent branch?)");
-      }
-    }
-    if (have != im.raw_count) {
-      throw GraphChanged("the computational graph changed: this batch ran " + std::to_string(have) +
-                         " ops instead of " + std::to_string(im.raw_count) + "; first extra op " +
-                         raw[std::min(have, im.raw_count)].op_name + " (a data-dependent branch?)");
-    }
-    by_id = std::move(rec->activations);
+    by_id = session.capture_selection(im.selection, im.signature, 0);
   }
 
   std::vector<at::Tensor> out;
   out.reserve(layers_.size());
   for (const auto& l : layers_) {
-    TORCH_CHECK(l.id < by_id.size() && by_id[l.id].defined(), "torchlens: layer ", l.label,
-                " was not saved");
+    TORCHLENS_CHECK(l.id < by_id.size() && by_id[l.id].defined(), "layer ", l.label,
+                    " was not saved");
     at::Tensor t = by_id[l.id].detach();
     if (!t.device().is_cpu()) t = t.to(c10::kCPU);
     if (t.scalar_type() != file_type(t.scalar_type())) t = t.to(file_type(t.scalar_type()));
@@ -550,7 +511,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       where += std::to_string(start);
       where += "..";
       where += std::to_string(start + count - 1);
-      throw GraphChanged(where + ": " + e.what());
+      throw GraphChanged(TORCHLENS_HERE, where + ": " + e.message());
     }
     if (files.empty()) {
       // first batch of this run: the layers are known; create or reopen the files
@@ -641,9 +602,9 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     // rows first, flushed; then the record that says they are there
     for (std::size_t i = 0; i < files.size(); ++i) {
       const at::Tensor& t = acts[i];
-      TORCH_CHECK(
+      TORCHLENS_CHECK(
           static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
-          "torchlens: layer ", rec.layers[i].label, " changed size");
+          "layer ", rec.layers[i].label, " changed size");
       files[i].pwrite_all(t.data_ptr(), t.nbytes(),
                           offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
     }

@@ -6,9 +6,11 @@
 #include "pickle_scan.hpp"
 
 #include <torchlens/io/model_file.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <c10/util/Exception.h>
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/versions.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/ir/ir.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -35,6 +38,7 @@ constexpr std::uint32_t kEndOfDirectory = 0x06054b50U;
 constexpr std::uint32_t kZip64Locator = 0x07064b50U;
 constexpr std::uint32_t kZip64EndOfDirectory = 0x06064b50U;
 constexpr std::uint32_t kDirectoryEntry = 0x02014b50U;
+constexpr std::uint32_t kLocalHeader = 0x04034b50U;
 constexpr std::uint32_t kUnset32 = 0xFFFFFFFFU; // "see the zip64 field"
 constexpr std::uint64_t kMaxDirectoryBytes = 256ULL << 20;
 
@@ -63,8 +67,11 @@ std::uint64_t physical_memory() {
 }
 
 struct Entry {
-  std::uint64_t size = 0; // unpacked
+  std::uint64_t size = 0;   // unpacked
+  std::uint64_t packed = 0; // as stored
+  std::uint64_t local = 0;  // offset of its local header
   std::uint32_t crc = 0;
+  unsigned method = 0; // 0: stored
 };
 
 struct Directory {
@@ -78,8 +85,8 @@ struct Directory {
 Directory find_directory(std::ifstream& f, std::uint64_t file_size, const std::string& path) {
   const std::uint64_t tail_size = std::min<std::uint64_t>(file_size, 22 + 0xFFFF);
   const std::string tail = read_range(f, file_size - tail_size, tail_size);
-  TORCH_CHECK(tail.size() >= 22, "torchlens: ", path,
-              " is not a TorchScript archive (too short to be a zip file)");
+  TORCHLENS_CHECK(tail.size() >= 22, path,
+                  " is not a TorchScript archive (too short to be a zip file)");
   std::size_t at = std::string::npos;
   for (std::size_t i = tail.size() - 22 + 1; i-- > 0;) {
     if (le(tail, i, 4) == kEndOfDirectory) {
@@ -87,27 +94,27 @@ Directory find_directory(std::ifstream& f, std::uint64_t file_size, const std::s
       break;
     }
   }
-  TORCH_CHECK(at != std::string::npos, "torchlens: ", path,
-              " is not a TorchScript archive (no zip directory: not a zip file, or truncated)");
+  TORCHLENS_CHECK(at != std::string::npos, path,
+                  " is not a TorchScript archive (no zip directory: not a zip file, or truncated)");
   Directory d{le(tail, at + 16, 4), le(tail, at + 12, 4), le(tail, at + 10, 2)};
   const bool saturated = d.offset == kUnset32 || d.size == kUnset32 || d.entries == 0xFFFF;
   const bool located = at >= 20 && le(tail, at - 20, 4) == kZip64Locator;
-  TORCH_CHECK(located || !saturated, "torchlens: ", path,
-              " is not a TorchScript archive (its zip directory needs a zip64 record that "
-              "is missing)");
+  TORCHLENS_CHECK(located || !saturated, path,
+                  " is not a TorchScript archive (its zip directory needs a zip64 record that "
+                  "is missing)");
   if (located) {
     const std::uint64_t record = le(tail, at - 20 + 8, 8);
-    TORCH_CHECK(file_size >= 56 && record <= file_size - 56, "torchlens: ", path,
-                " is corrupt (its zip64 record lies past the end of the file)");
+    TORCHLENS_CHECK(file_size >= 56 && record <= file_size - 56, path,
+                    " is corrupt (its zip64 record lies past the end of the file)");
     const std::string z = read_range(f, record, 56);
-    TORCH_CHECK(z.size() == 56 && le(z, 0, 4) == kZip64EndOfDirectory, "torchlens: ", path,
-                " is corrupt (bad zip64 directory record)");
+    TORCHLENS_CHECK(z.size() == 56 && le(z, 0, 4) == kZip64EndOfDirectory, path,
+                    " is corrupt (bad zip64 directory record)");
     d = Directory{le(z, 48, 8), le(z, 40, 8), le(z, 32, 8)};
   }
-  TORCH_CHECK(d.offset <= file_size && d.size <= file_size - d.offset, "torchlens: ", path,
-              " is truncated or corrupt (its zip directory lies past the end of the file)");
-  TORCH_CHECK(d.size <= kMaxDirectoryBytes, "torchlens: ", path, " has a zip directory of ", d.size,
-              " bytes: refusing to read it");
+  TORCHLENS_CHECK(d.offset <= file_size && d.size <= file_size - d.offset, path,
+                  " is truncated or corrupt (its zip directory lies past the end of the file)");
+  TORCHLENS_CHECK(d.size <= kMaxDirectoryBytes, path, " has a zip directory of ", d.size,
+                  " bytes: refusing to read it");
   return d;
 }
 
@@ -141,11 +148,11 @@ void check_tensor(const at::Tensor& t, const std::string& what, const std::strin
   if (!t.defined() || t.layout() != c10::kStrided || !t.has_storage() || t.numel() == 0) return;
   const auto needs = reach(t);
   const std::uint64_t holds = t.storage().nbytes();
-  TORCH_CHECK(needs && *needs <= holds, "torchlens: ", name, " is corrupt or hostile: ", what,
-              " (shape ", shape_text(t.sizes()), ", strides ", shape_text(t.strides()), ", offset ",
-              t.storage_offset(), ") reaches ",
-              needs ? std::to_string(*needs) : std::string("past 2^64"),
-              " bytes into a storage of ", holds);
+  TORCHLENS_CHECK(needs && *needs <= holds, name, " is corrupt or hostile: ", what, " (shape ",
+                  shape_text(t.sizes()), ", strides ", shape_text(t.strides()), ", offset ",
+                  t.storage_offset(), ") reaches ",
+                  needs ? std::to_string(*needs) : std::string("past 2^64"),
+                  " bytes into a storage of ", holds);
 }
 
 void check_value(const c10::IValue& v, const std::string& what, const std::string& name,
@@ -185,11 +192,53 @@ void check_constants(torch::jit::Block* block, const std::string& function,
 [[noreturn]] void not_an_archive(const std::string& path, std::string why) {
   std::replace(why.begin(), why.end(), '\n', ' ');
   while (!why.empty() && why.back() == ' ') why.pop_back();
-  TORCH_CHECK(false, "torchlens: ", path, " is not a TorchScript archive (", why, ")");
+  TORCHLENS_CHECK(false, path, " is not a TorchScript archive (", why, ")");
 }
 
 bool ends_with(const std::string& s, std::string_view tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+/// What LibTorch's PyTorchStreamReader checks when it opens an archive, after
+/// its zip reader allocated its state: a reader whose constructor throws there
+/// leaks that state (LibTorch 1.13: the destructor that frees it never runs),
+/// so these are checked first. Records in one folder, named by the first
+/// entry; a `version` record, stored, holding a format version LibTorch reads.
+void check_reader_can_open(std::ifstream& f, const std::string& path,
+                           const std::map<std::string, Entry>& entries, const std::string& first) {
+  TORCHLENS_CHECK(!entries.empty(), path, " is not a TorchScript archive (it holds no files)");
+  const auto slash = first.find('/');
+  TORCHLENS_CHECK(slash != std::string::npos, path,
+                  " is not a TorchScript archive (its files are not in a folder: a zip file, "
+                  "but not one torch.jit.save wrote)");
+  const std::string folder = first.substr(0, slash + 1);
+  auto version = entries.find(folder + ".data/version");
+  if (version == entries.end()) version = entries.find(folder + "version");
+  TORCHLENS_CHECK(version != entries.end(), path,
+                  " is not a TorchScript archive (it has no version record)");
+  const Entry& e = version->second;
+  TORCHLENS_CHECK(e.method == 0 && e.size == e.packed && e.size <= 32, path,
+                  " is corrupt or not written by PyTorch (its version record is compressed or "
+                  "longer than a version number)");
+  const std::string header = read_range(f, e.local, 30);
+  TORCHLENS_CHECK(header.size() == 30 && le(header, 0, 4) == kLocalHeader, path,
+                  " is corrupt (bad local header for ", version->first, ")");
+  const std::uint64_t data = e.local + 30 + le(header, 26, 2) + le(header, 28, 2);
+  const std::string text = read_range(f, data, e.size);
+  TORCHLENS_CHECK(text.size() == e.size, path, " is truncated (its version record)");
+  std::size_t i = 0;
+  while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+  std::uint64_t number = 0;
+  const std::size_t digits = i;
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9' && number < (1ULL << 40); ++i) {
+    number = number * 10 + static_cast<std::uint64_t>(text[i] - '0');
+  }
+  TORCHLENS_CHECK(i > digits, path, " is corrupt (its version record holds no number)");
+  TORCHLENS_CHECK(number >= caffe2::serialize::kMinSupportedFileFormatVersion &&
+                      number <= caffe2::serialize::kMaxSupportedFileFormatVersion,
+                  path, " has file format version ", number, "; this LibTorch reads versions ",
+                  caffe2::serialize::kMinSupportedFileFormatVersion, " to ",
+                  caffe2::serialize::kMaxSupportedFileFormatVersion);
 }
 
 /// Every record but the storages read through LibTorch's own zip reader (which
@@ -215,8 +264,8 @@ void check_records(const std::string& path, const std::map<std::string, Entry>& 
     const auto entry = entries.find(folder + record);
     // a record LibTorch sees that the directory read here does not list: the
     // two readers disagree about the file, and nothing checked here applies
-    TORCH_CHECK(entry != entries.end(), "torchlens: ", path, " is corrupt (LibTorch's zip reader ",
-                "finds a record ", record, " that its zip directory does not list)");
+    TORCHLENS_CHECK(entry != entries.end(), path, " is corrupt (LibTorch's zip reader ",
+                    "finds a record ", record, " that its zip directory does not list)");
     std::tuple<at::DataPtr, std::size_t> got;
     try {
       got = reader->getRecord(record);
@@ -225,8 +274,8 @@ void check_records(const std::string& path, const std::map<std::string, Entry>& 
     }
     const std::string_view bytes(static_cast<const char*>(std::get<0>(got).get()),
                                  std::get<1>(got));
-    TORCH_CHECK(detail::crc32(bytes) == entry->second.crc, "torchlens: ", path,
-                " is corrupt: ", record, " does not match its checksum");
+    TORCHLENS_CHECK(detail::crc32(bytes) == entry->second.crc, path, " is corrupt: ", record,
+                    " does not match its checksum");
     if (!ends_with(record, ".pkl") && !ends_with(record, ".debug_pkl")) continue;
     const auto refs = pickle::scan(bytes, path + ": " + record);
     const std::string store = record == "data.pkl"        ? "data/"
@@ -236,15 +285,15 @@ void check_records(const std::string& path, const std::map<std::string, Entry>& 
     for (const auto& ref : refs) {
       const std::string name = store + ref.key;
       const auto it = entries.find(folder + name);
-      TORCH_CHECK(it != entries.end(), "torchlens: ", path, " is corrupt: ", record,
-                  " names the storage ", name, ", which the archive does not hold");
+      TORCHLENS_CHECK(it != entries.end(), path, " is corrupt: ", record, " names the storage ",
+                      name, ", which the archive does not hold");
       const std::uint64_t item = std::max<std::size_t>(1, pickle::storage_element_size(ref.type));
       std::uint64_t bytes_claimed = 0;
-      TORCH_CHECK(!__builtin_mul_overflow(ref.numel, item, &bytes_claimed) &&
-                      bytes_claimed <= it->second.size,
-                  "torchlens: ", path, " is corrupt or hostile: ", record, " gives the storage ",
-                  name, " (", ref.type, ") ", ref.numel, " elements, but the record holds ",
-                  it->second.size, " bytes");
+      TORCHLENS_CHECK(!__builtin_mul_overflow(ref.numel, item, &bytes_claimed) &&
+                          bytes_claimed <= it->second.size,
+                      path, " is corrupt or hostile: ", record, " gives the storage ", name, " (",
+                      ref.type, ") ", ref.numel, " elements, but the record holds ",
+                      it->second.size, " bytes");
     }
   }
 }
@@ -253,13 +302,13 @@ void check_records(const std::string& path, const std::map<std::string, Entry>& 
 
 void check_torchscript_archive(const std::string& path, std::uint64_t max_unpacked_bytes) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
-  TORCH_CHECK(f.good(), "torchlens: cannot open model file ", path);
+  TORCHLENS_CHECK(f.good(), "cannot open model file ", path);
   const auto end = f.tellg();
-  TORCH_CHECK(end >= 0, "torchlens: cannot read model file ", path);
+  TORCHLENS_CHECK(end >= 0, "cannot read model file ", path);
   const auto file_size = static_cast<std::uint64_t>(end);
   const Directory d = find_directory(f, file_size, path);
   const std::string dir = read_range(f, d.offset, d.size);
-  TORCH_CHECK(dir.size() == d.size, "torchlens: cannot read the zip directory of ", path);
+  TORCHLENS_CHECK(dir.size() == d.size, "cannot read the zip directory of ", path);
 
   const std::uint64_t limit = max_unpacked_bytes != 0 ? max_unpacked_bytes : physical_memory();
   std::uint64_t unpacked = 0;
@@ -267,8 +316,8 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
   std::map<std::string, Entry> by_name;
   std::string first;
   for (std::size_t at = 0; at + 46 <= dir.size(); ++entries) {
-    TORCH_CHECK(le(dir, at, 4) == kDirectoryEntry, "torchlens: ", path,
-                " is corrupt (bad zip directory entry ", entries, ")");
+    TORCHLENS_CHECK(le(dir, at, 4) == kDirectoryEntry, path,
+                    " is corrupt (bad zip directory entry ", entries, ")");
     std::uint64_t packed = le(dir, at + 20, 4);
     std::uint64_t size = le(dir, at + 24, 4);
     std::uint64_t local = le(dir, at + 42, 4);
@@ -276,8 +325,8 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
     const std::size_t extra_len = le(dir, at + 30, 2);
     const std::size_t comment_len = le(dir, at + 32, 2);
     const std::size_t next = at + 46 + name_len + extra_len + comment_len;
-    TORCH_CHECK(next <= dir.size(), "torchlens: ", path, " is corrupt (zip directory entry ",
-                entries, " runs past the directory)");
+    TORCHLENS_CHECK(next <= dir.size(), path, " is corrupt (zip directory entry ", entries,
+                    " runs past the directory)");
     const std::string name = dir.substr(at + 46, name_len);
     // zip64: the saturated fields, in this order, in extra field 0x0001
     for (std::size_t x = at + 46 + name_len; x + 4 <= at + 46 + name_len + extra_len;) {
@@ -287,8 +336,8 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
         std::size_t p = x + 4;
         auto take = [&](std::uint64_t& field) {
           if (field != kUnset32) return;
-          TORCH_CHECK(p + 8 <= x + 4 + len && p + 8 <= dir.size(), "torchlens: ", path,
-                      " is corrupt (short zip64 field for ", name, ")");
+          TORCHLENS_CHECK(p + 8 <= x + 4 + len && p + 8 <= dir.size(), path,
+                          " is corrupt (short zip64 field for ", name, ")");
           field = le(dir, p, 8);
           p += 8;
         };
@@ -298,22 +347,24 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
       }
       x += 4 + len;
     }
-    TORCH_CHECK(local <= file_size && packed <= file_size - local, "torchlens: ", path,
-                " is truncated or corrupt (", name, " ends past the end of the file)");
-    TORCH_CHECK(
-        size <= limit - std::min(unpacked, limit), "torchlens: ", path, " unpacks to more than ",
-        limit, " bytes (", name, " alone claims ", size, "): refusing to load it (",
-        max_unpacked_bytes != 0 ? "the limit given" : "this machine's memory", "; a zip bomb?)");
+    TORCHLENS_CHECK(local <= file_size && packed <= file_size - local, path,
+                    " is truncated or corrupt (", name, " ends past the end of the file)");
+    TORCHLENS_CHECK(size <= limit - std::min(unpacked, limit), path, " unpacks to more than ",
+                    limit, " bytes (", name, " alone claims ", size, "): refusing to load it (",
+                    max_unpacked_bytes != 0 ? "the limit given" : "this machine's memory",
+                    "; a zip bomb?)");
     unpacked += size;
     // two records of one name: which one a reader takes is up to the reader
-    TORCH_CHECK(by_name.count(name) == 0, "torchlens: ", path, " is corrupt (its zip directory ",
-                "lists ", name, " twice)");
+    TORCHLENS_CHECK(by_name.count(name) == 0, path, " is corrupt (its zip directory ", "lists ",
+                    name, " twice)");
     if (by_name.empty()) first = name;
-    by_name[name] = Entry{size, static_cast<std::uint32_t>(le(dir, at + 16, 4))};
+    by_name[name] = Entry{size, packed, local, static_cast<std::uint32_t>(le(dir, at + 16, 4)),
+                          static_cast<unsigned>(le(dir, at + 10, 2))};
     at = next;
   }
-  TORCH_CHECK(entries == d.entries, "torchlens: ", path, " is corrupt (its zip directory lists ",
-              entries, " entries, its end record ", d.entries, ")");
+  TORCHLENS_CHECK(entries == d.entries, path, " is corrupt (its zip directory lists ", entries,
+                  " entries, its end record ", d.entries, ")");
+  check_reader_can_open(f, path, by_name, first);
   check_records(path, by_name, first);
 }
 

@@ -4,6 +4,7 @@
 #include "crc32.hpp"
 
 #include <torchlens/io/npy.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
@@ -49,7 +50,7 @@ std::string npy_descr(const at::Tensor& t) {
     if (d.type == t.scalar_type()) return d.descr;
   }
   if (t.scalar_type() == c10::kBFloat16) return "<f4"; // widened on write
-  TORCH_CHECK(false, "torchlens: no .npy dtype for ", t.scalar_type());
+  TORCHLENS_CHECK(false, "no .npy dtype for ", t.scalar_type());
 }
 
 std::string npy_header(const std::string& descr, const std::vector<std::int64_t>& shape) {
@@ -80,10 +81,10 @@ std::string npy_bytes(const at::Tensor& tensor) {
 
 void write_npy(const std::string& path, const at::Tensor& t) {
   std::ofstream f(path, std::ios::binary);
-  TORCH_CHECK(f.good(), "torchlens: cannot write ", path);
+  TORCHLENS_CHECK(f.good(), "cannot write ", path);
   const std::string bytes = npy_bytes(t);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  TORCH_CHECK(f.good(), "torchlens: failed writing ", path);
+  TORCHLENS_CHECK(f.good(), "failed writing ", path);
 }
 
 namespace {
@@ -116,45 +117,45 @@ constexpr std::size_t kMaxHeader = 1 << 20; // numpy writes a few hundred bytes
 } // namespace
 
 NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
-  TORCH_CHECK(bytes.size() >= 10 && bytes.substr(0, 6) == "\x93NUMPY", "torchlens: ", name,
-              " is not a .npy file");
+  TORCHLENS_CHECK(bytes.size() >= 10 && bytes.substr(0, 6) == "\x93NUMPY", name,
+                  " is not a .npy file");
   const auto byte = [&](std::size_t i) {
     return static_cast<std::size_t>(static_cast<unsigned char>(bytes[i]));
   };
   const std::size_t major = byte(6);
-  TORCH_CHECK(major >= 1 && major <= 3, "torchlens: ", name, ": unknown .npy version ", major);
+  TORCHLENS_CHECK(major >= 1 && major <= 3, name, ": unknown .npy version ", major);
   std::size_t len = 0, offset = 0;
   if (major == 1) {
     len = byte(8) | (byte(9) << 8);
     offset = 10;
   } else {
-    TORCH_CHECK(bytes.size() >= 12, "torchlens: truncated header in ", name);
+    TORCHLENS_CHECK(bytes.size() >= 12, "truncated header in ", name);
     len = byte(8) | (byte(9) << 8) | (byte(10) << 16) | (byte(11) << 24);
     offset = 12;
   }
-  TORCH_CHECK(len <= kMaxHeader, "torchlens: ", name, ": a .npy header of ", len,
-              " bytes (numpy writes a few hundred)");
-  TORCH_CHECK(bytes.size() >= offset + len, "torchlens: truncated header in ", name);
+  TORCHLENS_CHECK(len <= kMaxHeader, name, ": a .npy header of ", len,
+                  " bytes (numpy writes a few hundred)");
+  TORCHLENS_CHECK(bytes.size() >= offset + len, "truncated header in ", name);
   const std::string dict(bytes.substr(offset, len));
   NpyHeader h;
   h.data_offset = offset + len;
   const std::string descr = trimmed(dict_value(dict, "descr"));
-  TORCH_CHECK(descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') &&
-                  descr.back() == descr.front(),
-              "torchlens: ", name, ": no dtype (descr) in its .npy header");
+  TORCHLENS_CHECK(descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') &&
+                      descr.back() == descr.front(),
+                  name, ": no dtype (descr) in its .npy header");
   h.descr = descr.substr(1, descr.size() - 2);
-  TORCH_CHECK(trimmed(dict_value(dict, "fortran_order")) == "False", "torchlens: ", name,
-              " is in Fortran order (or says nothing); save it with numpy.ascontiguousarray");
+  TORCHLENS_CHECK(trimmed(dict_value(dict, "fortran_order")) == "False", name,
+                  " is in Fortran order (or says nothing); save it with numpy.ascontiguousarray");
   const std::string shape = trimmed(dict_value(dict, "shape"));
-  TORCH_CHECK(shape.size() >= 2 && shape.front() == '(' && shape.back() == ')', "torchlens: ", name,
-              ": no shape in its .npy header");
+  TORCHLENS_CHECK(shape.size() >= 2 && shape.front() == '(' && shape.back() == ')', name,
+                  ": no shape in its .npy header");
   std::stringstream ss(shape.substr(1, shape.size() - 2));
   std::string item;
   while (std::getline(ss, item, ',')) {
     item = trimmed(item);
     if (item.empty()) continue;
-    TORCH_CHECK(item.size() <= 18 && item.find_first_not_of("0123456789") == std::string::npos,
-                "torchlens: ", name, ": bad dimension '", item, "' in its .npy shape");
+    TORCHLENS_CHECK(item.size() <= 18 && item.find_first_not_of("0123456789") == std::string::npos,
+                    name, ": bad dimension '", item, "' in its .npy shape");
     h.shape.push_back(std::stoll(item));
   }
   return h;
@@ -162,7 +163,7 @@ NpyHeader parse_npy_header(std::string_view bytes, const std::string& name) {
 
 NpyHeader read_npy_header(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  TORCH_CHECK(f.good(), "torchlens: cannot open ", path);
+  TORCHLENS_CHECK(f.good(), "cannot open ", path);
   std::string head(12, '\0');
   f.read(head.data(), 12);
   head.resize(static_cast<std::size_t>(f.gcount()));
@@ -214,33 +215,33 @@ at::Tensor read_npy(const std::string& path) {
       found = true;
     }
   }
-  TORCH_CHECK(found, "torchlens: unsupported .npy dtype ", h.descr, " in ", path);
+  TORCHLENS_CHECK(found, "unsupported .npy dtype ", h.descr, " in ", path);
   // what the header claims must fit in the file, before anything is allocated
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   const auto file_size = static_cast<std::uint64_t>(std::max<std::streamoff>(f.tellg(), 0));
   const std::uint64_t available = file_size > h.data_offset ? file_size - h.data_offset : 0;
   const std::uint64_t need = npy_data_bytes(h, c10::elementSize(type));
-  TORCH_CHECK(need <= available, "torchlens: ", path, " claims shape ", c10::IntArrayRef(h.shape),
-              " but holds only ", available, " bytes of data");
+  TORCHLENS_CHECK(need <= available, path, " claims shape ", c10::IntArrayRef(h.shape),
+                  " but holds only ", available, " bytes of data");
   at::Tensor t = at::empty(h.shape, at::TensorOptions().dtype(type));
   f.seekg(static_cast<std::streamoff>(h.data_offset));
   f.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-  TORCH_CHECK(f.gcount() == static_cast<std::streamsize>(t.nbytes()), "torchlens: ", path,
-              " holds fewer values than its shape says");
+  TORCHLENS_CHECK(f.gcount() == static_cast<std::streamsize>(t.nbytes()), path,
+                  " holds fewer values than its shape says");
   return t;
 }
 
 void write_npz(const std::string& path,
                const std::vector<std::pair<std::string, at::Tensor>>& arrays) {
   std::ofstream f(path, std::ios::binary);
-  TORCH_CHECK(f.good(), "torchlens: cannot write ", path);
+  TORCHLENS_CHECK(f.good(), "cannot write ", path);
   std::string central;
   std::uint32_t offset = 0;
   for (const auto& [name, tensor] : arrays) {
     const std::string file = name + ".npy";
     const std::string data = npy_bytes(tensor);
-    TORCH_CHECK(data.size() < 0xFFFFFFFFULL && offset < 0xFFFFFFFFU - data.size(),
-                "torchlens: .npz archives over 4 GiB are not supported; use extract");
+    TORCHLENS_CHECK(data.size() < 0xFFFFFFFFULL && offset < 0xFFFFFFFFU - data.size(),
+                    ".npz archives over 4 GiB are not supported; use extract");
     const std::uint32_t crc = detail::crc32(data);
     std::string local;
     put32(local, 0x04034b50U);
@@ -289,7 +290,7 @@ void write_npz(const std::string& path,
   put16(end, 0);
   f.write(central.data(), static_cast<std::streamsize>(central.size()));
   f.write(end.data(), static_cast<std::streamsize>(end.size()));
-  TORCH_CHECK(f.good(), "torchlens: failed writing ", path);
+  TORCHLENS_CHECK(f.good(), "failed writing ", path);
 }
 
 } // namespace torchlens::io

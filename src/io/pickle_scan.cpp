@@ -5,6 +5,8 @@
 
 #include "pickle_scan.hpp"
 
+#include <torchlens/torch_error.hpp>
+
 #include <c10/util/Exception.h>
 
 #include <array>
@@ -30,7 +32,7 @@ class Walker {
 
   std::vector<StorageRef> run() {
     while (true) {
-      TORCH_CHECK(at_ < b_.size(), "torchlens: ", name_, " is malformed: it ends without STOP");
+      TORCHLENS_CHECK(at_ < b_.size(), name_, " is malformed: it ends without STOP");
       start_ = at_;
       const auto op = static_cast<unsigned char>(b_[at_++]);
       ++ops_;
@@ -42,7 +44,7 @@ class Walker {
 
  private:
   [[noreturn]] void bad(const std::string& what) const {
-    TORCH_CHECK(false, "torchlens: ", name_, " is malformed at byte ", start_, ": ", what);
+    TORCHLENS_CHECK(false, name_, " is malformed at byte ", start_, ": ", what);
   }
   std::uint64_t fixed(int n) {
     if (b_.size() - at_ < static_cast<std::size_t>(n)) bad("an argument runs past the end");

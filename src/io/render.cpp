@@ -2,6 +2,7 @@
 // torchlens/io/dot.hpp → agmemread → gvLayout → gvRender*. Compiled without
 // Graphviz when the `graphviz` feature is off; then every entry point throws.
 #include <torchlens/io/render.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <torchlens/log/model_log.hpp>
 
@@ -31,9 +32,9 @@ std::string format_of(const RenderOptions& options) {
   const std::string& path = options.path();
   const auto dot = path.find_last_of('.');
   const auto slash = path.find_last_of('/');
-  TORCH_CHECK(dot != std::string::npos && (slash == std::string::npos || dot > slash),
-              "render: cannot tell the format of '", path,
-              "': give it an extension (.svg, .png, .pdf) or set RenderOptions::format");
+  TORCHLENS_CHECK(dot != std::string::npos && (slash == std::string::npos || dot > slash),
+                  "cannot tell the format of '", path,
+                  "': give it an extension (.svg, .png, .pdf) or set RenderOptions::format");
   return path.substr(dot + 1);
 }
 
@@ -52,7 +53,7 @@ std::unique_lock<std::mutex> lock_graphviz() {
 }
 GVC_t* shared_context() {
   static GVC_t* const gvc = gvContext();
-  TORCH_CHECK(gvc != nullptr, "render: gvContext() failed");
+  TORCHLENS_CHECK(gvc != nullptr, "gvContext() failed");
   return gvc;
 }
 
@@ -63,11 +64,11 @@ class Layout {
       : lock_(lock_graphviz()), gvc_(shared_context()) {
     agseterr(AGMAX); // keep messages for aglasterr(), print nothing
     graph_ = agmemread(dot.c_str());
-    TORCH_CHECK(graph_ != nullptr, "render: Graphviz could not parse the DOT text: ", last_error());
+    TORCHLENS_CHECK(graph_ != nullptr, "Graphviz could not parse the DOT text: ", last_error());
     if (gvLayout(gvc_, graph_, engine.c_str()) != 0) {
       const std::string error = last_error();
       agclose(graph_); // the destructor does not run for a throwing constructor
-      TORCH_CHECK(false, "render: layout engine '", engine, "' failed: ", error);
+      TORCHLENS_CHECK(false, "layout engine '", engine, "' failed: ", error);
     }
     laid_out_ = true;
   }
@@ -79,14 +80,14 @@ class Layout {
   Layout& operator=(const Layout&) = delete;
 
   void write(const std::string& format, const std::string& path) {
-    TORCH_CHECK(gvRenderFilename(gvc_, graph_, format.c_str(), path.c_str()) == 0,
-                "render: could not write '", path, "' as ", format, ": ", last_error());
+    TORCHLENS_CHECK(gvRenderFilename(gvc_, graph_, format.c_str(), path.c_str()) == 0,
+                    "could not write '", path, "' as ", format, ": ", last_error());
   }
   std::string data(const std::string& format) {
     char* bytes = nullptr;
     unsigned int length = 0;
-    TORCH_CHECK(gvRenderData(gvc_, graph_, format.c_str(), &bytes, &length) == 0,
-                "render: could not render as ", format, ": ", last_error());
+    TORCHLENS_CHECK(gvRenderData(gvc_, graph_, format.c_str(), &bytes, &length) == 0,
+                    "could not render as ", format, ": ", last_error());
     std::string out(bytes, length);
     gvFreeRenderData(bytes);
     return out;
@@ -94,8 +95,9 @@ class Layout {
 
  private:
   static std::string last_error() {
-    const char* e = aglasterr();
+    char* e = aglasterr(); // malloc'd: ours to free
     std::string s = e ? e : "(no message)";
+    std::free(e);
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
     return s;
   }
@@ -108,10 +110,10 @@ class Layout {
 #endif
 
 [[noreturn]] void unavailable() {
-  TORCH_CHECK(false,
-              "render: torchlens was built without Graphviz (libgvc not found or the `graphviz` "
-              "Meson feature disabled); install libgraphviz-dev and reconfigure with "
-              "-Dgraphviz=enabled, or write DOT with torchlens::io::write_dot");
+  TORCHLENS_CHECK(false,
+                  "torchlens was built without Graphviz (libgvc not found or the `graphviz` "
+                  "Meson feature disabled); install libgraphviz-dev and reconfigure with "
+                  "-Dgraphviz=enabled, or write DOT with torchlens::io::write_dot");
 }
 
 } // namespace
@@ -125,7 +127,7 @@ std::string auto_engine(std::size_t drawn_nodes) {
 }
 
 void render_dot(const std::string& dot, const RenderOptions& options) {
-  TORCH_CHECK(!options.path().empty(), "render: RenderOptions::path is empty");
+  TORCHLENS_CHECK(!options.path().empty(), "RenderOptions::path is empty");
   const std::string format = format_of(options);
 #if TORCHLENS_HAVE_GRAPHVIZ
   Layout layout(dot, options.engine().empty() ? "dot" : options.engine());

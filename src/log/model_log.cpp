@@ -2,6 +2,7 @@
 // the printed summary.
 
 #include <torchlens/log/model_log.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <torchlens/detail/text.hpp>
 
@@ -92,9 +93,9 @@ bool LayerView::has_activation() const {
 
 const at::Tensor& LayerView::activation() const {
   const at::Tensor& t = log_->activation(v_);
-  TORCH_CHECK(t.defined(), "torchlens: layer ", node().label,
-              " has no saved activation (save it with LogOptions().save({\"", node().label,
-              "\"}))");
+  TORCHLENS_CHECK(t.defined(), "layer ", node().label,
+                  " has no saved activation (save it with LogOptions().save({\"", node().label,
+                  "\"}))");
   return t;
 }
 
@@ -240,8 +241,8 @@ std::vector<std::string> ModelLog::keys_of(Vertex v) const {
 
 LayerView ModelLog::operator[](std::int64_t ordinal) const {
   const auto n = static_cast<std::int64_t>(size());
-  TORCH_CHECK_INDEX(ordinal >= -n && ordinal < n, "torchlens: layer index ", ordinal,
-                    " is out of range for a log of ", n, " layers");
+  TORCHLENS_CHECK_KEY(ordinal >= -n && ordinal < n, "layer index ", ordinal,
+                      " is out of range for a log of ", n, " layers");
   return LayerView(*this, static_cast<Vertex>(ordinal < 0 ? ordinal + n : ordinal));
 }
 
@@ -266,16 +267,16 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
     if (n.label_no_pass == key || n.label_short_no_pass == key) passes.push_back(v);
   }
   if (!passes.empty()) {
-    TORCH_CHECK_INDEX(false, "torchlens: layer ", key, " has ", passes.size(),
-                      " passes; specify one, e.g. ", key, ":2");
+    TORCHLENS_CHECK_KEY(false, "layer ", key, " has ", passes.size(), " passes; specify one, e.g. ",
+                        key, ":2");
   }
   int module_passes = 0;
   for (const auto& [k, vs] : module_outputs_) {
     if (k.substr(0, k.rfind(':')) == key) ++module_passes;
   }
   if (module_passes > 1) {
-    TORCH_CHECK_INDEX(false, "torchlens: module ", key, " ran ", module_passes,
-                      " times; specify a pass, e.g. ", key, ":2");
+    TORCHLENS_CHECK_KEY(false, "module ", key, " ran ", module_passes,
+                        " times; specify a pass, e.g. ", key, ":2");
   }
   // a unique substring of one label
   std::vector<Vertex> matches;
@@ -288,8 +289,8 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
     for (std::size_t i = 0; i < std::min<std::size_t>(matches.size(), 8); ++i) {
       os << (i ? ", " : "") << graph_[matches[i]].label;
     }
-    TORCH_CHECK_INDEX(false, "torchlens: key '", key, "' is ambiguous: it matches ", matches.size(),
-                      " layers (", os.str(), matches.size() > 8 ? ", ..." : "", ")");
+    TORCHLENS_CHECK_KEY(false, "key '", key, "' is ambiguous: it matches ", matches.size(),
+                        " layers (", os.str(), matches.size() > 8 ? ", ..." : "", ")");
   }
   // nothing: suggest the nearest keys
   std::vector<std::pair<std::size_t, std::string>> near;
@@ -302,8 +303,8 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   for (std::size_t i = 0; i < std::min<std::size_t>(near.size(), 3); ++i) {
     os << (i ? ", " : "") << near[i].second;
   }
-  TORCH_CHECK_INDEX(false, "torchlens: no layer matches '", key, "'",
-                    near.empty() ? std::string() : "; did you mean: " + os.str() + "?");
+  TORCHLENS_CHECK_KEY(false, "no layer matches '", key, "'",
+                      near.empty() ? std::string() : "; did you mean: " + os.str() + "?");
   return 0; // unreachable
 }
 

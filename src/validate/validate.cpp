@@ -2,10 +2,11 @@
 // with its recorded operator, non-tensor arguments and generator state, on the
 // saved activations of its parents. See docs/validation.md.
 
-#include "../capture/libtorch_compat.hpp"
 #include "../capture/recorder.hpp"
+#include "../capture/session.hpp"
 
 #include <torchlens/passes/validate_graph_invariants.hpp>
+#include <torchlens/torch_error.hpp>
 #include <torchlens/validate/validate.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -13,7 +14,6 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/jit/api/module.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <chrono>
 #include <map>
@@ -28,6 +28,25 @@ namespace torchlens {
 namespace {
 
 using detail::OpRecord;
+
+/// The saved activations validation reads: by OpNode id, an output node being
+/// its producer's tensor (what ModelLog::activation gives for a log that saved
+/// everything, without needing a log).
+struct Saved {
+  const ModelGraph& g;
+  const std::vector<at::Tensor>& by_id;
+  const at::Tensor& activation(Vertex v) const {
+    static const at::Tensor undefined;
+    const OpNode& n = g[v];
+    if (n.id < by_id.size() && by_id[n.id].defined()) return by_id[n.id];
+    if (n.kind == NodeKind::output) {
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        return activation(boost::source(e, g));
+      }
+    }
+    return undefined;
+  }
+};
 
 /// Ops whose output does not depend on the *values* of their tensor inputs
 /// (only on shapes or dtypes), so a perturbation cannot change it.
@@ -132,7 +151,7 @@ std::set<std::string> args_of(const ModelGraph& g, Vertex v, Vertex p) {
 
 /// The value an argument had: a parent's saved activation, or what the record
 /// kept (a parameter, a scalar).
-at::Tensor tensor_argument(const ModelGraph& g, Vertex v, const OpRecord& rec, const ModelLog& log,
+at::Tensor tensor_argument(const ModelGraph& g, Vertex v, const OpRecord& rec, const Saved& log,
                            const std::string& name) {
   for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
     if (g[e].arg_name == name && g[e].list_index < 0) return log.activation(boost::source(e, g));
@@ -164,7 +183,7 @@ std::string unperturbable(const ModelGraph& g, Vertex v, Vertex p, const OpRecor
 /// Why perturbing p cannot change v for these argument values, or "" when no
 /// rule proves it (then "no effect" is a failure).
 std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord& rec,
-                        const ModelLog& log, const at::Tensor& saved) {
+                        const Saved& log, const at::Tensor& saved) {
   const OpNode& n = g[v];
   const std::string& op = n.op_name;
   const auto via = args_of(g, v, p);
@@ -303,9 +322,9 @@ std::vector<at::Tensor> replay(const OpRecord& rec,
   const auto& schema = rec.op->schema();
   for (const auto& [slot, value] : inputs) {
     const auto [pos, index] = slot;
-    TORCH_CHECK(pos >= 0 && static_cast<std::size_t>(pos) < stack.size(),
-                "an in-edge names argument ", pos, " of ", schema.name(), ", which has ",
-                stack.size());
+    TORCHLENS_CHECK(pos >= 0 && static_cast<std::size_t>(pos) < stack.size(),
+                    "an in-edge names argument ", pos, " of ", schema.name(), ", which has ",
+                    stack.size());
     auto& arg = stack[static_cast<std::size_t>(pos)];
     if (index < 0) {
       arg = value;
@@ -433,11 +452,18 @@ void check_structure(const ModelGraph& g, const std::vector<detail::OpRecord>& r
 
 ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>& ground_truth,
                               const ValidateOptions& options) {
+  TORCHLENS_CHECK(log.replay() != nullptr,
+                  "validation needs a log captured with LogOptions().keep_replay(true)");
+  return validate_graph(log.graph(), log.activations_by_id(), *log.replay(), ground_truth, options);
+}
+
+ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tensor>& activations,
+                                const detail::ReplayRecords& replay_records,
+                                const std::vector<at::Tensor>& ground_truth,
+                                const ValidateOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
-  TORCH_CHECK(log.replay() != nullptr,
-              "torchlens: validation needs a log captured with LogOptions().keep_replay(true)");
-  const auto& records = log.replay()->by_id;
-  const ModelGraph& g = log.graph();
+  const auto& records = replay_records.by_id;
+  const Saved log{g, activations};
   ValidationReport report;
   check_structure(g, records, report);
   at::NoGradGuard no_grad;
@@ -460,8 +486,8 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
     }
     ++out_index;
   }
-  TORCH_CHECK(out_index == ground_truth.size(), "torchlens: the log has ", out_index,
-              " outputs but the plain forward pass returned ", ground_truth.size());
+  TORCHLENS_CHECK(out_index == ground_truth.size(), "the log has ", out_index,
+                  " outputs but the plain forward pass returned ", ground_truth.size());
 
   // 2. every op re-executed from its parents' saved values
   std::vector<char> ok(boost::num_vertices(g), 1);
@@ -586,46 +612,6 @@ ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>
   return report;
 }
 
-namespace {
-
-/// Parameters, buffers and inputs as they were. Like detail::StateSnapshot,
-/// but a restore copies back parameters and inputs only when their version
-/// counter moved (in-place ops bump it; an eval-mode forward writes none of
-/// them: for vgg11_bn two 530 MB copies saved). Buffers are always copied
-/// back: batch norm updates its running statistics through raw pointers,
-/// without bumping their version.
-class Snapshot {
- public:
-  Snapshot(const detail::ModelDescription& model,
-           const std::vector<std::pair<std::string, at::Tensor>>& inputs) {
-    at::NoGradGuard no_grad;
-    for (const auto& p : model.params) add(p.tensor, false);
-    for (const auto& b : model.buffers) add(b.tensor, true);
-    for (const auto& in : inputs) add(in.second, false);
-  }
-  void restore() {
-    at::NoGradGuard no_grad;
-    for (auto& e : saved_) {
-      if (!e.always && e.live._version() == e.version) continue;
-      e.live.copy_(e.copy);
-      e.version = e.live._version();
-    }
-  }
-
- private:
-  struct Entry {
-    at::Tensor live, copy;
-    std::int64_t version;
-    bool always;
-  };
-  void add(const at::Tensor& t, bool always) {
-    if (t.defined()) saved_.push_back({t, t.clone(), t._version(), always});
-  }
-  std::vector<Entry> saved_;
-};
-
-} // namespace
-
 namespace detail {
 
 ValidationReport validate_run(const ModelDescription& model,
@@ -634,20 +620,13 @@ ValidationReport validate_run(const ModelDescription& model,
                               const ValidateOptions& options,
                               const std::function<void()>& restore) {
   const auto t0 = std::chrono::steady_clock::now();
-  const std::uint64_t seed = log_options.seed() ? *log_options.seed() : std::random_device{}();
-  // everything the forward pass may change in place: parameters, buffers, inputs
-  Snapshot state(model, inputs);
-  std::vector<at::Tensor> truth;
-  {
-    at::manual_seed(seed);
-    std::optional<detail::compat::PlainExecutorGuard> plain_jit;
-    if (model.script != nullptr) plain_jit.emplace(false);
-    c10::IValue out = forward(nullptr);
-    flatten_outputs(out, truth);
-    for (auto& t : truth) t = t.detach().clone();
-  }
+  const std::uint64_t seed = session_seed(log_options);
+  // everything the forward pass may change in place: parameters, buffers,
+  // inputs, and what `restore` puts back
+  StateSnapshot state(model, inputs, restore);
+  const std::vector<at::Tensor> truth =
+      CaptureSession(model, inputs, forward, log_options, seed).run_plain();
   state.restore();
-  if (restore) restore();
   log_options.seed(seed)
       .save(SaveSpec::all())
       .keep_replay(true)
@@ -657,7 +636,6 @@ ValidationReport validate_run(const ModelDescription& model,
       .postprocess(true);
   ModelLog log = run_logged(model, inputs, forward, log_options);
   state.restore();
-  if (restore) restore();
   ValidationReport report = validate_log(log, truth, options);
   report.time_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

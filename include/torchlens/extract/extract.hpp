@@ -7,6 +7,7 @@
 /// crash-safe progress record (`index.json`'s `rows_done`).
 
 #include <torchlens/log/model_log.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <ATen/core/Tensor.h>
 
@@ -26,14 +27,14 @@ namespace torchlens::extract {
 
 /// A problem the user can fix (bad stimuli, unknown key, a layer without a batch
 /// dimension, an output folder that is not empty, a resume that does not match).
-struct ExtractError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+class ExtractError : public TorchError {
+ public:
+  explicit ExtractError(const std::string& message) : TorchError(TORCHLENS_HERE, message) {}
 };
 
-/// A later batch ran a different graph than the first (data-dependent branch).
-struct GraphChanged : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+/// A later batch ran a different graph than the first (data-dependent branch):
+/// the capture session's error (torchlens/torch_error.hpp).
+using GraphChanged = torchlens::GraphChanged;
 
 /// N stimuli: one `[N, ...]` `.npy` read by rows (never loaded whole), or a
 /// folder of `.npy` files, one stimulus `[...]` each, in name order.

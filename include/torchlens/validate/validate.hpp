@@ -78,6 +78,16 @@ struct ValidationReport {
 ValidationReport validate_log(const ModelLog& log, const std::vector<at::Tensor>& ground_truth,
                               const ValidateOptions& options = {});
 
+/// The same on what validation reads, without a log: a graph, its saved
+/// activations by OpNode id (every one saved) and its replay records (a log's
+/// `graph()`, `activations_by_id()` and `*replay()`). For passes and tools that
+/// hold a graph rather than a log (ValidateActivationsPass).
+ValidationReport validate_graph(const ModelGraph& graph,
+                                const std::vector<at::Tensor>& activations_by_id,
+                                const detail::ReplayRecords& replay,
+                                const std::vector<at::Tensor>& ground_truth,
+                                const ValidateOptions& options = {});
+
 namespace detail {
 /// `restore`, when set, runs after each of the two forward passes, beside the
 /// restoration of parameter, buffer and input values (TorchScript: attributes

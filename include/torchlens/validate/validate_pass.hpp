@@ -5,6 +5,7 @@
 /// check that every op still re-executes to its saved activation (TorchLens's
 /// validation, §4.7). Torch-side, so it lives here and not in passes/.
 
+#include <torchlens/error.hpp>
 #include <torchlens/passes/add_output_nodes.hpp>
 #include <torchlens/pipeline/pass.hpp>
 #include <torchlens/validate/validate.hpp>
@@ -50,17 +51,19 @@ struct ValidateActivationsPass : pass_info<ValidateActivationsPass> {
 
   /// Statistics "ops re-executed", "perturbations", "failing layers".
   PassResult run(ModelGraph& g, PassContext&) const {
-    ModelLog view(g, log_->activations_by_id(), log_->options());
-    view.set_replay(log_->replay_shared());
-    const ValidationReport report = validate_log(view, truth_, options.validate());
+    if (log_->replay() == nullptr) {
+      throw UsageError("validate-activations needs a log captured with keep_replay(true)");
+    }
+    const ValidationReport report =
+        validate_graph(g, log_->activations_by_id(), *log_->replay(), truth_, options.validate());
     PassResult result;
     result.add("ops re-executed", report.layers_checked)
         .add("perturbations", report.perturbations)
         .add("failing layers", static_cast<std::int64_t>(report.failures.size()));
     if (!report.valid && options.throw_on_failure()) {
-      std::string msg = "torchlens: validate-activations: ";
+      std::string msg = "validate-activations: ";
       for (const auto& f : report.failures) msg += f.label + " ";
-      throw std::logic_error(msg + "failed");
+      throw InvariantError(msg + "failed");
     }
     return result;
   }

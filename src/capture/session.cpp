@@ -1,0 +1,180 @@
+// The capture session (session.hpp): one place that captures, resolves keys to
+// ids, compares captures and restores model state, for log, extract and
+// validation.
+
+#include "session.hpp"
+
+#include "libtorch_compat.hpp"
+
+#include <torch/utils.h>
+
+#include <boost/range/iterator_range.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <random>
+#include <sstream>
+
+namespace torchlens::detail {
+
+namespace {
+
+std::string shape_of(const std::vector<std::int64_t>& shape) {
+  std::ostringstream os;
+  os << '[';
+  for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+/// The profiling executor would rewrite TorchScript graphs between runs; every
+/// run of a session sees the plain graph.
+std::optional<compat::PlainExecutorGuard> plain_executor(const ModelDescription& model) {
+  std::optional<compat::PlainExecutorGuard> guard;
+  if (model.script != nullptr) guard.emplace(false);
+  return guard;
+}
+
+} // namespace
+
+// ---- StateSnapshot ----------------------------------------------------------
+
+StateSnapshot::StateSnapshot(const ModelDescription& model,
+                             const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                             std::function<void()> also)
+    : also_(std::move(also)) {
+  at::NoGradGuard no_grad;
+  for (const auto& p : model.params) add(p.tensor, false);
+  for (const auto& b : model.buffers) add(b.tensor, true);
+  for (const auto& in : inputs) add(in.second, false);
+}
+
+void StateSnapshot::add(const at::Tensor& t, bool always) {
+  if (t.defined()) saved_.push_back({t, t.clone(), t._version(), always});
+}
+
+void StateSnapshot::restore() {
+  {
+    at::NoGradGuard no_grad;
+    for (auto& e : saved_) {
+      if (!e.always && e.live._version() == e.version) continue;
+      e.live.copy_(e.copy);
+      e.version = e.live._version();
+    }
+  }
+  if (also_) also_();
+}
+
+// ---- keys and signatures ----------------------------------------------------
+
+Selection select_ids(const ModelLog& log, const std::vector<std::string>& keys) {
+  Selection s;
+  s.policy.mode = SavePolicy::Mode::ids;
+  const ModelGraph& g = log.graph();
+  for (const auto& key : keys) {
+    for (Vertex v : log.select(key)) {
+      if (g[v].kind != NodeKind::output) {
+        s.policy.ids.insert(g[v].id);
+        continue;
+      }
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        const std::size_t producer = g[boost::source(e, g)].id;
+        s.policy.ids.insert(producer);
+        s.aliases.emplace_back(g[v].id, producer);
+      }
+    }
+  }
+  return s;
+}
+
+GraphSignature signature_of(const ModelGraph& labelled, std::size_t raw_count) {
+  GraphSignature sig;
+  sig.raw_count = raw_count;
+  for (Vertex v : boost::make_iterator_range(boost::vertices(labelled))) {
+    const OpNode& n = labelled[v];
+    if (n.kind == NodeKind::output) continue; // added by a pass: no raw counterpart
+    sig.ops.push_back({n.id, n.op_name, n.label, n.shape});
+  }
+  std::sort(sig.ops.begin(), sig.ops.end(),
+            [](const GraphSignature::Op& a, const GraphSignature::Op& b) { return a.id < b.id; });
+  return sig;
+}
+
+std::string first_difference(const GraphSignature& reference, const ModelGraph& raw) {
+  const std::size_t have = boost::num_vertices(raw);
+  const std::string why = "; a data-dependent branch, or randomness the seed does not fix?)";
+  for (const auto& op : reference.ops) {
+    if (op.id >= have) {
+      return "the computational graph changed: first difference at " + op.label + " (" +
+             op.op_name + "), which this capture never ran (" + std::to_string(have) +
+             " ops instead of " + std::to_string(reference.raw_count) + why;
+    }
+    const OpNode& n = raw[op.id];
+    if (n.op_name != op.op_name || n.shape != op.shape) {
+      return "the computational graph changed: first difference at " + op.label + " (" +
+             op.op_name + " " + shape_of(op.shape) + " in the first capture, " + n.op_name + " " +
+             shape_of(n.shape) + " in this one" + why;
+    }
+  }
+  if (have != reference.raw_count) {
+    return "the computational graph changed: this capture ran " + std::to_string(have) +
+           " ops instead of " + std::to_string(reference.raw_count) + "; first extra op " +
+           raw[std::min(have, reference.raw_count)].op_name + why;
+  }
+  return {};
+}
+
+// ---- CaptureSession ---------------------------------------------------------
+
+std::uint64_t session_seed(const LogOptions& options) {
+  return options.seed() ? *options.seed() : std::random_device{}();
+}
+
+CaptureSession::CaptureSession(const ModelDescription& model,
+                               std::vector<std::pair<std::string, at::Tensor>> inputs,
+                               ForwardFn forward, LogOptions options, std::uint64_t seed)
+    : model_(model),
+      inputs_(std::move(inputs)),
+      forward_(std::move(forward)),
+      options_(std::move(options)),
+      seed_(seed) {}
+
+std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish) const {
+  auto rec = std::make_unique<Recorder>(model_, options_, std::move(policy));
+  for (const auto& [address, t] : inputs_) rec->add_input(address, t);
+  torch::manual_seed(seed_);
+  const auto plain = plain_executor(model_);
+  const auto t0 = std::chrono::steady_clock::now();
+  c10::IValue out = rec->run(forward_);
+  const auto t1 = std::chrono::steady_clock::now();
+  rec->set_returned(out);
+  if (finish) {
+    rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    rec->graph[boost::graph_bundle].random_seed = seed_;
+  }
+  return rec;
+}
+
+std::vector<at::Tensor> CaptureSession::run_plain() const {
+  std::vector<at::Tensor> truth;
+  torch::manual_seed(seed_);
+  const auto plain = plain_executor(model_);
+  flatten_outputs(forward_(nullptr), truth);
+  for (auto& t : truth) t = t.detach().clone();
+  return truth;
+}
+
+std::vector<at::Tensor> CaptureSession::capture_selection(const Selection& selection,
+                                                          const GraphSignature& reference,
+                                                          std::size_t next_id) const {
+  auto rec = capture(selection.policy, /*finish=*/false);
+  const std::string difference = first_difference(reference, rec->graph);
+  if (!difference.empty()) throw GraphChanged(TORCHLENS_HERE, difference);
+  std::vector<at::Tensor> by_id = std::move(rec->activations);
+  by_id.resize(std::max(by_id.size(), next_id));
+  for (const auto& [alias, producer] : selection.aliases) by_id[alias] = by_id[producer];
+  return by_id;
+}
+
+} // namespace torchlens::detail

@@ -5,6 +5,7 @@
 
 #include <torchlens/capture/options.hpp>
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/torch_error.hpp>
 
 #include <ATen/core/Tensor.h>
 
@@ -84,8 +85,8 @@ class ModelLog {
   /// Number of layer passes.
   std::size_t size() const noexcept { return boost::num_vertices(graph_); }
   /// Lookup by any key (label, short label, `label:pass`, module address,
-  /// `addr:pass`, io address, ordinal as text). Unknown keys throw c10::Error
-  /// naming the closest keys.
+  /// `addr:pass`, io address, ordinal as text). Unknown or ambiguous keys
+  /// throw torchlens::KeyError (a c10::IndexError) naming the closest keys.
   LayerView operator[](std::string_view key) const { return at(key); }
   LayerView operator[](std::int64_t ordinal) const;
   LayerView at(std::string_view key) const;

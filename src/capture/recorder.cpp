@@ -6,6 +6,8 @@
 
 #include "recorder.hpp"
 
+#include "../io/dtypes.hpp"
+
 #include "libtorch_compat.hpp"
 #include "torchscript_index.hpp"
 
@@ -82,37 +84,6 @@ const c10::StorageImpl* storage_of(const at::Tensor& t) {
 std::uint32_t version_of(const at::Tensor& t) {
   const auto& vc = t.unsafeGetTensorImpl()->version_counter();
   return vc.enabled() ? vc.current_version() : 0;
-}
-
-std::string dtype_name(c10::ScalarType s) {
-  switch (s) {
-    case c10::ScalarType::Float:
-      return "float32";
-    case c10::ScalarType::Double:
-      return "float64";
-    case c10::ScalarType::Half:
-      return "float16";
-    case c10::ScalarType::BFloat16:
-      return "bfloat16";
-    case c10::ScalarType::Long:
-      return "int64";
-    case c10::ScalarType::Int:
-      return "int32";
-    case c10::ScalarType::Short:
-      return "int16";
-    case c10::ScalarType::Char:
-      return "int8";
-    case c10::ScalarType::Byte:
-      return "uint8";
-    case c10::ScalarType::Bool:
-      return "bool";
-    case c10::ScalarType::ComplexFloat:
-      return "complex64";
-    case c10::ScalarType::ComplexDouble:
-      return "complex128";
-    default:
-      return c10::toString(s);
-  }
 }
 
 bool is_scalar_read_op(const std::string& name) {
@@ -519,7 +490,7 @@ ParamRef Recorder::param_ref(const ParamState& p) {
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
   n.shape.assign(t.sizes().begin(), t.sizes().end());
-  n.dtype = dtype_name(t.scalar_type());
+  n.dtype = io::dtypes::name(t.scalar_type());
   n.device = t.device().str();
   n.bytes = static_cast<std::int64_t>(t.nbytes());
   n.requires_grad = t.requires_grad();

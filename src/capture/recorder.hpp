@@ -5,7 +5,7 @@
 // from ModuleScope in C++-frontend forwards, and from driven Sequentials.
 
 #include <torchlens/capture/options.hpp>
-#include <torchlens/capture/recorder.hpp>
+#include <torchlens/capture/engine.hpp>
 #include <torchlens/graph/model_graph.hpp>
 
 #include <ATen/core/dispatch/Dispatcher.h>

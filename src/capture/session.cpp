@@ -6,6 +6,8 @@
 
 #include "libtorch_compat.hpp"
 
+#include <torchlens/detail/text.hpp>
+
 #include <torch/utils.h>
 
 #include <boost/range/iterator_range.hpp>
@@ -19,14 +21,6 @@
 namespace torchlens::detail {
 
 namespace {
-
-std::string shape_of(const std::vector<std::int64_t>& shape) {
-  std::ostringstream os;
-  os << '[';
-  for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << ']';
-  return os.str();
-}
 
 /// The profiling executor would rewrite TorchScript graphs between runs; every
 /// run of a session sees the plain graph.
@@ -113,8 +107,8 @@ std::string first_difference(const GraphSignature& reference, const ModelGraph& 
     const OpNode& n = raw[op.id];
     if (n.op_name != op.op_name || n.shape != op.shape) {
       return "the computational graph changed: first difference at " + op.label + " (" +
-             op.op_name + " " + shape_of(op.shape) + " in the first capture, " + n.op_name + " " +
-             shape_of(n.shape) + " in this one" + why;
+             op.op_name + " " + shape_as_list(op.shape) + " in the first capture, " + n.op_name +
+             " " + shape_as_list(n.shape) + " in this one" + why;
     }
   }
   if (have != reference.raw_count) {

@@ -5,9 +5,11 @@
 
 #include "../capture/recorder.hpp"
 #include "../capture/session.hpp"
+#include "../io/dtypes.hpp"
 #include "index.hpp"
 
 #include <torchlens/config.hpp>
+#include <torchlens/detail/text.hpp>
 #include <torchlens/extract/extract.hpp>
 #include <torchlens/io/json.hpp>
 #include <torchlens/io/npy.hpp>
@@ -39,47 +41,22 @@
 namespace torchlens::extract {
 
 namespace fs = std::filesystem;
+using detail::shape_as_list;
 using index_file::index_json;
 using index_file::read_index;
 using index_file::Record;
-using index_file::shape_text;
 
 namespace {
 
 // ---- small helpers ------------------------------------------------------------
 
-struct Dtype {
-  c10::ScalarType type;
-  const char* descr;
-  const char* name;
-};
-constexpr std::array<Dtype, 9> kDtypes{{{c10::kFloat, "<f4", "float32"},
-                                        {c10::kDouble, "<f8", "float64"},
-                                        {c10::kHalf, "<f2", "float16"},
-                                        {c10::kLong, "<i8", "int64"},
-                                        {c10::kInt, "<i4", "int32"},
-                                        {c10::kShort, "<i2", "int16"},
-                                        {c10::kChar, "|i1", "int8"},
-                                        {c10::kByte, "|u1", "uint8"},
-                                        {c10::kBool, "|b1", "bool"}}};
-
-std::optional<c10::ScalarType> type_of_descr(const std::string& descr) {
-  for (const auto& d : kDtypes) {
-    if (descr == d.descr) return d.type;
+/// The .npy descriptor of a type extract writes (bfloat16 widened).
+const char* npy_descr_of(c10::ScalarType t) {
+  const io::dtypes::Dtype* d = io::dtypes::find(io::dtypes::npy_type(t));
+  if (d == nullptr || d->npy_descr == nullptr) {
+    throw ExtractError(std::string("no .npy dtype for ") + c10::toString(t));
   }
-  return std::nullopt;
-}
-
-/// The dtype an activation is written with (bfloat16 is widened to float32).
-c10::ScalarType file_type(c10::ScalarType t) {
-  return t == c10::kBFloat16 ? c10::kFloat : t;
-}
-
-const Dtype& dtype_info(c10::ScalarType t) {
-  for (const auto& d : kDtypes) {
-    if (d.type == t) return d;
-  }
-  throw ExtractError(std::string("no .npy dtype for ") + c10::toString(t));
+  return d->npy_descr;
 }
 
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
@@ -203,9 +180,9 @@ Stimuli Stimuli::open(const std::string& path) {
     }
   };
   auto dtype = [](const io::NpyHeader& h, const std::string& file) {
-    auto t = type_of_descr(h.descr);
-    if (!t) throw ExtractError("unsupported .npy dtype " + h.descr + " in " + file);
-    return *t;
+    const io::dtypes::Dtype* t = io::dtypes::find_npy(h.descr);
+    if (t == nullptr) throw ExtractError("unsupported .npy dtype " + h.descr + " in " + file);
+    return t->type;
   };
   if (!fs::exists(path)) throw ExtractError("stimuli not found: " + path);
   if (fs::is_directory(path)) {
@@ -222,8 +199,9 @@ Stimuli Stimuli::open(const std::string& path) {
       const auto h = header(s.files_[i]);
       if (h.shape != first.shape || h.descr != first.descr) {
         throw ExtractError("stimulus " + s.files_[i] + " is " + h.descr + " " +
-                           shape_text(h.shape) + ", but " + s.files_[0] + " is " + first.descr +
-                           " " + shape_text(first.shape) + ": every stimulus needs the same shape");
+                           shape_as_list(h.shape) + ", but " + s.files_[0] + " is " + first.descr +
+                           " " + shape_as_list(first.shape) +
+                           ": every stimulus needs the same shape");
       }
     }
     s.n_ = static_cast<std::int64_t>(s.files_.size());
@@ -235,14 +213,14 @@ Stimuli Stimuli::open(const std::string& path) {
     }
     s.n_ = h.shape[0];
     if (s.n_ == 0)
-      throw ExtractError(path + " holds no stimuli (shape " + shape_text(h.shape) + ")");
+      throw ExtractError(path + " holds no stimuli (shape " + shape_as_list(h.shape) + ")");
     s.item_shape_.assign(h.shape.begin() + 1, h.shape.end());
     s.data_offset_ = h.data_offset;
     const std::uint64_t data = io::npy_data_bytes(h, c10::elementSize(s.dtype_));
     const std::uint64_t need =
         data > UINT64_MAX - h.data_offset ? UINT64_MAX : h.data_offset + data;
     if (fs::file_size(path) < need) {
-      throw ExtractError(path + " is truncated: its header says " + shape_text(h.shape) + " (" +
+      throw ExtractError(path + " is truncated: its header says " + shape_as_list(h.shape) + " (" +
                          std::to_string(need) + " bytes), the file has " +
                          std::to_string(fs::file_size(path)));
     }
@@ -358,7 +336,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
         if (l.shape.empty() || l.shape[0] != im.batch_rows) {
           std::string msg = "layer ";
           msg += n.label;
-          msg += " (key '" + key + "') has shape " + shape_text(n.shape) +
+          msg += " (key '" + key + "') has shape " + shape_as_list(n.shape) +
                  ": its first dimension is not the batch size " + std::to_string(im.batch_rows) +
                  " (flattened, or reduced over the batch?); extract saves one row per stimulus";
           throw ExtractError(msg);
@@ -386,7 +364,9 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
                     " was not saved");
     at::Tensor t = by_id[l.id].detach();
     if (!t.device().is_cpu()) t = t.to(c10::kCPU);
-    if (t.scalar_type() != file_type(t.scalar_type())) t = t.to(file_type(t.scalar_type()));
+    if (t.scalar_type() != io::dtypes::npy_type(t.scalar_type())) {
+      t = t.to(io::dtypes::npy_type(t.scalar_type()));
+    }
     out.push_back(t.narrow(0, 0, rows).contiguous());
   }
   return out;
@@ -426,7 +406,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   rec.inputs = absolute_text(stimuli.path());
   rec.num_stimuli = n;
   rec.stimulus_shape = stimuli.item_shape();
-  rec.stimulus_dtype = dtype_info(stimuli.dtype()).name;
+  rec.stimulus_dtype = io::dtypes::name(stimuli.dtype());
   std::optional<Record> old;
   const bool dir_has_files = fs::exists(dir) && fs::is_directory(dir) && !fs::is_empty(dir);
   if (fs::exists(dir) && !fs::is_directory(dir)) {
@@ -455,8 +435,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     }
     if (old->stimulus_shape != rec.stimulus_shape || old->stimulus_dtype != rec.stimulus_dtype) {
       throw mismatch("the stimulus shape",
-                     old->stimulus_dtype + " " + shape_text(old->stimulus_shape),
-                     rec.stimulus_dtype + " " + shape_text(rec.stimulus_shape));
+                     old->stimulus_dtype + " " + shape_as_list(old->stimulus_shape),
+                     rec.stimulus_dtype + " " + shape_as_list(rec.stimulus_shape));
     }
     if (!o.keys.empty() && o.keys != old->keys)
       throw mismatch("--save", join(old->keys), join(o.keys));
@@ -523,7 +503,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         r.key = l.key;
         r.op = l.op;
         r.module = l.module;
-        r.dtype = dtype_info(file_type(l.dtype)).name;
+        r.dtype = io::dtypes::name(io::dtypes::npy_type(l.dtype));
         r.shape = l.shape;
         r.shape[0] = n;
         layers.push_back(std::move(r));
@@ -533,7 +513,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
           std::string s;
           for (const auto& l : ls) {
             if (!s.empty()) s += ", ";
-            s += l.label + " " + l.dtype + " " + shape_text(l.shape);
+            s += l.label + " " + l.dtype + " " + shape_as_list(l.shape);
           }
           return s;
         };
@@ -549,8 +529,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       // the whole run must fit on the disk before anything is written
       std::uintmax_t needed = 0, present = 0;
       for (std::size_t i = 0; i < layers.size(); ++i) {
-        const auto type = file_type(extractor.layers()[i].dtype);
-        needed += io::npy_header(dtype_info(type).descr, layers[i].shape).size() +
+        const auto type = io::dtypes::npy_type(extractor.layers()[i].dtype);
+        needed += io::npy_header(npy_descr_of(type), layers[i].shape).size() +
                   static_cast<std::uintmax_t>(numel_of(layers[i].shape)) * c10::elementSize(type);
         std::error_code ec;
         const auto size = fs::file_size(dir / layers[i].file, ec);
@@ -568,9 +548,9 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       for (const auto& l : layers) {
         const std::string path = (dir / l.file).string();
         const auto type = extractor.layers()[files.size()].dtype;
-        const std::string header = io::npy_header(dtype_info(file_type(type)).descr, l.shape);
-        const std::size_t row =
-            static_cast<std::size_t>(numel_of(l.shape) / n) * c10::elementSize(file_type(type));
+        const std::string header = io::npy_header(npy_descr_of(type), l.shape);
+        const std::size_t row = static_cast<std::size_t>(numel_of(l.shape) / n) *
+                                c10::elementSize(io::dtypes::npy_type(type));
         if (old) {
           // Keep the header and rows_done rows; drop whatever a killed batch left.
           if (!fs::exists(path)) throw ExtractError("cannot resume: " + path + " is missing");

@@ -3,6 +3,7 @@
 
 #include "index.hpp"
 
+#include <torchlens/detail/text.hpp>
 #include <torchlens/extract/extract.hpp>
 #include <torchlens/io/json.hpp>
 #include <torchlens/version.hpp>
@@ -47,16 +48,6 @@ int nesting_depth(const std::string& text) {
 
 } // namespace
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  s += ']';
-  return s;
-}
-
 std::string index_json(const Record& r) {
   std::ostringstream os;
   os << "{\n"
@@ -72,7 +63,7 @@ std::string index_json(const Record& r) {
      << "  \"batch_size\": " << r.batch_size << ",\n"
      << "  \"seed\": " << r.seed << ",\n"
      << "  \"num_stimuli\": " << r.num_stimuli << ",\n"
-     << "  \"stimulus_shape\": " << shape_text(r.stimulus_shape) << ",\n"
+     << "  \"stimulus_shape\": " << detail::shape_as_list(r.stimulus_shape) << ",\n"
      << "  \"stimulus_dtype\": " << io::json_string(r.stimulus_dtype) << ",\n"
      << "  \"rows_done\": " << r.rows_done << ",\n"
      << "  \"complete\": " << (r.rows_done == r.num_stimuli ? "true" : "false") << ",\n"
@@ -82,8 +73,8 @@ std::string index_json(const Record& r) {
     os << (i ? ",\n" : "\n") << "    {\"label\": " << io::json_string(l.label)
        << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
        << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
-       << ", \"shape\": " << shape_text(l.shape) << ", \"dtype\": " << io::json_string(l.dtype)
-       << "}";
+       << ", \"shape\": " << detail::shape_as_list(l.shape)
+       << ", \"dtype\": " << io::json_string(l.dtype) << "}";
   }
   os << (r.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";
   return os.str();

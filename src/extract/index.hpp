@@ -34,7 +34,4 @@ std::string index_json(const Record& r);
 /// out of range, a layer file that is not a plain name in the folder.
 Record read_index(const std::filesystem::path& path);
 
-/// "[2, 3]".
-std::string shape_text(const std::vector<std::int64_t>& shape);
-
 } // namespace torchlens::extract::index_file

@@ -5,6 +5,7 @@
 #include "crc32.hpp"
 #include "pickle_scan.hpp"
 
+#include <torchlens/detail/text.hpp>
 #include <torchlens/io/model_file.hpp>
 #include <torchlens/torch_error.hpp>
 
@@ -118,12 +119,6 @@ Directory find_directory(std::ifstream& f, std::uint64_t file_size, const std::s
   return d;
 }
 
-std::string shape_text(c10::IntArrayRef v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
-
 /// Bytes a strided tensor reaches into its storage, or nothing when that
 /// overflows 64 bits or a stride is negative.
 std::optional<std::uint64_t> reach(const at::Tensor& t) {
@@ -149,7 +144,8 @@ void check_tensor(const at::Tensor& t, const std::string& what, const std::strin
   const auto needs = reach(t);
   const std::uint64_t holds = t.storage().nbytes();
   TORCHLENS_CHECK(needs && *needs <= holds, name, " is corrupt or hostile: ", what, " (shape ",
-                  shape_text(t.sizes()), ", strides ", shape_text(t.strides()), ", offset ",
+                  torchlens::detail::shape_as_list(t.sizes().vec()), ", strides ",
+                  torchlens::detail::shape_as_list(t.strides().vec()), ", offset ",
                   t.storage_offset(), ") reaches ",
                   needs ? std::to_string(*needs) : std::string("past 2^64"),
                   " bytes into a storage of ", holds);

@@ -3,6 +3,8 @@
 
 #include "crc32.hpp"
 
+#include "dtypes.hpp"
+
 #include <torchlens/io/npy.hpp>
 #include <torchlens/torch_error.hpp>
 
@@ -21,20 +23,6 @@ namespace torchlens::io {
 
 namespace {
 
-struct DtypeMap {
-  c10::ScalarType type;
-  const char* descr;
-};
-constexpr std::array<DtypeMap, 9> kDtypes{{{c10::kFloat, "<f4"},
-                                           {c10::kDouble, "<f8"},
-                                           {c10::kHalf, "<f2"},
-                                           {c10::kLong, "<i8"},
-                                           {c10::kInt, "<i4"},
-                                           {c10::kShort, "<i2"},
-                                           {c10::kChar, "|i1"},
-                                           {c10::kByte, "|u1"},
-                                           {c10::kBool, "|b1"}}};
-
 void put16(std::string& s, std::uint16_t v) {
   s.push_back(static_cast<char>(v & 0xFF));
   s.push_back(static_cast<char>(v >> 8));
@@ -46,11 +34,9 @@ void put32(std::string& s, std::uint32_t v) {
 } // namespace
 
 std::string npy_descr(const at::Tensor& t) {
-  for (const auto& d : kDtypes) {
-    if (d.type == t.scalar_type()) return d.descr;
-  }
-  if (t.scalar_type() == c10::kBFloat16) return "<f4"; // widened on write
-  TORCHLENS_CHECK(false, "no .npy dtype for ", t.scalar_type());
+  const dtypes::Dtype* d = dtypes::find(dtypes::npy_type(t.scalar_type()));
+  TORCHLENS_CHECK(d != nullptr && d->npy_descr != nullptr, "no .npy dtype for ", t.scalar_type());
+  return d->npy_descr;
 }
 
 std::string npy_header(const std::string& descr, const std::vector<std::int64_t>& shape) {
@@ -207,15 +193,9 @@ std::uint64_t npy_data_bytes(const NpyHeader& h, std::size_t item_size) {
 
 at::Tensor read_npy(const std::string& path) {
   const NpyHeader h = read_npy_header(path);
-  c10::ScalarType type = c10::kFloat;
-  bool found = false;
-  for (const auto& d : kDtypes) {
-    if (h.descr == d.descr) {
-      type = d.type;
-      found = true;
-    }
-  }
-  TORCHLENS_CHECK(found, "unsupported .npy dtype ", h.descr, " in ", path);
+  const dtypes::Dtype* d = dtypes::find_npy(h.descr);
+  TORCHLENS_CHECK(d != nullptr, "unsupported .npy dtype ", h.descr, " in ", path);
+  const c10::ScalarType type = d->type;
   // what the header claims must fit in the file, before anything is allocated
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   const auto file_size = static_cast<std::uint64_t>(std::max<std::streamoff>(f.tellg(), 0));

@@ -7,7 +7,7 @@
 /// inferred from parameter ownership elsewhere; see docs/capture.md).
 
 #include <torchlens/capture/module_scope.hpp>
-#include <torchlens/capture/recorder.hpp>
+#include <torchlens/capture/engine.hpp>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>

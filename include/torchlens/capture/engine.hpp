@@ -1,7 +1,11 @@
 #pragma once
 /// \file
-/// The capture engine's narrow interface, used by the log_forward_pass templates.
-/// Everything that touches the dispatcher lives in src/capture/.
+/// The capture engine's narrow interface, used by the log_forward_pass and
+/// validate_saved_activations templates: what capture needs to know about a
+/// model (ModelDescription), its forward as a callable (ForwardFn), and the
+/// driver that captures and returns a log (run_logged). The engine itself (the
+/// Recorder, the capture session) and everything that touches the dispatcher
+/// live in src/capture/.
 
 #include <torchlens/capture/options.hpp>
 #include <torchlens/log/model_log.hpp>

@@ -8,6 +8,17 @@
 
 #include <c10/util/Exception.h>
 
+#include <range/v3/algorithm/count_if.hpp>
+#include <range/v3/algorithm/sort.hpp>
+#include <range/v3/range/conversion.hpp>
+#include <range/v3/view/filter.hpp>
+#include <range/v3/view/iota.hpp>
+#include <range/v3/view/join.hpp>
+#include <range/v3/view/map.hpp>
+#include <range/v3/view/remove_if.hpp>
+#include <range/v3/view/take.hpp>
+#include <range/v3/view/transform.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <iomanip>
@@ -51,6 +62,25 @@ SaveSpec SaveSpec::parse(const std::string& text) {
 }
 
 namespace {
+
+/// The vertices whose node satisfies `pred`, in vertex (creation) order.
+template <class Pred>
+std::vector<Vertex> vertices_where(const ModelGraph& g, Pred pred) {
+  return ranges::views::iota(Vertex{0}, boost::num_vertices(g)) |
+         ranges::views::filter([&](Vertex v) { return pred(g[v]); }) | ranges::to<std::vector>();
+}
+
+/// `layer1.0` from the module-output key `layer1.0:2`.
+std::string_view address_of(std::string_view module_pass_key) {
+  return module_pass_key.substr(0, module_pass_key.rfind(':'));
+}
+
+/// `a, b, c` for the first `n` strings of a range.
+template <class Range>
+std::string first_joined(Range&& strings, std::size_t n) {
+  return strings | ranges::views::take(n) | ranges::views::join(std::string_view(", ")) |
+         ranges::to<std::string>();
+}
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
@@ -261,50 +291,43 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   if (parse_int(key, ordinal)) return (*this)[ordinal].vertex();
 
   // a layer or module with several passes, named without its pass
-  std::vector<Vertex> passes;
-  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    const OpNode& n = graph_[v];
-    if (n.label_no_pass == key || n.label_short_no_pass == key) passes.push_back(v);
-  }
-  if (!passes.empty()) {
+  const auto named = [&](const OpNode& n) {
+    return n.label_no_pass == key || n.label_short_no_pass == key;
+  };
+  if (const auto passes = vertices_where(graph_, named); !passes.empty()) {
     TORCHLENS_CHECK_KEY(false, "layer ", key, " has ", passes.size(), " passes; specify one, e.g. ",
                         key, ":2");
   }
-  int module_passes = 0;
-  for (const auto& [k, vs] : module_outputs_) {
-    if (k.substr(0, k.rfind(':')) == key) ++module_passes;
-  }
+  const auto module_passes =
+      ranges::count_if(module_outputs_ | ranges::views::keys,
+                       [&](const std::string& k) { return address_of(k) == key; });
   if (module_passes > 1) {
     TORCHLENS_CHECK_KEY(false, "module ", key, " ran ", module_passes,
                         " times; specify a pass, e.g. ", key, ":2");
   }
   // a unique substring of one label
-  std::vector<Vertex> matches;
-  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    if (graph_[v].label.find(key) != std::string::npos) matches.push_back(v);
-  }
+  const auto matches = vertices_where(
+      graph_, [&](const OpNode& n) { return n.label.find(key) != std::string::npos; });
   if (matches.size() == 1) return matches.front();
   if (matches.size() > 1) {
-    std::ostringstream os;
-    for (std::size_t i = 0; i < std::min<std::size_t>(matches.size(), 8); ++i) {
-      os << (i ? ", " : "") << graph_[matches[i]].label;
-    }
+    const auto label = [&](Vertex v) -> const std::string& { return graph_[v].label; };
     TORCHLENS_CHECK_KEY(false, "key '", key, "' is ambiguous: it matches ", matches.size(),
-                        " layers (", os.str(), matches.size() > 8 ? ", ..." : "", ")");
+                        " layers (", first_joined(matches | ranges::views::transform(label), 8),
+                        matches.size() > 8 ? ", ..." : "", ")");
   }
-  // nothing: suggest the nearest keys
-  std::vector<std::pair<std::size_t, std::string>> near;
-  for (const auto& k : ordered_keys_) {
-    if (!k.empty() && (std::isdigit(static_cast<unsigned char>(k[0])) || k[0] == '-')) continue;
-    near.emplace_back(edit_distance(key, k), k);
-  }
-  std::sort(near.begin(), near.end());
-  std::ostringstream os;
-  for (std::size_t i = 0; i < std::min<std::size_t>(near.size(), 3); ++i) {
-    os << (i ? ", " : "") << near[i].second;
-  }
+  // nothing: suggest the nearest keys (ordinals aside)
+  const auto is_ordinal = [](const std::string& k) {
+    return !k.empty() && (std::isdigit(static_cast<unsigned char>(k[0])) || k[0] == '-');
+  };
+  auto near = ordered_keys_ | ranges::views::remove_if(is_ordinal) |
+              ranges::views::transform([&](const std::string& k) {
+                return std::pair<std::size_t, std::string>(edit_distance(key, k), k);
+              }) |
+              ranges::to<std::vector>();
+  ranges::sort(near);
+  const std::string suggestions = first_joined(near | ranges::views::values, 3);
   TORCHLENS_CHECK_KEY(false, "no layer matches '", key, "'",
-                      near.empty() ? std::string() : "; did you mean: " + os.str() + "?");
+                      near.empty() ? std::string() : "; did you mean: " + suggestions + "?");
   return 0; // unreachable
 }
 
@@ -314,13 +337,12 @@ std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
   if (auto it = keys_.find(key); it != keys_.end()) return {it->second};
   std::int64_t ordinal = 0;
   if (parse_int(key, ordinal)) return {(*this)[ordinal].vertex()};
-  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    const OpNode& n = graph_[v];
-    if (n.label_no_pass == key || n.label_short_no_pass == key) out.push_back(v);
-  }
+  out = vertices_where(graph_, [&](const OpNode& n) {
+    return n.label_no_pass == key || n.label_short_no_pass == key;
+  });
   if (!out.empty()) return out;
   for (const auto& [k, vs] : module_outputs_) {
-    if (k.substr(0, k.rfind(':')) == key) out.push_back(vs.back());
+    if (address_of(k) == key) out.push_back(vs.back());
   }
   if (!out.empty()) {
     std::sort(out.begin(), out.end());
@@ -329,9 +351,8 @@ std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
   std::string lower = key;
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    if (graph_[v].label.find(lower) != std::string::npos) out.push_back(v);
-  }
+  out = vertices_where(graph_,
+                       [&](const OpNode& n) { return n.label.find(lower) != std::string::npos; });
   if (!out.empty()) return out;
   resolve_or_throw(key); // throws with suggestions
   return out;

@@ -2,7 +2,7 @@
 // Private to src/: every LibTorch API torchlens relies on that is internal, not
 // a public contract, or could differ between LibTorch versions — in this one
 // file. Checked against Debian's LibTorch 1.13.1; the notes say what the 2.x
-// headers have (shared/reference/libtorch-capture.md, §4.2). To port torchlens
+// headers have (docs/capture.md, "LibTorch versions: one file"). To port torchlens
 // to another LibTorch, this file is the place to change.
 
 #include <ATen/record_function.h>

@@ -59,7 +59,7 @@ TEST_CASE("every lookup key TorchLens accepts finds the layer it names") {
   }
 
   // labels: type_typenum_totalnum, `:pass` for recurrent layers (inputs are not
-  // counted, as in the behaviour reference's AlexNet example)
+  // counted: docs/passes/label_layers.md)
   CHECK(log.contains("matmul_1_1:1"));
   CHECK(log["matmul_1_1:3"]->pass_num == 3);
   CHECK(log["relu_1_2:2"]->num_passes == 3);

@@ -15,7 +15,7 @@
 #include <torchlens/config.hpp>
 #include <torchlens/detail/text.hpp>
 #include <torchlens/graph/model_graph.hpp>
-#include <torchlens/passes/roll_graph.hpp>
+#include <torchlens/graph/rolled.hpp>
 
 #include <boost/graph/adjacency_list.hpp>
 #include <boost/graph/graphviz.hpp>
@@ -426,11 +426,11 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
       links.push_back(detail::Link{boost::source(e, g), boost::target(e, g), {e}, "", ""});
     }
   } else {
-    const passes::RolledGraph r = passes::roll_graph(g);
+    const RolledGraph r = roll_graph(g);
     const std::size_t layers = boost::num_vertices(r);
     std::vector<std::size_t> item_of(layers, static_cast<std::size_t>(-1));
     for (std::size_t l = 0; l < layers; ++l) {
-      const passes::RolledNode& rn = r[l];
+      const RolledNode& rn = r[l];
       if (rn.passes.empty()) continue;
       detail::Item it;
       it.members = rn.passes;
@@ -450,8 +450,8 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
     }
     for (auto re : boost::make_iterator_range(boost::edges(r))) {
       const std::size_t lu = boost::source(re, r), lv = boost::target(re, r);
-      links.push_back(detail::Link{item_of[lu], item_of[lv], unrolled[{lu, lv}],
-                                   passes::in_label(r, re), passes::out_label(r, re)});
+      links.push_back(detail::Link{item_of[lu], item_of[lv], unrolled[{lu, lv}], in_label(r, re),
+                                   out_label(r, re)});
     }
   }
 

@@ -15,6 +15,7 @@
 #include <torchlens/config.hpp>
 #include <torchlens/detail/text.hpp>
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/graph/query.hpp>
 #include <torchlens/graph/rolled.hpp>
 
 #include <boost/graph/adjacency_list.hpp>
@@ -342,7 +343,7 @@ struct Link {
 
 /// Key of a module frame (`addr:pass`, or `addr` when rolled).
 inline std::string frame_key(const ModuleFrame& f) {
-  return f.pass > 0 ? f.address + ":" + std::to_string(f.pass) : f.address;
+  return f.pass > 0 ? module_pass_key(f) : f.address;
 }
 
 /// Key of a frame path prefix frames[0..n).
@@ -381,7 +382,7 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   // ---- per-vertex module frames (the root "" is never drawn) ----
   std::vector<std::vector<ModuleFrame>> frames(n);
   std::set<std::string> non_leaf;
-  std::unordered_map<std::string, int> module_passes;
+  std::unordered_map<std::string, int> module_passes = module_pass_counts(g);
   std::unordered_map<std::string, std::string> module_type;
   for (Vertex v = 0; v < n; ++v) {
     for (const auto& f : g[v].modules) {
@@ -390,8 +391,6 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
     for (std::size_t i = 0; i < frames[v].size(); ++i) {
       const auto& f = frames[v][i];
       if (i + 1 < frames[v].size()) non_leaf.insert(f.address);
-      int& p = module_passes[f.address];
-      p = std::max(p, f.pass);
       module_type.emplace(f.address, f.type);
     }
   }
@@ -401,14 +400,7 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   }
   // v leaves its k-th module pass (a consumer outside it, or returned)
   auto is_exit = [&](Vertex v, std::size_t k) {
-    if (k >= frames[v].size()) return false;
-    if (g[v].feeds_output) return true;
-    const ModuleFrame& f = frames[v][k];
-    for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) {
-      const auto& fw = frames[boost::target(e, g)];
-      if (std::find(fw.begin(), fw.end(), f) == fw.end()) return true;
-    }
-    return false;
+    return k < frames[v].size() && leaves_module_pass(g, v, frames[v][k]);
   };
 
   // ---- items and links (unrolled: vertices and edges; rolled: layers) ----
@@ -751,26 +743,14 @@ inline DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options =
   }
 
   // ---- the header ----
-  std::int64_t tensors = 0, tensor_bytes = 0, params = 0, param_bytes = 0;
-  std::set<std::string> seen;
-  for (Vertex v = 0; v < n; ++v) {
-    if (g[v].kind == NodeKind::output) continue;
-    ++tensors;
-    tensor_bytes += g[v].bytes;
-    for (const auto& p : g[v].params) {
-      if (seen.insert(p.address).second) {
-        params += p.numel;
-        param_bytes += p.bytes;
-      }
-    }
-  }
+  const GraphTotals totals = graph_totals(g);
   const GraphInfo& gi = g[boost::graph_bundle];
   info.attributes
       .set("label", "<<b>" + html_escape(gi.model_name) + "</b><br align=\"left\"/>" +
-                        std::to_string(tensors) + " tensors total (" +
-                        detail::size_text(tensor_bytes) + ")<br align=\"left\"/>" +
-                        std::to_string(params) + " params total (" +
-                        detail::size_text(param_bytes) + ")<br align=\"left\"/>>")
+                        std::to_string(totals.num_tensors) + " tensors total (" +
+                        detail::size_text(totals.tensor_bytes) + ")<br align=\"left\"/>" +
+                        std::to_string(totals.num_params) + " params total (" +
+                        detail::size_text(totals.param_bytes) + ")<br align=\"left\"/>>")
       .set("labelloc", "t")
       .set("labeljust", "l")
       .set("rankdir", std::string(rankdir(options.direction())))

@@ -3,6 +3,7 @@
 // Graphviz when the `graphviz` feature is off; then every entry point throws.
 #include <torchlens/io/render.hpp>
 
+#include <torchlens/io/dot.hpp>
 #include <torchlens/log/model_log.hpp>
 
 #include <c10/util/Exception.h>

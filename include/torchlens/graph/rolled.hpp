@@ -45,7 +45,10 @@ inline std::string format_passes(const std::vector<int>& passes) {
     while (j + 1 < passes.size() && passes[j + 1] == passes[j] + 1) ++j;
     if (!out.empty()) out += ",";
     out += std::to_string(passes[i]);
-    if (j > i) out += "-" + std::to_string(passes[j]);
+    if (j > i) { // piecewise: GCC 12 misreports -Wrestrict on "-" + std::to_string() here
+      out += '-';
+      out += std::to_string(passes[j]);
+    }
     i = j + 1;
   }
   return out;

@@ -1,5 +1,6 @@
 // JSON metadata of a log: the schema is docs/json.md (TORCHLENS_JSON_SCHEMA_VERSION).
 
+#include <torchlens/graph/query.hpp>
 #include <torchlens/io/json.hpp>
 #include <torchlens/version.hpp>
 
@@ -77,10 +78,6 @@ const char* scalar_use_name(ScalarUse u) {
       return "assertion";
   }
   return "none";
-}
-
-std::string frame_key(const ModuleFrame& f) {
-  return f.address + ":" + std::to_string(f.pass);
 }
 
 bool contains_frame(const std::vector<ModuleFrame>& frames, const ModuleFrame& f) {
@@ -180,14 +177,14 @@ void write_json(std::ostream& os, const ModelLog& log) {
        << ", \"pass\": " << n.pass_num << ", \"num_passes\": " << n.num_passes
        << ", \"equivalence_type\": " << json_string(n.equivalence_type)
        << ", \"module\": " << json_string(layer.module()) << ", \"modules\": ";
-    json_array(os, n.modules, [&](const ModuleFrame& f) { os << json_string(frame_key(f)); });
+    json_array(os, n.modules, [&](const ModuleFrame& f) { os << json_string(module_pass_key(f)); });
     os << ", \"module_types\": ";
     json_array(os, n.modules, [&](const ModuleFrame& f) { os << json_string(f.type); });
     os << ", \"module_nesting_depth\": " << n.modules.size()
        << ", \"module_inferred\": " << b(n.module_inferred) << ", \"modules_entered\": ";
-    json_array(os, entered, [&](const ModuleFrame& f) { os << json_string(frame_key(f)); });
+    json_array(os, entered, [&](const ModuleFrame& f) { os << json_string(module_pass_key(f)); });
     os << ", \"modules_exited\": ";
-    json_array(os, exited, [&](const ModuleFrame& f) { os << json_string(frame_key(f)); });
+    json_array(os, exited, [&](const ModuleFrame& f) { os << json_string(module_pass_key(f)); });
     os << ", \"is_submodule_output\": " << b(!exited.empty())
        << ", \"is_leaf_module_output\": " << b(!exited.empty() && !n.modules.empty())
        << ", \"parents\": ";

@@ -4,6 +4,7 @@
 #include <torchlens/io/render.hpp>
 #include <torchlens/torch_error.hpp>
 
+#include <torchlens/io/dot.hpp>
 #include <torchlens/log/model_log.hpp>
 
 #include <c10/util/Exception.h>

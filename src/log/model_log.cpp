@@ -5,6 +5,7 @@
 #include <torchlens/torch_error.hpp>
 
 #include <torchlens/detail/text.hpp>
+#include <torchlens/graph/query.hpp>
 
 #include <c10/util/Exception.h>
 
@@ -24,7 +25,6 @@
 #include <iomanip>
 #include <map>
 #include <ostream>
-#include <set>
 #include <sstream>
 
 namespace torchlens {
@@ -162,8 +162,7 @@ std::string LayerView::module() const {
 
 std::vector<std::string> LayerView::module_outputs() const {
   std::vector<std::string> out;
-  for (const auto& f : modules_exited(node()))
-    out.push_back(f.address + ":" + std::to_string(f.pass));
+  for (const auto& f : modules_exited(node())) out.push_back(module_pass_key(f));
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -214,15 +213,10 @@ void ModelLog::build_lookup() {
     if (keys_.emplace(key, v).second) ordered_keys_.push_back(key);
   };
   // module outputs: the values returned from each module pass
-  std::map<std::string, int> module_pass_count;
+  auto module_pass_count = module_pass_counts(graph_);
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    const OpNode& node = graph_[v];
-    for (const auto& f : node.modules) {
-      module_pass_count[f.address] = std::max(module_pass_count[f.address], f.pass);
-    }
-    for (const auto& f : modules_exited(node)) {
-      module_outputs_[f.address + ":" + std::to_string(f.pass)].push_back(v);
-    }
+    for (const auto& f : modules_exited(graph_[v]))
+      module_outputs_[module_pass_key(f)].push_back(v);
   }
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
     const OpNode& node = graph_[v];
@@ -359,24 +353,19 @@ std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
 }
 
 ModelTotals ModelLog::totals() const {
+  const GraphTotals g = graph_totals(graph_);
   ModelTotals t;
-  std::set<std::string> params;
+  t.num_tensors = g.num_tensors;
+  t.tensor_bytes = g.tensor_bytes;
+  t.num_param_tensors = g.num_param_tensors;
+  t.num_params = g.num_params;
+  t.param_bytes = g.param_bytes;
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    const OpNode& n = graph_[v];
-    if (n.kind == NodeKind::output) continue; // the producer already counts
-    ++t.num_tensors;
-    t.tensor_bytes += n.bytes;
+    if (graph_[v].kind == NodeKind::output) continue; // the producer already counts
     const at::Tensor& a = activation(v);
     if (a.defined()) {
       ++t.num_saved;
       t.saved_bytes += static_cast<std::int64_t>(a.nbytes());
-    }
-    for (const auto& p : n.params) {
-      if (params.insert(p.address).second) {
-        ++t.num_param_tensors;
-        t.num_params += p.numel;
-        t.param_bytes += p.bytes;
-      }
     }
   }
   return t;

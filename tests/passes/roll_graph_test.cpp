@@ -1,4 +1,6 @@
-// Tests of the rolled view.
+// Tests of the rolled view (torchlens/graph/rolled.hpp) and its cached analysis
+// (passes::RolledGraphAnalysis).
+#include <torchlens/graph/rolled.hpp>
 #include <torchlens/passes/all.hpp>
 
 #include <support/graph_builders.hpp>

@@ -4,6 +4,9 @@
 #include <torchlens/io/dot.hpp>
 #include <torchlens/passes/all.hpp>
 
+#include "../../src/io/dot/layout.hpp"
+#include "../../src/io/dot/style.hpp"
+
 #include <support/graph_builders.hpp>
 
 #include <doctest/doctest.h>
@@ -273,6 +276,29 @@ TEST_CASE("attribute callbacks run last, for nodes, edges and modules") {
   CHECK(blue == 2);
   CHECK(seen_modules == std::vector<std::string>{"outer", "outer.inner"});
   CHECK(dg[boost::graph_bundle].clusters[0].attributes.value("bgcolor") == "lightyellow");
+}
+
+TEST_CASE("the style functors are write_graphviz property writers over the layout") {
+  // without clusters, boost::write_graphviz of the layout with the style as its
+  // property writers prints what write_dot prints
+  ModelGraph chain = labeled(chain_graph());
+  ModelGraph fig4a = labeled(fig4a_graph());
+  const ModelGraph nested = nested_graph();
+  const std::vector<std::pair<const ModelGraph*, DotOptions>> cases = {
+      {&chain, DotOptions()},
+      {&fig4a, DotOptions()},
+      {&fig4a, DotOptions().rolled(true).direction(io::Direction::top_down)},
+      {&nested, DotOptions().nesting_depth(1).show_buffers(true)}};
+  for (const auto& [g, options] : cases) {
+    const io::detail::Layout layout = io::detail::make_layout(*g, options);
+    REQUIRE(layout.clusters.empty());
+    std::ostringstream os;
+    boost::write_graphviz(os, layout.graph, io::detail::NodeStyle{g, &layout, &options},
+                          io::detail::EdgeStyle{g, &layout, &options},
+                          io::detail::GraphStyle{g, &layout, &options},
+                          boost::get(&io::detail::LayoutNode::name, layout.graph));
+    CHECK(os.str() == io::to_dot(*g, options));
+  }
 }
 
 TEST_CASE("output is deterministic") {

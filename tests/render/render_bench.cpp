@@ -35,8 +35,11 @@ ModelGraph residual_graph(int ops) {
     n.has_input_ancestor = true;
     n.layer = n.id;
     n.modules = std::move(modules);
-    if (params)
-      n.params.push_back(ParamRef{"p" + std::to_string(n.id), {64, 64, 3, 3}, 36864, 147456, true});
+    if (params) {
+      std::string address = "p"; // not "p" + to_string(): GCC 12 misreports -Wrestrict on it
+      address += std::to_string(n.id);
+      n.params.push_back(ParamRef{address, {64, 64, 3, 3}, 36864, 147456, true});
+    }
     n.label = type + "_" + std::to_string(n.id);
     const Vertex v = boost::add_vertex(n, g);
     int pos = 0;

@@ -3,11 +3,13 @@
 /// Rendering the drawing of a log to SVG, PNG or PDF through Graphviz's
 /// libraries (libgvc/cgraph, no `dot` process). Built when the `graphviz`
 /// Meson feature finds libgvc; otherwise every render call throws c10::Error
-/// while DOT writing (torchlens/io/dot.hpp) keeps working.
+/// while DOT writing (torchlens/io/dot.hpp) keeps working. Only the drawing's
+/// options are needed here (torchlens/io/dot_options.hpp); include dot.hpp for
+/// to_dot() and the DotGraph.
 
 #include <torchlens/config.hpp>
 #include <torchlens/graph/model_graph.hpp>
-#include <torchlens/io/dot.hpp>
+#include <torchlens/io/dot_options.hpp>
 
 #include <cstddef>
 #include <string>

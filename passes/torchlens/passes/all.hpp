@@ -13,7 +13,7 @@
 #include <torchlens/passes/label_layers.hpp>
 #include <torchlens/passes/mark_output_ancestry.hpp>
 #include <torchlens/passes/number_buffers.hpp>
-#include <torchlens/passes/roll_graph.hpp>
+#include <torchlens/passes/roll_graph.hpp> // RolledGraphAnalysis (the view: graph/rolled.hpp)
 #include <torchlens/passes/trim_orphans.hpp>
 #include <torchlens/passes/validate_graph_invariants.hpp>
 

@@ -151,3 +151,21 @@ TEST_CASE("PassResult statistics") {
   CHECK(r.has("y"));
   CHECK_THROWS_AS((void)r.get("z"), std::invalid_argument);
 }
+
+TEST_CASE("the torch-free layers raise the torchlens error family, prefixed once") {
+  PassResult r;
+  CHECK_THROWS_AS((void)r.get("z"), UsageError);
+  CHECK_THROWS_WITH((void)r.get("z"), "torchlens: pass reported no statistic named 'z'");
+  PassContext ctx;
+  CHECK_THROWS_AS((void)ctx.record("nope"), UsageError);
+  ModelGraph g(2);
+  boost::add_edge(0, 1, g);
+  boost::add_edge(1, 0, g);
+  try {
+    (void)ctx.get<TopologicalOrderAnalysis>(g);
+    FAIL("expected an InvariantError");
+  } catch (const InvariantError& e) {
+    CHECK(std::string(e.what()) == "torchlens: the model graph has a cycle");
+    CHECK(e.message() == "the model graph has a cycle");
+  }
+}

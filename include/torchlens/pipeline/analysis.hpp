@@ -6,6 +6,7 @@
 /// per-pass records. Also the standard analyses: TopologicalOrderAnalysis,
 /// AdjacencyAnalysis and ModuleTreeAnalysis.
 
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/facts.hpp>
 #include <torchlens/pipeline/instrumentation.hpp>
@@ -19,7 +20,6 @@
 #include <functional>
 #include <memory>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <typeindex>
 #include <unordered_map>
@@ -121,13 +121,13 @@ class PassContext {
   /// How many analyses were computed (not served from the cache) so far.
   [[nodiscard]] std::size_t analysis_computations() const { return computations_; }
 
-  /// The record of the last run of pass `name`; throws std::invalid_argument if none.
+  /// The record of the last run of pass `name`; throws UsageError (a std::invalid_argument) if
+  /// none.
   [[nodiscard]] const PassRecord& record(std::string_view name) const {
     for (auto it = records.rbegin(); it != records.rend(); ++it) {
       if (it->name == name) return *it;
     }
-    throw std::invalid_argument("torchlens: no pass named '" + std::string(name) +
-                                "' ran in this context");
+    throw UsageError("no pass named '" + std::string(name) + "' ran in this context");
   }
 
  private:
@@ -151,7 +151,7 @@ struct TopologicalOrderAnalysis {
   };
   using depends_on = facts::list<facts::Topology>;
 
-  /// Computes the order; throws std::logic_error if the graph has a cycle.
+  /// Computes the order; throws InvariantError (a std::logic_error) if the graph has a cycle.
   static Result compute(const ModelGraph& g, PassContext& ctx);
 };
 
@@ -179,12 +179,13 @@ struct AdjacencyAnalysis {
   };
   using depends_on = facts::list<facts::Topology>;
 
-  /// Builds both lists in O(V + E); throws std::length_error beyond 2^32 vertices or edges.
+  /// Builds both lists in O(V + E); throws InvariantError (a std::logic_error) beyond 2^32
+  /// vertices or edges.
   static Result compute(const ModelGraph& g, PassContext&) {
     const auto n = boost::num_vertices(g);
     const auto m = boost::num_edges(g);
     if (n >= 0xffffffffULL || m >= 0xffffffffULL) {
-      throw std::length_error("torchlens: graph too large for 32-bit adjacency arrays");
+      throw InvariantError("graph too large for 32-bit adjacency arrays");
     }
     Result r;
     r.child_start.assign(n + 1, 0);
@@ -231,7 +232,7 @@ inline TopologicalOrderAnalysis::Result TopologicalOrderAnalysis::compute(const 
   try {
     boost::topological_sort(g, std::back_inserter(r.order));
   } catch (const boost::not_a_dag&) {
-    throw std::logic_error("torchlens: the model graph has a cycle");
+    throw InvariantError("the model graph has a cycle");
   }
   std::reverse(r.order.begin(), r.order.end());
   return r;

@@ -5,13 +5,13 @@
 /// `PassResult run(ModelGraph&, PassContext&) const`. No virtual base.
 
 #include <torchlens/config.hpp>
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/facts.hpp>
 
 #include <algorithm>
 #include <concepts>
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -44,13 +44,12 @@ struct PassResult {
     statistics.push_back({std::string(name), value});
     return *this;
   }
-  /// Value of counter `name`; throws std::invalid_argument if the pass never set it.
+  /// Value of counter `name`; throws UsageError (a std::invalid_argument) if the pass never set it.
   [[nodiscard]] std::int64_t get(std::string_view name) const {
     for (const auto& s : statistics) {
       if (s.name == name) return s.value;
     }
-    throw std::invalid_argument("torchlens: pass reported no statistic named '" +
-                                std::string(name) + "'");
+    throw UsageError("pass reported no statistic named '" + std::string(name) + "'");
   }
   /// True when the pass reported counter `name`.
   [[nodiscard]] bool has(std::string_view name) const {

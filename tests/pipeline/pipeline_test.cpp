@@ -42,6 +42,39 @@ struct CountReluPass : pass_info<CountReluPass> {
 };
 } // namespace
 
+namespace {
+/// A nested option set (as ValidateOptions inside validate-activations' options).
+struct InnerOptions {
+  TORCHLENS_OPTIONS((double, atol, 3e-6), (bool, perturb, true));
+};
+/// Every kind of option print_pipeline prints, declared once.
+struct OuterOptions {
+  TORCHLENS_OPTIONS((int, depth, 3),
+                    // a default with a comma in it
+                    (std::vector<int>, sizes, {1, 2}), (std::string, type, "relu"),
+                    // value-initialized
+                    (std::vector<std::size_t>, keep), (InnerOptions, inner));
+};
+} // namespace
+
+TEST_CASE("TORCHLENS_OPTIONS declares members, defaults, fluent accessors and visit once") {
+  OuterOptions o;
+  CHECK(o.depth() == 3);
+  CHECK(o.sizes() == std::vector<int>{1, 2});
+  CHECK(o.type() == "relu");
+  CHECK(o.keep().empty());
+  CHECK(o.inner().atol() == 3e-6);
+  std::vector<std::string> names;
+  o.visit([&](std::string_view name, const auto&) { names.emplace_back(name); });
+  CHECK(names == std::vector<std::string>{"depth", "sizes", "type", "keep", "inner"});
+  CHECK(torchlens::detail::changed_options_to_string(o).empty());
+  o.depth(4).keep({7}).inner(InnerOptions().atol(1e-9).perturb(false));
+  CHECK(torchlens::detail::changed_options_to_string(o) ==
+        "depth=4,keep=[7],inner={atol=1e-09,perturb=false}");
+  o.inner().perturb(true); // only what differs from the nested defaults is printed
+  CHECK(torchlens::detail::changed_options_to_string(o) == "depth=4,keep=[7],inner={atol=1e-09}");
+}
+
 TEST_CASE("the default pipeline prints its order") {
   std::ostringstream os;
   default_pipeline().print_pipeline(os);

@@ -10,6 +10,8 @@
 #include <torchlens/pipeline/facts.hpp>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -95,15 +97,37 @@ concept Pass = std::copy_constructible<P> && requires(const P& p, ModelGraph& g,
 
 namespace detail {
 
-/// Prints one option value for print_pipeline (`true`, `3`, `[1,2]`, `"x"`).
+/// Accepts any (name, value): the visitor used to detect an option set.
+struct AnyOptionVisitor {
+  template <class V>
+  void operator()(std::string_view, const V&) const {}
+};
+
+/// True for an option set: a type with `visit(visitor)` (TORCHLENS_OPTIONS, NoOptions).
+template <class T>
+concept OptionSet = requires(const T& options) {
+  options.visit(AnyOptionVisitor{});
+};
+
+template <OptionSet Options>
+std::string changed_options_to_string(const Options& options);
+
+/// Prints one option value for print_pipeline (`true`, `3`, `3e-06`, `[1,2]`, `"x"`,
+/// and `{name=value,...}` for a nested option set, listing what differs from its defaults).
 template <class T>
 std::string option_to_string(const T& v) {
   if constexpr (std::is_same_v<T, bool>) {
     return v ? "true" : "false";
+  } else if constexpr (std::is_floating_point_v<T>) {
+    std::array<char, 64> buf{}; // shortest round-trip form: 3e-06, not 0.000003
+    const auto end = std::to_chars(buf.data(), buf.data() + buf.size(), v).ptr;
+    return std::string(buf.data(), end);
   } else if constexpr (std::is_arithmetic_v<T>) {
     return std::to_string(v);
   } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
     return "\"" + std::string(std::string_view(v)) + "\"";
+  } else if constexpr (OptionSet<T>) {
+    return "{" + changed_options_to_string(v) + "}";
   } else {
     std::string out = "[";
     bool first = true;
@@ -116,27 +140,36 @@ std::string option_to_string(const T& v) {
   }
 }
 
-} // namespace detail
-
-/// `name(opt=value,...)` for a pass, listing only options that differ from the
-/// defaults (a pass with default options prints as its bare name).
-template <Pass P>
-std::string pass_to_string(const P& p) {
-  std::string out(P::name);
+/// `opt=value,...` for the options that differ from a default-constructed set
+/// (every option when the set has no default constructor).
+template <OptionSet Options>
+std::string changed_options_to_string(const Options& options) {
   std::vector<std::pair<std::string, std::string>> now, defaults;
   auto collect = [](auto& into) {
     return [&into](std::string_view name, const auto& value) {
-      into.emplace_back(std::string(name), detail::option_to_string(value));
+      into.emplace_back(std::string(name), option_to_string(value));
     };
   };
-  p.options.visit(collect(now));
-  typename P::Options{}.visit(collect(defaults));
-  std::string args;
+  options.visit(collect(now));
+  if constexpr (std::is_default_constructible_v<Options>) Options{}.visit(collect(defaults));
+  std::string out;
   for (std::size_t i = 0; i < now.size(); ++i) {
     if (i < defaults.size() && now[i].second == defaults[i].second) continue;
-    if (!args.empty()) args += ",";
-    args += now[i].first + "=" + now[i].second;
+    if (!out.empty()) out += ",";
+    out += now[i].first + "=" + now[i].second;
   }
+  return out;
+}
+
+} // namespace detail
+
+/// `name(opt=value,...)` for a pass, listing only options that differ from the
+/// defaults (a pass with default options prints as its bare name; a nested
+/// option set prints as `opt={name=value,...}`).
+template <Pass P>
+std::string pass_to_string(const P& p) {
+  std::string out(P::name);
+  const std::string args = detail::changed_options_to_string(p.options);
   if (!args.empty()) out += "(" + args + ")";
   return out;
 }

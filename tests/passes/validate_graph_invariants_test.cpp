@@ -48,8 +48,6 @@ namespace {
 struct BreakIds : pass_info<BreakIds> {
   static constexpr std::string_view name = "break-ids";
   static constexpr std::string_view description = "test pass: duplicates an id";
-  using Options = NoOptions;
-  Options options{};
   PassResult run(ModelGraph& g, PassContext&) const {
     g[1].id = 0;
     return {};

@@ -14,23 +14,15 @@ using namespace torchlens::passes;
 using namespace torchlens::testing;
 
 namespace {
+struct CountReluOptions {
+  TORCHLENS_OPTIONS((std::string, type, "relu"));
+};
 /// A user pass: counts relu ops (consumes Labeled to run late).
-struct CountReluPass : pass_info<CountReluPass> {
+struct CountReluPass : pass_info<CountReluPass, CountReluOptions> {
+  using pass_info::pass_info;
   static constexpr std::string_view name = "count-relu";
   static constexpr std::string_view description = "count relu ops";
   using consumes = facts::list<facts::Labeled>;
-  struct Options {
-    TORCHLENS_ARG(std::string, type) = "relu";
-
-   public:
-    template <class V>
-    void visit(V&& v) const {
-      v("type", type_);
-    }
-  };
-  Options options{};
-  CountReluPass() = default;
-  explicit CountReluPass(Options o) : options(std::move(o)) {}
   PassResult run(ModelGraph& g, PassContext&) const {
     PassResult r;
     std::int64_t n = 0;
@@ -73,6 +65,57 @@ TEST_CASE("TORCHLENS_OPTIONS declares members, defaults, fluent accessors and vi
         "depth=4,keep=[7],inner={atol=1e-09,perturb=false}");
   o.inner().perturb(true); // only what differs from the nested defaults is printed
   CHECK(torchlens::detail::changed_options_to_string(o) == "depth=4,keep=[7],inner={atol=1e-09}");
+}
+
+namespace {
+/// A user pass written before pass_info supplied the options: its own Options,
+/// options member and constructors hide the base's.
+struct LegacyCountPass : pass_info<LegacyCountPass> {
+  static constexpr std::string_view name = "legacy-count";
+  static constexpr std::string_view description = "count ops of a type";
+  using consumes = facts::list<facts::Labeled>;
+  struct Options {
+    TORCHLENS_ARG(std::string, type) = "relu";
+
+   public:
+    template <class V>
+    void visit(V&& v) const {
+      v("type", type_);
+    }
+  };
+  Options options{};
+  LegacyCountPass() = default;
+  explicit LegacyCountPass(Options o) : options(std::move(o)) {}
+  PassResult run(ModelGraph& g, PassContext&) const {
+    PassResult r;
+    std::int64_t n = 0;
+    for (auto v : boost::make_iterator_range(boost::vertices(g)))
+      n += g[v].layer_type == options.type();
+    r.add("matches", n);
+    return r;
+  }
+};
+static_assert(Pass<LegacyCountPass>);
+static_assert(std::is_same_v<decltype(LegacyCountPass{}.options), LegacyCountPass::Options>);
+} // namespace
+
+TEST_CASE("pass_info supplies Options, options and both constructors") {
+  static_assert(std::is_same_v<CountReluPass::Options, CountReluOptions>);
+  static_assert(std::is_same_v<TrimOrphansPass::Options, TrimOrphansOptions>);
+  static_assert(std::is_same_v<AddOutputNodesPass::Options, NoOptions>);
+  static_assert(!std::is_convertible_v<CountReluOptions, CountReluPass>); // explicit
+  CHECK(CountReluPass{}.options.type() == "relu");
+  CHECK(CountReluPass(CountReluPass::Options().type("linear")).options.type() == "linear");
+  CHECK(pass_to_string(CountReluPass{CountReluOptions().type("conv2d")}) ==
+        "count-relu(type=\"conv2d\")");
+  CHECK(pass_to_string(AddOutputNodesPass(AddOutputNodesPass::Options())) == "output-nodes");
+}
+
+TEST_CASE("a pass that declares its own options and constructors still works") {
+  auto p = default_pipeline().append(LegacyCountPass{LegacyCountPass::Options().type("linear")});
+  CHECK(p.to_string().ends_with(",label-layers,legacy-count(type=\"linear\")"));
+  ModelGraph g = linear_loop_graph(3);
+  CHECK(p.run(g).back().result.get("matches") == 3);
 }
 
 TEST_CASE("the default pipeline prints its order") {

@@ -60,10 +60,31 @@ struct PassResult {
   }
 };
 
-/// Optional CRTP base giving a pass default metadata: no facts consumed,
-/// produced or invalidated, not required, not declared idempotent, no options.
-template <class Derived>
+/// Empty option set for passes without options.
+struct NoOptions {
+  /// Visits no option.
+  template <class Visitor>
+  void visit(Visitor&&) const {}
+};
+
+/// Optional CRTP base giving a pass its defaults — no facts consumed, produced
+/// or invalidated, not required, not declared idempotent — and its options:
+/// `Options` (= PassOptions), the `options` member, a default constructor and
+/// `explicit Derived(Options)`, which the pass takes over with
+/// `using pass_info::pass_info;`:
+///
+///     struct TrimOrphansOptions { TORCHLENS_OPTIONS((std::vector<std::size_t>, keep)); };
+///     struct TrimOrphansPass : pass_info<TrimOrphansPass, TrimOrphansOptions> {
+///       using pass_info::pass_info;
+///       ...
+///     };
+///
+/// A pass that declares its own `Options` and `options` member (and constructors)
+/// still works: its declarations hide these.
+template <class Derived, class PassOptions = NoOptions>
 struct pass_info {
+  /// The pass's option set (`TrimOrphansPass::Options().keep({7})`).
+  using Options = PassOptions;
   using consumes = facts::list<>;
   using produces = facts::list<>;
   using invalidates = facts::list<>;
@@ -71,13 +92,14 @@ struct pass_info {
   static constexpr bool is_required = false;
   /// Running the pass twice in a row leaves the graph as one run did (a pass law).
   static constexpr bool is_idempotent = false;
-};
 
-/// Empty option set for passes without options.
-struct NoOptions {
-  /// Visits no option.
-  template <class Visitor>
-  void visit(Visitor&&) const {}
+  /// The options this pass value runs with.
+  [[no_unique_address]] Options options{};
+
+  /// Default options.
+  pass_info() = default;
+  /// The given options.
+  explicit pass_info(Options o) : options(std::move(o)) {}
 };
 
 /// The shape every pass must have (checked where a pipeline is built).

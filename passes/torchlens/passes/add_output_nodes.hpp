@@ -24,11 +24,7 @@ struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  AddOutputNodesPass() = default;
-  explicit AddOutputNodesPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Adds the output vertices; statistic "outputs added". Throws UsageError
   /// (a std::invalid_argument) if a returned node id is not in the graph.

@@ -49,11 +49,7 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
   using produces = facts::list<facts::Distances>;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  ComputeDistancesPass() = default;
-  explicit ComputeDistancesPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "max distance from input", "max distance to output".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

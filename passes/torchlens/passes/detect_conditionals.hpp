@@ -29,11 +29,7 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
   using produces = facts::list<facts::BranchesMarked>;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  DetectConditionalsPass() = default;
-  explicit DetectConditionalsPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// True when v is a terminal bool (see the pass description).
   static bool is_terminal_bool(const ModelGraph& g, Vertex v) {

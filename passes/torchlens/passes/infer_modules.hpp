@@ -39,11 +39,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  InferModulesPass() = default;
-  explicit InferModulesPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "ops inferred", "ops changed".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

@@ -31,11 +31,7 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  LabelLayersPass() = default;
-  explicit LabelLayersPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "labels", "layers".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

@@ -23,11 +23,7 @@ struct MarkOutputAncestryPass : pass_info<MarkOutputAncestryPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  MarkOutputAncestryPass() = default;
-  explicit MarkOutputAncestryPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "output ancestors", "input descendants".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

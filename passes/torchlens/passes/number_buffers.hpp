@@ -30,11 +30,7 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
   using invalidates = facts::list<facts::Topology>;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  NumberBuffersPass() = default;
-  explicit NumberBuffersPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "buffers merged", "buffer addresses".
   PassResult run(ModelGraph& g, PassContext&) const {

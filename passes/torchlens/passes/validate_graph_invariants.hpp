@@ -185,11 +185,7 @@ struct ValidateGraphInvariantsPass : pass_info<ValidateGraphInvariantsPass> {
       "check structural invariants; throw std::logic_error naming each violation";
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  ValidateGraphInvariantsPass() = default;
-  explicit ValidateGraphInvariantsPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistic "vertices checked"; throws InvariantError (a std::logic_error) on a violation.
   PassResult run(ModelGraph& g, PassContext&) const {

@@ -48,6 +48,7 @@ namespace {
 struct BreakIds : pass_info<BreakIds> {
   static constexpr std::string_view name = "break-ids";
   static constexpr std::string_view description = "test pass: duplicates an id";
+  using invalidates = facts::none; // changes an id, no vertex or edge
   PassResult run(ModelGraph& g, PassContext&) const {
     g[1].id = 0;
     return {};

@@ -101,6 +101,7 @@ struct MarkLargeTensorsPass : torchlens::pass_info<MarkLargeTensorsPass, MarkLar
   static constexpr std::string_view name = "mark-large";
   static constexpr std::string_view description = "count tensors above a byte threshold";
   using consumes = torchlens::facts::list<torchlens::facts::Labeled>;
+  using invalidates = torchlens::facts::none; // reads the graph only: every fact holds on
   static constexpr bool is_idempotent = true;
 
   torchlens::PassResult run(torchlens::ModelGraph& g, torchlens::PassContext&) const {

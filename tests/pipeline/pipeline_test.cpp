@@ -23,6 +23,7 @@ struct CountReluPass : pass_info<CountReluPass, CountReluOptions> {
   static constexpr std::string_view name = "count-relu";
   static constexpr std::string_view description = "count relu ops";
   using consumes = facts::list<facts::Labeled>;
+  using invalidates = facts::none;
   PassResult run(ModelGraph& g, PassContext&) const {
     PassResult r;
     std::int64_t n = 0;
@@ -193,6 +194,44 @@ TEST_CASE("analyses are cached by type and dropped by invalidated facts") {
   // a pipeline with trim-orphans drops the order it used
   make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{}).run(g, ctx);
   CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+}
+
+namespace {
+/// A user pass that says nothing about what it invalidates.
+struct SilentPass : pass_info<SilentPass> {
+  static constexpr std::string_view name = "silent";
+  static constexpr std::string_view description = "declares no invalidates";
+  PassResult run(ModelGraph&, PassContext&) const { return {}; }
+};
+/// The same pass, declaring that it preserves every fact.
+struct ReadOnlyPass : pass_info<ReadOnlyPass> {
+  static constexpr std::string_view name = "read-only";
+  static constexpr std::string_view description = "preserves every fact";
+  using invalidates = facts::none;
+  PassResult run(ModelGraph&, PassContext&) const { return {}; }
+};
+} // namespace
+
+TEST_CASE("a pass that declares no invalidates drops every topology fact and analysis") {
+  static_assert(std::is_same_v<SilentPass::invalidates, facts::list<facts::Topology>>);
+  using Silent = decltype(default_pipeline().append(SilentPass{}));
+  static_assert(!Silent::provides<facts::Labeled> && !Silent::provides<facts::OrphanFree>);
+  static_assert(Silent::provides<facts::OutputNodesAdded>); // not a topology fact
+  using ReadOnly = decltype(default_pipeline().append(ReadOnlyPass{}));
+  static_assert(ReadOnly::provides<facts::Labeled> && ReadOnly::provides<facts::OrphanFree>);
+
+  ModelGraph g = chain_graph();
+  PassContext ctx;
+  (void)ctx.get<TopologicalOrderAnalysis>(g);
+  (void)ctx.get<ModuleTreeAnalysis>(g);
+  make_pipeline(ReadOnlyPass{}).run(g, ctx);
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK(ctx.is_cached<AdjacencyAnalysis>());
+  CHECK(ctx.is_cached<ModuleTreeAnalysis>());
+  make_pipeline(SilentPass{}).run(g, ctx);
+  CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK_FALSE(ctx.is_cached<AdjacencyAnalysis>());
+  CHECK_FALSE(ctx.is_cached<ModuleTreeAnalysis>());
 }
 
 TEST_CASE("the topological-order analysis sorts a graph whose vertex order is not topological") {

@@ -2,7 +2,8 @@
 /// \file
 /// Laws every pass must obey (Hana-style test laws): after the pass the graph
 /// passes validate_graph, every fact it declares in `produces` holds (checked
-/// by an independent, naive re-computation), and a pass declaring
+/// by an independent, naive re-computation), a pass that does not invalidate
+/// facts::Topology adds or removes no vertex or edge, and a pass declaring
 /// is_idempotent leaves the graph unchanged when run a second time.
 
 #include <torchlens/passes/all.hpp>
@@ -28,6 +29,18 @@ namespace torchlens::testing {
 inline std::string dump(const ModelGraph& g) {
   std::ostringstream os;
   dump_graph_text(os, g);
+  return os.str();
+}
+
+/// The vertex/edge structure only: each vertex's out-edges' targets, in order.
+inline std::string topology(const ModelGraph& g) {
+  std::ostringstream os;
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    os << v << ":";
+    for (auto e : boost::make_iterator_range(boost::out_edges(v, g)))
+      os << " " << boost::target(e, g);
+    os << "\n";
+  }
   return os.str();
 }
 
@@ -156,7 +169,11 @@ void check_pass_laws(ModelGraph g, const P& pass = P{}) {
   PassContext ctx;
   run_prefix_before<P>(g, ctx);
   ctx.clear_analyses();
+  const std::string structure = topology(g);
   (void)pass.run(g, ctx);
+  if constexpr (!detail::list_contains_v<facts::Topology, typename P::invalidates>) {
+    CHECK(topology(g) == structure); // it keeps facts::Topology: no vertex or edge added or removed
+  }
   ctx.invalidate<typename P::invalidates>(PassResult{});
   CHECK_NOTHROW(passes::validate_graph(g));
   boost::hana::for_each(detail::fact_set_of<typename P::produces>(),

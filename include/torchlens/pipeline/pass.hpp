@@ -67,8 +67,8 @@ struct NoOptions {
   void visit(Visitor&&) const {}
 };
 
-/// Optional CRTP base giving a pass its defaults — no facts consumed, produced
-/// or invalidated, not required, not declared idempotent — and its options:
+/// Optional CRTP base giving a pass its defaults — no facts consumed or produced,
+/// every topology fact invalidated, not required, not declared idempotent — and its options:
 /// `Options` (= PassOptions), the `options` member, a default constructor and
 /// `explicit Derived(Options)`, which the pass takes over with
 /// `using pass_info::pass_info;`:
@@ -87,7 +87,11 @@ struct pass_info {
   using Options = PassOptions;
   using consumes = facts::list<>;
   using produces = facts::list<>;
-  using invalidates = facts::list<>;
+  /// The safe default (LLVM's PreservedAnalyses::none()): a pass that does not say
+  /// what it preserves drops every topology-dependent fact — in the pipeline's
+  /// compile-time fold and, at run time, every cached analysis depending on one.
+  /// A pass that preserves everything declares `using invalidates = facts::none;`.
+  using invalidates = facts::list<facts::Topology>;
   /// A required pass cannot be `drop<>`ped from a pipeline.
   static constexpr bool is_required = false;
   /// Running the pass twice in a row leaves the graph as one run did (a pass law).

@@ -36,6 +36,8 @@ struct ValidateActivationsPass : pass_info<ValidateActivationsPass, ValidateActi
       "re-execute every op from its parents' saved activations (TorchLens validation)";
   /// The output nodes carry the comparison with the plain forward pass.
   using consumes = facts::list<facts::OutputNodesAdded>;
+  /// Re-executes ops on the side; the graph is not changed.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
   /// `log` supplies the activations and replay records (by OpNode id); it must

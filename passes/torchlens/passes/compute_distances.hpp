@@ -47,6 +47,8 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
       "min/max number of edges from the inputs and to the outputs";
   using consumes = facts::list<facts::OutputNodesAdded>;
   using produces = facts::list<facts::Distances>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
   using pass_info::pass_info;

@@ -27,6 +27,8 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
       "mark terminal bools, the branches computing them and the IF edges into those branches";
   using consumes = facts::list<facts::OutputsMarked>;
   using produces = facts::list<facts::BranchesMarked>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
   using pass_info::pass_info;

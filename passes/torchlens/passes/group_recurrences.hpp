@@ -111,6 +111,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       "group op passes into layers (same parameters, adjacent identical ops, repeated blocks)";
   using consumes = facts::list<facts::OrphanFree, facts::ModulesInferred>;
   using produces = facts::list<facts::RecurrenceGrouped>;
+  /// Adds or removes no vertex or edge, but renumbers layers and passes, which
+  /// labels computed earlier encode (a second run with other options regroups).
+  using invalidates = facts::list<facts::Labeled>;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 

@@ -28,6 +28,8 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       "final labels {type}_{type_num}_{total_num}[:pass], short labels, is_branching";
   using consumes = facts::list<facts::RecurrenceGrouped>;
   using produces = facts::list<facts::Labeled>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 

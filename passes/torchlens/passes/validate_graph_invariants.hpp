@@ -183,6 +183,8 @@ struct ValidateGraphInvariantsPass : pass_info<ValidateGraphInvariantsPass> {
   static constexpr std::string_view name = "validate";
   static constexpr std::string_view description =
       "check structural invariants; throw std::logic_error naming each violation";
+  /// Reads the graph only.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
   using pass_info::pass_info;

@@ -234,6 +234,65 @@ TEST_CASE("a pass that declares no invalidates drops every topology fact and ana
   CHECK_FALSE(ctx.is_cached<ModuleTreeAnalysis>());
 }
 
+namespace {
+struct MaybeChangesOptions {
+  TORCHLENS_OPTIONS((bool, report_changed, false));
+};
+/// Declares the default invalidation (Topology); reports changed as told.
+struct MaybeChangesPass : pass_info<MaybeChangesPass, MaybeChangesOptions> {
+  using pass_info::pass_info;
+  static constexpr std::string_view name = "maybe-changes";
+  static constexpr std::string_view description = "reports changed as told";
+  PassResult run(ModelGraph&, PassContext&) const {
+    PassResult r;
+    r.changed = options.report_changed();
+    return r;
+  }
+};
+} // namespace
+
+TEST_CASE("a pass reporting changed == false keeps the analyses it would invalidate") {
+  CHECK(PassResult{}.changed); // the default: "may have changed"
+  ModelGraph g = chain_graph();
+  PassContext ctx;
+  (void)ctx.get<TopologicalOrderAnalysis>(g);
+  make_pipeline(MaybeChangesPass{}).run(g, ctx);
+  CHECK_FALSE(ctx.records.back().result.changed);
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK(ctx.is_cached<AdjacencyAnalysis>());
+  make_pipeline(MaybeChangesPass{MaybeChangesOptions().report_changed(true)}).run(g, ctx);
+  CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK_FALSE(ctx.is_cached<AdjacencyAnalysis>());
+  // the compile-time fold cannot know: the facts are dropped either way
+  static_assert(
+      !decltype(default_pipeline().append(MaybeChangesPass{}))::provides<facts::Distances>);
+}
+
+TEST_CASE("structural passes that find nothing to do report no change: analyses are reused") {
+  auto p = make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{},
+                         NumberBuffersPass{}, ComputeDistancesPass{});
+  ModelGraph g = chain_graph(); // no orphan, no buffer
+  PassContext ctx;
+  p.run(g, ctx);
+  CHECK(ctx.records[0].result.changed); // output-nodes added the output vertex
+  CHECK_FALSE(ctx.records[2].result.changed);
+  CHECK_FALSE(ctx.records[3].result.changed);
+  // the order and adjacency arrays output-ancestry computed served trim-orphans and distances
+  CHECK(ctx.analysis_computations() == 2);
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  // run again: output-nodes has nothing to add, so nothing is recomputed
+  p.run(g, ctx);
+  CHECK_FALSE(ctx.records[5].result.changed);
+  CHECK(ctx.analysis_computations() == 2);
+
+  ModelGraph m = mixed_graph(); // orphans and a duplicate buffer read
+  PassContext mctx;
+  p.run(m, mctx);
+  CHECK(mctx.records[2].result.changed);
+  CHECK(mctx.records[3].result.changed);
+  CHECK(mctx.analysis_computations() == 4); // dropped by trim-orphans, computed again for distances
+}
+
 TEST_CASE("the topological-order analysis sorts a graph whose vertex order is not topological") {
   ModelGraph g(3);
   boost::add_edge(2, 0, g);

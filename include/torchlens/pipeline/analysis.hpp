@@ -2,7 +2,8 @@
 /// \file
 /// PassContext: the run-time state shared by the passes of one pipeline run —
 /// lazily computed analyses cached by type (LLVM's AnalysisManager), dropped
-/// according to each pass's `invalidates`, plus instrumentation and the
+/// according to each pass's `invalidates` (unless the pass reports that it
+/// changed nothing: PassResult::changed), plus instrumentation and the
 /// per-pass records. Also the standard analyses: TopologicalOrderAnalysis,
 /// AdjacencyAnalysis and ModuleTreeAnalysis.
 
@@ -17,7 +18,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,8 +30,6 @@ namespace torchlens {
 /// An analysis: `Result`, `static Result compute(const ModelGraph&, PassContext&)`
 /// and `depends_on`, the facts (or fact sets, as one tag) whose invalidation drops
 /// the cached result.
-/// It may also define `static bool keep(const PassResult&)` to survive a pass
-/// that invalidates one of its facts (LLVM's `invalidate()` hook).
 template <class A>
 concept Analysis = requires(const ModelGraph& g, PassContext& ctx) {
   typename A::Result;
@@ -78,11 +76,6 @@ class PassContext {
     Entry entry;
     entry.graph = &g;
     entry.depends_on = detail::listed_fact_indices(typename A::depends_on{});
-    if constexpr (requires(const PassResult& r) {
-                    { A::keep(r) } -> std::convertible_to<bool>;
-                  }) {
-      entry.keep = [](const PassResult& r) { return static_cast<bool>(A::keep(r)); };
-    }
     entry.value = value;
     ++computations_;
     cache_[std::type_index(typeid(A))] = std::move(entry);
@@ -95,11 +88,14 @@ class PassContext {
     return cache_.count(std::type_index(typeid(A))) != 0;
   }
 
-  /// Drops every cached analysis whose `depends_on` names a fact in `Invalidated`
-  /// (expanded: invalidating facts::Topology hits analyses depending on Topology
-  /// or on any of its members; invalidating one member hits only analyses naming it).
+  /// After a pass that invalidates `Invalidated` and reported `result`: drops every
+  /// cached analysis whose `depends_on` names a fact in `Invalidated` (expanded:
+  /// invalidating facts::Topology hits analyses depending on Topology or on any of
+  /// its members; invalidating one member hits only analyses naming it) — unless
+  /// `result.changed` is false: a run that left the graph as it was drops nothing.
   template <class Invalidated>
   void invalidate(const PassResult& result) {
+    if (!result.changed) return;
     const auto dropped = detail::fact_indices<Invalidated>();
     if (dropped.empty()) return;
     for (auto it = cache_.begin(); it != cache_.end();) {
@@ -107,7 +103,7 @@ class PassContext {
       bool hit = std::any_of(deps.begin(), deps.end(), [&](const std::type_index& d) {
         return std::find(dropped.begin(), dropped.end(), d) != dropped.end();
       });
-      if (hit && !(it->second.keep && it->second.keep(result))) {
+      if (hit) {
         it = cache_.erase(it);
       } else {
         ++it;
@@ -134,7 +130,6 @@ class PassContext {
   struct Entry {
     const ModelGraph* graph = nullptr;
     std::vector<std::type_index> depends_on;
-    std::function<bool(const PassResult&)> keep;
     std::shared_ptr<void> value;
   };
   std::unordered_map<std::type_index, Entry> cache_;

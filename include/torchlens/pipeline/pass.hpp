@@ -32,7 +32,11 @@ struct PassStatistic {
 
 /// What a pass run reports: whether it changed the graph and its counters.
 struct PassResult {
-  bool changed = false;
+  /// `false` promises that this run left the graph exactly as it found it: the
+  /// pipeline then keeps the cached analyses that the pass's `invalidates` would
+  /// drop (LLVM's "no change: all analyses preserved"). The default, `true`,
+  /// means "may have changed", so a pass that never sets it stays safe.
+  bool changed = true;
   std::vector<PassStatistic> statistics;
 
   /// Adds `value` to counter `name` (creating it at 0).

@@ -63,7 +63,7 @@ struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
       boost::add_edge(*producer, v, e, g);
       ++added;
     }
-    result.changed = added > 0;
+    result.changed = added > 0; // nothing added: nothing touched
     result.add("outputs added", static_cast<std::int64_t>(added));
     return result;
   }

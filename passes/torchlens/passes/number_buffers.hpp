@@ -58,11 +58,15 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
     }
     if (merged > 0) detail::compact(g, keep, &redirect);
     std::map<std::string, int> passes;
+    bool renumbered = false;
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
-      if (g[v].kind == NodeKind::buffer) g[v].buffer_pass = ++passes[g[v].io_address];
+      if (g[v].kind != NodeKind::buffer) continue;
+      const int pass = ++passes[g[v].io_address];
+      renumbered = renumbered || g[v].buffer_pass != pass;
+      g[v].buffer_pass = pass;
     }
     PassResult result;
-    result.changed = merged > 0;
+    result.changed = merged > 0 || renumbered;
     result.add("buffers merged", static_cast<std::int64_t>(merged))
         .add("buffer addresses", static_cast<std::int64_t>(passes.size()));
     return result;

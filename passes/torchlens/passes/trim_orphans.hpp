@@ -71,12 +71,15 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass, TrimOrphansOptions> {
     PassResult result;
     const std::size_t removed = detail::compact(g, keep);
     std::int64_t terminated = 0;
+    bool flags_changed = false;
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
       OpNode& node = g[v];
-      node.is_internally_terminated = node.kind != NodeKind::output && boost::out_degree(v, g) == 0;
-      terminated += node.is_internally_terminated;
+      const bool now = node.kind != NodeKind::output && boost::out_degree(v, g) == 0;
+      flags_changed = flags_changed || node.is_internally_terminated != now;
+      node.is_internally_terminated = now;
+      terminated += now;
     }
-    result.changed = removed > 0;
+    result.changed = removed > 0 || flags_changed;
     result.add("orphans removed", static_cast<std::int64_t>(removed))
         .add("internally terminated", terminated);
     return result;

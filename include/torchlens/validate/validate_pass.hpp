@@ -5,7 +5,8 @@
 /// check that every op still re-executes to its saved activation (TorchLens's
 /// validation, §4.7). Torch-side, so it lives here and not in passes/.
 
-#include <torchlens/passes/add_output_nodes.hpp>
+#include <torchlens/config.hpp>
+#include <torchlens/pipeline/facts.hpp>
 #include <torchlens/pipeline/pass.hpp>
 #include <torchlens/validate/validate.hpp>
 

@@ -51,6 +51,7 @@ TEST_CASE("output-nodes rejects a returned id that is not in the graph") {
   g[boost::graph_bundle].returned.push_back({42, "output.1"});
   PassContext ctx;
   CHECK_THROWS_AS(AddOutputNodesPass{}.run(g, ctx), std::invalid_argument);
+  CHECK_THROWS_AS(AddOutputNodesPass{}.run(g, ctx), UsageError);
 }
 
 TEST_CASE("output-nodes obeys the pass laws") {

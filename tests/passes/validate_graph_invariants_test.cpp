@@ -28,6 +28,7 @@ TEST_CASE("validate reports an edge against vertex order") {
         "vertex 2 (id 2, linear): edge to an earlier vertex (order not topological)");
   PassContext ctx;
   CHECK_THROWS_AS(ValidateGraphInvariantsPass{}.run(g, ctx), std::logic_error);
+  CHECK_THROWS_AS(ValidateGraphInvariantsPass{}.run(g, ctx), InvariantError);
 }
 
 TEST_CASE("validate reports duplicate labels, bad ids and bad outputs") {
@@ -47,8 +48,7 @@ namespace {
 struct BreakIds : pass_info<BreakIds> {
   static constexpr std::string_view name = "break-ids";
   static constexpr std::string_view description = "test pass: duplicates an id";
-  using Options = NoOptions;
-  Options options{};
+  using invalidates = facts::none; // changes an id, no vertex or edge
   PassResult run(ModelGraph& g, PassContext&) const {
     g[1].id = 0;
     return {};
@@ -67,6 +67,10 @@ TEST_CASE("validate as an after-each-pass hook names the pass that broke the gra
   } catch (const std::logic_error& e) {
     CHECK(std::string(e.what()).rfind("torchlens: invariant broken after pass 'break-ids': ", 0) ==
           0);
+    // the wrapped InvariantError's message goes in without a second prefix
+    CHECK(std::string(e.what()).find("'break-ids': graph invariants broken (") !=
+          std::string::npos);
+    CHECK(dynamic_cast<const InvariantError*>(&e) != nullptr);
   }
 }
 

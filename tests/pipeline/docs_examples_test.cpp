@@ -90,25 +90,19 @@ TEST_CASE("docs/pipeline.md queries") {
 }
 
 // [docs:custom-pass]
+/// Options of mark-large: each declared once (accessors, member, default, visit).
+struct MarkLargeTensorsOptions {
+  TORCHLENS_OPTIONS((std::int64_t, min_bytes, 1 << 20));
+};
+
 /// Marks ops whose output is larger than a threshold (a user-written pass).
-struct MarkLargeTensorsPass : torchlens::pass_info<MarkLargeTensorsPass> {
+struct MarkLargeTensorsPass : torchlens::pass_info<MarkLargeTensorsPass, MarkLargeTensorsOptions> {
+  using pass_info::pass_info; // options member and constructors from pass_info
   static constexpr std::string_view name = "mark-large";
   static constexpr std::string_view description = "count tensors above a byte threshold";
   using consumes = torchlens::facts::list<torchlens::facts::Labeled>;
+  using invalidates = torchlens::facts::none; // reads the graph only: every fact holds on
   static constexpr bool is_idempotent = true;
-
-  struct Options {
-    TORCHLENS_ARG(std::int64_t, min_bytes) = 1 << 20;
-
-   public:
-    template <class V>
-    void visit(V&& v) const {
-      v("min_bytes", min_bytes_);
-    }
-  };
-  Options options{};
-  MarkLargeTensorsPass() = default;
-  explicit MarkLargeTensorsPass(Options o) : options(o) {}
 
   torchlens::PassResult run(torchlens::ModelGraph& g, torchlens::PassContext&) const {
     torchlens::PassResult r;

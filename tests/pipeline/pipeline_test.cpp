@@ -14,10 +14,66 @@ using namespace torchlens::passes;
 using namespace torchlens::testing;
 
 namespace {
+struct CountReluOptions {
+  TORCHLENS_OPTIONS((std::string, type, "relu"));
+};
 /// A user pass: counts relu ops (consumes Labeled to run late).
-struct CountReluPass : pass_info<CountReluPass> {
+struct CountReluPass : pass_info<CountReluPass, CountReluOptions> {
+  using pass_info::pass_info;
   static constexpr std::string_view name = "count-relu";
   static constexpr std::string_view description = "count relu ops";
+  using consumes = facts::list<facts::Labeled>;
+  using invalidates = facts::none;
+  PassResult run(ModelGraph& g, PassContext&) const {
+    PassResult r;
+    std::int64_t n = 0;
+    for (auto v : boost::make_iterator_range(boost::vertices(g)))
+      n += g[v].layer_type == options.type();
+    r.add("matches", n);
+    return r;
+  }
+};
+} // namespace
+
+namespace {
+/// A nested option set (as ValidateOptions inside validate-activations' options).
+struct InnerOptions {
+  TORCHLENS_OPTIONS((double, atol, 3e-6), (bool, perturb, true));
+};
+/// Every kind of option print_pipeline prints, declared once.
+struct OuterOptions {
+  TORCHLENS_OPTIONS((int, depth, 3),
+                    // a default with a comma in it
+                    (std::vector<int>, sizes, {1, 2}), (std::string, type, "relu"),
+                    // value-initialized
+                    (std::vector<std::size_t>, keep), (InnerOptions, inner));
+};
+} // namespace
+
+TEST_CASE("TORCHLENS_OPTIONS declares members, defaults, fluent accessors and visit once") {
+  OuterOptions o;
+  CHECK(o.depth() == 3);
+  CHECK(o.sizes() == std::vector<int>{1, 2});
+  CHECK(o.type() == "relu");
+  CHECK(o.keep().empty());
+  CHECK(o.inner().atol() == 3e-6);
+  std::vector<std::string> names;
+  o.visit([&](std::string_view name, const auto&) { names.emplace_back(name); });
+  CHECK(names == std::vector<std::string>{"depth", "sizes", "type", "keep", "inner"});
+  CHECK(torchlens::detail::changed_options_to_string(o).empty());
+  o.depth(4).keep({7}).inner(InnerOptions().atol(1e-9).perturb(false));
+  CHECK(torchlens::detail::changed_options_to_string(o) ==
+        "depth=4,keep=[7],inner={atol=1e-09,perturb=false}");
+  o.inner().perturb(true); // only what differs from the nested defaults is printed
+  CHECK(torchlens::detail::changed_options_to_string(o) == "depth=4,keep=[7],inner={atol=1e-09}");
+}
+
+namespace {
+/// A user pass written before pass_info supplied the options: its own Options,
+/// options member and constructors hide the base's.
+struct LegacyCountPass : pass_info<LegacyCountPass> {
+  static constexpr std::string_view name = "legacy-count";
+  static constexpr std::string_view description = "count ops of a type";
   using consumes = facts::list<facts::Labeled>;
   struct Options {
     TORCHLENS_ARG(std::string, type) = "relu";
@@ -29,8 +85,8 @@ struct CountReluPass : pass_info<CountReluPass> {
     }
   };
   Options options{};
-  CountReluPass() = default;
-  explicit CountReluPass(Options o) : options(std::move(o)) {}
+  LegacyCountPass() = default;
+  explicit LegacyCountPass(Options o) : options(std::move(o)) {}
   PassResult run(ModelGraph& g, PassContext&) const {
     PassResult r;
     std::int64_t n = 0;
@@ -40,7 +96,28 @@ struct CountReluPass : pass_info<CountReluPass> {
     return r;
   }
 };
+static_assert(Pass<LegacyCountPass>);
+static_assert(std::is_same_v<decltype(LegacyCountPass{}.options), LegacyCountPass::Options>);
 } // namespace
+
+TEST_CASE("pass_info supplies Options, options and both constructors") {
+  static_assert(std::is_same_v<CountReluPass::Options, CountReluOptions>);
+  static_assert(std::is_same_v<TrimOrphansPass::Options, TrimOrphansOptions>);
+  static_assert(std::is_same_v<AddOutputNodesPass::Options, NoOptions>);
+  static_assert(!std::is_convertible_v<CountReluOptions, CountReluPass>); // explicit
+  CHECK(CountReluPass{}.options.type() == "relu");
+  CHECK(CountReluPass(CountReluPass::Options().type("linear")).options.type() == "linear");
+  CHECK(pass_to_string(CountReluPass{CountReluOptions().type("conv2d")}) ==
+        "count-relu(type=\"conv2d\")");
+  CHECK(pass_to_string(AddOutputNodesPass(AddOutputNodesPass::Options())) == "output-nodes");
+}
+
+TEST_CASE("a pass that declares its own options and constructors still works") {
+  auto p = default_pipeline().append(LegacyCountPass{LegacyCountPass::Options().type("linear")});
+  CHECK(p.to_string().ends_with(",label-layers,legacy-count(type=\"linear\")"));
+  ModelGraph g = linear_loop_graph(3);
+  CHECK(p.run(g).back().result.get("matches") == 3);
+}
 
 TEST_CASE("the default pipeline prints its order") {
   std::ostringstream os;
@@ -119,6 +196,103 @@ TEST_CASE("analyses are cached by type and dropped by invalidated facts") {
   CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
 }
 
+namespace {
+/// A user pass that says nothing about what it invalidates.
+struct SilentPass : pass_info<SilentPass> {
+  static constexpr std::string_view name = "silent";
+  static constexpr std::string_view description = "declares no invalidates";
+  PassResult run(ModelGraph&, PassContext&) const { return {}; }
+};
+/// The same pass, declaring that it preserves every fact.
+struct ReadOnlyPass : pass_info<ReadOnlyPass> {
+  static constexpr std::string_view name = "read-only";
+  static constexpr std::string_view description = "preserves every fact";
+  using invalidates = facts::none;
+  PassResult run(ModelGraph&, PassContext&) const { return {}; }
+};
+} // namespace
+
+TEST_CASE("a pass that declares no invalidates drops every topology fact and analysis") {
+  static_assert(std::is_same_v<SilentPass::invalidates, facts::list<facts::Topology>>);
+  using Silent = decltype(default_pipeline().append(SilentPass{}));
+  static_assert(!Silent::provides<facts::Labeled> && !Silent::provides<facts::OrphanFree>);
+  static_assert(Silent::provides<facts::OutputNodesAdded>); // not a topology fact
+  using ReadOnly = decltype(default_pipeline().append(ReadOnlyPass{}));
+  static_assert(ReadOnly::provides<facts::Labeled> && ReadOnly::provides<facts::OrphanFree>);
+
+  ModelGraph g = chain_graph();
+  PassContext ctx;
+  (void)ctx.get<TopologicalOrderAnalysis>(g);
+  (void)ctx.get<ModuleTreeAnalysis>(g);
+  make_pipeline(ReadOnlyPass{}).run(g, ctx);
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK(ctx.is_cached<AdjacencyAnalysis>());
+  CHECK(ctx.is_cached<ModuleTreeAnalysis>());
+  make_pipeline(SilentPass{}).run(g, ctx);
+  CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK_FALSE(ctx.is_cached<AdjacencyAnalysis>());
+  CHECK_FALSE(ctx.is_cached<ModuleTreeAnalysis>());
+}
+
+namespace {
+struct MaybeChangesOptions {
+  TORCHLENS_OPTIONS((bool, report_changed, false));
+};
+/// Declares the default invalidation (Topology); reports changed as told.
+struct MaybeChangesPass : pass_info<MaybeChangesPass, MaybeChangesOptions> {
+  using pass_info::pass_info;
+  static constexpr std::string_view name = "maybe-changes";
+  static constexpr std::string_view description = "reports changed as told";
+  PassResult run(ModelGraph&, PassContext&) const {
+    PassResult r;
+    r.changed = options.report_changed();
+    return r;
+  }
+};
+} // namespace
+
+TEST_CASE("a pass reporting changed == false keeps the analyses it would invalidate") {
+  CHECK(PassResult{}.changed); // the default: "may have changed"
+  ModelGraph g = chain_graph();
+  PassContext ctx;
+  (void)ctx.get<TopologicalOrderAnalysis>(g);
+  make_pipeline(MaybeChangesPass{}).run(g, ctx);
+  CHECK_FALSE(ctx.records.back().result.changed);
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK(ctx.is_cached<AdjacencyAnalysis>());
+  make_pipeline(MaybeChangesPass{MaybeChangesOptions().report_changed(true)}).run(g, ctx);
+  CHECK_FALSE(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK_FALSE(ctx.is_cached<AdjacencyAnalysis>());
+  // the compile-time fold cannot know: the facts are dropped either way
+  static_assert(
+      !decltype(default_pipeline().append(MaybeChangesPass{}))::provides<facts::Distances>);
+}
+
+TEST_CASE("structural passes that find nothing to do report no change: analyses are reused") {
+  auto p = make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{},
+                         NumberBuffersPass{}, ComputeDistancesPass{});
+  ModelGraph g = chain_graph(); // no orphan, no buffer
+  PassContext ctx;
+  p.run(g, ctx);
+  CHECK(ctx.records[0].result.changed); // output-nodes added the output vertex
+  CHECK_FALSE(ctx.records[2].result.changed);
+  CHECK_FALSE(ctx.records[3].result.changed);
+  // the order and adjacency arrays output-ancestry computed served trim-orphans and distances
+  CHECK(ctx.analysis_computations() == 2);
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  // run again: output-nodes has nothing to add, so nothing is recomputed
+  p.run(g, ctx);
+  CHECK_FALSE(ctx.records[5].result.changed);
+  CHECK(ctx.analysis_computations() == 2);
+
+  ModelGraph m = mixed_graph(); // orphans and a duplicate buffer read
+  PassContext mctx;
+  p.run(m, mctx);
+  CHECK(mctx.records[2].result.changed);
+  CHECK(mctx.records[3].result.changed);
+  CHECK(mctx.analysis_computations() == 4); // dropped by trim-orphans, computed again for distances
+}
+
 TEST_CASE("the topological-order analysis sorts a graph whose vertex order is not topological") {
   ModelGraph g(3);
   boost::add_edge(2, 0, g);
@@ -150,4 +324,22 @@ TEST_CASE("PassResult statistics") {
   CHECK(r.get("x") == 3);
   CHECK(r.has("y"));
   CHECK_THROWS_AS((void)r.get("z"), std::invalid_argument);
+}
+
+TEST_CASE("the torch-free layers raise the torchlens error family, prefixed once") {
+  PassResult r;
+  CHECK_THROWS_AS((void)r.get("z"), UsageError);
+  CHECK_THROWS_WITH((void)r.get("z"), "torchlens: pass reported no statistic named 'z'");
+  PassContext ctx;
+  CHECK_THROWS_AS((void)ctx.record("nope"), UsageError);
+  ModelGraph g(2);
+  boost::add_edge(0, 1, g);
+  boost::add_edge(1, 0, g);
+  try {
+    (void)ctx.get<TopologicalOrderAnalysis>(g);
+    FAIL("expected an InvariantError");
+  } catch (const InvariantError& e) {
+    CHECK(std::string(e.what()) == "torchlens: the model graph has a cycle");
+    CHECK(e.message() == "the model graph has a cycle");
+  }
 }

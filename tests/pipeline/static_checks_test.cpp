@@ -14,6 +14,24 @@ static_assert(Pass<AddOutputNodesPass> && Pass<MarkOutputAncestryPass> && Pass<T
               Pass<GroupRecurrencesPass> && Pass<LabelLayersPass> &&
               Pass<ValidateGraphInvariantsPass>);
 static_assert(!Pass<int>);
+
+// the safe default: a pass that says nothing invalidates every topology fact; each
+// standard pass declares what it invalidates (facts::none: it preserves everything)
+static_assert(std::is_same_v<pass_info<int>::invalidates, facts::list<facts::Topology>>);
+static_assert(std::is_same_v<facts::none, facts::list<>>);
+static_assert(std::is_same_v<AddOutputNodesPass::invalidates, facts::list<facts::Topology>> &&
+              std::is_same_v<TrimOrphansPass::invalidates, facts::list<facts::Topology>> &&
+              std::is_same_v<NumberBuffersPass::invalidates, facts::list<facts::Topology>>);
+static_assert(std::is_same_v<MarkOutputAncestryPass::invalidates, facts::none> &&
+              std::is_same_v<ComputeDistancesPass::invalidates, facts::none> &&
+              std::is_same_v<DetectConditionalsPass::invalidates, facts::none> &&
+              std::is_same_v<LabelLayersPass::invalidates, facts::none> &&
+              std::is_same_v<ValidateGraphInvariantsPass::invalidates, facts::none>);
+static_assert(std::is_same_v<InferModulesPass::invalidates, facts::list<facts::ModulesInferred>>);
+static_assert(std::is_same_v<GroupRecurrencesPass::invalidates, facts::list<facts::Labeled>>);
+// regrouping after labeling drops the labels
+static_assert(
+    !decltype(default_pipeline().append(GroupRecurrencesPass{}))::provides<facts::Labeled>);
 static_assert(Analysis<TopologicalOrderAnalysis> && Analysis<ModuleTreeAnalysis> &&
               Analysis<RolledGraphAnalysis>);
 

@@ -2,7 +2,9 @@
 /// \file
 /// Laws every pass must obey (Hana-style test laws): after the pass the graph
 /// passes validate_graph, every fact it declares in `produces` holds (checked
-/// by an independent, naive re-computation), and a pass declaring
+/// by an independent, naive re-computation), a pass that does not invalidate
+/// facts::Topology adds or removes no vertex or edge, a run reporting
+/// PassResult::changed == false left the graph as it was, and a pass declaring
 /// is_idempotent leaves the graph unchanged when run a second time.
 
 #include <torchlens/passes/all.hpp>
@@ -28,6 +30,18 @@ namespace torchlens::testing {
 inline std::string dump(const ModelGraph& g) {
   std::ostringstream os;
   dump_graph_text(os, g);
+  return os.str();
+}
+
+/// The vertex/edge structure only: each vertex's out-edges' targets, in order.
+inline std::string topology(const ModelGraph& g) {
+  std::ostringstream os;
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    os << v << ":";
+    for (auto e : boost::make_iterator_range(boost::out_edges(v, g)))
+      os << " " << boost::target(e, g);
+    os << "\n";
+  }
   return os.str();
 }
 
@@ -156,8 +170,13 @@ void check_pass_laws(ModelGraph g, const P& pass = P{}) {
   PassContext ctx;
   run_prefix_before<P>(g, ctx);
   ctx.clear_analyses();
-  (void)pass.run(g, ctx);
-  ctx.invalidate<typename P::invalidates>(PassResult{});
+  const std::string structure = topology(g), before = dump(g);
+  const PassResult first = pass.run(g, ctx);
+  if (!first.changed) CHECK(dump(g) == before); // "no change" is a promise
+  if constexpr (!detail::list_contains_v<facts::Topology, typename P::invalidates>) {
+    CHECK(topology(g) == structure); // it keeps facts::Topology: no vertex or edge added or removed
+  }
+  ctx.invalidate<typename P::invalidates>(first);
   CHECK_NOTHROW(passes::validate_graph(g));
   boost::hana::for_each(detail::fact_set_of<typename P::produces>(),
                         [&](auto fact) { check_fact<typename decltype(fact)::type>(g); });

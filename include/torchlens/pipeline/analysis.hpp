@@ -2,10 +2,12 @@
 /// \file
 /// PassContext: the run-time state shared by the passes of one pipeline run —
 /// lazily computed analyses cached by type (LLVM's AnalysisManager), dropped
-/// according to each pass's `invalidates`, plus instrumentation and the
+/// according to each pass's `invalidates` (unless the pass reports that it
+/// changed nothing: PassResult::changed), plus instrumentation and the
 /// per-pass records. Also the standard analyses: TopologicalOrderAnalysis,
 /// AdjacencyAnalysis and ModuleTreeAnalysis.
 
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/facts.hpp>
 #include <torchlens/pipeline/instrumentation.hpp>
@@ -16,10 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <typeindex>
 #include <unordered_map>
@@ -30,8 +30,6 @@ namespace torchlens {
 /// An analysis: `Result`, `static Result compute(const ModelGraph&, PassContext&)`
 /// and `depends_on`, the facts (or fact sets, as one tag) whose invalidation drops
 /// the cached result.
-/// It may also define `static bool keep(const PassResult&)` to survive a pass
-/// that invalidates one of its facts (LLVM's `invalidate()` hook).
 template <class A>
 concept Analysis = requires(const ModelGraph& g, PassContext& ctx) {
   typename A::Result;
@@ -78,11 +76,6 @@ class PassContext {
     Entry entry;
     entry.graph = &g;
     entry.depends_on = detail::listed_fact_indices(typename A::depends_on{});
-    if constexpr (requires(const PassResult& r) {
-                    { A::keep(r) } -> std::convertible_to<bool>;
-                  }) {
-      entry.keep = [](const PassResult& r) { return static_cast<bool>(A::keep(r)); };
-    }
     entry.value = value;
     ++computations_;
     cache_[std::type_index(typeid(A))] = std::move(entry);
@@ -95,11 +88,14 @@ class PassContext {
     return cache_.count(std::type_index(typeid(A))) != 0;
   }
 
-  /// Drops every cached analysis whose `depends_on` names a fact in `Invalidated`
-  /// (expanded: invalidating facts::Topology hits analyses depending on Topology
-  /// or on any of its members; invalidating one member hits only analyses naming it).
+  /// After a pass that invalidates `Invalidated` and reported `result`: drops every
+  /// cached analysis whose `depends_on` names a fact in `Invalidated` (expanded:
+  /// invalidating facts::Topology hits analyses depending on Topology or on any of
+  /// its members; invalidating one member hits only analyses naming it) — unless
+  /// `result.changed` is false: a run that left the graph as it was drops nothing.
   template <class Invalidated>
   void invalidate(const PassResult& result) {
+    if (!result.changed) return;
     const auto dropped = detail::fact_indices<Invalidated>();
     if (dropped.empty()) return;
     for (auto it = cache_.begin(); it != cache_.end();) {
@@ -107,7 +103,7 @@ class PassContext {
       bool hit = std::any_of(deps.begin(), deps.end(), [&](const std::type_index& d) {
         return std::find(dropped.begin(), dropped.end(), d) != dropped.end();
       });
-      if (hit && !(it->second.keep && it->second.keep(result))) {
+      if (hit) {
         it = cache_.erase(it);
       } else {
         ++it;
@@ -121,20 +117,19 @@ class PassContext {
   /// How many analyses were computed (not served from the cache) so far.
   [[nodiscard]] std::size_t analysis_computations() const { return computations_; }
 
-  /// The record of the last run of pass `name`; throws std::invalid_argument if none.
+  /// The record of the last run of pass `name`; throws UsageError (a std::invalid_argument) if
+  /// none.
   [[nodiscard]] const PassRecord& record(std::string_view name) const {
     for (auto it = records.rbegin(); it != records.rend(); ++it) {
       if (it->name == name) return *it;
     }
-    throw std::invalid_argument("torchlens: no pass named '" + std::string(name) +
-                                "' ran in this context");
+    throw UsageError("no pass named '" + std::string(name) + "' ran in this context");
   }
 
  private:
   struct Entry {
     const ModelGraph* graph = nullptr;
     std::vector<std::type_index> depends_on;
-    std::function<bool(const PassResult&)> keep;
     std::shared_ptr<void> value;
   };
   std::unordered_map<std::type_index, Entry> cache_;
@@ -151,7 +146,7 @@ struct TopologicalOrderAnalysis {
   };
   using depends_on = facts::list<facts::Topology>;
 
-  /// Computes the order; throws std::logic_error if the graph has a cycle.
+  /// Computes the order; throws InvariantError (a std::logic_error) if the graph has a cycle.
   static Result compute(const ModelGraph& g, PassContext& ctx);
 };
 
@@ -179,12 +174,13 @@ struct AdjacencyAnalysis {
   };
   using depends_on = facts::list<facts::Topology>;
 
-  /// Builds both lists in O(V + E); throws std::length_error beyond 2^32 vertices or edges.
+  /// Builds both lists in O(V + E); throws InvariantError (a std::logic_error) beyond 2^32
+  /// vertices or edges.
   static Result compute(const ModelGraph& g, PassContext&) {
     const auto n = boost::num_vertices(g);
     const auto m = boost::num_edges(g);
     if (n >= 0xffffffffULL || m >= 0xffffffffULL) {
-      throw std::length_error("torchlens: graph too large for 32-bit adjacency arrays");
+      throw InvariantError("graph too large for 32-bit adjacency arrays");
     }
     Result r;
     r.child_start.assign(n + 1, 0);
@@ -231,7 +227,7 @@ inline TopologicalOrderAnalysis::Result TopologicalOrderAnalysis::compute(const 
   try {
     boost::topological_sort(g, std::back_inserter(r.order));
   } catch (const boost::not_a_dag&) {
-    throw std::logic_error("torchlens: the model graph has a cycle");
+    throw InvariantError("the model graph has a cycle");
   }
   std::reverse(r.order.begin(), r.order.end());
   return r;

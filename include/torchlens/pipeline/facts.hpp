@@ -26,6 +26,12 @@ namespace torchlens::facts {
 template <class... Fs>
 struct list {};
 
+/// No fact: `using invalidates = facts::none;` declares that a pass preserves
+/// every fact — it adds or removes no vertex or edge and leaves the data of
+/// every fact it does not produce as it was. Say it: a pass that declares no
+/// `invalidates` gets pass_info's default, facts::list<facts::Topology>.
+using none = list<>;
+
 /// Base of a fact set: `struct Topology : set_of<A, B> {};` expands to A and B.
 template <class... Fs>
 struct set_of {

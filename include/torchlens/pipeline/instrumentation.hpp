@@ -4,10 +4,12 @@
 /// time each pass, dump the graph, check invariants; plus the per-pass record
 /// (time, sizes, statistics) a pipeline run leaves in its PassContext.
 
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <iomanip>
 #include <ostream>
@@ -105,15 +107,16 @@ inline Instrumentation::AfterHook dump_after_each_pass(std::ostream& os) {
 }
 
 /// Hook: calls `check(graph)` after each pass; wraps a std::exception it throws
-/// into a std::logic_error naming the pass.
+/// into an InvariantError (a std::logic_error) naming the pass.
 inline Instrumentation::AfterHook check_after_each_pass(
     std::function<void(const ModelGraph&)> check) {
   return [check = std::move(check)](const PassEvent& e, const PassResult&) {
     try {
       check(e.graph);
     } catch (const std::exception& ex) {
-      throw std::logic_error("torchlens: invariant broken after pass '" + e.printed +
-                             "': " + ex.what());
+      // the inner message loses its `torchlens: ` prefix: the outer error adds it once
+      throw InvariantError("invariant broken after pass '" + e.printed +
+                           "': " + detail::unprefixed(ex.what()));
     }
   };
 }

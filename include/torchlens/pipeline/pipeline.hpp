@@ -3,6 +3,8 @@
 /// A pipeline is a hana::tuple of pass values, validated at compile time by a
 /// type-changing fold over an "available facts" hana::set: each pass's
 /// `consumes` must be available, then `available = (available − invalidates) ∪ produces`.
+/// The fold also remembers, in a hana::map, which pass last dropped each fact, so
+/// that a missing fact's compile error names the pass that invalidated it.
 /// Reordering, inserting or dropping a pass builds a new pipeline, validated again.
 
 #include <torchlens/graph/model_graph.hpp>
@@ -12,14 +14,19 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <boost/hana/at.hpp>
+#include <boost/hana/at_key.hpp>
 #include <boost/hana/contains.hpp>
 #include <boost/hana/difference.hpp>
 #include <boost/hana/fold_left.hpp>
 #include <boost/hana/for_each.hpp>
+#include <boost/hana/intersection.hpp>
+#include <boost/hana/map.hpp>
+#include <boost/hana/pair.hpp>
 #include <boost/hana/set.hpp>
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
 #include <boost/hana/union.hpp>
+#include <boost/hana/unpack.hpp>
 
 #include <array>
 #include <chrono>
@@ -39,7 +46,7 @@ template <class...>
 inline constexpr bool always_false = false;
 
 /// The failure type of pipeline validation: `Pass` consumes `Fact`, but no pass
-/// before it produces it (or a pass in between invalidated it).
+/// before it produces it.
 template <class Pass, class Fact>
 struct unmet_requirement {
   // ===========================================================================
@@ -49,12 +56,35 @@ struct unmet_requirement {
   // at that point. The two template arguments of `unmet_requirement<Pass, Fact>`
   // in the "required from" line of the error are the pass and the missing fact.
   // Fix it by running a pass that `produces` Fact earlier, or by moving Pass
-  // later, or by moving away a pass that `invalidates` Fact (for example a pass
-  // invalidating facts::Topology drops every topology-dependent fact).
+  // later.
   // ===========================================================================
   static_assert(always_false<Pass, Fact>, // READ THIS IF YOUR COMPILE BREAKS HERE (comment above)
                 "torchlens: a pass consumes a fact that no earlier pass produces "
                 "(see the types in unmet_requirement<Pass, Fact>)");
+  static constexpr bool value = false;
+};
+
+/// The failure type of pipeline validation: `Pass` consumes `Fact`, which an
+/// earlier pass produced but `InvalidatedBy` (the last pass to drop it) invalidated.
+template <class Pass, class Fact, class InvalidatedBy>
+struct invalidated_requirement {
+  // ===========================================================================
+  // READ THIS IF YOUR COMPILE BREAKS HERE
+  //
+  // A pipeline lists a pass whose `consumes` names a fact that an earlier pass
+  // produced, but a pass in between `invalidates` it (a pass invalidating
+  // facts::Topology — the default of a pass that declares nothing — drops every
+  // topology-dependent fact). The three template arguments of
+  // `invalidated_requirement<Pass, Fact, InvalidatedBy>` in the "required from"
+  // line of the error are the pass, the missing fact and the pass that dropped it.
+  // Fix it by moving InvalidatedBy after Pass, by running a pass that `produces`
+  // Fact again between the two, or — if InvalidatedBy keeps Fact true — by
+  // declaring what it really invalidates (`using invalidates = facts::none;` for
+  // a pass that adds or removes no vertex or edge and changes no fact).
+  // ===========================================================================
+  static_assert(always_false<Pass, Fact, InvalidatedBy>, // READ THIS (comment above)
+                "torchlens: a pass consumes a fact that an earlier pass invalidated "
+                "(see the types in invalidated_requirement<Pass, Fact, InvalidatedBy>)");
   static constexpr bool value = false;
 };
 
@@ -80,38 +110,58 @@ struct not_a_pass {
   static constexpr bool value = false;
 };
 
-/// Checks one consumed fact of P against the available set (a dependent failure if missing).
-template <class P, class Fact, class Available>
+/// Checks one consumed fact of P against the available set (a dependent failure
+/// if missing: invalidated_requirement when a pass dropped it, else unmet_requirement).
+template <class P, class Fact, class Available, class DroppedBy>
 constexpr bool check_consumed() {
   if constexpr (is_fact_set<Fact>::value) {
     return true; // its members are checked one by one
   } else if constexpr (decltype(boost::hana::contains(std::declval<Available>(),
                                                       boost::hana::type_c<Fact>))::value) {
     return true;
+  } else if constexpr (decltype(boost::hana::contains(std::declval<DroppedBy>(),
+                                                      boost::hana::type_c<Fact>))::value) {
+    using By = typename std::remove_cvref_t<decltype(boost::hana::at_key(
+        std::declval<DroppedBy>(), boost::hana::type_c<Fact>))>::type;
+    return invalidated_requirement<P, Fact, By>::value;
   } else {
     return unmet_requirement<P, Fact>::value;
   }
 }
 
-/// One fold step: checks P's consumes, returns the facts available after P.
-template <class P, class Available>
-constexpr auto fact_step(Available available) {
+/// One fold step. The state is a hana::pair of the available facts (a set) and,
+/// for every fact a pass dropped while it was available, the last such pass (a
+/// map fact → pass). Checks P's consumes and returns the state after P.
+template <class P, class State>
+constexpr auto fact_step(State state) {
+  using Available = std::remove_cvref_t<decltype(boost::hana::first(state))>;
+  using DroppedBy = std::remove_cvref_t<decltype(boost::hana::second(state))>;
   boost::hana::for_each(fact_set_of<typename P::consumes>(), [](auto fact) {
-    (void)check_consumed<P, typename decltype(fact)::type, Available>();
+    (void)check_consumed<P, typename decltype(fact)::type, Available, DroppedBy>();
   });
-  return boost::hana::union_(
-      boost::hana::difference(available, fact_set_of<typename P::invalidates>()),
-      fact_set_of<typename P::produces>());
+  const auto invalidated = fact_set_of<typename P::invalidates>();
+  const auto dropped_now = boost::hana::unpack(
+      boost::hana::intersection(boost::hana::first(state), invalidated), [](auto... fact) {
+        return boost::hana::make_map(boost::hana::make_pair(fact, boost::hana::type_c<P>)...);
+      });
+  return boost::hana::make_pair(
+      boost::hana::union_(boost::hana::difference(boost::hana::first(state), invalidated),
+                          fact_set_of<typename P::produces>()),
+      boost::hana::union_(boost::hana::second(state), dropped_now)); // P replaces older entries
 }
 
-/// The facts available after running Ps... in order (validated fold).
+/// The fold state after running Ps... in order (validated fold; see fact_step).
 template <class... Ps>
 constexpr auto fold_facts() {
-  return boost::hana::fold_left(boost::hana::tuple_t<Ps...>, boost::hana::make_set(),
-                                [](auto available, auto pass) {
-                                  return fact_step<typename decltype(pass)::type>(available);
-                                });
+  return boost::hana::fold_left(
+      boost::hana::tuple_t<Ps...>,
+      boost::hana::make_pair(boost::hana::make_set(), boost::hana::make_map()),
+      [](auto state, auto pass) { return fact_step<typename decltype(pass)::type>(state); });
 }
+
+/// The facts available after running Ps... in order (a hana::set of hana::type).
+template <class... Ps>
+using available_facts_t = std::remove_cvref_t<decltype(boost::hana::first(fold_facts<Ps...>()))>;
 
 /// Index of the first P among Ts..., or a dependent failure.
 template <class P, class... Ts>
@@ -160,7 +210,7 @@ template <class... Ps>
 class Pipeline {
  public:
   /// The facts available after the whole pipeline (validated on instantiation).
-  using available = decltype(detail::fold_facts<Ps...>());
+  using available = detail::available_facts_t<Ps...>;
   /// Number of passes.
   static constexpr std::size_t size = sizeof...(Ps);
 

@@ -10,6 +10,7 @@
 /// rules; every exemption is counted and listed with its reason).
 
 #include <torchlens/capture/log_forward_pass.hpp>
+#include <torchlens/config.hpp>
 
 #include <functional>
 #include <iosfwd>
@@ -45,12 +46,12 @@ struct Exemption {
 
 /// Tolerances and switches of validation.
 struct ValidateOptions {
-  /// Floating-point tolerance of a replay; deterministic CPU ops match exactly
-  /// in practice, this covers reductions whose order may differ.
-  TORCH_ARG(double, atol) = 3e-6;
-  TORCH_ARG(double, rtol) = 1e-5;
-  /// Also require that perturbing each parent changes the output.
-  TORCH_ARG(bool, perturb) = true;
+  TORCHLENS_OPTIONS(
+      // Floating-point tolerance of a replay; deterministic CPU ops match exactly
+      // in practice, this covers reductions whose order may differ.
+      (double, atol, 3e-6), (double, rtol, 1e-5),
+      // Also require that perturbing each parent changes the output.
+      (bool, perturb, true));
 };
 
 /// The result: truthy when valid; printable.

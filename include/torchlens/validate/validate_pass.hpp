@@ -5,8 +5,9 @@
 /// check that every op still re-executes to its saved activation (TorchLens's
 /// validation, §4.7). Torch-side, so it lives here and not in passes/.
 
+#include <torchlens/config.hpp>
 #include <torchlens/error.hpp>
-#include <torchlens/passes/add_output_nodes.hpp>
+#include <torchlens/pipeline/facts.hpp>
 #include <torchlens/pipeline/pass.hpp>
 #include <torchlens/validate/validate.hpp>
 
@@ -18,36 +19,33 @@
 
 namespace torchlens::passes {
 
+/// Options of validate-activations (`ValidateActivationsPass::Options`).
+struct ValidateActivationsOptions {
+  TORCHLENS_OPTIONS(
+      // false: count the failing layers instead of throwing.
+      (bool, throw_on_failure, true),
+      // Tolerances and switches of the validation itself.
+      (ValidateOptions, validate));
+};
+
 /// Re-executes every op of the graph from the saved activations of its parents
 /// (from a log captured with keep_replay, every activation saved) and checks the
-/// outputs against the plain forward pass; throws std::logic_error naming the
-/// failing layers, or only counts them with Options().throw_on_failure(false).
-struct ValidateActivationsPass : pass_info<ValidateActivationsPass> {
+/// outputs against the plain forward pass; throws InvariantError (a
+/// std::logic_error) naming the failing layers, or only counts them with Options().throw_on_failure(false).
+struct ValidateActivationsPass : pass_info<ValidateActivationsPass, ValidateActivationsOptions> {
   static constexpr std::string_view name = "validate-activations";
   static constexpr std::string_view description =
       "re-execute every op from its parents' saved activations (TorchLens validation)";
   /// The output nodes carry the comparison with the plain forward pass.
   using consumes = facts::list<facts::OutputNodesAdded>;
+  /// Re-executes ops on the side; the graph is not changed.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
-
-  struct Options {
-    TORCHLENS_ARG(bool, throw_on_failure) = true;
-    TORCHLENS_ARG(ValidateOptions, validate);
-
-   public:
-    template <class F>
-    void visit(F&& f) const {
-      f("throw_on_failure", throw_on_failure_);
-    }
-  };
-  Options options{};
 
   /// `log` supplies the activations and replay records (by OpNode id); it must
   /// outlive the pass. `ground_truth`: the plain forward pass's outputs.
-  ValidateActivationsPass(const ModelLog& log, std::vector<at::Tensor> ground_truth)
-      : log_(&log), truth_(std::move(ground_truth)) {}
-  ValidateActivationsPass(const ModelLog& log, std::vector<at::Tensor> ground_truth, Options o)
-      : options(std::move(o)), log_(&log), truth_(std::move(ground_truth)) {}
+  ValidateActivationsPass(const ModelLog& log, std::vector<at::Tensor> ground_truth, Options o = {})
+      : pass_info(std::move(o)), log_(&log), truth_(std::move(ground_truth)) {}
 
   /// Statistics "ops re-executed", "perturbations", "failing layers".
   PassResult run(ModelGraph& g, PassContext&) const {
@@ -57,6 +55,7 @@ struct ValidateActivationsPass : pass_info<ValidateActivationsPass> {
     const ValidationReport report =
         validate_graph(g, log_->activations_by_id(), *log_->replay(), truth_, options.validate());
     PassResult result;
+    result.changed = false; // re-executes ops on the side
     result.add("ops re-executed", report.layers_checked)
         .add("perturbations", report.perturbations)
         .add("failing layers", static_cast<std::int64_t>(report.failures.size()));

@@ -2,12 +2,12 @@
 /// \file
 /// Add one `output` vertex per returned tensor (TorchLens postprocess step 1).
 
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
-#include <stdexcept>
 #include <string>
 #include <unordered_set>
 
@@ -24,14 +24,10 @@ struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
+  using pass_info::pass_info;
 
-  AddOutputNodesPass() = default;
-  explicit AddOutputNodesPass(Options o) : options(o) {}
-
-  /// Adds the output vertices; statistic "outputs added". Throws
-  /// std::invalid_argument if a returned node id is not in the graph.
+  /// Adds the output vertices; statistic "outputs added". Throws UsageError
+  /// (a std::invalid_argument) if a returned node id is not in the graph.
   PassResult run(ModelGraph& g, PassContext&) const {
     PassResult result;
     auto& info = g[boost::graph_bundle];
@@ -44,9 +40,8 @@ struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
       if (!present.insert(ret.address).second) continue; // duplicate address: dropped
       auto producer = detail::vertex_of_id(g, ret.node_id);
       if (!producer) {
-        throw std::invalid_argument("torchlens: output-nodes: returned tensor '" + ret.address +
-                                    "' names node id " + std::to_string(ret.node_id) +
-                                    ", which is not in the graph");
+        throw UsageError("output-nodes: returned tensor '" + ret.address + "' names node id " +
+                         std::to_string(ret.node_id) + ", which is not in the graph");
       }
       OpNode out;
       const OpNode& src = g[*producer];
@@ -68,7 +63,7 @@ struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
       boost::add_edge(*producer, v, e, g);
       ++added;
     }
-    result.changed = added > 0;
+    result.changed = added > 0; // nothing added: nothing touched
     result.add("outputs added", static_cast<std::int64_t>(added));
     return result;
   }

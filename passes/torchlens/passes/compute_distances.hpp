@@ -47,13 +47,11 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
       "min/max number of edges from the inputs and to the outputs";
   using consumes = facts::list<facts::OutputNodesAdded>;
   using produces = facts::list<facts::Distances>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  ComputeDistancesPass() = default;
-  explicit ComputeDistancesPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "max distance from input", "max distance to output".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

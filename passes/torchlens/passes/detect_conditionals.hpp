@@ -27,13 +27,11 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
       "mark terminal bools, the branches computing them and the IF edges into those branches";
   using consumes = facts::list<facts::OutputsMarked>;
   using produces = facts::list<facts::BranchesMarked>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  DetectConditionalsPass() = default;
-  explicit DetectConditionalsPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// True when v is a terminal bool (see the pass description).
   static bool is_terminal_bool(const ModelGraph& g, Vertex v) {

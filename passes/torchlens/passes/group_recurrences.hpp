@@ -4,6 +4,7 @@
 /// paper rules 1–3, Fig. 4): ops using the same parameters, identical ops
 /// around them, and parameter-free blocks repeated back to back.
 
+#include <torchlens/config.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
@@ -68,6 +69,13 @@ inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape)
 
 } // namespace detail
 
+/// Options of group-recurrences (`GroupRecurrencesPass::Options`).
+struct GroupRecurrencesOptions {
+  TORCHLENS_OPTIONS(
+      // false: only rule 1 (same-parameter ops are one layer); no block detection.
+      (bool, detect_loops, true));
+};
+
 /// Assigns OpNode::layer, pass_num and num_passes (passes numbered by creation
 /// order) and GraphInfo::is_recurrent / max_recurrent_loops.
 ///
@@ -97,31 +105,19 @@ inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape)
 /// per output index). A new grouping that would shrink an existing layer is
 /// skipped. Ties are broken by TorchLens's raw labels (`{type}_{n}_{order}_raw`)
 /// in lexicographic order, as TorchLens sorts them.
-struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass> {
+struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOptions> {
   static constexpr std::string_view name = "group-recurrences";
   static constexpr std::string_view description =
       "group op passes into layers (same parameters, adjacent identical ops, repeated blocks)";
   using consumes = facts::list<facts::OrphanFree, facts::ModulesInferred>;
   using produces = facts::list<facts::RecurrenceGrouped>;
+  /// Adds or removes no vertex or edge, but renumbers layers and passes, which
+  /// labels computed earlier encode (a second run with other options regroups).
+  using invalidates = facts::list<facts::Labeled>;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  /// Options of group-recurrences.
-  struct Options {
-    /// false: only rule 1 (same-parameter ops are one layer); no block detection.
-    TORCHLENS_ARG(bool, detect_loops) = true;
-
-   public:
-    /// Visits every option (name, value) for print_pipeline.
-    template <class V>
-    void visit(V&& v) const {
-      v("detect_loops", detect_loops_);
-    }
-  };
-  Options options{};
-
-  GroupRecurrencesPass() = default;
-  explicit GroupRecurrencesPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// The equivalence type of vertex v (see the pass description).
   static std::string equivalence_type(const ModelGraph& g, Vertex v) {

@@ -39,11 +39,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  InferModulesPass() = default;
-  explicit InferModulesPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "ops inferred", "ops changed".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
@@ -75,6 +71,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       down[*it] = acc;
     }
     std::int64_t inferred = 0, changed = 0;
+    bool flags_changed = false; // module_inferred or modules_exited rewritten
     std::vector<int> path_of(modules.path_of.begin(), modules.path_of.end());
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];
@@ -92,6 +89,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
         path_of[v] = path;
         ++changed;
       }
+      flags_changed = flags_changed || !node.module_inferred;
       node.module_inferred = true;
     }
     // Returns capture did not see: a value leaves every module pass that one of
@@ -109,11 +107,12 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       for (std::uint32_t c : adj.children_of(v)) {
         shallowest = std::min(shallowest, tree.depth(tree.common_prefix(path_of[v], path_of[c])));
       }
+      flags_changed = flags_changed || node.modules_exited != depth - shallowest;
       node.modules_exited = depth - shallowest;
       exits += node.modules_exited > 0;
     }
     PassResult result;
-    result.changed = changed > 0;
+    result.changed = changed > 0 || flags_changed;
     result.add("ops inferred", inferred).add("ops changed", changed).add("module outputs", exits);
     return result;
   }

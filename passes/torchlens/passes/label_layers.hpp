@@ -28,14 +28,12 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       "final labels {type}_{type_num}_{total_num}[:pass], short labels, is_branching";
   using consumes = facts::list<facts::RecurrenceGrouped>;
   using produces = facts::list<facts::Labeled>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  LabelLayersPass() = default;
-  explicit LabelLayersPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "labels", "layers".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

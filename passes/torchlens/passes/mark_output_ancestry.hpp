@@ -20,14 +20,12 @@ struct MarkOutputAncestryPass : pass_info<MarkOutputAncestryPass> {
       "mark vertices that reach an output and vertices that descend from an input";
   using consumes = facts::list<facts::OutputNodesAdded>;
   using produces = facts::list<facts::OutputsMarked>;
+  /// Sets vertex and edge attributes only: every fact holds on.
+  using invalidates = facts::none;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  MarkOutputAncestryPass() = default;
-  explicit MarkOutputAncestryPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "output ancestors", "input descendants".
   PassResult run(ModelGraph& g, PassContext& ctx) const {

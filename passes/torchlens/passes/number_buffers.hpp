@@ -30,11 +30,7 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
   using invalidates = facts::list<facts::Topology>;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
-
-  NumberBuffersPass() = default;
-  explicit NumberBuffersPass(Options o) : options(o) {}
+  using pass_info::pass_info;
 
   /// Statistics "buffers merged", "buffer addresses".
   PassResult run(ModelGraph& g, PassContext&) const {
@@ -62,11 +58,15 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
     }
     if (merged > 0) detail::compact(g, keep, &redirect);
     std::map<std::string, int> passes;
+    bool renumbered = false;
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
-      if (g[v].kind == NodeKind::buffer) g[v].buffer_pass = ++passes[g[v].io_address];
+      if (g[v].kind != NodeKind::buffer) continue;
+      const int pass = ++passes[g[v].io_address];
+      renumbered = renumbered || g[v].buffer_pass != pass;
+      g[v].buffer_pass = pass;
     }
     PassResult result;
-    result.changed = merged > 0;
+    result.changed = merged > 0 || renumbered;
     result.add("buffers merged", static_cast<std::int64_t>(merged))
         .add("buffer addresses", static_cast<std::int64_t>(passes.size()));
     return result;

@@ -3,6 +3,7 @@
 /// Remove orphan ops: neither descended from an input nor feeding an output
 /// (TorchLens postprocess step 3, `_remove_orphan_nodes`).
 
+#include <torchlens/config.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
@@ -14,12 +15,19 @@
 
 namespace torchlens::passes {
 
+/// Options of trim-orphans (`TrimOrphansPass::Options`).
+struct TrimOrphansOptions {
+  TORCHLENS_OPTIONS(
+      // OpNode::ids to keep even when orphaned (what they connect to is kept too).
+      (std::vector<std::size_t>, keep));
+};
+
 /// Keeps every vertex connected to an input or an output (TorchLens floods from
 /// them over parents and children alike), and those listed in Options::keep
 /// (OpNode::id) with everything connected to them; drops the rest and compacts
 /// the graph in vertex order. Kept childless non-output vertices get
 /// is_internally_terminated.
-struct TrimOrphansPass : pass_info<TrimOrphansPass> {
+struct TrimOrphansPass : pass_info<TrimOrphansPass, TrimOrphansOptions> {
   static constexpr std::string_view name = "trim-orphans";
   static constexpr std::string_view description =
       "remove vertices connected to no input and no output";
@@ -30,22 +38,7 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 
-  /// Options of trim-orphans.
-  struct Options {
-    /// OpNode::ids to keep even when orphaned (their ancestors are kept too).
-    TORCHLENS_ARG(std::vector<std::size_t>, keep);
-
-   public:
-    /// Visits every option (name, value) for print_pipeline.
-    template <class V>
-    void visit(V&& v) const {
-      v("keep", keep_);
-    }
-  };
-  Options options{};
-
-  TrimOrphansPass() = default;
-  explicit TrimOrphansPass(Options o) : options(std::move(o)) {}
+  using pass_info::pass_info;
 
   /// Statistics "orphans removed", "internally terminated".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
@@ -78,12 +71,15 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass> {
     PassResult result;
     const std::size_t removed = detail::compact(g, keep);
     std::int64_t terminated = 0;
+    bool flags_changed = false;
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
       OpNode& node = g[v];
-      node.is_internally_terminated = node.kind != NodeKind::output && boost::out_degree(v, g) == 0;
-      terminated += node.is_internally_terminated;
+      const bool now = node.kind != NodeKind::output && boost::out_degree(v, g) == 0;
+      flags_changed = flags_changed || node.is_internally_terminated != now;
+      node.is_internally_terminated = now;
+      terminated += now;
     }
-    result.changed = removed > 0;
+    result.changed = removed > 0 || flags_changed;
     result.add("orphans removed", static_cast<std::int64_t>(removed))
         .add("internally terminated", terminated);
     return result;

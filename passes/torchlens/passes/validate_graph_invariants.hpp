@@ -3,6 +3,7 @@
 /// Structural invariants of a model graph, as a function and as a pass that can
 /// be inserted anywhere (TorchLens `TORCHLENS_POSTPROCESS_ASSERTIONS` / validation invariants).
 
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/passes/detail/graph_ops.hpp>
 #include <torchlens/pipeline/analysis.hpp>
@@ -11,7 +12,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -164,13 +164,13 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
   return problems;
 }
 
-/// Throws std::logic_error listing the broken invariants (at most 20) if any.
+/// Throws InvariantError (a std::logic_error) listing the broken invariants (at most 20) if any.
 inline void validate_graph(const ModelGraph& g) {
   const auto problems = check_graph_invariants(g);
   if (problems.empty()) return;
-  std::string msg = "torchlens: graph invariants broken (" + std::to_string(problems.size()) + "):";
+  std::string msg = "graph invariants broken (" + std::to_string(problems.size()) + "):";
   for (std::size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
-  throw std::logic_error(msg);
+  throw InvariantError(msg);
 }
 
 /// Hook for PassContext::instrumentation: validate_graph after every pass.
@@ -183,15 +183,13 @@ struct ValidateGraphInvariantsPass : pass_info<ValidateGraphInvariantsPass> {
   static constexpr std::string_view name = "validate";
   static constexpr std::string_view description =
       "check structural invariants; throw std::logic_error naming each violation";
+  /// Reads the graph only.
+  using invalidates = facts::none;
   static constexpr bool is_idempotent = true;
 
-  using Options = NoOptions;
-  Options options{};
+  using pass_info::pass_info;
 
-  ValidateGraphInvariantsPass() = default;
-  explicit ValidateGraphInvariantsPass(Options o) : options(o) {}
-
-  /// Statistic "vertices checked"; throws std::logic_error on a violation.
+  /// Statistic "vertices checked"; throws InvariantError (a std::logic_error) on a violation.
   PassResult run(ModelGraph& g, PassContext&) const {
     validate_graph(g);
     PassResult result;

@@ -350,6 +350,15 @@ void check_torchscript_archive(const std::string& path, std::uint64_t max_unpack
                     max_unpacked_bytes != 0 ? "the limit given" : "this machine's memory",
                     "; a zip bomb?)");
     unpacked += size;
+    // encrypted (bits 0, 6), patched (5) or with a masked header (13): miniz
+    // refuses to read such a record, PyTorch never writes one
+    TORCHLENS_CHECK((le(dir, at + 8, 2) & 0x2061U) == 0, path, " is not a TorchScript archive (",
+                    name, " is encrypted or patched; PyTorch writes neither)");
+    // a directory entry (name ending in '/', or the DOS directory attribute):
+    // miniz reads it as empty, whatever its sizes say; PyTorch writes none
+    TORCHLENS_CHECK((le(dir, at + 38, 4) & 0x10U) == 0 && (name.empty() || name.back() != '/'),
+                    path, " is not a TorchScript archive (", name,
+                    " is marked as a directory; PyTorch archives hold only files)");
     // two records of one name: which one a reader takes is up to the reader
     TORCHLENS_CHECK(by_name.count(name) == 0, path, " is corrupt (its zip directory ", "lists ",
                     name, " twice)");

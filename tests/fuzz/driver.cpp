@@ -3,7 +3,10 @@
 // found interesting, crashes once fixed): the file itself, its truncations, and
 // a fixed-seed set of mutations (bytes, syntax characters, long numbers,
 // boundary integers over 4 and 8 bytes). A failure aborts inside the target.
-// Usage: <target> [--mutations N] DIR...
+// Usage: <target> [--mutations N] [--dump OUT] DIR...
+// --dump writes every input, numbered in run order, into OUT before running it:
+// the way to get the bytes of an input the driver made (to debug, or to keep
+// as a corpus file).
 
 #include <algorithm>
 #include <cstdint>
@@ -22,8 +25,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 namespace {
 
 std::size_t runs = 0;
+std::filesystem::path dump_dir;
 
 void run(const std::string& bytes) {
+  if (!dump_dir.empty()) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%07zu", runs);
+    std::ofstream(dump_dir / name, std::ios::binary) << bytes;
+  }
   LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
   ++runs;
 }
@@ -72,6 +81,9 @@ int main(int argc, char** argv) {
   for (int a = 1; a < argc; ++a) {
     if (std::strcmp(argv[a], "--mutations") == 0 && a + 1 < argc) {
       mutations = std::atoi(argv[++a]);
+    } else if (std::strcmp(argv[a], "--dump") == 0 && a + 1 < argc) {
+      dump_dir = argv[++a];
+      std::filesystem::create_directories(dump_dir);
     } else {
       dirs.emplace_back(argv[a]);
     }

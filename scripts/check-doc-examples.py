@@ -26,7 +26,7 @@ def region(path, name):
 for doc in sorted((root / "docs").rglob("*.md")):
     lines = doc.read_text().splitlines()
     for i, line in enumerate(lines):
-        m = marker.search(line)
+        m = marker.fullmatch(line.strip())
         if not m:
             continue
         j = i + 1

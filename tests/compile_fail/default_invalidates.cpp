@@ -1,9 +1,9 @@
 // The safe default: a pass that does not declare `invalidates` invalidates
-// facts::Topology, so placed before trim-orphans (which consumes OutputsMarked)
+// facts::Topology, so placed before trim-orphans (which consumes OutputAncestryMarked)
 // it breaks the pipeline, and the error names it.
 // EXPECT: torchlens: a pass consumes a fact that an earlier pass invalidated
 // EXPECT: invalidated_requirement<torchlens::passes::TrimOrphansPass,
-// EXPECT: torchlens::facts::OutputsMarked, RenameOpsPass>
+// EXPECT: torchlens::facts::OutputAncestryMarked, RenameOpsPass>
 #include <torchlens/passes/all.hpp>
 
 struct RenameOpsPass : torchlens::pass_info<RenameOpsPass> {

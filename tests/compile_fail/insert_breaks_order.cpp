@@ -1,6 +1,6 @@
 // Inserting a pass re-validates the pipeline: label-layers before group-recurrences fails.
 // EXPECT: unmet_requirement<torchlens::passes::LabelLayersPass,
-// torchlens::facts::RecurrenceGrouped>
+// torchlens::facts::RecurrencesGrouped>
 #include <torchlens/passes/all.hpp>
 
 int main() {

@@ -1,6 +1,7 @@
-// trim-orphans consumes OutputsMarked; nothing produces it before.
+// trim-orphans consumes OutputAncestryMarked; nothing produces it before.
 // EXPECT: torchlens: a pass consumes a fact that no earlier pass produces
-// EXPECT: unmet_requirement<torchlens::passes::TrimOrphansPass, torchlens::facts::OutputsMarked>
+// EXPECT: unmet_requirement<torchlens::passes::TrimOrphansPass,
+// torchlens::facts::OutputAncestryMarked>
 #include <torchlens/passes/all.hpp>
 
 int main() {

@@ -1,13 +1,13 @@
-// Distances produced, dropped by trim-orphans, produced again, dropped by
+// DistancesComputed produced, dropped by trim-orphans, produced again, dropped by
 // number-buffers: the error names the last pass that invalidated it.
-// EXPECT: invalidated_requirement<NeedsDistancesPass, torchlens::facts::Distances,
-// EXPECT: torchlens::facts::Distances, torchlens::passes::NumberBuffersPass>
+// EXPECT: invalidated_requirement<NeedsDistancesPass, torchlens::facts::DistancesComputed,
+// EXPECT: torchlens::facts::DistancesComputed, torchlens::passes::NumberBuffersPass>
 #include <torchlens/passes/all.hpp>
 
 struct NeedsDistancesPass : torchlens::pass_info<NeedsDistancesPass> {
   static constexpr std::string_view name = "needs-distances";
   static constexpr std::string_view description = "test";
-  using consumes = torchlens::facts::list<torchlens::facts::Distances>;
+  using consumes = torchlens::facts::list<torchlens::facts::DistancesComputed>;
   torchlens::PassResult run(torchlens::ModelGraph&, torchlens::PassContext&) const { return {}; }
 };
 

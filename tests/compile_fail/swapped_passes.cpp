@@ -1,6 +1,7 @@
-// Swapping trim-orphans and output-ancestry must not compile (STYLE §10 example).
+// Swapping trim-orphans and mark-output-ancestry must not compile (STYLE §10 example).
 // EXPECT: READ THIS IF YOUR COMPILE BREAKS HERE
-// EXPECT: unmet_requirement<torchlens::passes::TrimOrphansPass, torchlens::facts::OutputsMarked>
+// EXPECT: unmet_requirement<torchlens::passes::TrimOrphansPass,
+// torchlens::facts::OutputAncestryMarked>
 #include <torchlens/passes/all.hpp>
 
 int main() {

@@ -1,4 +1,4 @@
-// Tests of the output-nodes pass.
+// Tests of the add-output-nodes pass.
 #include <torchlens/passes/add_output_nodes.hpp>
 
 #include <support/graph_builders.hpp>
@@ -10,7 +10,7 @@ using namespace torchlens;
 using namespace torchlens::testing;
 using passes::AddOutputNodesPass;
 
-TEST_CASE("output-nodes appends one output vertex per returned tensor") {
+TEST_CASE("add-output-nodes appends one output vertex per returned tensor") {
   ModelGraph g = chain_graph();
   PassContext ctx;
   auto r = AddOutputNodesPass{}.run(g, ctx);
@@ -29,7 +29,8 @@ TEST_CASE("output-nodes appends one output vertex per returned tensor") {
   CHECK(boost::source(*boost::in_edges(3, g).first, g) == 2);
 }
 
-TEST_CASE("output-nodes: same tensor twice gives two outputs, duplicate addresses are dropped") {
+TEST_CASE(
+    "add-output-nodes: same tensor twice gives two outputs, duplicate addresses are dropped") {
   GraphBuilder b;
   auto x = b.input();
   auto r = b.op("relu", {x});
@@ -46,7 +47,7 @@ TEST_CASE("output-nodes: same tensor twice gives two outputs, duplicate addresse
   CHECK(AddOutputNodesPass{}.run(g, ctx).get("outputs added") == 0);
 }
 
-TEST_CASE("output-nodes rejects a returned id that is not in the graph") {
+TEST_CASE("add-output-nodes rejects a returned id that is not in the graph") {
   ModelGraph g = chain_graph();
   g[boost::graph_bundle].returned.push_back({42, "output.1"});
   PassContext ctx;
@@ -54,6 +55,6 @@ TEST_CASE("output-nodes rejects a returned id that is not in the graph") {
   CHECK_THROWS_AS(AddOutputNodesPass{}.run(g, ctx), UsageError);
 }
 
-TEST_CASE("output-nodes obeys the pass laws") {
+TEST_CASE("add-output-nodes obeys the pass laws") {
   check_pass_laws_on_samples<AddOutputNodesPass>();
 }

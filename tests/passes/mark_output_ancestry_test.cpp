@@ -1,4 +1,4 @@
-// Tests of the output-ancestry pass.
+// Tests of the mark-output-ancestry pass.
 #include <torchlens/passes/mark_output_ancestry.hpp>
 
 #include <support/graph_builders.hpp>
@@ -10,7 +10,7 @@ using namespace torchlens;
 using namespace torchlens::testing;
 using passes::MarkOutputAncestryPass;
 
-TEST_CASE("output-ancestry on the conditional graph") {
+TEST_CASE("mark-output-ancestry on the conditional graph") {
   ModelGraph g = conditional_graph(); // x0 sub1 mean2 gt3 relu4
   PassContext ctx;
   (void)passes::AddOutputNodesPass{}.run(g, ctx); // out5
@@ -25,7 +25,7 @@ TEST_CASE("output-ancestry on the conditional graph") {
   CHECK(r.get("input descendants") == 6);
 }
 
-TEST_CASE("output-ancestry: internally generated tensors have no input ancestor") {
+TEST_CASE("mark-output-ancestry: internally generated tensors have no input ancestor") {
   ModelGraph g = mixed_graph();
   PassContext ctx;
   (void)passes::AddOutputNodesPass{}.run(g, ctx);
@@ -38,6 +38,6 @@ TEST_CASE("output-ancestry: internally generated tensors have no input ancestor"
   CHECK_FALSE(g[12].is_output_ancestor);
 }
 
-TEST_CASE("output-ancestry obeys the pass laws") {
+TEST_CASE("mark-output-ancestry obeys the pass laws") {
   check_pass_laws_on_samples<MarkOutputAncestryPass>();
 }

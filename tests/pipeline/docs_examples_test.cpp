@@ -100,7 +100,7 @@ struct MarkLargeTensorsPass : torchlens::pass_info<MarkLargeTensorsPass, MarkLar
   using pass_info::pass_info; // options member and constructors from pass_info
   static constexpr std::string_view name = "mark-large";
   static constexpr std::string_view description = "count tensors above a byte threshold";
-  using consumes = torchlens::facts::list<torchlens::facts::Labeled>;
+  using consumes = torchlens::facts::list<torchlens::facts::LayersLabeled>;
   using invalidates = torchlens::facts::none; // reads the graph only: every fact holds on
   static constexpr bool is_idempotent = true;
 

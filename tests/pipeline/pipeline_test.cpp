@@ -17,12 +17,12 @@ namespace {
 struct CountReluOptions {
   TORCHLENS_OPTIONS((std::string, type, "relu"));
 };
-/// A user pass: counts relu ops (consumes Labeled to run late).
+/// A user pass: counts relu ops (consumes LayersLabeled to run late).
 struct CountReluPass : pass_info<CountReluPass, CountReluOptions> {
   using pass_info::pass_info;
   static constexpr std::string_view name = "count-relu";
   static constexpr std::string_view description = "count relu ops";
-  using consumes = facts::list<facts::Labeled>;
+  using consumes = facts::list<facts::LayersLabeled>;
   using invalidates = facts::none;
   PassResult run(ModelGraph& g, PassContext&) const {
     PassResult r;
@@ -74,7 +74,7 @@ namespace {
 struct LegacyCountPass : pass_info<LegacyCountPass> {
   static constexpr std::string_view name = "legacy-count";
   static constexpr std::string_view description = "count ops of a type";
-  using consumes = facts::list<facts::Labeled>;
+  using consumes = facts::list<facts::LayersLabeled>;
   struct Options {
     TORCHLENS_ARG(std::string, type) = "relu";
 
@@ -109,7 +109,7 @@ TEST_CASE("pass_info supplies Options, options and both constructors") {
   CHECK(CountReluPass(CountReluPass::Options().type("linear")).options.type() == "linear");
   CHECK(pass_to_string(CountReluPass{CountReluOptions().type("conv2d")}) ==
         "count-relu(type=\"conv2d\")");
-  CHECK(pass_to_string(AddOutputNodesPass(AddOutputNodesPass::Options())) == "output-nodes");
+  CHECK(pass_to_string(AddOutputNodesPass(AddOutputNodesPass::Options())) == "add-output-nodes");
 }
 
 TEST_CASE("a pass that declares its own options and constructors still works") {
@@ -123,22 +123,25 @@ TEST_CASE("the default pipeline prints its order") {
   std::ostringstream os;
   default_pipeline().print_pipeline(os);
   CHECK(os.str() ==
-        "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
+        "add-output-nodes,mark-output-ancestry,trim-orphans,number-buffers,compute-distances,"
+        "detect-conditionals,"
         "infer-modules,group-recurrences,label-layers");
   CHECK(DefaultPipeline::size == 9);
-  CHECK(checked_pipeline().to_string().ends_with(",label-layers,validate"));
+  CHECK(checked_pipeline().to_string().ends_with(",label-layers,validate-graph-invariants"));
 }
 
 TEST_CASE("insert_after / insert_before / drop build new validated pipelines") {
   auto p = default_pipeline().insert_after<LabelLayersPass>(
       CountReluPass{CountReluPass::Options().type("linear")});
   CHECK(p.to_string() ==
-        "output-nodes,output-ancestry,trim-orphans,number-buffers,distances,conditionals,"
+        "add-output-nodes,mark-output-ancestry,trim-orphans,number-buffers,compute-distances,"
+        "detect-conditionals,"
         "infer-modules,group-recurrences,label-layers,count-relu(type=\"linear\")");
   auto q = checked_pipeline() | drop<ComputeDistancesPass>() | drop<ValidateGraphInvariantsPass>() |
            insert_before<AddOutputNodesPass>(ValidateGraphInvariantsPass{});
   CHECK(q.to_string() ==
-        "validate,output-nodes,output-ancestry,trim-orphans,number-buffers,conditionals,"
+        "validate-graph-invariants,add-output-nodes,mark-output-ancestry,trim-orphans,number-"
+        "buffers,detect-conditionals,"
         "infer-modules,group-recurrences,label-layers");
   ModelGraph g = linear_loop_graph(3);
   auto records = p.run(g);
@@ -162,12 +165,12 @@ TEST_CASE("before/after hooks run around every pass, in order") {
   ctx.instrumentation.add_after(time_passes(timing));
   ctx.instrumentation.add_after(dump_after_each_pass(dumps));
   make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}).run(g, ctx);
-  CHECK(events == std::vector<std::string>{"+output-nodes", "-output-nodes", "+output-ancestry",
-                                           "-output-ancestry"});
-  CHECK(timing.str().find("output-nodes: ") == 0);
+  CHECK(events == std::vector<std::string>{"+add-output-nodes", "-add-output-nodes",
+                                           "+mark-output-ancestry", "-mark-output-ancestry"});
+  CHECK(timing.str().find("add-output-nodes: ") == 0);
   CHECK(timing.str().find("4 vertices, outputs added=1") != std::string::npos);
-  CHECK(dumps.str().find("// ---- after output-ancestry ----") != std::string::npos);
-  CHECK(ctx.record("output-nodes").result.get("outputs added") == 1);
+  CHECK(dumps.str().find("// ---- after mark-output-ancestry ----") != std::string::npos);
+  CHECK(ctx.record("add-output-nodes").result.get("outputs added") == 1);
   CHECK_THROWS_AS((void)ctx.record("nope"), std::invalid_argument);
 }
 
@@ -215,10 +218,12 @@ struct ReadOnlyPass : pass_info<ReadOnlyPass> {
 TEST_CASE("a pass that declares no invalidates drops every topology fact and analysis") {
   static_assert(std::is_same_v<SilentPass::invalidates, facts::list<facts::Topology>>);
   using Silent = decltype(default_pipeline().append(SilentPass{}));
-  static_assert(!Silent::provides<facts::Labeled> && !Silent::provides<facts::OrphanFree>);
+  static_assert(!Silent::provides<facts::LayersLabeled> &&
+                !Silent::provides<facts::OrphansTrimmed>);
   static_assert(Silent::provides<facts::OutputNodesAdded>); // not a topology fact
   using ReadOnly = decltype(default_pipeline().append(ReadOnlyPass{}));
-  static_assert(ReadOnly::provides<facts::Labeled> && ReadOnly::provides<facts::OrphanFree>);
+  static_assert(ReadOnly::provides<facts::LayersLabeled> &&
+                ReadOnly::provides<facts::OrphansTrimmed>);
 
   ModelGraph g = chain_graph();
   PassContext ctx;
@@ -265,7 +270,7 @@ TEST_CASE("a pass reporting changed == false keeps the analyses it would invalid
   CHECK_FALSE(ctx.is_cached<AdjacencyAnalysis>());
   // the compile-time fold cannot know: the facts are dropped either way
   static_assert(
-      !decltype(default_pipeline().append(MaybeChangesPass{}))::provides<facts::Distances>);
+      !decltype(default_pipeline().append(MaybeChangesPass{}))::provides<facts::DistancesComputed>);
 }
 
 TEST_CASE("structural passes that find nothing to do report no change: analyses are reused") {
@@ -274,13 +279,14 @@ TEST_CASE("structural passes that find nothing to do report no change: analyses 
   ModelGraph g = chain_graph(); // no orphan, no buffer
   PassContext ctx;
   p.run(g, ctx);
-  CHECK(ctx.records[0].result.changed); // output-nodes added the output vertex
+  CHECK(ctx.records[0].result.changed); // add-output-nodes added the output vertex
   CHECK_FALSE(ctx.records[2].result.changed);
   CHECK_FALSE(ctx.records[3].result.changed);
-  // the order and adjacency arrays output-ancestry computed served trim-orphans and distances
+  // the order and adjacency arrays mark-output-ancestry computed served trim-orphans and
+  // compute-distances
   CHECK(ctx.analysis_computations() == 2);
   CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
-  // run again: output-nodes has nothing to add, so nothing is recomputed
+  // run again: add-output-nodes has nothing to add, so nothing is recomputed
   p.run(g, ctx);
   CHECK_FALSE(ctx.records[5].result.changed);
   CHECK(ctx.analysis_computations() == 2);
@@ -290,7 +296,8 @@ TEST_CASE("structural passes that find nothing to do report no change: analyses 
   p.run(m, mctx);
   CHECK(mctx.records[2].result.changed);
   CHECK(mctx.records[3].result.changed);
-  CHECK(mctx.analysis_computations() == 4); // dropped by trim-orphans, computed again for distances
+  CHECK(mctx.analysis_computations() ==
+        4); // dropped by trim-orphans, computed again for compute-distances
 }
 
 TEST_CASE("the topological-order analysis sorts a graph whose vertex order is not topological") {

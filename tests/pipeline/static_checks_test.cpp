@@ -28,31 +28,33 @@ static_assert(std::is_same_v<MarkOutputAncestryPass::invalidates, facts::none> &
               std::is_same_v<LabelLayersPass::invalidates, facts::none> &&
               std::is_same_v<ValidateGraphInvariantsPass::invalidates, facts::none>);
 static_assert(std::is_same_v<InferModulesPass::invalidates, facts::list<facts::ModulesInferred>>);
-static_assert(std::is_same_v<GroupRecurrencesPass::invalidates, facts::list<facts::Labeled>>);
+static_assert(std::is_same_v<GroupRecurrencesPass::invalidates, facts::list<facts::LayersLabeled>>);
 // regrouping after labeling drops the labels
 static_assert(
-    !decltype(default_pipeline().append(GroupRecurrencesPass{}))::provides<facts::Labeled>);
+    !decltype(default_pipeline().append(GroupRecurrencesPass{}))::provides<facts::LayersLabeled>);
 static_assert(Analysis<TopologicalOrderAnalysis> && Analysis<ModuleTreeAnalysis> &&
               Analysis<RolledGraphAnalysis>);
 
 // fact sets expand to their members (and keep their own tag)
-static_assert(torchlens::detail::list_contains_v<facts::Distances, facts::list<facts::Topology>>);
+static_assert(
+    torchlens::detail::list_contains_v<facts::DistancesComputed, facts::list<facts::Topology>>);
 static_assert(torchlens::detail::list_contains_v<facts::Topology, facts::list<facts::Topology>>);
 static_assert(
     !torchlens::detail::list_contains_v<facts::OutputNodesAdded, facts::list<facts::Topology>>);
 
 // the default pipeline ends with every standard fact
 static_assert(DefaultPipeline::provides<facts::OutputNodesAdded>);
-static_assert(DefaultPipeline::provides<facts::Labeled>);
-static_assert(DefaultPipeline::provides<facts::Distances>);
+static_assert(DefaultPipeline::provides<facts::LayersLabeled>);
+static_assert(DefaultPipeline::provides<facts::DistancesComputed>);
 static_assert(DefaultPipeline::provides<facts::BuffersNumbered>);
 static_assert(DefaultPipeline::contains<TrimOrphansPass>);
 
 // a structural pass drops topology facts: distances computed before trimming are gone
 using Early = decltype(make_pipeline(AddOutputNodesPass{}, ComputeDistancesPass{},
                                      MarkOutputAncestryPass{}, TrimOrphansPass{}));
-static_assert(!Early::provides<facts::Distances>);
-static_assert(Early::provides<facts::OrphanFree> && Early::provides<facts::OutputsMarked>);
+static_assert(!Early::provides<facts::DistancesComputed>);
+static_assert(Early::provides<facts::OrphansTrimmed> &&
+              Early::provides<facts::OutputAncestryMarked>);
 
 // infer-modules invalidates then re-produces its own fact
 using Modules =
@@ -65,7 +67,7 @@ static_assert(decltype(make_pipeline())::size == 0);
 
 // editing keeps the type-level checks
 using Dropped = decltype(default_pipeline().drop<ComputeDistancesPass>());
-static_assert(!Dropped::provides<facts::Distances> && Dropped::size == 8);
+static_assert(!Dropped::provides<facts::DistancesComputed> && Dropped::size == 8);
 
 } // namespace torchlens::static_checks
 

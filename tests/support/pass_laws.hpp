@@ -86,19 +86,19 @@ void check_fact(const ModelGraph& g) {
     for (const auto& r : g[boost::graph_bundle].returned) want.insert(r.address);
     for (Vertex v : of_kind(g, NodeKind::output)) have.insert(g[v].io_address);
     CHECK(want == have);
-  } else if constexpr (std::is_same_v<F, OutputsMarked>) {
+  } else if constexpr (std::is_same_v<F, OutputAncestryMarked>) {
     auto down = reach(g, of_kind(g, NodeKind::input), true);
     auto up = reach(g, of_kind(g, NodeKind::output), false);
     for (Vertex v = 0; v < n; ++v) {
       CHECK(g[v].has_input_ancestor == static_cast<bool>(down[v]));
       CHECK(g[v].is_output_ancestor == static_cast<bool>(up[v]));
     }
-  } else if constexpr (std::is_same_v<F, OrphanFree>) {
+  } else if constexpr (std::is_same_v<F, OrphansTrimmed>) {
     for (Vertex v = 0; v < n; ++v) {
       const bool kept_for_child = boost::out_degree(v, g) > 0;
       CHECK((g[v].has_input_ancestor || g[v].is_output_ancestor || kept_for_child));
     }
-  } else if constexpr (std::is_same_v<F, Distances>) {
+  } else if constexpr (std::is_same_v<F, DistancesComputed>) {
     // naive: Bellman-Ford style relaxation over the DAG
     std::vector<int> mn(n, -1), mx(n, -1);
     for (Vertex v : of_kind(g, NodeKind::input)) mn[v] = mx[v] = 0;
@@ -114,7 +114,7 @@ void check_fact(const ModelGraph& g) {
       CHECK(g[v].min_distance_from_input == mn[v]);
       CHECK(g[v].max_distance_from_input == mx[v]);
     }
-  } else if constexpr (std::is_same_v<F, BranchesMarked>) {
+  } else if constexpr (std::is_same_v<F, ConditionalsDetected>) {
     for (Vertex v = 0; v < n; ++v) {
       if (g[v].is_terminal_bool && g[v].scalar_use == ScalarUse::condition) {
         CHECK(g[v].in_cond_branch);
@@ -135,7 +135,7 @@ void check_fact(const ModelGraph& g) {
     std::map<std::string, int> last;
     for (Vertex v : of_kind(g, NodeKind::buffer))
       CHECK(g[v].buffer_pass == ++last[g[v].io_address]);
-  } else if constexpr (std::is_same_v<F, RecurrenceGrouped>) {
+  } else if constexpr (std::is_same_v<F, RecurrencesGrouped>) {
     std::map<std::size_t, std::string> eq;
     for (Vertex v = 0; v < n; ++v) {
       CHECK(g[v].pass_num >= 1);
@@ -143,7 +143,7 @@ void check_fact(const ModelGraph& g) {
       auto [it, inserted] = eq.emplace(g[v].layer, g[v].equivalence_type);
       CHECK(it->second == g[v].equivalence_type);
     }
-  } else if constexpr (std::is_same_v<F, Labeled>) {
+  } else if constexpr (std::is_same_v<F, LayersLabeled>) {
     std::set<std::string> labels;
     for (Vertex v = 0; v < n; ++v) {
       CHECK_FALSE(g[v].label.empty());

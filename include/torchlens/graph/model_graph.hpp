@@ -22,7 +22,7 @@ enum class NodeKind : std::uint8_t {
   op,     ///< an ATen op the model called
   input,  ///< a tensor handed to forward()
   buffer, ///< a module buffer read by an op (bn.running_mean)
-  output, ///< a tensor returned by forward() (added by the output-nodes pass)
+  output, ///< a tensor returned by forward() (added by the add-output-nodes pass)
 };
 
 /// How the model used a value it read into a host scalar (`.item()`, `bool(t)`).

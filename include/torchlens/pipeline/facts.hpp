@@ -39,30 +39,43 @@ struct set_of {
 };
 
 // ---- individual facts ---------------------------------------------------------
-/// One `output` vertex exists per returned tensor (output-nodes).
+// Each fact is named for what its pass did: pass `compute-distances`
+// (ComputeDistancesPass, compute_distances.hpp) produces DistancesComputed.
+
+/// One `output` vertex exists per returned tensor (add-output-nodes).
 struct OutputNodesAdded {};
-/// is_output_ancestor / has_input_ancestor are correct (output-ancestry).
-struct OutputsMarked {};
-/// No vertex is both unreachable from the inputs and unable to reach an output.
-struct OrphanFree {};
-/// min/max distances from inputs and to outputs are filled (distances).
-struct Distances {};
-/// Terminal bools, condition branches and IF edges are marked (conditionals).
-struct BranchesMarked {};
+/// is_output_ancestor / has_input_ancestor are correct (mark-output-ancestry).
+struct OutputAncestryMarked {};
+/// No vertex is both unreachable from the inputs and unable to reach an output
+/// (trim-orphans).
+struct OrphansTrimmed {};
+/// min/max distances from inputs and to outputs are filled (compute-distances).
+struct DistancesComputed {};
+/// Terminal bools, condition branches and IF edges are marked (detect-conditionals).
+struct ConditionalsDetected {};
 /// Every op has a module containment, observed or inferred (infer-modules).
 struct ModulesInferred {};
 /// Buffers are merged and numbered per address (number-buffers).
 struct BuffersNumbered {};
 /// layer / pass_num / num_passes are filled (group-recurrences).
-struct RecurrenceGrouped {};
+struct RecurrencesGrouped {};
 /// Final labels are filled (label-layers).
-struct Labeled {};
+struct LayersLabeled {};
+
+// The names of 0.2.0's first drafts, kept so that user passes still compile.
+using OutputsMarked [[deprecated("use OutputAncestryMarked")]] = OutputAncestryMarked;
+using OrphanFree [[deprecated("use OrphansTrimmed")]] = OrphansTrimmed;
+using Distances [[deprecated("use DistancesComputed")]] = DistancesComputed;
+using BranchesMarked [[deprecated("use ConditionalsDetected")]] = ConditionalsDetected;
+using RecurrenceGrouped [[deprecated("use RecurrencesGrouped")]] = RecurrencesGrouped;
+using Labeled [[deprecated("use LayersLabeled")]] = LayersLabeled;
 
 // ---- fact sets ------------------------------------------------------------------
 /// Every fact that depends on the vertex/edge set: a pass that adds or removes
 /// vertices or edges invalidates it (LLVM's CFGAnalyses, at the type level).
-struct Topology : set_of<OutputsMarked, OrphanFree, Distances, BranchesMarked, ModulesInferred,
-                         BuffersNumbered, RecurrenceGrouped, Labeled> {};
+struct Topology
+    : set_of<OutputAncestryMarked, OrphansTrimmed, DistancesComputed, ConditionalsDetected,
+             ModulesInferred, BuffersNumbered, RecurrencesGrouped, LayersLabeled> {};
 
 } // namespace torchlens::facts
 

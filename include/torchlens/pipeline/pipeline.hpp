@@ -371,7 +371,7 @@ auto operator|(const Pipeline<Ps...>& p, detail::Drop<P>) {
   return p.template drop<P>();
 }
 
-/// Writes the pipeline's textual form (`output-nodes,output-ancestry,...`).
+/// Writes the pipeline's textual form (`add-output-nodes,mark-output-ancestry,...`).
 template <class... Ps>
 std::ostream& operator<<(std::ostream& os, const Pipeline<Ps...>& p) {
   p.print_pipeline(os);

@@ -16,7 +16,7 @@ namespace torchlens::passes {
 /// Appends an `output` vertex for each GraphInfo::returned entry (duplicate
 /// addresses dropped), fed by the producer, which gets feeds_output = true.
 struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
-  static constexpr std::string_view name = "output-nodes";
+  static constexpr std::string_view name = "add-output-nodes";
   static constexpr std::string_view description =
       "add one output vertex per tensor returned by forward()";
   using produces = facts::list<facts::OutputNodesAdded>;
@@ -40,7 +40,7 @@ struct AddOutputNodesPass : pass_info<AddOutputNodesPass> {
       if (!present.insert(ret.address).second) continue; // duplicate address: dropped
       auto producer = detail::vertex_of_id(g, ret.node_id);
       if (!producer) {
-        throw UsageError("output-nodes: returned tensor '" + ret.address + "' names node id " +
+        throw UsageError("add-output-nodes: returned tensor '" + ret.address + "' names node id " +
                          std::to_string(ret.node_id) + ", which is not in the graph");
       }
       OpNode out;

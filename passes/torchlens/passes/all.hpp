@@ -25,21 +25,22 @@
 namespace torchlens::passes {
 
 /// Every standard pass type, in default-pipeline order (the registry).
-inline constexpr auto all_passes = boost::hana::tuple_t<AddOutputNodesPass,     // output-nodes
-                                                        MarkOutputAncestryPass, // output-ancestry
-                                                        TrimOrphansPass,        // trim-orphans
-                                                        NumberBuffersPass,      // number-buffers
-                                                        ComputeDistancesPass,   // distances
-                                                        DetectConditionalsPass, // conditionals
-                                                        InferModulesPass,       // infer-modules
-                                                        GroupRecurrencesPass,   // group-recurrences
-                                                        LabelLayersPass,        // label-layers
-                                                        ValidateGraphInvariantsPass // validate
-                                                        >;
+inline constexpr auto all_passes =
+    boost::hana::tuple_t<AddOutputNodesPass,         // add-output-nodes
+                         MarkOutputAncestryPass,     // mark-output-ancestry
+                         TrimOrphansPass,            // trim-orphans
+                         NumberBuffersPass,          // number-buffers
+                         ComputeDistancesPass,       // distances
+                         DetectConditionalsPass,     // conditionals
+                         InferModulesPass,           // infer-modules
+                         GroupRecurrencesPass,       // group-recurrences
+                         LabelLayersPass,            // label-layers
+                         ValidateGraphInvariantsPass // validate
+                         >;
 
 /// The default postprocessing pipeline (what run_default_pipeline runs):
-/// `output-nodes,output-ancestry,trim-orphans,number-buffers,distances,
-/// conditionals,infer-modules,group-recurrences,label-layers`.
+/// `add-output-nodes,mark-output-ancestry,trim-orphans,number-buffers,compute-distances,
+/// detect-conditionals,infer-modules,group-recurrences,label-layers`.
 /// Invariant checks are opt-in, as TorchLens's TORCHLENS_POSTPROCESS_ASSERTIONS:
 /// checked_pipeline(), or verify_after_each_pass() as a hook.
 inline auto default_pipeline() {
@@ -61,7 +62,7 @@ inline auto checked_pipeline() {
 namespace torchlens {
 
 /// Runs the default pipeline on a freshly captured graph; returns per-pass records.
-/// With `validate`, the validate pass runs last (throws std::logic_error on a broken graph).
+/// With `validate`, validate-graph-invariants runs last (throws InvariantError on a broken graph).
 inline std::vector<PassRecord> run_default_pipeline(ModelGraph& g, bool validate = false) {
   if (validate) return passes::checked_pipeline().run(g);
   return passes::default_pipeline().run(g);

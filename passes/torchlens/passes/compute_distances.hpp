@@ -42,11 +42,11 @@ std::vector<int> bfs_distances(const Graph& g, const std::vector<Vertex>& source
 /// Fills OpNode::{min,max}_distance_from_{input,output}: edges on the shortest
 /// and longest path from any input / to any output; -1 when no such path.
 struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
-  static constexpr std::string_view name = "distances";
+  static constexpr std::string_view name = "compute-distances";
   static constexpr std::string_view description =
       "min/max number of edges from the inputs and to the outputs";
   using consumes = facts::list<facts::OutputNodesAdded>;
-  using produces = facts::list<facts::Distances>;
+  using produces = facts::list<facts::DistancesComputed>;
   /// Sets vertex and edge attributes only: every fact holds on.
   using invalidates = facts::none;
   static constexpr bool is_idempotent = true;

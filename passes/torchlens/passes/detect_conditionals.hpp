@@ -22,11 +22,11 @@ namespace torchlens::passes {
 /// is true when an IF edge exists. This marks the branch computing the
 /// condition, not the arm taken (TorchLens, parents-only flood as fixed in 0.20.4).
 struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
-  static constexpr std::string_view name = "conditionals";
+  static constexpr std::string_view name = "detect-conditionals";
   static constexpr std::string_view description =
       "mark terminal bools, the branches computing them and the IF edges into those branches";
-  using consumes = facts::list<facts::OutputsMarked>;
-  using produces = facts::list<facts::BranchesMarked>;
+  using consumes = facts::list<facts::OutputAncestryMarked>;
+  using produces = facts::list<facts::ConditionalsDetected>;
   /// Sets vertex and edge attributes only: every fact holds on.
   using invalidates = facts::none;
   static constexpr bool is_idempotent = true;

@@ -109,11 +109,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   static constexpr std::string_view name = "group-recurrences";
   static constexpr std::string_view description =
       "group op passes into layers (same parameters, adjacent identical ops, repeated blocks)";
-  using consumes = facts::list<facts::OrphanFree, facts::ModulesInferred>;
-  using produces = facts::list<facts::RecurrenceGrouped>;
+  using consumes = facts::list<facts::OrphansTrimmed, facts::ModulesInferred>;
+  using produces = facts::list<facts::RecurrencesGrouped>;
   /// Adds or removes no vertex or edge, but renumbers layers and passes, which
   /// labels computed earlier encode (a second run with other options regroups).
-  using invalidates = facts::list<facts::Labeled>;
+  using invalidates = facts::list<facts::LayersLabeled>;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;
 

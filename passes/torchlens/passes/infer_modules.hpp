@@ -32,7 +32,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
   static constexpr std::string_view description =
       "infer module containment of unobserved ops from their nearest observed neighbours";
   /// has_input_ancestor tells internally generated branches apart.
-  using consumes = facts::list<facts::OutputsMarked>;
+  using consumes = facts::list<facts::OutputAncestryMarked>;
   using produces = facts::list<facts::ModulesInferred>;
   /// Containment changes, so analyses built on it (ModuleTreeAnalysis) are dropped.
   using invalidates = facts::list<facts::ModulesInferred>;

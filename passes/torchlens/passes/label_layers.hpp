@@ -26,8 +26,8 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
   static constexpr std::string_view name = "label-layers";
   static constexpr std::string_view description =
       "final labels {type}_{type_num}_{total_num}[:pass], short labels, is_branching";
-  using consumes = facts::list<facts::RecurrenceGrouped>;
-  using produces = facts::list<facts::Labeled>;
+  using consumes = facts::list<facts::RecurrencesGrouped>;
+  using produces = facts::list<facts::LayersLabeled>;
   /// Sets vertex and edge attributes only: every fact holds on.
   using invalidates = facts::none;
   static constexpr bool is_required = true;

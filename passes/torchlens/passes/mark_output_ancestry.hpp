@@ -15,11 +15,11 @@ namespace torchlens::passes {
 /// themselves included) and OpNode::has_input_ancestor (a path comes from an
 /// input vertex; inputs included). Two sweeps over a topological order.
 struct MarkOutputAncestryPass : pass_info<MarkOutputAncestryPass> {
-  static constexpr std::string_view name = "output-ancestry";
+  static constexpr std::string_view name = "mark-output-ancestry";
   static constexpr std::string_view description =
       "mark vertices that reach an output and vertices that descend from an input";
   using consumes = facts::list<facts::OutputNodesAdded>;
-  using produces = facts::list<facts::OutputsMarked>;
+  using produces = facts::list<facts::OutputAncestryMarked>;
   /// Sets vertex and edge attributes only: every fact holds on.
   using invalidates = facts::none;
   static constexpr bool is_required = true;

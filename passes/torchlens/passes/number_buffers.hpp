@@ -24,9 +24,10 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
   static constexpr std::string_view name = "number-buffers";
   static constexpr std::string_view description =
       "merge duplicate buffer vertices and number buffer passes per address";
-  using consumes = facts::list<facts::OrphanFree>;
+  using consumes = facts::list<facts::OrphansTrimmed>;
   /// Merging equivalent vertices keeps ancestry and orphan-freedom: re-produced.
-  using produces = facts::list<facts::BuffersNumbered, facts::OrphanFree, facts::OutputsMarked>;
+  using produces =
+      facts::list<facts::BuffersNumbered, facts::OrphansTrimmed, facts::OutputAncestryMarked>;
   using invalidates = facts::list<facts::Topology>;
   static constexpr bool is_idempotent = true;
 

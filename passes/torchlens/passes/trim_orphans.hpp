@@ -31,9 +31,9 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass, TrimOrphansOptions> {
   static constexpr std::string_view name = "trim-orphans";
   static constexpr std::string_view description =
       "remove vertices connected to no input and no output";
-  using consumes = facts::list<facts::OutputsMarked>;
-  /// Ancestry flags of surviving vertices stay correct, so OutputsMarked is re-produced.
-  using produces = facts::list<facts::OrphanFree, facts::OutputsMarked>;
+  using consumes = facts::list<facts::OutputAncestryMarked>;
+  /// Ancestry flags of surviving vertices stay correct, so OutputAncestryMarked is re-produced.
+  using produces = facts::list<facts::OrphansTrimmed, facts::OutputAncestryMarked>;
   using invalidates = facts::list<facts::Topology>;
   static constexpr bool is_required = true;
   static constexpr bool is_idempotent = true;

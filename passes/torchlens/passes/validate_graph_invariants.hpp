@@ -180,7 +180,7 @@ inline Instrumentation::AfterHook verify_after_each_pass() {
 
 /// validate_graph as a pass (insertable anywhere; changes nothing).
 struct ValidateGraphInvariantsPass : pass_info<ValidateGraphInvariantsPass> {
-  static constexpr std::string_view name = "validate";
+  static constexpr std::string_view name = "validate-graph-invariants";
   static constexpr std::string_view description =
       "check structural invariants; throw std::logic_error naming each violation";
   /// Reads the graph only.

@@ -15,7 +15,7 @@ if [[ ! -f $dir/build.ninja ]]; then
     -Ddefault_library=static
 fi
 ninja -C "$dir" -j"${TORCHLENS_JOBS:-2}"
-export ASAN_OPTIONS="detect_leaks=1:detect_odr_violation=0:abort_on_error=0:halt_on_error=1"
+export ASAN_OPTIONS="detect_leaks=${TORCHLENS_SANITIZER_LEAKS:-1}:detect_odr_violation=0:abort_on_error=0:halt_on_error=1"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
 # the install suite builds other projects: its checks are the same as the plain build's

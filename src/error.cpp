@@ -13,10 +13,9 @@ namespace {
 std::string first_line(std::string_view text) {
   const auto rt = text.rfind("RuntimeError: ");
   if (rt != std::string_view::npos) text.remove_prefix(rt + 14);
-  text = text.substr(0, text.find('\n'));
-  if (text.substr(0, kErrorPrefix.size()) == kErrorPrefix) text.remove_prefix(kErrorPrefix.size());
-  while (!text.empty() && (text.back() == ' ' || text.back() == '.')) text.remove_suffix(1);
-  return std::string(text);
+  std::string line = detail::unprefixed(text.substr(0, text.find('\n')));
+  while (!line.empty() && (line.back() == ' ' || line.back() == '.')) line.pop_back();
+  return line;
 }
 
 } // namespace

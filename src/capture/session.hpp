@@ -105,11 +105,6 @@ class CaptureSession {
                                             const GraphSignature& reference,
                                             std::size_t next_id) const;
 
-  const ModelDescription& model() const noexcept { return model_; }
-  const std::vector<std::pair<std::string, at::Tensor>>& inputs() const noexcept { return inputs_; }
-  const LogOptions& options() const noexcept { return options_; }
-  std::uint64_t seed() const noexcept { return seed_; }
-
  private:
   const ModelDescription& model_;
   std::vector<std::pair<std::string, at::Tensor>> inputs_;

@@ -10,4 +10,4 @@
 
 /// Raised whenever a field of the JSON metadata changes meaning or goes away
 /// (adding a field does not raise it).
-#define TORCHLENS_JSON_SCHEMA_VERSION 2
+#define TORCHLENS_JSON_SCHEMA_VERSION 3

@@ -6,6 +6,7 @@
 
 #include "recorder.hpp"
 
+#include "../intervene/compiled.hpp"
 #include "../io/dtypes.hpp"
 
 #include "libtorch_compat.hpp"
@@ -339,6 +340,9 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
   }
   if (model.script != nullptr) script_index_ = std::make_unique<TorchScriptIndex>(*model.script);
   graph[boost::graph_bundle].model_name = model.name;
+  if (options_.interventions() != nullptr) {
+    live_ = std::make_unique<CompiledSpec>(*options_.interventions());
+  }
 }
 
 Recorder::~Recorder() = default;
@@ -568,7 +572,7 @@ void Recorder::add_input(const std::string& address, const at::Tensor& t) {
   const std::size_t id = new_node(std::move(n));
   track(t, id);
   keep_alive_.push_back(t);
-  save(id, t, /*copy=*/true); // the caller owns it and may change it later
+  save(id, intervene_source(id, t), /*copy=*/true); // the caller owns it and may change it later
 }
 
 std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
@@ -603,7 +607,7 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   }
   b.node = id;
   b.version = v;
-  save(id, t, /*copy=*/true); // buffers change under the model's feet (running stats)
+  save(id, intervene_source(id, t), /*copy=*/true); // buffers change under the model's feet
   return id;
 }
 
@@ -817,6 +821,11 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     rec.rng_state = gen.get_state();
   }
 
+  std::vector<std::string> edge_applied;
+  if (live_ != nullptr) {
+    intervene_inputs(boost::num_vertices(graph), parents, stack, num_args, info, edge_applied);
+  }
+
   const auto t0 = std::chrono::steady_clock::now();
   op.callBoxed(stack);
   const auto t1 = std::chrono::steady_clock::now();
@@ -825,6 +834,10 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   // Outputs: one vertex per returned tensor.
   const std::size_t num_returns = op.schema().returns().size();
+  std::vector<std::vector<std::string>> applied;
+  if (live_ != nullptr) {
+    applied = intervene_outputs(boost::num_vertices(graph), info, frames, stack, num_returns);
+  }
   const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns));
 
   std::vector<ParamRef> param_refs;
@@ -889,9 +902,18 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       }
     }
     fill_tensor_fields(n, t);
+    if (live_ != nullptr) {
+      if (out < applied.size()) n.interventions = std::move(applied[out]);
+      if (first_id == SIZE_MAX && !edge_applied.empty()) {
+        n.interventions.insert(n.interventions.begin(), edge_applied.begin(), edge_applied.end());
+      }
+    }
     const std::size_t id = new_node(std::move(n));
     if (first_id == SIZE_MAX) {
       first_id = id;
+    }
+    if (live_ != nullptr && std::binary_search(live_->reads().begin(), live_->reads().end(), id)) {
+      live_values_[id] = t.detach().clone(); // later in-place ops must not change it
     }
     records[id] = rec;
     for (const auto& p : parents) {
@@ -937,6 +959,142 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       written_by_[t.unsafeGetTensorImpl()] = first_id;
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// The live intervention engine: the spec's entries applied in the fallback.
+
+namespace {
+
+/// The tensor at (position, list index) of an argument, and a setter.
+at::Tensor stack_tensor(const c10::IValue& arg, int list_index) {
+  if (list_index < 0) return arg.isTensor() ? arg.toTensor() : at::Tensor();
+  if (arg.isTensorList()) return arg.toTensorList().get(static_cast<std::size_t>(list_index));
+  const c10::IValue e = arg.toList().get(static_cast<std::size_t>(list_index));
+  return e.isTensor() ? e.toTensor() : at::Tensor();
+}
+
+void set_stack_tensor(c10::IValue& arg, int list_index, const at::Tensor& t) {
+  if (list_index < 0) {
+    arg = t;
+  } else if (arg.isTensorList()) {
+    auto list = arg.toTensorList().copy();
+    list.set(static_cast<std::size_t>(list_index), t);
+    arg = std::move(list);
+  } else {
+    auto list = arg.toList().copy();
+    list.set(static_cast<std::size_t>(list_index), t);
+    arg = std::move(list);
+  }
+}
+
+/// Puts `value` where `current` is: into its memory for a value the caller
+/// keeps using (an in-place op's argument), else in its place.
+void write_through(const at::Tensor& current, const at::Tensor& value) {
+  at::NoGradGuard no_grad; // gradients through written-through sites: unsupported (docs)
+  current.copy_(value);
+}
+
+} // namespace
+
+at::Tensor Recorder::live_value(std::size_t id) const {
+  auto it = live_values_.find(id);
+  TORCHLENS_CHECK(it != live_values_.end(), "an intervention reads the value of op ", id,
+                  id < boost::num_vertices(graph) ? " (" + graph[id].op_name + ")" : std::string(),
+                  ", which this run has not computed yet: it must run before the site");
+  return it->second;
+}
+
+at::Tensor Recorder::intervene_source(std::size_t id, const at::Tensor& t) {
+  if (live_ == nullptr) return t;
+  OpNode& n = graph[id];
+  OpView view;
+  view.id = id;
+  view.op_name = n.op_name;
+  view.layer_type = n.layer_type;
+  view.modules = &n.modules;
+  view.value = &t;
+  std::vector<std::string> applied;
+  at::Tensor changed = live_->apply_output(
+      view, "", [this](std::size_t i) { return live_value(i); }, applied);
+  if (std::binary_search(live_->reads().begin(), live_->reads().end(), id)) {
+    live_values_[id] = changed.detach().clone();
+  }
+  if (applied.empty()) return t;
+  n.interventions = std::move(applied);
+  substitute_[id] = changed;
+  return changed;
+}
+
+void Recorder::intervene_inputs(std::size_t child, const std::vector<Parent>& parents,
+                                torch::jit::Stack* stack, std::size_t num_args, const OpInfo& info,
+                                std::vector<std::string>& applied) {
+  if (substitute_.empty() && !live_->edge_into(child)) return;
+  const std::size_t first = stack->size() - num_args;
+  for (const Parent& p : parents) {
+    c10::IValue& arg = (*stack)[first + static_cast<std::size_t>(p.arg_pos)];
+    const at::Tensor current = stack_tensor(arg, p.list_index);
+    at::Tensor value = current;
+    if (auto it = substitute_.find(p.node); it != substitute_.end()) value = it->second;
+    if (live_->edge_into(child)) {
+      value = live_->apply_edge(
+          EdgeId{p.node, child, p.arg_pos, p.list_index}, info.name, "", value,
+          [this](std::size_t i) { return live_value(i); }, applied);
+    }
+    if (value.is_same(current)) continue;
+    if (info.arg_written[static_cast<std::size_t>(p.arg_pos)] && p.list_index < 0) {
+      write_through(current, value);
+    } else {
+      set_stack_tensor(arg, p.list_index, value);
+    }
+  }
+}
+
+std::vector<std::vector<std::string>> Recorder::intervene_outputs(
+    std::size_t first_id, const OpInfo& info, const std::vector<ModuleFrame>& frames,
+    torch::jit::Stack* stack, std::size_t num_returns) {
+  std::vector<std::vector<std::string>> applied;
+  const auto value_of = [this](std::size_t i) { return live_value(i); };
+  std::size_t id = first_id;
+  int index = 0;
+  auto one = [&](const at::Tensor& t) -> at::Tensor {
+    const int out = index++;
+    applied.emplace_back();
+    if (!t.defined()) return t;
+    OpView view;
+    view.id = id++;
+    view.op_name = info.name;
+    view.layer_type = info.layer_type;
+    view.modules = &frames;
+    view.output_index = out;
+    view.value = &t;
+    return live_->apply_output(view, "", value_of, applied.back());
+  };
+  for (std::size_t r = stack->size() - num_returns; r < stack->size(); ++r) {
+    c10::IValue& ret = (*stack)[r];
+    if (ret.isTensor()) {
+      const at::Tensor t = ret.toTensor();
+      const at::Tensor changed = one(t);
+      if (changed.is_same(t)) continue;
+      if (info.writes) {
+        write_through(t, changed); // `x.relu_()`: the caller keeps using x
+      } else {
+        ret = changed;
+      }
+    } else if (ret.isTensorList()) {
+      auto list = ret.toTensorList().copy();
+      bool any = false;
+      for (std::size_t j = 0; j < list.size(); ++j) {
+        const at::Tensor t = list.get(j);
+        const at::Tensor changed = one(t);
+        if (changed.is_same(t)) continue;
+        list.set(j, changed);
+        any = true;
+      }
+      if (any) ret = std::move(list);
+    }
+  }
+  return applied;
 }
 
 void Recorder::set_returned(const c10::IValue& value) {

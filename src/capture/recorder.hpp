@@ -4,8 +4,8 @@
 // and module calls reach it from TorchScript's interpreter (RecordFunction),
 // from ModuleScope in C++-frontend forwards, and from driven Sequentials.
 
-#include <torchlens/capture/options.hpp>
 #include <torchlens/capture/engine.hpp>
+#include <torchlens/capture/options.hpp>
 #include <torchlens/graph/model_graph.hpp>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -28,6 +28,7 @@ class RecordFunction;
 namespace torchlens::detail {
 
 class TorchScriptIndex;
+class CompiledSpec;
 
 /// Which tensors a capture keeps.
 struct SavePolicy {
@@ -206,6 +207,25 @@ class Recorder {
   static ParamRef param_ref(const ParamState& p);
   /// A module that returns an argument unchanged gets an `identity` node.
   void log_identity(const at::Tensor& t);
+  // ---- interventions (the live engine, src/intervene/compiled.hpp) ----
+  /// Before op `child` runs: edge sites and changed sources it reads replace
+  /// its arguments on the stack (written arguments are written through).
+  void intervene_inputs(std::size_t child, const std::vector<Parent>& parents,
+                        torch::jit::Stack* stack, std::size_t num_args, const OpInfo& info,
+                        std::vector<std::string>& applied);
+  /// After the op ran: output sites change its returns (in-place and out=
+  /// ops are written through, since callers keep using the argument). Returns
+  /// what was applied, by output index.
+  std::vector<std::vector<std::string>> intervene_outputs(std::size_t first_id, const OpInfo& info,
+                                                          const std::vector<ModuleFrame>& frames,
+                                                          torch::jit::Stack* stack,
+                                                          std::size_t num_returns);
+  /// A source (input, buffer) as output sites change it; later reads get the
+  /// changed value. Returns the value to save.
+  at::Tensor intervene_source(std::size_t id, const at::Tensor& t);
+  /// This run's value of op `id` for actions that read another site.
+  at::Tensor live_value(std::size_t id) const;
+
   /// A read of tensor values into a host scalar (`item`, `is_nonzero`): no
   /// vertex; the tensors read record how the value was used.
   void read_scalar(c10::ArrayRef<c10::IValue> args, c10::ArrayRef<c10::IValue> returns,
@@ -243,6 +263,10 @@ class Recorder {
   std::vector<InferredCall> inferred_;
   double op_time_us_ = 0;
   std::int64_t saved_bytes_ = 0; // for LogOptions::max_saved_bytes
+
+  std::unique_ptr<CompiledSpec> live_;                      // LogOptions::intervene
+  std::unordered_map<std::size_t, at::Tensor> live_values_; // values actions read
+  std::unordered_map<std::size_t, at::Tensor> substitute_;  // changed inputs and buffers
 };
 
 } // namespace torchlens::detail

@@ -134,7 +134,8 @@ CaptureSession::CaptureSession(const ModelDescription& model,
       options_(std::move(options)),
       seed_(seed) {}
 
-std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish) const {
+std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish,
+                                                  c10::IValue* output) const {
   auto rec = std::make_unique<Recorder>(model_, options_, std::move(policy));
   for (const auto& [address, t] : inputs_) rec->add_input(address, t);
   torch::manual_seed(seed_);
@@ -143,6 +144,7 @@ std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish
   c10::IValue out = rec->run(forward_);
   const auto t1 = std::chrono::steady_clock::now();
   rec->set_returned(out);
+  if (output != nullptr) *output = std::move(out);
   if (finish) {
     rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
     rec->graph[boost::graph_bundle].random_seed = seed_;

@@ -92,7 +92,9 @@ class CaptureSession {
   /// One capture with `policy`. With `finish`, also the end-of-capture work a
   /// returned log needs (protective copies, printable arguments, model facts,
   /// the seed); a saving re-run can skip it.
-  std::unique_ptr<Recorder> capture(SavePolicy policy, bool finish) const;
+  /// `output`, when given, receives what forward returned.
+  std::unique_ptr<Recorder> capture(SavePolicy policy, bool finish,
+                                    c10::IValue* output = nullptr) const;
 
   /// The plain forward (no capture) under the session's seed, its tensors in
   /// output-node order, detached copies: the ground truth of validation.

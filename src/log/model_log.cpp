@@ -178,6 +178,12 @@ ModelLog::ModelLog(ModelGraph graph, std::vector<at::Tensor> activations, LogOpt
 }
 
 ModelLog::ModelLog(ModelLog&&) noexcept = default;
+
+ModelLog ModelLog::fork() const {
+  ModelLog copy(graph_, activations_, options_);
+  copy.replay_ = replay_;
+  return copy;
+}
 ModelLog& ModelLog::operator=(ModelLog&&) noexcept = default;
 ModelLog::~ModelLog() = default;
 

@@ -3,6 +3,7 @@
 // saved activations of its parents. See docs/validation.md.
 
 #include "../capture/recorder.hpp"
+#include "../capture/reexecute.hpp"
 #include "../capture/session.hpp"
 
 #include <torchlens/passes/validate_graph_invariants.hpp>
@@ -314,46 +315,6 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
   return (noise.normal(t.sizes(), t.numel()) * scale).to(t.options());
 }
 
-/// Calls a recorded op again with `inputs` for its in-edges; returns its outputs
-/// flattened as capture logged them.
-std::vector<at::Tensor> replay(const OpRecord& rec,
-                               const std::map<std::pair<int, int>, at::Tensor>& inputs) {
-  torch::jit::Stack stack = rec.args;
-  const auto& schema = rec.op->schema();
-  for (const auto& [slot, value] : inputs) {
-    const auto [pos, index] = slot;
-    TORCHLENS_CHECK(pos >= 0 && static_cast<std::size_t>(pos) < stack.size(),
-                    "an in-edge names argument ", pos, " of ", schema.name(), ", which has ",
-                    stack.size());
-    auto& arg = stack[static_cast<std::size_t>(pos)];
-    if (index < 0) {
-      arg = value;
-    } else if (arg.isTensorList()) {
-      auto list = arg.toTensorList().copy();
-      list.set(static_cast<std::size_t>(index), value);
-      arg = std::move(list);
-    } else {
-      auto list = arg.toList().copy();
-      list.set(static_cast<std::size_t>(index), value);
-      arg = std::move(list);
-    }
-  }
-  // in-place ops must not write into saved activations
-  for (std::size_t i = 0; i < schema.arguments().size(); ++i) {
-    const auto* alias = schema.arguments()[i].alias_info();
-    if (alias != nullptr && alias->isWrite() && stack[i].isTensor()) {
-      stack[i] = stack[i].toTensor().clone();
-    }
-  }
-  if (rec.rng_state.defined()) {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rec.rng_state);
-  }
-  rec.op->callBoxed(&stack);
-  return detail::flatten_returns(stack);
-}
-
 const char* kind_name(FailureKind k) {
   switch (k) {
     case FailureKind::output_mismatch:
@@ -467,11 +428,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
   ValidationReport report;
   check_structure(g, records, report);
   at::NoGradGuard no_grad;
-  const at::Tensor saved_rng = [] {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    return gen.get_state();
-  }();
+  const detail::GeneratorStateGuard generator; // replays restore recorded states
   Noise noise;
 
   // 1. outputs equal the plain forward pass exactly
@@ -519,7 +476,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
     ++report.layers_checked;
     std::vector<at::Tensor> out;
     try {
-      out = replay(records[n.id], inputs);
+      out = detail::reexecute(records[n.id], inputs);
     } catch (const c10::Error& e) {
       std::string msg = e.what_without_backtrace();
       msg = msg.substr(0, msg.find('\n'));
@@ -569,7 +526,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
           if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = value;
         }
         try {
-          const auto pout = replay(records[n.id], changed_inputs);
+          const auto pout = detail::reexecute(records[n.id], changed_inputs);
           replayed = true;
           changed = idx >= pout.size() || !exactly_equal(pout[idx], saved);
         } catch (const c10::Error& e) {
@@ -600,11 +557,6 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
       parents_ok = parents_ok && ok[boost::source(e, g)];
     }
     if (parents_ok) report.failures.push_back(mismatches[v]);
-  }
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(saved_rng);
   }
   report.valid = report.failures.empty();
   report.time_ms =

@@ -25,7 +25,7 @@ int main() {
   const auto log = torchlens::log_forward_pass(net, x, torchlens::LogOptions().seed(0));
   const bool ok = torch::allclose(log["output_1"].activation(), net(x)) &&
                   log["fc"].label() == "addmm_1_2" && log["relu_1_3"].parents().size() == 1 &&
-                  TORCHLENS_JSON_SCHEMA_VERSION == 2;
+                  TORCHLENS_JSON_SCHEMA_VERSION == 3;
   std::cout << (ok ? "consumer OK, torchlens " : "consumer MISMATCH, torchlens ")
             << TORCHLENS_VERSION_STRING << "\n";
   return ok ? 0 : 1;

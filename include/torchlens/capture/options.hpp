@@ -8,11 +8,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace torchlens {
+
+class Interventions;
+class ModelLog;
 
 /// Which layers keep their activation.
 class SaveSpec {
@@ -73,6 +77,20 @@ struct LogOptions {
   /// more would exceed it, the capture stops with a c10::Error naming that op
   /// (before the operating system kills the process for memory).
   TORCH_ARG(std::int64_t, max_saved_bytes) = 0;
+
+ public:
+  /// Interventions applied while the model runs (the live engine,
+  /// intervene/interventions.hpp): the saved activations are the changed
+  /// values. A spec with label, module or edge sites needs the reference log
+  /// its labels come from.
+  LogOptions& intervene(const Interventions& spec);
+  LogOptions& intervene(const Interventions& spec, const ModelLog& reference);
+  const std::shared_ptr<const Interventions>& interventions() const noexcept {
+    return interventions_;
+  }
+
+ private:
+  std::shared_ptr<const Interventions> interventions_;
 };
 
 } // namespace torchlens

@@ -92,6 +92,8 @@ struct OpNode {
   std::optional<bool> scalar_bool_value;  ///< value of a 0-dim bool tensor
   bool feeds_output = false;              ///< returned from forward (parent of an output node)
   bool has_saved_activation = false;
+  std::vector<std::string> interventions; ///< actions an intervention applied to this
+                                          ///< value, in order (its saved value is the result)
 
   // ---- module containment (outer → inner) ----
   std::vector<ModuleFrame> modules;

@@ -72,6 +72,11 @@ class ModelLog {
   ModelLog& operator=(ModelLog&&) noexcept;
   ~ModelLog();
 
+  /// A copy that shares the captured values (no tensor is copied): engines,
+  /// donors and patching work on forks, and nothing done to a fork through the
+  /// library changes this log.
+  ModelLog fork() const;
+
   /// The graph (vertices in creation order, final labels): run Boost.Graph
   /// algorithms on it directly.
   const ModelGraph& graph() const noexcept { return graph_; }

@@ -1,0 +1,63 @@
+// Re-executing one recorded op (reexecute.hpp).
+
+#include "reexecute.hpp"
+
+#include <torchlens/torch_error.hpp>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <mutex>
+
+namespace torchlens::detail {
+
+std::vector<at::Tensor> reexecute(const OpRecord& rec,
+                                  const std::map<std::pair<int, int>, at::Tensor>& inputs) {
+  torch::jit::Stack stack = rec.args;
+  const auto& schema = rec.op->schema();
+  for (const auto& [slot, value] : inputs) {
+    const auto [pos, index] = slot;
+    TORCHLENS_CHECK(pos >= 0 && static_cast<std::size_t>(pos) < stack.size(),
+                    "an in-edge names argument ", pos, " of ", schema.name(), ", which has ",
+                    stack.size());
+    auto& arg = stack[static_cast<std::size_t>(pos)];
+    if (index < 0) {
+      arg = value;
+    } else if (arg.isTensorList()) {
+      auto list = arg.toTensorList().copy();
+      list.set(static_cast<std::size_t>(index), value);
+      arg = std::move(list);
+    } else {
+      auto list = arg.toList().copy();
+      list.set(static_cast<std::size_t>(index), value);
+      arg = std::move(list);
+    }
+  }
+  // in-place ops must not write into saved activations
+  for (std::size_t i = 0; i < schema.arguments().size(); ++i) {
+    const auto* alias = schema.arguments()[i].alias_info();
+    if (alias != nullptr && alias->isWrite() && stack[i].isTensor()) {
+      stack[i] = stack[i].toTensor().clone();
+    }
+  }
+  if (rec.rng_state.defined()) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rec.rng_state);
+  }
+  rec.op->callBoxed(&stack);
+  return flatten_returns(stack);
+}
+
+GeneratorStateGuard::GeneratorStateGuard() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  state_ = gen.get_state();
+}
+
+GeneratorStateGuard::~GeneratorStateGuard() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state_);
+}
+
+} // namespace torchlens::detail

@@ -1,0 +1,32 @@
+#pragma once
+// Private to src/: one recorded op called again through the dispatcher, the
+// way validation and the replay engine re-execute a log.
+
+#include "recorder.hpp"
+
+#include <map>
+#include <utility>
+#include <vector>
+
+namespace torchlens::detail {
+
+/// Calls a recorded op again with `inputs` for its in-edges (keyed by argument
+/// position and list index), with the generator state it ran with. Arguments
+/// it writes are cloned first, so saved activations are never changed. Returns
+/// its outputs flattened as capture logged them.
+std::vector<at::Tensor> reexecute(const OpRecord& rec,
+                                  const std::map<std::pair<int, int>, at::Tensor>& inputs);
+
+/// Puts the default CPU generator back as it was (replays restore recorded states).
+class GeneratorStateGuard {
+ public:
+  GeneratorStateGuard();
+  ~GeneratorStateGuard();
+  GeneratorStateGuard(const GeneratorStateGuard&) = delete;
+  GeneratorStateGuard& operator=(const GeneratorStateGuard&) = delete;
+
+ private:
+  at::Tensor state_;
+};
+
+} // namespace torchlens::detail

@@ -85,7 +85,8 @@ class CliTest(unittest.TestCase):
                     "is_internally_generated", "has_saved_activation"):
             self.assertIn(key, conv)
         # the schema (docs/json.md): versions, and the fields TorchLens users read
-        self.assertEqual(meta["schema_version"], 2)
+        self.assertEqual(meta["schema_version"], 3)
+        self.assertEqual(conv["interventions"], [])
         self.assertRegex(meta["torchlens_version"], r"^\d+\.\d+\.\d+$")
         self.assertEqual(conv["modules_exited"], ["conv:1"])
         self.assertTrue(conv["is_leaf_module_output"])

@@ -30,7 +30,8 @@ struct Export {
 
 Export load(const std::string& name) {
   const char* dir = std::getenv("TORCHLENS_INTERVENE_MODELS");
-  REQUIRE_MESSAGE(dir != nullptr, "TORCHLENS_INTERVENE_MODELS is not set (tests/intervene/meson.build)");
+  REQUIRE_MESSAGE(dir != nullptr,
+                  "TORCHLENS_INTERVENE_MODELS is not set (tests/intervene/meson.build)");
   Export e;
   e.model = tl::io::load_torchscript(std::string(dir) + "/" + name + ".pt");
   e.model.eval();
@@ -39,13 +40,14 @@ Export load(const std::string& name) {
 }
 
 /// A float op pass near the middle of the graph, of the first preferred type
-/// present; its feature dimension is 1 for images, the last one otherwise.
+/// present (the first return of multi-output ops: the one output.0 depends
+/// on); its feature dimension is 1 for images, the last one otherwise.
 std::string middle_site(const tl::ModelLog& log) {
   for (const std::string type : {"relu", "lstm", "gelu", "add"}) {
     std::vector<std::string> found;
     for (auto layer : log) {
       if (layer->layer_type == type && layer->dtype == "float32" && layer->shape.size() >= 2 &&
-          layer.has_activation()) {
+          layer->output_index == 0 && layer.has_activation()) {
         found.push_back(layer.label());
       }
     }
@@ -86,14 +88,14 @@ void check_model(const std::string& name) {
   const tl::ModelLog ref = tl::log_forward_pass(e.model, inputs, options);
   const tl::ModelLog donor = tl::log_forward_pass(e.model, {e.x.flip(0) * 0.5}, options);
   const std::string site = middle_site(ref);
+  // take_from / add_delta_from need an earlier site of the same shape (none in the LSTM)
   const std::string earlier = earlier_same_shape(ref, site);
-  REQUIRE_FALSE(earlier.empty());
   const at::Tensor v = ref[site].activation();
   const std::int64_t fd = v.dim() == 4 ? 1 : v.dim() - 1;
   torch::manual_seed(1);
   const at::Tensor dir = torch::randn({v.size(fd)});
   const at::Tensor u = along(dir / dir.norm(), v, fd);
-  const at::Tensor mean = v.mean(0);
+  const at::Tensor mean = donor[site].activation().mean(0); // of another set than x
   const at::Tensor replacement = torch::randn(v.sizes());
   MESSAGE(name << ": site " << site << " " << v.sizes() << ", take_from " << earlier);
 
@@ -103,7 +105,7 @@ void check_model(const std::string& name) {
     std::function<at::Tensor()> hand; // null: checked separately
   };
   const double cap = v.abs().max().item<double>() / 2;
-  const std::vector<Case> cases = {
+  std::vector<Case> cases = {
       {"zero_ablate", tl::zero_ablate(), [&] { return torch::zeros_like(v); }},
       {"scale", tl::scale(0.5), [&] { return v * 0.5; }},
       {"clamp", tl::clamp(tl::ClampOptions().set_min(-cap).set_max(cap)),
@@ -116,10 +118,13 @@ void check_model(const std::string& name) {
       {"mean_ablate", tl::mean_ablate(mean), [&] { return mean.unsqueeze(0).expand_as(v); }},
       {"resample_ablate", tl::resample_ablate(v, 3), nullptr},
       {"patch_from", tl::patch_from(donor), [&] { return donor[site].activation(); }},
-      {"take_from", tl::take_from(earlier), [&] { return ref[earlier].activation(); }},
-      {"add_delta_from", tl::add_delta_from(donor, earlier),
-       [&] { return v + donor[earlier].activation() - ref[earlier].activation(); }},
   };
+  if (!earlier.empty()) {
+    cases.push_back(
+        {"take_from", tl::take_from(earlier), [&] { return ref[earlier].activation(); }});
+    cases.push_back({"add_delta_from", tl::add_delta_from(donor, earlier),
+                     [&] { return v + donor[earlier].activation() - ref[earlier].activation(); }});
+  }
   for (const Case& c : cases) {
     CAPTURE(c.name);
     const auto spec = tl::Interventions().at(label(site), c.action);
@@ -141,7 +146,8 @@ void check_model(const std::string& name) {
     CHECK_MESSAGE(differing == 0, differing << " layers differ, first " << first);
     // live without a log returns the same output
     const c10::IValue out = tl::run_with_interventions(e.model, inputs, spec.resolve(ref));
-    const at::Tensor out0 = out.isTuple() ? out.toTupleRef().elements()[0].toTensor() : out.toTensor();
+    const at::Tensor out0 =
+        out.isTuple() ? out.toTupleRef().elements()[0].toTensor() : out.toTensor();
     CHECK(same(out0, replayed["output.0"].activation()));
     // the site holds what the action computes
     const at::Tensor got = replayed[site].activation();

@@ -264,3 +264,28 @@ TEST_CASE("clear errors: no-grad, inference mode, nothing requires grad, not ask
   CHECK_THROWS_WITH_AS(plain["relu_1"].gradient(),
                        doctest::Contains("without LogOptions::save_gradients"), c10::Error);
 }
+
+TEST_CASE("validation: each saved gradient is its children's backward; planted faults caught") {
+  torch::manual_seed(6);
+  Inplace model;
+  auto log = tl::log_forward_pass(model, torch::randn({3, 4}), grads().keep_replay(true));
+  CHECK_THROWS_WITH_AS(
+      (void)tl::validate_gradients(tl::log_forward_pass(model, torch::randn({3, 4}), grads())),
+      doctest::Contains("keep_replay"), c10::Error);
+  log.returned()[0].backward();
+  const auto report = tl::validate_gradients(log);
+  CAPTURE(report);
+  CHECK(report.valid);
+  CHECK(report.layers_checked == 5); // t, addmm, mul_, relu_, mul; the mean feeds the output
+  CHECK(report.failures.empty());
+
+  // a planted fault: relu_'s gradient no longer matches its child's backward,
+  // and mul_'s no longer matches relu_'s
+  log["relu_1"].gradient().mul_(1.01).add_(1e-3);
+  const auto bad = tl::validate_gradients(log);
+  CAPTURE(bad);
+  CHECK_FALSE(bad.valid);
+  std::vector<std::string> failed;
+  for (const auto& f : bad.failures) failed.push_back(f.label);
+  CHECK(failed == std::vector<std::string>{log["mul_1"].label(), log["relu_1"].label()});
+}

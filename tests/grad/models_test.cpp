@@ -110,6 +110,31 @@ TEST_CASE("an LSTM: every saved gradient equals the engine's") {
   check_model("lstm", 5);
 }
 
+TEST_CASE(
+    "validation of gradients on resnet18, a TransformerEncoder and an LSTM; a planted fault") {
+  for (const std::string name : {"resnet18", "transformer_encoder", "lstm"}) {
+    CAPTURE(name);
+    auto e = load(name);
+    auto log = tl::log_forward_pass(
+        e.model, {e.x.clone().requires_grad_(true)},
+        tl::LogOptions().seed(0).keep_replay(true).save_gradients(tl::SaveSpec::all()));
+    loss_of(log.returned().at(0)).backward();
+    const auto report = tl::validate_gradients(log);
+    MESSAGE(name << ": " << report);
+    CHECK(report.valid);
+    CHECK(report.layers_checked >= (name == "lstm" ? 4 : 60));
+    if (name != "resnet18") continue;
+    // plant a fault in a convolution's gradient: it and its parent fail
+    const std::string conv = log["conv2d_5"].label();
+    log["conv2d_5"].gradient().mul_(1.01).add_(1e-3);
+    const auto bad = tl::validate_gradients(log);
+    CHECK_FALSE(bad.valid);
+    bool caught = false;
+    for (const auto& f : bad.failures) caught = caught || f.label == conv;
+    CHECK(caught);
+  }
+}
+
 TEST_CASE("the caller's input and parameter .grad are the same with and without logging") {
   for (const std::string name : {"resnet18", "transformer_encoder", "lstm"}) {
     CAPTURE(name);

@@ -4,6 +4,7 @@
 /// activation patching on top (docs/interventions.md).
 
 #include <torchlens/intervene/action.hpp>
+#include <torchlens/intervene/attribution.hpp>
 #include <torchlens/intervene/engines.hpp>
 #include <torchlens/intervene/interventions.hpp>
 #include <torchlens/intervene/patching.hpp>

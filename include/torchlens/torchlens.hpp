@@ -7,5 +7,6 @@
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/intervene.hpp>
 #include <torchlens/log/model_log.hpp>
+#include <torchlens/validate/gradients.hpp>
 #include <torchlens/validate/validate.hpp>
 #include <torchlens/version.hpp>

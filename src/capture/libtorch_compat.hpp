@@ -9,9 +9,14 @@
 #include <c10/core/DispatchKey.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
+#include <torch/csrc/autograd/edge.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/csrc/jit/runtime/interpreter.h>
 
+#include <memory>
 #include <vector>
 
 namespace torchlens::detail::compat {
@@ -53,6 +58,40 @@ inline void remove_frame_callbacks(at::CallbackHandle h) {
 /// innermost first, each with the source range of the node it is running.
 inline std::vector<torch::jit::StackEntry> interpreter_callstack() {
   return torch::jit::currentCallstack();
+}
+
+// ---- gradients (src/grad) ----------------------------------------------------
+
+/// Where the gradient of tensor `t` (this version of it) arrives in the autograd
+/// graph: its grad_fn and output number, or for a leaf that requires grad its
+/// gradient accumulator (input 0); an empty edge when `t` is not in the graph.
+/// `torch::autograd::impl::gradient_edge` in 1.13 and 2.x. Each in-place
+/// version of a tensor has its own grad_fn, so the edge taken when a version is
+/// made is that version's.
+inline torch::autograd::Edge gradient_edge(const at::Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return {};
+  return torch::autograd::impl::gradient_edge(t);
+}
+
+/// A leaf's gradient accumulator (created if needed), or null when it does not
+/// require grad. 1.13 and 2.x: `torch::autograd::impl::grad_accumulator`.
+inline std::shared_ptr<torch::autograd::Node> grad_accumulator(const at::Tensor& t) {
+  if (!t.defined() || !t.requires_grad() || !t.is_leaf()) return nullptr;
+  return torch::autograd::impl::grad_accumulator(t);
+}
+
+/// Hooks on an autograd node: `pre` sees the gradients arriving at the node's
+/// outputs (its inputs in the backward, summed over the consumers) before it
+/// runs, `post` runs after it. 1.13: `Node::add_pre_hook(unique_ptr<FunctionPreHook>)`
+/// and `add_post_hook`, called by the engine for every node it executes,
+/// gradient accumulators included; a node `torch::autograd::grad` only captures
+/// at (the tensors asked for) does not run. 2.x keeps both (tensor hooks moved
+/// to separate lists).
+inline void add_node_hooks(torch::autograd::Node& node,
+                           std::unique_ptr<torch::autograd::FunctionPreHook> pre,
+                           std::unique_ptr<torch::autograd::FunctionPostHook> post) {
+  node.add_pre_hook(std::move(pre));
+  if (post) node.add_post_hook(std::move(post));
 }
 
 } // namespace torchlens::detail::compat

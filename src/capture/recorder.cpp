@@ -255,6 +255,7 @@ void Recorder::log_identity(const at::Tensor& t) {
   set_replay(id, alias, {params.empty() ? c10::IValue() : c10::IValue(t)}, {!parents.empty()});
   if (params_.count(t.unsafeGetTensorImpl()) == 0) track(t, id); // uses after the module see it
   save(id, t, /*copy=*/false);
+  note_gradient_edge(id, t);
 }
 
 std::vector<ModuleFrame> Recorder::module_frames(const std::vector<const ParamState*>& params,
@@ -442,6 +443,7 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
     storage_writers_[st] = Writer{id, version_of(base), Geometry::of(base)};
   }
   save(id, base, /*copy=*/false);
+  note_gradient_edge(id, base);
 }
 
 std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writer) {
@@ -460,6 +462,7 @@ std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writ
              {true, false, false, false});
   track(view, id);
   save(id, view, /*copy=*/false);
+  note_gradient_edge(id, view);
   return id;
 }
 
@@ -559,6 +562,12 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
   graph[id].has_saved_activation = true;
 }
 
+void Recorder::note_gradient_edge(std::size_t id, const at::Tensor& t) {
+  if (options_.save_gradients().kind() == SaveSpec::Kind::none) return;
+  if (grad_edges.size() <= id) grad_edges.resize(id + 1);
+  grad_edges[id] = compat::gradient_edge(t); // this version's node (docs/gradients.md)
+}
+
 void Recorder::add_input(const std::string& address, const at::Tensor& t) {
   TORCHLENS_CHECK(t.defined(), "input ", address, " is an undefined tensor");
   OpNode n;
@@ -573,6 +582,7 @@ void Recorder::add_input(const std::string& address, const at::Tensor& t) {
   track(t, id);
   keep_alive_.push_back(t);
   save(id, intervene_source(id, t), /*copy=*/true); // the caller owns it and may change it later
+  note_gradient_edge(id, t);
 }
 
 std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
@@ -608,6 +618,7 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   b.node = id;
   b.version = v;
   save(id, intervene_source(id, t), /*copy=*/true); // buffers change under the model's feet
+  note_gradient_edge(id, t);
   return id;
 }
 
@@ -622,6 +633,7 @@ std::size_t Recorder::constant_node(const at::Tensor& t) {
   track(t, id);
   keep_alive_.push_back(t);
   save(id, t, /*copy=*/false);
+  note_gradient_edge(id, t);
   return id;
 }
 
@@ -939,6 +951,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       }
     }
     save(id, t, /*copy=*/false);
+    note_gradient_edge(id, t);
   }
 
   // An in-place write into a view changed its base too: log the base's new value

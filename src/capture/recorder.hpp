@@ -11,6 +11,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
 #include <c10/util/intrusive_ptr.h>
+#include <torch/csrc/autograd/edge.h>
 
 #include <atomic>
 #include <cstdint>
@@ -113,6 +114,10 @@ class Recorder {
   ModelGraph graph;
   std::vector<at::Tensor> activations; ///< by OpNode::id
   std::vector<OpRecord> records;       ///< by OpNode::id
+  /// Where each output's gradient arrives in the autograd graph (its grad_fn
+  /// and output number, or a leaf's accumulator), by OpNode::id; recorded when
+  /// LogOptions::save_gradients is not none (src/grad attaches the hooks).
+  std::vector<torch::autograd::Edge> grad_edges;
 
  private:
   struct Tracked {
@@ -194,6 +199,8 @@ class Recorder {
   void settle_literal(std::size_t node, std::uint32_t version, bool written);
   void fill_tensor_fields(OpNode& n, const at::Tensor& t) const;
   void save(std::size_t id, const at::Tensor& t, bool copy);
+  /// Notes where t's gradient will arrive (LogOptions::save_gradients).
+  void note_gradient_edge(std::size_t id, const at::Tensor& t);
   void protect_storage(const c10::StorageImpl* s);
   void push_call(int module, std::vector<at::Tensor> passthrough);
   std::vector<ModuleFrame> module_frames(const std::vector<const ParamState*>& params,

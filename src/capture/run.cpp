@@ -5,6 +5,8 @@
 #include "recorder.hpp"
 #include "session.hpp"
 
+#include "../grad/gradient_store.hpp"
+
 #include <torchlens/capture/log_forward_pass.hpp>
 #include <torchlens/passes/all.hpp>
 
@@ -17,6 +19,7 @@ namespace detail {
 ModelLog run_logged(const ModelDescription& model,
                     const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                     const ForwardFn& forward, const LogOptions& options) {
+  check_gradients_possible(options);
   const auto t0 = std::chrono::steady_clock::now();
   const CaptureSession session(model, inputs, forward, options, session_seed(options));
   const bool by_keys = options.save().kind() == SaveSpec::Kind::keys;
@@ -26,7 +29,9 @@ ModelLog run_logged(const ModelDescription& model,
   SavePolicy first;
   first.mode =
       options.save().kind() == SaveSpec::Kind::all ? SavePolicy::Mode::all : SavePolicy::Mode::none;
-  auto rec = session.capture(first, /*finish=*/true);
+  c10::IValue output; // what forward returned (kept with save_gradients)
+  auto rec = session.capture(first, /*finish=*/true, &output);
+  std::vector<torch::autograd::Edge> grad_edges = std::move(rec->grad_edges);
   const std::size_t raw_count = boost::num_vertices(rec->graph);
   ModelGraph graph = std::move(rec->graph);
   std::vector<at::Tensor> activations = std::move(rec->activations);
@@ -50,8 +55,10 @@ ModelLog run_logged(const ModelDescription& model,
     state->restore();
     const ModelGraph& g = log.graph();
     log.set_activations(session.capture_selection(selection, signature_of(g, raw_count),
-                                                  g[boost::graph_bundle].next_id));
+                                                  g[boost::graph_bundle].next_id, &grad_edges,
+                                                  &output));
   }
+  attach_gradients(log, model, grad_edges, output);
   return log;
 }
 

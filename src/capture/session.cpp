@@ -161,15 +161,16 @@ std::vector<at::Tensor> CaptureSession::run_plain() const {
   return truth;
 }
 
-std::vector<at::Tensor> CaptureSession::capture_selection(const Selection& selection,
-                                                          const GraphSignature& reference,
-                                                          std::size_t next_id) const {
-  auto rec = capture(selection.policy, /*finish=*/false);
+std::vector<at::Tensor> CaptureSession::capture_selection(
+    const Selection& selection, const GraphSignature& reference, std::size_t next_id,
+    std::vector<torch::autograd::Edge>* grad_edges, c10::IValue* output) const {
+  auto rec = capture(selection.policy, /*finish=*/false, output);
   const std::string difference = first_difference(reference, rec->graph);
   if (!difference.empty()) throw GraphChanged(TORCHLENS_HERE, difference);
   std::vector<at::Tensor> by_id = std::move(rec->activations);
   by_id.resize(std::max(by_id.size(), next_id));
   for (const auto& [alias, producer] : selection.aliases) by_id[alias] = by_id[producer];
+  if (grad_edges != nullptr) *grad_edges = std::move(rec->grad_edges);
   return by_id;
 }
 

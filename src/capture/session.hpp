@@ -103,9 +103,12 @@ class CaptureSession {
   /// A capture saving `selection` that must run the graph of `reference`;
   /// throws GraphChanged naming the first difference. Aliased outputs share
   /// their producer's tensor in the result (by id, `next_id` long).
-  std::vector<at::Tensor> capture_selection(const Selection& selection,
-                                            const GraphSignature& reference,
-                                            std::size_t next_id) const;
+  /// `grad_edges` and `output`, when given, receive the capture's gradient
+  /// edges (by id) and what forward returned.
+  std::vector<at::Tensor> capture_selection(
+      const Selection& selection, const GraphSignature& reference, std::size_t next_id,
+      std::vector<torch::autograd::Edge>* grad_edges = nullptr,
+      c10::IValue* output = nullptr) const;
 
  private:
   const ModelDescription& model_;

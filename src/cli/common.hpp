@@ -51,12 +51,13 @@ struct Args {
 
 /// Every option of every subcommand: flag -> takes a value.
 inline const std::map<std::string, bool> kLogFlags = {
-    {"--input-shape", true}, {"--input", true},         {"--seed", true},
-    {"--save", true},        {"--json", true},          {"--npz", true},
-    {"--quiet", false},      {"--help", false},         {"--out", true},
-    {"--graph", true},       {"--rolled", false},       {"--nesting-depth", true},
-    {"--direction", true},   {"--show-buffers", false}, {"--inputs", true},
-    {"--batch-size", true},  {"--resume", false},       {"--no-progress", false}};
+    {"--input-shape", true},    {"--input", true},         {"--seed", true},
+    {"--save", true},           {"--json", true},          {"--npz", true},
+    {"--quiet", false},         {"--help", false},         {"--out", true},
+    {"--graph", true},          {"--rolled", false},       {"--nesting-depth", true},
+    {"--direction", true},      {"--show-buffers", false}, {"--inputs", true},
+    {"--batch-size", true},     {"--resume", false},       {"--no-progress", false},
+    {"--save-gradients", true}, {"--backward", true}};
 
 inline Args parse(int argc, char** argv) {
   Args a;
@@ -153,6 +154,8 @@ inline void write_outputs(const Args& a, const tl::ModelLog& log) {
     std::vector<std::pair<std::string, at::Tensor>> arrays;
     for (tl::Vertex v : log.saved_layers())
       arrays.emplace_back(log.graph()[v].label, log.activation(v));
+    for (tl::Vertex v : log.gradient_layers())
+      arrays.emplace_back("grad:" + log.graph()[v].label, log.gradient(v));
     tl::io::write_npz(*npz, arrays);
   }
 }
@@ -194,7 +197,45 @@ inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;
   opts.seed(seed_of(a));
   if (auto s = a.get("--save")) opts.save(tl::SaveSpec::parse(*s));
+  if (auto s = a.get("--save-gradients")) {
+    opts.save_gradients(tl::SaveSpec::parse(*s));
+  } else if (a.has("--backward")) {
+    opts.save_gradients(tl::SaveSpec::all());
+  }
   return opts;
+}
+
+/// `--backward sum|output:K` (default `sum` when gradients are saved): runs
+/// backward from the sum of the model's first output, or from its column K
+/// summed over the batch, so the log's gradient hooks fill it.
+inline void run_backward(const Args& a, const tl::ModelLog& log) {
+  if (!log.tracks_gradients()) return;
+  const std::string how = a.get("--backward").value_or("sum");
+  const auto returned = log.returned();
+  if (returned.empty() || !returned[0].requires_grad())
+    throw std::runtime_error(
+        "the model's first output does not depend on anything that "
+        "requires grad: no gradient to save");
+  const at::Tensor& out = returned[0];
+  if (how == "sum") {
+    out.sum().backward();
+    return;
+  }
+  if (how.rfind("output:", 0) != 0)
+    throw CommandLineError("bad --backward '" + how + "': use sum or output:K");
+  std::int64_t k = -1;
+  try {
+    std::size_t used = 0;
+    k = std::stoll(how.substr(7), &used);
+    if (used != how.size() - 7) k = -1;
+  } catch (const std::exception&) {
+    k = -1;
+  }
+  if (out.dim() < 2 || k < 0 || k >= out.size(1))
+    throw CommandLineError("bad --backward '" + how +
+                           "': K must be a column of the first output (" + "shape " +
+                           c10::str(out.sizes()) + ")");
+  out.select(1, k).sum().backward();
 }
 
 } // namespace torchlens::cli

@@ -25,7 +25,15 @@ int cmd_log(const Args& a) {
     throw CommandLineError("usage: torchlens log MODEL.pt --input-shape 1,3,224,224 [options]");
   auto model = load_model(a.positional[0]);
   auto inputs = model_inputs(a);
-  auto log = tl::log_forward_pass(model, inputs, log_options(a));
+  const auto options = log_options(a);
+  if (options.save_gradients().kind() != tl::SaveSpec::Kind::none) {
+    for (auto& in : inputs) { // the input's gradient too
+      if (in.isTensor() && at::isFloatingType(in.toTensor().scalar_type()))
+        in = in.toTensor().detach().requires_grad_(true);
+    }
+  }
+  auto log = tl::log_forward_pass(model, inputs, options);
+  run_backward(a, log);
   if (!a.has("--quiet")) std::cout << log;
   write_outputs(a, log);
   write_graph(a, log);
@@ -113,6 +121,7 @@ void usage(std::ostream& os) {
         "      log the built-in demo model; write DIR/demo.json and DIR/demo.npz\n"
         "  torchlens log MODEL.pt (--input-shape 1,3,224,224 | --input X.npy)... [--seed N]\n"
         "                [--save all|none|KEY,KEY] [--json OUT.json] [--npz OUT.npz] [--quiet]\n"
+        "                [--save-gradients all|none|KEY,KEY] [--backward sum|output:K]\n"
         "                [--graph OUT.svg [--rolled] [--nesting-depth N] [--direction D]]\n"
         "      log a TorchScript model; one --input-shape or --input per forward argument\n"
         "  torchlens metadata MODEL.pt INPUTS [--json OUT.json]\n"

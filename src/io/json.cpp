@@ -241,7 +241,8 @@ void write_json(std::ostream& os, const ModelLog& log) {
     }
     labels_json(os, g, if_children);
     os << ", \"time_us\": " << n.time_us
-       << ", \"has_saved_activation\": " << b(n.has_saved_activation) << ", \"interventions\": ";
+       << ", \"has_saved_activation\": " << b(n.has_saved_activation)
+       << ", \"has_saved_gradient\": " << b(log.gradient(v).defined()) << ", \"interventions\": ";
     json_array(os, n.interventions, [&](const std::string& a) { os << json_string(a); });
     os << "}";
   }

@@ -163,7 +163,13 @@ void render(const ModelGraph& graph, const RenderOptions& options) {
 }
 
 void render(const ModelLog& log, const RenderOptions& options) {
-  render(log.graph(), options);
+  if (!options.dot().gradient_layers().empty() || !log.tracks_gradients()) {
+    render(log.graph(), options);
+    return;
+  }
+  RenderOptions with_gradients = options;
+  with_gradients.dot().gradient_layers(log.gradient_layers()); // drawn as backward edges
+  render(log.graph(), with_gradients);
 }
 
 } // namespace torchlens::io

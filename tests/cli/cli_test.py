@@ -202,6 +202,39 @@ class CliTest(unittest.TestCase):
         arrays = np.load(os.path.join(out, "demo.npz"))
         self.assertIn("input_1", arrays.files)
 
+    def test_gradients_npz_json_and_drawing(self):
+        """--save-gradients with --backward output:1: every gradient equals the one
+        retain_grad gives in plain PyTorch for the same loss."""
+        js, npz = os.path.join(WORK, "g.json"), os.path.join(WORK, "g.npz")
+        dot = os.path.join(WORK, "g.dot")
+        r = run("log", self.pt, "--input", self.npy, "--save-gradients", "all",
+                "--backward", "output:1", "--json", js, "--npz", npz, "--graph", dot, "--quiet")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(js) as f:
+            meta = json.load(f)
+        label = {l["type"]: l["label"] for l in meta["layers"]}
+        self.assertTrue(all(l["has_saved_gradient"] for l in meta["layers"]))
+        # plain PyTorch, independently
+        x = torch.from_numpy(self.x).requires_grad_(True)
+        m = self.model
+        c = m.conv(x)
+        r_ = torch.relu(c)
+        mm = r_.mean(dim=(2, 3))
+        y = m.fc(mm)
+        for t in (c, r_, mm, y):
+            t.retain_grad()
+        y[:, 1].sum().backward()
+        arrays = np.load(npz)
+        for t, truth in (("input", x), ("conv2d", c), ("relu", r_), ("mean", mm), ("linear", y)):
+            got = arrays["grad:" + label[t]]
+            np.testing.assert_allclose(got, truth.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=t)
+        self.assertIn(label["conv2d"], arrays.files)  # activations are still there
+        with open(dot) as f:
+            self.assertIn("#9197F6", f.read())  # gradient edges
+        bad = run("log", self.pt, "--input", self.npy, "--backward", "output:7", "--quiet")
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("output:7", bad.stderr)
+
 
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0], "-v"])

@@ -159,6 +159,28 @@ TEST_CASE("chain: golden DOT, written by boost::write_graphviz (no clusters)") {
   CHECK(attr(dg, "input_1", "label") == "<<b>input_1</b><br/>1x4 (16 B)<br/>@input.0>");
 }
 
+TEST_CASE("gradient edges: child to parent where both have a saved gradient, unrolled only") {
+  const ModelGraph g = labeled(chain_graph());
+  std::vector<Vertex> all, two;
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    all.push_back(v);
+    if (g[v].label == "relu_1_1" || g[v].label == "linear_1_2") two.push_back(v);
+  }
+  CHECK(boost::num_edges(io::build_dot_graph(g, io::DotOptions().gradient_layers(all))) == 6);
+  CHECK(count(io::to_dot(g, io::DotOptions().gradient_layers(all)), "fontcolor=\"#9197F6\"") == 3);
+  const DotGraph dg = io::build_dot_graph(g, io::DotOptions().gradient_layers(two));
+  REQUIRE(boost::num_edges(dg) == 4);
+  std::vector<std::pair<std::string, std::string>> backward;
+  for (auto e : boost::make_iterator_range(boost::edges(dg))) {
+    if (dg[e].attributes.value("color") == "#9197F6") {
+      backward.emplace_back(dg[boost::source(e, dg)].name, dg[boost::target(e, dg)].name);
+    }
+  }
+  CHECK(backward == std::vector<std::pair<std::string, std::string>>{{"linear_1_2", "relu_1_1"}});
+  CHECK(boost::num_edges(
+            io::build_dot_graph(g, io::DotOptions().rolled(true).gradient_layers(all))) == 3);
+}
+
 TEST_CASE("nested modules: clusters, leaf-module boxes, IF, arg labels, dashed branch") {
   const ModelGraph g = nested_graph();
   const DotGraph dg = io::build_dot_graph(g);

@@ -77,6 +77,15 @@ struct LogOptions {
   /// more would exceed it, the capture stops with a c10::Error naming that op
   /// (before the operating system kills the process for memory).
   TORCH_ARG(std::int64_t, max_saved_bytes) = 0;
+  /// Op outputs whose gradient the log keeps when the caller runs backward
+  /// (`loss.backward()`, `torch::autograd::grad`) after log_forward_pass
+  /// returned: all, none (the default) or the same keys as `save`. Autograd
+  /// hooks on the graph's own nodes record them; the caller's tensors are never
+  /// touched (docs/gradients.md). The forward must run with grad enabled.
+  TORCH_ARG(SaveSpec, save_gradients) = SaveSpec::none();
+  /// Applied to each saved gradient (as `postfunc` to activations).
+  /// `output_device` and `detach` apply to gradients too.
+  TORCH_ARG(std::function<at::Tensor(const at::Tensor&)>, gradient_postfunc);
 
  public:
   /// Interventions applied while the model runs (the live engine,

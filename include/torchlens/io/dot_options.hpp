@@ -101,6 +101,10 @@ struct DotOptions {
   TORCHLENS_ARG(Direction, direction) = Direction::bottom_up;
   /// Draw buffer tensors (gray boxes); hidden by default.
   TORCHLENS_ARG(bool, show_buffers) = false;
+  /// Layer passes (vertices) with a saved gradient: an unrolled drawing adds a
+  /// backward edge, child → parent in TorchLens's gradient colour (#9197F6),
+  /// wherever both ends of an edge have one. render(ModelLog) fills it.
+  TORCHLENS_ARG(std::vector<Vertex>, gradient_layers);
   /// Per-node attribute override, called last.
   TORCHLENS_ARG(NodeAttributeFn, node_attributes);
   /// Per-edge attribute override, called last.

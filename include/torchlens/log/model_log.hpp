@@ -5,6 +5,7 @@
 
 #include <torchlens/capture/options.hpp>
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/log/gradients.hpp>
 #include <torchlens/torch_error.hpp>
 
 #include <ATen/core/Tensor.h>
@@ -22,7 +23,8 @@ namespace torchlens {
 class ModelLog;
 namespace detail {
 struct ReplayRecords; // operators and arguments for re-execution (src/capture)
-}
+class GradientStore;  // gradients recorded by autograd hooks (src/grad)
+} // namespace detail
 
 /// A view of one layer pass in a log: its metadata and, if saved, its activation.
 class LayerView {
@@ -38,6 +40,13 @@ class LayerView {
   bool has_activation() const;
   /// The saved activation; throws (c10::Error) when it was not saved.
   const at::Tensor& activation() const;
+
+  /// True when a gradient was saved for this layer pass (LogOptions::save_gradients,
+  /// after the caller ran backward).
+  bool has_gradient() const;
+  /// The saved gradient (of the latest backward that reached it); throws
+  /// (c10::Error) when there is none, saying why.
+  at::Tensor gradient() const;
 
   /// Labels of the parents, in argument order (one entry per edge).
   std::vector<std::string> parents() const;
@@ -120,6 +129,30 @@ class ModelLog {
   }
   void set_replay(std::shared_ptr<const detail::ReplayRecords> r) { replay_ = std::move(r); }
 
+  /// Gradients (LogOptions::save_gradients; docs/gradients.md). The saved
+  /// gradient of a vertex, or an undefined tensor: an output node has its
+  /// producer's. Filled by autograd hooks when the caller runs backward.
+  at::Tensor gradient(Vertex v) const;
+  /// Layers with a saved gradient, in order.
+  std::vector<Vertex> gradient_layers() const;
+  /// The gradient that reached a parameter (by address, `layer1.0.conv1.weight`)
+  /// in the latest backward, or an undefined tensor.
+  at::Tensor param_gradient(std::string_view address) const;
+  /// Parameter addresses with a gradient, sorted.
+  std::vector<std::string> params_with_gradient() const;
+  /// The autograd nodes that delivered saved gradients, in the order the engine
+  /// ran them, per backward run.
+  std::vector<BackwardStep> backward_log() const;
+  /// The tensors forward returned (in output order), kept when gradients are
+  /// saved: compute the loss from them (or from the output's activation).
+  std::vector<at::Tensor> returned() const;
+  /// True when gradients were asked for (save_gradients other than none).
+  bool tracks_gradients() const noexcept { return gradients_ != nullptr; }
+  const std::shared_ptr<detail::GradientStore>& gradient_store() const noexcept {
+    return gradients_;
+  }
+  void set_gradient_store(std::shared_ptr<detail::GradientStore> g) { gradients_ = std::move(g); }
+
   ModelTotals totals() const;
   /// Layers that have a saved activation, in order.
   std::vector<Vertex> saved_layers() const;
@@ -146,6 +179,7 @@ class ModelLog {
   std::unordered_map<std::string, std::vector<Vertex>> module_outputs_;
   std::vector<std::string> ordered_keys_; // for suggestions
   std::shared_ptr<const detail::ReplayRecords> replay_;
+  std::shared_ptr<detail::GradientStore> gradients_;
 };
 
 class ModelLog::iterator {

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -267,6 +268,11 @@ void GraphStyle::operator()(std::ostream& os) const {
 
 namespace torchlens::io {
 
+namespace {
+/// TorchLens's GRADIENT_ARROW_COLOR (behaviour report §5).
+constexpr std::string_view kGradientColor = "#9197F6";
+} // namespace
+
 DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options) {
   const detail::Layout layout = detail::make_layout(g, options);
   const detail::LayoutGraph& lg = layout.graph;
@@ -294,6 +300,33 @@ DotGraph build_dot_graph(const ModelGraph& g, const DotOptions& options) {
   for (auto e : layout.edge_order) {
     boost::add_edge(boost::source(e, lg), boost::target(e, lg),
                     DotEdge{edge_style.attributes(e), lg[e].cluster}, dg);
+  }
+  // gradient edges (unrolled): child → parent wherever both have a saved
+  // gradient, in TorchLens's gradient colour
+  if (!options.rolled() && !options.gradient_layers().empty()) {
+    const std::unordered_set<Vertex> with_grad(options.gradient_layers().begin(),
+                                               options.gradient_layers().end());
+    auto vertex_of = [&](detail::LayoutGraph::vertex_descriptor n) -> std::optional<Vertex> {
+      if (!lg[n].item) return std::nullopt;
+      const auto& members = layout.items[*lg[n].item].members;
+      if (members.size() != 1) return std::nullopt;
+      return members.front();
+    };
+    for (auto e : layout.edge_order) {
+      const auto tail = boost::source(e, lg), head = boost::target(e, lg);
+      const auto parent = vertex_of(tail), child = vertex_of(head);
+      if (!parent || !child || with_grad.count(*parent) == 0 || with_grad.count(*child) == 0) {
+        continue;
+      }
+      DotAttributes a;
+      a.set("color", std::string(kGradientColor));
+      a.set("fontcolor", std::string(kGradientColor));
+      a.set("arrowsize", ".7");
+      if (const auto* style = dg[boost::edge(tail, head, dg).first].attributes.get("style")) {
+        a.set("style", *style);
+      }
+      boost::add_edge(head, tail, DotEdge{std::move(a), lg[e].cluster}, dg);
+    }
   }
   DotGraphInfo& info = dg[boost::graph_bundle];
   for (std::size_t c = 0; c < layout.clusters.size(); ++c) {

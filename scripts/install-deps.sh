@@ -11,6 +11,8 @@ packages=(
   doctest-dev
   libgraphviz-dev graphviz
   python3 python3-torch python3-torchvision python3-numpy
+  # launchers the sharded-extract tests run torchlens under (tests/cli/shard_test.py)
+  parallel openmpi-bin
 )
 
 missing=()

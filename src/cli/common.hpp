@@ -56,7 +56,8 @@ inline const std::map<std::string, bool> kLogFlags = {
     {"--quiet", false},      {"--help", false},         {"--out", true},
     {"--graph", true},       {"--rolled", false},       {"--nesting-depth", true},
     {"--direction", true},   {"--show-buffers", false}, {"--inputs", true},
-    {"--batch-size", true},  {"--resume", false},       {"--no-progress", false}};
+    {"--batch-size", true},  {"--resume", false},       {"--no-progress", false},
+    {"--shard", true},       {"--delete-shards", false}};
 
 inline Args parse(int argc, char** argv) {
   Args a;
@@ -187,8 +188,10 @@ inline void write_graph(const Args& a, const tl::ModelLog& log) {
   }
 }
 
-/// `torchlens extract` (extract.cpp).
+/// `torchlens extract`, `merge` and `status` (extract.cpp).
 int cmd_extract(const Args& a);
+int cmd_merge(const Args& a);
+int cmd_status(const Args& a);
 
 inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;

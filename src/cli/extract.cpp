@@ -4,6 +4,7 @@
 #include "common.hpp"
 
 #include <torchlens/extract/extract.hpp>
+#include <torchlens/extract/shards.hpp>
 
 #include <unistd.h>
 
@@ -92,7 +93,7 @@ int cmd_extract(const Args& a) {
   if (a.positional.size() != 1 || !a.has("--inputs") || !a.has("--out")) {
     throw CommandLineError(
         "usage: torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY "
-        "--batch-size B --out DIR [--resume] [--seed N] [--no-progress]");
+        "--batch-size B --out DIR [--shard K/N] [--resume] [--seed N] [--no-progress]");
   }
   ex::ExtractOptions o;
   o.model_path = a.positional[0];
@@ -104,6 +105,12 @@ int cmd_extract(const Args& a) {
   if (!o.resume && o.keys.empty())
     throw CommandLineError("give the layers to save: --save KEY,KEY");
 
+  try {
+    o.shard = a.has("--shard") ? ex::parse_shard(*a.get("--shard")) : ex::shard_from_environment();
+  } catch (const ex::ExtractError& e) {
+    throw CommandLineError(plain_message(e));
+  }
+  const bool quiet = a.has("--quiet");
   const std::string inputs = *a.get("--inputs");
   if (!fs::exists(inputs)) throw CommandLineError("stimuli not found: " + inputs);
   auto model = load_model(o.model_path);
@@ -111,8 +118,37 @@ int cmd_extract(const Args& a) {
   o.on_batch = [&progress](std::int64_t done, std::int64_t total) { progress(done, total); };
   try {
     const auto stimuli = ex::Stimuli::open(inputs);
+    if (!quiet && !o.shard.source.empty()) {
+      if (o.shard.count > 1) {
+        const auto [b, e] =
+            ex::shard_rows(stimuli.size(), o.batch_size.value_or(32), o.shard.index, o.shard.count);
+        std::cout << "Shard " << o.shard.index << "/" << o.shard.count << " (from "
+                  << o.shard.source << ")";
+        if (o.batch_size) std::cout << ": stimuli " << b << ".." << e - 1;
+        std::cout << std::endl;
+      } else {
+        std::cout << "One shard (from " << o.shard.source << "): writing " << o.out_dir
+                  << " directly" << std::endl;
+      }
+    }
     const auto r = ex::extract_to_dir(model, stimuli, o);
-    if (!a.has("--quiet")) {
+    if (!quiet) {
+      if (!r.shard_dir.empty()) {
+        if (r.rows_this_run == 0) {
+          std::cout << "Nothing to do: shard " << o.shard.index << "/" << o.shard.count
+                    << " (stimuli " << r.shard_begin << ".." << r.shard_end - 1 << ") is done in "
+                    << r.shard_dir << ".\n";
+        } else {
+          std::cout << "Extracted " << r.rows_this_run << " stimuli of shard " << o.shard.index
+                    << "/" << o.shard.count << " (" << r.rows_done << "/"
+                    << r.shard_end - r.shard_begin << " done, stimuli " << r.shard_begin << ".."
+                    << r.shard_end - 1 << ") in " << r.seconds << " s into " << r.shard_dir << "\n";
+        }
+        if (r.rows_done == r.shard_end - r.shard_begin) {
+          std::cout << "When every shard is done: torchlens merge " << o.out_dir << "\n";
+        }
+        return 0;
+      }
       if (r.rows_this_run == 0) {
         std::cout << "Nothing to do: " << o.out_dir << " already holds all " << r.num_stimuli
                   << " stimuli.\n";
@@ -129,6 +165,67 @@ int cmd_extract(const Args& a) {
     }
   } catch (const ex::ExtractError& e) {
     throw CommandLineError(plain_message(e));
+  }
+  return 0;
+}
+
+int cmd_merge(const Args& a) {
+  if (a.positional.size() != 1)
+    throw CommandLineError("usage: torchlens merge DIR [--delete-shards]");
+  try {
+    const auto r = ex::merge(a.positional[0], a.has("--delete-shards"));
+    if (a.has("--quiet")) return 0;
+    if (r.already_complete) {
+      std::cout << "Nothing to do: " << a.positional[0] << " already holds all " << r.num_stimuli
+                << " stimuli (" << r.files.size() << " layer files).\n";
+    } else {
+      const double mb = static_cast<double>(r.bytes_copied) / 1e6;
+      std::cout << "Merged " << r.num_shards << " shards (" << r.num_stimuli << " stimuli) into "
+                << a.positional[0] << ": " << r.layers_merged << " of " << r.files.size()
+                << " layer files written this time, " << mb << " MB in " << r.seconds << " s";
+      if (r.seconds > 0) std::cout << " (" << mb / r.seconds << " MB/s)";
+      std::cout << "\n";
+    }
+  } catch (const ex::ExtractError& e) {
+    throw CommandLineError(plain_message(e));
+  }
+  return 0;
+}
+
+int cmd_status(const Args& a) {
+  if (a.positional.size() != 1) throw CommandLineError("usage: torchlens status DIR");
+  ex::RunStatus st;
+  try {
+    st = ex::status(a.positional[0]);
+  } catch (const ex::ExtractError& e) {
+    throw CommandLineError(plain_message(e));
+  }
+  std::int64_t done = 0;
+  std::cout << a.positional[0] << ": " << st.num_stimuli << " stimuli in " << st.num_shards
+            << (st.num_shards == 1 ? " shard" : " shards") << "\n";
+  for (const auto& s : st.shards) {
+    const char* state = s.done      ? "done"
+                        : s.running ? "running"
+                        : s.started ? "stopped"
+                                    : "not started";
+    done += s.done ? 1 : 0;
+    std::cout << "  shard " << s.index << "/" << st.num_shards << "  stimuli " << s.begin << ".."
+              << s.end - 1 << "  " << state << "  " << s.rows_done << "/" << s.end - s.begin
+              << " rows\n";
+  }
+  std::cout << done << "/" << st.num_shards << " shards done, " << st.rows_done << "/"
+            << st.num_stimuli << " rows committed; merged: " << (st.merged ? "yes" : "no") << "\n";
+  const auto again = st.to_resubmit();
+  if (!again.empty()) {
+    std::string list;
+    for (auto k : again) {
+      if (!list.empty()) list += ',';
+      list += std::to_string(k);
+    }
+    std::cout << "resubmit: " << list << "  (e.g. sbatch --array=" << list
+              << " ..., each with --resume)\n";
+  } else if (done == st.num_shards && !st.merged) {
+    std::cout << "next: torchlens merge " << a.positional[0] << "\n";
   }
   return 0;
 }

@@ -125,7 +125,13 @@ void usage(std::ostream& os) {
         "  torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY --out DIR\n"
         "                    [--batch-size B] [--resume] [--seed N] [--no-progress] [--quiet]\n"
         "      activations of chosen layers over N stimuli: DIR/<label>.npy ([N, ...] each)\n"
-        "      and DIR/index.json; --resume continues an interrupted run (docs/extract.md)\n";
+        "      and DIR/index.json; --resume continues an interrupted run (docs/extract.md)\n"
+        "                    [--shard K/N]\n"
+        "      one shard of a run into DIR/shards/ (K/N, or from Slurm/MPI launcher variables)\n"
+        "  torchlens merge DIR [--delete-shards]\n"
+        "      the shards of DIR into DIR/<label>.npy and DIR/index.json, as one process writes\n"
+        "  torchlens status DIR\n"
+        "      shards done, rows committed, which shards to submit again\n";
 }
 
 } // namespace torchlens::cli
@@ -148,6 +154,8 @@ int main(int argc, char** argv) {
     if (a.command == "show") return cmd_show(a);
     if (a.command == "validate") return cmd_validate(a);
     if (a.command == "extract") return cmd_extract(a);
+    if (a.command == "merge") return cmd_merge(a);
+    if (a.command == "status") return cmd_status(a);
     throw CommandLineError("unknown command '" + a.command + "'; try `torchlens --help`");
   } catch (const CommandLineError& e) {
     std::cerr << "torchlens: " << e.what() << "\n";

@@ -6,7 +6,9 @@
 #include "../capture/recorder.hpp"
 #include "../capture/session.hpp"
 #include "../io/dtypes.hpp"
+#include "fileio.hpp"
 #include "index.hpp"
+#include "sha256.hpp"
 
 #include <torchlens/config.hpp>
 #include <torchlens/detail/text.hpp>
@@ -45,19 +47,32 @@ using detail::shape_as_list;
 using index_file::index_json;
 using index_file::read_index;
 using index_file::Record;
-
-namespace {
+using namespace detail_io;
 
 // ---- small helpers ------------------------------------------------------------
 
-/// The .npy descriptor of a type extract writes (bfloat16 widened).
-const char* npy_descr_of(c10::ScalarType t) {
+std::string detail_io::npy_descr_of(c10::ScalarType t) {
   const io::dtypes::Dtype* d = io::dtypes::find(io::dtypes::npy_type(t));
   if (d == nullptr || d->npy_descr == nullptr) {
     throw ExtractError(std::string("no .npy dtype for ") + c10::toString(t));
   }
   return d->npy_descr;
 }
+
+std::string detail_io::growing_npy_header(const std::string& descr, std::vector<std::int64_t> shape,
+                                          std::int64_t rows, std::size_t length) {
+  shape.at(0) = rows;
+  std::string h = io::npy_header(descr, shape);
+  TORCHLENS_CHECK(h.size() <= length && length - 10 <= 0xffff, "a .npy header of ", h.size(),
+                  " bytes does not fit in ", length);
+  h.insert(h.size() - 1, length - h.size(), ' '); // spaces before the closing newline
+  const std::size_t body = length - 10;
+  h[8] = static_cast<char>(body & 0xff);
+  h[9] = static_cast<char>((body >> 8) & 0xff);
+  return h;
+}
+
+namespace {
 
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
@@ -72,97 +87,6 @@ std::string file_stem(const std::string& label) {
     if (c == '/' || c == '\0') c = '_';
   }
   return s;
-}
-
-std::string errno_text() {
-  return std::strerror(errno);
-}
-
-/// An open file descriptor, closed on scope exit.
-class Fd {
- public:
-  Fd() = default;
-  /// Opens `path`, never through a symbolic link: a link planted in the output
-  /// folder must not make torchlens write somewhere else.
-  Fd(const std::string& path, int flags) : path_(path) {
-    std::error_code ec;
-    if (fs::is_symlink(fs::symlink_status(path, ec))) {
-      throw ExtractError("refusing to write through the symbolic link " + path);
-    }
-    fd_ = ::open(path.c_str(), flags | O_NOFOLLOW, 0644);
-    if (fd_ < 0) throw ExtractError("cannot open " + path + ": " + errno_text());
-  }
-  Fd(Fd&& o) noexcept : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      close_();
-      path_ = std::move(o.path_);
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { close_(); }
-
-  void pwrite_all(const void* data, std::size_t n, std::size_t offset) const {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        throw TorchError(TORCHLENS_HERE, "writing " + path_ + " failed: " + errno_text());
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      offset += static_cast<std::size_t>(w);
-    }
-  }
-  void pread_all(void* data, std::size_t n, std::size_t offset) const {
-    char* p = static_cast<char*>(data);
-    while (n > 0) {
-      const ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw ExtractError(path_ + " is shorter than its .npy header says");
-      p += r;
-      n -= static_cast<std::size_t>(r);
-      offset += static_cast<std::size_t>(r);
-    }
-  }
-  void sync() const {
-    if (::fdatasync(fd_) != 0)
-      throw TorchError(TORCHLENS_HERE, "flushing " + path_ + " failed: " + errno_text());
-  }
-  void truncate(std::size_t size) const {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-      throw TorchError(TORCHLENS_HERE, "truncating " + path_ + " failed: " + errno_text());
-    }
-  }
-
- private:
-  void close_() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  std::string path_;
-  int fd_ = -1;
-};
-
-/// Writes `text` to `path` atomically: a temp file, flushed, renamed over it.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    Fd f(tmp.string(), O_WRONLY | O_CREAT | O_TRUNC);
-    f.pwrite_all(text.data(), text.size(), 0);
-    f.sync();
-  }
-  fs::rename(tmp, path);
-  // the rename itself reaches the disk with the directory
-  const int dir = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_RDONLY);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
 }
 
 } // namespace
@@ -226,6 +150,13 @@ Stimuli Stimuli::open(const std::string& path) {
     }
   }
   return s;
+}
+
+std::vector<std::string> Stimuli::ids() const {
+  std::vector<std::string> ids;
+  ids.reserve(files_.size());
+  for (const auto& f : files_) ids.push_back(fs::path(f).filename().string());
+  return ids;
 }
 
 at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
@@ -372,6 +303,15 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
   return out;
 }
 
+std::string Extractor::structure_text() const {
+  std::ostringstream os;
+  for (const auto& op : impl_->signature.ops) {
+    os << op.label << ' ' << op.op_name << ' ' << shape_as_list(op.shape) << '\n';
+  }
+  os << "ops " << impl_->signature.raw_count << '\n';
+  return os.str();
+}
+
 // ---- extract_to_dir -----------------------------------------------------------
 
 namespace {
@@ -385,16 +325,21 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-std::string absolute_text(const std::string& p) {
+} // namespace
+
+std::string detail_io::absolute_text(const std::string& p) {
   std::error_code ec;
   const auto c = fs::weakly_canonical(fs::absolute(p), ec);
   return ec ? p : c.string();
 }
 
-} // namespace
+std::string detail_io::options_text(const ExtractOptions&) {
+  return "";
+}
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& o) {
+  if (o.shard.count > 1) return extract_shard(model, stimuli, o);
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path dir = o.out_dir;
   const fs::path index_path = dir / "index.json";
@@ -407,6 +352,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   rec.num_stimuli = n;
   rec.stimulus_shape = stimuli.item_shape();
   rec.stimulus_dtype = io::dtypes::name(stimuli.dtype());
+  rec.options = options_text(o);
+  rec.stimulus_ids = stimuli.ids();
   std::optional<Record> old;
   const bool dir_has_files = fs::exists(dir) && fs::is_directory(dir) && !fs::is_empty(dir);
   if (fs::exists(dir) && !fs::is_directory(dir)) {
@@ -417,6 +364,12 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       throw ExtractError("output folder " + dir.string() +
                          " is not empty; pass --resume to continue an interrupted run there, or "
                          "choose another --out");
+    }
+    if (fs::exists(dir / "plan.json") && !fs::exists(index_path)) {
+      throw ExtractError(dir.string() +
+                         " holds a sharded run (plan.json): run its shards with --shard K/N, "
+                         "then `torchlens merge " +
+                         dir.string() + "`");
     }
     if (!fs::exists(index_path)) {
       throw ExtractError("cannot resume: " + dir.string() + " is not empty but has no index.json");
@@ -438,6 +391,11 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                      old->stimulus_dtype + " " + shape_as_list(old->stimulus_shape),
                      rec.stimulus_dtype + " " + shape_as_list(rec.stimulus_shape));
     }
+    if (old->stimulus_ids != rec.stimulus_ids) {
+      throw mismatch("the stimulus file names", std::to_string(old->stimulus_ids.size()) + " names",
+                     std::to_string(rec.stimulus_ids.size()) + " names, not all the same");
+    }
+    if (old->options != rec.options) throw mismatch("the options", old->options, rec.options);
     if (!o.keys.empty() && o.keys != old->keys)
       throw mismatch("--save", join(old->keys), join(o.keys));
     if (o.batch_size && *o.batch_size != old->batch_size) {

@@ -47,6 +47,9 @@ class Stimuli {
   const std::vector<std::int64_t>& item_shape() const noexcept { return item_shape_; }
   c10::ScalarType dtype() const noexcept { return dtype_; }
   const std::string& path() const noexcept { return path_; }
+  /// The stimuli's ids in order: a folder's file names; empty for one `.npy`
+  /// (its rows are its ids).
+  std::vector<std::string> ids() const;
   /// Stimuli [start, start + count) as one `[count, ...]` tensor.
   at::Tensor rows(std::int64_t start, std::int64_t count) const;
 
@@ -57,6 +60,17 @@ class Stimuli {
   c10::ScalarType dtype_ = c10::kFloat;
   std::size_t data_offset_ = 0;    // single file
   std::vector<std::string> files_; // folder
+};
+
+/// Which part of a run this process does: shard `index` of `count`
+/// (torchlens/extract/shards.hpp finds it from `--shard K/N` or a launcher).
+struct Shard {
+  std::int64_t index = 0;
+  std::int64_t count = 1;
+  /// Where it came from, for the log line: `--shard`, or the launcher's
+  /// variables with their values (`OMPI_COMM_WORLD_RANK=2 OMPI_COMM_WORLD_SIZE=4`);
+  /// empty when nothing said (one process).
+  std::string source;
 };
 
 /// One saved layer.
@@ -93,6 +107,9 @@ class Extractor {
   const std::vector<ExtractLayer>& layers() const noexcept { return layers_; }
   /// The metadata log of the first batch (no activations); null before run().
   const ModelLog* structure() const noexcept { return structure_.get(); }
+  /// The graph every batch must run, one line per op in creation order
+  /// (`label op [shape]`), then the op count: what shards compare before a merge.
+  std::string structure_text() const;
 
  private:
   struct Impl;
@@ -118,6 +135,9 @@ struct ExtractOptions {
   std::function<void(std::int64_t, std::int64_t)> on_batch;
   /// Stop after this many batches (tests and benchmarks of interruption).
   std::optional<std::int64_t> max_batches;
+  /// This process's part (count > 1: a sharded run, written to
+  /// out_dir/shards/ and checked against out_dir/plan.json; see shards.hpp).
+  Shard shard;
 };
 
 struct ExtractResult {
@@ -128,6 +148,9 @@ struct ExtractResult {
   std::int64_t batch_size = 0;
   std::uint64_t seed = 0;
   double seconds = 0;
+  /// A sharded run: this shard's stimuli [shard_begin, shard_end) and folder.
+  std::int64_t shard_begin = 0, shard_end = 0;
+  std::string shard_dir;
 };
 
 /// Writes out_dir/<label>.npy (`[N, ...]`, rows appended per batch) and

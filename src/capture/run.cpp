@@ -46,7 +46,8 @@ ModelLog run_logged(const ModelDescription& model,
   if (by_keys) {
     // Resolve the keys on the labelled graph, then capture again saving exactly
     // those tensors (TorchLens's two-pass strategy, without copying the rest).
-    const Selection selection = select_ids(log, options.save().keys());
+    Selection selection = select_ids(log, options.save().keys());
+    if (options.stop_early()) selection.policy.halt_after = last_saved_id(selection);
     state->restore();
     const ModelGraph& g = log.graph();
     log.set_activations(session.capture_selection(selection, signature_of(g, raw_count),

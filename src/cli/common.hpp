@@ -51,13 +51,13 @@ struct Args {
 
 /// Every option of every subcommand: flag -> takes a value.
 inline const std::map<std::string, bool> kLogFlags = {
-    {"--input-shape", true}, {"--input", true},         {"--seed", true},
-    {"--save", true},        {"--json", true},          {"--npz", true},
-    {"--quiet", false},      {"--help", false},         {"--out", true},
-    {"--graph", true},       {"--rolled", false},       {"--nesting-depth", true},
-    {"--direction", true},   {"--show-buffers", false}, {"--inputs", true},
-    {"--batch-size", true},  {"--resume", false},       {"--no-progress", false},
-    {"--shard", true},       {"--delete-shards", false}};
+    {"--input-shape", true}, {"--input", true},          {"--seed", true},
+    {"--save", true},        {"--json", true},           {"--npz", true},
+    {"--quiet", false},      {"--help", false},          {"--out", true},
+    {"--graph", true},       {"--rolled", false},        {"--nesting-depth", true},
+    {"--direction", true},   {"--show-buffers", false},  {"--inputs", true},
+    {"--batch-size", true},  {"--resume", false},        {"--no-progress", false},
+    {"--shard", true},       {"--delete-shards", false}, {"--full-forward", false}};
 
 inline Args parse(int argc, char** argv) {
   Args a;

@@ -99,6 +99,7 @@ int cmd_extract(const Args& a) {
   o.model_path = a.positional[0];
   o.out_dir = *a.get("--out");
   o.resume = a.has("--resume");
+  o.stop_early = !a.has("--full-forward");
   if (auto s = a.get("--save")) o.keys = split_keys(*s);
   if (a.has("--batch-size")) o.batch_size = positive(a, "--batch-size");
   if (a.has("--seed")) o.seed = seed_of(a);

@@ -184,20 +184,27 @@ struct Extractor::Impl {
   std::vector<std::string> keys;
   std::uint64_t seed;
   std::int64_t batch_rows;
+  bool stop_early;
   detail::ModelDescription desc;
   LogOptions options;
   detail::Selection selection;      // ids of layers_
   detail::GraphSignature signature; // what every later batch must run
 
-  Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b)
-      : model(m), keys(std::move(k)), seed(s), batch_rows(b), desc(detail::describe(m)) {
+  Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b,
+       bool stop)
+      : model(m),
+        keys(std::move(k)),
+        seed(s),
+        batch_rows(b),
+        stop_early(stop),
+        desc(detail::describe(m)) {
     options.seed(seed);
   }
 };
 
 Extractor::Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
-                     std::int64_t batch_rows)
-    : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows)) {
+                     std::int64_t batch_rows, bool stop_early)
+    : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows, stop_early)) {
   if (impl_->keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
   if (batch_rows <= 0) throw ExtractError("the batch size must be positive");
   TORCHLENS_CHECK(model.find_method("forward").has_value(),
@@ -282,6 +289,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     im.signature = detail::signature_of(g, raw_count);
     im.selection.policy.mode = detail::SavePolicy::Mode::ids;
     for (const auto& l : layers) im.selection.policy.ids.insert(l.id);
+    if (im.stop_early) im.selection.policy.halt_after = detail::last_saved_id(im.selection);
     layers_ = std::move(layers);
     structure_ = std::move(log);
   } else {
@@ -434,7 +442,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   }
 
   const std::int64_t rows_per_batch = std::min(rec.batch_size, n);
-  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch);
+  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch, o.stop_early);
   std::vector<Fd> files;
   std::vector<std::size_t> offsets, row_bytes;
   std::int64_t batches = 0;

@@ -318,7 +318,7 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
   std::vector<std::size_t> header_len, row_len;
   std::vector<std::string> descr;
   std::optional<Extractor> extractor;
-  if (size > 0) extractor.emplace(model, plan.keys, plan.seed, rows_per_batch);
+  if (size > 0) extractor.emplace(model, plan.keys, plan.seed, rows_per_batch, o.stop_early);
   std::int64_t batches = 0;
   for (std::int64_t start = begin + progress.rows_done; start < end; start += rows_per_batch) {
     if (o.max_batches && batches >= *o.max_batches) break;

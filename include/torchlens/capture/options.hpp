@@ -73,6 +73,12 @@ struct LogOptions {
   /// more would exceed it, the capture stops with a c10::Error naming that op
   /// (before the operating system kills the process for memory).
   TORCH_ARG(std::int64_t, max_saved_bytes) = 0;
+  /// With `save` naming layers (SaveSpec::keys): the pass that saves them stops
+  /// the forward right after the last op whose activation is kept, when nothing
+  /// later is needed (TorchLens's `halt`). The log's graph is still the whole
+  /// model's (the first, metadata-only pass runs it all); only the saving pass
+  /// is cut short. Extraction (torchlens extract) stops early by default.
+  TORCH_ARG(bool, stop_early) = false;
 };
 
 } // namespace torchlens

@@ -89,8 +89,10 @@ class Extractor {
  public:
   /// `batch_rows`: every batch is padded to this many rows (the padding rows are
   /// dropped from the results), so that every capture sees the same shapes.
+  /// `stop_early`: every batch after the first stops the forward after the
+  /// last op whose activation is saved (LogOptions::stop_early).
   Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
-            std::int64_t batch_rows);
+            std::int64_t batch_rows, bool stop_early = true);
   ~Extractor();
   Extractor(const Extractor&) = delete;
   Extractor& operator=(const Extractor&) = delete;
@@ -131,6 +133,10 @@ struct ExtractOptions {
   /// Continue the run recorded in out_dir/index.json (truncating every layer
   /// file to its rows_done rows); without it a non-empty out_dir is refused.
   bool resume = false;
+  /// Stop each forward after the last op whose activation is saved (the
+  /// first batch still runs the whole model, to log its structure); off: run
+  /// the whole model every time. The files are the same either way.
+  bool stop_early = true;
   /// Called after every batch with (rows done, N); e.g. a progress bar.
   std::function<void(std::int64_t, std::int64_t)> on_batch;
   /// Stop after this many batches (tests and benchmarks of interruption).

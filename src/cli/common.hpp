@@ -57,7 +57,9 @@ inline const std::map<std::string, bool> kLogFlags = {
     {"--graph", true},       {"--rolled", false},        {"--nesting-depth", true},
     {"--direction", true},   {"--show-buffers", false},  {"--inputs", true},
     {"--batch-size", true},  {"--resume", false},        {"--no-progress", false},
-    {"--shard", true},       {"--delete-shards", false}, {"--full-forward", false}};
+    {"--shard", true},       {"--delete-shards", false}, {"--full-forward", false},
+    {"--resize", true},      {"--crop", true},           {"--mean", true},
+    {"--std", true},         {"--channels", true}};
 
 inline Args parse(int argc, char** argv) {
   Args a;

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -50,6 +51,60 @@ std::int64_t positive(const Args& a, const std::string& flag) {
   } catch (const std::exception&) {
     throw CommandLineError("bad " + flag + " '" + v + "': expected a positive integer");
   }
+}
+
+/// A non-negative integer flag.
+std::int64_t size_flag(const Args& a, const std::string& flag) {
+  const std::string v = *a.get(flag);
+  try {
+    std::size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used != v.size() || n < 0) throw std::invalid_argument(v);
+    return n;
+  } catch (const std::exception&) {
+    throw CommandLineError("bad " + flag + " '" + v + "': expected a non-negative integer");
+  }
+}
+
+/// Three numbers, `0.485,0.456,0.406`.
+std::array<double, 3> three(const Args& a, const std::string& flag) {
+  const std::string v = *a.get(flag);
+  std::array<double, 3> out{};
+  std::stringstream ss(v);
+  std::string item;
+  std::size_t i = 0;
+  while (std::getline(ss, item, ',')) {
+    try {
+      std::size_t used = 0;
+      const double d = std::stod(item, &used);
+      if (used != item.size() || i >= 3) throw std::invalid_argument(item);
+      out[i++] = d;
+    } catch (const std::exception&) {
+      i = 4;
+      break;
+    }
+  }
+  if (i != 3) {
+    throw CommandLineError("bad " + flag + " '" + v +
+                           "': expected three numbers, one per channel (R,G,B)");
+  }
+  return out;
+}
+
+/// --resize, --crop, --mean, --std, --channels (a folder of images).
+ex::ImageOptions image_options(const Args& a) {
+  ex::ImageOptions o;
+  if (a.has("--resize")) o.resize = size_flag(a, "--resize");
+  if (a.has("--crop")) o.crop = size_flag(a, "--crop");
+  if (a.has("--mean")) o.mean = three(a, "--mean");
+  if (a.has("--std")) o.std = three(a, "--std");
+  if (auto c = a.get("--channels")) {
+    if (*c != "rgb" && *c != "bgr") {
+      throw CommandLineError("bad --channels '" + *c + "': use rgb or bgr");
+    }
+    o.bgr = *c == "bgr";
+  }
+  return o;
 }
 
 /// `[#####.....] 128/256 stimuli  41.3/s  ETA 3s` on stderr, redrawn in place.
@@ -118,7 +173,13 @@ int cmd_extract(const Args& a) {
   Progress progress(!a.has("--no-progress") && ::isatty(STDERR_FILENO) == 1);
   o.on_batch = [&progress](std::int64_t done, std::int64_t total) { progress(done, total); };
   try {
-    const auto stimuli = ex::Stimuli::open(inputs);
+    const auto stimuli = ex::Stimuli::open(inputs, image_options(a));
+    for (const char* flag : {"--resize", "--crop", "--mean", "--std", "--channels"}) {
+      if (a.has(flag) && !stimuli.is_images()) {
+        throw CommandLineError(std::string(flag) + " applies to a folder of images; " + inputs +
+                               " holds .npy stimuli");
+      }
+    }
     if (!quiet && !o.shard.source.empty()) {
       if (o.shard.count > 1) {
         const auto [b, e] =

@@ -7,6 +7,7 @@
 #include "../capture/session.hpp"
 #include "../io/dtypes.hpp"
 #include "fileio.hpp"
+#include "images.hpp"
 #include "index.hpp"
 #include "sha256.hpp"
 
@@ -93,7 +94,7 @@ std::string file_stem(const std::string& label) {
 
 // ---- Stimuli ------------------------------------------------------------------
 
-Stimuli Stimuli::open(const std::string& path) {
+Stimuli Stimuli::open(const std::string& path, const ImageOptions& images) {
   Stimuli s;
   s.path_ = path;
   auto header = [](const std::string& file) {
@@ -110,11 +111,32 @@ Stimuli Stimuli::open(const std::string& path) {
   };
   if (!fs::exists(path)) throw ExtractError("stimuli not found: " + path);
   if (fs::is_directory(path)) {
+    std::vector<std::string> pictures;
     for (const auto& e : fs::directory_iterator(path)) {
-      if (e.is_regular_file() && e.path().extension() == ".npy")
-        s.files_.push_back(e.path().string());
+      if (!e.is_regular_file()) continue;
+      if (e.path().extension() == ".npy") s.files_.push_back(e.path().string());
+      if (is_image_file(e.path())) pictures.push_back(e.path().string());
     }
-    if (s.files_.empty()) throw ExtractError("no .npy files in " + path);
+    if (!pictures.empty() && !s.files_.empty()) {
+      throw ExtractError(path + " holds both .npy files and images; give a folder of one kind");
+    }
+    if (!pictures.empty()) { // a folder of images: [3, H, W] float32 after preprocessing
+      if (images.resize < 0 || images.crop < 0) {
+        throw ExtractError("image sizes must not be negative");
+      }
+      for (double d : images.std) {
+        if (!(d > 0)) throw ExtractError("every --std value must be positive");
+      }
+      std::sort(pictures.begin(), pictures.end());
+      s.files_ = std::move(pictures);
+      s.images_ = images;
+      const at::Tensor first = load_image(s.files_[0], images);
+      s.item_shape_.assign(first.sizes().begin(), first.sizes().end());
+      s.dtype_ = c10::kFloat;
+      s.n_ = static_cast<std::int64_t>(s.files_.size());
+      return s;
+    }
+    if (s.files_.empty()) throw ExtractError("no .npy files or images in " + path);
     std::sort(s.files_.begin(), s.files_.end());
     const auto first = header(s.files_[0]);
     s.item_shape_ = first.shape;
@@ -163,6 +185,20 @@ at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
   TORCHLENS_CHECK(start >= 0 && count > 0 && start + count <= n_, "stimuli rows out of range");
   std::vector<std::int64_t> shape{count};
   shape.insert(shape.end(), item_shape_.begin(), item_shape_.end());
+  if (images_) {
+    std::vector<at::Tensor> items;
+    for (std::int64_t i = start; i < start + count; ++i) {
+      const std::string& file = files_[static_cast<std::size_t>(i)];
+      items.push_back(load_image(file, *images_));
+      if (items.back().sizes() != c10::IntArrayRef(item_shape_)) {
+        throw ExtractError("image " + file + " comes out " +
+                           shape_as_list(items.back().sizes().vec()) + ", but " + files_[0] + " " +
+                           shape_as_list(item_shape_) +
+                           ": give --crop so that every image has the same size");
+      }
+    }
+    return at::stack(items);
+  }
   if (!files_.empty()) {
     std::vector<at::Tensor> items;
     for (std::int64_t i = start; i < start + count; ++i) {
@@ -341,8 +377,10 @@ std::string detail_io::absolute_text(const std::string& p) {
   return ec ? p : c.string();
 }
 
-std::string detail_io::options_text(const ExtractOptions&) {
-  return "";
+std::string detail_io::options_text(const ExtractOptions&, const Stimuli& stimuli) {
+  std::string text;
+  if (stimuli.is_images()) text += stimuli.image_options()->text();
+  return text;
 }
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
@@ -360,7 +398,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   rec.num_stimuli = n;
   rec.stimulus_shape = stimuli.item_shape();
   rec.stimulus_dtype = io::dtypes::name(stimuli.dtype());
-  rec.options = options_text(o);
+  rec.options = options_text(o, stimuli);
   rec.stimulus_ids = stimuli.ids();
   std::optional<Record> old;
   const bool dir_has_files = fs::exists(dir) && fs::is_directory(dir) && !fs::is_empty(dir);

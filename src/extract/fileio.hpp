@@ -175,7 +175,7 @@ ExtractResult extract_shard(torch::jit::Module& model, const Stimuli& stimuli,
 
 /// Every option besides keys, batch size and seed that changes what is
 /// written, as canonical text (recorded in the plan and index.json).
-std::string options_text(const ExtractOptions& options);
+std::string options_text(const ExtractOptions& options, const Stimuli& stimuli);
 
 /// A path as recorded (absolute, normalised when possible).
 std::string absolute_text(const std::string& p);

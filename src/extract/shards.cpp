@@ -207,7 +207,7 @@ Plan plan_of(const Stimuli& stimuli, const ExtractOptions& o, const std::optiona
   p.keys = o.keys.empty() && recorded ? recorded->keys : o.keys;
   p.batch_size = o.batch_size.value_or(recorded ? recorded->batch_size : 32);
   p.seed = o.seed.value_or(recorded ? recorded->seed : 0);
-  p.options = options_text(o);
+  p.options = options_text(o, stimuli);
   p.num_shards = o.shard.count;
   if (p.keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
   if (p.batch_size <= 0) throw ExtractError("the batch size must be positive");

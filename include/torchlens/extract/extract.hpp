@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,12 +37,32 @@ class ExtractError : public TorchError {
 /// the capture session's error (torchlens/torch_error.hpp).
 using GraphChanged = torchlens::GraphChanged;
 
-/// N stimuli: one `[N, ...]` `.npy` read by rows (never loaded whole), or a
-/// folder of `.npy` files, one stimulus `[...]` each, in name order.
+/// How a folder of images (JPEG, PNG) becomes `[3, H, W]` float32 stimuli:
+/// torchvision's `Resize(resize)`, `CenterCrop(crop)`, `ToTensor()`,
+/// `Normalize(mean, std)` on the RGB image (Resize antialiased bilinear, as
+/// torchvision on tensors with antialias=True), then the channel order.
+struct ImageOptions {
+  std::int64_t resize = 256;                       ///< the shorter side becomes this (0: no resize)
+  std::int64_t crop = 224;                         ///< a centred square of this side (0: no crop)
+  std::array<double, 3> mean{0.485, 0.456, 0.406}; ///< per RGB channel, of [0, 1] values
+  std::array<double, 3> std{0.229, 0.224, 0.225};  ///< per RGB channel
+  bool bgr = false; ///< reverse the channels after normalising (Caffe-style models)
+  /// Canonical text (recorded in the plan and index.json).
+  std::string text() const;
+};
+
+/// N stimuli: one `[N, ...]` `.npy` read by rows (never loaded whole), a
+/// folder of `.npy` files, one stimulus `[...]` each, or a folder of images
+/// (`.jpg`, `.jpeg`, `.png`), in name order.
 class Stimuli {
  public:
-  /// Opens and checks (headers only; every file of a folder); throws ExtractError.
-  static Stimuli open(const std::string& path);
+  /// Opens and checks (headers only; every file of a folder; an image folder's
+  /// first image is decoded for the shape); throws ExtractError. `images`
+  /// applies to a folder of images only.
+  static Stimuli open(const std::string& path, const ImageOptions& images = {});
+  /// A folder of images.
+  bool is_images() const noexcept { return images_.has_value(); }
+  const std::optional<ImageOptions>& image_options() const noexcept { return images_; }
 
   std::int64_t size() const noexcept { return n_; }
   const std::vector<std::int64_t>& item_shape() const noexcept { return item_shape_; }
@@ -58,8 +79,9 @@ class Stimuli {
   std::int64_t n_ = 0;
   std::vector<std::int64_t> item_shape_;
   c10::ScalarType dtype_ = c10::kFloat;
-  std::size_t data_offset_ = 0;    // single file
-  std::vector<std::string> files_; // folder
+  std::size_t data_offset_ = 0;        // single file
+  std::vector<std::string> files_;     // folder
+  std::optional<ImageOptions> images_; // a folder of images
 };
 
 /// Which part of a run this process does: shard `index` of `count`

@@ -59,7 +59,8 @@ inline const std::map<std::string, bool> kLogFlags = {
     {"--batch-size", true},  {"--resume", false},        {"--no-progress", false},
     {"--shard", true},       {"--delete-shards", false}, {"--full-forward", false},
     {"--resize", true},      {"--crop", true},           {"--mean", true},
-    {"--std", true},         {"--channels", true}};
+    {"--std", true},         {"--channels", true},       {"--dtype", true},
+    {"--flatten", false},    {"--statistics", false}};
 
 inline Args parse(int argc, char** argv) {
   Args a;

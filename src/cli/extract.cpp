@@ -148,13 +148,27 @@ int cmd_extract(const Args& a) {
   if (a.positional.size() != 1 || !a.has("--inputs") || !a.has("--out")) {
     throw CommandLineError(
         "usage: torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY "
-        "--batch-size B --out DIR [--shard K/N] [--resume] [--seed N] [--no-progress]");
+        "--batch-size B --out DIR [--shard K/N] [--resume] [--seed N] [--no-progress] "
+        "(see torchlens --help)");
   }
   ex::ExtractOptions o;
   o.model_path = a.positional[0];
   o.out_dir = *a.get("--out");
   o.resume = a.has("--resume");
   o.stop_early = !a.has("--full-forward");
+  o.flatten = a.has("--flatten");
+  o.statistics = a.has("--statistics");
+  if (auto d = a.get("--dtype")) {
+    if (*d == "float16") {
+      o.dtype = c10::kHalf;
+    } else if (*d == "float32") {
+      o.dtype = c10::kFloat;
+    } else if (*d == "float64") {
+      o.dtype = c10::kDouble;
+    } else {
+      throw CommandLineError("bad --dtype '" + *d + "': use float16, float32 or float64");
+    }
+  }
   if (auto s = a.get("--save")) o.keys = split_keys(*s);
   if (a.has("--batch-size")) o.batch_size = positive(a, "--batch-size");
   if (a.has("--seed")) o.seed = seed_of(a);

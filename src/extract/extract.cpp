@@ -377,10 +377,35 @@ std::string detail_io::absolute_text(const std::string& p) {
   return ec ? p : c.string();
 }
 
-std::string detail_io::options_text(const ExtractOptions&, const Stimuli& stimuli) {
+std::string detail_io::options_text(const ExtractOptions& o, const Stimuli& stimuli) {
+  std::vector<std::string> parts;
+  if (stimuli.is_images()) parts.push_back(stimuli.image_options()->text());
+  if (o.dtype) parts.push_back("dtype=" + io::dtypes::name(*o.dtype));
+  if (o.flatten) parts.emplace_back("flatten");
+  if (o.statistics) parts.emplace_back("statistics");
   std::string text;
-  if (stimuli.is_images()) text += stimuli.image_options()->text();
+  for (const auto& p : parts) text += (text.empty() ? "" : "; ") + p;
   return text;
+}
+
+c10::ScalarType detail_io::written_type(c10::ScalarType t, const ExtractOptions& o) {
+  t = io::dtypes::npy_type(t);
+  if (o.dtype && c10::isFloatingType(t)) t = *o.dtype;
+  return t;
+}
+
+std::vector<std::int64_t> detail_io::written_shape(std::vector<std::int64_t> shape,
+                                                   const ExtractOptions& o) {
+  if (o.flatten && shape.size() > 2) shape = {shape[0], numel_of(shape) / shape[0]};
+  return shape;
+}
+
+at::Tensor detail_io::as_written(const at::Tensor& t, const ExtractOptions& o) {
+  at::Tensor x = t;
+  if (o.flatten && x.dim() > 2) x = x.reshape({x.size(0), -1});
+  const auto type = written_type(x.scalar_type(), o);
+  if (type != x.scalar_type()) x = x.to(type);
+  return x.contiguous();
 }
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
@@ -469,6 +494,9 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   result.seed = rec.seed;
   result.rows_done = rec.rows_done;
   if (old && rec.rows_done == n) { // nothing left to do
+    std::vector<std::string> names;
+    for (const auto& l : old->layers) names.push_back(l.file);
+    if (o.statistics && !statistics_present(dir, names)) write_statistics(dir, names);
     for (const auto& l : old->layers) {
       ExtractLayer e;
       e.label = l.label;
@@ -507,8 +535,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         r.key = l.key;
         r.op = l.op;
         r.module = l.module;
-        r.dtype = io::dtypes::name(io::dtypes::npy_type(l.dtype));
-        r.shape = l.shape;
+        r.dtype = io::dtypes::name(written_type(l.dtype, o));
+        r.shape = written_shape(l.shape, o);
         r.shape[0] = n;
         layers.push_back(std::move(r));
       }
@@ -533,7 +561,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       // the whole run must fit on the disk before anything is written
       std::uintmax_t needed = 0, present = 0;
       for (std::size_t i = 0; i < layers.size(); ++i) {
-        const auto type = io::dtypes::npy_type(extractor.layers()[i].dtype);
+        const auto type = written_type(extractor.layers()[i].dtype, o);
         needed += io::npy_header(npy_descr_of(type), layers[i].shape).size() +
                   static_cast<std::uintmax_t>(numel_of(layers[i].shape)) * c10::elementSize(type);
         std::error_code ec;
@@ -551,10 +579,10 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       }
       for (const auto& l : layers) {
         const std::string path = (dir / l.file).string();
-        const auto type = extractor.layers()[files.size()].dtype;
+        const auto type = written_type(extractor.layers()[files.size()].dtype, o);
         const std::string header = io::npy_header(npy_descr_of(type), l.shape);
-        const std::size_t row = static_cast<std::size_t>(numel_of(l.shape) / n) *
-                                c10::elementSize(io::dtypes::npy_type(type));
+        const std::size_t row =
+            static_cast<std::size_t>(numel_of(l.shape) / n) * c10::elementSize(type);
         if (old) {
           // Keep the header and rows_done rows; drop whatever a killed batch left.
           if (!fs::exists(path)) throw ExtractError("cannot resume: " + path + " is missing");
@@ -585,7 +613,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     }
     // rows first, flushed; then the record that says they are there
     for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor& t = acts[i];
+      const at::Tensor t = as_written(acts[i], o);
       TORCHLENS_CHECK(
           static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
           "layer ", rec.layers[i].label, " changed size");
@@ -603,6 +631,11 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   for (std::size_t i = 0; i < result.layers.size(); ++i)
     result.layers[i].shape = rec.layers[i].shape;
   result.rows_done = rec.rows_done;
+  if (o.statistics && rec.rows_done == n) {
+    std::vector<std::string> names;
+    for (const auto& l : rec.layers) names.push_back(l.file);
+    write_statistics(dir, names);
+  }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

@@ -177,6 +177,19 @@ ExtractResult extract_shard(torch::jit::Module& model, const Stimuli& stimuli,
 /// written, as canonical text (recorded in the plan and index.json).
 std::string options_text(const ExtractOptions& options, const Stimuli& stimuli);
 
+/// How a layer is written (ExtractOptions::dtype, flatten): its type, its
+/// shape ([rows, ...]), and a batch of its activations.
+c10::ScalarType written_type(c10::ScalarType computed, const ExtractOptions& options);
+std::vector<std::int64_t> written_shape(std::vector<std::int64_t> shape,
+                                        const ExtractOptions& options);
+at::Tensor as_written(const at::Tensor& t, const ExtractOptions& options);
+
+/// Writes `<stem>.mean.npy` and `<stem>.var.npy` beside each finished layer
+/// file of `dir` (ExtractOptions::statistics), in one streaming pass over it.
+void write_statistics(const fs::path& dir, const std::vector<std::string>& files);
+/// Whether they are there for every file.
+bool statistics_present(const fs::path& dir, const std::vector<std::string>& files);
+
 /// A path as recorded (absolute, normalised when possible).
 std::string absolute_text(const std::string& p);
 

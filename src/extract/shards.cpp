@@ -197,6 +197,12 @@ Plan plan_of(const Stimuli& stimuli, const ExtractOptions& o, const std::optiona
   Plan p;
   p.torchlens_version = TORCHLENS_VERSION_STRING;
   p.model = absolute_text(o.model_path);
+  if (!fs::is_regular_file(o.model_path)) {
+    throw ExtractError(
+        "a sharded run records the sha256 of the model file in its plan: give the "
+        "model's file (ExtractOptions::model_path), not '" +
+        o.model_path + "'");
+  }
   p.model_sha256 = sha256_file(o.model_path);
   p.inputs = absolute_text(stimuli.path());
   p.num_stimuli = stimuli.size();
@@ -342,8 +348,8 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
         r.key = l.key;
         r.op = l.op;
         r.module = l.module;
-        r.dtype = io::dtypes::name(io::dtypes::npy_type(l.dtype));
-        r.shape = l.shape;
+        r.dtype = io::dtypes::name(written_type(l.dtype, o));
+        r.shape = written_shape(l.shape, o);
         r.shape[0] = size;
         progress.layers.push_back(std::move(r));
       }
@@ -395,7 +401,7 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
     // 1. the rows, flushed; 2. each header's row count, flushed; 3. the record
     const std::int64_t at_row = start - begin;
     for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor& t = acts[i];
+      const at::Tensor t = as_written(acts[i], o);
       TORCHLENS_CHECK(
           static_cast<std::size_t>(t.nbytes()) == row_len[i] * static_cast<std::size_t>(rows),
           "layer ", progress.layers[i].label, " changed size");
@@ -478,6 +484,11 @@ std::string structure_difference(const std::string& a, const std::string& b,
   }
 }
 
+/// The plan asks for per-layer statistics (ExtractOptions::statistics).
+bool wants_statistics(const Plan& plan) {
+  return ("; " + plan.options + ";").find("; statistics;") != std::string::npos;
+}
+
 bool index_says_complete(const fs::path& dir, const Plan& plan) {
   const fs::path ix = dir / "index.json";
   if (!fs::exists(ix)) return false;
@@ -497,6 +508,11 @@ bool index_says_complete(const fs::path& dir, const Plan& plan) {
     const std::size_t want = io::npy_header(npy_descr_of(type_named(l.dtype)), l.shape).size() +
                              static_cast<std::size_t>(numel_of(l.shape)) * item_size(l.dtype);
     if (ec || size != want) return false;
+  }
+  if (wants_statistics(plan)) {
+    std::vector<std::string> files;
+    for (const auto& l : r.layers) files.push_back(l.file);
+    if (!statistics_present(dir, files)) return false;
   }
   return true;
 }
@@ -674,6 +690,9 @@ MergeResult merge(const std::string& out_dir, bool delete_shards) {
     fs::rename(tmp, final_path);
     sync_dir(dir);
     ++result.layers_merged;
+  }
+  if (wants_statistics(plan) && !statistics_present(dir, result.files)) {
+    write_statistics(dir, result.files);
   }
   write_atomically(dir / "index.json", index_file::index_json(rec));
   if (delete_shards) fs::remove_all(dir / "shards");

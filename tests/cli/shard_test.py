@@ -238,6 +238,41 @@ class ShardTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("Nothing to do", r.stdout)
 
+    def test_float16_flatten_statistics(self):
+        extra = ["--dtype", "float16", "--flatten", "--statistics"]
+        ref = self.extract_ref(self.npy, "f16-ref", *extra)
+        index = read_json(os.path.join(ref, "index.json"))
+        self.assertEqual(index["options"], "dtype=float16; flatten; statistics")
+        full = read_json(os.path.join(self.ref, "index.json"))
+        for layer, plain in zip(index["layers"], full["layers"]):
+            a = np.load(os.path.join(ref, layer["file"]))
+            b = np.load(os.path.join(self.ref, plain["file"]))
+            self.assertEqual(a.dtype, np.float16)
+            self.assertEqual(layer["dtype"], "float16")
+            self.assertEqual(a.shape, (50, int(np.prod(b.shape[1:]))))
+            self.assertEqual(layer["shape"], list(a.shape))
+            np.testing.assert_array_equal(a, b.reshape(50, -1).astype(np.float16))
+            stem = layer["file"][:-4]
+            mean = np.load(os.path.join(ref, stem + ".mean.npy"))
+            var = np.load(os.path.join(ref, stem + ".var.npy"))
+            self.assertEqual((mean.dtype, mean.shape), (np.float64, a.shape[1:]))
+            np.testing.assert_allclose(mean, a.astype(np.float64).mean(0), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(var, a.astype(np.float64).var(0), rtol=1e-12, atol=1e-12)
+        out = fresh("f16-sharded")
+        self.shards(out, 3, *extra)
+        self.assertEqual(run("merge", out).returncode, 0)
+        for layer in index["layers"]:
+            stem = layer["file"][:-4]
+            for name in (layer["file"], stem + ".mean.npy", stem + ".var.npy", "index.json"):
+                self.assertTrue(file_bytes(os.path.join(out, name)) ==
+                                file_bytes(os.path.join(ref, name)), name)
+        # the statistics are part of what merge checks is there
+        os.remove(os.path.join(out, index["layers"][0]["file"][:-4] + ".var.npy"))
+        r = run("merge", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.exists(os.path.join(out, index["layers"][0]["file"][:-4] +
+                                                    ".var.npy")))
+
     # ---- launchers --------------------------------------------------------------
 
     def test_shard_from_launcher_variables(self):

@@ -159,6 +159,15 @@ struct ExtractOptions {
   /// first batch still runs the whole model, to log its structure); off: run
   /// the whole model every time. The files are the same either way.
   bool stop_early = true;
+  /// Write every floating-point layer as this type (`--dtype float16`); other
+  /// layers as they are. Unset: as computed (bfloat16 widened to float32).
+  std::optional<c10::ScalarType> dtype;
+  /// Write each row as one vector (`[N, C*H*W]`; ThingsVision's flatten_acts).
+  bool flatten = false;
+  /// Also write each layer's per-feature mean and variance over all stimuli:
+  /// `<file stem>.mean.npy`, `<file stem>.var.npy` (float64, one row's shape),
+  /// read back by torchlens/extract/statistics.hpp.
+  bool statistics = false;
   /// Called after every batch with (rows done, N); e.g. a progress bar.
   std::function<void(std::int64_t, std::int64_t)> on_batch;
   /// Stop after this many batches (tests and benchmarks of interruption).

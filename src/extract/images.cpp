@@ -9,6 +9,8 @@
 #include <ATen/Functions.h>
 
 #include <jpeglib.h>
+// after jpeglib.h, which it needs
+#include <jerror.h>
 #include <png.h>
 
 #include <algorithm>
@@ -72,7 +74,11 @@ struct JpegError {
   std::longjmp(e->jump, 1);
 }
 
-void jpeg_quiet(j_common_ptr, int) {}
+/// Warnings are quiet, except a truncated file: Pillow refuses it ("image
+/// file is truncated"), libjpeg would fill the rest with grey.
+void jpeg_quiet(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(cinfo);
+}
 
 /// libjpeg reports errors by longjmp: nothing with a destructor lives between
 /// the setjmp and the calls that may jump (the pixels are the caller's).

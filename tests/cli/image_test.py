@@ -186,6 +186,15 @@ class ImageTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
         self.assertRegex(r.stderr, r"cannot decode the (JPEG|PNG) .*im[12]\.")
+        # a truncated JPEG is refused (Pillow: "image file is truncated"), not filled with grey
+        truncated = fresh("truncated")
+        os.makedirs(truncated)
+        with open(os.path.join(truncated, "t.jpg"), "wb") as f:
+            f.write(data[: len(data) // 2])
+        r = run("extract", self.ident, "--inputs", truncated, "--save", "mul", "--out", fresh("o"))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot decode the JPEG", r.stderr)
+        self.assertIn("Premature end of JPEG file", r.stderr)
         r = run("extract", self.ident, "--inputs", self.folder, "--save", "mul", "--out",
                 fresh("o"), "--resize", "64", "--crop", "0")
         self.assertNotEqual(r.returncode, 0)

@@ -303,7 +303,6 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
     }
   };
   if (old && fs::exists(done_path)) { // nothing left to do
-    result.rows_done = plan.num_stimuli;
     fill_layers(old->layers);
     result.rows_done = old->rows_done;
     return result;

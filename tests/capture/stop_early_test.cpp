@@ -96,3 +96,30 @@ TEST_CASE("stop_early: the TorchScript interpreter's rethrow is recognised as th
   CHECK(m.attr("count").toTensor().item<float>() == 1.0f);
   CHECK(torch::allclose(last["sum"].activation(), torch::tanh(want).sum(1)));
 }
+
+TEST_CASE("stop_early: a capture after a halted one still sees the module calls") {
+  torch::jit::Module inner("Inner");
+  inner.register_parameter("w", torch::randn({4, 4}), false);
+  inner.define(R"(
+def forward(self, x):
+    return torch.relu(torch.matmul(x, self.w))
+)");
+  torch::jit::Module outer("Outer");
+  outer.register_module("blk", inner);
+  outer.register_module("head", inner.clone());
+  outer.define(R"(
+def forward(self, x):
+    x = self.blk.forward(x)
+    return self.head.forward(x).sum(1)
+)");
+  outer.eval();
+  const auto x = torch::randn({2, 4});
+  for (int i = 0; i < 2; ++i) {
+    auto halted =
+        tl::log_forward_pass(outer, {x}, tl::LogOptions().seed(0).save({"blk"}).stop_early(true));
+    CHECK(halted["blk"].has_activation());
+    auto full = tl::log_forward_pass(outer, {x}, tl::LogOptions().seed(0));
+    CHECK(full["blk"].has_activation());
+    CHECK(full["head"].has_activation());
+  }
+}

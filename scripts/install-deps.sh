@@ -10,7 +10,10 @@ packages=(
   librange-v3-dev
   doctest-dev
   libgraphviz-dev graphviz
+  libjpeg62-turbo-dev libpng-dev
   python3 python3-torch python3-torchvision python3-numpy
+  # launchers the sharded-extract tests run torchlens under (tests/cli/shard_test.py)
+  parallel openmpi-bin
 )
 
 missing=()

@@ -728,6 +728,8 @@ void Recorder::read_scalar(c10::ArrayRef<c10::IValue> args, c10::ArrayRef<c10::I
 }
 
 void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  // halted, but the model caught the halt and went on: stop again
+  TORCHLENS_CHECK(!halted_, "capture halted after op ", policy_.halt_after + 1);
   const OpInfo& info = info_for(op);
   const std::size_t num_args = info.arg_names.size();
   TORCH_INTERNAL_ASSERT(stack->size() >= num_args);
@@ -971,6 +973,12 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (t.defined() && first_id != SIZE_MAX && version_of(t) != versions_before[i]) {
       written_by_[t.unsafeGetTensorImpl()] = first_id;
     }
+  }
+
+  // SavePolicy::halt_after: everything that must be saved is recorded
+  if (policy_.halt_after < boost::num_vertices(graph)) {
+    halted_ = true;
+    TORCHLENS_CHECK(false, "capture halted after op ", policy_.halt_after + 1);
   }
 }
 

@@ -35,6 +35,11 @@ class CompiledSpec;
 struct SavePolicy {
   enum class Mode { all, none, ids } mode = Mode::all;
   std::unordered_set<std::size_t> ids; ///< OpNode ids, for Mode::ids
+  /// Stop the forward once the op with this OpNode id is recorded (SIZE_MAX:
+  /// run it all). The recorder marks itself halted() and throws out of the
+  /// fallback; CaptureSession::capture recognises the halt by that state, not
+  /// by the exception (the TorchScript interpreter re-wraps what ops throw).
+  std::size_t halt_after = SIZE_MAX;
 };
 
 /// What capture records per op beyond the graph, enough to call it again: the
@@ -104,6 +109,8 @@ class Recorder {
   /// The fallback's body: runs the op and records it.
   void record(const c10::OperatorHandle& op, torch::jit::Stack* stack);
   bool paused() const noexcept { return paused_; }
+  /// The forward was stopped at SavePolicy::halt_after.
+  bool halted() const noexcept { return halted_; }
   /// An op ran on another thread that inherited this capture (TorchScript
   /// fork, at::launch): counted, run unlogged, and reported by run().
   void note_foreign_op(const c10::OperatorHandle& op);
@@ -242,6 +249,7 @@ class Recorder {
   LogOptions options_;
   SavePolicy policy_;
   bool paused_ = false;
+  bool halted_ = false;
   std::atomic<std::int64_t> foreign_ops_{0};
   std::string foreign_example_;
   std::unique_ptr<TorchScriptIndex> script_index_;

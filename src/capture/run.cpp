@@ -51,7 +51,11 @@ ModelLog run_logged(const ModelDescription& model,
   if (by_keys) {
     // Resolve the keys on the labelled graph, then capture again saving exactly
     // those tensors (TorchLens's two-pass strategy, without copying the rest).
-    const Selection selection = select_ids(log, options.save().keys());
+    Selection selection = select_ids(log, options.save().keys());
+    // a backward needs the whole forward: gradients turn stopping early off
+    if (options.stop_early() && options.save_gradients().kind() == SaveSpec::Kind::none) {
+      selection.policy.halt_after = last_saved_id(selection);
+    }
     state->restore();
     const ModelGraph& g = log.graph();
     log.set_activations(session.capture_selection(selection, signature_of(g, raw_count),

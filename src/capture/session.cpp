@@ -82,6 +82,12 @@ Selection select_ids(const ModelLog& log, const std::vector<std::string>& keys) 
   return s;
 }
 
+std::size_t last_saved_id(const Selection& selection) {
+  std::size_t last = 0;
+  for (std::size_t id : selection.policy.ids) last = std::max(last, id);
+  return selection.policy.ids.empty() ? SIZE_MAX : last;
+}
+
 GraphSignature signature_of(const ModelGraph& labelled, std::size_t raw_count) {
   GraphSignature sig;
   sig.raw_count = raw_count;
@@ -95,10 +101,12 @@ GraphSignature signature_of(const ModelGraph& labelled, std::size_t raw_count) {
   return sig;
 }
 
-std::string first_difference(const GraphSignature& reference, const ModelGraph& raw) {
+std::string first_difference(const GraphSignature& reference, const ModelGraph& raw,
+                             std::size_t halted_after) {
   const std::size_t have = boost::num_vertices(raw);
   const std::string why = "; a data-dependent branch, or randomness the seed does not fix?)";
   for (const auto& op : reference.ops) {
+    if (op.id > halted_after) break; // sorted by id: the capture stopped before the rest
     if (op.id >= have) {
       return "the computational graph changed: first difference at " + op.label + " (" +
              op.op_name + "), which this capture never ran (" + std::to_string(have) +
@@ -111,7 +119,7 @@ std::string first_difference(const GraphSignature& reference, const ModelGraph& 
              " " + shape_as_list(n.shape) + " in this one" + why;
     }
   }
-  if (have != reference.raw_count) {
+  if (halted_after == SIZE_MAX && have != reference.raw_count) {
     return "the computational graph changed: this capture ran " + std::to_string(have) +
            " ops instead of " + std::to_string(reference.raw_count) + "; first extra op " +
            raw[std::min(have, reference.raw_count)].op_name + why;
@@ -141,9 +149,15 @@ std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish
   torch::manual_seed(seed_);
   const auto plain = plain_executor(model_);
   const auto t0 = std::chrono::steady_clock::now();
-  c10::IValue out = rec->run(forward_);
+  c10::IValue out;
+  try {
+    out = rec->run(forward_);
+  } catch (...) {
+    // a halt comes back however the interpreter wrapped it: the recorder knows
+    if (!rec->halted()) throw;
+  }
   const auto t1 = std::chrono::steady_clock::now();
-  rec->set_returned(out);
+  if (!rec->halted()) rec->set_returned(out);
   if (output != nullptr) *output = std::move(out);
   if (finish) {
     rec->finish(std::chrono::duration<double, std::milli>(t1 - t0).count());
@@ -165,7 +179,8 @@ std::vector<at::Tensor> CaptureSession::capture_selection(
     const Selection& selection, const GraphSignature& reference, std::size_t next_id,
     std::vector<torch::autograd::Edge>* grad_edges, c10::IValue* output) const {
   auto rec = capture(selection.policy, /*finish=*/false, output);
-  const std::string difference = first_difference(reference, rec->graph);
+  const std::string difference = first_difference(
+      reference, rec->graph, rec->halted() ? selection.policy.halt_after : SIZE_MAX);
   if (!difference.empty()) throw GraphChanged(TORCHLENS_HERE, difference);
   std::vector<at::Tensor> by_id = std::move(rec->activations);
   by_id.resize(std::max(by_id.size(), next_id));

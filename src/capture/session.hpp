@@ -79,8 +79,13 @@ GraphSignature signature_of(const ModelGraph& labelled, std::size_t raw_count);
 /// The first way a raw capture differs from a signature, as a sentence
 /// ("first difference at relu_2_5 (aten::relu [1, 4]) ..."); empty when it ran
 /// the same graph. Ops the first capture ran but trimmed (orphans) are not
-/// compared; a different op count is.
-std::string first_difference(const GraphSignature& reference, const ModelGraph& raw);
+/// compared; a different op count is. A capture halted after op id
+/// `halted_after` (SavePolicy::halt_after) is compared up to that op only.
+std::string first_difference(const GraphSignature& reference, const ModelGraph& raw,
+                             std::size_t halted_after = SIZE_MAX);
+
+/// The id after which a capture saving `selection` may stop: its last saved id.
+std::size_t last_saved_id(const Selection& selection);
 
 /// One model, one input, one forward, one seed: captured as often as needed.
 class CaptureSession {

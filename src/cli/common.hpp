@@ -51,13 +51,17 @@ struct Args {
 
 /// Every option of every subcommand: flag -> takes a value.
 inline const std::map<std::string, bool> kLogFlags = {
-    {"--input-shape", true},    {"--input", true},         {"--seed", true},
-    {"--save", true},           {"--json", true},          {"--npz", true},
-    {"--quiet", false},         {"--help", false},         {"--out", true},
-    {"--graph", true},          {"--rolled", false},       {"--nesting-depth", true},
-    {"--direction", true},      {"--show-buffers", false}, {"--inputs", true},
-    {"--batch-size", true},     {"--resume", false},       {"--no-progress", false},
-    {"--save-gradients", true}, {"--backward", true}};
+    {"--input-shape", true}, {"--input", true},          {"--seed", true},
+    {"--save", true},        {"--json", true},           {"--npz", true},
+    {"--quiet", false},      {"--help", false},          {"--out", true},
+    {"--graph", true},       {"--rolled", false},        {"--nesting-depth", true},
+    {"--direction", true},   {"--show-buffers", false},  {"--inputs", true},
+    {"--batch-size", true},  {"--resume", false},        {"--no-progress", false},
+    {"--shard", true},       {"--delete-shards", false}, {"--full-forward", false},
+    {"--resize", true},      {"--crop", true},           {"--mean", true},
+    {"--std", true},         {"--channels", true},       {"--dtype", true},
+    {"--flatten", false},    {"--statistics", false},    {"--save-gradients", true},
+    {"--backward", true}};
 
 inline Args parse(int argc, char** argv) {
   Args a;
@@ -190,8 +194,10 @@ inline void write_graph(const Args& a, const tl::ModelLog& log) {
   }
 }
 
-/// `torchlens extract` (extract.cpp).
+/// `torchlens extract`, `merge` and `status` (extract.cpp).
 int cmd_extract(const Args& a);
+int cmd_merge(const Args& a);
+int cmd_status(const Args& a);
 
 inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;

@@ -133,8 +133,19 @@ void usage(std::ostream& os) {
         "      re-execute every op from the saved activations; exit 0 when valid, 1 when not\n"
         "  torchlens extract MODEL.pt --inputs STIMULI.npy|DIR --save KEY,KEY --out DIR\n"
         "                    [--batch-size B] [--resume] [--seed N] [--no-progress] [--quiet]\n"
+        "                    [--shard K/N] [--full-forward] [--dtype float16] [--flatten]\n"
+        "                    [--statistics] [--resize 256] [--crop 224] [--mean R,G,B]\n"
+        "                    [--std R,G,B] [--channels rgb|bgr]\n"
         "      activations of chosen layers over N stimuli: DIR/<label>.npy ([N, ...] each)\n"
-        "      and DIR/index.json; --resume continues an interrupted run (docs/extract.md)\n";
+        "      and DIR/index.json; --resume continues an interrupted run; --shard (or Slurm /\n"
+        "      MPI launcher variables) writes one shard into DIR/shards/; each forward stops\n"
+        "      after the last saved layer unless --full-forward; a DIR of .jpg/.png images is\n"
+        "      preprocessed as torchvision's Resize, CenterCrop, ToTensor, Normalize\n"
+        "      (docs/extract.md)\n"
+        "  torchlens merge DIR [--delete-shards]\n"
+        "      the shards of DIR into DIR/<label>.npy and DIR/index.json, as one process writes\n"
+        "  torchlens status DIR\n"
+        "      shards done, rows committed, which shards to submit again\n";
 }
 
 } // namespace torchlens::cli
@@ -157,6 +168,8 @@ int main(int argc, char** argv) {
     if (a.command == "show") return cmd_show(a);
     if (a.command == "validate") return cmd_validate(a);
     if (a.command == "extract") return cmd_extract(a);
+    if (a.command == "merge") return cmd_merge(a);
+    if (a.command == "status") return cmd_status(a);
     throw CommandLineError("unknown command '" + a.command + "'; try `torchlens --help`");
   } catch (const CommandLineError& e) {
     std::cerr << "torchlens: " << e.what() << "\n";

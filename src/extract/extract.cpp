@@ -6,7 +6,10 @@
 #include "../capture/recorder.hpp"
 #include "../capture/session.hpp"
 #include "../io/dtypes.hpp"
+#include "fileio.hpp"
+#include "images.hpp"
 #include "index.hpp"
+#include "sha256.hpp"
 
 #include <torchlens/config.hpp>
 #include <torchlens/detail/text.hpp>
@@ -45,19 +48,32 @@ using detail::shape_as_list;
 using index_file::index_json;
 using index_file::read_index;
 using index_file::Record;
-
-namespace {
+using namespace detail_io;
 
 // ---- small helpers ------------------------------------------------------------
 
-/// The .npy descriptor of a type extract writes (bfloat16 widened).
-const char* npy_descr_of(c10::ScalarType t) {
+std::string detail_io::npy_descr_of(c10::ScalarType t) {
   const io::dtypes::Dtype* d = io::dtypes::find(io::dtypes::npy_type(t));
   if (d == nullptr || d->npy_descr == nullptr) {
     throw ExtractError(std::string("no .npy dtype for ") + c10::toString(t));
   }
   return d->npy_descr;
 }
+
+std::string detail_io::growing_npy_header(const std::string& descr, std::vector<std::int64_t> shape,
+                                          std::int64_t rows, std::size_t length) {
+  shape.at(0) = rows;
+  std::string h = io::npy_header(descr, shape);
+  TORCHLENS_CHECK(h.size() <= length && length - 10 <= 0xffff, "a .npy header of ", h.size(),
+                  " bytes does not fit in ", length);
+  h.insert(h.size() - 1, length - h.size(), ' '); // spaces before the closing newline
+  const std::size_t body = length - 10;
+  h[8] = static_cast<char>(body & 0xff);
+  h[9] = static_cast<char>((body >> 8) & 0xff);
+  return h;
+}
+
+namespace {
 
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
@@ -74,102 +90,11 @@ std::string file_stem(const std::string& label) {
   return s;
 }
 
-std::string errno_text() {
-  return std::strerror(errno);
-}
-
-/// An open file descriptor, closed on scope exit.
-class Fd {
- public:
-  Fd() = default;
-  /// Opens `path`, never through a symbolic link: a link planted in the output
-  /// folder must not make torchlens write somewhere else.
-  Fd(const std::string& path, int flags) : path_(path) {
-    std::error_code ec;
-    if (fs::is_symlink(fs::symlink_status(path, ec))) {
-      throw ExtractError("refusing to write through the symbolic link " + path);
-    }
-    fd_ = ::open(path.c_str(), flags | O_NOFOLLOW, 0644);
-    if (fd_ < 0) throw ExtractError("cannot open " + path + ": " + errno_text());
-  }
-  Fd(Fd&& o) noexcept : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      close_();
-      path_ = std::move(o.path_);
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { close_(); }
-
-  void pwrite_all(const void* data, std::size_t n, std::size_t offset) const {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        throw TorchError(TORCHLENS_HERE, "writing " + path_ + " failed: " + errno_text());
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      offset += static_cast<std::size_t>(w);
-    }
-  }
-  void pread_all(void* data, std::size_t n, std::size_t offset) const {
-    char* p = static_cast<char*>(data);
-    while (n > 0) {
-      const ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw ExtractError(path_ + " is shorter than its .npy header says");
-      p += r;
-      n -= static_cast<std::size_t>(r);
-      offset += static_cast<std::size_t>(r);
-    }
-  }
-  void sync() const {
-    if (::fdatasync(fd_) != 0)
-      throw TorchError(TORCHLENS_HERE, "flushing " + path_ + " failed: " + errno_text());
-  }
-  void truncate(std::size_t size) const {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-      throw TorchError(TORCHLENS_HERE, "truncating " + path_ + " failed: " + errno_text());
-    }
-  }
-
- private:
-  void close_() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  std::string path_;
-  int fd_ = -1;
-};
-
-/// Writes `text` to `path` atomically: a temp file, flushed, renamed over it.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    Fd f(tmp.string(), O_WRONLY | O_CREAT | O_TRUNC);
-    f.pwrite_all(text.data(), text.size(), 0);
-    f.sync();
-  }
-  fs::rename(tmp, path);
-  // the rename itself reaches the disk with the directory
-  const int dir = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_RDONLY);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-}
-
 } // namespace
 
 // ---- Stimuli ------------------------------------------------------------------
 
-Stimuli Stimuli::open(const std::string& path) {
+Stimuli Stimuli::open(const std::string& path, const ImageOptions& images) {
   Stimuli s;
   s.path_ = path;
   auto header = [](const std::string& file) {
@@ -186,11 +111,32 @@ Stimuli Stimuli::open(const std::string& path) {
   };
   if (!fs::exists(path)) throw ExtractError("stimuli not found: " + path);
   if (fs::is_directory(path)) {
+    std::vector<std::string> pictures;
     for (const auto& e : fs::directory_iterator(path)) {
-      if (e.is_regular_file() && e.path().extension() == ".npy")
-        s.files_.push_back(e.path().string());
+      if (!e.is_regular_file()) continue;
+      if (e.path().extension() == ".npy") s.files_.push_back(e.path().string());
+      if (is_image_file(e.path())) pictures.push_back(e.path().string());
     }
-    if (s.files_.empty()) throw ExtractError("no .npy files in " + path);
+    if (!pictures.empty() && !s.files_.empty()) {
+      throw ExtractError(path + " holds both .npy files and images; give a folder of one kind");
+    }
+    if (!pictures.empty()) { // a folder of images: [3, H, W] float32 after preprocessing
+      if (images.resize < 0 || images.crop < 0) {
+        throw ExtractError("image sizes must not be negative");
+      }
+      for (double d : images.std) {
+        if (!(d > 0)) throw ExtractError("every --std value must be positive");
+      }
+      std::sort(pictures.begin(), pictures.end());
+      s.files_ = std::move(pictures);
+      s.images_ = images;
+      const at::Tensor first = load_image(s.files_[0], images);
+      s.item_shape_.assign(first.sizes().begin(), first.sizes().end());
+      s.dtype_ = c10::kFloat;
+      s.n_ = static_cast<std::int64_t>(s.files_.size());
+      return s;
+    }
+    if (s.files_.empty()) throw ExtractError("no .npy files or images in " + path);
     std::sort(s.files_.begin(), s.files_.end());
     const auto first = header(s.files_[0]);
     s.item_shape_ = first.shape;
@@ -228,10 +174,31 @@ Stimuli Stimuli::open(const std::string& path) {
   return s;
 }
 
+std::vector<std::string> Stimuli::ids() const {
+  std::vector<std::string> ids;
+  ids.reserve(files_.size());
+  for (const auto& f : files_) ids.push_back(fs::path(f).filename().string());
+  return ids;
+}
+
 at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
   TORCHLENS_CHECK(start >= 0 && count > 0 && start + count <= n_, "stimuli rows out of range");
   std::vector<std::int64_t> shape{count};
   shape.insert(shape.end(), item_shape_.begin(), item_shape_.end());
+  if (images_) {
+    std::vector<at::Tensor> items;
+    for (std::int64_t i = start; i < start + count; ++i) {
+      const std::string& file = files_[static_cast<std::size_t>(i)];
+      items.push_back(load_image(file, *images_));
+      if (items.back().sizes() != c10::IntArrayRef(item_shape_)) {
+        throw ExtractError("image " + file + " comes out " +
+                           shape_as_list(items.back().sizes().vec()) + ", but " + files_[0] + " " +
+                           shape_as_list(item_shape_) +
+                           ": give --crop so that every image has the same size");
+      }
+    }
+    return at::stack(items);
+  }
   if (!files_.empty()) {
     std::vector<at::Tensor> items;
     for (std::int64_t i = start; i < start + count; ++i) {
@@ -253,20 +220,27 @@ struct Extractor::Impl {
   std::vector<std::string> keys;
   std::uint64_t seed;
   std::int64_t batch_rows;
+  bool stop_early;
   detail::ModelDescription desc;
   LogOptions options;
   detail::Selection selection;      // ids of layers_
   detail::GraphSignature signature; // what every later batch must run
 
-  Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b)
-      : model(m), keys(std::move(k)), seed(s), batch_rows(b), desc(detail::describe(m)) {
+  Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b,
+       bool stop)
+      : model(m),
+        keys(std::move(k)),
+        seed(s),
+        batch_rows(b),
+        stop_early(stop),
+        desc(detail::describe(m)) {
     options.seed(seed);
   }
 };
 
 Extractor::Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
-                     std::int64_t batch_rows)
-    : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows)) {
+                     std::int64_t batch_rows, bool stop_early)
+    : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows, stop_early)) {
   if (impl_->keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
   if (batch_rows <= 0) throw ExtractError("the batch size must be positive");
   TORCHLENS_CHECK(model.find_method("forward").has_value(),
@@ -351,6 +325,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     im.signature = detail::signature_of(g, raw_count);
     im.selection.policy.mode = detail::SavePolicy::Mode::ids;
     for (const auto& l : layers) im.selection.policy.ids.insert(l.id);
+    if (im.stop_early) im.selection.policy.halt_after = detail::last_saved_id(im.selection);
     layers_ = std::move(layers);
     structure_ = std::move(log);
   } else {
@@ -372,6 +347,15 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
   return out;
 }
 
+std::string Extractor::structure_text() const {
+  std::ostringstream os;
+  for (const auto& op : impl_->signature.ops) {
+    os << op.label << ' ' << op.op_name << ' ' << shape_as_list(op.shape) << '\n';
+  }
+  os << "ops " << impl_->signature.raw_count << '\n';
+  return os.str();
+}
+
 // ---- extract_to_dir -----------------------------------------------------------
 
 namespace {
@@ -385,16 +369,48 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-std::string absolute_text(const std::string& p) {
+} // namespace
+
+std::string detail_io::absolute_text(const std::string& p) {
   std::error_code ec;
   const auto c = fs::weakly_canonical(fs::absolute(p), ec);
   return ec ? p : c.string();
 }
 
-} // namespace
+std::string detail_io::options_text(const ExtractOptions& o, const Stimuli& stimuli) {
+  std::vector<std::string> parts;
+  if (stimuli.is_images()) parts.push_back(stimuli.image_options()->text());
+  if (o.dtype) parts.push_back("dtype=" + io::dtypes::name(*o.dtype));
+  if (o.flatten) parts.emplace_back("flatten");
+  if (o.statistics) parts.emplace_back("statistics");
+  std::string text;
+  for (const auto& p : parts) text += (text.empty() ? "" : "; ") + p;
+  return text;
+}
+
+c10::ScalarType detail_io::written_type(c10::ScalarType t, const ExtractOptions& o) {
+  t = io::dtypes::npy_type(t);
+  if (o.dtype && c10::isFloatingType(t)) t = *o.dtype;
+  return t;
+}
+
+std::vector<std::int64_t> detail_io::written_shape(std::vector<std::int64_t> shape,
+                                                   const ExtractOptions& o) {
+  if (o.flatten && shape.size() > 2) shape = {shape[0], numel_of(shape) / shape[0]};
+  return shape;
+}
+
+at::Tensor detail_io::as_written(const at::Tensor& t, const ExtractOptions& o) {
+  at::Tensor x = t;
+  if (o.flatten && x.dim() > 2) x = x.reshape({x.size(0), -1});
+  const auto type = written_type(x.scalar_type(), o);
+  if (type != x.scalar_type()) x = x.to(type);
+  return x.contiguous();
+}
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& o) {
+  if (o.shard.count > 1) return extract_shard(model, stimuli, o);
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path dir = o.out_dir;
   const fs::path index_path = dir / "index.json";
@@ -407,6 +423,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   rec.num_stimuli = n;
   rec.stimulus_shape = stimuli.item_shape();
   rec.stimulus_dtype = io::dtypes::name(stimuli.dtype());
+  rec.options = options_text(o, stimuli);
+  rec.stimulus_ids = stimuli.ids();
   std::optional<Record> old;
   const bool dir_has_files = fs::exists(dir) && fs::is_directory(dir) && !fs::is_empty(dir);
   if (fs::exists(dir) && !fs::is_directory(dir)) {
@@ -417,6 +435,12 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       throw ExtractError("output folder " + dir.string() +
                          " is not empty; pass --resume to continue an interrupted run there, or "
                          "choose another --out");
+    }
+    if (fs::exists(dir / "plan.json") && !fs::exists(index_path)) {
+      throw ExtractError(dir.string() +
+                         " holds a sharded run (plan.json): run its shards with --shard K/N, "
+                         "then `torchlens merge " +
+                         dir.string() + "`");
     }
     if (!fs::exists(index_path)) {
       throw ExtractError("cannot resume: " + dir.string() + " is not empty but has no index.json");
@@ -438,6 +462,11 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                      old->stimulus_dtype + " " + shape_as_list(old->stimulus_shape),
                      rec.stimulus_dtype + " " + shape_as_list(rec.stimulus_shape));
     }
+    if (old->stimulus_ids != rec.stimulus_ids) {
+      throw mismatch("the stimulus file names", std::to_string(old->stimulus_ids.size()) + " names",
+                     std::to_string(rec.stimulus_ids.size()) + " names, not all the same");
+    }
+    if (old->options != rec.options) throw mismatch("the options", old->options, rec.options);
     if (!o.keys.empty() && o.keys != old->keys)
       throw mismatch("--save", join(old->keys), join(o.keys));
     if (o.batch_size && *o.batch_size != old->batch_size) {
@@ -465,6 +494,9 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   result.seed = rec.seed;
   result.rows_done = rec.rows_done;
   if (old && rec.rows_done == n) { // nothing left to do
+    std::vector<std::string> names;
+    for (const auto& l : old->layers) names.push_back(l.file);
+    if (o.statistics && !statistics_present(dir, names)) write_statistics(dir, names);
     for (const auto& l : old->layers) {
       ExtractLayer e;
       e.label = l.label;
@@ -476,7 +508,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   }
 
   const std::int64_t rows_per_batch = std::min(rec.batch_size, n);
-  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch);
+  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch, o.stop_early);
   std::vector<Fd> files;
   std::vector<std::size_t> offsets, row_bytes;
   std::int64_t batches = 0;
@@ -503,8 +535,8 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         r.key = l.key;
         r.op = l.op;
         r.module = l.module;
-        r.dtype = io::dtypes::name(io::dtypes::npy_type(l.dtype));
-        r.shape = l.shape;
+        r.dtype = io::dtypes::name(written_type(l.dtype, o));
+        r.shape = written_shape(l.shape, o);
         r.shape[0] = n;
         layers.push_back(std::move(r));
       }
@@ -529,7 +561,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       // the whole run must fit on the disk before anything is written
       std::uintmax_t needed = 0, present = 0;
       for (std::size_t i = 0; i < layers.size(); ++i) {
-        const auto type = io::dtypes::npy_type(extractor.layers()[i].dtype);
+        const auto type = written_type(extractor.layers()[i].dtype, o);
         needed += io::npy_header(npy_descr_of(type), layers[i].shape).size() +
                   static_cast<std::uintmax_t>(numel_of(layers[i].shape)) * c10::elementSize(type);
         std::error_code ec;
@@ -547,10 +579,10 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       }
       for (const auto& l : layers) {
         const std::string path = (dir / l.file).string();
-        const auto type = extractor.layers()[files.size()].dtype;
+        const auto type = written_type(extractor.layers()[files.size()].dtype, o);
         const std::string header = io::npy_header(npy_descr_of(type), l.shape);
-        const std::size_t row = static_cast<std::size_t>(numel_of(l.shape) / n) *
-                                c10::elementSize(io::dtypes::npy_type(type));
+        const std::size_t row =
+            static_cast<std::size_t>(numel_of(l.shape) / n) * c10::elementSize(type);
         if (old) {
           // Keep the header and rows_done rows; drop whatever a killed batch left.
           if (!fs::exists(path)) throw ExtractError("cannot resume: " + path + " is missing");
@@ -581,7 +613,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     }
     // rows first, flushed; then the record that says they are there
     for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor& t = acts[i];
+      const at::Tensor t = as_written(acts[i], o);
       TORCHLENS_CHECK(
           static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
           "layer ", rec.layers[i].label, " changed size");
@@ -599,6 +631,11 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   for (std::size_t i = 0; i < result.layers.size(); ++i)
     result.layers[i].shape = rec.layers[i].shape;
   result.rows_done = rec.rows_done;
+  if (o.statistics && rec.rows_done == n) {
+    std::vector<std::string> names;
+    for (const auto& l : rec.layers) names.push_back(l.file);
+    write_statistics(dir, names);
+  }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace torchlens::extract::index_file {
@@ -18,12 +19,49 @@ struct Record {
   std::uint64_t seed = 0;
   std::vector<std::int64_t> stimulus_shape;
   std::string stimulus_dtype;
+  std::string options;                   ///< Plan::options
+  std::vector<std::string> stimulus_ids; ///< a folder's file names, in order
   struct Layer {
     std::string label, file, key, op, module, dtype;
     std::vector<std::int64_t> shape; // [N, ...]
   };
   std::vector<Layer> layers;
 };
+
+/// OUT/plan.json: what every shard of a run must agree on, written once (by
+/// whichever shard comes first) and compared by every shard, resume and merge.
+struct Plan {
+  std::string torchlens_version;
+  std::string model, model_sha256, inputs;
+  std::int64_t num_stimuli = 0, batch_size = 0, num_shards = 0;
+  std::uint64_t seed = 0;
+  std::vector<std::int64_t> stimulus_shape;
+  std::string stimulus_dtype;
+  std::vector<std::string> stimulus_ids; ///< a folder's file names, in order
+  std::vector<std::string> keys;
+  std::string options; ///< every other option that changes the files, canonical text
+  std::vector<std::pair<std::int64_t, std::int64_t>> shards; ///< [begin, end) each
+};
+std::string plan_json(const Plan& p);
+/// Throws ExtractError ("`what`: ...") when `path` is not a plan.
+Plan read_plan(const std::filesystem::path& path, const std::string& what);
+/// The first field in which `now` differs from `recorded`, as "the batch size
+/// (8 in the plan, 16 now)"; empty when they agree.
+std::string plan_difference(const Plan& recorded, const Plan& now);
+
+/// OUT/shards/K-of-N/progress.json: one shard's committed rows.
+struct ShardProgress {
+  std::int64_t shard = 0, num_shards = 0, begin = 0, end = 0, rows_done = 0;
+  std::string plan_sha256;      ///< of plan.json's text
+  std::string structure_sha256; ///< of structure.txt ("" for an empty shard)
+  struct Layer {
+    std::string label, file, key, op, module, dtype;
+    std::vector<std::int64_t> shape; // [end - begin, ...]
+  };
+  std::vector<Layer> layers;
+};
+std::string progress_json(const ShardProgress& p);
+ShardProgress read_progress(const std::filesystem::path& path, const std::string& what);
 
 /// The JSON text of a record.
 std::string index_json(const Record& r);

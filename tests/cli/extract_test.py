@@ -56,6 +56,20 @@ class Branchy(torch.nn.Module):
         return y.mean(dim=(2, 3))
 
 
+class Tail(torch.nn.Module):
+    """Fails after its first layer when the inputs are large."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if bool(y.abs().max() > 50.0):
+            raise RuntimeError("the tail ran")
+        return torch.relu(y)
+
+
 class Flat(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -307,7 +321,14 @@ class ExtractTest(unittest.TestCase):
         npy = path("branchy.npy")
         np.save(npy, x)
         out = fresh("branchy-out")
+        # the branch comes after the saved layer: each forward stops before it
         r = run("extract", pt, "--inputs", npy, "--save", "conv", "--batch-size", "8", "--out", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(read_json(os.path.join(out, "index.json"))["rows_done"], 24)
+        # running every forward to the end meets it
+        out = fresh("branchy-out")
+        r = run("extract", pt, "--inputs", npy, "--save", "conv", "--batch-size", "8", "--out", out,
+                "--full-forward")
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertIn("stimuli 8..15", r.stderr)
@@ -316,6 +337,29 @@ class ExtractTest(unittest.TestCase):
         self.assertIn("aten::sigmoid", r.stderr)
         # the first batch was written and recorded; nothing more
         self.assertEqual(read_json(os.path.join(out, "index.json"))["rows_done"], 8)
+
+    def test_each_forward_stops_after_the_last_saved_layer(self):
+        # the tail raises for every batch but the first: only a forward that
+        # stops after `conv` (the last saved layer) gets through
+        torch.manual_seed(0)
+        pt = path("tail.pt")
+        torch.jit.script(Tail().eval()).save(pt)
+        x = np.random.default_rng(2).standard_normal((24, 3, 8, 8)).astype(np.float32)
+        x[8:] += 100.0
+        npy = path("tail.npy")
+        np.save(npy, x)
+        out = fresh("tail-out")
+        r = run("extract", pt, "--inputs", npy, "--save", "conv", "--batch-size", "8", "--out", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = np.load(os.path.join(out, read_json(os.path.join(out, "index.json"))["layers"][0]["file"]))
+        model = torch.jit.load(pt)
+        with torch.no_grad():
+            want = model.conv(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        r = run("extract", pt, "--inputs", npy, "--save", "conv", "--batch-size", "8",
+                "--out", fresh("tail-out"), "--full-forward")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("the tail ran", r.stderr)
 
     def test_layer_without_batch_dimension_is_refused(self):
         pt = path("flat.pt")

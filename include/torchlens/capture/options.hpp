@@ -87,6 +87,14 @@ struct LogOptions {
   /// `output_device` and `detach` apply to gradients too.
   TORCH_ARG(std::function<at::Tensor(const at::Tensor&)>, gradient_postfunc);
 
+  /// With `save` naming layers (SaveSpec::keys): the pass that saves them stops
+  /// the forward right after the last op whose activation is kept, when nothing
+  /// later is needed (TorchLens's `halt`). The log's graph is still the whole
+  /// model's (the first, metadata-only pass runs it all); only the saving pass
+  /// is cut short. Extraction (torchlens extract) stops early by default.
+  /// Ignored with save_gradients (a backward needs the whole forward).
+  TORCH_ARG(bool, stop_early) = false;
+
  public:
   /// Interventions applied while the model runs (the live engine,
   /// intervene/interventions.hpp): the saved activations are the changed

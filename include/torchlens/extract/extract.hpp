@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,17 +37,40 @@ class ExtractError : public TorchError {
 /// the capture session's error (torchlens/torch_error.hpp).
 using GraphChanged = torchlens::GraphChanged;
 
-/// N stimuli: one `[N, ...]` `.npy` read by rows (never loaded whole), or a
-/// folder of `.npy` files, one stimulus `[...]` each, in name order.
+/// How a folder of images (JPEG, PNG) becomes `[3, H, W]` float32 stimuli:
+/// torchvision's `Resize(resize)`, `CenterCrop(crop)`, `ToTensor()`,
+/// `Normalize(mean, std)` on the RGB image (Resize antialiased bilinear, as
+/// torchvision on tensors with antialias=True), then the channel order.
+struct ImageOptions {
+  std::int64_t resize = 256;                       ///< the shorter side becomes this (0: no resize)
+  std::int64_t crop = 224;                         ///< a centred square of this side (0: no crop)
+  std::array<double, 3> mean{0.485, 0.456, 0.406}; ///< per RGB channel, of [0, 1] values
+  std::array<double, 3> std{0.229, 0.224, 0.225};  ///< per RGB channel
+  bool bgr = false; ///< reverse the channels after normalising (Caffe-style models)
+  /// Canonical text (recorded in the plan and index.json).
+  std::string text() const;
+};
+
+/// N stimuli: one `[N, ...]` `.npy` read by rows (never loaded whole), a
+/// folder of `.npy` files, one stimulus `[...]` each, or a folder of images
+/// (`.jpg`, `.jpeg`, `.png`), in name order.
 class Stimuli {
  public:
-  /// Opens and checks (headers only; every file of a folder); throws ExtractError.
-  static Stimuli open(const std::string& path);
+  /// Opens and checks (headers only; every file of a folder; an image folder's
+  /// first image is decoded for the shape); throws ExtractError. `images`
+  /// applies to a folder of images only.
+  static Stimuli open(const std::string& path, const ImageOptions& images = {});
+  /// A folder of images.
+  bool is_images() const noexcept { return images_.has_value(); }
+  const std::optional<ImageOptions>& image_options() const noexcept { return images_; }
 
   std::int64_t size() const noexcept { return n_; }
   const std::vector<std::int64_t>& item_shape() const noexcept { return item_shape_; }
   c10::ScalarType dtype() const noexcept { return dtype_; }
   const std::string& path() const noexcept { return path_; }
+  /// The stimuli's ids in order: a folder's file names; empty for one `.npy`
+  /// (its rows are its ids).
+  std::vector<std::string> ids() const;
   /// Stimuli [start, start + count) as one `[count, ...]` tensor.
   at::Tensor rows(std::int64_t start, std::int64_t count) const;
 
@@ -55,8 +79,20 @@ class Stimuli {
   std::int64_t n_ = 0;
   std::vector<std::int64_t> item_shape_;
   c10::ScalarType dtype_ = c10::kFloat;
-  std::size_t data_offset_ = 0;    // single file
-  std::vector<std::string> files_; // folder
+  std::size_t data_offset_ = 0;        // single file
+  std::vector<std::string> files_;     // folder
+  std::optional<ImageOptions> images_; // a folder of images
+};
+
+/// Which part of a run this process does: shard `index` of `count`
+/// (torchlens/extract/shards.hpp finds it from `--shard K/N` or a launcher).
+struct Shard {
+  std::int64_t index = 0;
+  std::int64_t count = 1;
+  /// Where it came from, for the log line: `--shard`, or the launcher's
+  /// variables with their values (`OMPI_COMM_WORLD_RANK=2 OMPI_COMM_WORLD_SIZE=4`);
+  /// empty when nothing said (one process).
+  std::string source;
 };
 
 /// One saved layer.
@@ -75,8 +111,10 @@ class Extractor {
  public:
   /// `batch_rows`: every batch is padded to this many rows (the padding rows are
   /// dropped from the results), so that every capture sees the same shapes.
+  /// `stop_early`: every batch after the first stops the forward after the
+  /// last op whose activation is saved (LogOptions::stop_early).
   Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
-            std::int64_t batch_rows);
+            std::int64_t batch_rows, bool stop_early = true);
   ~Extractor();
   Extractor(const Extractor&) = delete;
   Extractor& operator=(const Extractor&) = delete;
@@ -93,6 +131,9 @@ class Extractor {
   const std::vector<ExtractLayer>& layers() const noexcept { return layers_; }
   /// The metadata log of the first batch (no activations); null before run().
   const ModelLog* structure() const noexcept { return structure_.get(); }
+  /// The graph every batch must run, one line per op in creation order
+  /// (`label op [shape]`), then the op count: what shards compare before a merge.
+  std::string structure_text() const;
 
  private:
   struct Impl;
@@ -114,10 +155,26 @@ struct ExtractOptions {
   /// Continue the run recorded in out_dir/index.json (truncating every layer
   /// file to its rows_done rows); without it a non-empty out_dir is refused.
   bool resume = false;
+  /// Stop each forward after the last op whose activation is saved (the
+  /// first batch still runs the whole model, to log its structure); off: run
+  /// the whole model every time. The files are the same either way.
+  bool stop_early = true;
+  /// Write every floating-point layer as this type (`--dtype float16`); other
+  /// layers as they are. Unset: as computed (bfloat16 widened to float32).
+  std::optional<c10::ScalarType> dtype;
+  /// Write each row as one vector (`[N, C*H*W]`; ThingsVision's flatten_acts).
+  bool flatten = false;
+  /// Also write each layer's per-feature mean and variance over all stimuli:
+  /// `<file stem>.mean.npy`, `<file stem>.var.npy` (float64, one row's shape),
+  /// read back by torchlens/extract/statistics.hpp.
+  bool statistics = false;
   /// Called after every batch with (rows done, N); e.g. a progress bar.
   std::function<void(std::int64_t, std::int64_t)> on_batch;
   /// Stop after this many batches (tests and benchmarks of interruption).
   std::optional<std::int64_t> max_batches;
+  /// This process's part (count > 1: a sharded run, written to
+  /// out_dir/shards/ and checked against out_dir/plan.json; see shards.hpp).
+  Shard shard;
 };
 
 struct ExtractResult {
@@ -128,6 +185,9 @@ struct ExtractResult {
   std::int64_t batch_size = 0;
   std::uint64_t seed = 0;
   double seconds = 0;
+  /// A sharded run: this shard's stimuli [shard_begin, shard_end) and folder.
+  std::int64_t shard_begin = 0, shard_end = 0;
+  std::string shard_dir;
 };
 
 /// Writes out_dir/<label>.npy (`[N, ...]`, rows appended per batch) and

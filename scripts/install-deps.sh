@@ -11,6 +11,7 @@ packages=(
   doctest-dev
   libgraphviz-dev graphviz
   python3 python3-torch python3-torchvision python3-numpy
+  pybind11-dev python3-pybind11   # the Python extension (python/, docs/python.md)
 )
 
 missing=()

@@ -80,6 +80,7 @@ c10::IValue to_ivalue(py::handle o, int depth = 0) {
 struct Entry {
   const void* module;
   std::vector<std::pair<at::Tensor, std::size_t>> args; // tensor, its vertex at entry
+  py::object frame; // the Python frame of this call's Module.__call__ (kept alive)
 };
 
 struct HookState {
@@ -102,12 +103,43 @@ class HookScope {
   HookState saved_;
 };
 
+/// The Python frame that called the hook (the module's __call__), new reference.
+py::object caller_frame() {
+  PyFrameObject* f = PyEval_GetFrame(); // borrowed
+  return f == nullptr ? py::none() : py::reinterpret_borrow<py::object>(
+                                         reinterpret_cast<PyObject*>(f));
+}
+
+/// Closes the calls whose forward raised and whose exception the model caught:
+/// their post-hook never ran, and their __call__ frame is no longer on the stack.
+void close_abandoned_calls(td::Recorder* rec) {
+  auto& calls = tls_hooks.calls;
+  if (calls.empty()) return;
+  std::unordered_set<PyObject*> live;
+  PyFrameObject* f = PyEval_GetFrame();
+  if (f != nullptr) {
+    Py_INCREF(f);
+    while (f != nullptr) {
+      live.insert(reinterpret_cast<PyObject*>(f));
+      PyFrameObject* back = PyFrame_GetBack(f); // new reference
+      Py_DECREF(f);
+      f = back;
+    }
+  }
+  while (!calls.empty() && !calls.back().frame.is_none() &&
+         live.count(calls.back().frame.ptr()) == 0) {
+    rec->exit_module();
+    calls.pop_back();
+  }
+}
+
 void module_enter(py::handle module, py::handle args) {
   td::Recorder* rec = tls_hooks.recorder;
   if (rec == nullptr) return;
+  close_abandoned_calls(rec);
   std::vector<at::Tensor> tensors;
   collect_tensors(args, tensors);
-  Entry e{module.ptr(), {}};
+  Entry e{module.ptr(), {}, caller_frame()};
   e.args.reserve(tensors.size());
   for (auto& t : tensors) {
     const std::size_t node = rec->node_of(t);
@@ -121,15 +153,8 @@ void module_exit(py::handle module, py::handle output) {
   td::Recorder* rec = tls_hooks.recorder;
   auto& calls = tls_hooks.calls;
   if (rec == nullptr) return;
-  // A call whose forward raised (and the model caught it) never reached its
-  // post-hook: close it before this one.
-  const auto it = std::find_if(calls.rbegin(), calls.rend(),
-                               [&](const Entry& e) { return e.module == module.ptr(); });
-  if (it == calls.rend()) return;
-  while (calls.back().module != module.ptr()) {
-    rec->exit_module();
-    calls.pop_back();
-  }
+  close_abandoned_calls(rec);
+  if (calls.empty() || calls.back().module != module.ptr()) return; // entered before the capture
   std::vector<at::Tensor> outputs;
   collect_tensors(output, outputs);
   std::vector<at::Tensor> unchanged;
@@ -169,6 +194,7 @@ PyModel make_model(const std::string& name,
     m.description.modules.push_back({address, type, module.ptr()});
   }
   m.description.root = root.ptr();
+  m.description.calls_observed = true; // forward hooks on every module
   m.inputs = std::move(inputs);
   m.forward = std::move(forward);
   return m;
@@ -697,6 +723,18 @@ PYBIND11_MODULE(_core, m) {
                              [](const LogPtr& log) { return log->info().is_branching; })
       .def_property_readonly("has_conditional",
                              [](const LogPtr& log) { return log->info().has_conditional; })
+      .def_property_readonly("conditional_branch_edges",
+                             [](const LogPtr& log) {
+                               const auto& g = log->graph();
+                               std::vector<std::pair<std::string, std::string>> out;
+                               for (auto e : boost::make_iterator_range(boost::edges(g))) {
+                                 if (g[e].is_cond_branch_start) {
+                                   out.emplace_back(g[boost::source(e, g)].label,
+                                                    g[boost::target(e, g)].label);
+                                 }
+                               }
+                               return out;
+                             })
       .def_property_readonly("random_seed_used",
                              [](const LogPtr& log) { return log->info().random_seed; })
       .def_property_readonly("elapsed_time_function_calls",

@@ -71,6 +71,12 @@ def _input_tensors(args, kwargs):
 def _describe(model, args, kwargs):
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"torchlens: model must be a torch.nn.Module, not {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            "torchlens: model is a TorchScript module, which has no Python module hooks: pass "
+            "the eager model, or log the TorchScript file with the torchlens tool or the C++ API "
+            "(they read module calls from the interpreter)"
+        )
     modules = [(name, type(m).__name__, m) for name, m in model.named_modules() if name != ""]
 
     def forward():
@@ -97,8 +103,13 @@ class _Hooks:
         self.handles = []
 
     def __enter__(self):
+        scripted = []  # TorchScript submodules take no hooks: their ops belong to their caller
         try:
-            for _, m in self.model.named_modules():
+            for name, m in self.model.named_modules():
+                if isinstance(m, torch.jit.ScriptModule):
+                    scripted.append(name + ".")
+                if scripted and any((name + ".").startswith(p) for p in scripted):
+                    continue
                 self.handles.append(m.register_forward_pre_hook(_core.module_enter))
                 self.handles.append(m.register_forward_hook(_core.module_exit))
         except BaseException:

@@ -106,8 +106,8 @@ class HookScope {
 /// The Python frame that called the hook (the module's __call__), new reference.
 py::object caller_frame() {
   PyFrameObject* f = PyEval_GetFrame(); // borrowed
-  return f == nullptr ? py::none() : py::reinterpret_borrow<py::object>(
-                                         reinterpret_cast<PyObject*>(f));
+  return f == nullptr ? py::none()
+                      : py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(f));
 }
 
 /// Closes the calls whose forward raised and whose exception the model caught:
@@ -211,9 +211,9 @@ td::ForwardFn forward_fn(const PyModel& m) {
   };
 }
 
-tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t> seed,
-                            bool detach, const std::string& output_device,
-                            const py::object& postfunc, bool keep_replay) {
+tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t> seed, bool detach,
+                            const std::string& output_device, const py::object& postfunc,
+                            bool keep_replay) {
   tl::LogOptions o;
   if (save.is_none()) {
     o.save(tl::SaveSpec::none());
@@ -348,8 +348,7 @@ tl::io::DotOptions dot_options(const std::string& vis_opt, int nesting_depth,
                                const std::string& direction, bool buffers) {
   TORCHLENS_CHECK(vis_opt == "unrolled" || vis_opt == "rolled", "vis_opt: '", vis_opt,
                   "' is neither 'unrolled' nor 'rolled'");
-  TORCHLENS_CHECK(nesting_depth >= 1, "vis_nesting_depth must be at least 1, not ",
-                  nesting_depth);
+  TORCHLENS_CHECK(nesting_depth >= 1, "vis_nesting_depth must be at least 1, not ", nesting_depth);
   tl::io::Direction d = tl::io::Direction::bottom_up;
   if (direction == "topdown") {
     d = tl::io::Direction::top_down;
@@ -378,12 +377,18 @@ py::dict report_dict(const tl::ValidationReport& r) {
     fd["label"] = f.label;
     fd["kind"] = [&] {
       switch (f.kind) {
-        case tl::FailureKind::output_mismatch: return "output_mismatch";
-        case tl::FailureKind::mismatch: return "mismatch";
-        case tl::FailureKind::no_effect: return "no_effect";
-        case tl::FailureKind::cannot_replay: return "cannot_replay";
-        case tl::FailureKind::unreached: return "unreached";
-        case tl::FailureKind::invariant: return "invariant";
+        case tl::FailureKind::output_mismatch:
+          return "output_mismatch";
+        case tl::FailureKind::mismatch:
+          return "mismatch";
+        case tl::FailureKind::no_effect:
+          return "no_effect";
+        case tl::FailureKind::cannot_replay:
+          return "cannot_replay";
+        case tl::FailureKind::unreached:
+          return "unreached";
+        case tl::FailureKind::invariant:
+          return "invariant";
       }
       return "unknown";
     }();
@@ -402,8 +407,9 @@ py::dict report_dict(const tl::ValidationReport& r) {
 } // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "torchlens's C++ capture engine for eager PyTorch models (use the torchlens_cpp "
-            "package, not this module)";
+  m.doc() =
+      "torchlens's C++ capture engine for eager PyTorch models (use the torchlens_cpp "
+      "package, not this module)";
 
   // torchlens's errors: KeyError for lookups (with the near matches), RuntimeError otherwise
   py::register_exception_translator([](std::exception_ptr p) {
@@ -471,10 +477,9 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Layer>(m, "LayerPass", "one layer pass of a log, with TorchLens's field names")
       .def_property_readonly("tensor_contents", &layer_tensor,
                              "the saved activation (the tensor itself, no copy), or None")
-      .def_property_readonly("has_saved_activations",
-                             [](const Layer& l) {
-                               return l.log().activation(l.vertex()).defined();
-                             })
+      .def_property_readonly(
+          "has_saved_activations",
+          [](const Layer& l) { return l.log().activation(l.vertex()).defined(); })
       .def_property_readonly("layer_label", [](const Layer& l) { return l.node().label; })
       .def_property_readonly("layer_label_short",
                              [](const Layer& l) { return l.node().label_short; })
@@ -484,14 +489,14 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) { return l.node().label_short_no_pass; })
       .def_property_readonly("layer_type", [](const Layer& l) { return l.node().layer_type; })
       .def_property_readonly("layer_type_num", [](const Layer& l) { return l.node().type_num; })
-      .def_property_readonly("layer_total_num",
-                             [](const Layer& l) { return l.node().total_num; })
+      .def_property_readonly("layer_total_num", [](const Layer& l) { return l.node().total_num; })
       .def_property_readonly("pass_num", [](const Layer& l) { return l.node().pass_num; })
       .def_property_readonly("num_passes", [](const Layer& l) { return l.node().num_passes; })
       .def_property_readonly("layer_passes_total",
                              [](const Layer& l) { return l.node().num_passes; })
-      .def_property_readonly("creation_order", [](const Layer& l) { return l.node().id; },
-                             "OpNode::id: the order capture saw it in (keys the activations)")
+      .def_property_readonly(
+          "creation_order", [](const Layer& l) { return l.node().id; },
+          "OpNode::id: the order capture saw it in (keys the activations)")
       .def_property_readonly("func_applied_name",
                              [](const Layer& l) {
                                const auto& op = l.node().op_name;
@@ -514,13 +519,12 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) { return unique(l.view().parents()); })
       .def_property_readonly("child_layers",
                              [](const Layer& l) { return unique(l.view().children()); })
-      .def_property_readonly("has_parents",
-                             [](const Layer& l) { return boost::in_degree(l.vertex(),
-                                                                          l.log().graph()) > 0; })
-      .def_property_readonly("has_children",
-                             [](const Layer& l) {
-                               return boost::out_degree(l.vertex(), l.log().graph()) > 0;
-                             })
+      .def_property_readonly(
+          "has_parents",
+          [](const Layer& l) { return boost::in_degree(l.vertex(), l.log().graph()) > 0; })
+      .def_property_readonly(
+          "has_children",
+          [](const Layer& l) { return boost::out_degree(l.vertex(), l.log().graph()) > 0; })
       .def_property_readonly("is_input_layer",
                              [](const Layer& l) { return l.node().kind == tl::NodeKind::input; })
       .def_property_readonly("is_output_layer",
@@ -636,9 +640,9 @@ PYBIND11_MODULE(_core, m) {
                              })
       .def_property_readonly("is_submodule_input",
                              [](const Layer& l) { return !l.passes_entered().empty(); })
-      .def_property_readonly("module_inferred",
-                             [](const Layer& l) { return l.node().module_inferred; },
-                             "containment placed by the infer-modules pass, not observed")
+      .def_property_readonly(
+          "module_inferred", [](const Layer& l) { return l.node().module_inferred; },
+          "containment placed by the infer-modules pass, not observed")
       .def_property_readonly("lookup_keys",
                              [](const Layer& l) { return l.log().keys_of(l.vertex()); })
       .def("__repr__", &layer_repr);
@@ -648,15 +652,11 @@ PYBIND11_MODULE(_core, m) {
       .def("__len__", &tl::ModelLog::size)
       .def("__getitem__",
            [](const LogPtr& log, std::int64_t i) { return Layer(log, (*log)[i].vertex()); })
-      .def("__getitem__",
-           [](const LogPtr& log, const std::string& key) {
-             return Layer(log, log->at(key).vertex());
-           })
-      .def("__contains__", [](const LogPtr& log, const std::string& key) {
-        return log->contains(key);
-      })
-      .def("__iter__",
-           [](const LogPtr& log) { return py::iter(py::cast(all_layers(log))); })
+      .def("__getitem__", [](const LogPtr& log,
+                             const std::string& key) { return Layer(log, log->at(key).vertex()); })
+      .def("__contains__",
+           [](const LogPtr& log, const std::string& key) { return log->contains(key); })
+      .def("__iter__", [](const LogPtr& log) { return py::iter(py::cast(all_layers(log))); })
       .def("__str__",
            [](const LogPtr& log) {
              std::ostringstream os;
@@ -682,18 +682,14 @@ PYBIND11_MODULE(_core, m) {
                                for (auto layer : *log) out.push_back(layer->label_no_pass);
                                return unique(std::move(out));
                              })
-      .def_property_readonly("input_layers",
-                             [](const LogPtr& log) {
-                               return labels_where(log, tl::NodeKind::input);
-                             })
-      .def_property_readonly("output_layers",
-                             [](const LogPtr& log) {
-                               return labels_where(log, tl::NodeKind::output);
-                             })
-      .def_property_readonly("buffer_layers",
-                             [](const LogPtr& log) {
-                               return labels_where(log, tl::NodeKind::buffer);
-                             })
+      .def_property_readonly(
+          "input_layers", [](const LogPtr& log) { return labels_where(log, tl::NodeKind::input); })
+      .def_property_readonly(
+          "output_layers",
+          [](const LogPtr& log) { return labels_where(log, tl::NodeKind::output); })
+      .def_property_readonly(
+          "buffer_layers",
+          [](const LogPtr& log) { return labels_where(log, tl::NodeKind::buffer); })
       .def_property_readonly("layers_with_saved_activations",
                              [](const LogPtr& log) {
                                std::vector<std::string> out;
@@ -750,7 +746,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("module_types",
                              [](const LogPtr& log) {
                                py::dict d;
-                               for (const auto& mi : log->info().modules) d[py::str(mi.address)] = mi.type;
+                               for (const auto& mi : log->info().modules)
+                                 d[py::str(mi.address)] = mi.type;
                                return d;
                              })
       .def_property_readonly("module_num_passes",
@@ -760,31 +757,34 @@ PYBIND11_MODULE(_core, m) {
                                  d[py::str(mi.address)] = mi.num_passes;
                                return d;
                              })
-      .def("to_json",
-           [](const LogPtr& log) {
-             std::ostringstream os;
-             tl::io::write_json(os, *log);
-             return os.str();
-           },
-           "the log's metadata as torchlens's JSON document (docs/json.md)")
-      .def("to_dot",
-           [](const LogPtr& log, const std::string& vis_opt, int nesting_depth,
-              const std::string& direction, bool buffers) {
-             return tl::io::to_dot(log->graph(),
-                                   dot_options(vis_opt, nesting_depth, direction, buffers));
-           },
-           py::arg("vis_opt") = "unrolled", py::arg("vis_nesting_depth") = 1000,
-           py::arg("vis_direction") = "bottomup", py::arg("vis_buffer_layers") = false,
-           "the drawing as Graphviz DOT text")
-      .def("render_graph",
-           [](const LogPtr& log, const std::string& path, const std::string& format,
-              const std::string& vis_opt, int nesting_depth, const std::string& direction,
-              bool buffers) {
-             tl::io::render(*log, tl::io::RenderOptions().path(path).format(format).dot(
-                                      dot_options(vis_opt, nesting_depth, direction, buffers)));
-           },
-           py::arg("path"), py::arg("format") = "", py::arg("vis_opt") = "unrolled",
-           py::arg("vis_nesting_depth") = 1000, py::arg("vis_direction") = "bottomup",
-           py::arg("vis_buffer_layers") = false,
-           "renders the drawing through Graphviz (format from the path's extension)");
+      .def(
+          "to_json",
+          [](const LogPtr& log) {
+            std::ostringstream os;
+            tl::io::write_json(os, *log);
+            return os.str();
+          },
+          "the log's metadata as torchlens's JSON document (docs/json.md)")
+      .def(
+          "to_dot",
+          [](const LogPtr& log, const std::string& vis_opt, int nesting_depth,
+             const std::string& direction, bool buffers) {
+            return tl::io::to_dot(log->graph(),
+                                  dot_options(vis_opt, nesting_depth, direction, buffers));
+          },
+          py::arg("vis_opt") = "unrolled", py::arg("vis_nesting_depth") = 1000,
+          py::arg("vis_direction") = "bottomup", py::arg("vis_buffer_layers") = false,
+          "the drawing as Graphviz DOT text")
+      .def(
+          "render_graph",
+          [](const LogPtr& log, const std::string& path, const std::string& format,
+             const std::string& vis_opt, int nesting_depth, const std::string& direction,
+             bool buffers) {
+            tl::io::render(*log, tl::io::RenderOptions().path(path).format(format).dot(
+                                     dot_options(vis_opt, nesting_depth, direction, buffers)));
+          },
+          py::arg("path"), py::arg("format") = "", py::arg("vis_opt") = "unrolled",
+          py::arg("vis_nesting_depth") = 1000, py::arg("vis_direction") = "bottomup",
+          py::arg("vis_buffer_layers") = false,
+          "renders the drawing through Graphviz (format from the path's extension)");
 }

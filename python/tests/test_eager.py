@@ -210,6 +210,31 @@ class Nesting(unittest.TestCase):
         self.assertEqual(log.module_num_passes, {"a": 2})
 
 
+class Scripted(unittest.TestCase):
+    def test_script_module_is_refused_and_a_scripted_child_is_logged_in_its_caller(self):
+        scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+        with self.assertRaises(TypeError) as ctx:
+            tl.log_forward_pass(scripted, torch.rand(2, 3))
+        self.assertIn("TorchScript", str(ctx.exception))
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.block = nn.Sequential(nn.Linear(3, 3), scripted)
+
+            def forward(self, x):
+                return self.block(x) * 2
+
+        model = M()
+        x = torch.rand(2, 3)
+        log = tl.log_forward_pass(model, x)
+        self.assertEqual(log.module_num_passes, {"block": 1, "block.0": 1})
+        relu = [l for l in log if l.layer_type == "relu"]
+        self.assertEqual(len(relu), 1)
+        self.assertEqual(relu[0].containing_modules_origin_nested, ["block:1"])
+        self.assertTrue(torch.equal(log[-1].tensor_contents, model(x)))
+
+
 class Boom(nn.Module):
     def __init__(self):
         super().__init__()

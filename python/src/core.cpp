@@ -110,24 +110,28 @@ py::object caller_frame() {
                       : py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(f));
 }
 
+/// True when `frame` is the running Python frame or one of its callers. A call
+/// in progress is a caller a few frames up, so the walk is short.
+bool on_stack(PyObject* frame) {
+  PyFrameObject* f = PyEval_GetFrame(); // borrowed
+  Py_XINCREF(f);
+  while (f != nullptr) {
+    if (reinterpret_cast<PyObject*>(f) == frame) {
+      Py_DECREF(f);
+      return true;
+    }
+    PyFrameObject* back = PyFrame_GetBack(f); // new reference
+    Py_DECREF(f);
+    f = back;
+  }
+  return false;
+}
+
 /// Closes the calls whose forward raised and whose exception the model caught:
 /// their post-hook never ran, and their __call__ frame is no longer on the stack.
 void close_abandoned_calls(td::Recorder* rec) {
   auto& calls = tls_hooks.calls;
-  if (calls.empty()) return;
-  std::unordered_set<PyObject*> live;
-  PyFrameObject* f = PyEval_GetFrame();
-  if (f != nullptr) {
-    Py_INCREF(f);
-    while (f != nullptr) {
-      live.insert(reinterpret_cast<PyObject*>(f));
-      PyFrameObject* back = PyFrame_GetBack(f); // new reference
-      Py_DECREF(f);
-      f = back;
-    }
-  }
-  while (!calls.empty() && !calls.back().frame.is_none() &&
-         live.count(calls.back().frame.ptr()) == 0) {
+  while (!calls.empty() && !calls.back().frame.is_none() && !on_stack(calls.back().frame.ptr())) {
     rec->exit_module();
     calls.pop_back();
   }

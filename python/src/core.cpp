@@ -141,16 +141,22 @@ void module_enter(py::handle module, py::handle args) {
   td::Recorder* rec = tls_hooks.recorder;
   if (rec == nullptr) return;
   close_abandoned_calls(rec);
+  py::object frame = caller_frame();
+  auto& calls = tls_hooks.calls;
+  if (!calls.empty() && calls.back().module == module.ptr() && !frame.is_none() &&
+      calls.back().frame.ptr() == frame.ptr()) {
+    return; // this call's second pre-hook (the model is being logged on two threads at once)
+  }
   std::vector<at::Tensor> tensors;
   collect_tensors(args, tensors);
-  Entry e{module.ptr(), {}, caller_frame()};
+  Entry e{module.ptr(), {}, std::move(frame)};
   e.args.reserve(tensors.size());
   for (auto& t : tensors) {
     const std::size_t node = rec->node_of(t);
     e.args.emplace_back(std::move(t), node);
   }
   rec->enter_module(module.ptr());
-  tls_hooks.calls.push_back(std::move(e));
+  calls.push_back(std::move(e));
 }
 
 void module_exit(py::handle module, py::handle output) {

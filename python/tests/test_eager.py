@@ -235,6 +235,43 @@ class Scripted(unittest.TestCase):
         self.assertTrue(torch.equal(log[-1].tensor_contents, model(x)))
 
 
+class Threads(unittest.TestCase):
+    def test_two_threads_log_two_models_as_one_thread_does(self):
+        import threading
+
+        def make(seed):
+            torch.manual_seed(seed)
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+        models = [make(0), make(1)]
+        x = torch.rand(2, 3, 8, 8)
+        reference = [tl.log_forward_pass(m, x) for m in models]
+        results, errors = [[], []], []
+
+        def work(i):
+            try:
+                for _ in range(10):
+                    results[i].append(tl.log_forward_pass(models[i], x))
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        for i in range(2):
+            self.assertEqual(len(results[i]), 10)
+            for log in results[i]:
+                self.assertEqual(log.layer_labels, reference[i].layer_labels)
+                self.assertEqual(log.module_num_passes, reference[i].module_num_passes)
+                for a, b in zip(log, reference[i]):
+                    self.assertEqual(a.containing_modules_origin_nested,
+                                     b.containing_modules_origin_nested)
+                    self.assertTrue(torch.equal(a.tensor_contents, b.tensor_contents))
+
+
 class Boom(nn.Module):
     def __init__(self):
         super().__init__()

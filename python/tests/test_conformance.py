@@ -114,6 +114,24 @@ class Conformance(unittest.TestCase):
                         kind = label.split(":")[0].rsplit("_", 2)[0]
                     self.assertTrue(any(t == kind for t in types), f"{name}: {label} missing")
 
+    def test_every_model_validates_by_re_execution(self):
+        # NestedModules: pow reaches ~1.7e9, where float32's spacing is 128, so
+        # perturbing the torch.ones addend cannot change the sum (a numerical
+        # no-effect the validator reports honestly)
+        for name in sorted(models.ZOO):
+            with self.subTest(model=name):
+                model, inputs, kind = models.build(name)
+                args = [inputs] if kind == "list" else inputs
+                report = tl.validate_saved_activations(model, args, random_seed=0,
+                                                       return_report=True)
+                if name == "NestedModules":
+                    self.assertFalse(report)
+                    self.assertEqual({f["kind"] for f in report["failures"]}, {"no_effect"})
+                    self.assertTrue(all("ones" in f["detail"] for f in report["failures"]))
+                else:
+                    self.assertTrue(report, f"{name}: {report['text']}")
+                    self.assertGreater(report["layers_checked"], 0)
+
     def test_tensor_literal_is_the_ops_python_runs(self):
         _, log = log_model("NewTensorInside")
         types = [l.layer_type for l in log]

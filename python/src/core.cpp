@@ -14,6 +14,7 @@
 #include <torchlens/validate/validate.hpp>
 
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/python/pybind_utils.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <pybind11/functional.h>
@@ -264,6 +265,27 @@ tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t>
 }
 
 // ---------------------------------------------------------------------------
+// TorchScript modules handed over from Python
+
+/// The torch::jit::Module behind a torch.jit.ScriptModule (torch's own binding
+/// of it: both modules share pybind11's internals).
+torch::jit::Module script_module_of(py::handle script_module) {
+  return py::cast<torch::jit::Module>(script_module.attr("_c"));
+}
+
+/// forward's arguments as TorchScript converts them (List[Tensor], Dict, ...).
+std::vector<c10::IValue> script_inputs(const torch::jit::Module& module, const py::tuple& args,
+                                       const py::dict& kwargs) {
+  const auto method = module.find_method("forward");
+  TORCHLENS_CHECK(method.has_value(), "the TorchScript module has no forward method");
+  torch::jit::Stack stack = torch::jit::createStackForSchema(
+      method->function().getSchema(), torch::jit::tuple_slice(args),
+      py::reinterpret_borrow<py::kwargs>(kwargs), module._ivalue());
+  stack.erase(stack.begin()); // self
+  return stack;
+}
+
+// ---------------------------------------------------------------------------
 // The log, with TorchLens's names
 
 using LogPtr = std::shared_ptr<tl::ModelLog>;
@@ -483,6 +505,46 @@ PYBIND11_MODULE(_core, m) {
         return report_dict(report);
       },
       py::arg("model"), py::arg("seed"), py::arg("perturb"), py::arg("atol"), py::arg("rtol"));
+
+  // TorchScript modules: torchlens's TorchScript path (module calls from the
+  // interpreter), arguments converted by the forward schema as TorchScript does
+  m.def(
+      "log_script",
+      [](py::handle script_module, const py::tuple& args, const py::dict& kwargs,
+         const py::object& save, std::optional<std::uint64_t> seed, bool detach,
+         const std::string& output_device, const py::object& postfunc) {
+        torch::jit::Module module = script_module_of(script_module);
+        const std::vector<c10::IValue> inputs = script_inputs(module, args, kwargs);
+        const tl::LogOptions options =
+            make_options(save, seed, detach, output_device, postfunc, false);
+        std::shared_ptr<tl::ModelLog> log;
+        {
+          py::gil_scoped_release nogil;
+          log = std::make_shared<tl::ModelLog>(tl::log_forward_pass(module, inputs, options));
+        }
+        return log;
+      },
+      py::arg("model"), py::arg("args"), py::arg("kwargs"), py::arg("save"), py::arg("seed"),
+      py::arg("detach"), py::arg("output_device"), py::arg("postfunc"));
+  m.def(
+      "validate_script",
+      [](py::handle script_module, const py::tuple& args, const py::dict& kwargs,
+         std::optional<std::uint64_t> seed, bool perturb, double atol, double rtol) {
+        torch::jit::Module module = script_module_of(script_module);
+        const std::vector<c10::IValue> inputs = script_inputs(module, args, kwargs);
+        tl::LogOptions options;
+        options.seed(seed);
+        tl::ValidationReport report;
+        {
+          py::gil_scoped_release nogil;
+          report = tl::validate_saved_activations(
+              module, inputs, options,
+              tl::ValidateOptions().perturb(perturb).atol(atol).rtol(rtol));
+        }
+        return report_dict(report);
+      },
+      py::arg("model"), py::arg("args"), py::arg("kwargs"), py::arg("seed"), py::arg("perturb"),
+      py::arg("atol"), py::arg("rtol"));
 
   py::class_<Layer>(m, "LayerPass", "one layer pass of a log, with TorchLens's field names")
       .def_property_readonly("tensor_contents", &layer_tensor,

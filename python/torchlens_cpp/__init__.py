@@ -12,7 +12,9 @@ TorchLens can be installed, imported and compared side by side.
 Every ATen op the model runs is seen by a dispatcher fallback in the C++
 engine (the same LibTorch libraries Python's torch loads); module calls come
 from forward pre/post hooks installed on the model's modules for the call only
-and removed on every path, exceptions included. See docs/python.md.
+and removed on every path, exceptions included. A torch.jit.ScriptModule goes
+through torchlens's TorchScript path instead (module calls from the
+interpreter). See docs/python.md.
 """
 
 import os
@@ -71,12 +73,6 @@ def _input_tensors(args, kwargs):
 def _describe(model, args, kwargs):
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"torchlens: model must be a torch.nn.Module, not {type(model).__name__}")
-    if isinstance(model, torch.jit.ScriptModule):
-        raise TypeError(
-            "torchlens: model is a TorchScript module, which has no Python module hooks: pass "
-            "the eager model, or log the TorchScript file with the torchlens tool or the C++ API "
-            "(they read module calls from the interpreter)"
-        )
     modules = [(name, type(m).__name__, m) for name, m in model.named_modules() if name != ""]
 
     def forward():
@@ -201,17 +197,23 @@ def log_forward_pass(
         layers_to_save = None
     args = _as_args(input_args)
     kwargs = dict(input_kwargs or {})
-    described = _describe(model, args, kwargs)
-    with _Hooks(model):
-        log = _core.log_forward_pass(
-            described,
-            save=layers_to_save,
-            seed=random_seed,
-            detach=detach_saved_tensors,
-            output_device=output_device,
-            postfunc=activation_postfunc,
-            keep_replay=False,
-        )
+    if isinstance(model, torch.jit.ScriptModule):
+        # torchlens's TorchScript path: module calls from the interpreter
+        log = _core.log_script(model, tuple(args), kwargs, save=layers_to_save, seed=random_seed,
+                               detach=detach_saved_tensors, output_device=output_device,
+                               postfunc=activation_postfunc)
+    else:
+        described = _describe(model, args, kwargs)
+        with _Hooks(model):
+            log = _core.log_forward_pass(
+                described,
+                save=layers_to_save,
+                seed=random_seed,
+                detach=detach_saved_tensors,
+                output_device=output_device,
+                postfunc=activation_postfunc,
+                keep_replay=False,
+            )
     if vis_opt != "none":
         _render(log, vis_opt, vis_nesting_depth, vis_outpath, vis_fileformat, vis_direction,
                 vis_buffer_layers)
@@ -273,10 +275,14 @@ def validate_saved_activations(model, input_args, input_kwargs=None, random_seed
     Returns True/False (or the full report with ``return_report=True``)."""
     args = _as_args(input_args)
     kwargs = dict(input_kwargs or {})
-    described = _describe(model, args, kwargs)
-    with _Hooks(model):
-        report = ValidationReport(
-            _core.validate(described, seed=random_seed, perturb=perturb, atol=atol, rtol=rtol))
+    if isinstance(model, torch.jit.ScriptModule):
+        report = ValidationReport(_core.validate_script(
+            model, tuple(args), kwargs, seed=random_seed, perturb=perturb, atol=atol, rtol=rtol))
+    else:
+        described = _describe(model, args, kwargs)
+        with _Hooks(model):
+            report = ValidationReport(
+                _core.validate(described, seed=random_seed, perturb=perturb, atol=atol, rtol=rtol))
     if verbose:
         print(report["text"])
     return report if return_report else report["valid"]

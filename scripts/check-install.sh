@@ -41,6 +41,21 @@ if grep -rn '#include "' "$root/include/torchlens"; then
   echo "an installed header includes a private header"; exit 1
 fi
 
+core=$(find "$root" -path '*/torchlens_cpp/_core*.so' | head -n 1)
+if [[ -n $core ]]; then
+  site=$(dirname "$(dirname "$core")")
+  echo "== Python: torchlens_cpp installed in ${site#"$work/root"}, imported from there"
+  test -f "$site/torchlens_cpp/__init__.py"
+  # the same folder without the staging root must be on the Python's own path
+  /usr/bin/python3 -c "import sys; assert sys.argv[1] in sys.path, sys.argv[1]" "${site#"$work/root"}"
+  PYTHONPATH=$site /usr/bin/python3 -c "
+import torch, torchlens_cpp as tl
+assert tl.__file__.startswith('$site'), tl.__file__
+log = tl.log_forward_pass(torch.nn.Linear(3, 2), torch.ones(1, 3))
+assert log['linear_1_1'].tensor_shape == (1, 2)
+print('python consumer OK:', len(log), 'layers')"
+fi
+
 pc="$root/$libdir/pkgconfig"
 echo "== pkg-config: $(PKG_CONFIG_PATH=$pc pkg-config --modversion torchlens)"
 PKG_CONFIG_PATH=$pc pkg-config --cflags --libs torchlens

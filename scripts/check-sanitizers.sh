@@ -12,7 +12,7 @@ if [[ ! -f $dir/build.ninja ]]; then
   # -O1 without debug info: what the sanitizers need, at a bearable compile time
   meson setup "$dir" -Db_sanitize=address,undefined -Db_lundef=false \
     -Dbuildtype=plain -Doptimization=1 -Ddebug=false -Db_ndebug=true -Dbench=false \
-    -Ddefault_library=static
+    -Ddefault_library=static -Dpython=disabled
 fi
 ninja -C "$dir" -j"${TORCHLENS_JOBS:-2}"
 export ASAN_OPTIONS="detect_leaks=${TORCHLENS_SANITIZER_LEAKS:-1}:detect_odr_violation=0:abort_on_error=0:halt_on_error=1"

@@ -14,6 +14,7 @@ packages=(
   python3 python3-torch python3-torchvision python3-numpy
   # launchers the sharded-extract tests run torchlens under (tests/cli/shard_test.py)
   parallel openmpi-bin
+  pybind11-dev python3-pybind11   # the Python extension (python/, docs/python.md)
 )
 
 missing=()

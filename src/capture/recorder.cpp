@@ -262,7 +262,7 @@ std::vector<ModuleFrame> Recorder::module_frames(const std::vector<const ParamSt
                                                  bool& observed) {
   // inside any observed call (the root's own ModuleScope included) the place is known
   observed = !calls_.empty() || script_index_ != nullptr;
-  if (script_index_ != nullptr || params.empty()) {
+  if (script_index_ != nullptr || model_.calls_observed || params.empty()) {
     inferred_.clear();
     return containment_;
   }
@@ -707,6 +707,10 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
     parents.push_back(Parent{node, pos, list_index});
     return true;
   }
+  // A Python number Python's argument parser wrapped into a 0-dim tensor
+  // (`x + 1` calls add.Tensor; the Python binding): a scalar, as C++ and
+  // TorchScript pass it to the Scalar overload, not a constant source.
+  if (impl->is_wrapped_number()) return false;
   parents.push_back(Parent{constant_node(t), pos, list_index});
   return true;
 }
@@ -1179,9 +1183,17 @@ void Recorder::finish(double forward_ms) {
     if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
     const auto& schema = rec.op->schema();
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
-      if (rec.is_tensor[i]) continue; // an edge or a parameter, not a scalar
+      const c10::IValue& a = rec.args[i];
+      // a Python number wrapped into a tensor (see resolve_arg) prints as the number
+      const bool wrapped = a.isTensor() && a.toTensor().defined() &&
+                           a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
+      if (rec.is_tensor[i] && !wrapped) continue; // an edge or a parameter, not a scalar
       std::ostringstream os;
-      os << rec.args[i];
+      if (wrapped) {
+        os << a.toTensor().item();
+      } else {
+        os << a;
+      }
       graph[v].scalar_args.push_back(ScalarArg{schema.arguments()[i].name(), os.str()});
     }
   }

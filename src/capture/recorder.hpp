@@ -97,6 +97,16 @@ class Recorder {
   /// TorchScript object) begins / ends: exact nesting and pass numbers.
   void enter_module(const void* identity);
   void exit_module();
+  // ---- Python module hooks (python/; implemented in python_hooks.cpp) ----
+  /// The vertex holding t's current value, or SIZE_MAX (parameters, unseen tensors).
+  std::size_t node_of(const at::Tensor& t) { return lookup(t); }
+  /// Ends the innermost call like exit_module(), knowing what it returned: each
+  /// of `unchanged` (outputs it received as arguments and returned untouched)
+  /// gets an `identity` node, as for TorchScript, and every output's value
+  /// leaves this module pass (OpNode::modules_exited, exits observed).
+  void exit_module_returning(const std::vector<at::Tensor>& outputs,
+                             const std::vector<at::Tensor>& unchanged);
+
   /// TorchScript interpreter frames (methods and functions), from RecordFunction.
   void script_enter(const at::RecordFunction& fn);
   void script_exit(const at::RecordFunction& fn);

@@ -48,6 +48,9 @@ struct ModelDescription {
   /// The TorchScript module (module calls come from its interpreter), or null
   /// for a C++-frontend model. Not owned: it outlives every capture of it.
   const torch::jit::Module* script = nullptr;
+  /// Every module call is announced (the Python binding's forward hooks): an
+  /// op is never placed in a module by the parameters it reads.
+  bool calls_observed = false;
 };
 
 ModelDescription describe(const torch::nn::Module& m);

@@ -1,0 +1,487 @@
+#!/usr/bin/python3
+"""torchlens_cpp on eager models: torchvision's resnet18 (random weights)
+against counts computed without torchlens (forward hooks, the frozen
+TorchScript graph of scripts/export_torchvision.py) and against a plain eager
+run's module outputs captured with forward hooks (bit for bit); module
+nesting of parameter-free modules called in loops; exceptions inside forward;
+list/dict/keyword inputs; seeds; key lists; lookup errors; hooks and model
+state left as they were."""
+
+import collections
+import os
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+
+import export_torchvision  # noqa: E402  (static_op_counts, module_calls)
+import torchlens_cpp as tl  # noqa: E402
+
+
+def hook_outputs(model, *args, **kwargs):
+    """A plain eager run: every module call's output (cloned at the call),
+    address -> [pass 1, pass 2, ...], and the model's output."""
+    outputs = collections.defaultdict(list)
+    handles = []
+    for name, m in model.named_modules():
+        if name:
+            handles.append(m.register_forward_hook(
+                lambda mod, _i, out, name=name: outputs[name].append(out.detach().clone())))
+    try:
+        with torch.no_grad():
+            result = model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs, result
+
+
+def hook_state(model):
+    return [(name, dict(m._forward_pre_hooks), dict(m._forward_hooks))
+            for name, m in model.named_modules()]
+
+
+class Resnet18(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        torch.manual_seed(0)
+        cls.model = torchvision.models.resnet18(weights=None).eval()
+        cls.x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            cls.log = tl.log_forward_pass(cls.model, cls.x)
+
+    def test_op_counts_equal_the_frozen_graph_and_the_module_calls(self):
+        counts, in_blocks = export_torchvision.static_op_counts(torch.jit.script(self.model))
+        self.assertEqual(in_blocks, 0)
+        ops = collections.Counter(
+            l.layer_type for l in self.log
+            if not (l.is_input_layer or l.is_output_layer or l.is_buffer_layer))
+        self.assertEqual(dict(ops), counts)
+        calls = export_torchvision.module_calls(self.model, self.x)
+        self.assertEqual(ops["conv2d"], calls["Conv2d"])
+        self.assertEqual(ops["batchnorm"], calls["BatchNorm2d"])
+        self.assertEqual(ops["linear"], calls["Linear"])
+        # 69 ops, the input, the output, two running statistics per batch norm
+        self.assertEqual(sum(ops.values()), 69)
+        self.assertEqual(len(self.log), 69 + 2 + 2 * 20)
+        self.assertEqual(self.log.input_layers, ["input_1"])
+        self.assertEqual(self.log.output_layers, ["output_1"])
+
+    def test_modules_and_passes_are_the_eager_calls(self):
+        calls = collections.Counter()
+        handles = [m.register_forward_pre_hook(lambda mod, _a, name=name: calls.update([name]))
+                   for name, m in self.model.named_modules() if name]
+        with torch.no_grad():
+            self.model(self.x)
+        for h in handles:
+            h.remove()
+        self.assertEqual(self.log.module_num_passes, dict(calls))
+        self.assertEqual(self.log.module_num_passes["layer1.0.relu"], 2)
+        self.assertEqual(self.log.module_types["layer2.0.downsample"], "Sequential")
+
+    def test_labels_fields_and_nesting(self):
+        log = self.log
+        first = log[1]
+        self.assertEqual(first.layer_label, "conv2d_1_1")
+        self.assertEqual(first.layer_type, "conv2d")
+        self.assertEqual(first.parent_layers, ["input_1"])
+        self.assertEqual(first.child_layers, ["batchnorm_1_2"])
+        self.assertEqual(first.tensor_shape, (1, 64, 32, 32))
+        self.assertEqual(first.tensor_dtype, torch.float32)
+        self.assertEqual(first.containing_module_origin, "conv1:1")
+        self.assertEqual(first.module_passes_exited, ["conv1:1"])
+        self.assertEqual(first.parent_param_shapes, [(64, 3, 7, 7)])
+        self.assertTrue(first.computed_with_params)
+        conv = log["layer1.0.conv1"]
+        self.assertEqual(conv.layer_label, "conv2d_2_5")
+        self.assertEqual(conv.containing_modules_origin_nested,
+                         ["layer1:1", "layer1.0:1", "layer1.0.conv1:1"])
+        self.assertEqual(conv.modules_entered, ["layer1.0.bn1"])
+        # the block's output leaves relu:2, the block and (for the last) layer1
+        out = log["layer1.1"]
+        self.assertEqual(out.layer_type, "relu")
+        self.assertEqual(out.module_passes_exited, ["layer1.1.relu:2", "layer1.1:1", "layer1:1"])
+        self.assertEqual(out.num_passes, 1)
+        self.assertIs(log[-1].is_output_layer, True)
+        self.assertIs(log[0].is_input_layer, True)
+        self.assertEqual(log[-1].layer_label, "output_1")
+        self.assertEqual(log["conv2d_3_8"].containing_module_origin, "layer1.0.conv2:1")
+        self.assertEqual(log[5].layer_label, log.layer_labels[5])
+        self.assertIn("layer1.0.conv1", log)
+        self.assertNotIn("layer9", log)
+
+    def test_activations_equal_the_eager_module_outputs_bit_for_bit(self):
+        outputs, result = hook_outputs(self.model, self.x)
+        checked = 0
+        for address, passes in outputs.items():
+            for i, expected in enumerate(passes):
+                key = address if len(passes) == 1 else f"{address}:{i + 1}"
+                got = self.log[key].tensor_contents
+                self.assertTrue(torch.equal(got, expected), key)
+                checked += 1
+        # 75 calls: 4 stem modules, 4 stages, 8 blocks of 6 calls (relu twice),
+        # 3 downsample Sequentials of 2 modules, avgpool, fc
+        self.assertEqual(checked, 4 + 4 + 8 + 8 * 6 + 3 * 3 + 2)
+        self.assertTrue(torch.equal(self.log["output_1"].tensor_contents, result))
+        self.assertTrue(torch.equal(self.log["input_1"].tensor_contents, self.x))
+
+    def test_tensors_are_returned_without_copies(self):
+        layer = self.log["layer1.0.conv1"]
+        a, b = layer.tensor_contents, layer.tensor_contents
+        self.assertIs(a, b)  # the same torch.Tensor object: no copy per access
+        # the output layer shares its producer's tensor
+        self.assertEqual(self.log[-1].tensor_contents.data_ptr(),
+                         self.log[-2].tensor_contents.data_ptr())
+
+    def test_summary_and_metadata(self):
+        text = str(self.log)
+        self.assertIn("ResNet", text)
+        self.assertEqual(self.log.total_params, sum(p.numel() for p in self.model.parameters()))
+        meta = tl.get_model_metadata(self.model, self.x)
+        self.assertEqual(meta.layer_labels, self.log.layer_labels)
+        self.assertTrue(all(l.tensor_contents is None for l in meta))
+        self.assertEqual(meta.num_tensors_saved, 0)
+
+
+class Nesting(unittest.TestCase):
+    def test_parameter_free_module_in_a_loop_has_exact_passes(self):
+        class Loop(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 4)
+                self.act = nn.Tanh()  # no parameters: TorchScript cannot tell its calls apart
+
+            def forward(self, x):
+                for _ in range(3):
+                    x = self.act(self.fc(x) * 2)
+                return x
+
+        torch.manual_seed(0)
+        model = Loop()
+        x = torch.rand(2, 4)
+        log = tl.log_forward_pass(model, x, random_seed=0)
+        self.assertEqual(log.module_num_passes, {"fc": 3, "act": 3})
+        tanhs = [l for l in log if l.layer_type == "tanh"]
+        self.assertEqual([l.containing_module_origin for l in tanhs], ["act:1", "act:2", "act:3"])
+        self.assertEqual([l.module_passes_exited for l in tanhs], [["act:1"], ["act:2"], ["act:3"]])
+        self.assertEqual([l.layer_label for l in tanhs], ["tanh_1_3:1", "tanh_1_3:2", "tanh_1_3:3"])
+        self.assertEqual(tanhs[0].num_passes, 3)
+        muls = [l for l in log if l.layer_type == "mul"]
+        self.assertEqual([l.containing_module_origin for l in muls], [None, None, None])
+        outputs, _ = hook_outputs(model, x)
+        for i in range(3):
+            self.assertTrue(torch.equal(log[f"act:{i + 1}"].tensor_contents, outputs["act"][i]))
+            self.assertTrue(torch.equal(log[f"fc:{i + 1}"].tensor_contents, outputs["fc"][i]))
+
+    def test_module_returning_its_input_gets_an_identity_layer(self):
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.skip = nn.Identity()
+
+            def forward(self, x):
+                return self.skip(x * 2) + 1
+
+        log = tl.log_forward_pass(M(), torch.rand(3))
+        ident = log["skip"]
+        self.assertEqual(ident.layer_type, "identity")
+        self.assertEqual(ident.parent_layers, ["mul_1_1"])
+        self.assertEqual(ident.child_layers, ["add_1_3"])
+        self.assertEqual(ident.module_passes_exited, ["skip:1"])
+
+    def test_shared_module_under_two_names_is_one_module(self):
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(3, 3)
+                self.b = self.a
+
+            def forward(self, x):
+                return self.b(self.a(x))
+
+        log = tl.log_forward_pass(M(), torch.rand(2, 3))
+        self.assertEqual(log.module_num_passes, {"a": 2})
+
+
+class Scripted(unittest.TestCase):
+    def test_resnet18_scripted_logs_as_the_eager_model(self):
+        # two independent routes to module calls: Python hooks on the eager
+        # model, the TorchScript interpreter's frames on the scripted one
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        scripted = torch.jit.script(model)
+        x = torch.rand(1, 3, 32, 32)
+        eager = tl.log_forward_pass(model, x, random_seed=0)
+        script = tl.log_forward_pass(scripted, x, random_seed=0)
+        self.assertEqual(eager.layer_labels, script.layer_labels)
+        self.assertEqual(eager.module_num_passes, script.module_num_passes)
+        for a, b in zip(eager, script):
+            self.assertEqual(a.layer_type, b.layer_type)
+            self.assertEqual(a.parent_layers, b.parent_layers)
+            self.assertEqual(a.containing_modules_origin_nested,
+                             b.containing_modules_origin_nested, a.layer_label)
+            # exits: the eager ones are what the calls returned (the module
+            # outputs are checked against forward hooks in Resnet18); the
+            # TorchScript path also takes the first child's output of a
+            # Sequential (`downsample.0`, `layer1.0`) to leave the Sequential
+            extra = set(b.module_passes_exited) - set(a.module_passes_exited)
+            self.assertLessEqual(set(a.module_passes_exited), set(b.module_passes_exited))
+            for frame in extra:
+                address = frame.split(":")[0]
+                self.assertEqual(eager.module_types[address], "Sequential", a.layer_label)
+            self.assertTrue(torch.allclose(a.tensor_contents, b.tensor_contents, atol=1e-5),
+                            a.layer_label)
+        self.assertIs(tl.validate_saved_activations(scripted, x), True)
+
+    def test_a_scripted_child_is_logged_in_its_caller(self):
+        scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.block = nn.Sequential(nn.Linear(3, 3), scripted)
+
+            def forward(self, x):
+                return self.block(x) * 2
+
+        model = M()
+        x = torch.rand(2, 3)
+        log = tl.log_forward_pass(model, x)
+        self.assertEqual(log.module_num_passes, {"block": 1, "block.0": 1})
+        relu = [l for l in log if l.layer_type == "relu"]
+        self.assertEqual(len(relu), 1)
+        self.assertEqual(relu[0].containing_modules_origin_nested, ["block:1"])
+        self.assertTrue(torch.equal(log[-1].tensor_contents, model(x)))
+
+
+class Threads(unittest.TestCase):
+    def test_two_threads_log_two_models_as_one_thread_does(self):
+        import threading
+
+        def make(seed):
+            torch.manual_seed(seed)
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+        models = [make(0), make(1)]
+        x = torch.rand(2, 3, 8, 8)
+        reference = [tl.log_forward_pass(m, x) for m in models]
+        results, errors = [[], []], []
+
+        def work(i):
+            try:
+                for _ in range(10):
+                    results[i].append(tl.log_forward_pass(models[i], x))
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        for i in range(2):
+            self.assertEqual(len(results[i]), 10)
+            for log in results[i]:
+                self.assertEqual(log.layer_labels, reference[i].layer_labels)
+                self.assertEqual(log.module_num_passes, reference[i].module_num_passes)
+                for a, b in zip(log, reference[i]):
+                    self.assertEqual(a.containing_modules_origin_nested,
+                                     b.containing_modules_origin_nested)
+                    self.assertTrue(torch.equal(a.tensor_contents, b.tensor_contents))
+
+
+class Boom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.inner = nn.Sequential(nn.ReLU(), nn.Linear(3, 3))
+        self.fail = True
+
+    def forward(self, x):
+        x = self.inner(self.fc(x))
+        if self.fail:
+            raise ValueError("boom inside forward")
+        return x
+
+
+class Robustness(unittest.TestCase):
+    def test_an_exception_in_forward_leaves_no_hook_and_the_next_log_works(self):
+        torch.manual_seed(0)
+        model = Boom()
+        user = []
+        model.fc.register_forward_hook(lambda m, i, o: user.append(1))
+        before = hook_state(model)
+        with self.assertRaises(ValueError) as ctx:
+            tl.log_forward_pass(model, torch.rand(2, 3))
+        self.assertIn("boom inside forward", str(ctx.exception))
+        self.assertEqual(hook_state(model), before)
+        self.assertEqual(len(user), 1)  # the user's own hook ran, and is still there
+        model.fail = False
+        log = tl.log_forward_pass(model, torch.rand(2, 3))
+        self.assertEqual(log.module_num_passes, {"fc": 1, "inner": 1, "inner.0": 1, "inner.1": 1})
+        self.assertEqual(hook_state(model), before)
+        self.assertEqual(len(user), 2)
+
+    def test_an_exception_caught_inside_forward_keeps_the_nesting(self):
+        class Fragile(nn.Module):
+            def forward(self, x):
+                raise RuntimeError("no")
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fragile = Fragile()
+                self.fc = nn.Linear(3, 3)
+
+            def forward(self, x):
+                try:
+                    x = self.fragile(x)
+                except RuntimeError:
+                    pass
+                return self.fc(x)
+
+        log = tl.log_forward_pass(M(), torch.rand(2, 3))
+        self.assertEqual(log["linear_1_1"].containing_modules_origin_nested, ["fc:1"])
+
+    def test_model_and_inputs_are_left_as_they_were(self):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.ReLU(inplace=True)).train()
+        x = torch.rand(4, 3)
+        x0 = x.clone()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        tl.log_forward_pass(model, x, layers_to_save=["1"])  # two passes: state restored between
+        self.assertTrue(torch.equal(x, x0))
+        after = model.state_dict()
+        # one forward's worth of batch-norm statistics, as a plain forward would leave
+        plain = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.ReLU(inplace=True)).train()
+        plain.load_state_dict(state)
+        plain(x0)
+        for k, v in plain.state_dict().items():
+            self.assertTrue(torch.equal(after[k], v), k)
+
+    def test_unknown_label_is_a_key_error_naming_near_matches(self):
+        log = tl.log_forward_pass(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), torch.rand(2, 3))
+        with self.assertRaises(KeyError) as ctx:
+            log["linear_1_2"]
+        self.assertIn("linear_1_1", str(ctx.exception))
+        with self.assertRaises(KeyError):
+            log[10]
+
+    def test_bad_arguments_are_clear_errors(self):
+        m = nn.Linear(3, 3)
+        with self.assertRaises(ValueError):
+            tl.log_forward_pass(m, torch.rand(2, 3), vis_opt="sideways")
+        with self.assertRaises(NotImplementedError):
+            tl.log_forward_pass(m, torch.rand(2, 3), save_gradients=True)
+        with self.assertRaises(TypeError):
+            tl.log_forward_pass(lambda x: x, torch.rand(2, 3))
+        with self.assertRaises(KeyError):
+            tl.log_forward_pass(m, torch.rand(2, 3), layers_to_save=["conv2d_1_1"])
+
+
+class Inputs(unittest.TestCase):
+    def test_list_dict_and_keyword_inputs(self):
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(3, 3)
+
+            def forward(self, xs, d, *, scale, mask=None, note="text"):
+                y = self.fc(xs[0] + xs[1]) * d["w"]
+                if mask is not None:
+                    y = y * mask
+                return {"y": y * scale, "note": note}
+
+        torch.manual_seed(0)
+        model = M()
+        xs = [torch.rand(2, 3), torch.rand(2, 3)]
+        d = {"w": torch.rand(2, 3)}
+        mask = torch.rand(1, 3)
+        log = tl.log_forward_pass(model, [xs, d], {"scale": 2.0, "mask": mask})
+        self.assertEqual(log.input_layers, ["input_1", "input_2", "input_3", "input_4"])
+        self.assertEqual([log[k].input_output_address for k in log.input_layers],
+                         ["input.0.0", "input.0.1", "input.1.w", "input.mask"])
+        self.assertTrue(torch.equal(log["input_4"].tensor_contents, mask))
+        out = model(xs, d, scale=2.0, mask=mask)["y"]
+        self.assertTrue(torch.equal(log[-1].tensor_contents, out))
+        self.assertEqual(log[-1].input_output_address, "output.y")
+        self.assertEqual(log["fc"].parent_layers, ["add_1_1"])
+
+
+class Saving(unittest.TestCase):
+    def test_key_list_saves_exactly_those_layers_with_the_same_values(self):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        x = torch.rand(1, 3, 32, 32)
+        full = tl.log_forward_pass(model, x)
+        some = tl.log_forward_pass(model, x, layers_to_save=["conv2d_1_1", "layer2.0", 5])
+        saved = some.layers_with_saved_activations
+        self.assertEqual(saved, ["conv2d_1_1", some.layer_labels[5], some["layer2.0"].layer_label])
+        for label in saved:
+            self.assertTrue(torch.equal(some[label].tensor_contents, full[label].tensor_contents))
+        self.assertIsNone(some["conv2d_2_5"].tensor_contents)
+
+    def test_seeded_randomness_is_recorded_and_reproduced(self):
+        model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)).train()
+        x = torch.rand(4, 8)
+        a = tl.log_forward_pass(model, x, random_seed=7)
+        b = tl.log_forward_pass(model, x, random_seed=7)
+        self.assertEqual(a.random_seed_used, 7)
+        self.assertTrue(torch.equal(a[-1].tensor_contents, b[-1].tensor_contents))
+        c = tl.log_forward_pass(model, x)
+        d = tl.log_forward_pass(model, x, random_seed=c.random_seed_used)
+        self.assertTrue(torch.equal(c[-1].tensor_contents, d[-1].tensor_contents))
+        torch.manual_seed(7)
+        self.assertTrue(torch.equal(model(x), a[-1].tensor_contents))
+
+    def test_postfunc_and_detach(self):
+        m = nn.Linear(3, 3)
+        log = tl.log_forward_pass(m, torch.rand(2, 3), activation_postfunc=lambda t: t.sum(),
+                                  detach_saved_tensors=True)
+        self.assertEqual(log["linear_1_1"].tensor_contents.shape, ())
+        self.assertFalse(log["linear_1_1"].tensor_contents.requires_grad)
+
+
+class Views(unittest.TestCase):
+    def test_validate_saved_activations(self):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        x = torch.rand(1, 3, 32, 32)
+        self.assertIs(tl.validate_saved_activations(model, x), True)
+        report = tl.validate_saved_activations(model, x, return_report=True)
+        self.assertTrue(report)
+        self.assertGreater(report["layers_checked"], 60)
+        self.assertEqual(report["failures"], [])
+
+    def test_show_model_graph_writes_dot_and_renders(self):
+        model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "graph.gv")
+            drawing = tl.show_model_graph(model, torch.rand(2, 3), vis_outpath=path,
+                                          vis_fileformat="svg")
+            with open(path) as f:
+                dot = f.read()
+            self.assertTrue(dot.startswith("digraph"))
+            for label in ("linear_1_1", "relu_1_2", "linear_2_3"):
+                self.assertIn(label, dot)
+            if tl.render_available():
+                self.assertEqual(drawing, path + ".svg")
+                with open(drawing) as f:
+                    self.assertIn("<svg", f.read())
+            rolled = os.path.join(d, "rolled.gv")
+            tl.log_forward_pass(model, torch.rand(2, 3), vis_opt="rolled", vis_outpath=rolled,
+                                vis_nesting_depth=1, vis_fileformat="svg")
+            with open(rolled) as f:
+                self.assertTrue(f.read().startswith("digraph"))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)

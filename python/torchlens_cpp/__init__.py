@@ -1,0 +1,288 @@
+"""torchlens_cpp: log every tensor operation of an eager PyTorch model through
+torchlens's C++ capture engine, with TorchLens's common calls.
+
+    import torchlens_cpp as tl
+    log = tl.log_forward_pass(model, x)                 # every activation saved
+    log['conv2d_1_1'].tensor_contents                   # a torch.Tensor, not a copy
+    log['layer1.0.conv1'].containing_module_origin      # 'layer1.0.conv1:1'
+
+The import name is not ``torchlens`` so that this package and the Python
+TorchLens can be installed, imported and compared side by side.
+
+Every ATen op the model runs is seen by a dispatcher fallback in the C++
+engine (the same LibTorch libraries Python's torch loads); module calls come
+from forward pre/post hooks installed on the model's modules for the call only
+and removed on every path, exceptions included. A torch.jit.ScriptModule goes
+through torchlens's TorchScript path instead (module calls from the
+interpreter). See docs/python.md.
+"""
+
+import os
+
+import torch
+
+from . import _core
+from ._core import LayerPass, ModelLog, render_available
+
+__all__ = [
+    "log_forward_pass",
+    "get_model_metadata",
+    "show_model_graph",
+    "validate_saved_activations",
+    "ModelLog",
+    "LayerPass",
+    "render_available",
+]
+
+_VIS_OPTS = ("none", "unrolled", "rolled")
+
+
+def _as_args(input_args):
+    """TorchLens's convention: a list or tuple holds the positional arguments,
+    anything else is the one argument."""
+    if isinstance(input_args, (list, tuple)):
+        return list(input_args)
+    return [input_args]
+
+
+def _input_tensors(args, kwargs):
+    """The tensors handed to forward with their addresses: ``input.0``,
+    ``input.1.2`` (element 2 of a list argument), ``input.1.key`` (dict),
+    ``input.name`` (keyword argument). A tensor passed twice counts once."""
+    out, seen = [], set()
+
+    def walk(value, address, depth=0):
+        if isinstance(value, torch.Tensor):
+            if id(value) not in seen:
+                seen.add(id(value))
+                out.append((address, value))
+        elif depth < 32 and isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{address}.{i}", depth + 1)
+        elif depth < 32 and isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{address}.{k}", depth + 1)
+
+    for i, a in enumerate(args):
+        walk(a, f"input.{i}")
+    for k, v in kwargs.items():
+        walk(v, f"input.{k}")
+    return out
+
+
+def _describe(model, args, kwargs):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"torchlens: model must be a torch.nn.Module, not {type(model).__name__}")
+    modules = [(name, type(m).__name__, m) for name, m in model.named_modules() if name != ""]
+
+    def forward():
+        return model(*args, **kwargs)
+
+    return _core._Model(
+        type(model).__name__,
+        list(model.named_parameters()),
+        list(model.named_buffers()),
+        modules,
+        model,
+        _input_tensors(args, kwargs),
+        forward,
+    )
+
+
+class _Hooks:
+    """Forward pre/post hooks on every module of the model, for one call: they
+    push and pop module frames in the capture running on this thread (outside
+    a capture they do nothing). Removed on exit, also when forward raises."""
+
+    def __init__(self, model):
+        self.model = model
+        self.handles = []
+
+    def __enter__(self):
+        scripted = []  # TorchScript submodules take no hooks: their ops belong to their caller
+        try:
+            for name, m in self.model.named_modules():
+                if isinstance(m, torch.jit.ScriptModule):
+                    scripted.append(name + ".")
+                if scripted and any((name + ".").startswith(p) for p in scripted):
+                    continue
+                self.handles.append(m.register_forward_pre_hook(_core.module_enter))
+                self.handles.append(m.register_forward_hook(_core.module_exit))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        return False
+
+
+def _check_vis(vis_opt, vis_nesting_depth):
+    if vis_opt not in _VIS_OPTS:
+        raise ValueError(f"torchlens: vis_opt must be one of {_VIS_OPTS}, not {vis_opt!r}")
+    if not isinstance(vis_nesting_depth, int) or vis_nesting_depth < 1:
+        raise ValueError(
+            f"torchlens: vis_nesting_depth must be a positive int, not {vis_nesting_depth!r}"
+        )
+
+
+def _render(log, vis_opt, vis_nesting_depth, vis_outpath, vis_fileformat, vis_direction,
+            vis_buffer_layers):
+    """Writes the DOT source to vis_outpath and, when torchlens was built with
+    Graphviz, the drawing to vis_outpath + '.' + vis_fileformat (TorchLens's
+    file names). Returns the path of the drawing (or of the DOT file)."""
+    depth = min(vis_nesting_depth, 2**31 - 1)
+    dot = log.to_dot(vis_opt, depth, vis_direction, vis_buffer_layers)
+    with open(vis_outpath, "w", encoding="utf-8") as f:
+        f.write(dot)
+    if not render_available():
+        return vis_outpath
+    drawing = f"{vis_outpath}.{vis_fileformat}"
+    log.render_graph(drawing, vis_fileformat, vis_opt, depth, vis_direction, vis_buffer_layers)
+    return drawing
+
+
+def _unsupported(name, value, allowed, why):
+    if value != allowed:
+        raise NotImplementedError(f"torchlens: {name}={value!r} is not supported: {why}")
+
+
+def log_forward_pass(
+    model,
+    input_args,
+    input_kwargs=None,
+    layers_to_save="all",
+    keep_unsaved_layers=True,
+    output_device="same",
+    activation_postfunc=None,
+    mark_distances=True,
+    detach_saved_tensors=False,
+    save_function_args=False,
+    save_gradients=False,
+    vis_opt="none",
+    vis_nesting_depth=1000,
+    vis_outpath="graph.gv",
+    vis_save_only=False,
+    vis_fileformat="pdf",
+    vis_buffer_layers=False,
+    vis_direction="bottomup",
+    random_seed=None,
+):
+    """Runs ``model`` once on the inputs (twice when ``layers_to_save`` is a
+    list: a metadata pass resolves the keys, a second pass with the same seed
+    saves exactly those layers) and returns its ModelLog.
+
+    ``input_args``: a tensor, or a list/tuple of positional arguments (each may
+    be a tensor, a list/tuple or dict of tensors, or any other value);
+    ``input_kwargs``: keyword arguments. ``layers_to_save``: ``'all'``,
+    ``None`` (metadata only) or a list of keys (labels, module addresses,
+    ordinals). ``vis_opt`` ``'unrolled'``/``'rolled'`` also draws the graph
+    (see show_model_graph). ``random_seed`` seeds torch's generator for the
+    pass (None: a fresh seed, recorded as ``log.random_seed_used``).
+    """
+    _check_vis(vis_opt, vis_nesting_depth)
+    _unsupported("keep_unsaved_layers", keep_unsaved_layers, True,
+                 "every layer pass is kept in the log; select saved ones with layers_to_save")
+    _unsupported("save_function_args", save_function_args, False,
+                 "non-tensor arguments are kept as text in log.to_json() ('scalar_args')")
+    _unsupported("save_gradients", save_gradients, False,
+                 "gradients are not captured by torchlens yet")
+    del mark_distances  # distances are always computed (min/max_distance_from_input/output)
+    if isinstance(layers_to_save, str) and layers_to_save not in ("all", "none"):
+        layers_to_save = [layers_to_save]
+    if isinstance(layers_to_save, (list, tuple)) and len(layers_to_save) == 0:
+        layers_to_save = None
+    args = _as_args(input_args)
+    kwargs = dict(input_kwargs or {})
+    if isinstance(model, torch.jit.ScriptModule):
+        # torchlens's TorchScript path: module calls from the interpreter
+        log = _core.log_script(model, tuple(args), kwargs, save=layers_to_save, seed=random_seed,
+                               detach=detach_saved_tensors, output_device=output_device,
+                               postfunc=activation_postfunc)
+    else:
+        described = _describe(model, args, kwargs)
+        with _Hooks(model):
+            log = _core.log_forward_pass(
+                described,
+                save=layers_to_save,
+                seed=random_seed,
+                detach=detach_saved_tensors,
+                output_device=output_device,
+                postfunc=activation_postfunc,
+                keep_replay=False,
+            )
+    if vis_opt != "none":
+        _render(log, vis_opt, vis_nesting_depth, vis_outpath, vis_fileformat, vis_direction,
+                vis_buffer_layers)
+    del vis_save_only  # nothing is ever opened in a viewer
+    return log
+
+
+def get_model_metadata(model, input_args, input_kwargs=None, random_seed=None):
+    """The log without activations (TorchLens: ``layers_to_save=None``)."""
+    return log_forward_pass(model, input_args, input_kwargs, layers_to_save=None,
+                            random_seed=random_seed)
+
+
+def show_model_graph(
+    model,
+    input_args,
+    input_kwargs=None,
+    vis_opt="unrolled",
+    vis_nesting_depth=1000,
+    vis_outpath="graph.gv",
+    vis_save_only=False,
+    vis_fileformat="pdf",
+    vis_buffer_layers=False,
+    vis_direction="bottomup",
+    random_seed=None,
+):
+    """Draws the model's graph: the DOT source to ``vis_outpath`` and, with
+    Graphviz, the drawing to ``vis_outpath.vis_fileformat``; returns the path
+    of the drawing. Nothing is opened in a viewer (``vis_save_only`` has no
+    effect)."""
+    if vis_opt == "none":
+        raise ValueError("torchlens: show_model_graph needs vis_opt 'unrolled' or 'rolled'")
+    _check_vis(vis_opt, vis_nesting_depth)
+    del vis_save_only
+    log = log_forward_pass(model, input_args, input_kwargs, layers_to_save=None,
+                           random_seed=random_seed)
+    return _render(log, vis_opt, vis_nesting_depth, os.fspath(vis_outpath), vis_fileformat,
+                   vis_direction, vis_buffer_layers)
+
+
+class ValidationReport(dict):
+    """validate_saved_activations(..., return_report=True): ``valid``,
+    ``layers_checked``, ``perturbations``, ``exempted``, ``failures`` (dicts
+    with ``label``, ``kind``, ``detail``, ``max_error``), ``text``."""
+
+    def __bool__(self):
+        return bool(self["valid"])
+
+    def __str__(self):
+        return self["text"]
+
+
+def validate_saved_activations(model, input_args, input_kwargs=None, random_seed=None,
+                               verbose=False, perturb=True, atol=3e-6, rtol=1e-5,
+                               return_report=False):
+    """TorchLens's check: logs every activation, compares the outputs with a
+    plain forward pass, re-executes every op from its parents' saved values and
+    (``perturb``) checks that perturbing each parent changes the result.
+    Returns True/False (or the full report with ``return_report=True``)."""
+    args = _as_args(input_args)
+    kwargs = dict(input_kwargs or {})
+    if isinstance(model, torch.jit.ScriptModule):
+        report = ValidationReport(_core.validate_script(
+            model, tuple(args), kwargs, seed=random_seed, perturb=perturb, atol=atol, rtol=rtol))
+    else:
+        described = _describe(model, args, kwargs)
+        with _Hooks(model):
+            report = ValidationReport(
+                _core.validate(described, seed=random_seed, perturb=perturb, atol=atol, rtol=rtol))
+    if verbose:
+        print(report["text"])
+    return report if return_report else report["valid"]

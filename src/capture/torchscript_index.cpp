@@ -236,14 +236,26 @@ void TorchScriptIndex::index_graph(const Graph& g, std::vector<std::size_t>* pas
       const auto& range = n->sourceRange();
       if (!range.source()) continue;
       const Key key{range.source().get(), range.start(), range.end()};
-      NodeFacts& f = facts_[key]; // nodes sharing a range share (merge) their facts
+      // Nodes sharing a range share (merge) their facts. A loop over a
+      // Sequential or ModuleList is unrolled into one call node per child, all
+      // with the loop body's range: an output returned by some of them and not
+      // by others is only maybe returned (infer-modules reads its exits from
+      // its uses), never returned by all.
+      NodeFacts& f = facts_[key];
+      std::uint64_t returned = 0;
       for (std::size_t i = 0; i < n->outputs().size(); ++i) {
         const std::uint64_t bit = std::uint64_t{1} << std::min<std::size_t>(i, 63);
         if (definite.count(n->output(i)) != 0) {
-          f.returned |= bit;
+          returned |= bit;
         } else if (maybe.count(n->output(i)) != 0) {
           f.maybe_returned |= bit;
         }
+      }
+      if (f.nodes++ == 0) {
+        f.returned = returned;
+      } else {
+        f.maybe_returned |= f.returned ^ returned;
+        f.returned &= returned;
       }
       if (converts_to_host_scalar(n) && n->outputs().size() == 1) {
         f.bool_use = stronger(f.bool_use, n->output()->type()->kind() == c10::TypeKind::BoolType

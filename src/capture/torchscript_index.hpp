@@ -43,7 +43,8 @@ class TorchScriptIndex {
     std::uint64_t returned = 0;           ///< bit i: output i reaches its function's return
     std::uint64_t maybe_returned = 0;     ///< ... depending on the branch or iteration
     ScalarUse bool_use = ScalarUse::none; ///< for a tensor → host scalar conversion
-    bool literal = false; ///< `torch.tensor(...)`: values set outside the dispatcher
+    bool literal = false;  ///< `torch.tensor(...)`: values set outside the dispatcher
+    std::size_t nodes = 0; ///< IR nodes sharing the range (an unrolled loop's calls)
   };
 
   /// Indexes every method of every module type in `model` and every function

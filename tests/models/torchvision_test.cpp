@@ -15,6 +15,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -207,6 +208,21 @@ TEST_SUITE("torchvision") {
     CHECK(torch::allclose(log["layer1.0"].activation(), torch::relu(sum), 1e-4, 1e-5));
     const auto* frame = &log["layer1.0.conv1"]->modules.back();
     CHECK(frame->type == "Conv2d");
+
+    // a Sequential is one unrolled call per child, all with the loop body's
+    // source range: only the last child's output leaves it (forward hooks agree)
+    for (const char* seq : {"layer1", "layer2", "layer3", "layer4"}) {
+      const auto& outs = log.module_outputs().at(std::string(seq) + ":1");
+      REQUIRE(outs.size() == 1);
+      CHECK(inside(torchlens::LayerView(log, outs.front()), std::string(seq) + ".1"));
+    }
+    // the first block's output leaves the block, not the Sequential
+    const auto first = log["layer2.0"];
+    const auto exits = first.module_outputs();
+    CHECK(std::find(exits.begin(), exits.end(), "layer2.0:1") != exits.end());
+    CHECK(std::find(exits.begin(), exits.end(), "layer2:1") == exits.end());
+    // and layer2.1's first op reads it inside layer2
+    CHECK(inside(first, "layer2"));
   }
 
   TEST_CASE("googlenet") {

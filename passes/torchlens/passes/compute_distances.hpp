@@ -7,33 +7,34 @@
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
-#include <boost/graph/breadth_first_search.hpp>
-#include <boost/graph/reverse_graph.hpp>
-#include <boost/graph/visitors.hpp>
-#include <boost/pending/queue.hpp>
-#include <boost/property_map/property_map.hpp>
-
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace torchlens::passes {
 
 namespace detail {
 
-/// Multi-source BFS distances (edges counted) with a record_distances visitor; -1 if unreached.
-template <class Graph>
-std::vector<int> bfs_distances(const Graph& g, const std::vector<Vertex>& sources) {
-  const auto n = boost::num_vertices(g);
+/// Multi-source BFS distances (edges counted) over the lists `next(v)` gives
+/// (AdjacencyAnalysis's CSR spans); -1 if unreached. Shortest distances are
+/// unique, so any visiting order gives the same result.
+template <class Next>
+std::vector<int> bfs_distances(std::size_t n, const std::vector<Vertex>& sources, Next next) {
   std::vector<int> dist(n, -1);
-  for (Vertex s : sources) dist[s] = 0;
-  std::vector<boost::default_color_type> color(n, boost::white_color);
-  auto index = boost::get(boost::vertex_index, g);
-  auto dist_map = boost::make_iterator_property_map(dist.begin(), index);
-  auto color_map = boost::make_iterator_property_map(color.begin(), index);
-  boost::queue<Vertex> queue;
-  boost::breadth_first_visit(
-      g, sources.begin(), sources.end(), queue,
-      boost::make_bfs_visitor(boost::record_distances(dist_map, boost::on_tree_edge())), color_map);
+  std::vector<std::uint32_t> queue;
+  queue.reserve(n);
+  for (Vertex s : sources) {
+    if (dist[s] < 0) queue.push_back(static_cast<std::uint32_t>(s));
+    dist[s] = 0;
+  }
+  for (std::size_t head = 0; head < queue.size(); ++head) {
+    const std::uint32_t v = queue[head];
+    for (std::uint32_t w : next(v)) {
+      if (dist[w] >= 0) continue;
+      dist[w] = dist[v] + 1;
+      queue.push_back(w);
+    }
+  }
   return dist;
 }
 
@@ -63,9 +64,11 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
       if (g[v].kind == NodeKind::input) inputs.push_back(v);
       if (g[v].kind == NodeKind::output) outputs.push_back(v);
     }
-    // shortest: BFS forward from the inputs, backward (reverse_graph) from the outputs
-    const std::vector<int> min_in = detail::bfs_distances(g, inputs);
-    const std::vector<int> min_out = detail::bfs_distances(boost::make_reverse_graph(g), outputs);
+    // shortest: BFS forward from the inputs, backward from the outputs
+    const std::vector<int> min_in =
+        detail::bfs_distances(n, inputs, [&](Vertex v) { return adj.children_of(v); });
+    const std::vector<int> min_out =
+        detail::bfs_distances(n, outputs, [&](Vertex v) { return adj.parents_of(v); });
     // longest: dynamic programming over the topological order (the graph is a DAG)
     std::vector<int> max_in(n, -1), max_out(n, -1);
     for (Vertex v : inputs) max_in[v] = 0;

@@ -10,13 +10,16 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <numeric>
 #include <queue>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -58,11 +61,78 @@ class DisjointSets {
   std::vector<std::size_t> parent_;
 };
 
+/// A set of 64-bit keys: open addressing, linear probing; clear() costs what
+/// was inserted since the last clear, not the capacity.
+class FlatSet64 {
+ public:
+  /// Inserts key.
+  void insert(std::uint64_t key) {
+    if (key == kEmpty) {
+      has_empty_key_ = true;
+      return;
+    }
+    if ((used_.size() + 1) * 2 > slots_.size()) grow();
+    std::size_t i = index(key);
+    while (slots_[i] != kEmpty) {
+      if (slots_[i] == key) return;
+      i = (i + 1) & (slots_.size() - 1);
+    }
+    slots_[i] = key;
+    used_.push_back(i);
+  }
+  /// True when key was inserted since the last clear().
+  [[nodiscard]] bool contains(std::uint64_t key) const {
+    if (key == kEmpty) return has_empty_key_;
+    if (slots_.empty()) return false;
+    std::size_t i = index(key);
+    while (slots_[i] != kEmpty) {
+      if (slots_[i] == key) return true;
+      i = (i + 1) & (slots_.size() - 1);
+    }
+    return false;
+  }
+  /// Removes every key.
+  void clear() {
+    for (std::size_t i : used_) slots_[i] = kEmpty;
+    used_.clear();
+    has_empty_key_ = false;
+  }
+
+ private:
+  static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};
+  [[nodiscard]] std::size_t index(std::uint64_t key) const {
+    key ^= key >> 33; // murmur3's finaliser
+    key *= 0xff51afd7ed558ccdULL;
+    key ^= key >> 33;
+    return static_cast<std::size_t>(key) & (slots_.size() - 1);
+  }
+  void grow() {
+    std::vector<std::uint64_t> old;
+    old.swap(slots_);
+    slots_.assign(old.empty() ? 64 : old.size() * 2, kEmpty);
+    used_.clear();
+    for (std::uint64_t key : old) {
+      if (key != kEmpty) insert(key);
+    }
+  }
+  std::vector<std::uint64_t> slots_;
+  std::vector<std::size_t> used_; ///< occupied slots
+  bool has_empty_key_ = false;
+};
+
+/// Appends the decimal form of x (as std::to_string, without a temporary).
+template <class Int>
+void append_int(std::string& s, Int x) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, x);
+  s.append(buf, r.ptr);
+}
+
 inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape) {
   s += '(';
   for (std::size_t i = 0; i < shape.size(); ++i) {
     if (i) s += ',';
-    s += std::to_string(shape[i]);
+    append_int(s, shape[i]);
   }
   s += ')';
 }
@@ -121,24 +191,41 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
   /// The equivalence type of vertex v (see the pass description).
   static std::string equivalence_type(const ModelGraph& g, Vertex v) {
-    const OpNode& n = g[v];
     std::string s;
+    EquivalenceScratch scratch;
+    write_equivalence_type(g, v, s, scratch);
+    return s;
+  }
+
+  /// Reusable buffers of write_equivalence_type.
+  struct EquivalenceScratch {
+    std::vector<const std::string*> addrs;
+    std::vector<std::tuple<int, int, Vertex>> parents;
+  };
+
+  /// Writes the equivalence type of vertex v into s (cleared first).
+  static void write_equivalence_type(const ModelGraph& g, Vertex v, std::string& s,
+                                     EquivalenceScratch& scratch) {
+    const OpNode& n = g[v];
+    s.clear();
     switch (n.kind) {
       case NodeKind::input:
       case NodeKind::output:
-        s = n.kind == NodeKind::input ? "input" : "output";
+        s += n.kind == NodeKind::input ? "input" : "output";
         detail::append_shape(s, n.shape);
         s += n.dtype;
-        return s;
+        return;
       case NodeKind::buffer:
-        return "buffer:" + n.io_address;
+        s += "buffer:";
+        s += n.io_address;
+        return;
       case NodeKind::op:
         break;
     }
-    s = n.layer_type;
+    s += n.layer_type;
     if (!n.params.empty()) {
-      std::vector<const std::string*> addrs;
-      addrs.reserve(n.params.size());
+      auto& addrs = scratch.addrs;
+      addrs.clear();
       for (const auto& p : n.params) addrs.push_back(&p.address);
       std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
       s += '[';
@@ -156,7 +243,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         s += ';';
       }
       // parent shapes, in argument order
-      std::vector<std::tuple<int, int, Vertex>> parents;
+      auto& parents = scratch.parents;
+      parents.clear();
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
         parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
       }
@@ -170,14 +258,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
     if (n.num_outputs > 1) {
       s += "#out";
-      s += std::to_string(n.output_index);
+      detail::append_int(s, n.output_index);
     }
     s += '@';
     for (std::size_t i = 0; i < n.modules.size(); ++i) {
       if (i) s += '>';
       s += n.modules[i].address;
     }
-    return s;
   }
 
   /// Statistics "layers", "recurrent layers", "expansions".
@@ -233,8 +320,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       raw_layer.resize(n);
       group_size.assign(n, 0);
       uses_params.resize(n);
+      std::string type;
+      EquivalenceScratch scratch;
       for (Vertex v = 0; v < n; ++v) {
-        g[v].equivalence_type = equivalence_type(g, v);
+        write_equivalence_type(g, v, type, scratch);
+        g[v].equivalence_type = type;
         auto [it, inserted] = class_of.try_emplace(g[v].equivalence_type, members.size());
         if (inserted) members.emplace_back();
         members[it->second].push_back(v);
@@ -245,37 +335,86 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // rule 1 keys: (op, output index, sorted parameters)
       std::unordered_map<std::string, std::size_t> key_of;
       param_key.assign(n, kNone);
+      std::string key;
       for (Vertex v = 0; v < n; ++v) {
         if (!uses_params[v]) continue;
-        std::string key = g[v].op_name + "#" + std::to_string(g[v].output_index);
-        std::vector<std::string> addrs;
-        for (const auto& p : g[v].params) addrs.push_back(p.address);
-        std::sort(addrs.begin(), addrs.end());
-        for (const auto& a : addrs) key += "|" + a;
-        param_key[v] = key_of.try_emplace(std::move(key), key_of.size()).first->second;
+        key = g[v].op_name;
+        key += '#';
+        detail::append_int(key, g[v].output_index);
+        auto& addrs = scratch.addrs;
+        addrs.clear();
+        for (const auto& p : g[v].params) addrs.push_back(&p.address);
+        std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
+        for (const auto* a : addrs) {
+          key += '|';
+          key += *a;
+        }
+        auto it = key_of.find(key);
+        if (it == key_of.end()) it = key_of.emplace(key, key_of.size()).first;
+        param_key[v] = it->second;
       }
+      first_with_param_key_.resize(key_of.size());
+      param_key_stamp_.assign(key_of.size(), 0);
       // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, ranked
       // lexicographically: the order it sorts subgraphs and breaks ties in. Only
       // vertices of one class are ever compared, and they share the type: the
-      // rank within the class, from `{type_num}_{creation}` (short: no allocation).
-      std::vector<std::string> key(n);
+      // rank within the class, from `{type_num}_{creation}`, written zero-padded
+      // to one width so that comparing the padded bytes is comparing the strings.
+      std::vector<std::string> raw(n);
       std::unordered_map<std::string_view, int> per_type;
       int outputs = 0;
+      std::size_t width = 1;
       for (Vertex v = 0; v < n; ++v) {
         const OpNode& node = g[v];
+        std::string& k = raw[v];
         if (node.kind == NodeKind::output) {
-          key[v] = std::to_string(++outputs);
+          detail::append_int(k, ++outputs);
         } else if (node.kind == NodeKind::op) {
-          key[v] = std::to_string(++per_type[node.layer_type]) + "_" + std::to_string(node.id + 1);
+          detail::append_int(k, ++per_type[node.layer_type]);
+          k += '_';
+          detail::append_int(k, node.id + 1);
         } else {
-          key[v] = std::to_string(++per_type[node.layer_type]);
+          detail::append_int(k, ++per_type[node.layer_type]);
         }
+        width = std::max(width, k.size());
       }
-      rank.resize(n);
-      for (auto& m : members) {
-        std::vector<Vertex> order = m;
-        std::sort(order.begin(), order.end(), [&](Vertex a, Vertex b) { return key[a] < key[b]; });
-        for (std::size_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+      rank.assign(n, 0);
+      if (width <= 16) {
+        // the padded bytes as two big-endian words: comparing the pairs is
+        // comparing the strings (keys are unique, so the order is too)
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> packed(n);
+        for (Vertex v = 0; v < n; ++v) {
+          unsigned char bytes[16] = {};
+          std::memcpy(bytes, raw[v].data(), raw[v].size());
+          std::uint64_t hi = 0, lo = 0;
+          for (int i = 0; i < 8; ++i) hi = (hi << 8) | bytes[i];
+          for (int i = 8; i < 16; ++i) lo = (lo << 8) | bytes[i];
+          packed[v] = {hi, lo};
+        }
+        raw = {};
+        std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Vertex>> order;
+        for (auto& m : members) {
+          if (m.size() == 1) continue;
+          order.clear();
+          for (Vertex v : m) order.emplace_back(packed[v], v);
+          std::sort(order.begin(), order.end());
+          for (std::size_t i = 0; i < order.size(); ++i) rank[order[i].second] = i;
+        }
+      } else {
+        std::vector<char> padded(n * width, '\0'); // no key holds a NUL: padding sorts first
+        for (Vertex v = 0; v < n; ++v)
+          std::memcpy(&padded[v * width], raw[v].data(), raw[v].size());
+        raw = {};
+        auto key_less = [&](Vertex x, Vertex y) {
+          return std::memcmp(&padded[x * width], &padded[y * width], width) < 0;
+        };
+        std::vector<Vertex> order;
+        for (auto& m : members) {
+          if (m.size() == 1) continue;
+          order = m;
+          std::sort(order.begin(), order.end(), key_less);
+          for (std::size_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+        }
       }
       stamp.assign(n, 0);
       sg_of.assign(n, kNone);
@@ -334,9 +473,28 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     struct Subgraph {
       std::vector<Vertex> param_nodes;
     };
-    struct Frontier {
-      std::size_t sg;
-      std::deque<Vertex> lists[2]; // children, parents
+    /// The frontiers of one lock step, flat (reused across steps).
+    struct Frontiers {
+      std::vector<std::size_t> sg;        ///< subgraph of frontier i
+      std::vector<Vertex> list[2];        ///< children, parents: every frontier's entries
+      std::vector<std::size_t> owner[2];  ///< frontier of each entry
+      std::vector<std::size_t> start[2];  ///< frontier i's entries begin at start[i]
+      std::vector<char> taken[2];         ///< entry paired (or the candidate) already
+      std::vector<std::size_t> bucket[2]; ///< entries by class, then position
+      /// class c's entries: bucket[class_begin[c] .. class_end[c]) when class_stamp[c] == epoch
+      std::vector<std::size_t> class_begin[2], class_end[2];
+      std::vector<std::uint32_t> class_stamp[2];
+      std::uint32_t epoch = 0;
+      std::vector<std::size_t> classes; ///< scratch: the classes one side holds
+      std::vector<std::pair<Vertex, std::size_t>> matches, kept;
+      /// True when frontier i (the last one being filled) already lists w on either side.
+      [[nodiscard]] bool added(std::size_t i, Vertex w) const {
+        for (int side = 0; side < 2; ++side) {
+          const auto b = list[side].begin() + static_cast<std::ptrdiff_t>(start[side][i]);
+          if (std::find(b, list[side].end(), w) != list[side].end()) return true;
+        }
+        return false;
+      }
     };
 
     bool in_subgraph(Vertex v, std::size_t sg) const { return stamp[v] == epoch && sg_of[v] == sg; }
@@ -391,7 +549,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     void record_adjacency(Vertex node, Vertex neighbour) {
       const std::size_t a = sg_of[node], b = sg_of[neighbour];
       // adjacent only when this subgraph holds a vertex isomorphic to the neighbour
-      if (group_subgraphs.count(pair_key(iso_of[neighbour], a)) == 0) return;
+      if (!group_subgraphs.contains(pair_key(iso_of[neighbour], a))) return;
       in_adjacency[a] = in_adjacency[b] = 1;
       adjacency.unite(a, b);
     }
@@ -400,73 +558,113 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
                  std::deque<std::vector<Vertex>>& queue) {
       // each subgraph's frontier: its children, then (after the first step) its
       // parents, not yet in a subgraph, each once; one reached by another
-      // subgraph records adjacency instead
-      std::vector<Frontier> frontier;
-      frontier.reserve(iso.size());
-      for (Vertex v : iso) {
-        Frontier f;
-        f.sg = sg_of[v];
-        std::vector<Vertex> added;
+      // subgraph records adjacency instead. Frontier i's list on side s is
+      // fr.list[s][fr.start[s][i] .. fr.start[s][i + 1]).
+      const std::size_t k = iso.size();
+      auto& fr = frontier_;
+      for (int side = 0; side < 2; ++side) {
+        fr.list[side].clear();
+        fr.owner[side].clear();
+        fr.start[side].assign(1, 0);
+      }
+      fr.sg.resize(k);
+      for (std::size_t i = 0; i < k; ++i) {
+        const Vertex v = iso[i];
+        const std::size_t sg = sg_of[v];
+        fr.sg[i] = sg;
         for (int side = 0; side < (first ? 1 : 2); ++side) {
           const auto span = side == 0 ? adj.children_of(v) : adj.parents_of(v);
           for (std::uint32_t w : span) {
-            if (in_subgraph(w, f.sg)) continue;
+            if (in_subgraph(w, sg)) continue;
             if (claimed(w)) {
               record_adjacency(v, w);
-            } else if (std::find(added.begin(), added.end(), w) == added.end()) {
-              f.lists[side].push_back(w);
-              added.push_back(w);
+            } else if (!fr.added(i, w)) {
+              fr.list[side].push_back(w);
+              fr.owner[side].push_back(i);
             }
           }
         }
-        frontier.push_back(std::move(f));
+        for (int side = 0; side < 2; ++side) fr.start[side].push_back(fr.list[side].size());
       }
       // for each side and class, the frontier entries holding one, in frontier
       // order: TorchLens scans every other subgraph's list for the first vertex
-      // of the candidate's class; the buckets find them without the scan
-      std::unordered_map<std::size_t, std::vector<std::pair<std::size_t, std::size_t>>> buckets[2];
-      std::vector<std::vector<char>> taken[2];
-      for (int side = 0; side < 2; ++side) {
-        taken[side].resize(frontier.size());
-        for (std::size_t i = 0; i < frontier.size(); ++i) {
-          const auto& list = frontier[i].lists[side];
-          taken[side][i].assign(list.size(), 0);
-          for (std::size_t j = 0; j < list.size(); ++j) {
-            buckets[side][cls[list[j]]].emplace_back(i, j);
-          }
+      // of the candidate's class; the buckets (entries sorted by class, then
+      // position) find them without the scan
+      if (fr.class_stamp[0].size() != members.size()) {
+        for (int side = 0; side < 2; ++side) {
+          fr.class_stamp[side].assign(members.size(), 0);
+          fr.class_begin[side].resize(members.size());
+          fr.class_end[side].resize(members.size());
         }
       }
-      std::vector<std::pair<Vertex, std::size_t>> matches, kept;
-      std::vector<std::size_t> next[2] = {std::vector<std::size_t>(frontier.size(), 0),
-                                          std::vector<std::size_t>(frontier.size(), 0)};
+      ++fr.epoch;
+      for (int side = 0; side < 2; ++side) {
+        // counting sort by class; entries of one class stay in position order
+        const auto& list = fr.list[side];
+        auto& stamp_of = fr.class_stamp[side];
+        auto& begin = fr.class_begin[side];
+        auto& end = fr.class_end[side];
+        fr.classes.clear();
+        for (Vertex w : list) {
+          const std::size_t c = cls[w];
+          if (stamp_of[c] != fr.epoch) {
+            stamp_of[c] = fr.epoch;
+            end[c] = 0;
+            fr.classes.push_back(c);
+          }
+          ++end[c];
+        }
+        std::size_t at = 0;
+        for (std::size_t c : fr.classes) {
+          begin[c] = at;
+          at += end[c];
+          end[c] = begin[c];
+        }
+        auto& bucket = fr.bucket[side];
+        bucket.resize(list.size());
+        for (std::size_t p = 0; p < list.size(); ++p) bucket[end[cls[list[p]]]++] = p;
+        fr.taken[side].assign(list.size(), 0);
+      }
+      std::vector<std::pair<Vertex, std::size_t>>& matches = fr.matches;
+      std::vector<std::pair<Vertex, std::size_t>>& kept = fr.kept;
+      std::size_t next[2] = {0, 0}; // first entry of each side that may be untaken
       std::size_t scan = 0;
       for (;;) {
         // the next candidate: the first subgraph with a child left, else a parent
-        std::size_t fi = 0, fj = 0;
+        std::size_t pos = 0;
         int side = -1;
-        for (; scan < frontier.size() && side < 0; ++scan) {
+        for (; scan < k && side < 0; ++scan) {
           for (int s = 0; s < 2 && side < 0; ++s) {
-            auto& at = next[s][scan];
-            while (at < taken[s][scan].size() && taken[s][scan][at]) ++at;
-            if (at < taken[s][scan].size()) {
-              fi = scan;
-              fj = at;
+            auto& at = next[s];
+            const std::size_t end = fr.start[s][scan + 1];
+            at = std::max(at, fr.start[s][scan]);
+            while (at < end && fr.taken[s][at]) ++at;
+            if (at < end) {
+              pos = at;
               side = s;
             }
           }
           if (side >= 0) break;
         }
         if (side < 0) break;
-        const Vertex candidate = frontier[fi].lists[side][fj];
-        taken[side][fi][fj] = 1;
-        matches.assign(1, {candidate, frontier[fi].sg});
+        const auto& list = fr.list[side];
+        const auto& owner = fr.owner[side];
+        auto& taken = fr.taken[side];
+        const std::size_t fi = owner[pos];
+        const Vertex candidate = list[pos];
+        taken[pos] = 1;
+        matches.assign(1, {candidate, fr.sg[fi]});
         // the first untaken vertex of the same class in each other subgraph
+        const auto& bucket = fr.bucket[side];
+        const std::size_t c = cls[candidate];
         std::size_t last = static_cast<std::size_t>(-1);
-        for (const auto& [i, j] : buckets[side][cls[candidate]]) {
-          if (i == fi || i == last || taken[side][i][j]) continue;
+        for (std::size_t b = fr.class_begin[side][c]; b < fr.class_end[side][c]; ++b) {
+          const std::size_t p = bucket[b];
+          const std::size_t i = owner[p];
+          if (i == fi || i == last || taken[p]) continue;
           last = i; // a subgraph's entries are consecutive: take its first
-          taken[side][i][j] = 1;
-          matches.emplace_back(frontier[i].lists[side][j], frontier[i].sg);
+          taken[p] = 1;
+          matches.emplace_back(list[p], fr.sg[i]);
         }
         // a vertex two subgraphs reached belongs to neither
         std::sort(matches.begin(), matches.end());
@@ -498,19 +696,32 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       for (std::size_t gi = 0; gi < groups; ++gi) {
         const std::vector<Vertex> group = iso_groups[gi];
         if (group.size() <= 1) continue;
-        std::map<std::pair<int, std::size_t>, std::vector<std::size_t>> by_key;
+        // members sharing a (direction, neighbouring iso-group's leader) are one
+        // component: the first member seen with each key, in stamped dense tables
+        detail::DisjointSets uf(group.size());
+        if (refine_stamp_[0].size() != n) {
+          for (int dir = 0; dir < 2; ++dir) {
+            refine_stamp_[dir].assign(n, 0);
+            refine_first_[dir].resize(n);
+          }
+        }
+        ++refine_epoch_;
+        auto note = [&](int dir, Vertex leader_vertex, std::size_t m) {
+          if (refine_stamp_[dir][leader_vertex] != refine_epoch_) {
+            refine_stamp_[dir][leader_vertex] = refine_epoch_;
+            refine_first_[dir][leader_vertex] = m;
+          } else {
+            uf.unite(refine_first_[dir][leader_vertex], m);
+          }
+        };
         for (std::size_t m = 0; m < group.size(); ++m) {
           const Vertex v = group[m];
           for (std::uint32_t c : adj.children_of(v)) {
-            if (claimed(c)) by_key[{0, leader(c)}].push_back(m);
+            if (claimed(c)) note(0, leader(c), m);
           }
           for (std::uint32_t p : adj.parents_of(v)) {
-            if (claimed(p)) by_key[{1, leader(p)}].push_back(m);
+            if (claimed(p)) note(1, leader(p), m);
           }
-        }
-        detail::DisjointSets uf(group.size());
-        for (const auto& [key, ms] : by_key) {
-          for (std::size_t i = 1; i < ms.size(); ++i) uf.unite(ms[0], ms[i]);
         }
         std::vector<std::size_t> component_of(group.size());
         std::vector<std::vector<Vertex>> components;
@@ -541,12 +752,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       std::vector<Vertex> all;
       for (const auto& group : iso_groups) all.insert(all.end(), group.begin(), group.end());
       // union-find over `all` (the root only names the layer)
-      std::unordered_map<Vertex, std::size_t> slot;
-      slot.reserve(all.size());
-      std::vector<Vertex> by_slot = all; // any fixed order: the root only names the layer
-      std::sort(by_slot.begin(), by_slot.end());
-      for (std::size_t i = 0; i < by_slot.size(); ++i) slot[by_slot[i]] = i;
-      detail::DisjointSets uf(by_slot.size());
+      // union-find over positions in `all` (a layer is named by its smallest vertex)
+      auto& slot = slot_; // dense, by vertex: only entries of `all` are read
+      slot.resize(n);
+      for (std::size_t i = 0; i < all.size(); ++i) slot[all[i]] = i;
+      detail::DisjointSets uf(all.size());
       // parameter types of each subgraph, as they are now
       std::vector<std::vector<std::size_t>> param_types(subgraphs.size());
       for (std::size_t s = 0; s < subgraphs.size(); ++s) {
@@ -555,45 +765,68 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         param_types[s].erase(std::unique(param_types[s].begin(), param_types[s].end()),
                              param_types[s].end());
       }
+      // the first member seen with each key, per group (stamped dense tables:
+      // only the partition the unions make matters, not which member is first)
+      first_in_component_.resize(subgraphs.size());
+      component_stamp_.assign(subgraphs.size(), 0);
+      first_with_param_type_.resize(members.size());
+      param_type_stamp_.resize(members.size(), 0);
+      std::uint32_t group_stamp = 0;
       for (const auto& group : iso_groups) {
         if (group.size() < 2) continue;
-        // adjacent subgraphs: one adjacency component
-        std::unordered_map<std::size_t, Vertex> by_component;
-        // a shared parameter type
-        std::unordered_map<std::size_t, Vertex> by_param_type;
+        ++group_stamp;
+        ++param_type_epoch_;
         for (Vertex v : group) {
           const std::size_t sg = sg_of[v];
+          // adjacent subgraphs: one adjacency component
           if (in_adjacency[sg]) {
-            auto [it, inserted] = by_component.try_emplace(adjacency.find(sg), v);
-            if (!inserted) uf.unite(slot[it->second], slot[v]);
+            const std::size_t c = adjacency.find(sg);
+            if (component_stamp_[c] != group_stamp) {
+              component_stamp_[c] = group_stamp;
+              first_in_component_[c] = v;
+            } else {
+              uf.unite(slot[first_in_component_[c]], slot[v]);
+            }
           }
+          // a shared parameter type
           for (std::size_t t : param_types[sg]) {
-            auto [it, inserted] = by_param_type.try_emplace(t, v);
-            if (!inserted) uf.unite(slot[it->second], slot[v]);
+            if (param_type_stamp_[t] != param_type_epoch_) {
+              param_type_stamp_[t] = param_type_epoch_;
+              first_with_param_type_[t] = v;
+            } else {
+              uf.unite(slot[first_with_param_type_[t]], slot[v]);
+            }
           }
         }
       }
-      std::unordered_map<std::size_t, Vertex> by_params; // rule 1
+      // rule 1: same function, same parameters
+      ++param_key_epoch_;
       for (Vertex v : all) {
-        if (param_key[v] == kNone) continue;
-        auto [it, inserted] = by_params.try_emplace(param_key[v], v);
-        if (!inserted) uf.unite(slot[it->second], slot[v]);
-      }
-      std::unordered_map<std::size_t, std::vector<Vertex>> layers;
-      for (Vertex v : all) layers[uf.find(slot[v])].push_back(v);
-      for (auto& [root, nodes] : layers) {
-        if (nodes.size() < 2) continue;
-        std::size_t largest = 0;
-        for (Vertex v : nodes) largest = std::max(largest, group_size[v]);
-        if (nodes.size() < largest) continue; // never shrink a layer
-        std::sort(nodes.begin(), nodes.end());
-        const Vertex layer_label = by_slot[root];
-        const std::size_t canonical = cls[nodes.front()];
-        for (Vertex v : nodes) {
-          raw_layer[v] = layer_label;
-          group_size[v] = nodes.size();
-          cls[v] = canonical;
+        const std::size_t key = param_key[v];
+        if (key == kNone) continue;
+        if (param_key_stamp_[key] != param_key_epoch_) {
+          param_key_stamp_[key] = param_key_epoch_;
+          first_with_param_key_[key] = v;
+        } else {
+          uf.unite(slot[first_with_param_key_[key]], slot[v]);
         }
+      }
+      // the layers, one per root (layers are disjoint, so the order they are
+      // applied in does not matter): size, smallest vertex, largest group_size
+      auto& layer = layer_of_root_;
+      layer.assign(all.size(), LayerSummary{});
+      for (Vertex v : all) {
+        LayerSummary& l = layer[uf.find(slot[v])];
+        ++l.size;
+        l.first = std::min(l.first, v);
+        l.largest = std::max(l.largest, group_size[v]);
+      }
+      for (Vertex v : all) {
+        const LayerSummary& l = layer[uf.find(slot[v])];
+        if (l.size < 2 || l.size < l.largest) continue; // never shrink a layer
+        raw_layer[v] = l.first;
+        group_size[v] = l.size;
+        if (v != l.first) cls[v] = cls[l.first];
       }
     }
 
@@ -620,7 +853,21 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     detail::DisjointSets adjacency;
     std::vector<char> in_adjacency;
     std::vector<std::vector<Vertex>> iso_groups;
-    std::unordered_set<std::uint64_t> group_subgraphs; // (iso-group, subgraph) pairs
+    detail::FlatSet64 group_subgraphs; // (iso-group, subgraph) pairs
+    Frontiers frontier_;
+    std::vector<std::uint32_t> refine_stamp_[2];
+    std::vector<std::size_t> refine_first_[2];
+    std::uint32_t refine_epoch_ = 0;
+    std::vector<std::size_t> slot_; ///< finalize: index of a vertex in `all`
+    struct LayerSummary {
+      std::size_t size = 0;
+      Vertex first = static_cast<Vertex>(-1);
+      std::size_t largest = 0;
+    };
+    std::vector<LayerSummary> layer_of_root_;
+    std::vector<Vertex> first_in_component_, first_with_param_type_, first_with_param_key_;
+    std::vector<std::uint32_t> component_stamp_, param_type_stamp_, param_key_stamp_;
+    std::uint32_t param_type_epoch_ = 0, param_key_epoch_ = 0;
   };
 };
 

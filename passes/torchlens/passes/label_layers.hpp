@@ -8,6 +8,7 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -42,7 +43,7 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
     std::size_t num_layers = 0;
     for (Vertex v = 0; v < n; ++v) num_layers = std::max(num_layers, g[v].layer + 1);
     std::vector<int> type_num(num_layers, 0), total_num(num_layers, 0);
-    std::unordered_map<std::string, int> per_type;
+    std::unordered_map<std::string_view, int> per_type;
     int inputs = 0, buffers = 0, outputs = 0, total = 0;
     auto first_pass = [&](Vertex v) { return type_num[g[v].layer] == 0; };
     for (int sweep = 0; sweep < 2; ++sweep) { // outputs after every op
@@ -69,32 +70,51 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       }
     }
     bool branching = false;
+    std::string label; // scratch: each field is assigned once, without temporaries
+    char digits[24];
+    auto append_int = [&](std::string& s, int x) {
+      s.append(digits, std::to_chars(digits, digits + sizeof digits, x).ptr);
+    };
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];
       const std::size_t l = node.layer;
       node.type_num = type_num[l];
       node.total_num = total_num[l];
-      std::string base;
+      label.clear();
       switch (node.kind) {
         case NodeKind::input:
-          base = "input_" + std::to_string(type_num[l]);
+          label += "input_";
           break;
         case NodeKind::buffer:
-          base = "buffer_" + std::to_string(type_num[l]);
+          label += "buffer_";
           break;
         case NodeKind::output:
-          base = "output_" + std::to_string(type_num[l]);
+          label += "output_";
           break;
         case NodeKind::op:
-          base = node.layer_type + "_" + std::to_string(type_num[l]);
+          label += node.layer_type;
+          label += '_';
           break;
       }
-      node.label_short_no_pass = base;
-      node.label_no_pass =
-          node.kind == NodeKind::op ? base + "_" + std::to_string(total_num[l]) : base;
-      const std::string pass = node.num_passes > 1 ? ":" + std::to_string(node.pass_num) : "";
-      node.label = node.label_no_pass + pass;
-      node.label_short = node.label_short_no_pass + pass;
+      append_int(label, type_num[l]);
+      const std::size_t short_size = label.size();
+      node.label_short_no_pass.assign(label);
+      if (node.kind == NodeKind::op) {
+        label += '_';
+        append_int(label, total_num[l]);
+      }
+      node.label_no_pass.assign(label);
+      if (node.num_passes > 1) {
+        const std::size_t no_pass_size = label.size();
+        label += ':';
+        append_int(label, node.pass_num);
+        node.label.assign(label);
+        label.erase(short_size, no_pass_size - short_size); // `{base}:{pass}`
+        node.label_short.assign(label);
+      } else {
+        node.label.assign(label);
+        node.label_short.assign(node.label_short_no_pass);
+      }
       if (!branching) {
         auto kids = adj.children_of(v);
         branching =

@@ -112,6 +112,24 @@ std::vector<std::pair<std::string, at::Tensor>> jit_input_tensors(
   return tensors;
 }
 
+torch::jit::Module capture_copy(const torch::jit::Module& m) {
+  return m.clone(/*inplace=*/true);
+}
+
+void copy_back_attributes(const torch::jit::Module& copy, torch::jit::Module& model) {
+  const auto from = copy.modules();
+  const auto to = model.modules();
+  auto f = from.begin();
+  for (auto t = to.begin(); t != to.end() && f != from.end(); ++t, ++f) {
+    torch::jit::Module target = *t;
+    for (const auto& attr : (*f).named_attributes(/*recurse=*/false)) {
+      // submodules are the copy's own objects; the rest is shared or reassigned
+      if (attr.value.isObject() || !target.hasattr(attr.name)) continue;
+      if (!target.attr(attr.name).is(attr.value)) target.setattr(attr.name, attr.value);
+    }
+  }
+}
+
 at::Tensor run_sequential(torch::nn::SequentialImpl& seq, at::Tensor x) {
   for (auto& any : seq) {
     const auto module = any.ptr();
@@ -131,9 +149,12 @@ ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IVal
                           const LogOptions& options) {
   TORCHLENS_CHECK(model.find_method("forward").has_value(),
                   "the TorchScript module has no forward method");
-  detail::ForwardFn forward = [&](detail::Recorder*) { return model.forward(inputs); };
-  return detail::run_logged(detail::describe(model), detail::jit_input_tensors(inputs), forward,
-                            options);
+  torch::jit::Module run = detail::capture_copy(model);
+  detail::ForwardFn forward = [&](detail::Recorder*) { return run.forward(inputs); };
+  ModelLog log = detail::run_logged(detail::describe(run), detail::jit_input_tensors(inputs),
+                                    forward, options);
+  detail::copy_back_attributes(run, model);
+  return log;
 }
 
 } // namespace torchlens

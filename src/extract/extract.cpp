@@ -216,7 +216,7 @@ at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
 // ---- Extractor ----------------------------------------------------------------
 
 struct Extractor::Impl {
-  torch::jit::Module& model;
+  torch::jit::Module model; // capture_copy of the caller's model
   std::vector<std::string> keys;
   std::uint64_t seed;
   std::int64_t batch_rows;
@@ -228,12 +228,12 @@ struct Extractor::Impl {
 
   Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b,
        bool stop)
-      : model(m),
+      : model(detail::capture_copy(m)),
         keys(std::move(k)),
         seed(s),
         batch_rows(b),
         stop_early(stop),
-        desc(detail::describe(m)) {
+        desc(detail::describe(model)) {
     options.seed(seed);
   }
 };

@@ -171,10 +171,13 @@ c10::IValue run_intervened(const ModelDescription& model,
 
 c10::IValue run_intervened(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
                            const Interventions& spec) {
-  ModelDescription d = describe(model);
-  return run_intervened(
-      d, jit_input_tensors(inputs), [&model, &inputs](Recorder*) { return model.forward(inputs); },
+  torch::jit::Module run = capture_copy(model);
+  const ModelDescription d = describe(run);
+  c10::IValue out = run_intervened(
+      d, jit_input_tensors(inputs), [&run, &inputs](Recorder*) { return run.forward(inputs); },
       spec);
+  copy_back_attributes(run, model);
+  return out;
 }
 
 } // namespace detail

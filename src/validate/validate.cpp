@@ -600,11 +600,12 @@ ValidationReport validate_saved_activations(torch::jit::Module& model,
                                             const std::vector<c10::IValue>& inputs,
                                             const LogOptions& log_options,
                                             const ValidateOptions& options) {
-  detail::ForwardFn forward = [&](detail::Recorder*) { return model.forward(inputs); };
+  torch::jit::Module run = detail::capture_copy(model);
+  detail::ForwardFn forward = [&](detail::Recorder*) { return run.forward(inputs); };
   // forward may reassign tensor attributes (`self.buf = self.buf + x`): put the
   // original tensors back (their values are restored with the buffers)
   std::vector<std::tuple<torch::jit::Module, std::string, c10::IValue>> attributes;
-  for (const auto& sub : model.modules()) {
+  for (const auto& sub : run.modules()) {
     for (const auto& attr : sub.named_attributes(/*recurse=*/false)) {
       if (attr.value.isTensor()) attributes.emplace_back(sub, attr.name, attr.value);
     }
@@ -612,7 +613,7 @@ ValidationReport validate_saved_activations(torch::jit::Module& model,
   const auto restore = [&attributes] {
     for (auto& [sub, name, value] : attributes) sub.setattr(name, value);
   };
-  return detail::validate_run(detail::describe(model), detail::jit_input_tensors(inputs), forward,
+  return detail::validate_run(detail::describe(run), detail::jit_input_tensors(inputs), forward,
                               log_options, options, restore);
 }
 

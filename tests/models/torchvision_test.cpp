@@ -225,6 +225,28 @@ TEST_SUITE("torchvision") {
     CHECK(inside(first, "layer2"));
   }
 
+  TEST_CASE("a model the caller already ran logs exactly as a fresh one") {
+    // TorchScript keeps a method's first executor; after plain runs it holds
+    // the optimised (inlined) graph, in which submodule calls have no frames
+    auto e = load("resnet18");
+    torch::NoGradGuard ng;
+    const auto options = torchlens::LogOptions().save(torchlens::SaveSpec::none()).seed(0);
+    const auto fresh = torchlens::log_forward_pass(e.model, {e.x}, options);
+    for (int i = 0; i < 4; ++i) (void)e.model.forward({e.x});
+    const auto after = torchlens::log_forward_pass(e.model, {e.x}, options);
+    REQUIRE(after.size() == fresh.size());
+    CHECK(after.info().modules.size() == fresh.info().modules.size());
+    int differing = 0;
+    for (std::size_t i = 0; i < fresh.size(); ++i) {
+      const auto a = fresh[static_cast<std::int64_t>(i)];
+      const auto b = after[static_cast<std::int64_t>(i)];
+      differing += a.label() != b.label() || a.module() != b.module() ||
+                   a.module_outputs() != b.module_outputs();
+    }
+    CHECK(differing == 0);
+    CHECK(after["layer2.0.downsample.0"]->modules.back().address == "layer2.0.downsample.0");
+  }
+
   TEST_CASE("googlenet") {
     check_model("googlenet", "inception3a", "inception3a.branch1.conv", "conv2d");
   }

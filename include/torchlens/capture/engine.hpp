@@ -56,6 +56,18 @@ struct ModelDescription {
 ModelDescription describe(const torch::nn::Module& m);
 ModelDescription describe(const torch::jit::Module& m);
 
+/// The module a capture runs: a copy sharing every parameter, buffer and
+/// attribute value with `m` but with methods of its own. A TorchScript method
+/// keeps the executor (and the graph: inlined once optimisation has run) of
+/// its first call, so a capture of a model the caller already ran would see
+/// inlined calls without module frames, and a caller's later runs would keep
+/// the capture's unoptimised graph. The copy has fresh executors, created
+/// under capture's settings; the caller's model is left as it was.
+torch::jit::Module capture_copy(const torch::jit::Module& m);
+/// What forward reassigned on the copy (`self.buf = ...`), put on `model`:
+/// the caller sees the effects of the run it asked for.
+void copy_back_attributes(const torch::jit::Module& copy, torch::jit::Module& model);
+
 /// The model's forward. Under capture it receives the recorder so that drivers
 /// (Sequential) can announce module calls; plain runs (ground truth) get null.
 using ForwardFn = std::function<c10::IValue(Recorder*)>;

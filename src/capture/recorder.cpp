@@ -8,6 +8,7 @@
 
 #include "../intervene/compiled.hpp"
 #include "../io/dtypes.hpp"
+#include "reexecute.hpp"
 
 #include "libtorch_compat.hpp"
 #include "torchscript_index.hpp"
@@ -991,26 +992,12 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
 namespace {
 
-/// The tensor at (position, list index) of an argument, and a setter.
+/// The tensor at (position, list index) of an argument.
 at::Tensor stack_tensor(const c10::IValue& arg, int list_index) {
   if (list_index < 0) return arg.isTensor() ? arg.toTensor() : at::Tensor();
   if (arg.isTensorList()) return arg.toTensorList().get(static_cast<std::size_t>(list_index));
   const c10::IValue e = arg.toList().get(static_cast<std::size_t>(list_index));
   return e.isTensor() ? e.toTensor() : at::Tensor();
-}
-
-void set_stack_tensor(c10::IValue& arg, int list_index, const at::Tensor& t) {
-  if (list_index < 0) {
-    arg = t;
-  } else if (arg.isTensorList()) {
-    auto list = arg.toTensorList().copy();
-    list.set(static_cast<std::size_t>(list_index), t);
-    arg = std::move(list);
-  } else {
-    auto list = arg.toList().copy();
-    list.set(static_cast<std::size_t>(list_index), t);
-    arg = std::move(list);
-  }
 }
 
 /// Puts `value` where `current` is: into its memory for a value the caller
@@ -1070,7 +1057,7 @@ void Recorder::intervene_inputs(std::size_t child, const std::vector<Parent>& pa
     if (info.arg_written[static_cast<std::size_t>(p.arg_pos)] && p.list_index < 0) {
       write_through(current, value);
     } else {
-      set_stack_tensor(arg, p.list_index, value);
+      set_argument_tensor(arg, p.list_index, value);
     }
   }
 }

@@ -10,6 +10,20 @@
 
 namespace torchlens::detail {
 
+void set_argument_tensor(c10::IValue& arg, int list_index, const at::Tensor& t) {
+  if (list_index < 0) {
+    arg = t;
+  } else if (arg.isTensorList()) {
+    auto list = arg.toTensorList().copy();
+    list.set(static_cast<std::size_t>(list_index), t);
+    arg = std::move(list);
+  } else {
+    auto list = arg.toList().copy();
+    list.set(static_cast<std::size_t>(list_index), t);
+    arg = std::move(list);
+  }
+}
+
 std::vector<at::Tensor> reexecute(const OpRecord& rec,
                                   const std::map<std::pair<int, int>, at::Tensor>& inputs) {
   torch::jit::Stack stack = rec.args;
@@ -19,18 +33,7 @@ std::vector<at::Tensor> reexecute(const OpRecord& rec,
     TORCHLENS_CHECK(pos >= 0 && static_cast<std::size_t>(pos) < stack.size(),
                     "an in-edge names argument ", pos, " of ", schema.name(), ", which has ",
                     stack.size());
-    auto& arg = stack[static_cast<std::size_t>(pos)];
-    if (index < 0) {
-      arg = value;
-    } else if (arg.isTensorList()) {
-      auto list = arg.toTensorList().copy();
-      list.set(static_cast<std::size_t>(index), value);
-      arg = std::move(list);
-    } else {
-      auto list = arg.toList().copy();
-      list.set(static_cast<std::size_t>(index), value);
-      arg = std::move(list);
-    }
+    set_argument_tensor(stack[static_cast<std::size_t>(pos)], index, value);
   }
   // in-place ops must not write into saved activations
   for (std::size_t i = 0; i < schema.arguments().size(); ++i) {

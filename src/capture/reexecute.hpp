@@ -10,6 +10,10 @@
 
 namespace torchlens::detail {
 
+/// Puts `t` into an argument: the tensor itself (`list_index` < 0), or element
+/// `list_index` of a Tensor[] / Tensor?[] argument (a copy of the list).
+void set_argument_tensor(c10::IValue& arg, int list_index, const at::Tensor& t);
+
 /// Calls a recorded op again with `inputs` for its in-edges (keyed by argument
 /// position and list index), with the generator state it ran with. Arguments
 /// it writes are cloned first, so saved activations are never changed. Returns

@@ -1,0 +1,144 @@
+// Per-op cost of capture (issue 14): a chain of N tiny ops (N = 10^3 .. 10^5),
+// timed plain and captured in the same run; the cost per op is the slope of
+// time against N, so fixed costs (describing the model, indexing its graph, the
+// capture copy) drop out. Three chains:
+//   script      TorchScript, one `x + 1.0` per loop iteration in forward
+//   script-call TorchScript, each iteration calls a submodule (a module frame per op)
+//   frontend    C++ frontend, the same loop in a torch::nn::Module's forward
+// Columns: the plain forward; capture alone (metadata only, all saved; the pass
+// pipeline off) and the whole log_forward_pass (pipeline on, metadata only).
+// Usage: op_overhead [REPS] [MAX_N]
+
+#include "timing.hpp"
+
+#include <torchlens/torchlens.hpp>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace tl = torchlens;
+
+namespace {
+
+using torchlens::bench::median;
+using torchlens::bench::time_ms;
+
+struct ChainImpl : torch::nn::Module {
+  std::int64_t n = 0;
+  at::Tensor forward(at::Tensor x) {
+    for (std::int64_t i = 0; i < n; ++i) x = x + 1.0;
+    return x;
+  }
+};
+TORCH_MODULE(Chain);
+
+torch::jit::Module script_chain(bool calls) {
+  if (!calls) {
+    torch::jit::Module m("Chain");
+    m.define(R"(
+def forward(self, x, n: int):
+    for i in range(n):
+        x = x + 1.0
+    return x
+)");
+    return m;
+  }
+  torch::jit::Module step("Step");
+  step.define(R"(
+def forward(self, x):
+    return x + 1.0
+)");
+  torch::jit::Module m("CallChain");
+  m.register_module("step", step);
+  m.define(R"(
+def forward(self, x, n: int):
+    for i in range(n):
+        x = self.step.forward(x)
+    return x
+)");
+  return m;
+}
+
+struct Times {
+  double plain, meta, all, full;
+};
+
+Times measure(int reps, const std::function<void()>& plain,
+              const std::function<void(tl::LogOptions)>& logged) {
+  const auto meta = tl::LogOptions().seed(0).save(tl::SaveSpec::none()).postprocess(false);
+  const auto all = tl::LogOptions().seed(0).postprocess(false);
+  const auto full = tl::LogOptions().seed(0).save(tl::SaveSpec::none());
+  plain();
+  logged(meta);
+  logged(all);
+  logged(full);
+  std::vector<double> tp, tm, ta, tf;
+  for (int i = 0; i < reps; ++i) { // interleaved, so drift hits all alike
+    tp.push_back(time_ms(plain));
+    tm.push_back(time_ms([&] { logged(meta); }));
+    ta.push_back(time_ms([&] { logged(all); }));
+    tf.push_back(time_ms([&] { logged(full); }));
+  }
+  return {median(tp), median(tm), median(ta), median(tf)};
+}
+
+void table(const std::string& name, std::int64_t max_n,
+           const std::function<Times(std::int64_t)>& at_n) {
+  std::cout << "\n### " << name << "\n\n"
+            << "| N | plain ms | capture, metadata ms | capture, all saved ms | log_forward_pass "
+               "ms |\n|---:|---:|---:|---:|---:|\n";
+  std::vector<std::int64_t> sizes;
+  for (std::int64_t n = 1000; n <= max_n; n *= 10) sizes.push_back(n);
+  std::vector<Times> rows;
+  for (const auto n : sizes) {
+    rows.push_back(at_n(n));
+    const Times& t = rows.back();
+    std::cout << std::fixed << std::setprecision(2) << "| " << n << " | " << t.plain << " | "
+              << t.meta << " | " << t.all << " | " << t.full << " |\n";
+  }
+  if (rows.size() < 2) return;
+  const double dn = static_cast<double>(sizes.back() - sizes.front()) / 1e3; // ms -> us per op
+  auto slope = [&](double Times::*f) { return (rows.back().*f - rows.front().*f) / dn; };
+  std::cout << std::setprecision(2) << "\nper op (slope " << sizes.front() << ".." << sizes.back()
+            << "): plain " << slope(&Times::plain) << " us; capture overhead, metadata "
+            << slope(&Times::meta) - slope(&Times::plain) << " us, all saved "
+            << slope(&Times::all) - slope(&Times::plain) << " us; log_forward_pass overhead "
+            << slope(&Times::full) - slope(&Times::plain) << " us\n";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::stoi(argv[1]) : 5;
+  const std::int64_t max_n = argc > 2 ? std::stoll(argv[2]) : 100000;
+  torch::NoGradGuard no_grad;
+  at::set_num_threads(1);
+  std::cout << "threads: 1, reps: " << reps << " (medians), input: float32[16]\n";
+  const at::Tensor x = torch::ones({16});
+
+  for (const bool calls : {false, true}) {
+    torch::jit::Module m = script_chain(calls);
+    table(calls ? "script-call (TorchScript, a submodule call per op)" : "script (TorchScript)",
+          max_n, [&](std::int64_t n) {
+            const std::vector<c10::IValue> in{x, c10::IValue(n)};
+            return measure(
+                reps, [&] { (void)m.forward(in); },
+                [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(m, in, o); });
+          });
+  }
+  Chain chain;
+  table("frontend (C++ frontend)", max_n, [&](std::int64_t n) {
+    chain->n = n;
+    return measure(
+        reps, [&] { (void)chain->forward(x); },
+        [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(chain, x, o); });
+  });
+  return 0;
+}

@@ -2,6 +2,7 @@
 // model, the Sequential driver, and the TorchScript entry point.
 
 #include "recorder.hpp"
+#include "script_model.hpp"
 
 #include <torchlens/capture/log_forward_pass.hpp>
 #include <torchlens/torch_error.hpp>
@@ -149,12 +150,9 @@ ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IVal
                           const LogOptions& options) {
   TORCHLENS_CHECK(model.find_method("forward").has_value(),
                   "the TorchScript module has no forward method");
-  torch::jit::Module run = detail::capture_copy(model);
-  detail::ForwardFn forward = [&](detail::Recorder*) { return run.forward(inputs); };
-  ModelLog log = detail::run_logged(detail::describe(run), detail::jit_input_tensors(inputs),
-                                    forward, options);
-  detail::copy_back_attributes(run, model);
-  return log;
+  detail::ScriptLease run(model); // the capture copy, cached per model
+  detail::ForwardFn forward = [&](detail::Recorder*) { return run.module().forward(inputs); };
+  return detail::run_logged(run.description(), detail::jit_input_tensors(inputs), forward, options);
 }
 
 } // namespace torchlens

@@ -262,7 +262,7 @@ class Recorder {
   bool halted_ = false;
   std::atomic<std::int64_t> foreign_ops_{0};
   std::string foreign_example_;
-  std::unique_ptr<TorchScriptIndex> script_index_;
+  std::shared_ptr<const TorchScriptIndex> script_index_;
 
   std::unordered_map<const c10::FunctionSchema*, OpInfo> op_infos_;
   std::unordered_map<const c10::TensorImpl*, Tracked> tensors_;

@@ -3,6 +3,7 @@
 // live engine without a log (run_with_interventions).
 
 #include "../capture/reexecute.hpp"
+#include "../capture/script_model.hpp"
 #include "../capture/session.hpp"
 #include "compiled.hpp"
 
@@ -171,13 +172,10 @@ c10::IValue run_intervened(const ModelDescription& model,
 
 c10::IValue run_intervened(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
                            const Interventions& spec) {
-  torch::jit::Module run = capture_copy(model);
-  const ModelDescription d = describe(run);
-  c10::IValue out = run_intervened(
-      d, jit_input_tensors(inputs), [&run, &inputs](Recorder*) { return run.forward(inputs); },
-      spec);
-  copy_back_attributes(run, model);
-  return out;
+  ScriptLease run(model); // the capture copy, cached per model
+  return run_intervened(
+      run.description(), jit_input_tensors(inputs),
+      [&run, &inputs](Recorder*) { return run.module().forward(inputs); }, spec);
 }
 
 } // namespace detail

@@ -4,6 +4,7 @@
 
 #include "../capture/recorder.hpp"
 #include "../capture/reexecute.hpp"
+#include "../capture/script_model.hpp"
 #include "../capture/session.hpp"
 
 #include <torchlens/passes/validate_graph_invariants.hpp>
@@ -600,7 +601,8 @@ ValidationReport validate_saved_activations(torch::jit::Module& model,
                                             const std::vector<c10::IValue>& inputs,
                                             const LogOptions& log_options,
                                             const ValidateOptions& options) {
-  torch::jit::Module run = detail::capture_copy(model);
+  detail::ScriptLease lease(model); // the capture copy, cached per model
+  torch::jit::Module& run = lease.module();
   detail::ForwardFn forward = [&](detail::Recorder*) { return run.forward(inputs); };
   // forward may reassign tensor attributes (`self.buf = self.buf + x`): put the
   // original tensors back (their values are restored with the buffers)
@@ -613,7 +615,7 @@ ValidationReport validate_saved_activations(torch::jit::Module& model,
   const auto restore = [&attributes] {
     for (auto& [sub, name, value] : attributes) sub.setattr(name, value);
   };
-  return detail::validate_run(detail::describe(run), detail::jit_input_tensors(inputs), forward,
+  return detail::validate_run(lease.description(), detail::jit_input_tensors(inputs), forward,
                               log_options, options, restore);
 }
 

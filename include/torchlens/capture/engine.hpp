@@ -27,6 +27,7 @@ struct Module;
 namespace torchlens::detail {
 
 class Recorder;
+class TorchScriptIndex;
 
 /// What capture needs to know about a model before it runs: its name, its
 /// parameters and buffers by address, its modules.
@@ -48,6 +49,9 @@ struct ModelDescription {
   /// The TorchScript module (module calls come from its interpreter), or null
   /// for a C++-frontend model. Not owned: it outlives every capture of it.
   const torch::jit::Module* script = nullptr;
+  /// The index of `script`'s graphs when a cache already built it (src/capture/
+  /// script_model.hpp); null: each capture builds its own.
+  std::shared_ptr<const TorchScriptIndex> script_index;
   /// Every module call is announced (the Python binding's forward hooks): an
   /// op is never placed in a module by the parameters it reads.
   bool calls_observed = false;

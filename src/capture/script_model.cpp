@@ -1,0 +1,172 @@
+// The per-model cache of capture copies (see script_model.hpp).
+
+#include "script_model.hpp"
+
+#include "torchscript_index.hpp"
+
+#include <torch/csrc/jit/api/module.h>
+
+#include <algorithm>
+#include <list>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace torchlens::detail {
+
+namespace {
+
+using ObjectPtr = c10::intrusive_ptr<c10::ivalue::Object>;
+
+/// The module objects of a model, in modules() order (root first).
+std::vector<ObjectPtr> module_objects(const torch::jit::Module& m) {
+  std::vector<ObjectPtr> out;
+  for (const auto& sub : m.modules()) out.push_back(sub._ivalue());
+  return out;
+}
+
+/// Values whose change makes the description stale: tensors and lists (of
+/// tensors: a scripted LSTM's `_flat_weights`).
+bool described(const c10::IValue& v) {
+  return v.isTensor() || v.isTensorList() || v.isList();
+}
+
+constexpr std::size_t kMaxEntries = 4;
+
+} // namespace
+
+struct ScriptLease::Entry {
+  c10::weak_intrusive_ptr<c10::ivalue::Object> model; // the caller's root object
+  std::vector<std::pair<const c10::ivalue::Object*, const c10::ClassType*>> shape;
+  torch::jit::Module copy;
+  std::vector<ObjectPtr> copy_objects; // in the model's modules() order
+  ModelDescription description;
+  bool busy = false;
+
+  explicit Entry(const torch::jit::Module& m) : model(m._ivalue()), copy(capture_copy(m)) {
+    for (const auto& o : module_objects(m)) shape.emplace_back(o.get(), o->type().get());
+    copy_objects = module_objects(copy);
+    description = describe(copy);
+    description.script_index = std::make_shared<const TorchScriptIndex>(copy);
+  }
+
+  /// The model still has the module objects (and types) the copy was made from.
+  bool same_modules(const std::vector<ObjectPtr>& objects) const {
+    if (objects.size() != shape.size() || copy_objects.size() != shape.size()) return false;
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+      if (objects[i].get() != shape[i].first || objects[i]->type().get() != shape[i].second) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /// Copies the model's attribute values (other than submodules) onto the copy.
+  void refresh(const std::vector<ObjectPtr>& objects) {
+    bool stale = false;
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+      const auto& from = objects[i];
+      const auto& to = copy_objects[i];
+      const std::size_t slots = std::min(from->slots().size(), to->slots().size());
+      for (std::size_t s = 0; s < slots; ++s) {
+        const c10::IValue& v = from->getSlot(s);
+        if (v.isObject()) continue; // submodules: checked by same_modules
+        const c10::IValue& mine = to->getSlot(s);
+        if (described(v) && v.is(mine)) continue;
+        stale = stale || described(v) || described(mine);
+        to->setSlot(s, v);
+      }
+    }
+    if (stale) {
+      auto index = std::move(description.script_index);
+      description = describe(copy);
+      description.script_index = std::move(index);
+    }
+  }
+};
+
+namespace {
+
+struct Cache {
+  std::mutex mutex;
+  std::list<std::shared_ptr<ScriptLease::Entry>> entries; // most recently used first
+};
+
+Cache& cache() {
+  static Cache* c = new Cache(); // never destroyed: leases may end during exit
+  return *c;
+}
+
+} // namespace
+
+ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
+  const auto objects = module_objects(model);
+  {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.entries.remove_if([](const auto& e) { return e->model.expired() && !e->busy; });
+    for (auto it = c.entries.begin(); it != c.entries.end(); ++it) {
+      const auto& e = *it;
+      if (e->model.lock().get() != model._ivalue().get()) continue;
+      if (e->busy) break; // another thread runs it: an uncached copy below
+      if (!e->same_modules(objects)) {
+        c.entries.erase(it); // rebuilt below
+        break;
+      }
+      e->busy = true;
+      entry_ = e;
+      cached_ = true;
+      c.entries.splice(c.entries.begin(), c.entries, it);
+      break;
+    }
+  }
+  if (entry_ != nullptr) {
+    try {
+      entry_->refresh(objects);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(cache().mutex);
+      entry_->busy = false;
+      throw;
+    }
+    return;
+  }
+  entry_ = std::make_shared<Entry>(model);
+  entry_->busy = true;
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  const bool held = std::any_of(c.entries.begin(), c.entries.end(), [&](const auto& e) {
+    return e->model.lock().get() == model._ivalue().get();
+  });
+  if (!held) {
+    c.entries.push_front(entry_);
+    cached_ = true;
+    while (c.entries.size() > kMaxEntries) {
+      auto victim = std::find_if(c.entries.rbegin(), c.entries.rend(),
+                                 [](const auto& e) { return !e->busy; });
+      if (victim == c.entries.rend()) break;
+      c.entries.erase(std::next(victim).base());
+    }
+  }
+}
+
+ScriptLease::~ScriptLease() {
+  try {
+    copy_back_attributes(entry_->copy, model_);
+  } catch (...) {
+    // a destructor never throws; the model keeps what it had
+  }
+  if (cached_) {
+    std::lock_guard<std::mutex> lock(cache().mutex);
+    entry_->busy = false;
+  }
+}
+
+torch::jit::Module& ScriptLease::module() {
+  return entry_->copy;
+}
+
+const ModelDescription& ScriptLease::description() const {
+  return entry_->description;
+}
+
+} // namespace torchlens::detail

@@ -340,7 +340,11 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     module_by_identity_.emplace(m.identity, index); // a shared module keeps its first address
     module_by_address_.emplace(m.address, index);
   }
-  if (model.script != nullptr) script_index_ = std::make_unique<TorchScriptIndex>(*model.script);
+  if (model.script_index != nullptr) {
+    script_index_ = model.script_index;
+  } else if (model.script != nullptr) {
+    script_index_ = std::make_shared<const TorchScriptIndex>(*model.script);
+  }
   graph[boost::graph_bundle].model_name = model.name;
   if (options_.interventions() != nullptr) {
     live_ = std::make_unique<CompiledSpec>(*options_.interventions());
@@ -378,7 +382,8 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
 std::size_t Recorder::new_node(OpNode node) {
   node.id = boost::num_vertices(graph);
   const std::size_t id = node.id;
-  boost::add_vertex(std::move(node), graph);
+  // add_vertex(property, g) copies the property twice; move it into a new vertex
+  graph[boost::add_vertex(graph)] = std::move(node);
   activations.emplace_back();
   records.emplace_back();
   return id;
@@ -889,11 +894,15 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
   std::size_t first_id = SIZE_MAX;
   int index = 0;
+  // the last vertex takes the op's shared fields over instead of copying them
+  std::size_t left = static_cast<std::size_t>(std::count_if(
+      outputs.begin(), outputs.end(), [](const at::Tensor& t) { return t.defined(); }));
   for (const auto& t : outputs) {
     if (!t.defined()) {
       ++index;
       continue;
     }
+    const bool last = --left == 0;
     OpNode n;
     n.kind = NodeKind::op;
     n.op_name = info.name;
@@ -903,13 +912,13 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     n.num_outputs = static_cast<int>(outputs.size());
     n.is_inplace = info.writes;
     n.is_view = info.returns_view;
-    n.params = param_refs;
+    n.params = last ? std::move(param_refs) : param_refs;
     n.time_us = us;
     n.is_internally_generated = parents.empty();
     if (t.dim() == 0 && t.scalar_type() == at::kBool && t.device().is_cpu()) {
       n.scalar_bool_value = t.item<bool>();
     }
-    n.modules = frames;
+    n.modules = last ? std::move(frames) : frames;
     n.module_observed = observed;
     const auto out = static_cast<std::size_t>(n.output_index);
     if (exits_observed) {
@@ -934,7 +943,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (live_ != nullptr && std::binary_search(live_->reads().begin(), live_->reads().end(), id)) {
       live_values_[id] = t.detach().clone(); // later in-place ops must not change it
     }
-    records[id] = rec;
+    records[id] = last ? std::move(rec) : rec;
     for (const auto& p : parents) {
       boost::add_edge(p.node, id,
                       TensorEdge{p.arg_pos, p.list_index, info.arg_names[p.arg_pos], false}, graph);

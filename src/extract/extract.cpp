@@ -277,7 +277,8 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     all.mode = detail::SavePolicy::Mode::all;
     auto rec = session.capture(all, /*finish=*/true);
     const std::size_t raw_count = boost::num_vertices(rec->graph);
-    ModelGraph graph = std::move(rec->graph);
+    ModelGraph graph;
+    swap_graphs(graph, rec->graph); // O(1) (std::move copies: model_graph.hpp)
     by_id = std::move(rec->activations);
     rec.reset();
     run_default_pipeline(graph);

@@ -170,21 +170,45 @@ std::vector<std::string> LayerView::module_outputs() const {
 // ---------------------------------------------------------------------------
 // ModelLog
 
-ModelLog::ModelLog(ModelGraph graph, std::vector<at::Tensor> activations, LogOptions options)
-    : graph_(std::move(graph)), activations_(std::move(activations)), options_(std::move(options)) {
+ModelLog::ModelLog(const ModelGraph& graph, std::vector<at::Tensor> activations, LogOptions options)
+    : ModelLog(ModelGraph(graph), std::move(activations), std::move(options)) {}
+
+ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogOptions options)
+    : activations_(std::move(activations)), options_(std::move(options)) {
+  swap_graphs(graph_, graph); // O(1); std::move would copy (model_graph.hpp)
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
   build_lookup();
 }
 
-ModelLog::ModelLog(ModelLog&&) noexcept = default;
+// Member-wise, except the graph: a defaulted move would copy it (model_graph.hpp).
+ModelLog::ModelLog(ModelLog&& other) noexcept
+    : activations_(std::move(other.activations_)),
+      options_(std::move(other.options_)),
+      keys_(std::move(other.keys_)),
+      module_outputs_(std::move(other.module_outputs_)),
+      ordered_keys_(std::move(other.ordered_keys_)),
+      replay_(std::move(other.replay_)),
+      gradients_(std::move(other.gradients_)) {
+  swap_graphs(graph_, other.graph_);
+}
 
 ModelLog ModelLog::fork() const {
   ModelLog copy(graph_, activations_, options_);
   copy.replay_ = replay_;
   return copy;
 }
-ModelLog& ModelLog::operator=(ModelLog&&) noexcept = default;
+ModelLog& ModelLog::operator=(ModelLog&& other) noexcept {
+  swap_graphs(graph_, other.graph_);
+  activations_ = std::move(other.activations_);
+  options_ = std::move(other.options_);
+  keys_ = std::move(other.keys_);
+  module_outputs_ = std::move(other.module_outputs_);
+  ordered_keys_ = std::move(other.ordered_keys_);
+  replay_ = std::move(other.replay_);
+  gradients_ = std::move(other.gradients_);
+  return *this;
+}
 ModelLog::~ModelLog() = default;
 
 const at::Tensor& ModelLog::activation(Vertex v) const {

@@ -182,4 +182,18 @@ using ModelGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidire
 using Vertex = boost::graph_traits<ModelGraph>::vertex_descriptor;
 using Edge = boost::graph_traits<ModelGraph>::edge_descriptor;
 
+/// Exchanges two graphs in O(1). Boost 1.74's adjacency_list declares a copy
+/// constructor and copy assignment but no move operations, so `std::move` of a
+/// ModelGraph copies it vertex by vertex and edge by edge, and its `swap()`
+/// makes three such copies. Swapping its three members instead (the edge list,
+/// the vertex vector, the graph bundle) keeps every stored edge iterator valid
+/// (std::list::swap moves the nodes, not the elements). Everything that hands
+/// a graph on (capture to log, passes that compact) goes through here; on a
+/// Boost whose adjacency_list has its own move operations this stays correct.
+inline void swap_graphs(ModelGraph& a, ModelGraph& b) noexcept {
+  a.m_edges.swap(b.m_edges);
+  a.m_vertices.swap(b.m_vertices);
+  a.m_property.swap(b.m_property);
+}
+
 } // namespace torchlens

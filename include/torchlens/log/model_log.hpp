@@ -76,7 +76,9 @@ struct ModelTotals {
 /// Everything log_forward_pass returns.
 class ModelLog {
  public:
-  ModelLog(ModelGraph graph, std::vector<at::Tensor> activations, LogOptions options);
+  /// A log of `graph` (copied; the rvalue overload takes it over in O(1)).
+  ModelLog(const ModelGraph& graph, std::vector<at::Tensor> activations, LogOptions options);
+  ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogOptions options);
   ModelLog(ModelLog&&) noexcept;
   ModelLog& operator=(ModelLog&&) noexcept;
   ~ModelLog();

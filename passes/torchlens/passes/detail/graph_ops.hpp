@@ -62,7 +62,7 @@ inline std::size_t compact(ModelGraph& g, const std::vector<char>& keep,
       boost::add_edge(new_index[src], new_index[t], std::move(g[e]), out);
     }
   }
-  g.swap(out); // adjacency_list has no move assignment in Boost 1.74: swap, don't copy
+  swap_graphs(g, out); // O(1): adjacency_list's own swap copies (model_graph.hpp)
   return n - next;
 }
 

@@ -259,6 +259,16 @@ int cmd_intervene(const Args& a) {
                        LogOptions().seed(seed).keep_replay(engine == CliEngine::replay ||
                                                            engine == CliEngine::automatic));
 
+  // --save keys: a typo stops here, with near matches, before any engine runs
+  std::vector<std::string> save_keys;
+  if (auto keys = a.get("--save"); keys && *keys != "all") {
+    for (const auto& key : split(*keys, ',')) {
+      if (key == "none") continue;
+      (void)ref.select(key);
+      save_keys.push_back(key);
+    }
+  }
+
   // --at/--action: a replacement takes its site's dtype; its shape must match
   for (std::size_t i = 0; i < parsed_sites.size(); ++i) {
     ParsedAction& p = parsed[i];
@@ -317,8 +327,7 @@ int cmd_intervene(const Args& a) {
   std::vector<Vertex> layers;
   if (auto keys = a.get("--save"); keys && *keys != "all") {
     std::set<Vertex> chosen;
-    for (const auto& key : split(*keys, ',')) {
-      if (key == "none") continue;
+    for (const auto& key : save_keys) {
       for (Vertex v : result->select(key)) chosen.insert(v);
     }
     for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {

@@ -51,6 +51,19 @@ class TwoPaths(torch.nn.Module):
         return torch.cat([a.sum(-1, keepdim=True), b.sum(-1, keepdim=True)], -1)
 
 
+class Loop(torch.nn.Module):
+    """The same linear and relu three times: one layer, three passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        for _ in range(3):
+            x = torch.relu(self.fc(x))
+        return x
+
+
 class Branchy(torch.nn.Module):
     """An `if` on a value: scaling the relu by -1 flips it, so replay must stop."""
 
@@ -245,6 +258,44 @@ class InterveneTest(unittest.TestCase):
             np.testing.assert_array_equal(loaded[k], direct[k], err_msg=k)
         self.assertClose(loaded["relu_1_2"], t.astype(np.float64))
 
+    # ---- a recurrent layer: a site with a pass changes only that pass ---------------
+
+    def test_site_with_a_pass(self):
+        torch.manual_seed(3)
+        m = Loop().eval()
+        pt = path("loop.pt")
+        torch.jit.script(m).save(pt)
+        w = m.fc.weight.detach().double().numpy()
+        b = m.fc.bias.detach().double().numpy()
+        x = self.x.astype(np.float64)
+        step = lambda v: relu(v @ w.T + b)
+        for site in ("relu_1_2:2", "fc:2"):  # a layer pass; a module address with its pass
+            for engine in ("live", "replay", "rerun"):
+                npz = path("loop.npz")
+                r = run("intervene", pt, "--input", self.npy, "--at", site, "--action", "scale:0",
+                        "--engine", engine, "--npz", npz)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                out = np.load(npz)
+                self.assertClose(out["relu_1_2:1"], step(x))
+                if site == "fc:2":  # fc's output, before the relu
+                    self.assertTrue(np.all(out["linear_1_1:2"] == 0))
+                    self.assertClose(out["relu_1_2:2"], np.zeros((2, 4)))
+                else:
+                    self.assertClose(out["linear_1_1:2"], step(x) @ w.T + b)
+                    self.assertTrue(np.all(out["relu_1_2:2"] == 0))
+                self.assertClose(out["relu_1_2:3"], step(np.zeros((2, 4))))
+                self.assertClose(out["output_1"], step(np.zeros((2, 4))))
+        # without a pass: every pass
+        npz = path("loop_all.npz")
+        r = run("intervene", pt, "--input", self.npy, "--at", "relu_1_2", "--action", "scale:2",
+                "--npz", npz)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("at relu_1_2:1, relu_1_2:2, relu_1_2:3", r.stdout)
+        v = x
+        for _ in range(3):
+            v = 2 * step(v)
+        self.assertClose(np.load(npz)["output_1"], v)
+
     # ---- a branch on a value: replay stops, auto reruns ----------------------------
 
     def test_divergence_stops_replay_and_auto_reruns(self):
@@ -285,6 +336,8 @@ class InterveneTest(unittest.TestCase):
         self.assertOneLineError(run(*base, "--at", "relu_1_2", "--action", "noise:-1"),
                                 "bad --action")
         self.assertOneLineError(run(*base, "--at", "relu_1_2"), "each --at SITE needs its --action")
+        self.assertOneLineError(run(*base, "--at", "relu_1_2", "--action", "zero", "--save",
+                                    "fc9"), "did you mean")
         self.assertOneLineError(run(*base), "give the intervention")
         self.assertOneLineError(run(*base, "--at", "relu_1_2", "--action", "zero",
                                     "--engine", "warp"), "bad --engine 'warp'")
@@ -342,8 +395,7 @@ class InterveneTest(unittest.TestCase):
 
     def test_patch_the_only_path_carries_everything(self):
         pt, clean, corrupt, a, b = self.two_paths()
-        if abs(a(clean).sum() - a(corrupt).sum()) < 1e-3:
-            self.skipTest("the relu path does not tell the inputs apart")
+        self.assertGreater(abs(a(clean).sum() - a(corrupt).sum()), 1e-2)  # a real difference
         _, res = self.patch(pt, clean, corrupt, "--sites", "func:relu,tanh", "--metric", "logit:0")
         self.assertAlmostEqual(res["clean_metric"], a(clean).sum(), places=5)
         self.assertAlmostEqual(res["corrupted_metric"], a(corrupt).sum(), places=5)
@@ -365,6 +417,11 @@ class InterveneTest(unittest.TestCase):
             self.assertAlmostEqual(row["metric"], want[row["label"]], places=5)
             self.assertAlmostEqual(row["effect"], (want[row["label"]] - corrupt_m) /
                                    (clean_m - corrupt_m), places=4)
+        # prob:K, the softmax over the output's two entries
+        _, res = self.patch(pt, clean, corrupt, "--sites", "relu_1_2", "--metric", "prob:1")
+        softmax1 = lambda av, bv: 1 / (1 + np.exp(av.sum() - bv.sum()))
+        self.assertAlmostEqual(res["clean_metric"], softmax1(a(clean), b(clean)), places=6)
+        self.assertAlmostEqual(res["rows"][0]["metric"], softmax1(a(clean), b(corrupt)), places=6)
         # noising: the clean run with the corrupted relu
         _, res = self.patch(pt, clean, corrupt, "--sites", "relu_1_2", "--metric",
                             "logit-diff:0:1", "--direction", "noise")

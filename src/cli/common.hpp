@@ -61,7 +61,11 @@ inline const std::map<std::string, bool> kLogFlags = {
     {"--resize", true},      {"--crop", true},           {"--mean", true},
     {"--std", true},         {"--channels", true},       {"--dtype", true},
     {"--flatten", false},    {"--statistics", false},    {"--save-gradients", true},
-    {"--backward", true}};
+    {"--backward", true},    {"--spec", true},           {"--at", true},
+    {"--action", true},      {"--engine", true},         {"--save-spec", true},
+    {"--clean", true},       {"--corrupt", true},        {"--sites", true},
+    {"--metric", true},      {"--grid", true},           {"--csv", true},
+    {"--progress", false}};
 
 inline Args parse(int argc, char** argv) {
   Args a;
@@ -148,20 +152,24 @@ inline torch::jit::Module load_model(const std::string& path) {
   }
 }
 
+/// The NPZ of `torchlens log`: the activations of `layers`, keyed by label, and
+/// the saved gradients as `grad:LABEL`.
+inline void write_npz(const std::string& path, const tl::ModelLog& log,
+                      const std::vector<tl::Vertex>& layers) {
+  std::vector<std::pair<std::string, at::Tensor>> arrays;
+  for (tl::Vertex v : layers) arrays.emplace_back(log.graph()[v].label, log.activation(v));
+  for (tl::Vertex v : log.gradient_layers())
+    arrays.emplace_back("grad:" + log.graph()[v].label, log.gradient(v));
+  tl::io::write_npz(path, arrays);
+}
+
 inline void write_outputs(const Args& a, const tl::ModelLog& log) {
   if (auto json = a.get("--json")) {
     std::ofstream f(*json);
     if (!f) throw CommandLineError("cannot write " + *json);
     tl::io::write_json(f, log);
   }
-  if (auto npz = a.get("--npz")) {
-    std::vector<std::pair<std::string, at::Tensor>> arrays;
-    for (tl::Vertex v : log.saved_layers())
-      arrays.emplace_back(log.graph()[v].label, log.activation(v));
-    for (tl::Vertex v : log.gradient_layers())
-      arrays.emplace_back("grad:" + log.graph()[v].label, log.gradient(v));
-    tl::io::write_npz(*npz, arrays);
-  }
+  if (auto npz = a.get("--npz")) write_npz(*npz, log, log.saved_layers());
 }
 
 /// Drawing options from --rolled, --nesting-depth, --direction, --show-buffers.
@@ -198,6 +206,9 @@ inline void write_graph(const Args& a, const tl::ModelLog& log) {
 int cmd_extract(const Args& a);
 int cmd_merge(const Args& a);
 int cmd_status(const Args& a);
+/// `torchlens intervene` and `patch` (intervene.cpp).
+int cmd_intervene(const Args& a);
+int cmd_patch(const Args& a);
 
 inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;

@@ -145,7 +145,19 @@ void usage(std::ostream& os) {
         "  torchlens merge DIR [--delete-shards]\n"
         "      the shards of DIR into DIR/<label>.npy and DIR/index.json, as one process writes\n"
         "  torchlens status DIR\n"
-        "      shards done, rows committed, which shards to submit again\n";
+        "      shards done, rows committed, which shards to submit again\n"
+        "  torchlens intervene MODEL.pt INPUTS (--spec S.json | --at SITE --action ACTION ...)\n"
+        "                      [--engine live|replay|rerun|auto] [--save KEYS] [--json OUT.json]\n"
+        "                      [--npz OUT.npz] [--save-spec S.json] [--seed N] [--quiet]\n"
+        "      change a value and see what follows; SITE: a lookup key (label, label:pass,\n"
+        "      module address, input.0) or PARENT->CHILD; ACTION: zero, scale:F,\n"
+        "      clamp:LO:HI, noise:STD[:SEED], replace:T.npy (docs/cli.md)\n"
+        "  torchlens patch MODEL.pt --clean A.npy --corrupt B.npy --sites SELECTOR\n"
+        "                  --metric logit:K|logit-diff:A:B|prob:K|output-l2 --out RESULT.json\n"
+        "                  [--direction denoise|noise] [--grid DIM] [--csv OUT.csv]\n"
+        "                  [--engine replay|rerun|auto] [--seed N] [--progress] [--quiet]\n"
+        "      activation patching; SELECTOR: comma list of func:NAME, in:ADDR, module:ADDR,\n"
+        "      PARENT->CHILD, or lookup keys (a substring like relu selects every match)\n";
 }
 
 } // namespace torchlens::cli
@@ -170,6 +182,8 @@ int main(int argc, char** argv) {
     if (a.command == "extract") return cmd_extract(a);
     if (a.command == "merge") return cmd_merge(a);
     if (a.command == "status") return cmd_status(a);
+    if (a.command == "intervene") return cmd_intervene(a);
+    if (a.command == "patch") return cmd_patch(a);
     throw CommandLineError("unknown command '" + a.command + "'; try `torchlens --help`");
   } catch (const CommandLineError& e) {
     std::cerr << "torchlens: " << e.what() << "\n";

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iomanip>
 #include <ostream>
+#include <utility>
+#include <vector>
 
 namespace torchlens::patching {
 
@@ -111,18 +113,28 @@ PatchResult activation_patch(const ModelLog& clean, const ModelLog& corrupted,
     return options.metric()(first_output(rerun(base, spec)));
   };
 
+  // every site resolved first, so that progress knows the number of patches
+  std::vector<std::pair<const Site*, std::vector<Target>>> plan;
+  std::size_t total = 0;
   for (const Site& site : options.sites()) {
-    for (const Target& t : targets(site, base, options.grid_dim())) {
+    plan.emplace_back(&site, targets(site, base, options.grid_dim()));
+    for (const Target& t : plan.back().second) {
+      total += options.grid_dim() ? static_cast<std::size_t>(t.size) : 1;
+    }
+  }
+  for (const auto& [site, site_targets] : plan) {
+    for (const Target& t : site_targets) {
       const std::int64_t count = options.grid_dim() ? t.size : 1;
       for (std::int64_t i = 0; i < count; ++i) {
         const Site s = options.grid_dim() ? t.site.at_index(*options.grid_dim(), i) : t.site;
         PatchRow row;
-        row.site = site.describe();
+        row.site = site->describe();
         row.label = t.label;
         row.index = options.grid_dim() ? i : -1;
         row.metric = run(Interventions().at(s, patch), row.engine);
         row.effect = normalised(row.metric, result.clean_metric, result.corrupted_metric);
         result.rows.push_back(std::move(row));
+        if (options.progress()) options.progress()(result.rows.size(), total, result.rows.back());
       }
     }
   }

@@ -517,6 +517,22 @@ TEST_CASE("activation patching: effects from replays equal the hand computation"
       tl::patching::PatchOptions().site(label("input.0")).metric(metric));
   REQUIRE(whole.rows.size() == 1);
   CHECK(whole.rows[0].effect == doctest::Approx(1.0));
+  // progress: once per patch, in order, with the number of patches known up front
+  std::vector<std::pair<std::size_t, std::size_t>> calls;
+  std::vector<std::string> labels;
+  const auto counted = tl::patching::activation_patch(
+      model, clean_x, corrupt_x,
+      tl::patching::PatchOptions(options).progress(
+          [&](std::size_t done, std::size_t total, const tl::patching::PatchRow& row) {
+            calls.emplace_back(done, total);
+            labels.push_back(row.label + "/" + std::to_string(row.index));
+          }));
+  REQUIRE(calls.size() == 8);
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    CHECK(calls[i] == std::make_pair(i + 1, std::size_t{8}));
+    CHECK(labels[i] == counted.rows[i].label + "/" + std::to_string(counted.rows[i].index));
+    CHECK(counted.rows[i].metric == result.rows[i].metric);
+  }
   // the table as JSON, read back
   const fs::path json =
       fs::temp_directory_path() / ("tl_patch_" + std::to_string(::getpid()) + ".json");

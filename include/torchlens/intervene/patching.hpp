@@ -15,6 +15,7 @@
 
 #include <torchlens/intervene/engines.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
@@ -25,6 +26,8 @@
 namespace torchlens::patching {
 
 enum class Direction { denoise, noise };
+
+struct PatchRow;
 
 struct PatchOptions {
   /// Adds a site: every op pass (or edge) it selects is patched on its own.
@@ -42,6 +45,9 @@ struct PatchOptions {
   TORCH_ARG(Engine, engine) = Engine::automatic;
   /// Seed of both runs (the model overloads).
   TORCH_ARG(std::uint64_t, seed) = 0;
+  /// Called after each patch with (patches done, patches in all) and the row
+  /// just computed: a progress bar for long sweeps (the CLI's).
+  TORCH_ARG(std::function<void(std::size_t, std::size_t, const PatchRow&)>, progress);
 
  private:
   std::vector<Site> sites_;

@@ -12,6 +12,7 @@ import tempfile
 import unittest
 
 import torch
+import torchvision
 from torch import nn
 
 import torchlens_cpp as tl
@@ -211,6 +212,36 @@ class Engines(unittest.TestCase):
         self.assertTrue(torch.allclose(y, expected, atol=1e-6))
         cf = iv.replay(ref, iv.Spec().at("fc2", iv.zero()))
         self.assertTrue(torch.equal(cf[-1].tensor_contents, live[-1].tensor_contents))
+
+
+class Resnet18(unittest.TestCase):
+    def test_replay_equals_live_and_rerun_for_a_mixed_spec(self):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        x2 = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+        before = hook_state(model)
+        with torch.no_grad():
+            ref = tl.log_forward_pass(model, x, keep_replay=True)
+            other = tl.log_forward_pass(model, x2)
+            spec = (iv.Spec()
+                    .at(iv.func("relu") & iv.in_module("layer3"), iv.zero_ablate())
+                    .at("layer1.0.conv1", iv.scale(0.5))
+                    .at("conv2d_15_47", iv.steer(torch.linspace(-1, 1, 256), 4.0, 1))
+                    .at(iv.label("layer4.0.conv1").at_index(1, 7), iv.zero())
+                    .at(iv.edge("maxpool2d_1_4", "add_1_10"), iv.patch_from(other)))
+            cf = iv.replay(ref, spec)
+            live = tl.log_forward_pass(model, x, intervene=(spec, ref))
+            run = iv.rerun(model, x, ref, spec)
+        self.assertEqual(hook_state(model), before)
+        self.assertEqual(run.note, "")
+        self.assertEqual(cf.layer_labels, live.layer_labels)
+        for a, b, c in zip(cf, live, run.log):
+            self.assertTrue(torch.equal(a.tensor_contents, b.tensor_contents), a.layer_label)
+            self.assertTrue(torch.equal(b.tensor_contents, c.tensor_contents), a.layer_label)
+        self.assertTrue(torch.equal(live["layer4.0.conv1"].tensor_contents[:, 7],
+                                    torch.zeros(1, 2, 2)))
+        self.assertFalse(torch.allclose(live[-1].tensor_contents, ref[-1].tensor_contents))
 
 
 class Patching(unittest.TestCase):

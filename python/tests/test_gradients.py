@@ -129,6 +129,27 @@ class SmallModel(unittest.TestCase):
         self.assertIsNone(log["linear_1_1"].gradient)
         self.assertFalse(log["linear_1_1"].has_saved_grad)
 
+    def test_with_a_two_pass_save_and_scripted(self):
+        mids, dx, _, _ = self.reference()
+        # layers_to_save as a list runs the model twice: the hooks sit on the second pass
+        x = self.x0.clone().requires_grad_(True)
+        log = tl.log_forward_pass(self.model, x, layers_to_save=["fc3"], save_gradients=True)
+        loss_of(log.returned[0]).backward()
+        self.assertEqual(log.layers_with_saved_activations, ["linear_3_8"])
+        self.assertTrue(torch.allclose(log["tanh_1_2"].gradient, mids[1], atol=1e-6))
+        self.assertTrue(torch.allclose(x.grad, dx, atol=1e-6))
+        # a TorchScript module goes through the TorchScript path, gradients alike
+        seq = nn.Sequential(self.model.fc1, nn.Tanh(), self.model.fc2)
+        x = self.x0.clone().requires_grad_(True)
+        log = tl.log_forward_pass(torch.jit.script(seq), x, save_gradients=True)
+        loss_of(log.returned[0]).backward()
+        x2 = self.x0.clone().requires_grad_(True)
+        h = seq[0](x2)
+        t = seq[1](h)
+        dh, dt = torch.autograd.grad(loss_of(seq[2](t)), [h, t])
+        self.assertTrue(torch.allclose(log["linear_1_1"].gradient, dh, atol=1e-6))
+        self.assertTrue(torch.allclose(log["tanh_1_2"].gradient, dt, atol=1e-6))
+
     def test_validate_gradients(self):
         x = self.x0.clone().requires_grad_(True)
         log = tl.log_forward_pass(self.model, x, save_gradients=True, keep_replay=True)

@@ -324,6 +324,14 @@ class SpecsAndErrors(unittest.TestCase):
                 run()
             self.assertIn("boom inside an action", str(ctx.exception))
             self.assertEqual(hook_state(model), before)
+        # outside the model's forward (replay, a metric) the Python exception keeps its type too
+        with self.assertRaises(ValueError):
+            iv.replay(ref, iv.Spec().at("relu_1_2", iv.call(boom)))
+        with self.assertRaises(ZeroDivisionError):
+            iv.replay(ref, iv.Spec().at(iv.where(lambda op: 1 / 0), iv.zero()))
+        with self.assertRaises(KeyError):
+            iv.activation_patch(model, x, x + 1, sites=iv.any(), metric=lambda y: {}["metric"])
+        self.assertEqual(hook_state(model), before)
         # the wrong shape, an unresolved label spec, an unknown label
         with self.assertRaises(RuntimeError) as ctx:
             tl.log_forward_pass(model, x, intervene=iv.Spec().at(
@@ -333,10 +341,10 @@ class SpecsAndErrors(unittest.TestCase):
             tl.log_forward_pass(model, x, intervene=iv.Spec().at("fc2", iv.zero()))
         with self.assertRaises(KeyError):
             iv.replay(ref, iv.Spec().at("conv2d_9_9", iv.zero()))
-        with self.assertRaises(RuntimeError):
-            iv.call(lambda v, c: "not a tensor")  # fine to build ...
+        with self.assertRaises(RuntimeError) as ctx:
             tl.log_forward_pass(model, x, intervene=iv.Spec().at(
                 iv.func("relu"), iv.call(lambda v, c: "not a tensor")))
+        self.assertIn("not a torch.Tensor", str(ctx.exception))
         self.assertEqual(hook_state(model), before)
         # after all that, a plain log still works
         log = tl.log_forward_pass(model, x)

@@ -341,6 +341,10 @@ class SpecsAndErrors(unittest.TestCase):
             tl.log_forward_pass(model, x, intervene=iv.Spec().at("fc2", iv.zero()))
         with self.assertRaises(KeyError):
             iv.replay(ref, iv.Spec().at("conv2d_9_9", iv.zero()))
+        with self.assertRaises(TypeError):
+            tl.log_forward_pass(model, x, intervene=[iv.Spec()])
+        with self.assertRaises(TypeError):
+            tl.log_forward_pass(model, x, intervene=(iv.Spec(), "not a log"))
         with self.assertRaises(RuntimeError) as ctx:
             tl.log_forward_pass(model, x, intervene=iv.Spec().at(
                 iv.func("relu"), iv.call(lambda v, c: "not a tensor")))

@@ -207,6 +207,13 @@ def log_forward_pass(
                  "every layer pass is kept in the log; select saved ones with layers_to_save")
     _unsupported("save_function_args", save_function_args, False,
                  "non-tensor arguments are kept as text in log.to_json() ('scalar_args')")
+    if intervene is not None and not (
+            isinstance(intervene, _core.Interventions)
+            or (isinstance(intervene, tuple) and len(intervene) == 2
+                and isinstance(intervene[0], _core.Interventions)
+                and isinstance(intervene[1], ModelLog))):
+        raise TypeError("torchlens: intervene must be an intervene.Interventions spec or a tuple "
+                        f"(spec, reference ModelLog), not {type(intervene).__name__}")
     if save_gradients is True:
         save_gradients = "all"
     elif save_gradients is False:

@@ -5,14 +5,19 @@
 // the GIL), turns module hooks into recorder frames, and exposes the log with
 // TorchLens's field names. Tensors cross as torch.Tensor objects, never copied.
 
+#include "binding.hpp"
+
 #include "../../src/capture/recorder.hpp"
 
+#include <torchlens/intervene/interventions.hpp>
 #include <torchlens/io/dot.hpp>
 #include <torchlens/io/json.hpp>
 #include <torchlens/io/render.hpp>
 #include <torchlens/torchlens.hpp>
+#include <torchlens/validate/gradients.hpp>
 #include <torchlens/validate/validate.hpp>
 
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
 #include <torch/csrc/utils/pybind.h>
@@ -182,14 +187,135 @@ void module_exit(py::handle module, py::handle output) {
   calls.pop_back();
 }
 
+} // namespace
+
 // ---------------------------------------------------------------------------
 // The model and the options, from what the Python package hands over
 
-struct PyModel {
-  td::ModelDescription description;
-  std::vector<std::pair<std::string, at::Tensor>> inputs;
-  py::object forward; // calls the model with its inputs (hooks installed by the caller)
-};
+namespace torchlens_py {
+
+td::ForwardFn forward_fn(const PyModel& m) {
+  return [&m](td::Recorder* rec) -> c10::IValue {
+    py::gil_scoped_acquire gil;
+    const HookScope hooks(rec);
+    const py::object out = m.forward();
+    return to_ivalue(out);
+  };
+}
+
+void rethrow_python(py::error_already_set& e) {
+  e.restore(); // the error indicator again (the GIL is held: e was thrown under it)
+  python_error err;
+  err.persist();
+  throw err;
+}
+
+PyRef hold(py::object o) {
+  return PyRef(new py::object(std::move(o)), [](py::object* p) {
+    if (Py_IsInitialized() != 0) {
+      py::gil_scoped_acquire gil;
+      delete p;
+    } else {
+      p->release(); // the interpreter is gone: nothing to release
+      delete p;
+    }
+  });
+}
+
+tl::SaveSpec save_spec(const py::object& save, const char* what) {
+  if (save.is_none()) return tl::SaveSpec::none();
+  if (py::isinstance<py::bool_>(save)) {
+    return save.cast<bool>() ? tl::SaveSpec::all() : tl::SaveSpec::none();
+  }
+  if (py::isinstance<py::str>(save)) {
+    const auto text = save.cast<std::string>();
+    TORCHLENS_CHECK(text == "all" || text == "none", what, ": '", text,
+                    "' is neither 'all' nor 'none' (a list selects layers)");
+    return text == "all" ? tl::SaveSpec::all() : tl::SaveSpec::none();
+  }
+  std::vector<std::string> keys;
+  for (py::handle k : save) {
+    if (py::isinstance<py::int_>(k)) {
+      keys.push_back(std::to_string(k.cast<std::int64_t>()));
+    } else {
+      keys.push_back(py::str(k).cast<std::string>());
+    }
+  }
+  return tl::SaveSpec::keys(std::move(keys));
+}
+
+namespace {
+
+/// A Python tensor -> tensor function; runs inside the capture (GIL released
+/// by torch around the op), after it, or in autograd's backward: take the GIL.
+std::function<at::Tensor(const at::Tensor&)> tensor_fn(const py::object& f, std::string what) {
+  PyRef fn = hold(f);
+  return [fn, what = std::move(what)](const at::Tensor& t) -> at::Tensor {
+    py::gil_scoped_acquire gil;
+    const py::object r = guarded([&] { return (*fn)(t); });
+    TORCHLENS_CHECK(THPVariable_Check(r.ptr()), what, " returned ",
+                    py::str(py::type::of(r)).cast<std::string>(), ", not a torch.Tensor");
+    return THPVariable_Unpack(r.ptr());
+  };
+}
+
+} // namespace
+
+tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t> seed, bool detach,
+                            const std::string& output_device, const py::object& postfunc,
+                            bool keep_replay, const py::object& save_gradients,
+                            const py::object& gradient_postfunc, const py::object& intervene) {
+  tl::LogOptions o;
+  o.save(save_spec(save, "layers_to_save"));
+  o.seed(seed);
+  o.detach(detach);
+  TORCHLENS_CHECK(output_device == "same" || output_device == "cpu", "output_device: '",
+                  output_device, "' is neither 'same' nor 'cpu'");
+  o.output_device(output_device == "cpu" ? tl::OutputDevice::cpu : tl::OutputDevice::same);
+  if (!postfunc.is_none()) o.postfunc(tensor_fn(postfunc, "activation_postfunc"));
+  o.keep_replay(keep_replay);
+  o.save_gradients(save_spec(save_gradients, "save_gradients"));
+  if (!gradient_postfunc.is_none()) {
+    TORCHLENS_CHECK(o.save_gradients().kind() != tl::SaveSpec::Kind::none,
+                    "gradient_postfunc needs save_gradients");
+    o.gradient_postfunc(tensor_fn(gradient_postfunc, "gradient_postfunc"));
+  }
+  if (!intervene.is_none()) {
+    if (py::isinstance<py::tuple>(intervene)) {
+      const auto t = intervene.cast<py::tuple>();
+      TORCHLENS_CHECK(t.size() == 2, "intervene: a spec, or a tuple (spec, reference log)");
+      o.intervene(t[0].cast<const tl::Interventions&>(), *t[1].cast<LogPtr>());
+    } else {
+      o.intervene(intervene.cast<const tl::Interventions&>());
+    }
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------
+// TorchScript modules handed over from Python
+
+/// torch's own binding of the module: both extensions share pybind11's internals.
+torch::jit::Module script_module_of(py::handle script_module) {
+  return py::cast<torch::jit::Module>(script_module.attr("_c"));
+}
+
+std::vector<c10::IValue> script_inputs(const torch::jit::Module& module, const py::tuple& args,
+                                       const py::dict& kwargs) {
+  const auto method = module.find_method("forward");
+  TORCHLENS_CHECK(method.has_value(), "the TorchScript module has no forward method");
+  torch::jit::Stack stack = torch::jit::createStackForSchema(
+      method->function().getSchema(), torch::jit::tuple_slice(args),
+      py::reinterpret_borrow<py::kwargs>(kwargs), module._ivalue());
+  stack.erase(stack.begin()); // self
+  return stack;
+}
+
+} // namespace torchlens_py
+
+namespace {
+
+using namespace torchlens_py;
 
 PyModel make_model(const std::string& name,
                    const std::vector<std::pair<std::string, at::Tensor>>& params,
@@ -211,84 +337,8 @@ PyModel make_model(const std::string& name,
   return m;
 }
 
-/// The ForwardFn of a Python model: called without the GIL (capture runs
-/// released), takes it for the Python forward and the conversion of its result.
-td::ForwardFn forward_fn(const PyModel& m) {
-  return [&m](td::Recorder* rec) -> c10::IValue {
-    py::gil_scoped_acquire gil;
-    const HookScope hooks(rec);
-    const py::object out = m.forward();
-    return to_ivalue(out);
-  };
-}
-
-tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t> seed, bool detach,
-                            const std::string& output_device, const py::object& postfunc,
-                            bool keep_replay) {
-  tl::LogOptions o;
-  if (save.is_none()) {
-    o.save(tl::SaveSpec::none());
-  } else if (py::isinstance<py::str>(save)) {
-    const auto text = save.cast<std::string>();
-    TORCHLENS_CHECK(text == "all" || text == "none", "layers_to_save: '", text,
-                    "' is neither 'all' nor 'none' (a list selects layers)");
-    o.save(text == "all" ? tl::SaveSpec::all() : tl::SaveSpec::none());
-  } else {
-    std::vector<std::string> keys;
-    for (py::handle k : save) {
-      if (py::isinstance<py::int_>(k)) {
-        keys.push_back(std::to_string(k.cast<std::int64_t>()));
-      } else {
-        keys.push_back(py::str(k).cast<std::string>());
-      }
-    }
-    o.save(tl::SaveSpec::keys(std::move(keys)));
-  }
-  o.seed(seed);
-  o.detach(detach);
-  TORCHLENS_CHECK(output_device == "same" || output_device == "cpu", "output_device: '",
-                  output_device, "' is neither 'same' nor 'cpu'");
-  o.output_device(output_device == "cpu" ? tl::OutputDevice::cpu : tl::OutputDevice::same);
-  if (!postfunc.is_none()) {
-    // runs inside the capture (GIL held by the forward) and after it: take it
-    auto fn = std::make_shared<py::object>(postfunc);
-    o.postfunc([fn](const at::Tensor& t) -> at::Tensor {
-      py::gil_scoped_acquire gil;
-      const py::object r = (*fn)(t);
-      TORCHLENS_CHECK(THPVariable_Check(r.ptr()), "activation_postfunc returned ",
-                      py::str(py::type::of(r)).cast<std::string>(), ", not a torch.Tensor");
-      return THPVariable_Unpack(r.ptr());
-    });
-  }
-  o.keep_replay(keep_replay);
-  return o;
-}
-
-// ---------------------------------------------------------------------------
-// TorchScript modules handed over from Python
-
-/// The torch::jit::Module behind a torch.jit.ScriptModule (torch's own binding
-/// of it: both modules share pybind11's internals).
-torch::jit::Module script_module_of(py::handle script_module) {
-  return py::cast<torch::jit::Module>(script_module.attr("_c"));
-}
-
-/// forward's arguments as TorchScript converts them (List[Tensor], Dict, ...).
-std::vector<c10::IValue> script_inputs(const torch::jit::Module& module, const py::tuple& args,
-                                       const py::dict& kwargs) {
-  const auto method = module.find_method("forward");
-  TORCHLENS_CHECK(method.has_value(), "the TorchScript module has no forward method");
-  torch::jit::Stack stack = torch::jit::createStackForSchema(
-      method->function().getSchema(), torch::jit::tuple_slice(args),
-      py::reinterpret_borrow<py::kwargs>(kwargs), module._ivalue());
-  stack.erase(stack.begin()); // self
-  return stack;
-}
-
 // ---------------------------------------------------------------------------
 // The log, with TorchLens's names
-
-using LogPtr = std::shared_ptr<tl::ModelLog>;
 
 std::string frame_text(const tl::ModuleFrame& f) {
   return f.address + ":" + std::to_string(f.pass);
@@ -345,6 +395,12 @@ py::object layer_tensor(const Layer& l) {
   const at::Tensor& t = l.log().activation(l.vertex());
   if (!t.defined()) return py::none();
   return py::reinterpret_steal<py::object>(THPVariable_Wrap(t));
+}
+
+py::object layer_gradient(const Layer& l) {
+  const at::Tensor g = l.log().gradient(l.vertex());
+  if (!g.defined()) return py::none();
+  return py::reinterpret_steal<py::object>(THPVariable_Wrap(g));
 }
 
 std::string layer_repr(const Layer& l) {
@@ -447,6 +503,8 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (python_error& e) {
+      e.restore(); // a Python exception raised in an action, a postfunc or a metric
     } catch (const tl::KeyError& e) {
       PyErr_SetString(PyExc_KeyError, e.what_without_backtrace());
     } catch (const tl::UsageError& e) {
@@ -474,9 +532,11 @@ PYBIND11_MODULE(_core, m) {
       "log_forward_pass",
       [](const PyModel& model, const py::object& save, std::optional<std::uint64_t> seed,
          bool detach, const std::string& output_device, const py::object& postfunc,
-         bool keep_replay) {
+         bool keep_replay, const py::object& save_gradients, const py::object& gradient_postfunc,
+         const py::object& intervene) {
         const tl::LogOptions options =
-            make_options(save, seed, detach, output_device, postfunc, keep_replay);
+            make_options(save, seed, detach, output_device, postfunc, keep_replay, save_gradients,
+                         gradient_postfunc, intervene);
         const td::ForwardFn forward = forward_fn(model);
         std::shared_ptr<tl::ModelLog> log;
         {
@@ -487,7 +547,8 @@ PYBIND11_MODULE(_core, m) {
         return log;
       },
       py::arg("model"), py::arg("save"), py::arg("seed"), py::arg("detach"),
-      py::arg("output_device"), py::arg("postfunc"), py::arg("keep_replay"));
+      py::arg("output_device"), py::arg("postfunc"), py::arg("keep_replay"),
+      py::arg("save_gradients"), py::arg("gradient_postfunc"), py::arg("intervene"));
 
   m.def(
       "validate",
@@ -506,17 +567,53 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("model"), py::arg("seed"), py::arg("perturb"), py::arg("atol"), py::arg("rtol"));
 
+  m.def(
+      "validate_gradients",
+      [](const LogPtr& log, double atol, double rtol) {
+        tl::GradientReport r;
+        {
+          py::gil_scoped_release nogil;
+          r = tl::validate_gradients(*log, tl::GradientValidateOptions().atol(atol).rtol(rtol));
+        }
+        py::dict d;
+        d["valid"] = r.valid;
+        d["layers_checked"] = r.layers_checked;
+        d["vjps"] = r.vjps;
+        d["max_error"] = r.max_error;
+        const auto items = [](const std::vector<tl::GradientFailure>& fs) {
+          py::list out;
+          for (const auto& f : fs) {
+            py::dict fd;
+            fd["label"] = f.label;
+            fd["detail"] = f.detail;
+            fd["max_error"] = f.max_error;
+            out.append(fd);
+          }
+          return out;
+        };
+        d["failures"] = items(r.failures);
+        d["skipped"] = items(r.skipped);
+        std::ostringstream os;
+        os << r;
+        d["text"] = os.str();
+        return d;
+      },
+      py::arg("log"), py::arg("atol"), py::arg("rtol"));
+
   // TorchScript modules: torchlens's TorchScript path (module calls from the
   // interpreter), arguments converted by the forward schema as TorchScript does
   m.def(
       "log_script",
       [](py::handle script_module, const py::tuple& args, const py::dict& kwargs,
          const py::object& save, std::optional<std::uint64_t> seed, bool detach,
-         const std::string& output_device, const py::object& postfunc) {
+         const std::string& output_device, const py::object& postfunc, bool keep_replay,
+         const py::object& save_gradients, const py::object& gradient_postfunc,
+         const py::object& intervene) {
         torch::jit::Module module = script_module_of(script_module);
         const std::vector<c10::IValue> inputs = script_inputs(module, args, kwargs);
         const tl::LogOptions options =
-            make_options(save, seed, detach, output_device, postfunc, false);
+            make_options(save, seed, detach, output_device, postfunc, keep_replay, save_gradients,
+                         gradient_postfunc, intervene);
         std::shared_ptr<tl::ModelLog> log;
         {
           py::gil_scoped_release nogil;
@@ -525,7 +622,8 @@ PYBIND11_MODULE(_core, m) {
         return log;
       },
       py::arg("model"), py::arg("args"), py::arg("kwargs"), py::arg("save"), py::arg("seed"),
-      py::arg("detach"), py::arg("output_device"), py::arg("postfunc"));
+      py::arg("detach"), py::arg("output_device"), py::arg("postfunc"), py::arg("keep_replay"),
+      py::arg("save_gradients"), py::arg("gradient_postfunc"), py::arg("intervene"));
   m.def(
       "validate_script",
       [](py::handle script_module, const py::tuple& args, const py::dict& kwargs,
@@ -552,6 +650,33 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly(
           "has_saved_activations",
           [](const Layer& l) { return l.log().activation(l.vertex()).defined(); })
+      // gradients (save_gradients): TorchLens's names, old (grad_contents) and new
+      .def_property_readonly("gradient", &layer_gradient,
+                             "the saved gradient of the latest backward that reached this layer "
+                             "pass, or None")
+      .def_property_readonly("grad_contents", &layer_gradient)
+      .def_property_readonly("has_saved_gradient",
+                             [](const Layer& l) { return l.log().gradient(l.vertex()).defined(); })
+      .def_property_readonly("has_saved_grad",
+                             [](const Layer& l) { return l.log().gradient(l.vertex()).defined(); })
+      .def_property_readonly("grad_shape",
+                             [](const Layer& l) -> py::object {
+                               const at::Tensor g = l.log().gradient(l.vertex());
+                               if (!g.defined()) return py::none();
+                               return py::tuple(py::cast(g.sizes().vec()));
+                             })
+      .def_property_readonly("grad_dtype",
+                             [](const Layer& l) -> py::object {
+                               const at::Tensor g = l.log().gradient(l.vertex());
+                               if (!g.defined()) return py::none();
+                               return torch_dtype(std::string(c10::toString(g.scalar_type())));
+                             })
+      .def_property_readonly("grad_fsize",
+                             [](const Layer& l) -> py::object {
+                               const at::Tensor g = l.log().gradient(l.vertex());
+                               if (!g.defined()) return py::none();
+                               return py::int_(g.nbytes());
+                             })
       .def_property_readonly("layer_label", [](const Layer& l) { return l.node().label; })
       .def_property_readonly("layer_label_short",
                              [](const Layer& l) { return l.node().label_short; })
@@ -769,6 +894,56 @@ PYBIND11_MODULE(_core, m) {
                                  out.push_back(log->graph()[v].label);
                                return out;
                              })
+      .def_property_readonly("layers_with_saved_gradients",
+                             [](const LogPtr& log) {
+                               std::vector<std::string> out;
+                               for (auto v : log->gradient_layers())
+                                 out.push_back(log->graph()[v].label);
+                               return out;
+                             })
+      .def_property_readonly("has_saved_gradients",
+                             [](const LogPtr& log) { return !log->gradient_layers().empty(); })
+      .def_property_readonly("tracks_gradients", &tl::ModelLog::tracks_gradients,
+                             "True when save_gradients selected layers (hooks wait for backward)")
+      .def_property_readonly(
+          "returned",
+          [](const LogPtr& log) {
+            py::list out;
+            for (const auto& t : log->returned())
+              out.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(t)));
+            return out;
+          },
+          "the tensors forward returned, in output order (kept with save_gradients: build the "
+          "loss from them)")
+      .def(
+          "param_gradient",
+          [](const LogPtr& log, const std::string& address) -> py::object {
+            const at::Tensor g = log->param_gradient(address);
+            if (!g.defined()) return py::none();
+            return py::reinterpret_steal<py::object>(THPVariable_Wrap(g));
+          },
+          py::arg("address"),
+          "the gradient that reached a parameter in the latest backward, or None")
+      .def_property_readonly("params_with_gradient", &tl::ModelLog::params_with_gradient)
+      .def_property_readonly(
+          "backward_log",
+          [](const LogPtr& log) {
+            py::list out;
+            for (const auto& s : log->backward_log()) {
+              py::dict d;
+              d["backward"] = s.backward;
+              d["order"] = s.order;
+              d["grad_fn"] = s.grad_fn;
+              d["sequence_nr"] = s.sequence_nr;
+              d["layers"] = s.layers;
+              d["params"] = s.params;
+              d["start_us"] = s.start_us;
+              d["time_us"] = s.time_us;
+              out.append(d);
+            }
+            return out;
+          },
+          "one dict per autograd node that delivered a saved gradient, in the engine's order")
       .def_property_readonly("num_tensors_total",
                              [](const LogPtr& log) { return log->totals().num_tensors; })
       .def_property_readonly("tensor_fsize_total",
@@ -859,4 +1034,6 @@ PYBIND11_MODULE(_core, m) {
           py::arg("vis_nesting_depth") = 1000, py::arg("vis_direction") = "bottomup",
           py::arg("vis_buffer_layers") = false,
           "renders the drawing through Graphviz (format from the path's extension)");
+
+  bind_intervene(m);
 }

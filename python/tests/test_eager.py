@@ -380,7 +380,7 @@ class Robustness(unittest.TestCase):
         with self.assertRaises(ValueError):
             tl.log_forward_pass(m, torch.rand(2, 3), vis_opt="sideways")
         with self.assertRaises(NotImplementedError):
-            tl.log_forward_pass(m, torch.rand(2, 3), save_gradients=True)
+            tl.log_forward_pass(m, torch.rand(2, 3), save_function_args=True)
         with self.assertRaises(TypeError):
             tl.log_forward_pass(lambda x: x, torch.rand(2, 3))
         with self.assertRaises(KeyError):

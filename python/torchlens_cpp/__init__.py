@@ -29,6 +29,8 @@ __all__ = [
     "get_model_metadata",
     "show_model_graph",
     "validate_saved_activations",
+    "validate_gradients",
+    "intervene",
     "ModelLog",
     "LayerPass",
     "render_available",
@@ -70,13 +72,18 @@ def _input_tensors(args, kwargs):
     return out
 
 
-def _describe(model, args, kwargs):
+def _describe(model, args, kwargs, returned=None):
+    """The model for the engine. ``returned``: a list that receives what each
+    forward call returned (run_with_interventions hands it back)."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"torchlens: model must be a torch.nn.Module, not {type(model).__name__}")
     modules = [(name, type(m).__name__, m) for name, m in model.named_modules() if name != ""]
 
     def forward():
-        return model(*args, **kwargs)
+        out = model(*args, **kwargs)
+        if returned is not None:
+            returned.append(out)
+        return out
 
     return _core._Model(
         type(model).__name__,
@@ -170,6 +177,9 @@ def log_forward_pass(
     vis_buffer_layers=False,
     vis_direction="bottomup",
     random_seed=None,
+    gradient_postfunc=None,
+    keep_replay=False,
+    intervene=None,
 ):
     """Runs ``model`` once on the inputs (twice when ``layers_to_save`` is a
     list: a metadata pass resolves the keys, a second pass with the same seed
@@ -182,14 +192,34 @@ def log_forward_pass(
     ordinals). ``vis_opt`` ``'unrolled'``/``'rolled'`` also draws the graph
     (see show_model_graph). ``random_seed`` seeds torch's generator for the
     pass (None: a fresh seed, recorded as ``log.random_seed_used``).
+
+    ``save_gradients``: ``True``/``'all'``, ``None``/``False`` or a list of keys
+    (as ``layers_to_save``): autograd hooks keep each selected layer's gradient
+    when *you* run backward on the output (``log.returned`` holds what forward
+    returned); ``layer.gradient`` then holds it, ``gradient_postfunc`` is applied
+    to each. The caller's ``.grad`` is unchanged. ``keep_replay``: keep what
+    replay and validate_gradients need. ``intervene``: an intervention spec
+    applied live (``torchlens_cpp.intervene``), or ``(spec, reference_log)``
+    when its sites are labels of a reference log.
     """
     _check_vis(vis_opt, vis_nesting_depth)
     _unsupported("keep_unsaved_layers", keep_unsaved_layers, True,
                  "every layer pass is kept in the log; select saved ones with layers_to_save")
     _unsupported("save_function_args", save_function_args, False,
                  "non-tensor arguments are kept as text in log.to_json() ('scalar_args')")
-    _unsupported("save_gradients", save_gradients, False,
-                 "gradients are not captured by torchlens yet")
+    if intervene is not None and not (
+            isinstance(intervene, _core.Interventions)
+            or (isinstance(intervene, tuple) and len(intervene) == 2
+                and isinstance(intervene[0], _core.Interventions)
+                and isinstance(intervene[1], ModelLog))):
+        raise TypeError("torchlens: intervene must be an intervene.Interventions spec or a tuple "
+                        f"(spec, reference ModelLog), not {type(intervene).__name__}")
+    if save_gradients is True:
+        save_gradients = "all"
+    elif save_gradients is False:
+        save_gradients = None
+    elif isinstance(save_gradients, str) and save_gradients not in ("all", "none"):
+        save_gradients = [save_gradients]
     del mark_distances  # distances are always computed (min/max_distance_from_input/output)
     if isinstance(layers_to_save, str) and layers_to_save not in ("all", "none"):
         layers_to_save = [layers_to_save]
@@ -201,7 +231,9 @@ def log_forward_pass(
         # torchlens's TorchScript path: module calls from the interpreter
         log = _core.log_script(model, tuple(args), kwargs, save=layers_to_save, seed=random_seed,
                                detach=detach_saved_tensors, output_device=output_device,
-                               postfunc=activation_postfunc)
+                               postfunc=activation_postfunc, keep_replay=keep_replay,
+                               save_gradients=save_gradients,
+                               gradient_postfunc=gradient_postfunc, intervene=intervene)
     else:
         described = _describe(model, args, kwargs)
         with _Hooks(model):
@@ -212,7 +244,10 @@ def log_forward_pass(
                 detach=detach_saved_tensors,
                 output_device=output_device,
                 postfunc=activation_postfunc,
-                keep_replay=False,
+                keep_replay=keep_replay,
+                save_gradients=save_gradients,
+                gradient_postfunc=gradient_postfunc,
+                intervene=intervene,
             )
     if vis_opt != "none":
         _render(log, vis_opt, vis_nesting_depth, vis_outpath, vis_fileformat, vis_direction,
@@ -286,3 +321,17 @@ def validate_saved_activations(model, input_args, input_kwargs=None, random_seed
     if verbose:
         print(report["text"])
     return report if return_report else report["valid"]
+
+
+def validate_gradients(log, atol=1e-5, rtol=1e-4, return_report=False):
+    """Recomputes every saved gradient of ``log`` from its saved activations
+    through its children's backward (docs/gradients.md) and compares. The log
+    must come from ``log_forward_pass(..., save_gradients=True,
+    keep_replay=True)`` with every activation saved, after your backward.
+    Returns True/False (or the report: ``valid``, ``layers_checked``, ``vjps``,
+    ``max_error``, ``failures``, ``skipped``, ``text``)."""
+    report = ValidationReport(_core.validate_gradients(log, atol=atol, rtol=rtol))
+    return report if return_report else report["valid"]
+
+
+from . import intervene  # noqa: E402  (uses _describe and _Hooks above)

@@ -9,6 +9,7 @@
 #include "fileio.hpp"
 #include "images.hpp"
 #include "index.hpp"
+#include "prefetch.hpp"
 #include "sha256.hpp"
 
 #include <torchlens/config.hpp>
@@ -512,12 +513,16 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   std::vector<Fd> files;
   std::vector<std::size_t> offsets, row_bytes;
   std::int64_t batches = 0;
+  Prefetcher prefetch([&stimuli](std::int64_t s, std::int64_t c) { return stimuli.rows(s, c); },
+                      rec.rows_done, n, rows_per_batch, o.background_io);
+  WriteBehind writer(o.background_io); // destroyed first: drains into the files
   for (std::int64_t start = rec.rows_done; start < n; start += rows_per_batch) {
     if (o.max_batches && batches >= *o.max_batches) break;
     const std::int64_t count = std::min(rows_per_batch, n - start);
+    const at::Tensor batch = prefetch.next(start, count);
     std::vector<at::Tensor> acts;
     try {
-      acts = extractor.run(stimuli.rows(start, count));
+      acts = extractor.run(batch);
     } catch (const GraphChanged& e) {
       std::string where = "stimuli ";
       where += std::to_string(start);
@@ -611,22 +616,26 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         write_atomically(index_path, index_json(rec));
       }
     }
-    // rows first, flushed; then the record that says they are there
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor t = as_written(acts[i], o);
-      TORCHLENS_CHECK(
-          static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
-          "layer ", rec.layers[i].label, " changed size");
-      files[i].pwrite_all(t.data_ptr(), t.nbytes(),
-                          offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
-    }
-    for (auto& f : files) f.sync();
-    rec.rows_done = start + count;
-    write_atomically(index_path, index_json(rec));
+    // rows first, flushed; then the record that says they are there (on the
+    // writer's thread while the next batch runs)
+    writer.submit([&, acts = std::move(acts), start, count] {
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const at::Tensor t = as_written(acts[i], o);
+        TORCHLENS_CHECK(
+            static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
+            "layer ", rec.layers[i].label, " changed size");
+        files[i].pwrite_all(t.data_ptr(), t.nbytes(),
+                            offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
+      }
+      for (auto& f : files) f.sync();
+      rec.rows_done = start + count;
+      write_atomically(index_path, index_json(rec));
+      if (o.on_batch) o.on_batch(rec.rows_done, n);
+    });
     result.rows_this_run += count;
     ++batches;
-    if (o.on_batch) o.on_batch(rec.rows_done, n);
   }
+  writer.finish();
   for (const auto& l : extractor.layers()) result.layers.push_back(l);
   for (std::size_t i = 0; i < result.layers.size(); ++i)
     result.layers[i].shape = rec.layers[i].shape;

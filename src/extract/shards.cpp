@@ -5,6 +5,7 @@
 #include "../io/dtypes.hpp"
 #include "fileio.hpp"
 #include "index.hpp"
+#include "prefetch.hpp"
 #include "sha256.hpp"
 
 #include <torchlens/detail/text.hpp>
@@ -325,12 +326,16 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
   std::optional<Extractor> extractor;
   if (size > 0) extractor.emplace(model, plan.keys, plan.seed, rows_per_batch, o.stop_early);
   std::int64_t batches = 0;
+  Prefetcher prefetch([&stimuli](std::int64_t s, std::int64_t c) { return stimuli.rows(s, c); },
+                      begin + progress.rows_done, end, rows_per_batch, o.background_io);
+  WriteBehind writer(o.background_io); // destroyed first: drains into the files
   for (std::int64_t start = begin + progress.rows_done; start < end; start += rows_per_batch) {
     if (o.max_batches && batches >= *o.max_batches) break;
     const std::int64_t rows = std::min(rows_per_batch, end - start);
+    const at::Tensor batch = prefetch.next(start, rows);
     std::vector<at::Tensor> acts;
     try {
-      acts = extractor->run(stimuli.rows(start, rows));
+      acts = extractor->run(batch);
     } catch (const GraphChanged& e) {
       throw GraphChanged(TORCHLENS_HERE, who + ", stimuli " + std::to_string(start) + ".." +
                                              std::to_string(start + rows - 1) + ": " + e.message());
@@ -398,28 +403,32 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
       write_atomically(progress_path, index_file::progress_json(progress));
     }
     // 1. the rows, flushed; 2. each header's row count, flushed; 3. the record
+    // (on the writer's thread while the next batch runs)
     const std::int64_t at_row = start - begin;
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor t = as_written(acts[i], o);
-      TORCHLENS_CHECK(
-          static_cast<std::size_t>(t.nbytes()) == row_len[i] * static_cast<std::size_t>(rows),
-          "layer ", progress.layers[i].label, " changed size");
-      files[i].pwrite_all(t.data_ptr(), t.nbytes(),
-                          header_len[i] + static_cast<std::size_t>(at_row) * row_len[i]);
-    }
-    for (auto& f : files) f.sync();
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      const std::string h =
-          growing_npy_header(descr[i], progress.layers[i].shape, at_row + rows, header_len[i]);
-      files[i].pwrite_all(h.data(), h.size(), 0);
-      files[i].sync();
-    }
-    progress.rows_done = at_row + rows;
-    write_atomically(progress_path, index_file::progress_json(progress));
+    writer.submit([&, acts = std::move(acts), at_row, rows] {
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const at::Tensor t = as_written(acts[i], o);
+        TORCHLENS_CHECK(
+            static_cast<std::size_t>(t.nbytes()) == row_len[i] * static_cast<std::size_t>(rows),
+            "layer ", progress.layers[i].label, " changed size");
+        files[i].pwrite_all(t.data_ptr(), t.nbytes(),
+                            header_len[i] + static_cast<std::size_t>(at_row) * row_len[i]);
+      }
+      for (auto& f : files) f.sync();
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const std::string h =
+            growing_npy_header(descr[i], progress.layers[i].shape, at_row + rows, header_len[i]);
+        files[i].pwrite_all(h.data(), h.size(), 0);
+        files[i].sync();
+      }
+      progress.rows_done = at_row + rows;
+      write_atomically(progress_path, index_file::progress_json(progress));
+      if (o.on_batch) o.on_batch(progress.rows_done, size);
+    });
     result.rows_this_run += rows;
     ++batches;
-    if (o.on_batch) o.on_batch(progress.rows_done, size);
   }
+  writer.finish();
   if (size == 0) write_atomically(progress_path, index_file::progress_json(progress));
   if (progress.rows_done == size) write_atomically(done_path, plan_sha + "\n");
   if (progress.layers.empty() && old) progress.layers = old->layers;

@@ -168,7 +168,14 @@ struct ExtractOptions {
   /// `<file stem>.mean.npy`, `<file stem>.var.npy` (float64, one row's shape),
   /// read back by torchlens/extract/statistics.hpp.
   bool statistics = false;
-  /// Called after every batch with (rows done, N); e.g. a progress bar.
+  /// Overlap the I/O with the forward: while batch k runs, one background
+  /// thread reads batch k+1's stimuli (a folder of images: decodes and
+  /// preprocesses them) and another writes, flushes and records batch k-1's
+  /// rows, in order. Off: each batch is read, run, written and recorded in
+  /// turn. The files, the crash safety and the errors are the same either way.
+  bool background_io = true;
+  /// Called after every committed batch with (rows done, N); e.g. a progress
+  /// bar. With background_io, on the writer's thread (one call at a time).
   std::function<void(std::int64_t, std::int64_t)> on_batch;
   /// Stop after this many batches (tests and benchmarks of interruption).
   std::optional<std::int64_t> max_batches;

@@ -61,7 +61,7 @@ inline const std::map<std::string, bool> kLogFlags = {
     {"--resize", true},      {"--crop", true},           {"--mean", true},
     {"--std", true},         {"--channels", true},       {"--dtype", true},
     {"--flatten", false},    {"--statistics", false},    {"--save-gradients", true},
-    {"--backward", true}};
+    {"--backward", true},    {"--gradients-of", true},   {"--targets", true}};
 
 inline Args parse(int argc, char** argv) {
   Args a;

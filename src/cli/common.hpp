@@ -65,7 +65,7 @@ inline const std::map<std::string, bool> kLogFlags = {
     {"--action", true},      {"--engine", true},         {"--save-spec", true},
     {"--clean", true},       {"--corrupt", true},        {"--sites", true},
     {"--metric", true},      {"--grid", true},           {"--csv", true},
-    {"--progress", false}};
+    {"--progress", false},   {"--gradients-of", true},   {"--targets", true}};
 
 inline Args parse(int argc, char** argv) {
   Args a;

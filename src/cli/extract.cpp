@@ -5,6 +5,7 @@
 
 #include <torchlens/extract/extract.hpp>
 #include <torchlens/extract/shards.hpp>
+#include <torchlens/io/npy.hpp>
 
 #include <unistd.h>
 
@@ -169,6 +170,21 @@ int cmd_extract(const Args& a) {
       throw CommandLineError("bad --dtype '" + *d + "': use float16, float32 or float64");
     }
   }
+  if (auto g = a.get("--gradients-of")) {
+    try {
+      o.gradients_of = ex::GradientTarget::parse(*g);
+    } catch (const ex::ExtractError& e) {
+      throw CommandLineError(plain_message(e));
+    }
+  }
+  if (auto t = a.get("--targets")) {
+    if (!fs::exists(*t)) throw CommandLineError("targets not found: " + *t);
+    try {
+      o.targets = tl::io::read_npy(*t);
+    } catch (const c10::Error& e) {
+      throw CommandLineError("cannot read --targets " + *t + ": " + plain_message(e));
+    }
+  }
   if (auto s = a.get("--save")) o.keys = split_keys(*s);
   if (a.has("--batch-size")) o.batch_size = positive(a, "--batch-size");
   if (a.has("--seed")) o.seed = seed_of(a);
@@ -234,7 +250,7 @@ int cmd_extract(const Args& a) {
                   << " s into " << o.out_dir << ":\n";
       }
       for (const auto& l : r.layers) {
-        std::cout << "  " << l.label << ".npy  [";
+        std::cout << "  " << l.label << (l.gradient ? ".grad.npy  [" : ".npy  [");
         for (std::size_t i = 0; i < l.shape.size(); ++i) std::cout << (i ? ", " : "") << l.shape[i];
         std::cout << "]" << (l.key == l.label ? "" : "  (" + l.key + ")") << "\n";
       }

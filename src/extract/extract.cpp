@@ -5,10 +5,12 @@
 
 #include "../capture/recorder.hpp"
 #include "../capture/session.hpp"
+#include "../grad/gradient_store.hpp"
 #include "../io/dtypes.hpp"
 #include "fileio.hpp"
 #include "images.hpp"
 #include "index.hpp"
+#include "prefetch.hpp"
 #include "sha256.hpp"
 
 #include <torchlens/config.hpp>
@@ -20,7 +22,9 @@
 #include <torchlens/torch_error.hpp>
 
 #include <ATen/Functions.h>
+#include <ATen/core/Reduction.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/utils.h>
@@ -39,6 +43,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <unordered_set>
 #include <utility>
 
 namespace torchlens::extract {
@@ -221,36 +226,112 @@ struct Extractor::Impl {
   std::uint64_t seed;
   std::int64_t batch_rows;
   bool stop_early;
+  std::optional<GradientTarget> gradients;
   detail::ModelDescription desc;
   LogOptions options;
   detail::Selection selection;      // ids of layers_
   detail::GraphSignature signature; // what every later batch must run
 
   Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b,
-       bool stop)
+       bool stop, std::optional<GradientTarget> g)
       : model(detail::capture_copy(m)),
         keys(std::move(k)),
         seed(s),
         batch_rows(b),
-        stop_early(stop),
+        stop_early(stop && !g), // a backward needs the whole forward
+        gradients(g),
         desc(detail::describe(model)) {
     options.seed(seed);
+    // the recorder notes each saved op output's autograd node (docs/gradients.md)
+    if (gradients) options.save_gradients(SaveSpec::all());
   }
 };
 
 Extractor::Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
-                     std::int64_t batch_rows, bool stop_early)
-    : impl_(std::make_unique<Impl>(model, std::move(keys), seed, batch_rows, stop_early)) {
+                     std::int64_t batch_rows, bool stop_early,
+                     std::optional<GradientTarget> gradients)
+    : impl_(
+          std::make_unique<Impl>(model, std::move(keys), seed, batch_rows, stop_early, gradients)) {
   if (impl_->keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
   if (batch_rows <= 0) throw ExtractError("the batch size must be positive");
   TORCHLENS_CHECK(model.find_method("forward").has_value(),
                   "the TorchScript module has no forward method");
+  if (gradients) {
+    for (const auto& m : model.named_modules()) {
+      // (a module built in C++ without a `training` attribute has no mode)
+      if (m.value.hasattr("training") && m.value.is_training()) {
+        throw ExtractError(
+            "per-stimulus gradients need the model in eval mode, but " +
+            (m.name.empty() ? std::string("the model") : "its module " + m.name) +
+            " is in training mode: batch norm in training mode mixes the rows of a batch, so the "
+            "gradient of the batch's sum is not each stimulus's own; call model.eval() first");
+      }
+    }
+  }
 }
+
+namespace {
+
+/// The sum over the first `rows` stimuli of each stimulus's scalar (GradientTarget).
+at::Tensor batch_scalar(const GradientTarget& target, const std::vector<at::Tensor>& returned,
+                        std::int64_t rows, const at::Tensor& targets) {
+  const std::string what = "--gradients-of " + target.text();
+  if (returned.empty() || !returned[0].defined()) {
+    throw ExtractError(what + ": the model returned no tensor");
+  }
+  const at::Tensor& y = returned[0];
+  if (!y.requires_grad()) {
+    throw ExtractError(what +
+                       ": the model's first output does not depend on anything that "
+                       "requires grad (no gradient to save)");
+  }
+  if (y.dim() == 0 || y.size(0) < rows) {
+    throw ExtractError(what + ": the model's first output has shape " +
+                       shape_as_list(y.sizes().vec()) +
+                       ", not one row per stimulus: per-stimulus scalars need [batch, ...]");
+  }
+  const at::Tensor yr = y.narrow(0, 0, rows);
+  if (target.kind == GradientTarget::Kind::sum) return yr.sum();
+  if (y.dim() != 2) {
+    throw ExtractError(what + " needs the model's first output to be [batch, classes], not " +
+                       shape_as_list(y.sizes().vec()));
+  }
+  const std::int64_t classes = y.size(1);
+  switch (target.kind) {
+    case GradientTarget::Kind::output:
+      if (target.index >= classes) {
+        throw ExtractError(what + ": the model's first output has " + std::to_string(classes) +
+                           " columns (0.." + std::to_string(classes - 1) + ")");
+      }
+      return yr.select(1, target.index).sum();
+    case GradientTarget::Kind::argmax:
+      return yr.gather(1, yr.detach().argmax(1, /*keepdim=*/true)).sum();
+    case GradientTarget::Kind::cross_entropy: {
+      TORCHLENS_CHECK(targets.defined() && targets.dim() == 1 && targets.size(0) == rows,
+                      "cross_entropy needs one target per stimulus of the batch");
+      const at::Tensor t = targets.to(c10::kLong);
+      const auto lo = t.min().item<std::int64_t>(), hi = t.max().item<std::int64_t>();
+      if (lo < 0 || hi >= classes) {
+        throw ExtractError(what + ": a target (" + std::to_string(lo < 0 ? lo : hi) +
+                           ") is outside 0.." + std::to_string(classes - 1) +
+                           ", the model's first output's classes");
+      }
+      return at::cross_entropy_loss(yr, t, {}, at::Reduction::Sum);
+    }
+    case GradientTarget::Kind::sum:
+      break;
+  }
+  return yr.sum();
+}
+
+} // namespace
 
 Extractor::~Extractor() = default;
 
-std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
+std::vector<at::Tensor> Extractor::run(const at::Tensor& batch, const at::Tensor& targets) {
   Impl& im = *impl_;
+  const bool grads = im.gradients.has_value();
+  gradients_.clear();
   const std::int64_t rows = batch.dim() > 0 ? batch.size(0) : 0;
   TORCHLENS_CHECK(rows > 0 && rows <= im.batch_rows, "a batch of ", rows, " rows for batch size ",
                   im.batch_rows);
@@ -260,7 +341,12 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     pad_shape[0] = im.batch_rows - rows;
     x = at::cat({batch, at::zeros(pad_shape, batch.options())});
   }
-  at::NoGradGuard no_grad;
+  // autograd only when gradients are asked for
+  at::AutoGradMode grad_mode(grads);
+  if (grads) {
+    detail::check_gradients_possible(im.options); // refuses c10::InferenceMode
+    x = x.detach().requires_grad_(true);          // so that `input` layers have one too
+  }
   const std::vector<c10::IValue> ivalues{x};
   const auto inputs = detail::jit_input_tensors(ivalues);
   torch::jit::Module& model = im.model;
@@ -270,12 +356,15 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
 
   const detail::CaptureSession session(im.desc, inputs, forward, im.options, im.seed);
   std::vector<at::Tensor> by_id;
+  c10::IValue output;                       // what forward returned (gradients)
+  std::vector<torch::autograd::Edge> edges; // each op output's autograd node (gradients)
   if (!structure_) {
     // Metadata pass: every activation kept by reference (copy on write, no
     // copies), the pipeline labels the graph, the keys resolve on it.
     detail::SavePolicy all;
     all.mode = detail::SavePolicy::Mode::all;
-    auto rec = session.capture(all, /*finish=*/true);
+    auto rec = session.capture(all, /*finish=*/true, grads ? &output : nullptr);
+    edges = std::move(rec->grad_edges);
     const std::size_t raw_count = boost::num_vertices(rec->graph);
     ModelGraph graph;
     swap_graphs(graph, rec->graph); // O(1) (std::move copies: model_graph.hpp)
@@ -330,7 +419,50 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     layers_ = std::move(layers);
     structure_ = std::move(log);
   } else {
-    by_id = session.capture_selection(im.selection, im.signature, 0);
+    by_id = session.capture_selection(im.selection, im.signature, 0, grads ? &edges : nullptr,
+                                      grads ? &output : nullptr);
+  }
+
+  std::vector<at::Tensor> grad_by_layer;
+  if (grads) {
+    // The gradient machinery of save_gradients (src/grad): hooks on the nodes
+    // that deliver the saved layers' gradients, then one backward of the sum
+    // of every stimulus's scalar. Rows are independent in eval mode, so row i
+    // of each gradient is stimulus i's own. Only the input accumulates a
+    // .grad: the parameters' are left alone.
+    auto store = std::make_shared<detail::GradientStore>(im.options);
+    std::unordered_set<std::size_t> ids;
+    for (const auto& l : layers_) ids.insert(l.id);
+    detail::hook_gradients(store, edges, ids, {});
+    std::vector<at::Tensor> returned;
+    detail::flatten_outputs(output, returned);
+    const at::Tensor scalar = batch_scalar(*im.gradients, returned, rows, targets);
+    torch::autograd::backward({scalar}, {}, /*retain_graph=*/false, /*create_graph=*/false, {x});
+    for (const auto& l : layers_) {
+      at::Tensor g = store->gradient(l.id);
+      if (!g.defined()) {
+        const bool in_graph = store->hooked.count(l.id) > 0;
+        throw ExtractError("layer " + l.label + " (key '" + l.key + "') has no gradient of " +
+                           im.gradients->text() + ": " +
+                           (in_graph ? "the scalar does not depend on it"
+                                     : "it is not part of the autograd graph (an integer "
+                                       "tensor, or computed without grad)"));
+      }
+      if (g.sizes() != by_id[l.id].sizes()) g = g.expand(by_id[l.id].sizes());
+      if (rows < im.batch_rows) {
+        const at::Tensor padding = g.narrow(0, rows, im.batch_rows - rows);
+        if (padding.ne(0).any().item<bool>()) {
+          throw ExtractError(
+              "the rows of a batch interact: the gradient of stimuli's scalars reaches the "
+              "padding rows of layer " +
+              l.label +
+              ", so the gradient of the batch's sum is not each stimulus's own (an op that "
+              "mixes the batch, e.g. x.mean(0) or batch norm with batch statistics); "
+              "per-stimulus gradients need independent rows");
+        }
+      }
+      grad_by_layer.push_back(std::move(g));
+    }
   }
 
   std::vector<at::Tensor> out;
@@ -345,7 +477,54 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch) {
     }
     out.push_back(t.narrow(0, 0, rows).contiguous());
   }
+  for (std::size_t i = 0; i < grad_by_layer.size(); ++i) {
+    at::Tensor g = grad_by_layer[i].detach();
+    if (!g.device().is_cpu()) g = g.to(c10::kCPU);
+    g = g.to(out[i].scalar_type()); // the activation's (npy) type
+    gradients_.push_back(g.narrow(0, 0, rows).contiguous());
+  }
   return out;
+}
+
+GradientTarget GradientTarget::parse(const std::string& text) {
+  GradientTarget t;
+  if (text == "sum") return t;
+  if (text == "output:argmax") {
+    t.kind = Kind::argmax;
+    return t;
+  }
+  if (text == "loss:cross_entropy") {
+    t.kind = Kind::cross_entropy;
+    return t;
+  }
+  if (text.rfind("output:", 0) == 0) {
+    const std::string k = text.substr(7);
+    const bool digits = !k.empty() && k.size() < 19 && std::all_of(k.begin(), k.end(), [](char c) {
+      return c >= '0' && c <= '9';
+    });
+    if (digits) {
+      t.kind = Kind::output;
+      t.index = std::stoll(k);
+      return t;
+    }
+  }
+  throw ExtractError("bad --gradients-of '" + text +
+                     "': use sum, output:K (a column of the first output, K >= 0), "
+                     "output:argmax or loss:cross_entropy");
+}
+
+std::string GradientTarget::text() const {
+  switch (kind) {
+    case Kind::sum:
+      return "sum";
+    case Kind::output:
+      return "output:" + std::to_string(index);
+    case Kind::argmax:
+      return "output:argmax";
+    case Kind::cross_entropy:
+      return "loss:cross_entropy";
+  }
+  return "sum";
 }
 
 std::string Extractor::structure_text() const {
@@ -378,12 +557,51 @@ std::string detail_io::absolute_text(const std::string& p) {
   return ec ? p : c.string();
 }
 
+void detail_io::check_gradient_options(const ExtractOptions& o, const Stimuli& stimuli) {
+  const bool ce = o.gradients_of && o.gradients_of->kind == GradientTarget::Kind::cross_entropy;
+  if (ce && !o.targets.defined()) {
+    throw ExtractError(
+        "--gradients-of loss:cross_entropy needs the class of every stimulus: "
+        "--targets LABELS.npy ([N] integers)");
+  }
+  if (!ce && o.targets.defined()) {
+    throw ExtractError("--targets is for --gradients-of loss:cross_entropy only");
+  }
+  if (!ce) return;
+  const at::Tensor& t = o.targets;
+  if (t.dim() != 1 || t.size(0) != stimuli.size() || !c10::isIntegralType(t.scalar_type(), false)) {
+    throw ExtractError("--targets must be one class index per stimulus: [" +
+                       std::to_string(stimuli.size()) + "] integers, not " +
+                       io::dtypes::name(t.scalar_type()) + " " + shape_as_list(t.sizes().vec()));
+  }
+}
+
+at::Tensor detail_io::batch_targets(const ExtractOptions& o, std::int64_t start,
+                                    std::int64_t count) {
+  if (!o.targets.defined()) return {};
+  return o.targets.narrow(0, start, count);
+}
+
+std::string detail_io::layer_file(const std::string& label, bool gradient) {
+  return file_stem(label) + (gradient ? ".grad.npy" : ".npy");
+}
+
 std::string detail_io::options_text(const ExtractOptions& o, const Stimuli& stimuli) {
   std::vector<std::string> parts;
   if (stimuli.is_images()) parts.push_back(stimuli.image_options()->text());
   if (o.dtype) parts.push_back("dtype=" + io::dtypes::name(*o.dtype));
   if (o.flatten) parts.emplace_back("flatten");
   if (o.statistics) parts.emplace_back("statistics");
+  if (o.gradients_of) {
+    std::string g = "gradients=" + o.gradients_of->text();
+    if (o.targets.defined()) { // the targets' values are part of the plan
+      const at::Tensor t = o.targets.to(c10::kLong).contiguous();
+      g += " targets=sha256:" +
+           sha256_hex(std::string_view(static_cast<const char*>(t.data_ptr()), t.nbytes()))
+               .substr(0, 16);
+    }
+    parts.push_back(std::move(g));
+  }
   std::string text;
   for (const auto& p : parts) text += (text.empty() ? "" : "; ") + p;
   return text;
@@ -411,6 +629,7 @@ at::Tensor detail_io::as_written(const at::Tensor& t, const ExtractOptions& o) {
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& o) {
+  check_gradient_options(o, stimuli);
   if (o.shard.count > 1) return extract_shard(model, stimuli, o);
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path dir = o.out_dir;
@@ -496,29 +715,36 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   result.rows_done = rec.rows_done;
   if (old && rec.rows_done == n) { // nothing left to do
     std::vector<std::string> names;
-    for (const auto& l : old->layers) names.push_back(l.file);
+    for (const auto& l : old->layers) {
+      if (!l.gradient) names.push_back(l.file);
+    }
     if (o.statistics && !statistics_present(dir, names)) write_statistics(dir, names);
     for (const auto& l : old->layers) {
       ExtractLayer e;
       e.label = l.label;
       e.key = l.key;
       e.shape = l.shape;
+      e.gradient = l.gradient;
       result.layers.push_back(std::move(e));
     }
     return result;
   }
 
   const std::int64_t rows_per_batch = std::min(rec.batch_size, n);
-  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch, o.stop_early);
+  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch, o.stop_early, o.gradients_of);
   std::vector<Fd> files;
   std::vector<std::size_t> offsets, row_bytes;
   std::int64_t batches = 0;
+  Prefetcher prefetch([&stimuli](std::int64_t s, std::int64_t c) { return stimuli.rows(s, c); },
+                      rec.rows_done, n, rows_per_batch, o.background_io);
+  WriteBehind writer(o.background_io); // destroyed first: drains into the files
   for (std::int64_t start = rec.rows_done; start < n; start += rows_per_batch) {
     if (o.max_batches && batches >= *o.max_batches) break;
     const std::int64_t count = std::min(rows_per_batch, n - start);
+    const at::Tensor batch = prefetch.next(start, count);
     std::vector<at::Tensor> acts;
     try {
-      acts = extractor.run(stimuli.rows(start, count));
+      acts = extractor.run(batch, batch_targets(o, start, count));
     } catch (const GraphChanged& e) {
       std::string where = "stimuli ";
       where += std::to_string(start);
@@ -529,17 +755,21 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
     if (files.empty()) {
       // first batch of this run: the layers are known; create or reopen the files
       std::vector<Record::Layer> layers;
-      for (const auto& l : extractor.layers()) {
-        Record::Layer r;
-        r.label = l.label;
-        r.file = file_stem(l.label) + ".npy";
-        r.key = l.key;
-        r.op = l.op;
-        r.module = l.module;
-        r.dtype = io::dtypes::name(written_type(l.dtype, o));
-        r.shape = written_shape(l.shape, o);
-        r.shape[0] = n;
-        layers.push_back(std::move(r));
+      for (const bool gradient : {false, true}) {
+        if (gradient && !o.gradients_of) break;
+        for (const auto& l : extractor.layers()) {
+          Record::Layer r;
+          r.label = l.label;
+          r.file = layer_file(l.label, gradient);
+          r.key = l.key;
+          r.op = l.op;
+          r.module = l.module;
+          r.dtype = io::dtypes::name(written_type(l.dtype, o));
+          r.shape = written_shape(l.shape, o);
+          r.shape[0] = n;
+          r.gradient = gradient;
+          layers.push_back(std::move(r));
+        }
       }
       if (old) {
         auto describe = [](const std::vector<Record::Layer>& ls) {
@@ -554,15 +784,20 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         for (std::size_t i = 0; same && i < layers.size(); ++i) {
           same = layers[i].label == old->layers[i].label &&
                  layers[i].shape == old->layers[i].shape &&
-                 layers[i].dtype == old->layers[i].dtype && layers[i].file == old->layers[i].file;
+                 layers[i].dtype == old->layers[i].dtype && layers[i].file == old->layers[i].file &&
+                 layers[i].gradient == old->layers[i].gradient;
         }
         if (!same) throw mismatch("the layers", describe(old->layers), describe(layers));
       }
       fs::create_directories(dir);
+      const std::size_t num_layers = extractor.layers().size();
+      auto type_of = [&](std::size_t i) { // activations, then their gradients
+        return written_type(extractor.layers()[i % num_layers].dtype, o);
+      };
       // the whole run must fit on the disk before anything is written
       std::uintmax_t needed = 0, present = 0;
       for (std::size_t i = 0; i < layers.size(); ++i) {
-        const auto type = written_type(extractor.layers()[i].dtype, o);
+        const auto type = type_of(i);
         needed += io::npy_header(npy_descr_of(type), layers[i].shape).size() +
                   static_cast<std::uintmax_t>(numel_of(layers[i].shape)) * c10::elementSize(type);
         std::error_code ec;
@@ -580,7 +815,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
       }
       for (const auto& l : layers) {
         const std::string path = (dir / l.file).string();
-        const auto type = written_type(extractor.layers()[files.size()].dtype, o);
+        const auto type = type_of(files.size());
         const std::string header = io::npy_header(npy_descr_of(type), l.shape);
         const std::size_t row =
             static_cast<std::size_t>(numel_of(l.shape) / n) * c10::elementSize(type);
@@ -612,29 +847,45 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
         write_atomically(index_path, index_json(rec));
       }
     }
-    // rows first, flushed; then the record that says they are there
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor t = as_written(acts[i], o);
-      TORCHLENS_CHECK(
-          static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
-          "layer ", rec.layers[i].label, " changed size");
-      files[i].pwrite_all(t.data_ptr(), t.nbytes(),
-                          offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
-    }
-    for (auto& f : files) f.sync();
-    rec.rows_done = start + count;
-    write_atomically(index_path, index_json(rec));
+    const auto& grads = extractor.gradients(); // the gradient files follow the activations
+    acts.insert(acts.end(), grads.begin(), grads.end());
+    TORCHLENS_CHECK(acts.size() == files.size(), "extract: ", acts.size(), " tensors for ",
+                    files.size(), " files");
+    // rows first, flushed; then the record that says they are there (on the
+    // writer's thread while the next batch runs)
+    writer.submit([&, acts = std::move(acts), start, count] {
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const at::Tensor t = as_written(acts[i], o);
+        TORCHLENS_CHECK(
+            static_cast<std::size_t>(t.nbytes()) == row_bytes[i] * static_cast<std::size_t>(count),
+            "layer ", rec.layers[i].label, " changed size");
+        files[i].pwrite_all(t.data_ptr(), t.nbytes(),
+                            offsets[i] + static_cast<std::size_t>(start) * row_bytes[i]);
+      }
+      for (auto& f : files) f.sync();
+      rec.rows_done = start + count;
+      write_atomically(index_path, index_json(rec));
+      if (o.on_batch) o.on_batch(rec.rows_done, n);
+    });
     result.rows_this_run += count;
     ++batches;
-    if (o.on_batch) o.on_batch(rec.rows_done, n);
   }
+  writer.finish();
   for (const auto& l : extractor.layers()) result.layers.push_back(l);
-  for (std::size_t i = 0; i < result.layers.size(); ++i)
+  if (o.gradients_of) {
+    for (const auto& l : extractor.layers()) {
+      result.layers.push_back(l);
+      result.layers.back().gradient = true;
+    }
+  }
+  for (std::size_t i = 0; i < result.layers.size() && i < rec.layers.size(); ++i)
     result.layers[i].shape = rec.layers[i].shape;
   result.rows_done = rec.rows_done;
   if (o.statistics && rec.rows_done == n) {
     std::vector<std::string> names;
-    for (const auto& l : rec.layers) names.push_back(l.file);
+    for (const auto& l : rec.layers) {
+      if (!l.gradient) names.push_back(l.file);
+    }
     write_statistics(dir, names);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -193,4 +193,13 @@ bool statistics_present(const fs::path& dir, const std::vector<std::string>& fil
 /// A path as recorded (absolute, normalised when possible).
 std::string absolute_text(const std::string& p);
 
+/// Checks ExtractOptions::gradients_of and targets against the stimuli
+/// (ExtractError: targets without loss:cross_entropy or the reverse, targets
+/// that are not [N] integers).
+void check_gradient_options(const ExtractOptions& options, const Stimuli& stimuli);
+/// The targets of stimuli [start, start + count), or undefined without them.
+at::Tensor batch_targets(const ExtractOptions& options, std::int64_t start, std::int64_t count);
+/// The file of a layer: `<stem>.npy`, or `<stem>.grad.npy` for its gradient.
+std::string layer_file(const std::string& label, bool gradient);
+
 } // namespace torchlens::extract::detail_io

@@ -76,15 +76,26 @@ std::string index_json(const Record& r) {
      << "  \"rows_done\": " << r.rows_done << ",\n"
      << "  \"complete\": " << (r.rows_done == r.num_stimuli ? "true" : "false") << ",\n"
      << "  \"layers\": [";
-  for (std::size_t i = 0; i < r.layers.size(); ++i) {
-    const auto& l = r.layers[i];
-    os << (i ? ",\n" : "\n") << "    {\"label\": " << io::json_string(l.label)
-       << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
-       << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
-       << ", \"shape\": " << detail::shape_as_list(l.shape)
-       << ", \"dtype\": " << io::json_string(l.dtype) << "}";
+  // activations in "layers", per-stimulus gradients (if any) in "gradients"
+  auto list = [&](bool gradients) {
+    bool first = true;
+    for (const auto& l : r.layers) {
+      if (l.gradient != gradients) continue;
+      os << (first ? "\n" : ",\n") << "    {\"label\": " << io::json_string(l.label)
+         << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
+         << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
+         << ", \"shape\": " << detail::shape_as_list(l.shape)
+         << ", \"dtype\": " << io::json_string(l.dtype) << "}";
+      first = false;
+    }
+    os << (first ? "]" : "\n  ]");
+  };
+  list(false);
+  if (std::any_of(r.layers.begin(), r.layers.end(), [](const auto& l) { return l.gradient; })) {
+    os << ",\n  \"gradients\": [";
+    list(true);
   }
-  os << (r.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";
+  os << "\n}\n";
   return os.str();
 }
 
@@ -157,17 +168,22 @@ Record read_index(const fs::path& path) {
     r.stimulus_dtype = tree.get<std::string>("stimulus_dtype");
     r.options = tree.get<std::string>("options", "");
     if (auto ids = tree.get_child_optional("stimulus_ids")) r.stimulus_ids = strings(*ids);
-    for (const auto& c : tree.get_child("layers")) {
-      Record::Layer l;
-      l.label = c.second.get<std::string>("label");
-      l.file = c.second.get<std::string>("file");
-      l.key = c.second.get<std::string>("key");
-      l.op = c.second.get<std::string>("op", "");
-      l.module = c.second.get<std::string>("module", "");
-      l.dtype = c.second.get<std::string>("dtype");
-      l.shape = ints(c.second.get_child("shape"));
-      r.layers.push_back(std::move(l));
-    }
+    auto read_layers = [&](const pt::ptree& list, bool gradient) {
+      for (const auto& c : list) {
+        Record::Layer l;
+        l.label = c.second.get<std::string>("label");
+        l.file = c.second.get<std::string>("file");
+        l.key = c.second.get<std::string>("key");
+        l.op = c.second.get<std::string>("op", "");
+        l.module = c.second.get<std::string>("module", "");
+        l.dtype = c.second.get<std::string>("dtype");
+        l.shape = ints(c.second.get_child("shape"));
+        l.gradient = gradient;
+        r.layers.push_back(std::move(l));
+      }
+    };
+    read_layers(tree.get_child("layers"), false);
+    if (auto g = tree.get_child_optional("gradients")) read_layers(*g, true);
   } catch (const pt::ptree_error& e) {
     throw ExtractError(where + " is not an extract index (" + e.what() + ")");
   }
@@ -332,7 +348,8 @@ std::string progress_json(const ShardProgress& p) {
        << ", \"file\": " << io::json_string(l.file) << ", \"key\": " << io::json_string(l.key)
        << ", \"op\": " << io::json_string(l.op) << ", \"module\": " << io::json_string(l.module)
        << ", \"shape\": " << detail::shape_as_list(l.shape)
-       << ", \"dtype\": " << io::json_string(l.dtype) << "}";
+       << ", \"dtype\": " << io::json_string(l.dtype)
+       << (l.gradient ? ", \"gradient\": true}" : "}");
   }
   os << (p.layers.empty() ? "]\n" : "\n  ]\n") << "}\n";
   return os.str();
@@ -359,6 +376,7 @@ ShardProgress read_progress(const fs::path& path, const std::string& what) {
       l.module = c.second.get<std::string>("module");
       l.dtype = c.second.get<std::string>("dtype");
       l.shape = ints(c.second.get_child("shape"));
+      l.gradient = c.second.get<bool>("gradient", false);
       check_file_name(l.file, l.label, where);
       p.layers.push_back(std::move(l));
     }

@@ -24,7 +24,11 @@ struct Record {
   struct Layer {
     std::string label, file, key, op, module, dtype;
     std::vector<std::int64_t> shape; // [N, ...]
+    /// A per-stimulus gradient file (`<label>.grad.npy`; index.json's
+    /// "gradients" list), not an activation ("layers").
+    bool gradient = false;
   };
+  /// The activations, then (ExtractOptions::gradients_of) the gradients.
   std::vector<Layer> layers;
 };
 
@@ -57,6 +61,7 @@ struct ShardProgress {
   struct Layer {
     std::string label, file, key, op, module, dtype;
     std::vector<std::int64_t> shape; // [end - begin, ...]
+    bool gradient = false;           ///< as Record::Layer::gradient
   };
   std::vector<Layer> layers;
 };

@@ -5,6 +5,7 @@
 #include "../io/dtypes.hpp"
 #include "fileio.hpp"
 #include "index.hpp"
+#include "prefetch.hpp"
 #include "sha256.hpp"
 
 #include <torchlens/detail/text.hpp>
@@ -299,6 +300,7 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
       e.op = l.op;
       e.module = l.module;
       e.shape = l.shape;
+      e.gradient = l.gradient;
       result.layers.push_back(std::move(e));
     }
   };
@@ -323,34 +325,41 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
   std::vector<std::size_t> header_len, row_len;
   std::vector<std::string> descr;
   std::optional<Extractor> extractor;
-  if (size > 0) extractor.emplace(model, plan.keys, plan.seed, rows_per_batch, o.stop_early);
+  if (size > 0) {
+    extractor.emplace(model, plan.keys, plan.seed, rows_per_batch, o.stop_early, o.gradients_of);
+  }
   std::int64_t batches = 0;
+  Prefetcher prefetch([&stimuli](std::int64_t s, std::int64_t c) { return stimuli.rows(s, c); },
+                      begin + progress.rows_done, end, rows_per_batch, o.background_io);
+  WriteBehind writer(o.background_io); // destroyed first: drains into the files
   for (std::int64_t start = begin + progress.rows_done; start < end; start += rows_per_batch) {
     if (o.max_batches && batches >= *o.max_batches) break;
     const std::int64_t rows = std::min(rows_per_batch, end - start);
+    const at::Tensor batch = prefetch.next(start, rows);
     std::vector<at::Tensor> acts;
     try {
-      acts = extractor->run(stimuli.rows(start, rows));
+      acts = extractor->run(batch, batch_targets(o, start, rows));
     } catch (const GraphChanged& e) {
       throw GraphChanged(TORCHLENS_HERE, who + ", stimuli " + std::to_string(start) + ".." +
                                              std::to_string(start + rows - 1) + ": " + e.message());
     }
     if (files.empty()) {
       // the layers are known: record the structure, create or reopen the files
-      for (const auto& l : extractor->layers()) {
-        ShardProgress::Layer r;
-        r.label = l.label;
-        r.file = l.label + ".npy";
-        for (char& c : r.file) {
-          if (c == '/') c = '_';
+      for (const bool gradient : {false, true}) { // activations, then their gradients
+        if (gradient && !o.gradients_of) break;
+        for (const auto& l : extractor->layers()) {
+          ShardProgress::Layer r;
+          r.label = l.label;
+          r.file = layer_file(l.label, gradient);
+          r.key = l.key;
+          r.op = l.op;
+          r.module = l.module;
+          r.dtype = io::dtypes::name(written_type(l.dtype, o));
+          r.shape = written_shape(l.shape, o);
+          r.shape[0] = size;
+          r.gradient = gradient;
+          progress.layers.push_back(std::move(r));
         }
-        r.key = l.key;
-        r.op = l.op;
-        r.module = l.module;
-        r.dtype = io::dtypes::name(written_type(l.dtype, o));
-        r.shape = written_shape(l.shape, o);
-        r.shape[0] = size;
-        progress.layers.push_back(std::move(r));
       }
       const std::string structure = extractor->structure_text();
       progress.structure_sha256 = sha256_hex(structure);
@@ -360,7 +369,8 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
         for (std::size_t i = 0; same && i < old->layers.size(); ++i) {
           same = old->layers[i].label == progress.layers[i].label &&
                  old->layers[i].shape == progress.layers[i].shape &&
-                 old->layers[i].dtype == progress.layers[i].dtype;
+                 old->layers[i].dtype == progress.layers[i].dtype &&
+                 old->layers[i].gradient == progress.layers[i].gradient;
         }
         if (!same) {
           throw ExtractError("cannot resume " + who +
@@ -397,29 +407,37 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
       }
       write_atomically(progress_path, index_file::progress_json(progress));
     }
+    const auto& grads = extractor->gradients(); // the gradient files follow the activations
+    acts.insert(acts.end(), grads.begin(), grads.end());
+    TORCHLENS_CHECK(acts.size() == files.size(), "extract: ", acts.size(), " tensors for ",
+                    files.size(), " files");
     // 1. the rows, flushed; 2. each header's row count, flushed; 3. the record
+    // (on the writer's thread while the next batch runs)
     const std::int64_t at_row = start - begin;
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      const at::Tensor t = as_written(acts[i], o);
-      TORCHLENS_CHECK(
-          static_cast<std::size_t>(t.nbytes()) == row_len[i] * static_cast<std::size_t>(rows),
-          "layer ", progress.layers[i].label, " changed size");
-      files[i].pwrite_all(t.data_ptr(), t.nbytes(),
-                          header_len[i] + static_cast<std::size_t>(at_row) * row_len[i]);
-    }
-    for (auto& f : files) f.sync();
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      const std::string h =
-          growing_npy_header(descr[i], progress.layers[i].shape, at_row + rows, header_len[i]);
-      files[i].pwrite_all(h.data(), h.size(), 0);
-      files[i].sync();
-    }
-    progress.rows_done = at_row + rows;
-    write_atomically(progress_path, index_file::progress_json(progress));
+    writer.submit([&, acts = std::move(acts), at_row, rows] {
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const at::Tensor t = as_written(acts[i], o);
+        TORCHLENS_CHECK(
+            static_cast<std::size_t>(t.nbytes()) == row_len[i] * static_cast<std::size_t>(rows),
+            "layer ", progress.layers[i].label, " changed size");
+        files[i].pwrite_all(t.data_ptr(), t.nbytes(),
+                            header_len[i] + static_cast<std::size_t>(at_row) * row_len[i]);
+      }
+      for (auto& f : files) f.sync();
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const std::string h =
+            growing_npy_header(descr[i], progress.layers[i].shape, at_row + rows, header_len[i]);
+        files[i].pwrite_all(h.data(), h.size(), 0);
+        files[i].sync();
+      }
+      progress.rows_done = at_row + rows;
+      write_atomically(progress_path, index_file::progress_json(progress));
+      if (o.on_batch) o.on_batch(progress.rows_done, size);
+    });
     result.rows_this_run += rows;
     ++batches;
-    if (o.on_batch) o.on_batch(progress.rows_done, size);
   }
+  writer.finish();
   if (size == 0) write_atomically(progress_path, index_file::progress_json(progress));
   if (progress.rows_done == size) write_atomically(done_path, plan_sha + "\n");
   if (progress.layers.empty() && old) progress.layers = old->layers;
@@ -510,7 +528,9 @@ bool index_says_complete(const fs::path& dir, const Plan& plan) {
   }
   if (wants_statistics(plan)) {
     std::vector<std::string> files;
-    for (const auto& l : r.layers) files.push_back(l.file);
+    for (const auto& l : r.layers) {
+      if (!l.gradient) files.push_back(l.file);
+    }
     if (!statistics_present(dir, files)) return false;
   }
   return true;
@@ -607,6 +627,7 @@ MergeResult merge(const std::string& out_dir, bool delete_shards) {
       std::vector<std::int64_t> a = p.layers[i].shape, b = r.layers[i].shape;
       a[0] = b[0] = 0;
       same_layers = p.layers[i].label == r.layers[i].label && a == b &&
+                    p.layers[i].gradient == r.layers[i].gradient &&
                     p.layers[i].dtype == r.layers[i].dtype && p.layers[i].file == r.layers[i].file;
     }
     if (p.structure_sha256 != r.structure_sha256 || !same_layers) {
@@ -644,6 +665,7 @@ MergeResult merge(const std::string& out_dir, bool delete_shards) {
     r.dtype = l.dtype;
     r.shape = l.shape;
     r.shape[0] = plan.num_stimuli;
+    r.gradient = l.gradient;
     rec.layers.push_back(std::move(r));
   }
 
@@ -690,8 +712,12 @@ MergeResult merge(const std::string& out_dir, bool delete_shards) {
     sync_dir(dir);
     ++result.layers_merged;
   }
-  if (wants_statistics(plan) && !statistics_present(dir, result.files)) {
-    write_statistics(dir, result.files);
+  if (wants_statistics(plan)) { // of the activations
+    std::vector<std::string> files;
+    for (const auto& l : rec.layers) {
+      if (!l.gradient) files.push_back(l.file);
+    }
+    if (!statistics_present(dir, files)) write_statistics(dir, files);
   }
   write_atomically(dir / "index.json", index_file::index_json(rec));
   if (delete_shards) fs::remove_all(dir / "shards");

@@ -92,6 +92,7 @@ std::vector<LayerStatistics> read_statistics(const std::string& out_dir) {
   }
   std::vector<LayerStatistics> out;
   for (const auto& l : r.layers) {
+    if (l.gradient) continue; // statistics are of activations
     if (!fs::exists(mean_path(dir, l.file)) || !fs::exists(var_path(dir, l.file))) {
       throw ExtractError("no statistics for " + l.label + " in " + out_dir +
                          " (extract with --statistics)");

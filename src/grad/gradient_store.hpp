@@ -82,6 +82,17 @@ class GradientStore {
 /// inference mode): nothing the model computes would have a gradient.
 void check_gradients_possible(const LogOptions& options);
 
+/// Hooks the autograd nodes that will deliver the gradients of the op outputs
+/// `selected` (by OpNode::id; `edges` from Recorder::grad_edges) and the
+/// accumulators of `params`, so that the next backward through them fills
+/// `store` (held weakly by the hooks). Ids without an edge go to
+/// `store->not_in_graph`, the others to `store->hooked`. attach_gradients and
+/// extract's per-stimulus gradients (src/extract) share it.
+void hook_gradients(const std::shared_ptr<GradientStore>& store,
+                    const std::vector<torch::autograd::Edge>& edges,
+                    const std::unordered_set<std::size_t>& selected,
+                    const std::vector<ModelDescription::NamedTensor>& params);
+
 /// After the capture whose tensors the log holds: makes the log's gradient
 /// store and hooks the autograd nodes of the selected op outputs (`edges`, by
 /// OpNode::id, from Recorder::grad_edges) and the accumulators of the model's

@@ -177,24 +177,10 @@ void check_gradients_possible(const LogOptions& options) {
                   "save_gradients");
 }
 
-void attach_gradients(ModelLog& log, const ModelDescription& model,
-                      const std::vector<torch::autograd::Edge>& edges, const c10::IValue& output) {
-  const LogOptions& options = log.options();
-  if (options.save_gradients().kind() == SaveSpec::Kind::none) return;
-  auto store = std::make_shared<GradientStore>(options);
-  flatten_outputs(output, store->returned);
-
-  // the selected op outputs, by id
-  std::unordered_set<std::size_t> selected;
-  const ModelGraph& g = log.graph();
-  if (options.save_gradients().kind() == SaveSpec::Kind::all) {
-    for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
-      if (g[v].kind != NodeKind::output) selected.insert(g[v].id);
-    }
-  } else {
-    selected = select_ids(log, options.save_gradients().keys()).policy.ids;
-  }
-
+void hook_gradients(const std::shared_ptr<GradientStore>& store,
+                    const std::vector<torch::autograd::Edge>& edges,
+                    const std::unordered_set<std::size_t>& selected,
+                    const std::vector<ModelDescription::NamedTensor>& params) {
   // one NodeTargets per autograd node
   std::unordered_map<torch::autograd::Node*, std::shared_ptr<NodeTargets>> targets;
   auto targets_of = [&](const std::shared_ptr<torch::autograd::Node>& node) {
@@ -217,23 +203,43 @@ void attach_gradients(ModelLog& log, const ModelDescription& model,
     store->hooked.insert(id);
   }
   // parameters: the gradient their accumulator receives in each backward
-  for (const auto& p : model.params) {
+  for (const auto& p : params) {
     if (auto acc = compat::grad_accumulator(p.tensor)) {
       targets_of(acc)->params.push_back(p.address);
       nodes.push_back(std::move(acc));
     }
   }
+  for (auto& [node, t] : targets) {
+    std::sort(t->slots.begin(), t->slots.end());
+    compat::add_node_hooks(*node, std::make_unique<SavePreHook>(t),
+                           std::make_unique<TimePostHook>(t));
+  }
+}
+
+void attach_gradients(ModelLog& log, const ModelDescription& model,
+                      const std::vector<torch::autograd::Edge>& edges, const c10::IValue& output) {
+  const LogOptions& options = log.options();
+  if (options.save_gradients().kind() == SaveSpec::Kind::none) return;
+  auto store = std::make_shared<GradientStore>(options);
+  flatten_outputs(output, store->returned);
+
+  // the selected op outputs, by id
+  std::unordered_set<std::size_t> selected;
+  const ModelGraph& g = log.graph();
+  if (options.save_gradients().kind() == SaveSpec::Kind::all) {
+    for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
+      if (g[v].kind != NodeKind::output) selected.insert(g[v].id);
+    }
+  } else {
+    selected = select_ids(log, options.save_gradients().keys()).policy.ids;
+  }
+  hook_gradients(store, edges, selected, model.params);
   TORCHLENS_CHECK(selected.empty() || !store->hooked.empty(),
                   "save_gradients was asked for, but none of the ", selected.size(),
                   " selected layers is part of an autograd graph: the model computed them "
                   "without grad (a no-grad block inside forward?) or nothing they depend on "
                   "requires grad (give an input requires_grad(true), or keep the parameters' "
                   "requires_grad)");
-  for (auto& [node, t] : targets) {
-    std::sort(t->slots.begin(), t->slots.end());
-    compat::add_node_hooks(*node, std::make_unique<SavePreHook>(t),
-                           std::make_unique<TimePostHook>(t));
-  }
   log.set_gradient_store(std::move(store));
 }
 

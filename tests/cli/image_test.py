@@ -164,6 +164,36 @@ class ImageTest(unittest.TestCase):
             with open(os.path.join(out, name), "rb") as f, open(os.path.join(ref_dir, name), "rb") as g:
                 self.assertTrue(f.read() == g.read(), name)
 
+    def test_decoding_ahead_error_in_a_later_batch_then_resume(self):
+        # batch k+1 is decoded while batch k runs: a file that does not decode
+        # in the third batch stops the run there, naming it, with the first two
+        # batches written and recorded; fixed, --resume finishes the run
+        late = fresh("late")
+        os.makedirs(late)
+        for n in self.names:
+            shutil.copy(os.path.join(self.folder, n), late)
+        bad = self.names[5]  # batch size 2: the third batch holds names[4:6]
+        with open(os.path.join(late, bad), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\nnot really")
+        out = fresh("late-out")
+        args = ["extract", self.ident, "--inputs", late, "--save", "mul", "--batch-size", "2",
+                "--out", out, "--no-progress", "--resize", "64", "--crop", "56"]
+        r = run(*args)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+        self.assertIn("cannot decode the PNG", r.stderr)
+        self.assertIn(bad, r.stderr)
+        index = read_json(os.path.join(out, "index.json"))
+        self.assertEqual(index["rows_done"], 4)
+        shutil.copy(os.path.join(self.folder, bad), late)
+        r = run(*args, "--resume")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        index = read_json(os.path.join(out, "index.json"))
+        self.assertTrue(index["complete"])
+        got = np.load(os.path.join(out, index["layers"][0]["file"]))
+        on_tensor, _ = self.expected(None)
+        np.testing.assert_allclose(got, on_tensor, rtol=0, atol=1e-5)
+
     def test_refusals(self):
         mixed = fresh("mixed")
         os.makedirs(mixed)

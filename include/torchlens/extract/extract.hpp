@@ -95,6 +95,24 @@ struct Shard {
   std::string source;
 };
 
+/// The scalar per stimulus whose gradient extract saves beside each saved
+/// layer (`--gradients-of`, docs/extract.md "Gradients"): with `y` the model's
+/// first output and `i` a stimulus,
+///   - `sum`: `y[i].sum()`;
+///   - `output:K`: `y[i, K]` (a logit);
+///   - `output:argmax`: `y[i, argmax(y[i])]` (the predicted class's logit);
+///   - `loss:cross_entropy`: `cross_entropy(y[i], target[i])` (needs targets).
+/// The names follow `torchlens log --backward sum|output:K`.
+struct GradientTarget {
+  enum class Kind { sum, output, argmax, cross_entropy };
+  Kind kind = Kind::sum;
+  std::int64_t index = 0; ///< Kind::output: the column K
+  /// Reads the text above; throws ExtractError for anything else.
+  static GradientTarget parse(const std::string& text);
+  /// The canonical text (recorded in the plan and index.json).
+  std::string text() const;
+};
+
 /// One saved layer.
 struct ExtractLayer {
   std::string label;               ///< final label (`conv2d_1_1`); file DIR/label.npy
@@ -104,6 +122,8 @@ struct ExtractLayer {
   std::size_t id = 0;              ///< OpNode id saved by the fast capture
   std::vector<std::int64_t> shape; ///< activation shape for one batch
   c10::ScalarType dtype = c10::kFloat;
+  /// A per-stimulus gradient file (`<label>.grad.npy`), not the activation.
+  bool gradient = false;
 };
 
 /// Runs a TorchScript model batch after batch, returning the chosen layers only.
@@ -113,8 +133,13 @@ class Extractor {
   /// dropped from the results), so that every capture sees the same shapes.
   /// `stop_early`: every batch after the first stops the forward after the
   /// last op whose activation is saved (LogOptions::stop_early).
+  /// `gradients`: after every forward, one backward of the sum over the batch
+  /// of each stimulus's scalar (GradientTarget) gives every saved layer's
+  /// per-stimulus gradient (gradients()); this needs the model in eval mode
+  /// (refused in training mode) and turns stop_early off.
   Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
-            std::int64_t batch_rows, bool stop_early = true);
+            std::int64_t batch_rows, bool stop_early = true,
+            std::optional<GradientTarget> gradients = std::nullopt);
   ~Extractor();
   Extractor(const Extractor&) = delete;
   Extractor& operator=(const Extractor&) = delete;
@@ -125,7 +150,16 @@ class Extractor {
   /// resolves the keys; later calls make one capture saving only the chosen
   /// layers. Throws ExtractError (unknown key, a layer whose first dimension is
   /// not the batch) or GraphChanged (names the first differing op).
-  std::vector<at::Tensor> run(const at::Tensor& batch);
+  /// `targets`: with GradientTarget::Kind::cross_entropy, the batch's class
+  /// indices (`[rows]`, integers).
+  std::vector<at::Tensor> run(const at::Tensor& batch, const at::Tensor& targets = at::Tensor());
+
+  /// With gradients: the last run()'s gradient of each stimulus's scalar
+  /// w.r.t. each layer of layers() (same order and shapes as run()'s result),
+  /// computed by one backward of the sum over the batch. Rows must not
+  /// interact (eval mode): the padding rows of a short batch are checked to
+  /// receive no gradient (ExtractError otherwise).
+  const std::vector<at::Tensor>& gradients() const noexcept { return gradients_; }
 
   /// Resolved layers (after the first run()).
   const std::vector<ExtractLayer>& layers() const noexcept { return layers_; }
@@ -139,6 +173,7 @@ class Extractor {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<ExtractLayer> layers_;
+  std::vector<at::Tensor> gradients_;
   std::unique_ptr<ModelLog> structure_;
 };
 
@@ -168,8 +203,22 @@ struct ExtractOptions {
   /// `<file stem>.mean.npy`, `<file stem>.var.npy` (float64, one row's shape),
   /// read back by torchlens/extract/statistics.hpp.
   bool statistics = false;
-  /// Called after every batch with (rows done, N); e.g. a progress bar.
+  /// Also write, beside each layer's `<label>.npy`, `<label>.grad.npy`: the
+  /// gradient of each stimulus's scalar w.r.t. that stimulus's activation,
+  /// same `[N, ...]` layout (dtype and flatten apply). Part of the plan.
+  std::optional<GradientTarget> gradients_of;
+  /// GradientTarget::Kind::cross_entropy: one class index per stimulus, `[N]`
+  /// integers (`--targets LABELS.npy`). Its sha256 is part of the plan.
+  at::Tensor targets;
+  /// Called after every committed batch with (rows done, N); e.g. a progress
+  /// bar. With background_io, on the writer's thread (one call at a time).
   std::function<void(std::int64_t, std::int64_t)> on_batch;
+  /// Overlap the I/O with the forward: while batch k runs, one background
+  /// thread reads batch k+1's stimuli (a folder of images: decodes and
+  /// preprocesses them) and another writes, flushes and records batch k-1's
+  /// rows, in order. Off: each batch is read, run, written and recorded in
+  /// turn. The files, the crash safety and the errors are the same either way.
+  bool background_io = true;
   /// Stop after this many batches (tests and benchmarks of interruption).
   std::optional<std::int64_t> max_batches;
   /// This process's part (count > 1: a sharded run, written to

@@ -5,7 +5,8 @@
 //   script      TorchScript, one `x + 1.0` per loop iteration in forward
 //   script-call TorchScript, each iteration calls a submodule (a module frame per op)
 //   frontend    C++ frontend, the same loop in a torch::nn::Module's forward
-// Columns: the plain forward; capture alone (metadata only, all saved; the pass
+// Columns: the plain forward; the same under an empty boxed fallback (the floor
+// of any dispatcher-level capture); capture alone (metadata only, all saved; the pass
 // pipeline off) and the whole log_forward_pass (pipeline on, metadata only).
 // Usage: op_overhead [REPS] [MAX_N]
 
@@ -13,6 +14,8 @@
 
 #include <torchlens/torchlens.hpp>
 
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -24,6 +27,23 @@
 #include <vector>
 
 namespace tl = torchlens;
+
+namespace {
+
+// The floor: a boxed fallback that only passes the op on, on another mode key
+// (capture's own fallback sits on TESTING_ONLY_GenericMode). The per-op cost of
+// running a chain with it included is what any dispatcher-level capture pays
+// before recording anything.
+void pass_through(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  c10::impl::ExcludeDispatchKeyGuard no_recursion(c10::DispatchKey::TESTING_ONLY_GenericWrapper);
+  op.callBoxed(stack);
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(_, TESTING_ONLY_GenericWrapper, m) {
+  m.fallback(torch::CppFunction::makeFromBoxedFunction<&pass_through>());
+}
 
 namespace {
 
@@ -67,33 +87,39 @@ def forward(self, x, n: int):
 }
 
 struct Times {
-  double plain, meta, all, full;
+  double plain, floor, meta, all, full;
 };
 
 Times measure(int reps, const std::function<void()>& plain,
               const std::function<void(tl::LogOptions)>& logged) {
+  const auto floor = [&] {
+    c10::impl::IncludeDispatchKeyGuard through(c10::DispatchKey::TESTING_ONLY_GenericWrapper);
+    plain();
+  };
   const auto meta = tl::LogOptions().seed(0).save(tl::SaveSpec::none()).postprocess(false);
   const auto all = tl::LogOptions().seed(0).postprocess(false);
   const auto full = tl::LogOptions().seed(0).save(tl::SaveSpec::none());
   plain();
+  floor();
   logged(meta);
   logged(all);
   logged(full);
-  std::vector<double> tp, tm, ta, tf;
+  std::vector<double> tp, tb, tm, ta, tf;
   for (int i = 0; i < reps; ++i) { // interleaved, so drift hits all alike
     tp.push_back(time_ms(plain));
+    tb.push_back(time_ms(floor));
     tm.push_back(time_ms([&] { logged(meta); }));
     ta.push_back(time_ms([&] { logged(all); }));
     tf.push_back(time_ms([&] { logged(full); }));
   }
-  return {median(tp), median(tm), median(ta), median(tf)};
+  return {median(tp), median(tb), median(tm), median(ta), median(tf)};
 }
 
 void table(const std::string& name, std::int64_t max_n,
            const std::function<Times(std::int64_t)>& at_n) {
   std::cout << "\n### " << name << "\n\n"
-            << "| N | plain ms | capture, metadata ms | capture, all saved ms | log_forward_pass "
-               "ms |\n|---:|---:|---:|---:|---:|\n";
+            << "| N | plain ms | empty fallback ms | capture, metadata ms | capture, all saved "
+               "ms | log_forward_pass ms |\n|---:|---:|---:|---:|---:|---:|\n";
   std::vector<std::int64_t> sizes;
   for (std::int64_t n = 1000; n <= max_n; n *= 10) sizes.push_back(n);
   std::vector<Times> rows;
@@ -101,13 +127,14 @@ void table(const std::string& name, std::int64_t max_n,
     rows.push_back(at_n(n));
     const Times& t = rows.back();
     std::cout << std::fixed << std::setprecision(2) << "| " << n << " | " << t.plain << " | "
-              << t.meta << " | " << t.all << " | " << t.full << " |\n";
+              << t.floor << " | " << t.meta << " | " << t.all << " | " << t.full << " |\n";
   }
   if (rows.size() < 2) return;
   const double dn = static_cast<double>(sizes.back() - sizes.front()) / 1e3; // ms -> us per op
   auto slope = [&](double Times::*f) { return (rows.back().*f - rows.front().*f) / dn; };
   std::cout << std::setprecision(2) << "\nper op (slope " << sizes.front() << ".." << sizes.back()
-            << "): plain " << slope(&Times::plain) << " us; capture overhead, metadata "
+            << "): plain " << slope(&Times::plain) << " us; empty fallback "
+            << slope(&Times::floor) - slope(&Times::plain) << " us; capture overhead, metadata "
             << slope(&Times::meta) - slope(&Times::plain) << " us, all saved "
             << slope(&Times::all) - slope(&Times::plain) << " us; log_forward_pass overhead "
             << slope(&Times::full) - slope(&Times::plain) << " us\n";

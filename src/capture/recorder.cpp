@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -97,6 +98,35 @@ bool is_scalar_read_op(const std::string& name) {
 bool is_uninitialized_op(const std::string& name) {
   return name == "aten::empty" || name == "aten::empty_like" || name == "aten::empty_strided" ||
          name == "aten::new_empty" || name == "aten::new_empty_strided";
+}
+
+/// An argument as c10 prints an IValue (`1`, `True`, `None`, `2.`, `0.5`, `[1, 2]`),
+/// or a wrapped Python number as the number. Ints, bools, None and integral
+/// doubles are formatted here exactly as c10's operator<< does; the rest goes
+/// through `os`, which is reused (constructing a stream costs more than printing).
+std::string print_argument(std::ostringstream& os, const c10::IValue& a, bool wrapped) {
+  if (!wrapped) {
+    if (a.isNone()) return "None";
+    if (a.isBool()) return a.toBool() ? "True" : "False";
+    if (a.isInt()) return std::to_string(a.toInt());
+    if (a.isDouble()) {
+      // c10: a finite double below 1e10 that is an integer prints as `N.` (zero
+      // is left to c10: whether -0.0 prints `-0.` differs between versions)
+      const double d = a.toDouble();
+      if (std::fpclassify(d) == FP_NORMAL && std::abs(d) < 1e10) {
+        const auto i = static_cast<std::int64_t>(d);
+        if (static_cast<double>(i) == d) return std::to_string(i) + ".";
+      }
+    }
+  }
+  os.str(std::string());
+  os.clear();
+  if (wrapped) {
+    os << a.toTensor().item();
+  } else {
+    os << a;
+  }
+  return os.str();
 }
 
 /// The output index of the IR node a dispatcher output comes from: one IR output
@@ -408,11 +438,17 @@ void Recorder::track(const at::Tensor& t, std::size_t node) {
 }
 
 Recorder::Geometry Recorder::Geometry::of(const at::Tensor& t) {
-  return Geometry{t.sizes().vec(), t.strides().vec(), t.storage_offset(), t.scalar_type()};
+  Geometry g;
+  g.sizes.assign(t.sizes().begin(), t.sizes().end());
+  g.strides.assign(t.strides().begin(), t.strides().end());
+  g.offset = t.storage_offset();
+  g.dtype = t.scalar_type();
+  return g;
 }
 
 bool Recorder::Geometry::matches(const at::Tensor& t) const {
-  return t.sizes() == c10::IntArrayRef(sizes) && t.strides() == c10::IntArrayRef(strides) &&
+  return t.sizes() == c10::IntArrayRef(sizes.data(), sizes.size()) &&
+         t.strides() == c10::IntArrayRef(strides.data(), strides.size()) &&
          t.storage_offset() == offset && t.scalar_type() == dtype;
 }
 
@@ -823,19 +859,15 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   // Copy-on-write: saved activations that this op is about to overwrite.
   std::vector<std::uint32_t> versions_before;
   versions_before.reserve(arg_tensors.size());
-  std::vector<at::Tensor> args_written_views(num_args);
-  std::unordered_set<const c10::TensorImpl*> arg_impls;
-  for (std::size_t i = 0; i < num_args; ++i) {
+  std::vector<at::Tensor> args_written_views(info.writes ? num_args : 0);
+  for (std::size_t i = 0; info.writes && i < num_args; ++i) {
     if (info.arg_written[i] && args[i].isTensor()) {
       const at::Tensor& w = args[i].toTensor();
       protect_storage(storage_of(w));
       if (w.is_view() && !w.is_inference()) args_written_views[i] = w;
     }
   }
-  for (const auto& t : arg_tensors) {
-    versions_before.push_back(t.defined() ? version_of(t) : 0);
-    if (t.defined()) arg_impls.insert(t.unsafeGetTensorImpl());
-  }
+  for (const auto& t : arg_tensors) versions_before.push_back(t.defined() ? version_of(t) : 0);
 
   bool observed = false;
   std::vector<ModuleFrame> frames = module_frames(params, observed);
@@ -951,8 +983,11 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     // A parameter or buffer an op hands back unchanged (`weight.contiguous()`)
     // stays a parameter or buffer.
     const auto* impl = t.unsafeGetTensorImpl();
-    const bool kept_source = !info.writes && arg_impls.count(impl) != 0 &&
-                             (params_.count(impl) != 0 || buffers_.count(impl) != 0);
+    const bool kept_source =
+        !info.writes &&
+        std::any_of(arg_tensors.begin(), arg_tensors.end(),
+                    [impl](const at::Tensor& a) { return a.unsafeGetTensorImpl() == impl; }) &&
+        (params_.count(impl) != 0 || buffers_.count(impl) != 0);
     if (!kept_source) track(t, id);
     if (info.writes || info.returns_view) {
       if (const auto* st = storage_of(t)) {
@@ -1174,6 +1209,7 @@ void Recorder::finish(double forward_ms) {
   tensors_.clear();
 
   // Printable non-tensor arguments.
+  std::ostringstream os; // one stream for all: making one costs more than printing
   for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
     const auto& rec = records[graph[v].id];
     if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
@@ -1184,13 +1220,8 @@ void Recorder::finish(double forward_ms) {
       const bool wrapped = a.isTensor() && a.toTensor().defined() &&
                            a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
       if (rec.is_tensor[i] && !wrapped) continue; // an edge or a parameter, not a scalar
-      std::ostringstream os;
-      if (wrapped) {
-        os << a.toTensor().item();
-      } else {
-        os << a;
-      }
-      graph[v].scalar_args.push_back(ScalarArg{schema.arguments()[i].name(), os.str()});
+      graph[v].scalar_args.push_back(
+          ScalarArg{schema.arguments()[i].name(), print_argument(os, a, wrapped)});
     }
   }
 

@@ -10,6 +10,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
+#include <c10/util/SmallVector.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/csrc/autograd/edge.h>
 
@@ -144,7 +145,7 @@ class Recorder {
   };
   /// Geometry of a tensor over its storage.
   struct Geometry {
-    std::vector<std::int64_t> sizes, strides;
+    c10::SmallVector<std::int64_t, 5> sizes, strides; // no allocation up to 5 dims
     std::int64_t offset = 0;
     c10::ScalarType dtype = c10::ScalarType::Undefined;
     static Geometry of(const at::Tensor& t);

@@ -237,7 +237,6 @@ void ModelLog::build_lookup() {
   keys_.clear();
   module_outputs_.clear();
   ordered_keys_.clear();
-  const auto n = static_cast<std::int64_t>(size());
   auto add = [&](const std::string& key, Vertex v) {
     if (key.empty()) return;
     if (keys_.emplace(key, v).second) ordered_keys_.push_back(key);
@@ -277,18 +276,30 @@ void ModelLog::build_lookup() {
     const std::string address = key.substr(0, key.rfind(':'));
     if (module_pass_count[address] == 1) add(address, vs.back());
   }
-  // ordinals as text last: a module named `1` (a Sequential child) keeps its
-  // key, as in TorchLens where strings name modules; log[1] is the ordinal
-  for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    add(std::to_string(v), v);
-    add(std::to_string(static_cast<std::int64_t>(v) - n), v);
-  }
+  // Ordinals as text (`5`, `-3`) are keys too, after all the others: a module
+  // named `1` (a Sequential child) keeps its key, as in TorchLens where strings
+  // name modules; log[1] is the ordinal. They are not stored (two strings per
+  // vertex): ordinal_key() recognises them where the map has no such key.
+}
+
+std::optional<Vertex> ModelLog::ordinal_key(const std::string& key) const {
+  std::int64_t ordinal = 0;
+  const auto n = static_cast<std::int64_t>(size());
+  if (!parse_int(key, ordinal) || ordinal < -n || ordinal >= n) return std::nullopt;
+  if (std::to_string(ordinal) != key) return std::nullopt; // `05`, `+5`: not a key as such
+  return static_cast<Vertex>(ordinal < 0 ? ordinal + n : ordinal);
 }
 
 std::vector<std::string> ModelLog::keys_of(Vertex v) const {
   std::vector<std::string> out;
   for (const auto& k : ordered_keys_) {
     if (keys_.at(k) == v) out.push_back(k);
+  }
+  const auto n = static_cast<std::int64_t>(size());
+  for (const std::int64_t ordinal :
+       {static_cast<std::int64_t>(v), static_cast<std::int64_t>(v) - n}) {
+    std::string k = std::to_string(ordinal);
+    if (keys_.count(k) == 0) out.push_back(std::move(k));
   }
   return out;
 }
@@ -300,8 +311,9 @@ LayerView ModelLog::operator[](std::int64_t ordinal) const {
   return LayerView(*this, static_cast<Vertex>(ordinal < 0 ? ordinal + n : ordinal));
 }
 
-bool ModelLog::contains(std::string_view key) const {
-  return keys_.count(std::string(key)) != 0;
+bool ModelLog::contains(std::string_view key_view) const {
+  const std::string key(key_view);
+  return keys_.count(key) != 0 || ordinal_key(key).has_value();
 }
 
 LayerView ModelLog::at(std::string_view key) const {

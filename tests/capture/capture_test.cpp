@@ -14,6 +14,7 @@
 #include <future>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -638,4 +639,53 @@ TEST_CASE("a budget for saved activations stops the capture at the op that excee
       tl::log_forward_pass(model, x, tl::LogOptions().save(tl::SaveSpec::none()).max_saved_bytes(1))
           .saved_layers()
           .empty());
+}
+
+TEST_CASE("scalar arguments print as c10 prints the values (ints, bools, None, doubles, lists)") {
+  torch::jit::Module m("Scalars");
+  m.define(R"(
+def forward(self, x):
+    a = torch.clamp(x, -0.0, 2.0)
+    b = torch.leaky_relu(a, 0.1)
+    c = b.sum(dim=[0], keepdim=True)
+    d = c * 1e12
+    e = torch.flatten(d, 0, -1)
+    f = torch.div(e, 3.0, rounding_mode=None)
+    return f + 2.5
+)");
+  auto log = tl::log_forward_pass(m, {torch::randn({4, 3})}, kRaw);
+  const auto& g = log.graph();
+  auto args_of = [&](const std::string& op) {
+    const auto vs = find(log, op);
+    REQUIRE(vs.size() == 1);
+    std::map<std::string, std::string> out;
+    for (const auto& a : g[vs[0]].scalar_args) out[a.name] = a.value;
+    return out;
+  };
+  // c10's own printing of the same values is the reference
+  auto c10_text = [](const c10::IValue& v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  const auto clamp = args_of("aten::clamp");
+  CHECK(clamp.at("min") == c10_text(c10::IValue(-0.0))); // `0.` in 1.13, `-0.` in 2.x
+  CHECK(clamp.at("max") == "2.");
+  const auto leaky = args_of("aten::leaky_relu");
+  CHECK(leaky.at("negative_slope") == c10_text(c10::IValue(0.1)));
+  CHECK(leaky.at("negative_slope") == "0.10000000000000001");
+  const auto sum = args_of("aten::sum");
+  CHECK(sum.at("dim") == "[0]");
+  CHECK(sum.at("keepdim") == "True");
+  CHECK(sum.at("dtype") == "None");
+  CHECK(args_of("aten::mul").at("other") == c10_text(c10::IValue(1e12)));
+  const auto flatten = args_of("aten::flatten");
+  CHECK(flatten.at("start_dim") == "0");
+  CHECK(flatten.at("end_dim") == "-1");
+  const auto div = args_of("aten::div");
+  CHECK(div.at("other") == "3.");
+  CHECK(div.at("rounding_mode") == "None");
+  const auto add = args_of("aten::add");
+  CHECK(add.at("other") == "2.5");
+  CHECK(add.at("alpha") == "1");
 }

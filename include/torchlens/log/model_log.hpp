@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -173,6 +174,8 @@ class ModelLog {
  private:
   void build_lookup();
   Vertex resolve_or_throw(std::string_view key) const;
+  /// The vertex an ordinal written as a key (`5`, `-3`) names, if it is one.
+  std::optional<Vertex> ordinal_key(const std::string& key) const;
 
   ModelGraph graph_;
   std::vector<at::Tensor> activations_; // by OpNode::id

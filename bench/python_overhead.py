@@ -110,7 +110,8 @@ def main():
     for what, pages in (("the saved run's extra", extra), ("all", all_pages)):
         fw, fc = floor(pages)
         print(f"  faulting in {what} {pages} fresh pages alone: {fw:.1f} ms wall "
-              f"({fw / med['plain']:.2f}x plain), {fc:.1f} ms CPU ({fc / mcpu['plain']:.2f}x plain)")
+              f"({fw / med['plain']:.2f}x plain), {fc:.1f} ms CPU "
+              f"({fc / mcpu['plain']:.2f}x plain)")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,14 @@ handed the previous log's memory back to the kernel (heap trim, munmap), each
 new output lands on pages the kernel must map and zero, which a plain forward
 that reuses its freed memory does not pay (docs/performance.md).
 
-Usage: PYTHONPATH=build/python /usr/bin/python3 bench/python_overhead.py [MODEL=resnet18] [RUNS=15] [SIZE=224]
+HEAP=kept first sets glibc's trim and mmap thresholds (mallopt, for this
+process only) so that freed memory stays in the process: the saved run then
+takes no page faults, which shows what the capture costs without them.
+
+Usage: PYTHONPATH=build/python /usr/bin/python3 bench/python_overhead.py [MODEL=resnet18] [RUNS=15] [SIZE=224] [HEAP=default|kept]
 """
 
+import ctypes
 import mmap
 import resource
 import statistics
@@ -43,10 +48,24 @@ def fault_in(pages):
         torch.frombuffer(m, dtype=torch.uint8)[::PAGE] = 1
 
 
+def keep_heap():
+    """glibc keeps freed memory instead of trimming the heap top or unmapping
+    large chunks (both thresholds: setting one freezes the dynamic other)."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)):
+        sys.exit("python_overhead: mallopt failed")
+
+
 def main():
     name = sys.argv[1] if len(sys.argv) > 1 else "resnet18"
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 15
     size = int(sys.argv[3]) if len(sys.argv) > 3 else 224
+    heap = sys.argv[4] if len(sys.argv) > 4 else "default"
+    if heap not in ("default", "kept"):
+        sys.exit(f"python_overhead: HEAP must be default or kept, not {heap!r}")
+    if heap == "kept":
+        keep_heap()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None).eval()
@@ -84,7 +103,7 @@ def main():
     med = {k: statistics.median(v) * 1e3 for k, v in wall.items()}
     mcpu = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
     mflt = {k: int(statistics.median(v)) for k, v in faults.items()}
-    print(f"{name} 1x3x{size}x{size}, {layers} layers, median of {runs}: "
+    print(f"{name} 1x3x{size}x{size}, {layers} layers, heap {heap}, median of {runs}: "
           f"plain {med['plain']:.1f} ms, metadata only {med['metadata'] / med['plain']:.2f}x, "
           f"every activation saved {med['saved'] / med['plain']:.2f}x")
     print(f"  CPU time: plain {mcpu['plain']:.1f} ms, metadata only "

@@ -15,6 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace tl = torchlens;
 using namespace tl::sel;
@@ -121,6 +124,42 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+} // namespace
+
+namespace {
+/// RFC 4180 records: fields in double quotes may hold commas, line breaks and
+/// doubled quotes.
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> records;
+  std::vector<std::string> record;
+  std::string field;
+  bool quoted = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        field += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      record.push_back(std::exchange(field, {}));
+    } else if (c == '\n') {
+      record.push_back(std::exchange(field, {}));
+      records.push_back(std::exchange(record, {}));
+    } else {
+      field += c;
+    }
+  }
+  REQUIRE_FALSE(quoted);
+  REQUIRE(field.empty());
+  return records;
+}
 } // namespace
 
 TEST_CASE("live, replay and rerun all equal the change written by hand") {
@@ -545,4 +584,31 @@ TEST_CASE("activation patching: effects from replays equal the hand computation"
   std::ostringstream table;
   table << result;
   CHECK(table.str().find(result.rows[5].label) != std::string::npos);
+
+  // the table as CSV (RFC 4180): a site with a comma, quotes and a line break
+  // stays one field; numbers read back exactly
+  tl::patching::PatchResult odd = result;
+  odd.rows[1].site = "where(\"a, b\")\nand \"c\"";
+  const fs::path csv =
+      fs::temp_directory_path() / ("tl_patch_" + std::to_string(::getpid()) + ".csv");
+  odd.to_csv(csv.string());
+  std::ifstream in(csv);
+  std::stringstream text;
+  text << in.rdbuf();
+  fs::remove(csv);
+  const auto records = parse_csv(text.str());
+  REQUIRE(records.size() == 9);
+  CHECK(records[0] ==
+        std::vector<std::string>{"site", "label", "index", "metric", "effect", "engine"});
+  for (std::size_t i = 0; i < 8; ++i) {
+    const auto& r = records[i + 1];
+    REQUIRE(r.size() == 6);
+    CHECK(r[0] == odd.rows[i].site);
+    CHECK(r[1] == odd.rows[i].label);
+    CHECK(std::stoll(r[2]) == odd.rows[i].index);
+    CHECK(std::stod(r[3]) == odd.rows[i].metric);
+    CHECK(std::stod(r[4]) == odd.rows[i].effect);
+    CHECK(r[5] == "replay");
+  }
+  CHECK(records[1][0] == "label(input.0)");
 }

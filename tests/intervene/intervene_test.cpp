@@ -481,6 +481,16 @@ TEST_CASE("a spec saves to JSON with .npy sidecars and loads back without runnin
   const auto loaded = tl::Interventions::load(path);
   CHECK(loaded.describe() == spec.describe());
   check_same_log(tl::replay(ref, loaded), tl::replay(ref, spec));
+  // parameters print as the shortest text that reads back exactly, and load back exactly
+  CHECK(tl::noise(0.1, 3).describe() == "noise(seed=3, std=0.1)");
+  CHECK(tl::scale(1e-300).describe() == "scale(factor=1e-300)");
+  CHECK(tl::clamp(tl::ClampOptions().set_min(-0.25)).describe() == "clamp(min=-0.25)");
+  const auto thirds = tl::Interventions().at(label(relu), tl::noise(1.0 / 3.0, 5));
+  CHECK(thirds.describe().find("std=0.3333333333333333)") != std::string::npos);
+  thirds.save((dir / "thirds.json").string());
+  const auto thirds_loaded = tl::Interventions::load((dir / "thirds.json").string());
+  CHECK(thirds_loaded.describe() == thirds.describe());
+  check_same_log(tl::replay(ref, thirds_loaded), tl::replay(ref, thirds)); // bit for bit
 
   SUBCASE("paths that leave the spec's folder are refused") {
     std::ifstream in(path);

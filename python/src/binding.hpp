@@ -1,6 +1,7 @@
 #pragma once
 // What the extension's translation units share (python/src/core.cpp: the
-// capture, the log, hooks; intervene.cpp: interventions and patching): the
+// capture, the log, hooks; intervene.cpp: interventions and patching;
+// extract.cpp: extraction over many stimuli): the
 // model as Python hands it over, its forward as a capture ForwardFn, the
 // options from log_forward_pass's arguments, and Python callables held so that
 // they are released under the GIL wherever their last C++ owner dies.
@@ -79,5 +80,7 @@ std::vector<c10::IValue> script_inputs(const torch::jit::Module& module, const p
 
 /// Interventions, replay, rerun and activation patching (intervene.cpp).
 void bind_intervene(py::module_& m);
+/// Extraction over many stimuli for TorchScript models (extract.cpp).
+void bind_extract(py::module_& m);
 
 } // namespace torchlens_py

@@ -1036,4 +1036,5 @@ PYBIND11_MODULE(_core, m) {
           "renders the drawing through Graphviz (format from the path's extension)");
 
   bind_intervene(m);
+  bind_extract(m);
 }

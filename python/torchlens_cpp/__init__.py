@@ -31,6 +31,7 @@ __all__ = [
     "validate_saved_activations",
     "validate_gradients",
     "intervene",
+    "extract",
     "ModelLog",
     "LayerPass",
     "render_available",
@@ -335,3 +336,4 @@ def validate_gradients(log, atol=1e-5, rtol=1e-4, return_report=False):
 
 
 from . import intervene  # noqa: E402  (uses _describe and _Hooks above)
+from ._extract import extract  # noqa: E402

@@ -179,6 +179,29 @@ Stimuli Stimuli::open(const std::string& path, const ImageOptions& images) {
   return s;
 }
 
+Stimuli Stimuli::from_tensor(const at::Tensor& items) {
+  if (!items.defined() || items.dim() == 0) {
+    throw ExtractError("stimuli must be an [N, ...] tensor (N stimuli), not a scalar");
+  }
+  if (!items.device().is_cpu()) {
+    throw ExtractError("stimuli must be on the CPU, not " + items.device().str());
+  }
+  if (items.size(0) == 0) {
+    throw ExtractError("the stimuli hold no stimuli (shape " + shape_as_list(items.sizes().vec()) +
+                       ")");
+  }
+  Stimuli s;
+  s.items_ = items.detach().contiguous();
+  s.n_ = items.size(0);
+  s.item_shape_.assign(items.sizes().begin() + 1, items.sizes().end());
+  s.dtype_ = items.scalar_type();
+  s.path_ =
+      "memory:sha256:" +
+      sha256_hex(std::string_view(static_cast<const char*>(s.items_.data_ptr()), s.items_.nbytes()))
+          .substr(0, 16);
+  return s;
+}
+
 std::vector<std::string> Stimuli::ids() const {
   std::vector<std::string> ids;
   ids.reserve(files_.size());
@@ -211,6 +234,7 @@ at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
     }
     return at::stack(items);
   }
+  if (items_.defined()) return items_.narrow(0, start, count).clone(); // the model may write it
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype_));
   const std::size_t row = t.nbytes() / static_cast<std::size_t>(count);
   Fd f(path_, O_RDONLY);
@@ -552,6 +576,7 @@ std::string join(const std::vector<std::string>& v) {
 } // namespace
 
 std::string detail_io::absolute_text(const std::string& p) {
+  if (p.empty() || p.rfind("memory:", 0) == 0) return p; // no file (ExtractOptions::model_path)
   std::error_code ec;
   const auto c = fs::weakly_canonical(fs::absolute(p), ec);
   return ec ? p : c.string();
@@ -626,6 +651,25 @@ at::Tensor detail_io::as_written(const at::Tensor& t, const ExtractOptions& o) {
   if (type != x.scalar_type()) x = x.to(type);
   return x.contiguous();
 }
+
+namespace {
+
+/// The activations of stimuli [start, start + count), from the next prefetched batch.
+std::vector<at::Tensor> run_batch(Extractor& extractor, Prefetcher& prefetch,
+                                  const ExtractOptions& o, std::int64_t start, std::int64_t count) {
+  const at::Tensor batch = prefetch.next(start, count);
+  try {
+    return extractor.run(batch, batch_targets(o, start, count));
+  } catch (const GraphChanged& e) {
+    std::string where = "stimuli ";
+    where += std::to_string(start);
+    where += "..";
+    where += std::to_string(start + count - 1);
+    throw GraphChanged(TORCHLENS_HERE, where + ": " + e.message());
+  }
+}
+
+} // namespace
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& o) {
@@ -741,17 +785,7 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   for (std::int64_t start = rec.rows_done; start < n; start += rows_per_batch) {
     if (o.max_batches && batches >= *o.max_batches) break;
     const std::int64_t count = std::min(rows_per_batch, n - start);
-    const at::Tensor batch = prefetch.next(start, count);
-    std::vector<at::Tensor> acts;
-    try {
-      acts = extractor.run(batch, batch_targets(o, start, count));
-    } catch (const GraphChanged& e) {
-      std::string where = "stimuli ";
-      where += std::to_string(start);
-      where += "..";
-      where += std::to_string(start + count - 1);
-      throw GraphChanged(TORCHLENS_HERE, where + ": " + e.message());
-    }
+    std::vector<at::Tensor> acts = run_batch(extractor, prefetch, o, start, count);
     if (files.empty()) {
       // first batch of this run: the layers are known; create or reopen the files
       std::vector<Record::Layer> layers;
@@ -890,6 +924,57 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
+}
+
+ExtractedLayers extract_to_memory(torch::jit::Module& model, const Stimuli& stimuli,
+                                  const ExtractOptions& o) {
+  if (!o.out_dir.empty()) {
+    throw ExtractError("extract_to_memory writes no files (out_dir " + o.out_dir +
+                       "): extract_to_dir writes them");
+  }
+  if (o.resume || o.statistics || o.max_batches || o.shard.count > 1) {
+    throw ExtractError(
+        "resume, statistics, max_batches and shards are options of a run written "
+        "to a folder (extract_to_dir), not of extract_to_memory");
+  }
+  check_gradient_options(o, stimuli);
+  if (o.keys.empty()) throw ExtractError("no layers to save: give their keys");
+  const std::int64_t batch_size = o.batch_size.value_or(32);
+  if (batch_size <= 0) throw ExtractError("the batch size must be positive");
+  const std::int64_t n = stimuli.size();
+  const std::int64_t rows_per_batch = std::min(batch_size, n);
+  Extractor extractor(model, o.keys, o.seed.value_or(0), rows_per_batch, o.stop_early,
+                      o.gradients_of);
+  Prefetcher prefetch([&stimuli](std::int64_t s, std::int64_t c) { return stimuli.rows(s, c); }, 0,
+                      n, rows_per_batch, o.background_io);
+  ExtractedLayers out;
+  for (std::int64_t start = 0; start < n; start += rows_per_batch) {
+    const std::int64_t count = std::min(rows_per_batch, n - start);
+    std::vector<at::Tensor> acts = run_batch(extractor, prefetch, o, start, count);
+    const auto& grads = extractor.gradients(); // as the files: activations, then gradients
+    acts.insert(acts.end(), grads.begin(), grads.end());
+    for (std::size_t i = 0; i < acts.size(); ++i) {
+      const at::Tensor t = as_written(acts[i], o);
+      if (out.tensors.size() == i) { // first batch: the whole [N, ...] tensor
+        std::vector<std::int64_t> shape(t.sizes().begin(), t.sizes().end());
+        shape[0] = n;
+        out.tensors.push_back(at::empty(shape, t.options()));
+      }
+      out.tensors[i].narrow(0, start, count).copy_(t);
+    }
+  }
+  for (const bool gradient : {false, true}) {
+    if (gradient && !o.gradients_of) break;
+    for (const auto& l : extractor.layers()) {
+      out.layers.push_back(l);
+      out.layers.back().gradient = gradient;
+    }
+  }
+  TORCHLENS_CHECK(out.layers.size() == out.tensors.size(), "extract: ", out.tensors.size(),
+                  " tensors for ", out.layers.size(), " layers");
+  for (std::size_t i = 0; i < out.layers.size(); ++i)
+    out.layers[i].shape = out.tensors[i].sizes().vec();
+  return out;
 }
 
 } // namespace torchlens::extract

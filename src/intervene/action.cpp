@@ -10,18 +10,24 @@
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
 
+#include <array>
+#include <charconv>
 #include <mutex>
 #include <sstream>
+#include <system_error>
 
 namespace torchlens {
 
 namespace {
 
+/// The shortest text that reads back as exactly `x` (std::to_chars without a
+/// precision): `0.1`, not `0.10000000000000001`. describe() shows it and a
+/// saved spec stores it; param_double's std::stod reads it back bit for bit.
 std::string number(double x) {
-  std::ostringstream os;
-  os.precision(17);
-  os << x;
-  return os.str();
+  std::array<char, 32> buf{};
+  const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), x);
+  TORCHLENS_CHECK(ec == std::errc(), "cannot format ", x);
+  return std::string(buf.data(), end);
 }
 
 double param_double(const std::map<std::string, std::string>& p, const std::string& key,

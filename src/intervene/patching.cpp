@@ -162,6 +162,16 @@ std::string json_number(double x) {
   os << std::setprecision(17) << x;
   return os.str();
 }
+/// A text field of the CSV (RFC 4180): in double quotes, every quote doubled,
+/// so that commas, quotes and line breaks in a site or label stay in their field.
+std::string csv_text(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + '"';
+}
 } // namespace
 
 void PatchResult::to_json(const std::string& path) const {
@@ -183,10 +193,11 @@ void PatchResult::to_json(const std::string& path) const {
 void PatchResult::to_csv(const std::string& path) const {
   std::ofstream out(path, std::ios::trunc);
   TORCHLENS_CHECK(out.good(), "cannot write ", path);
-  out << "label,index,metric,effect,engine\n";
+  out << "site,label,index,metric,effect,engine\n";
   for (const auto& r : rows) {
-    out << '"' << r.label << "\"," << r.index << ',' << json_number(r.metric) << ','
-        << json_number(r.effect) << ',' << engine_name(r.engine) << '\n';
+    out << csv_text(r.site) << ',' << csv_text(r.label) << ',' << r.index << ','
+        << json_number(r.metric) << ',' << json_number(r.effect) << ',' << engine_name(r.engine)
+        << '\n';
   }
   TORCHLENS_CHECK(out.good(), "writing ", path, " failed");
 }

@@ -373,7 +373,9 @@ class InterveneTest(unittest.TestCase):
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
         self.assertEqual(len(rows), len(result["rows"]))
+        self.assertEqual(list(rows[0]), ["site", "label", "index", "metric", "effect", "engine"])
         for c, j in zip(rows, result["rows"]):  # the CSV says what the JSON says
+            self.assertEqual(c["site"], j["site"])
             self.assertEqual(c["label"], j["label"])
             self.assertEqual(int(c["index"]), j["index"])
             self.assertAlmostEqual(float(c["effect"]), j["effect"], places=12)

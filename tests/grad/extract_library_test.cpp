@@ -115,3 +115,58 @@ def forward(self, x):
   CHECK(r.layers[1].gradient);
   CHECK(fs::exists(work / "out" / (r.layers[0].label + ".grad.npy")));
 }
+
+TEST_CASE("extract_to_memory and Stimuli::from_tensor: the values extract_to_dir writes") {
+  const fs::path work = fs::temp_directory_path() / "torchlens-extract-memory";
+  fs::remove_all(work);
+  fs::create_directories(work);
+  auto model = scripted("Tanh", kTanh);
+  const at::Tensor x = torch::randn({5, 6});
+  const at::Tensor x_before = x.clone();
+  torchlens::io::write_npy((work / "x.npy").string(), x);
+  ex::ExtractOptions o;
+  o.keys = {"relu", "tanh"};
+  o.batch_size = 2; // a short last batch: padding
+  o.gradients_of = ex::GradientTarget::parse("output:3");
+  o.dtype = c10::kDouble;
+
+  const auto in_memory = ex::Stimuli::from_tensor(x);
+  CHECK(in_memory.size() == 5);
+  CHECK(in_memory.path().rfind("memory:sha256:", 0) == 0);
+  CHECK(in_memory.path() != ex::Stimuli::from_tensor(x + 1).path());
+  const auto mem = ex::extract_to_memory(model, in_memory, o);
+  CHECK(torch::equal(x, x_before));
+  REQUIRE(mem.layers.size() == 4); // relu, tanh, then their gradients
+  REQUIRE(mem.tensors.size() == 4);
+  CHECK(mem.layers[2].gradient);
+
+  o.out_dir = (work / "out").string();
+  const auto r = ex::extract_to_dir(model, ex::Stimuli::open((work / "x.npy").string()), o);
+  REQUIRE(r.layers.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(mem.layers[i].label == r.layers[i].label);
+    CHECK(mem.layers[i].shape == r.layers[i].shape);
+    const std::string file = r.layers[i].label + (r.layers[i].gradient ? ".grad.npy" : ".npy");
+    const at::Tensor written = torchlens::io::read_npy((work / "out" / file).string());
+    CHECK(mem.tensors[i].dtype() == torch::kDouble);
+    CHECK(torch::equal(mem.tensors[i], written));
+  }
+  // against a plain computation
+  const at::Tensor h = torch::relu(torch::matmul(x, model.attr("w").toTensor()));
+  CHECK(torch::allclose(mem.tensors[0], h.to(torch::kDouble), 1e-6, 1e-6));
+  CHECK(torch::allclose(mem.tensors[1], torch::tanh(h).to(torch::kDouble), 1e-6, 1e-6));
+  // d(2 tanh(h)[:, 3]) / d tanh(h) is 2 in column 3, 0 elsewhere
+  CHECK(torch::equal(mem.tensors[3],
+                     torch::zeros({5, 4}, torch::kDouble).index_fill_(1, torch::tensor({3}), 2.0)));
+
+  CHECK_THROWS_WITH_AS(ex::extract_to_memory(model, in_memory, o),
+                       doctest::Contains("writes no files"), ex::ExtractError);
+  o.out_dir.clear();
+  o.statistics = true;
+  CHECK_THROWS_WITH_AS(ex::extract_to_memory(model, in_memory, o),
+                       doctest::Contains("not of extract_to_memory"), ex::ExtractError);
+  CHECK_THROWS_WITH_AS(ex::Stimuli::from_tensor(torch::zeros({0, 3})),
+                       doctest::Contains("hold no stimuli"), ex::ExtractError);
+  CHECK_THROWS_WITH_AS(ex::Stimuli::from_tensor(torch::tensor(1.0)),
+                       doctest::Contains("not a scalar"), ex::ExtractError);
+}

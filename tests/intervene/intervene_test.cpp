@@ -15,6 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace tl = torchlens;
 using namespace tl::sel;
@@ -121,6 +124,42 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+} // namespace
+
+namespace {
+/// RFC 4180 records: fields in double quotes may hold commas, line breaks and
+/// doubled quotes.
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> records;
+  std::vector<std::string> record;
+  std::string field;
+  bool quoted = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        field += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      record.push_back(std::exchange(field, {}));
+    } else if (c == '\n') {
+      record.push_back(std::exchange(field, {}));
+      records.push_back(std::exchange(record, {}));
+    } else {
+      field += c;
+    }
+  }
+  REQUIRE_FALSE(quoted);
+  REQUIRE(field.empty());
+  return records;
+}
 } // namespace
 
 TEST_CASE("live, replay and rerun all equal the change written by hand") {
@@ -442,6 +481,16 @@ TEST_CASE("a spec saves to JSON with .npy sidecars and loads back without runnin
   const auto loaded = tl::Interventions::load(path);
   CHECK(loaded.describe() == spec.describe());
   check_same_log(tl::replay(ref, loaded), tl::replay(ref, spec));
+  // parameters print as the shortest text that reads back exactly, and load back exactly
+  CHECK(tl::noise(0.1, 3).describe() == "noise(seed=3, std=0.1)");
+  CHECK(tl::scale(1e-300).describe() == "scale(factor=1e-300)");
+  CHECK(tl::clamp(tl::ClampOptions().set_min(-0.25)).describe() == "clamp(min=-0.25)");
+  const auto thirds = tl::Interventions().at(label(relu), tl::noise(1.0 / 3.0, 5));
+  CHECK(thirds.describe().find("std=0.3333333333333333)") != std::string::npos);
+  thirds.save((dir / "thirds.json").string());
+  const auto thirds_loaded = tl::Interventions::load((dir / "thirds.json").string());
+  CHECK(thirds_loaded.describe() == thirds.describe());
+  check_same_log(tl::replay(ref, thirds_loaded), tl::replay(ref, thirds)); // bit for bit
 
   SUBCASE("paths that leave the spec's folder are refused") {
     std::ifstream in(path);
@@ -545,4 +594,31 @@ TEST_CASE("activation patching: effects from replays equal the hand computation"
   std::ostringstream table;
   table << result;
   CHECK(table.str().find(result.rows[5].label) != std::string::npos);
+
+  // the table as CSV (RFC 4180): a site with a comma, quotes and a line break
+  // stays one field; numbers read back exactly
+  tl::patching::PatchResult odd = result;
+  odd.rows[1].site = "where(\"a, b\")\nand \"c\"";
+  const fs::path csv =
+      fs::temp_directory_path() / ("tl_patch_" + std::to_string(::getpid()) + ".csv");
+  odd.to_csv(csv.string());
+  std::ifstream in(csv);
+  std::stringstream text;
+  text << in.rdbuf();
+  fs::remove(csv);
+  const auto records = parse_csv(text.str());
+  REQUIRE(records.size() == 9);
+  CHECK(records[0] ==
+        std::vector<std::string>{"site", "label", "index", "metric", "effect", "engine"});
+  for (std::size_t i = 0; i < 8; ++i) {
+    const auto& r = records[i + 1];
+    REQUIRE(r.size() == 6);
+    CHECK(r[0] == odd.rows[i].site);
+    CHECK(r[1] == odd.rows[i].label);
+    CHECK(std::stoll(r[2]) == odd.rows[i].index);
+    CHECK(std::stod(r[3]) == odd.rows[i].metric);
+    CHECK(std::stod(r[4]) == odd.rows[i].effect);
+    CHECK(r[5] == "replay");
+  }
+  CHECK(records[1][0] == "label(input.0)");
 }

@@ -60,6 +60,11 @@ class Stimuli {
   /// first image is decoded for the shape); throws ExtractError. `images`
   /// applies to a folder of images only.
   static Stimuli open(const std::string& path, const ImageOptions& images = {});
+  /// N stimuli held in memory: `items` is `[N, ...]` (N > 0) on the CPU, rows
+  /// read as they are (no copy of the whole). Its path() is
+  /// `memory:sha256:<16 hex digits of the data>`, what index.json records, so
+  /// that a resume checks the same values (the Python binding's tensors).
+  static Stimuli from_tensor(const at::Tensor& items);
   /// A folder of images.
   bool is_images() const noexcept { return images_.has_value(); }
   const std::optional<ImageOptions>& image_options() const noexcept { return images_; }
@@ -82,6 +87,7 @@ class Stimuli {
   std::size_t data_offset_ = 0;        // single file
   std::vector<std::string> files_;     // folder
   std::optional<ImageOptions> images_; // a folder of images
+  at::Tensor items_;                   // in memory (from_tensor)
 };
 
 /// Which part of a run this process does: shard `index` of `count`
@@ -179,7 +185,9 @@ class Extractor {
 
 /// What extract_to_dir does.
 struct ExtractOptions {
-  std::string model_path; ///< recorded in index.json
+  /// Recorded in index.json (absolute); empty: recorded empty (a model that
+  /// has no file, e.g. one handed over from Python). A sharded run needs it.
+  std::string model_path;
   /// Layers to save (ModelLog::select keys). The three below may be left unset
   /// on resume (taken from index.json; given, they must match it); a fresh run
   /// needs keys and defaults to batch size 32 and seed 0.
@@ -245,5 +253,20 @@ struct ExtractResult {
 /// killed at any point resumes exactly where the record says.
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& options);
+
+/// The layers of extract_to_memory, in the order of ExtractResult::layers
+/// (activations, then their gradients with ExtractOptions::gradients_of).
+struct ExtractedLayers {
+  std::vector<ExtractLayer> layers; ///< shape: `[N, ...]` as returned
+  std::vector<at::Tensor> tensors; ///< one `[N, ...]` tensor per layer, as extract_to_dir writes it
+};
+
+/// What extract_to_dir computes, kept in memory instead of written (a small
+/// set of stimuli): the same batches, seed, padding, dtype, flatten and
+/// gradients, so each tensor equals the values of the corresponding file.
+/// out_dir, resume, statistics, max_batches and shards are refused
+/// (ExtractError); batch_size and seed default as in extract_to_dir.
+ExtractedLayers extract_to_memory(torch::jit::Module& model, const Stimuli& stimuli,
+                                  const ExtractOptions& options);
 
 } // namespace torchlens::extract

@@ -58,7 +58,9 @@ struct PatchRow {
   std::string label;       ///< the layer pass patched (`relu_2_5`, `relu_1_2 -> add_1_3`)
   std::int64_t index = -1; ///< the grid index, or -1
   double metric = 0;
-  double effect = 0; ///< normalised: 1 = the whole clean−corrupted difference
+  /// (metric − corrupted) / (clean − corrupted) in both directions (NaN when they are
+  /// equal): denoising, 1 = the site carries the whole difference; noising, 0 = it does.
+  double effect = 0;
   Engine engine = Engine::replay;
 };
 

@@ -245,52 +245,76 @@ at::Tensor Stimuli::rows(std::int64_t start, std::int64_t count) const {
 // ---- Extractor ----------------------------------------------------------------
 
 struct Extractor::Impl {
-  torch::jit::Module model; // capture_copy of the caller's model
+  std::optional<torch::jit::Module> script; // a TorchScript model's capture copy
+  BatchModel model;
   std::vector<std::string> keys;
   std::uint64_t seed;
   std::int64_t batch_rows;
   bool stop_early;
   std::optional<GradientTarget> gradients;
-  detail::ModelDescription desc;
   LogOptions options;
   detail::Selection selection;      // ids of layers_
   detail::GraphSignature signature; // what every later batch must run
 
-  Impl(torch::jit::Module& m, std::vector<std::string> k, std::uint64_t s, std::int64_t b,
-       bool stop, std::optional<GradientTarget> g)
-      : model(detail::capture_copy(m)),
+  Impl(BatchModel m, std::vector<std::string> k, std::uint64_t s, std::int64_t b, bool stop,
+       std::optional<GradientTarget> g)
+      : model(std::move(m)),
         keys(std::move(k)),
         seed(s),
         batch_rows(b),
         stop_early(stop && !g), // a backward needs the whole forward
-        gradients(g),
-        desc(detail::describe(model)) {
+        gradients(g) {
     options.seed(seed);
     // the recorder notes each saved op output's autograd node (docs/gradients.md)
     if (gradients) options.save_gradients(SaveSpec::all());
+  }
+
+  /// The TorchScript model as a BatchModel, run on its capture copy.
+  static BatchModel script_model(Impl& self, torch::jit::Module& m) {
+    TORCHLENS_CHECK(m.find_method("forward").has_value(),
+                    "the TorchScript module has no forward method");
+    self.script.emplace(torchlens::detail::capture_copy(m));
+    torch::jit::Module& copy = *self.script;
+    BatchModel b;
+    b.description = torchlens::detail::describe(copy);
+    b.forward = [&copy](const at::Tensor& x) { return copy.forward({x}); };
+    b.training_module = [&copy]() -> std::optional<std::string> {
+      for (const auto& sub : copy.named_modules()) {
+        // (a module built in C++ without a `training` attribute has no mode)
+        if (sub.value.hasattr("training") && sub.value.is_training()) return sub.name;
+      }
+      return std::nullopt;
+    };
+    return b;
   }
 };
 
 Extractor::Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
                      std::int64_t batch_rows, bool stop_early,
                      std::optional<GradientTarget> gradients)
-    : impl_(
-          std::make_unique<Impl>(model, std::move(keys), seed, batch_rows, stop_early, gradients)) {
+    : Extractor(BatchModel{}, std::move(keys), seed, batch_rows, stop_early, gradients) {
+  impl_->model = Impl::script_model(*impl_, model);
+  check_gradient_mode();
+}
+
+Extractor::Extractor(BatchModel model, std::vector<std::string> keys, std::uint64_t seed,
+                     std::int64_t batch_rows, bool stop_early,
+                     std::optional<GradientTarget> gradients)
+    : impl_(std::make_unique<Impl>(std::move(model), std::move(keys), seed, batch_rows, stop_early,
+                                   gradients)) {
   if (impl_->keys.empty()) throw ExtractError("no layers to save: give --save KEY,KEY");
   if (batch_rows <= 0) throw ExtractError("the batch size must be positive");
-  TORCHLENS_CHECK(model.find_method("forward").has_value(),
-                  "the TorchScript module has no forward method");
-  if (gradients) {
-    for (const auto& m : model.named_modules()) {
-      // (a module built in C++ without a `training` attribute has no mode)
-      if (m.value.hasattr("training") && m.value.is_training()) {
-        throw ExtractError(
-            "per-stimulus gradients need the model in eval mode, but " +
-            (m.name.empty() ? std::string("the model") : "its module " + m.name) +
-            " is in training mode: batch norm in training mode mixes the rows of a batch, so the "
-            "gradient of the batch's sum is not each stimulus's own; call model.eval() first");
-      }
-    }
+  if (impl_->model.forward) check_gradient_mode();
+}
+
+void Extractor::check_gradient_mode() const {
+  if (!impl_->gradients || !impl_->model.training_module) return;
+  if (const auto m = impl_->model.training_module()) {
+    throw ExtractError(
+        "per-stimulus gradients need the model in eval mode, but " +
+        (m->empty() ? std::string("the model") : "its module " + *m) +
+        " is in training mode: batch norm in training mode mixes the rows of a batch, so the "
+        "gradient of the batch's sum is not each stimulus's own; call model.eval() first");
   }
 }
 
@@ -371,14 +395,10 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch, const at::Tensor
     detail::check_gradients_possible(im.options); // refuses c10::InferenceMode
     x = x.detach().requires_grad_(true);          // so that `input` layers have one too
   }
-  const std::vector<c10::IValue> ivalues{x};
-  const auto inputs = detail::jit_input_tensors(ivalues);
-  torch::jit::Module& model = im.model;
-  detail::ForwardFn forward = [&model, &ivalues](detail::Recorder*) {
-    return model.forward(ivalues);
-  };
+  const auto inputs = detail::jit_input_tensors({x});
+  detail::ForwardFn forward = [&im, &x](detail::Recorder*) { return im.model.forward(x); };
 
-  const detail::CaptureSession session(im.desc, inputs, forward, im.options, im.seed);
+  const detail::CaptureSession session(im.model.description, inputs, forward, im.options, im.seed);
   std::vector<at::Tensor> by_id;
   c10::IValue output;                       // what forward returned (gradients)
   std::vector<torch::autograd::Edge> edges; // each op output's autograd node (gradients)
@@ -673,8 +693,19 @@ std::vector<at::Tensor> run_batch(Extractor& extractor, Prefetcher& prefetch,
 
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& o) {
+  return extract_to_dir_with(
+      MakeExtractor([&model](const std::vector<std::string>& keys, std::uint64_t seed,
+                             std::int64_t rows, bool stop_early,
+                             std::optional<GradientTarget> gradients) {
+        return std::make_unique<Extractor>(model, keys, seed, rows, stop_early, gradients);
+      }),
+      stimuli, o);
+}
+
+ExtractResult extract_to_dir_with(const MakeExtractor& make, const Stimuli& stimuli,
+                                  const ExtractOptions& o) {
   check_gradient_options(o, stimuli);
-  if (o.shard.count > 1) return extract_shard(model, stimuli, o);
+  if (o.shard.count > 1) return extract_shard(make, stimuli, o);
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path dir = o.out_dir;
   const fs::path index_path = dir / "index.json";
@@ -775,7 +806,9 @@ ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
   }
 
   const std::int64_t rows_per_batch = std::min(rec.batch_size, n);
-  Extractor extractor(model, rec.keys, rec.seed, rows_per_batch, o.stop_early, o.gradients_of);
+  const std::unique_ptr<Extractor> made =
+      make(rec.keys, rec.seed, rows_per_batch, o.stop_early, o.gradients_of);
+  Extractor& extractor = *made;
   std::vector<Fd> files;
   std::vector<std::size_t> offsets, row_bytes;
   std::int64_t batches = 0;

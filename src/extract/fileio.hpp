@@ -170,7 +170,7 @@ std::string npy_descr_of(c10::ScalarType t);
 namespace torchlens::extract::detail_io {
 
 /// extract_to_dir for one shard of a sharded run (shards.cpp).
-ExtractResult extract_shard(torch::jit::Module& model, const Stimuli& stimuli,
+ExtractResult extract_shard(const MakeExtractor& make, const Stimuli& stimuli,
                             const ExtractOptions& options);
 
 /// Every option besides keys, batch size and seed that changes what is

@@ -225,7 +225,7 @@ Plan plan_of(const Stimuli& stimuli, const ExtractOptions& o, const std::optiona
 
 } // namespace
 
-ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli& stimuli,
+ExtractResult detail_io::extract_shard(const MakeExtractor& make, const Stimuli& stimuli,
                                        const ExtractOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t k = o.shard.index, count = o.shard.count;
@@ -324,9 +324,9 @@ ExtractResult detail_io::extract_shard(torch::jit::Module& model, const Stimuli&
   std::vector<Fd> files;
   std::vector<std::size_t> header_len, row_len;
   std::vector<std::string> descr;
-  std::optional<Extractor> extractor;
+  std::unique_ptr<Extractor> extractor;
   if (size > 0) {
-    extractor.emplace(model, plan.keys, plan.seed, rows_per_batch, o.stop_early, o.gradients_of);
+    extractor = make(plan.keys, plan.seed, rows_per_batch, o.stop_early, o.gradients_of);
   }
   std::int64_t batches = 0;
   Prefetcher prefetch([&stimuli](std::int64_t s, std::int64_t c) { return stimuli.rows(s, c); },

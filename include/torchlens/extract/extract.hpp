@@ -6,6 +6,7 @@
 /// Layers are written as one `[N, ...]` `.npy` per layer, row by row, with a
 /// crash-safe progress record (`index.json`'s `rows_done`).
 
+#include <torchlens/capture/log_forward_pass.hpp>
 #include <torchlens/log/model_log.hpp>
 #include <torchlens/torch_error.hpp>
 
@@ -132,7 +133,47 @@ struct ExtractLayer {
   bool gradient = false;
 };
 
-/// Runs a TorchScript model batch after batch, returning the chosen layers only.
+/// A C++-frontend model: a torch::nn::Module (or a subclass), a ModuleHolder
+/// (`Net`, `torch::nn::Sequential`) or a shared_ptr to one.
+template <class M>
+concept FrontendModel = std::is_base_of_v<torch::nn::Module, M> || requires(M& m) {
+  { *m.ptr() } -> std::convertible_to<torch::nn::Module&>;
+} || requires(M& m) {
+  { *m } -> std::convertible_to<torch::nn::Module&>;
+};
+
+/// A model as the Extractor runs it: what capture needs to know about it, its
+/// forward on one batch (the batch is `input.0`), and the address of a module
+/// in training mode ("" for the root) if any.
+struct BatchModel {
+  torchlens::detail::ModelDescription description;
+  std::function<c10::IValue(const at::Tensor&)> forward;
+  std::function<std::optional<std::string>()> training_module;
+};
+
+/// A C++-frontend model as a BatchModel (a Sequential is driven child by
+/// child, as log_forward_pass does). The model must outlive it.
+template <FrontendModel Model>
+BatchModel batch_model(Model& model) {
+  torch::nn::Module& root = torchlens::detail::module_of(model);
+  BatchModel b;
+  b.description = torchlens::detail::describe(root);
+  b.forward = [&model, &root](const at::Tensor& x) {
+    return torchlens::detail::forward_fn(model, root, std::make_tuple(x))(nullptr);
+  };
+  b.training_module = [&root]() -> std::optional<std::string> {
+    if (root.is_training()) return std::string();
+    for (const auto& m : root.named_modules("", /*include_self=*/false)) {
+      if (m.value()->is_training()) return m.key();
+    }
+    return std::nullopt;
+  };
+  return b;
+}
+
+/// Runs a model batch after batch, returning the chosen layers only: a
+/// TorchScript module (on its capture copy) or a C++-frontend model whose
+/// forward takes the batch (which must outlive the Extractor).
 class Extractor {
  public:
   /// `batch_rows`: every batch is padded to this many rows (the padding rows are
@@ -144,6 +185,17 @@ class Extractor {
   /// per-stimulus gradient (gradients()); this needs the model in eval mode
   /// (refused in training mode) and turns stop_early off.
   Extractor(torch::jit::Module& model, std::vector<std::string> keys, std::uint64_t seed,
+            std::int64_t batch_rows, bool stop_early = true,
+            std::optional<GradientTarget> gradients = std::nullopt);
+  /// A C++-frontend model (`Net`, `torch::nn::Sequential`, `NetImpl&`): the same
+  /// options; the model is called, not copied, so it must outlive the Extractor.
+  template <FrontendModel Model>
+  Extractor(Model& model, std::vector<std::string> keys, std::uint64_t seed,
+            std::int64_t batch_rows, bool stop_early = true,
+            std::optional<GradientTarget> gradients = std::nullopt)
+      : Extractor(batch_model(model), std::move(keys), seed, batch_rows, stop_early, gradients) {}
+  /// Any model given as a BatchModel (what the constructors above build).
+  Extractor(BatchModel model, std::vector<std::string> keys, std::uint64_t seed,
             std::int64_t batch_rows, bool stop_early = true,
             std::optional<GradientTarget> gradients = std::nullopt);
   ~Extractor();
@@ -177,6 +229,8 @@ class Extractor {
 
  private:
   struct Impl;
+  /// Refuses per-stimulus gradients for a model in training mode.
+  void check_gradient_mode() const;
   std::unique_ptr<Impl> impl_;
   std::vector<ExtractLayer> layers_;
   std::vector<at::Tensor> gradients_;
@@ -253,6 +307,29 @@ struct ExtractResult {
 /// killed at any point resumes exactly where the record says.
 ExtractResult extract_to_dir(torch::jit::Module& model, const Stimuli& stimuli,
                              const ExtractOptions& options);
+
+/// Makes the Extractor a run uses (keys, seed, batch rows, stop early, gradients).
+using MakeExtractor =
+    std::function<std::unique_ptr<Extractor>(const std::vector<std::string>&, std::uint64_t,
+                                             std::int64_t, bool, std::optional<GradientTarget>)>;
+
+/// extract_to_dir for any model, through the Extractor it makes.
+ExtractResult extract_to_dir_with(const MakeExtractor& make, const Stimuli& stimuli,
+                                  const ExtractOptions& options);
+
+/// extract_to_dir for a C++-frontend model (`options.model_path` is recorded as
+/// given; a sharded run needs it to name a file, e.g. the saved weights, whose
+/// hash goes into the plan).
+template <FrontendModel Model>
+ExtractResult extract_to_dir(Model& model, const Stimuli& stimuli, const ExtractOptions& options) {
+  return extract_to_dir_with(
+      MakeExtractor([&model](const std::vector<std::string>& keys, std::uint64_t seed,
+                             std::int64_t rows, bool stop_early,
+                             std::optional<GradientTarget> gradients) {
+        return std::make_unique<Extractor>(model, keys, seed, rows, stop_early, gradients);
+      }),
+      stimuli, options);
+}
 
 /// The layers of extract_to_memory, in the order of ExtractResult::layers
 /// (activations, then their gradients with ExtractOptions::gradients_of).

@@ -34,7 +34,10 @@ namespace {
 // (capture's own fallback sits on TESTING_ONLY_GenericMode). The per-op cost of
 // running a chain with it included is what any dispatcher-level capture pays
 // before recording anything.
+std::int64_t pass_through_calls = 0;
+
 void pass_through(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  ++pass_through_calls;
   c10::impl::ExcludeDispatchKeyGuard no_recursion(c10::DispatchKey::TESTING_ONLY_GenericWrapper);
   op.callBoxed(stack);
 }
@@ -132,6 +135,10 @@ void table(const std::string& name, std::int64_t max_n,
   if (rows.size() < 2) return;
   const double dn = static_cast<double>(sizes.back() - sizes.front()) / 1e3; // ms -> us per op
   auto slope = [&](double Times::*f) { return (rows.back().*f - rows.front().*f) / dn; };
+  pass_through_calls = 0;
+  (void)at_n(sizes.front());
+  std::cout << "\n(the empty fallback ran " << pass_through_calls << " times in a " << sizes.front()
+            << "-op measurement)";
   std::cout << std::setprecision(2) << "\nper op (slope " << sizes.front() << ".." << sizes.back()
             << "): plain " << slope(&Times::plain) << " us; empty fallback "
             << slope(&Times::floor) - slope(&Times::plain) << " us; capture overhead, metadata "

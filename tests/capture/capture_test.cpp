@@ -689,3 +689,67 @@ def forward(self, x):
   CHECK(add.at("other") == "2.5");
   CHECK(add.at("alpha") == "1");
 }
+
+TEST_CASE(
+    "the cached capture copy follows the model: reassigned tensors, forward's own updates, "
+    "replaced submodules, concurrent captures") {
+  torch::jit::Module inner("Scale");
+  inner.register_parameter("s", torch::full({3}, 2.0), false);
+  inner.define(R"(
+def forward(self, x):
+    return x * self.s
+)");
+  torch::jit::Module m("Counted");
+  m.register_parameter("w", torch::eye(3), false);
+  m.register_buffer("count", torch::zeros({1}));
+  m.register_module("inner", inner);
+  m.define(R"(
+def forward(self, x):
+    self.count = self.count + 1.0
+    return self.inner.forward(torch.matmul(x, self.w)) + self.count
+)");
+  const at::Tensor x = torch::randn({2, 3});
+  const auto all = tl::LogOptions().postprocess(false).seed(0);
+  auto output_of = [](const tl::ModelLog& log) { return log[-1].activation(); };
+
+  // forward's reassignment reaches the caller's model after every capture
+  const auto first = tl::log_forward_pass(m, {x}, all);
+  CHECK(torch::allclose(output_of(first), x * 2.0 + 1.0));
+  const auto second = tl::log_forward_pass(m, {x}, all);
+  CHECK(torch::allclose(output_of(second), x * 2.0 + 2.0));
+  CHECK(m.attr("count").toTensor().item<double>() == 2.0);
+
+  // a parameter the caller reassigns is the one the next capture reads
+  m.setattr("w", torch::eye(3) * 3.0);
+  const auto third = tl::log_forward_pass(m, {x}, all);
+  CHECK(torch::allclose(output_of(third), x * 6.0 + 3.0));
+  const auto mm = find(third, "aten::matmul");
+  REQUIRE(mm.size() == 1);
+  REQUIRE(third.graph()[mm[0]].params.size() == 1);
+  CHECK(third.graph()[mm[0]].params[0].address == "w");
+
+  // a replaced submodule (same type, other values) is used, not the copy of the old one
+  torch::jit::Module other = inner.deepcopy(); // a new object of the same type
+  other.setattr("s", torch::full({3}, -1.0));
+  m.setattr("inner", other._ivalue());
+  const auto fourth = tl::log_forward_pass(m, {x}, all);
+  CHECK(torch::allclose(output_of(fourth), -(x * 3.0) + 4.0));
+
+  // captures of one model on two threads at once: each sees its own run
+  m.setattr("count", torch::zeros({1}));
+  std::atomic<int> done{0};
+  std::atomic<int> bad{0};
+  auto work = [&] {
+    for (int i = 0; i < 10; ++i) {
+      const auto log = tl::log_forward_pass(m, {x}, all);
+      // the count each run adds is unknown under concurrency, the structure is not
+      if (log.size() != fourth.size() || find(log, "aten::matmul").size() != 1) ++bad;
+      ++done;
+    }
+  };
+  std::thread t1(work), t2(work);
+  t1.join();
+  t2.join();
+  CHECK(done == 20);
+  CHECK(bad == 0);
+}

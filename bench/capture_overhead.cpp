@@ -1,7 +1,8 @@
 // Cost of log_forward_pass relative to the plain forward pass, in the same run:
 // (a) metadata only, (b) every activation saved. Models: TorchScript exports of
 // torchvision's resnet18 and googlenet (random weights, 1x3x224x224) and the
-// C++-frontend demo model. Usage: capture_overhead MODEL_DIR [REPS]
+// C++-frontend demo model. Usage: capture_overhead MODEL_DIR [REPS] [NAME[:DxDxD]...]
+// (default resnet18 googlenet at 1x3x224x224)
 // (MODEL_DIR from scripts/export_torchvision.py).
 
 #include "../src/cli/demo_model.hpp"
@@ -77,13 +78,25 @@ int main(int argc, char** argv) {
   std::cout << "| model | layers | plain ms | metadata ms | (a) ratio | all saved ms | (b) ratio "
                "| all tensors | held by log | peak RSS so far |\n"
             << "|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const std::string name : {"resnet18", "googlenet"}) {
+  // models: NAME (input 1x3x224x224) or NAME:2x10x32, from argv[3...]
+  std::vector<std::string> models{"resnet18", "googlenet"};
+  if (argc > 3) models.assign(argv + 3, argv + argc);
+  for (const std::string& spec : models) {
+    const auto colon = spec.find(':');
+    const std::string name = spec.substr(0, colon);
+    const std::string dims = colon == std::string::npos ? "1x3x224x224" : spec.substr(colon + 1);
+    std::vector<std::int64_t> shape;
+    for (std::size_t pos = 0; pos <= dims.size();) {
+      const auto x = std::min(dims.find('x', pos), dims.size());
+      shape.push_back(std::stoll(dims.substr(pos, x - pos)));
+      pos = x + 1;
+    }
     auto model = torch::jit::load(dir + "/" + name + ".pt");
     model.eval();
     torch::manual_seed(0);
-    std::vector<c10::IValue> in{torch::randn({1, 3, 224, 224})};
+    std::vector<c10::IValue> in{torch::randn(shape)};
     report(
-        name + " (TorchScript, 1x3x224x224)", reps, [&] { (void)model.forward(in); },
+        name + " (TorchScript, " + dims + ")", reps, [&] { (void)model.forward(in); },
         [&](tl::LogOptions o) { return tl::log_forward_pass(model, in, o); });
   }
   {

@@ -821,23 +821,7 @@ ExtractResult extract_to_dir_with(const MakeExtractor& make, const Stimuli& stim
     std::vector<at::Tensor> acts = run_batch(extractor, prefetch, o, start, count);
     if (files.empty()) {
       // first batch of this run: the layers are known; create or reopen the files
-      std::vector<Record::Layer> layers;
-      for (const bool gradient : {false, true}) {
-        if (gradient && !o.gradients_of) break;
-        for (const auto& l : extractor.layers()) {
-          Record::Layer r;
-          r.label = l.label;
-          r.file = layer_file(l.label, gradient);
-          r.key = l.key;
-          r.op = l.op;
-          r.module = l.module;
-          r.dtype = io::dtypes::name(written_type(l.dtype, o));
-          r.shape = written_shape(l.shape, o);
-          r.shape[0] = n;
-          r.gradient = gradient;
-          layers.push_back(std::move(r));
-        }
-      }
+      std::vector<Record::Layer> layers = layer_records<Record::Layer>(extractor.layers(), o, n);
       if (old) {
         auto describe = [](const std::vector<Record::Layer>& ls) {
           std::string s;

@@ -3,6 +3,8 @@
 // link, whole-buffer pread/pwrite, flushes, atomic replacement of small
 // records, and the crash-safe .npy header of a growing file.
 
+#include "../io/dtypes.hpp"
+
 #include <torchlens/extract/extract.hpp>
 #include <torchlens/torch_error.hpp>
 
@@ -201,5 +203,31 @@ void check_gradient_options(const ExtractOptions& options, const Stimuli& stimul
 at::Tensor batch_targets(const ExtractOptions& options, std::int64_t start, std::int64_t count);
 /// The file of a layer: `<stem>.npy`, or `<stem>.grad.npy` for its gradient.
 std::string layer_file(const std::string& label, bool gradient);
+
+/// The records of the files a run writes for `layers` over `rows` stimuli: the
+/// activations, then (with gradients_of) their gradients. `Layer` is the
+/// index's or a shard's progress record; both have these fields.
+template <class Layer>
+std::vector<Layer> layer_records(const std::vector<ExtractLayer>& layers, const ExtractOptions& o,
+                                 std::int64_t rows) {
+  std::vector<Layer> out;
+  for (const bool gradient : {false, true}) {
+    if (gradient && !o.gradients_of) break;
+    for (const auto& l : layers) {
+      Layer r;
+      r.label = l.label;
+      r.file = layer_file(l.label, gradient);
+      r.key = l.key;
+      r.op = l.op;
+      r.module = l.module;
+      r.dtype = io::dtypes::name(written_type(l.dtype, o));
+      r.shape = written_shape(l.shape, o);
+      r.shape[0] = rows;
+      r.gradient = gradient;
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
 
 } // namespace torchlens::extract::detail_io

@@ -345,22 +345,7 @@ ExtractResult detail_io::extract_shard(const MakeExtractor& make, const Stimuli&
     }
     if (files.empty()) {
       // the layers are known: record the structure, create or reopen the files
-      for (const bool gradient : {false, true}) { // activations, then their gradients
-        if (gradient && !o.gradients_of) break;
-        for (const auto& l : extractor->layers()) {
-          ShardProgress::Layer r;
-          r.label = l.label;
-          r.file = layer_file(l.label, gradient);
-          r.key = l.key;
-          r.op = l.op;
-          r.module = l.module;
-          r.dtype = io::dtypes::name(written_type(l.dtype, o));
-          r.shape = written_shape(l.shape, o);
-          r.shape[0] = size;
-          r.gradient = gradient;
-          progress.layers.push_back(std::move(r));
-        }
-      }
+      progress.layers = layer_records<ShardProgress::Layer>(extractor->layers(), o, size);
       const std::string structure = extractor->structure_text();
       progress.structure_sha256 = sha256_hex(structure);
       if (old) {

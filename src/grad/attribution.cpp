@@ -4,6 +4,7 @@
 #include <torchlens/intervene/attribution.hpp>
 
 #include "../capture/recorder.hpp"
+#include "../io/csv.hpp"
 
 #include <torchlens/torch_error.hpp>
 
@@ -190,7 +191,8 @@ void AttributionResult::to_csv(const std::string& path) const {
   TORCHLENS_CHECK(static_cast<bool>(f), "cannot write ", path);
   f << "site,label,estimate,effect\n" << std::setprecision(9);
   for (const auto& r : rows) {
-    f << '"' << r.site << "\"," << r.label << ',' << r.estimate << ',' << r.effect << '\n';
+    f << io::csv_text(r.site) << ',' << io::csv_text(r.label) << ',' << r.estimate << ','
+      << r.effect << '\n';
   }
 }
 

@@ -3,6 +3,8 @@
 #include <torchlens/intervene/patching.hpp>
 #include <torchlens/io/json.hpp>
 
+#include "../io/csv.hpp"
+
 #include <boost/range/iterator_range.hpp>
 
 #include <cmath>
@@ -162,16 +164,6 @@ std::string json_number(double x) {
   os << std::setprecision(17) << x;
   return os.str();
 }
-/// A text field of the CSV (RFC 4180): in double quotes, every quote doubled,
-/// so that commas, quotes and line breaks in a site or label stay in their field.
-std::string csv_text(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + '"';
-}
 } // namespace
 
 void PatchResult::to_json(const std::string& path) const {
@@ -195,7 +187,7 @@ void PatchResult::to_csv(const std::string& path) const {
   TORCHLENS_CHECK(out.good(), "cannot write ", path);
   out << "site,label,index,metric,effect,engine\n";
   for (const auto& r : rows) {
-    out << csv_text(r.site) << ',' << csv_text(r.label) << ',' << r.index << ','
+    out << io::csv_text(r.site) << ',' << io::csv_text(r.label) << ',' << r.index << ','
         << json_number(r.metric) << ',' << json_number(r.effect) << ',' << engine_name(r.engine)
         << '\n';
   }

@@ -9,6 +9,8 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -364,6 +366,36 @@ TEST_CASE("attribution patching approximates activation patching on the same sit
     // difference 11 % (denoise) and 9 % (noise) of the largest effect)
     CHECK(r > 0.99);
     CHECK(worst < 0.15 * largest);
+
+    // the table as CSV (RFC 4180): sites such as func("tanh") keep their quotes
+    const auto path = std::filesystem::temp_directory_path() / "torchlens-attribution.csv";
+    att.to_csv(path.string());
+    std::ifstream in(path);
+    std::string header, line;
+    std::getline(in, header);
+    CHECK(header == "site,label,estimate,effect");
+    for (const auto& row : att.rows) {
+      REQUIRE(std::getline(in, line));
+      std::vector<std::string> fields(1);
+      bool quoted = false;
+      for (std::size_t i = 0; i < line.size(); ++i) {
+        const char c = line[i];
+        if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+          fields.back() += '"';
+          ++i;
+        } else if (c == '"') {
+          quoted = !quoted;
+        } else if (c == ',' && !quoted) {
+          fields.emplace_back();
+        } else {
+          fields.back() += c;
+        }
+      }
+      REQUIRE(fields.size() == 4);
+      CHECK(fields[0] == row.site);
+      CHECK(fields[1] == row.label);
+      CHECK(std::stod(fields[2]) == doctest::Approx(row.estimate).epsilon(1e-6));
+    }
   }
   // the caller's parameters keep their .grad
   for (const auto& p : model->parameters()) CHECK_FALSE(p.grad().defined());

@@ -81,16 +81,8 @@ int main(int argc, char** argv) {
   // models: NAME (input 1x3x224x224) or NAME:2x10x32, from argv[3...]
   std::vector<std::string> models{"resnet18", "googlenet"};
   if (argc > 3) models.assign(argv + 3, argv + argc);
-  for (const std::string& spec : models) {
-    const auto colon = spec.find(':');
-    const std::string name = spec.substr(0, colon);
-    const std::string dims = colon == std::string::npos ? "1x3x224x224" : spec.substr(colon + 1);
-    std::vector<std::int64_t> shape;
-    for (std::size_t pos = 0; pos <= dims.size();) {
-      const auto x = std::min(dims.find('x', pos), dims.size());
-      shape.push_back(std::stoll(dims.substr(pos, x - pos)));
-      pos = x + 1;
-    }
+  for (const std::string& arg : models) {
+    const auto [name, dims, shape] = torchlens::bench::model_spec(arg);
     auto model = torch::jit::load(dir + "/" + name + ".pt");
     model.eval();
     torch::manual_seed(0);

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace torchlens::bench {
@@ -19,6 +21,26 @@ inline double time_ms(const std::function<void()>& f) {
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+/// A model argument of the benches: `NAME` (input 1x3x224x224) or `NAME:2x10x32`.
+struct ModelSpec {
+  std::string name;
+  std::string dims;
+  std::vector<std::int64_t> shape;
+};
+
+inline ModelSpec model_spec(const std::string& arg) {
+  ModelSpec m;
+  const auto colon = arg.find(':');
+  m.name = arg.substr(0, colon);
+  m.dims = colon == std::string::npos ? "1x3x224x224" : arg.substr(colon + 1);
+  for (std::size_t pos = 0; pos <= m.dims.size();) {
+    const auto x = std::min(m.dims.find('x', pos), m.dims.size());
+    m.shape.push_back(std::stoll(m.dims.substr(pos, x - pos)));
+    pos = x + 1;
+  }
+  return m;
 }
 
 } // namespace torchlens::bench

@@ -2,9 +2,10 @@
 // same run: (a) validate_log on a log captured with keep_replay (re-execution
 // of every op plus one perturbed re-execution per parent), (b) the whole
 // validate_saved_activations (plain forward for ground truth + logging with
-// every activation saved + (a)). Models: TorchScript exports of torchvision's
-// resnet18 and googlenet (random weights) on 1x3x224x224.
-// Usage: validation_overhead MODEL_DIR [REPS]
+// every activation saved + (a)). Models: TorchScript exports (random weights),
+// resnet18 and googlenet on 1x3x224x224 unless named as NAME or NAME:2x10x32.
+// Usage: validation_overhead MODEL_DIR [REPS] [MODEL...]; MODEL+grad runs in grad mode
+// (no-grad otherwise).
 // (MODEL_DIR from `/usr/bin/python3 scripts/export_torchvision.py DIR resnet18 googlenet`).
 
 #include "timing.hpp"
@@ -34,7 +35,7 @@ using torchlens::bench::time_ms;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: validation_overhead MODEL_DIR [REPS]\n";
+    std::cerr << "usage: validation_overhead MODEL_DIR [REPS] [MODEL...]\n";
     return 2;
   }
   const std::string dir = argv[1];
@@ -45,31 +46,36 @@ int main(int argc, char** argv) {
          "validate_saved_activations ms | (b) ratio | perturbations (exempted) |\n"
       << "|---|---|---|---|---|---|---|---|---|---|\n";
   int status = 0;
-  for (const std::string name : {"resnet18", "googlenet"}) {
+  std::vector<std::string> models{"resnet18", "googlenet"};
+  if (argc > 3) models.assign(argv + 3, argv + argc);
+  for (const std::string& arg : models) {
+    // NAME+grad: everything in grad mode (the model's unfused path where it has one)
+    const bool grad = arg.size() > 5 && arg.compare(arg.size() - 5, 5, "+grad") == 0;
+    const auto [name, dims, shape] =
+        torchlens::bench::model_spec(grad ? arg.substr(0, arg.size() - 5) : arg);
     auto model = torch::jit::load(dir + "/" + name + ".pt");
     model.eval();
     torch::manual_seed(0);
-    const std::vector<c10::IValue> in{torch::randn({1, 3, 224, 224})};
+    const std::vector<c10::IValue> in{torch::randn(shape)};
 
+    // everything under no-grad, as the plain forward it is compared with: the
+    // ground truth and the log must come from the same mode (a TransformerEncoder
+    // takes its fused path only without grad, and its outputs differ in the last bit)
+    torch::AutoGradMode mode(grad);
     std::vector<at::Tensor> truth;
     {
-      torch::NoGradGuard no_grad;
       const auto out = model.forward(in);
       truth.push_back(out.isTuple() ? out.toTupleRef().elements()[0].toTensor() : out.toTensor());
     }
     const auto log = tl::log_forward_pass(model, in, tl::LogOptions().seed(0).keep_replay(true));
     tl::ValidationReport last;
     for (int i = 0; i < 2; ++i) { // warm up every path
-      torch::NoGradGuard no_grad;
       (void)model.forward(in);
       last = tl::validate_log(log, truth);
     }
     std::vector<double> tp, tr, ta, tb;
     for (int i = 0; i < reps; ++i) { // interleaved so drift hits all alike
-      tp.push_back(time_ms([&] {
-        torch::NoGradGuard no_grad;
-        (void)model.forward(in);
-      }));
+      tp.push_back(time_ms([&] { (void)model.forward(in); }));
       tr.push_back(time_ms(
           [&] { (void)tl::validate_log(log, truth, tl::ValidateOptions().perturb(false)); }));
       ta.push_back(time_ms([&] { last = tl::validate_log(log, truth); }));
@@ -83,10 +89,10 @@ int main(int argc, char** argv) {
       status = 1;
     }
     const double p = median(tp), r = median(tr), a = median(ta), b = median(tb);
-    std::cout << std::fixed << std::setprecision(1) << "| " << name << " (1x3x224x224) | "
-              << last.layers_checked << " | " << p << " | " << r << " | " << r / p << "x | " << a
-              << " | " << a / p << "x | " << b << " | " << b / p << "x | " << last.perturbations
-              << " (" << last.exempted << ") |\n";
+    std::cout << std::fixed << std::setprecision(1) << "| " << name << " (" << dims
+              << (grad ? ", grad" : "") << ") | " << last.layers_checked << " | " << p << " | " << r
+              << " | " << r / p << "x | " << a << " | " << a / p << "x | " << b << " | " << b / p
+              << "x | " << last.perturbations << " (" << last.exempted << ") |\n";
   }
   return status;
 }

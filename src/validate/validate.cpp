@@ -18,12 +18,15 @@
 #include <torch/csrc/jit/api/module.h>
 
 #include <chrono>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <set>
 #include <sstream>
 #include <tuple>
+#include <vector>
 
 namespace torchlens {
 
@@ -90,6 +93,19 @@ bool written_not_read(const OpRecord& rec, const std::string& arg) {
   return false;
 }
 
+/// Same bytes, checked without ATen (`at::equal` compares element by element
+/// into a new bool tensor; this stops at the first differing byte, which is
+/// what a perturbed output shows at once). False only means "not known equal".
+bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.device().is_cpu() || !b.device().is_cpu() || a.layout() != at::kStrided ||
+      b.layout() != at::kStrided || a.is_quantized() || a.is_conj() != b.is_conj() ||
+      a.is_neg() != b.is_neg() || !a.is_contiguous() || !b.is_contiguous()) {
+    return false;
+  }
+  if (a.data_ptr() == b.data_ptr()) return true;
+  return std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0;
+}
+
 bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double rtol,
                   double& max_error) {
   max_error = 0;
@@ -100,7 +116,7 @@ bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double 
   }
   if (a.numel() == 0) return true;
   // the common case, one pass: replays of deterministic kernels are bitwise equal
-  if (at::equal(a, b)) return true;
+  if (bitwise_equal(a, b) || at::equal(a, b)) return true;
   if (!a.is_floating_point() && !a.is_complex()) return false;
   const auto da = a.detach().to(at::kDouble);
   const auto db = b.detach().to(at::kDouble);
@@ -112,13 +128,17 @@ bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double 
 }
 
 /// NaN-aware exact equality (the perturbation check: did anything change?).
-bool exactly_equal(const at::Tensor& a, const at::Tensor& b) {
+/// `b` is the saved value, the same for every perturbation of an op:
+/// `b_has_nan` caches whether it holds a NaN (unknown until first needed).
+bool exactly_equal(const at::Tensor& a, const at::Tensor& b, std::optional<bool>& b_has_nan) {
   if (!a.defined() || !b.defined()) return a.defined() == b.defined();
   if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
-  if (at::equal(a, b)) return true;
+  if (a.numel() == 0 || bitwise_equal(a, b) || at::equal(a, b)) return true;
   if (!a.is_floating_point() && !a.is_complex()) return false;
-  // unequal somewhere; equal only if every difference is NaN against NaN
-  if (!at::isnan(a).any().item<bool>()) return false;
+  // unequal somewhere; equal only if every difference is NaN against NaN, which
+  // needs a NaN in b (a perturbed output full of NaN differs from a finite one)
+  if (!b_has_nan) b_has_nan = at::isnan(b).any().item<bool>();
+  if (!*b_has_nan) return false;
   return (a.eq(b) | (at::isnan(a) & at::isnan(b))).all().item<bool>();
 }
 
@@ -260,26 +280,68 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
   return "";
 }
 
-/// Random values for perturbations, from a private seeded generator. Normal
-/// samples come from one pool drawn once (drawing `randn` per perturbation
-/// cost 3× the re-execution itself), read from a random offset each time.
+/// Random values for perturbations, from private seeded generators. Normal
+/// samples come from one pool, read at random offsets (drawing `randn` per
+/// perturbation cost 3× the re-execution itself). The pool is made of fixed
+/// blocks, block k always drawn from the same seed, and kept per thread: its
+/// contents never depend on what ran before, so a validation perturbs with the
+/// same values whenever it runs, and only the first one in a thread draws them.
 class Noise {
  public:
-  Noise() : gen_(at::make_generator<at::CPUGeneratorImpl>(0x7e57)) {}
+  Noise() : gen_(at::make_generator<at::CPUGeneratorImpl>(0x7e57)), offsets_(0x7e57) {}
   at::Generator& gen() { return gen_; }
-  /// Standard normal samples of the given shape.
+
+  /// Standard normal samples of the given shape, as float.
   at::Tensor normal(at::IntArrayRef sizes, std::int64_t numel) {
-    if (pool_.numel() < 2 * numel) {
-      pool_ = at::randn({std::max<std::int64_t>(2 * numel, 1 << 16)}, gen_, at::kFloat);
+    if (numel <= kMaxPool / 2) return slice(numel).view(sizes);
+    // larger than the pool: pieces from random offsets (no period to line up
+    // with the tensor's structure)
+    at::Tensor out = at::empty({numel}, at::kFloat);
+    for (std::int64_t at = 0; at < numel; at += kMaxPool / 2) {
+      const std::int64_t n = std::min(kMaxPool / 2, numel - at);
+      out.narrow(0, at, n).copy_(slice(n));
     }
-    const std::int64_t start =
-        at::randint(0, pool_.numel() - numel + 1, {1}, gen_, at::kLong).item<std::int64_t>();
-    return pool_.narrow(0, start, numel).view(sizes);
+    return out.view(sizes);
+  }
+
+  /// The mean absolute value of a floating tensor (its scale), one pass.
+  static double mean_abs(const at::Tensor& t) {
+    if (t.numel() == 0) return 0.0;
+    if (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble) {
+      return t.detach().abs().to(at::kDouble).mean().item<double>(); // half, bfloat16
+    }
+    return at::norm(t.detach(), 1).item<double>() / static_cast<double>(t.numel());
   }
 
  private:
+  static constexpr std::int64_t kBlock = std::int64_t{1} << 16;
+  static constexpr std::int64_t kMaxPool = std::int64_t{1} << 21; // 8 MB of floats
+
+  /// `numel` consecutive samples from a random offset of a pool of at least 2 × numel.
+  at::Tensor slice(std::int64_t numel) {
+    const at::Tensor& p = pool(std::max<std::int64_t>(2 * numel, kBlock));
+    std::uniform_int_distribution<std::int64_t> start(0, p.numel() - numel);
+    return p.narrow(0, start(offsets_), numel);
+  }
+
+  static const at::Tensor& pool(std::int64_t min_size) {
+    thread_local at::Tensor blocks;
+    if (!blocks.defined() || blocks.numel() < min_size) {
+      const std::int64_t have = blocks.defined() ? blocks.numel() / kBlock : 0;
+      const std::int64_t want = (min_size + kBlock - 1) / kBlock;
+      std::vector<at::Tensor> parts;
+      if (have > 0) parts.push_back(blocks);
+      for (std::int64_t k = have; k < want; ++k) {
+        auto g = at::make_generator<at::CPUGeneratorImpl>(0x7e57 + static_cast<std::uint64_t>(k));
+        parts.push_back(at::randn({kBlock}, g, at::kFloat));
+      }
+      blocks = at::cat(parts);
+    }
+    return blocks;
+  }
+
   at::Generator gen_;
-  at::Tensor pool_;
+  std::mt19937_64 offsets_;
 };
 
 /// A value of `t`'s shape and dtype that differs from it (with high
@@ -287,12 +349,13 @@ class Noise {
 /// down (so ops flat on one side, a relu of negatives, see a change).
 at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
   if (attempt > 0 && !t.is_complex() && t.scalar_type() != at::kBool) {
-    const double scale =
-        t.numel() ? t.detach().abs().to(at::kDouble).mean().item<double>() + 1.0 : 1.0;
     if (!t.is_floating_point()) {
+      const double scale =
+          t.numel() ? t.detach().abs().to(at::kDouble).mean().item<double>() + 1.0 : 1.0;
       const auto step = static_cast<std::int64_t>(scale) + 1;
       return (attempt == 1 ? t + step : t - step).to(t.scalar_type());
     }
+    const double scale = Noise::mean_abs(t) + 1.0;
     const auto shift = noise.normal(t.sizes(), t.numel()).abs().to(t.options()) * scale + scale;
     return attempt == 1 ? t + shift : t - shift;
   }
@@ -311,9 +374,14 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
     const auto r = at::randint(lo, std::max(hi, lo + 2), t.sizes(), gen, d.options());
     return at::where(r.eq(d), r + 1, r).to(t.scalar_type());
   }
-  const double scale = t.numel() ? t.detach().abs().mean().item<double>() + 1.0 : 1.0;
-  if (t.is_complex()) return (at::randn(t.sizes(), gen, t.options()) * scale);
-  return (noise.normal(t.sizes(), t.numel()) * scale).to(t.options());
+  if (t.is_complex()) {
+    const double scale = t.numel() ? t.detach().abs().mean().item<double>() + 1.0 : 1.0;
+    return (at::randn(t.sizes(), gen, t.options()) * scale);
+  }
+  const double scale = Noise::mean_abs(t) + 1.0;
+  const at::Tensor n = noise.normal(t.sizes(), t.numel());
+  return t.scalar_type() == at::kFloat && t.device().is_cpu() ? n * scale
+                                                              : (n * scale).to(t.options());
 }
 
 const char* kind_name(FailureKind k) {
@@ -507,6 +575,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
     std::set<Vertex> parents;
     for (auto e : boost::make_iterator_range(boost::in_edges(v, g)))
       parents.insert(boost::source(e, g));
+    std::optional<bool> saved_has_nan;
     for (Vertex p : parents) {
       ++report.perturbations;
       const at::Tensor& pv = log.activation(p);
@@ -529,7 +598,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
         try {
           const auto pout = detail::reexecute(records[n.id], changed_inputs);
           replayed = true;
-          changed = idx >= pout.size() || !exactly_equal(pout[idx], saved);
+          changed = idx >= pout.size() || !exactly_equal(pout[idx], saved, saved_has_nan);
         } catch (const c10::Error& e) {
           error = e.what_without_backtrace();
           error = error.substr(0, error.find('\n'));

@@ -319,3 +319,35 @@ def forward(self, x):
     CHECK(msg.find("is not the value") != std::string::npos);
   }
 }
+
+TEST_CASE(
+    "lean live on C++-frontend models (a driven Sequential, a module) equals the full engine") {
+  torch::manual_seed(4);
+  torch::nn::Sequential seq(torch::nn::Linear(5, 6), torch::nn::ReLU(), torch::nn::Linear(6, 2));
+  const at::Tensor x = torch::randn({3, 5});
+  const tl::ModelLog ref = tl::log_forward_pass(seq, x, tl::LogOptions().keep_replay(true));
+  const std::string relu = nth_of(ref, "relu", 0);
+  const std::string fc2 = nth_of(ref, "addmm", 1);
+  for (const auto& spec :
+       {tl::Interventions().at(label(relu), tl::scale(-1.0)),
+        tl::Interventions().at(edge(relu, fc2), tl::zero_ablate()),
+        tl::Interventions().at(module("0"), tl::clamp(tl::ClampOptions().set_min(0)))}) {
+    CAPTURE(spec.describe());
+    const tl::Interventions resolved = spec.resolve(ref);
+    const at::Tensor lean =
+        tl::run_with_interventions(seq, x, resolved, tl::LiveMode::lean).toTensor();
+    const at::Tensor full =
+        tl::run_with_interventions(seq, x, resolved, tl::LiveMode::full).toTensor();
+    CHECK(same(lean, full));
+    CHECK(same(lean, tl::replay(ref, resolved)["output.0"].activation()));
+  }
+  torch::NoGradGuard no_grad;
+  const at::Tensor by_hand = seq[2]->as<torch::nn::Linear>()->forward(
+      -torch::relu(seq[0]->as<torch::nn::Linear>()->forward(x)));
+  CHECK(torch::allclose(
+      tl::run_with_interventions(seq, x,
+                                 tl::Interventions().at(label(relu), tl::scale(-1.0)).resolve(ref),
+                                 tl::LiveMode::lean)
+          .toTensor(),
+      by_hand));
+}

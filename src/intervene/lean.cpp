@@ -96,7 +96,6 @@ std::shared_ptr<const LeanPlan> make_lean_plan(const Interventions& original,
   // occurrences of each operator among the reference's op outputs, in capture order
   std::map<std::pair<std::string, std::string>, std::size_t> seen;
   std::size_t first_literal = SIZE_MAX;
-  const std::size_t last_named = *named.rbegin();
   for (const auto& [id, v] : vertex_of) {
     const OpNode& n = g[v];
     if (n.kind == NodeKind::op && n.op_name == "aten::tensor" && n.overload.empty()) {
@@ -118,9 +117,11 @@ std::shared_ptr<const LeanPlan> make_lean_plan(const Interventions& original,
     plan->ops.push_back(LeanPlan::Op{id, n.label, n.op_name, n.overload, occurrence, n.output_index,
                                      n.shape, n.dtype});
   }
-  if (first_literal < last_named) {
+  if (first_literal != SIZE_MAX) {
+    // its op (`empty`, `lift_fresh`, ...) counts in this run's occurrences and
+    // totals, but the log renamed it: the occurrences cannot be trusted
     return refuse("the reference has a tensor literal (" + g[vertex_of.at(first_literal)].label +
-                  ") before a site: its operator, which the occurrences count, is not logged");
+                  "), whose operator, which the occurrences count, the log no longer has");
   }
   for (std::size_t id : named) {
     auto it = vertex_of.find(id);

@@ -256,6 +256,30 @@ TEST_CASE("lean live: which specs it takes, and the full engine for the rest") {
   CHECK(tl::lean_unavailable(extended).find("not resolved") != std::string::npos);
 }
 
+TEST_CASE("lean live leaves a reference with a tensor literal to the full engine") {
+  // the literal's op is logged as aten::tensor: its real operator, which the
+  // occurrences count, is unknown
+  torch::jit::Module m("Literal");
+  m.define(R"JIT(
+def forward(self, x):
+    t = torch.tensor([1.0, 2.0, 3.0])
+    return torch.relu(x) * t
+)JIT");
+  const at::Tensor x = torch::randn({2, 3});
+  const tl::ModelLog ref = tl::log_forward_pass(m, {x}, tl::LogOptions().seed(0));
+  bool literal = false;
+  for (auto layer : ref) literal = literal || layer->op_name == "aten::tensor";
+  REQUIRE(literal);
+  const auto spec =
+      tl::Interventions().at(label(nth_of(ref, "relu", 0)), tl::scale(2.0)).resolve(ref);
+  CHECK(tl::lean_unavailable(spec).find("tensor literal") != std::string::npos);
+  const std::int64_t runs = tl::detail::lean_runs();
+  const at::Tensor out = run(m, x, spec, tl::LiveMode::automatic);
+  CHECK(tl::detail::lean_runs() == runs);
+  torch::NoGradGuard no_grad;
+  CHECK(torch::allclose(out, torch::relu(x) * 2.0 * torch::tensor({1.0F, 2.0F, 3.0F})));
+}
+
 TEST_CASE("lean live refuses a run that is not the reference's op stream, naming the site") {
   SUBCASE("another input shape") {
     torch::jit::Module m = toy();

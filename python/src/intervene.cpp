@@ -408,7 +408,8 @@ void bind_intervene(py::module_& m) {
         const td::ForwardFn forward = forward_fn(model);
         py::gil_scoped_release nogil;
         // the value is the Python model's own return, kept by the package
-        (void)td::run_intervened(model.description, model.inputs, forward, spec);
+        (void)td::run_intervened(model.description, model.inputs, forward, spec,
+                                 tl::LiveMode::full); // eager Python: the full engine
       },
       py::arg("model"), py::arg("spec"));
   m.def(

@@ -7,7 +7,9 @@
 #include "recorder.hpp"
 
 #include "../intervene/compiled.hpp"
+#include "../intervene/lean.hpp"
 #include "../io/dtypes.hpp"
+#include "live_stack.hpp"
 #include "reexecute.hpp"
 
 #include "libtorch_compat.hpp"
@@ -46,17 +48,29 @@ thread_local Recorder* tls_recorder = nullptr;
 /// Travels with LibTorch's thread-local state into tasks other threads run for
 /// this thread (at::launch, TorchScript fork): ops there are not this capture's
 /// to log in order, and run() reports them.
+/// (The lean live engine, src/intervene/lean.hpp, when `lean` is set.)
 struct CaptureMarker : c10::DebugInfoBase {
-  explicit CaptureMarker(Recorder* r) : rec(r) {}
+  explicit CaptureMarker(Recorder* r, LeanRun* l = nullptr) : rec(r), lean(l) {}
   Recorder* rec;
+  LeanRun* lean;
 };
+/// The lean live engine's run on this thread (run_lean), instead of a recorder.
+thread_local LeanRun* tls_lean = nullptr;
 
 void capture_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_recursion(kCaptureKey);
   Recorder* rec = tls_recorder;
   if (rec == nullptr) {
+    if (LeanRun* lean = tls_lean) {
+      lean->on_op(op, stack);
+      return;
+    }
     if (auto* marker = dynamic_cast<CaptureMarker*>(c10::ThreadLocalDebugInfo::get(kMarkerKind))) {
-      marker->rec->note_foreign_op(op);
+      if (marker->rec != nullptr) {
+        marker->rec->note_foreign_op(op);
+      } else {
+        marker->lean->note_foreign_op(op);
+      }
     }
     op.callBoxed(stack);
     return;
@@ -87,11 +101,6 @@ const c10::StorageImpl* storage_of(const at::Tensor& t) {
 std::uint32_t version_of(const at::Tensor& t) {
   const auto& vc = t.unsafeGetTensorImpl()->version_counter();
   return vc.enabled() ? vc.current_version() : 0;
-}
-
-bool is_scalar_read_op(const std::string& name) {
-  return name == "aten::item" || name == "aten::is_nonzero" ||
-         name == "aten::_local_scalar_dense" || name == "aten::equal" || name == "aten::allclose";
 }
 
 /// Factories whose values are whatever memory held: something else sets them.
@@ -142,6 +151,11 @@ TORCH_LIBRARY_IMPL(_, TORCHLENS_CAPTURE_KEY_TOKEN, m) {
   m.fallback(torch::CppFunction::makeFromBoxedFunction<&capture_fallback>());
 }
 
+bool is_scalar_read_op(const std::string& name) {
+  return name == "aten::item" || name == "aten::is_nonzero" ||
+         name == "aten::_local_scalar_dense" || name == "aten::equal" || name == "aten::allclose";
+}
+
 std::vector<at::Tensor> flatten_returns(c10::ArrayRef<c10::IValue> returns) {
   std::vector<at::Tensor> outputs;
   for (const auto& r : returns) {
@@ -173,7 +187,7 @@ class CaptureScope {
  public:
   explicit CaptureScope(Recorder& rec, bool torchscript)
       : include_(kCaptureKey), marker_(kMarkerKind, std::make_shared<CaptureMarker>(&rec)) {
-    TORCHLENS_CHECK(tls_recorder == nullptr,
+    TORCHLENS_CHECK(tls_recorder == nullptr && tls_lean == nullptr,
                     "log_forward_pass cannot be nested inside another capture");
     tls_recorder = &rec;
     if (torchscript) {
@@ -205,6 +219,31 @@ c10::IValue Recorder::run(const ForwardFn& forward) {
                   foreign_example_, "); capture logs one thread in order and would miss them. ",
                   "Run that code inline (without fork or launch) to log it.");
   return out;
+}
+
+/// The lean live engine's scope: its run installed on the thread, the capture
+/// key included; both removed on return and on exceptions.
+class LeanScope {
+ public:
+  explicit LeanScope(LeanRun& run)
+      : include_(kCaptureKey),
+        marker_(kMarkerKind, std::make_shared<CaptureMarker>(nullptr, &run)) {
+    TORCHLENS_CHECK(tls_recorder == nullptr && tls_lean == nullptr,
+                    "run_with_interventions cannot be nested inside a capture");
+    tls_lean = &run;
+  }
+  ~LeanScope() { tls_lean = nullptr; }
+  LeanScope(const LeanScope&) = delete;
+  LeanScope& operator=(const LeanScope&) = delete;
+
+ private:
+  c10::impl::IncludeDispatchKeyGuard include_;
+  c10::DebugInfoGuard marker_;
+};
+
+c10::IValue run_lean(LeanRun& run, const std::function<c10::IValue()>& forward) {
+  LeanScope scope(run);
+  return forward();
 }
 
 void Recorder::note_foreign_op(const c10::OperatorHandle& op) {
@@ -1034,25 +1073,6 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 // ---------------------------------------------------------------------------
 // The live intervention engine: the spec's entries applied in the fallback.
 
-namespace {
-
-/// The tensor at (position, list index) of an argument.
-at::Tensor stack_tensor(const c10::IValue& arg, int list_index) {
-  if (list_index < 0) return arg.isTensor() ? arg.toTensor() : at::Tensor();
-  if (arg.isTensorList()) return arg.toTensorList().get(static_cast<std::size_t>(list_index));
-  const c10::IValue e = arg.toList().get(static_cast<std::size_t>(list_index));
-  return e.isTensor() ? e.toTensor() : at::Tensor();
-}
-
-/// Puts `value` where `current` is: into its memory for a value the caller
-/// keeps using (an in-place op's argument), else in its place.
-void write_through(const at::Tensor& current, const at::Tensor& value) {
-  at::NoGradGuard no_grad; // gradients through written-through sites: unsupported (docs)
-  current.copy_(value);
-}
-
-} // namespace
-
 at::Tensor Recorder::live_value(std::size_t id) const {
   auto it = live_values_.find(id);
   TORCHLENS_CHECK(it != live_values_.end(), "an intervention reads the value of op ", id,
@@ -1098,11 +1118,8 @@ void Recorder::intervene_inputs(std::size_t child, const std::vector<Parent>& pa
           [this](std::size_t i) { return live_value(i); }, applied);
     }
     if (value.is_same(current)) continue;
-    if (info.arg_written[static_cast<std::size_t>(p.arg_pos)] && p.list_index < 0) {
-      write_through(current, value);
-    } else {
-      set_argument_tensor(arg, p.list_index, value);
-    }
+    put_argument(arg, p.list_index, info.arg_written[static_cast<std::size_t>(p.arg_pos)], current,
+                 value);
   }
 }
 
@@ -1112,9 +1129,7 @@ std::vector<std::vector<std::string>> Recorder::intervene_outputs(
   std::vector<std::vector<std::string>> applied;
   const auto value_of = [this](std::size_t i) { return live_value(i); };
   std::size_t id = first_id;
-  int index = 0;
-  auto one = [&](const at::Tensor& t) -> at::Tensor {
-    const int out = index++;
+  change_returns(stack, num_returns, info.writes, [&](int out, const at::Tensor& t) -> at::Tensor {
     applied.emplace_back();
     if (!t.defined()) return t;
     OpView view;
@@ -1125,31 +1140,7 @@ std::vector<std::vector<std::string>> Recorder::intervene_outputs(
     view.output_index = out;
     view.value = &t;
     return live_->apply_output(view, "", value_of, applied.back());
-  };
-  for (std::size_t r = stack->size() - num_returns; r < stack->size(); ++r) {
-    c10::IValue& ret = (*stack)[r];
-    if (ret.isTensor()) {
-      const at::Tensor t = ret.toTensor();
-      const at::Tensor changed = one(t);
-      if (changed.is_same(t)) continue;
-      if (info.writes) {
-        write_through(t, changed); // `x.relu_()`: the caller keeps using x
-      } else {
-        ret = changed;
-      }
-    } else if (ret.isTensorList()) {
-      auto list = ret.toTensorList().copy();
-      bool any = false;
-      for (std::size_t j = 0; j < list.size(); ++j) {
-        const at::Tensor t = list.get(j);
-        const at::Tensor changed = one(t);
-        if (changed.is_same(t)) continue;
-        list.set(j, changed);
-        any = true;
-      }
-      if (any) ret = std::move(list);
-    }
-  }
+  });
   return applied;
 }
 

@@ -73,6 +73,10 @@ struct OpInfo {
   bool uninitialized = false;    ///< empty / empty_like / ...: the values are set elsewhere
 };
 
+/// A read of tensor values into a host scalar (`item`, `is_nonzero`, `equal`):
+/// capture logs no vertex for it.
+bool is_scalar_read_op(const std::string& name);
+
 /// An op's tensor returns as capture logs them, in order (tensor lists
 /// flattened, undefined ones kept as placeholders).
 std::vector<at::Tensor> flatten_returns(c10::ArrayRef<c10::IValue> returns);

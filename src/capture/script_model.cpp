@@ -18,11 +18,39 @@ namespace {
 
 using ObjectPtr = c10::intrusive_ptr<c10::ivalue::Object>;
 
-/// The module objects of a model, in modules() order (root first).
+/// The module objects under `o`, in Module::modules() order (itself first, then
+/// each submodule slot depth first), read from the slots directly: walking
+/// modules() costs 25 µs on a small TransformerEncoder, on every lease.
+void collect_modules(const ObjectPtr& o, std::vector<ObjectPtr>& out) {
+  out.push_back(o);
+  const auto& type = o->type();
+  const std::size_t slots = o->slots().size();
+  for (std::size_t s = 0; s < slots; ++s) {
+    if (type->getAttribute(s)->is_module()) collect_modules(o->getSlot(s).toObject(), out);
+  }
+}
+
 std::vector<ObjectPtr> module_objects(const torch::jit::Module& m) {
   std::vector<ObjectPtr> out;
-  for (const auto& sub : m.modules()) out.push_back(sub._ivalue());
+  collect_modules(m._ivalue(), out);
   return out;
+}
+
+/// copy_back_attributes by slot: the copy (Module::clone) has the model's
+/// attributes in the model's slot order, as refresh() relies on; looking
+/// them up by name cost 90 µs per lease on a small TransformerEncoder.
+void copy_back(const std::vector<ObjectPtr>& copy, const std::vector<ObjectPtr>& model) {
+  for (std::size_t i = 0; i < std::min(copy.size(), model.size()); ++i) {
+    const auto& from = copy[i];
+    const auto& to = model[i];
+    const std::size_t slots = std::min(from->slots().size(), to->slots().size());
+    for (std::size_t s = 0; s < slots; ++s) {
+      const c10::IValue& v = from->getSlot(s);
+      // submodules are the copy's own objects; the rest is shared or reassigned
+      if (v.isObject()) continue;
+      if (!to->getSlot(s).is(v)) to->setSlot(s, v);
+    }
+  }
 }
 
 /// Values whose change makes the description stale: tensors and lists (of
@@ -100,7 +128,8 @@ Cache& cache() {
 } // namespace
 
 ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
-  const auto objects = module_objects(model);
+  objects_ = module_objects(model);
+  const auto& objects = objects_;
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
@@ -151,7 +180,7 @@ ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
 
 ScriptLease::~ScriptLease() {
   try {
-    copy_back_attributes(entry_->copy, model_);
+    copy_back(entry_->copy_objects, objects_); // = copy_back_attributes(copy, model)
   } catch (...) {
     // a destructor never throws; the model keeps what it had
   }

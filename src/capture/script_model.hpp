@@ -19,6 +19,7 @@
 #include "recorder.hpp"
 
 #include <memory>
+#include <vector>
 
 namespace torchlens::detail {
 
@@ -38,6 +39,7 @@ class ScriptLease {
 
  private:
   torch::jit::Module& model_;
+  std::vector<c10::intrusive_ptr<c10::ivalue::Object>> objects_; // its modules, root first
   std::shared_ptr<Entry> entry_;
   bool cached_ = false;
 };

@@ -13,10 +13,13 @@
 #include <boost/range/iterator_range.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <random>
 #include <sstream>
+
+#include <pthread.h>
 
 namespace torchlens::detail {
 
@@ -129,8 +132,34 @@ std::string first_difference(const GraphSignature& reference, const ModelGraph& 
 
 // ---- CaptureSession ---------------------------------------------------------
 
+namespace {
+
+/// A fresh seed for a capture without LogOptions::seed. std::random_device
+/// costs ~20 µs a call (system calls), as much as a small model's forward, so a
+/// per-thread engine seeded from it once draws the seeds; a forked child
+/// seeds its engines anew (it would otherwise draw what its parent draws).
+std::uint64_t fresh_seed() {
+  static std::atomic<std::uint64_t> forks{0};
+  static const bool registered = [] {
+    return pthread_atfork(nullptr, nullptr, [] { forks.fetch_add(1); }) == 0;
+  }();
+  (void)registered;
+  thread_local std::uint64_t seeded_at = UINT64_MAX;
+  thread_local std::mt19937_64 engine;
+  const std::uint64_t now = forks.load();
+  if (seeded_at != now) {
+    std::random_device device;
+    std::seed_seq seq{device(), device(), device(), device()};
+    engine.seed(seq);
+    seeded_at = now;
+  }
+  return engine() >> 32; // the range std::random_device gave (32 bits)
+}
+
+} // namespace
+
 std::uint64_t session_seed(const LogOptions& options) {
-  return options.seed() ? *options.seed() : std::random_device{}();
+  return options.seed() ? *options.seed() : fresh_seed();
 }
 
 CaptureSession::CaptureSession(const ModelDescription& model,

@@ -3,6 +3,7 @@
 // `.npy` sidecars (docs/interventions.md).
 
 #include "compiled.hpp"
+#include "lean.hpp"
 
 #include <torchlens/capture/options.hpp>
 #include <torchlens/intervene/engines.hpp>
@@ -57,6 +58,7 @@ class NoLabels : public LabelResolver {
 
 Interventions& Interventions::at(Site site, Action action) {
   entries_.push_back(Entry{std::move(site), std::move(action)});
+  lean_.reset(); // the plan covers the entries it was made for
   return *this;
 }
 
@@ -105,6 +107,7 @@ Interventions Interventions::resolve(const ModelLog& reference) const {
     if (e.site.region()) site = site.at_index(e.site.region()->dim, e.site.region()->index);
     out.entries_.push_back(Entry{std::move(site), e.action.resolved(resolver)});
   }
+  out.lean_ = detail::make_lean_plan(*this, out, reference);
   return out;
 }
 

@@ -2,10 +2,12 @@
 // changed sites from a log's records, without running model code; and the
 // live engine without a log (run_with_interventions).
 
+#include "../capture/libtorch_compat.hpp"
 #include "../capture/reexecute.hpp"
 #include "../capture/script_model.hpp"
 #include "../capture/session.hpp"
 #include "compiled.hpp"
+#include "lean.hpp"
 
 #include <torchlens/intervene/engines.hpp>
 #include <torchlens/torch_error.hpp>
@@ -15,9 +17,11 @@
 #include <ATen/Functions.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/utils.h>
 
 #include <boost/range/iterator_range.hpp>
 
+#include <optional>
 #include <unordered_map>
 
 namespace torchlens {
@@ -157,11 +161,40 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
   return out;
 }
 
+std::string lean_unavailable(const Interventions& spec) {
+  return detail::lean_unavailable(spec);
+}
+
 namespace detail {
+
+namespace {
+
+/// The lean live engine (lean.hpp): as the full one below, with the inputs'
+/// sites applied before the forward, a fresh global seed and TorchScript's
+/// plain executor, but only the sites looked for.
+c10::IValue run_lean_intervened(const ModelDescription& model,
+                                const std::vector<std::pair<std::string, at::Tensor>>& inputs,
+                                const ForwardFn& forward, const Interventions& spec) {
+  LeanRun run(spec);
+  run.set_inputs(inputs);
+  torch::manual_seed(session_seed(LogOptions()));
+  std::optional<compat::PlainExecutorGuard> plain;
+  if (model.script != nullptr) plain.emplace(false);
+  c10::IValue output = run_lean(run, [&forward] { return forward(nullptr); });
+  run.finish();
+  return output;
+}
+
+} // namespace
 
 c10::IValue run_intervened(const ModelDescription& model,
                            const std::vector<std::pair<std::string, at::Tensor>>& inputs,
-                           const ForwardFn& forward, const Interventions& spec) {
+                           const ForwardFn& forward, const Interventions& spec, LiveMode mode) {
+  if (mode != LiveMode::full) {
+    const std::string why = detail::lean_unavailable(spec);
+    if (why.empty()) return run_lean_intervened(model, inputs, forward, spec);
+    TORCHLENS_CHECK(mode == LiveMode::automatic, "LiveMode::lean cannot run this spec: ", why);
+  }
   LogOptions options;
   options.save(SaveSpec::none()).postprocess(false).intervene(spec);
   const CaptureSession session(model, inputs, forward, options, session_seed(options));
@@ -171,11 +204,11 @@ c10::IValue run_intervened(const ModelDescription& model,
 }
 
 c10::IValue run_intervened(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
-                           const Interventions& spec) {
+                           const Interventions& spec, LiveMode mode) {
   ScriptLease run(model); // the capture copy, cached per model
   return run_intervened(
       run.description(), jit_input_tensors(inputs),
-      [&run, &inputs](Recorder*) { return run.module().forward(inputs); }, spec);
+      [&run, &inputs](Recorder*) { return run.module().forward(inputs); }, spec, mode);
 }
 
 } // namespace detail

@@ -7,6 +7,7 @@
 
 #include <torch/arg.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -82,29 +83,53 @@ InterventionRun intervene(Engine engine, Model& model, Input input, const ModelL
   }
 }
 
+/// How run_with_interventions runs a spec (docs/interventions.md, "Lean live").
+enum class LiveMode {
+  /// lean when the spec allows it (lean_unavailable(spec) is ""), else full
+  automatic,
+  /// inside the capture that builds the graph (metadata only, nothing saved)
+  full,
+  /// only the spec's sites are found, by operator occurrence; no graph is
+  /// built. Throws when the spec needs the full engine.
+  lean
+};
+
+/// "" when run_with_interventions can run `spec` the lean way (every site an
+/// op, an input or an edge of the reference the spec was resolved on; no
+/// action reads another site of the same run), else why only the full engine
+/// can.
+std::string lean_unavailable(const Interventions& spec);
+
 namespace detail {
+/// How many lean runs this process made (tests: the lean mode really ran).
+std::int64_t lean_runs();
 c10::IValue run_intervened(const ModelDescription& model,
                            const std::vector<std::pair<std::string, at::Tensor>>& inputs,
-                           const ForwardFn& forward, const Interventions& spec);
+                           const ForwardFn& forward, const Interventions& spec, LiveMode mode);
 c10::IValue run_intervened(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
-                           const Interventions& spec);
+                           const Interventions& spec, LiveMode mode);
 } // namespace detail
 
-/// Live, without a log: runs the model with the spec applied inside the
-/// capture (metadata only, nothing saved) and returns what forward returned.
-/// Label sites need a spec resolved on a reference log.
+/// Live, without a log: runs the model with the spec applied and returns what
+/// forward returned. Label sites need a spec resolved on a reference log. With
+/// such a spec the lean mode finds only the sites and builds no graph; specs
+/// with live selectors (`func`, `where`) or actions reading other sites
+/// (`take_from`, `add_delta_from`) run inside the full capture (metadata
+/// only, nothing saved). Both give the same result, bit for bit.
 inline c10::IValue run_with_interventions(torch::jit::Module& model,
                                           const std::vector<c10::IValue>& inputs,
-                                          const Interventions& spec) {
-  return detail::run_intervened(model, inputs, spec);
+                                          const Interventions& spec,
+                                          LiveMode mode = LiveMode::automatic) {
+  return detail::run_intervened(model, inputs, spec, mode);
 }
 
 template <class Model, class Input>
-c10::IValue run_with_interventions(Model& model, Input input, const Interventions& spec) {
+c10::IValue run_with_interventions(Model& model, Input input, const Interventions& spec,
+                                   LiveMode mode = LiveMode::automatic) {
   torch::nn::Module& root = detail::module_of(model);
   const auto args = detail::as_args(std::move(input));
   return detail::run_intervened(detail::describe(root), detail::input_tensors(args),
-                                detail::forward_fn(model, root, args), spec);
+                                detail::forward_fn(model, root, args), spec, mode);
 }
 
 } // namespace torchlens

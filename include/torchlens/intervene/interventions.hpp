@@ -18,12 +18,16 @@
 #include <torchlens/intervene/site.hpp>
 #include <torchlens/torch_error.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace torchlens {
 
 class ModelLog;
+namespace detail {
+struct LeanPlan; // src/intervene/lean.hpp
+}
 
 class Interventions {
  public:
@@ -62,8 +66,13 @@ class Interventions {
   /// One line per entry: `1. label(relu_2_5) -> zero_ablate()`.
   std::string describe() const;
 
+  /// Internal: where the lean live engine finds the sites (recorded by
+  /// resolve(); null for a spec that was not resolved, or was extended since).
+  const std::shared_ptr<const detail::LeanPlan>& lean_plan() const noexcept { return lean_; }
+
  private:
   std::vector<Entry> entries_;
+  std::shared_ptr<const detail::LeanPlan> lean_;
 };
 
 /// Replay stopped where the model's control flow could diverge: a value read

@@ -117,20 +117,6 @@ torch::jit::Module capture_copy(const torch::jit::Module& m) {
   return m.clone(/*inplace=*/true);
 }
 
-void copy_back_attributes(const torch::jit::Module& copy, torch::jit::Module& model) {
-  const auto from = copy.modules();
-  const auto to = model.modules();
-  auto f = from.begin();
-  for (auto t = to.begin(); t != to.end() && f != from.end(); ++t, ++f) {
-    torch::jit::Module target = *t;
-    for (const auto& attr : (*f).named_attributes(/*recurse=*/false)) {
-      // submodules are the copy's own objects; the rest is shared or reassigned
-      if (attr.value.isObject() || !target.hasattr(attr.name)) continue;
-      if (!target.attr(attr.name).is(attr.value)) target.setattr(attr.name, attr.value);
-    }
-  }
-}
-
 at::Tensor run_sequential(torch::nn::SequentialImpl& seq, at::Tensor x) {
   for (auto& any : seq) {
     const auto module = any.ptr();

@@ -11,7 +11,7 @@
 //     values (reassigned ones are copied over, and the description is redone
 //     when a tensor attribute changed);
 //   - when the lease ends, what forward reassigned is put back on the model
-//     (copy_back_attributes), as for an uncached copy;
+//     (copy_back, slot by slot), as for an uncached copy;
 //   - a lease taken while another thread holds the model's entry gets a fresh,
 //     uncached copy; entries whose model died are dropped, and at most a few
 //     models are kept (least recently used first out).

@@ -68,9 +68,6 @@ ModelDescription describe(const torch::jit::Module& m);
 /// the capture's unoptimised graph. The copy has fresh executors, created
 /// under capture's settings; the caller's model is left as it was.
 torch::jit::Module capture_copy(const torch::jit::Module& m);
-/// What forward reassigned on the copy (`self.buf = ...`), put on `model`:
-/// the caller sees the effects of the run it asked for.
-void copy_back_attributes(const torch::jit::Module& copy, torch::jit::Module& model);
 
 /// The model's forward. Under capture it receives the recorder so that drivers
 /// (Sequential) can announce module calls; plain runs (ground truth) get null.

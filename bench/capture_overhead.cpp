@@ -68,7 +68,8 @@ void report(const std::string& name, int reps, const std::function<void()>& plai
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: capture_overhead MODEL_DIR [REPS]\n";
+    std::cerr
+        << "usage: capture_overhead MODEL_DIR [REPS] [MODEL...]  (NAME, NAME:2x10x32, NAME+grad)\n";
     return 2;
   }
   const std::string dir = argv[1];
@@ -82,13 +83,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> models{"resnet18", "googlenet"};
   if (argc > 3) models.assign(argv + 3, argv + argc);
   for (const std::string& arg : models) {
-    const auto [name, dims, shape] = torchlens::bench::model_spec(arg);
+    const auto [name, dims, shape, grad] = torchlens::bench::model_spec(arg);
+    torch::AutoGradMode mode(grad); // no-grad unless NAME+grad
     auto model = torch::jit::load(dir + "/" + name + ".pt");
     model.eval();
     torch::manual_seed(0);
     std::vector<c10::IValue> in{torch::randn(shape)};
     report(
-        name + " (TorchScript, " + dims + ")", reps, [&] { (void)model.forward(in); },
+        name + " (TorchScript, " + dims + (grad ? ", grad" : "") + ")", reps,
+        [&] { (void)model.forward(in); },
         [&](tl::LogOptions o) { return tl::log_forward_pass(model, in, o); });
   }
   {

@@ -5,7 +5,8 @@
 //   (c) a patching sweep: one denoising patch per relu (or per site of the
 //       first type found), replayed; against (sites x plain forward).
 // Usage: intervention_overhead MODEL_DIR [REPS] [MODEL...]
-// (MODEL_DIR from `/usr/bin/python3 scripts/export_torchvision.py DIR resnet18 transformer_encoder`).
+// (MODEL_DIR from `/usr/bin/python3 scripts/export_torchvision.py DIR resnet18
+// transformer_encoder`).
 
 #include "timing.hpp"
 
@@ -35,7 +36,8 @@ std::vector<std::string> sites_of(const tl::ModelLog& log) {
   for (const auto& type : types) {
     std::vector<std::string> out;
     for (auto layer : log) {
-      if (layer->layer_type == type && layer->kind == tl::NodeKind::op) out.push_back(layer.label());
+      if (layer->layer_type == type && layer->kind == tl::NodeKind::op)
+        out.push_back(layer.label());
     }
     if (!out.empty()) return out;
   }
@@ -93,7 +95,8 @@ int main(int argc, char** argv) {
       plain.push_back(time_ms([&] { (void)model.forward(in); }));
       a.push_back(time_ms([&] { (void)tl::run_with_interventions(model, in, live); }));
       b.push_back(time_ms([&] { (void)tl::replay(ref, late); }));
-      if (r < 3) c.push_back(time_ms([&] { (void)tl::patching::activation_patch(ref, corrupt, sweep); }));
+      if (r < 3)
+        c.push_back(time_ms([&] { (void)tl::patching::activation_patch(ref, corrupt, sweep); }));
     }
     const double p = median(plain);
     std::cout << std::fixed << std::setprecision(2) << "| " << name << " | " << sites.size()

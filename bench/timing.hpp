@@ -23,15 +23,21 @@ inline double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-/// A model argument of the benches: `NAME` (input 1x3x224x224) or `NAME:2x10x32`.
+/// A model argument of the benches: `NAME` (input 1x3x224x224) or `NAME:2x10x32`,
+/// either with `+grad` to run in grad mode (no-grad otherwise).
 struct ModelSpec {
   std::string name;
   std::string dims;
   std::vector<std::int64_t> shape;
+  bool grad = false;
 };
 
-inline ModelSpec model_spec(const std::string& arg) {
+inline ModelSpec model_spec(std::string arg) {
   ModelSpec m;
+  if (arg.size() > 5 && arg.compare(arg.size() - 5, 5, "+grad") == 0) {
+    m.grad = true;
+    arg.resize(arg.size() - 5);
+  }
   const auto colon = arg.find(':');
   m.name = arg.substr(0, colon);
   m.dims = colon == std::string::npos ? "1x3x224x224" : arg.substr(colon + 1);

@@ -49,10 +49,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> models{"resnet18", "googlenet"};
   if (argc > 3) models.assign(argv + 3, argv + argc);
   for (const std::string& arg : models) {
-    // NAME+grad: everything in grad mode (the model's unfused path where it has one)
-    const bool grad = arg.size() > 5 && arg.compare(arg.size() - 5, 5, "+grad") == 0;
-    const auto [name, dims, shape] =
-        torchlens::bench::model_spec(grad ? arg.substr(0, arg.size() - 5) : arg);
+    const auto [name, dims, shape, grad] = torchlens::bench::model_spec(arg);
     auto model = torch::jit::load(dir + "/" + name + ".pt");
     model.eval();
     torch::manual_seed(0);

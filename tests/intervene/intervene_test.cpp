@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <support/errors.hpp>
 
 #include <boost/property_tree/json_parser.hpp>
 
@@ -115,14 +116,7 @@ void check_same_log(const tl::ModelLog& a, const tl::ModelLog& b) {
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return tl::plain_message(e);
-  }
-  return "";
-}
+using torchlens::test::error_of;
 
 } // namespace
 

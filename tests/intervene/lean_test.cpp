@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <support/errors.hpp>
 
 #include <functional>
 #include <string>
@@ -70,14 +71,7 @@ bool same(const at::Tensor& a, const at::Tensor& b) {
   return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && torch::equal(a, b);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return tl::plain_message(e);
-  }
-  return "";
-}
+using torchlens::test::error_of;
 
 /// The `nth` layer pass of `type` (and of output `output_index`), by label.
 std::string nth_of(const tl::ModelLog& log, const std::string& type, int nth = 0,

@@ -178,19 +178,16 @@ ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogO
   swap_graphs(graph_, graph); // O(1); std::move would copy (model_graph.hpp)
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
-  build_lookup();
 }
 
 // Member-wise, except the graph: a defaulted move would copy it (model_graph.hpp).
 ModelLog::ModelLog(ModelLog&& other) noexcept
     : activations_(std::move(other.activations_)),
       options_(std::move(other.options_)),
-      keys_(std::move(other.keys_)),
-      module_outputs_(std::move(other.module_outputs_)),
-      ordered_keys_(std::move(other.ordered_keys_)),
       replay_(std::move(other.replay_)),
       gradients_(std::move(other.gradients_)) {
   swap_graphs(graph_, other.graph_);
+  std::swap(lookup_, other.lookup_); // each index stays with its graph
 }
 
 ModelLog ModelLog::fork() const {
@@ -202,9 +199,7 @@ ModelLog& ModelLog::operator=(ModelLog&& other) noexcept {
   swap_graphs(graph_, other.graph_);
   activations_ = std::move(other.activations_);
   options_ = std::move(other.options_);
-  keys_ = std::move(other.keys_);
-  module_outputs_ = std::move(other.module_outputs_);
-  ordered_keys_ = std::move(other.ordered_keys_);
+  std::swap(lookup_, other.lookup_); // each index stays with its graph
   replay_ = std::move(other.replay_);
   gradients_ = std::move(other.gradients_);
   return *this;
@@ -233,19 +228,23 @@ void ModelLog::set_activations(std::vector<at::Tensor> by_id) {
   }
 }
 
-void ModelLog::build_lookup() {
-  keys_.clear();
-  module_outputs_.clear();
-  ordered_keys_.clear();
+const ModelLog::Lookup& ModelLog::lookup() const {
+  std::call_once(lookup_->built, [this] { build_lookup(*lookup_); });
+  return *lookup_;
+}
+
+void ModelLog::build_lookup(Lookup& index) const {
+  auto& keys = index.keys;
+  auto& outputs = index.module_outputs;
+  auto& ordered = index.ordered_keys;
   auto add = [&](const std::string& key, Vertex v) {
     if (key.empty()) return;
-    if (keys_.emplace(key, v).second) ordered_keys_.push_back(key);
+    if (keys.emplace(key, v).second) ordered.push_back(key);
   };
   // module outputs: the values returned from each module pass
   auto module_pass_count = module_pass_counts(graph_);
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    for (const auto& f : modules_exited(graph_[v]))
-      module_outputs_[module_pass_key(f)].push_back(v);
+    for (const auto& f : modules_exited(graph_[v])) outputs[module_pass_key(f)].push_back(v);
   }
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
     const OpNode& node = graph_[v];
@@ -271,7 +270,7 @@ void ModelLog::build_lookup() {
   for (const auto& [address, vs] : buffers) {
     if (vs.size() == 1) add(address, vs.front());
   }
-  for (const auto& [key, vs] : module_outputs_) {
+  for (const auto& [key, vs] : outputs) {
     add(key, vs.back());
     const std::string address = key.substr(0, key.rfind(':'));
     if (module_pass_count[address] == 1) add(address, vs.back());
@@ -292,14 +291,15 @@ std::optional<Vertex> ModelLog::ordinal_key(const std::string& key) const {
 
 std::vector<std::string> ModelLog::keys_of(Vertex v) const {
   std::vector<std::string> out;
-  for (const auto& k : ordered_keys_) {
-    if (keys_.at(k) == v) out.push_back(k);
+  const Lookup& index = lookup();
+  for (const auto& k : index.ordered_keys) {
+    if (index.keys.at(k) == v) out.push_back(k);
   }
   const auto n = static_cast<std::int64_t>(size());
   for (const std::int64_t ordinal :
        {static_cast<std::int64_t>(v), static_cast<std::int64_t>(v) - n}) {
     std::string k = std::to_string(ordinal);
-    if (keys_.count(k) == 0) out.push_back(std::move(k));
+    if (index.keys.count(k) == 0) out.push_back(std::move(k));
   }
   return out;
 }
@@ -313,7 +313,7 @@ LayerView ModelLog::operator[](std::int64_t ordinal) const {
 
 bool ModelLog::contains(std::string_view key_view) const {
   const std::string key(key_view);
-  return keys_.count(key) != 0 || ordinal_key(key).has_value();
+  return lookup().keys.count(key) != 0 || ordinal_key(key).has_value();
 }
 
 LayerView ModelLog::at(std::string_view key) const {
@@ -322,7 +322,8 @@ LayerView ModelLog::at(std::string_view key) const {
 
 Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   const std::string key(key_view);
-  if (auto it = keys_.find(key); it != keys_.end()) return it->second;
+  const Lookup& index = lookup();
+  if (auto it = index.keys.find(key); it != index.keys.end()) return it->second;
   std::int64_t ordinal = 0;
   if (parse_int(key, ordinal)) return (*this)[ordinal].vertex();
 
@@ -335,7 +336,7 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
                         key, ":2");
   }
   const auto module_passes =
-      ranges::count_if(module_outputs_ | ranges::views::keys,
+      ranges::count_if(index.module_outputs | ranges::views::keys,
                        [&](const std::string& k) { return address_of(k) == key; });
   if (module_passes > 1) {
     TORCHLENS_CHECK_KEY(false, "module ", key, " ran ", module_passes,
@@ -355,7 +356,7 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   const auto is_ordinal = [](const std::string& k) {
     return !k.empty() && (std::isdigit(static_cast<unsigned char>(k[0])) || k[0] == '-');
   };
-  auto near = ordered_keys_ | ranges::views::remove_if(is_ordinal) |
+  auto near = index.ordered_keys | ranges::views::remove_if(is_ordinal) |
               ranges::views::transform([&](const std::string& k) {
                 return std::pair<std::size_t, std::string>(edit_distance(key, k), k);
               }) |
@@ -370,14 +371,15 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
 std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
   const std::string key(key_view);
   std::vector<Vertex> out;
-  if (auto it = keys_.find(key); it != keys_.end()) return {it->second};
+  const Lookup& index = lookup();
+  if (auto it = index.keys.find(key); it != index.keys.end()) return {it->second};
   std::int64_t ordinal = 0;
   if (parse_int(key, ordinal)) return {(*this)[ordinal].vertex()};
   out = vertices_where(graph_, [&](const OpNode& n) {
     return n.label_no_pass == key || n.label_short_no_pass == key;
   });
   if (!out.empty()) return out;
-  for (const auto& [k, vs] : module_outputs_) {
+  for (const auto& [k, vs] : index.module_outputs) {
     if (address_of(k) == key) out.push_back(vs.back());
   }
   if (!out.empty()) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -93,7 +94,8 @@ class ModelLog {
   /// algorithms on it directly.
   const ModelGraph& graph() const noexcept { return graph_; }
   /// Mutable graph, for tools that edit a log (planted-fault tests, passes run
-  /// after the fact). Lookup keys are not rebuilt.
+  /// after the fact). The key index is built on the first lookup and not rebuilt
+  /// after that.
   ModelGraph& mutable_graph() noexcept { return graph_; }
   const GraphInfo& info() const noexcept { return graph_[boost::graph_bundle]; }
   const std::string& model_name() const noexcept { return info().model_name; }
@@ -113,7 +115,7 @@ class ModelLog {
   /// a substring gives every match). Throws for keys matching nothing.
   std::vector<Vertex> select(std::string_view key) const;
   /// Every lookup key, mapped to its vertex.
-  const std::unordered_map<std::string, Vertex>& lookup_keys() const noexcept { return keys_; }
+  const std::unordered_map<std::string, Vertex>& lookup_keys() const { return lookup().keys; }
   /// Lookup keys of one vertex, in TorchLens's order.
   std::vector<std::string> keys_of(Vertex v) const;
 
@@ -160,8 +162,8 @@ class ModelLog {
   /// Layers that have a saved activation, in order.
   std::vector<Vertex> saved_layers() const;
   /// Vertices with a module pass exit: address → output vertices.
-  const std::unordered_map<std::string, std::vector<Vertex>>& module_outputs() const noexcept {
-    return module_outputs_;
+  const std::unordered_map<std::string, std::vector<Vertex>>& module_outputs() const {
+    return lookup().module_outputs;
   }
 
   class iterator;
@@ -172,7 +174,16 @@ class ModelLog {
   friend std::ostream& operator<<(std::ostream& os, const ModelLog& log);
 
  private:
-  void build_lookup();
+  /// The key index, built on first use (a log that is only iterated, or read
+  /// by vertex, never pays for it); thread-safe like the rest of a const log.
+  struct Lookup {
+    std::once_flag built;
+    std::unordered_map<std::string, Vertex> keys;
+    std::unordered_map<std::string, std::vector<Vertex>> module_outputs;
+    std::vector<std::string> ordered_keys; // for suggestions
+  };
+  const Lookup& lookup() const;
+  void build_lookup(Lookup& index) const;
   Vertex resolve_or_throw(std::string_view key) const;
   /// The vertex an ordinal written as a key (`5`, `-3`) names, if it is one.
   std::optional<Vertex> ordinal_key(const std::string& key) const;
@@ -180,9 +191,7 @@ class ModelLog {
   ModelGraph graph_;
   std::vector<at::Tensor> activations_; // by OpNode::id
   LogOptions options_;
-  std::unordered_map<std::string, Vertex> keys_;
-  std::unordered_map<std::string, std::vector<Vertex>> module_outputs_;
-  std::vector<std::string> ordered_keys_; // for suggestions
+  std::unique_ptr<Lookup> lookup_ = std::make_unique<Lookup>(); // swapped by moves
   std::shared_ptr<const detail::ReplayRecords> replay_;
   std::shared_ptr<detail::GradientStore> gradients_;
 };

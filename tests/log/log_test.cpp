@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tl = torchlens;
@@ -76,6 +77,26 @@ TEST_CASE("every lookup key TorchLens accepts finds the layer it names") {
   CHECK(log[0].label() == log["input.0"].label());
   CHECK(log[-1].label() == log["output.0"].label());
   CHECK(log[1].label() == "matmul_1_1:1");
+}
+
+TEST_CASE("the key index is built once, on the first lookup, also when threads race for it") {
+  auto m = looped();
+  const auto x = torch::arange(4, torch::kFloat).reshape({1, 4});
+  for (int round = 0; round < 20; ++round) {
+    auto log = log_of(m, x); // no lookup yet: the index is not built
+    std::vector<std::string> seen(4);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < seen.size(); ++t) {
+      threads.emplace_back(
+          [&, t] { seen[t] = log["relu_1:3"].label() + " " + log["fc:2"].label(); });
+    }
+    for (auto& t : threads) t.join();
+    for (const auto& s : seen) CHECK(s == "relu_1_2:3 matmul_1_1:2");
+    // a moved log keeps its index with its graph
+    tl::ModelLog moved = std::move(log);
+    CHECK(moved["relu_1_2:2"]->num_passes == 3);
+    CHECK(moved.lookup_keys().count("fc:3") == 1);
+  }
 }
 
 TEST_CASE("unknown and ambiguous keys: KeyError (c10::IndexError), near matches, one prefix") {

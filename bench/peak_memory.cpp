@@ -4,7 +4,7 @@
 // in a fresh process: this program starts itself once per model and mode.
 // Each run: load the TorchScript export, run three times (plain forward, or
 // log_forward_pass saving nothing or everything, the log freed between runs),
-// report the peak RSS over the process's life and its growth past loading.
+// report the peak RSS over the process's life.
 // Usage: peak_memory MODEL_DIR [MODEL...]   (NAME or NAME:2x10x32; resnet18,
 // densenet121 and mobilenet_v2 by default; exports from
 // `/usr/bin/python3 scripts/export_torchvision.py DIR densenet121 ...`)
@@ -39,14 +39,13 @@ double peak_rss_bytes() {
   return -1;
 }
 
-/// One measurement in this process: prints "loaded peak saved_bytes".
+/// One measurement in this process: prints "peak saved_bytes".
 int measure(const std::string& path, const std::string& dims, const std::string& mode) {
   auto model = torch::jit::load(path);
   model.eval();
   torch::NoGradGuard no_grad;
   torch::manual_seed(0);
   const std::vector<c10::IValue> in{torch::randn(torchlens::bench::model_spec("m:" + dims).shape)};
-  const double loaded = peak_rss_bytes();
   double saved = 0;
   for (int i = 0; i < 3; ++i) {
     if (mode == "plain") {
@@ -57,12 +56,12 @@ int measure(const std::string& path, const std::string& dims, const std::string&
       saved = static_cast<double>(log.totals().saved_bytes);
     }
   }
-  std::cout << std::fixed << loaded << " " << peak_rss_bytes() << " " << saved << "\n";
+  std::cout << std::fixed << peak_rss_bytes() << " " << saved << "\n";
   return 0;
 }
 
 struct Run {
-  double loaded = 0, peak = 0, saved = 0;
+  double peak = 0, saved = 0;
 };
 
 Run run_child(const std::string& path, const std::string& dims, const std::string& mode) {
@@ -70,7 +69,7 @@ Run run_child(const std::string& path, const std::string& dims, const std::strin
       "/proc/" + std::to_string(::getpid()) + "/exe --one '" + path + "' " + dims + " " + mode;
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(cmd.c_str(), "r"), ::pclose);
   Run r;
-  if (!pipe || std::fscanf(pipe.get(), "%lf %lf %lf", &r.loaded, &r.peak, &r.saved) != 3) {
+  if (!pipe || std::fscanf(pipe.get(), "%lf %lf", &r.peak, &r.saved) != 2) {
     std::cerr << "peak_memory: the run of " << path << " (" << mode << ") failed\n";
     std::exit(1);
   }

@@ -8,6 +8,9 @@
 // Columns: the plain forward; the same under an empty boxed fallback (the floor
 // of any dispatcher-level capture); capture alone (metadata only, all saved; the pass
 // pipeline off) and the whole log_forward_pass (pipeline on, metadata only).
+// A second table per chain logs it end to end (capture, pipeline, the printed
+// summary; metadata only) and reports the heap the log holds while alive
+// (glibc's mallinfo2: bytes in use, the log's tensors included), per op.
 // Usage: op_overhead [REPS] [MAX_N]
 
 #include "timing.hpp"
@@ -20,6 +23,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <malloc.h>
+#include <sstream>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -147,6 +152,48 @@ void table(const std::string& name, std::int64_t max_n,
             << slope(&Times::full) - slope(&Times::plain) << " us\n";
 }
 
+// Bytes the allocator has handed out and not had back (small and mmapped chunks).
+std::size_t heap_in_use() {
+  const struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+// End to end: capture + pipeline + summary, metadata only; time (median) and the
+// heap the live log holds (its graph, strings, replay records, index).
+void scaling(const std::string& name, int reps, std::int64_t max_n,
+             const std::function<tl::ModelLog(std::int64_t, const tl::LogOptions&)>& log_n) {
+  std::cout << "\n### " << name << ": end to end, metadata only\n\n"
+            << "| N | log + summary ms | us per op | heap held by the log MB | bytes per op |\n"
+               "|---:|---:|---:|---:|---:|\n";
+  const auto meta = tl::LogOptions().seed(0).save(tl::SaveSpec::none());
+  for (std::int64_t n = 1000; n <= max_n; n *= 10) {
+    const auto run = [&] {
+      tl::ModelLog log = log_n(n, meta);
+      std::ostringstream os;
+      os << log;
+      return os.str().size();
+    };
+    (void)run();
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) t.push_back(time_ms([&] { (void)run(); }));
+    malloc_trim(0);
+    const std::size_t before = heap_in_use();
+    std::size_t held = 0;
+    {
+      tl::ModelLog log = log_n(n, meta);
+      std::ostringstream os;
+      os << log;
+      const std::size_t with = heap_in_use();
+      held = with > before ? with - before : 0;
+    }
+    const double ms = median(t);
+    std::cout << std::fixed << std::setprecision(2) << "| " << n << " | " << ms << " | "
+              << ms * 1e3 / static_cast<double>(n) << " | " << static_cast<double>(held) / 1e6
+              << " | " << std::setprecision(0)
+              << static_cast<double>(held) / static_cast<double>(n) << " |\n";
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -166,6 +213,10 @@ int main(int argc, char** argv) {
                 reps, [&] { (void)m.forward(in); },
                 [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(m, in, o); });
           });
+    scaling(calls ? "script-call" : "script", reps, max_n,
+            [&](std::int64_t n, const tl::LogOptions& o) {
+              return tl::log_forward_pass(m, {x, c10::IValue(n)}, o);
+            });
   }
   Chain chain;
   table("frontend (C++ frontend)", max_n, [&](std::int64_t n) {
@@ -173,6 +224,10 @@ int main(int argc, char** argv) {
     return measure(
         reps, [&] { (void)chain->forward(x); },
         [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(chain, x, o); });
+  });
+  scaling("frontend", reps, max_n, [&](std::int64_t n, const tl::LogOptions& o) {
+    chain->n = n;
+    return tl::log_forward_pass(chain, x, o);
   });
   return 0;
 }

@@ -22,6 +22,23 @@ namespace torch::jit {
 struct Module;
 }
 
+namespace pybind11::detail {
+/// An interned torchlens::Name reads as a Python str, and a str converts to one.
+template <>
+struct type_caster<torchlens::Name> {
+  PYBIND11_TYPE_CASTER(torchlens::Name, const_name("str"));
+  bool load(handle src, bool convert) {
+    make_caster<std::string> text;
+    if (!text.load(src, convert)) return false;
+    value = cast_op<std::string&>(text);
+    return true;
+  }
+  static handle cast(const torchlens::Name& n, return_value_policy, handle) {
+    return PyUnicode_DecodeUTF8(n.data(), static_cast<Py_ssize_t>(n.size()), nullptr);
+  }
+};
+} // namespace pybind11::detail
+
 namespace torchlens_py {
 
 namespace py = pybind11;

@@ -145,6 +145,21 @@ std::uint64_t output_bit(std::uint64_t returned, std::size_t index, std::size_t 
   return returned & (std::uint64_t{1} << std::min<std::size_t>(index, 63));
 }
 
+// The interned names of a tensor's dtype and device, looked up once per
+// distinct value (per thread): a vertex copies a pointer, no string.
+Name dtype_name(c10::ScalarType type) {
+  thread_local std::unordered_map<int, Name> names;
+  auto [it, added] = names.try_emplace(static_cast<int>(type));
+  if (added) it->second = io::dtypes::name(type);
+  return it->second;
+}
+
+Name device_name(const c10::Device& device) {
+  thread_local std::optional<std::pair<c10::Device, Name>> last;
+  if (!last || last->first != device) last.emplace(device, Name(device.str()));
+  return last->second;
+}
+
 } // namespace
 
 TORCH_LIBRARY_IMPL(_, TORCHLENS_CAPTURE_KEY_TOKEN, m) {
@@ -551,8 +566,7 @@ OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,
                                 std::vector<ModuleFrame> modules, bool observed) const {
   OpNode n;
   n.kind = NodeKind::op;
-  n.op_name = "torchlens::";
-  n.op_name += name;
+  n.op_name = "torchlens::" + std::string(name);
   n.layer_type = layer_type_of(name);
   n.modules = std::move(modules);
   n.module_observed = observed;
@@ -578,12 +592,12 @@ ParamRef Recorder::param_ref(const ParamState& p) {
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
   n.shape.assign(t.sizes().begin(), t.sizes().end());
-  n.dtype = io::dtypes::name(t.scalar_type());
-  n.device = t.device().str();
+  n.dtype = dtype_name(t.scalar_type());
+  n.device = device_name(t.device());
   n.bytes = static_cast<std::int64_t>(t.nbytes());
   n.requires_grad = t.requires_grad();
   if (const auto& fn = t.grad_fn()) {
-    n.grad_fn = fn->name();
+    n.grad_fn = fn->name(); // per instance: a Python Function's node names its class
   }
 }
 
@@ -721,7 +735,7 @@ std::size_t Recorder::constant_node(const at::Tensor& t) {
 void Recorder::mark_literal(std::size_t node) {
   OpNode& n = graph[node];
   n.op_name = "aten::tensor";
-  n.overload.clear();
+  n.overload = {};
   n.layer_type = "tensor";
   n.scalar_args.clear();
   records[node] = OpRecord{}; // a source: its saved value is the ground truth
@@ -1204,7 +1218,7 @@ void Recorder::finish(double forward_ms) {
   for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
     const auto& rec = records[graph[v].id];
     if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
-    const auto& schema = rec.op->schema();
+    const OpInfo& info = info_for(*rec.op);
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
       const c10::IValue& a = rec.args[i];
       // a Python number wrapped into a tensor (see resolve_arg) prints as the number
@@ -1212,7 +1226,7 @@ void Recorder::finish(double forward_ms) {
                            a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
       if (rec.is_tensor[i] && !wrapped) continue; // an edge or a parameter, not a scalar
       graph[v].scalar_args.push_back(
-          ScalarArg{schema.arguments()[i].name(), print_argument(os, a, wrapped)});
+          ScalarArg{info.arg_names[i], print_argument(os, a, wrapped)});
     }
   }
 

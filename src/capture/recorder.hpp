@@ -64,8 +64,8 @@ struct ReplayRecords {
 
 /// Static facts about an operator, computed once per schema.
 struct OpInfo {
-  std::string name, overload, layer_type;
-  std::vector<std::string> arg_names;
+  Name name, overload, layer_type; // interned once per schema: a vertex copies pointers
+  std::vector<Name> arg_names;
   std::vector<bool> arg_written; ///< schema says Tensor(a!)
   bool writes = false;           ///< some argument is written
   bool returns_view = false;     ///< a return aliases an argument without a write

@@ -434,7 +434,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch, const at::Tensor
         l.label = n.label;
         l.key = key;
         l.op = n.op_name;
-        l.module = n.modules.empty() ? std::string() : n.modules.back().address;
+        l.module = n.modules.empty() ? std::string() : n.modules.back().address.str();
         l.id = n.id;
         if (n.kind == NodeKind::output) { // an output shares its producer's tensor
           for (auto e : boost::make_iterator_range(boost::in_edges(v, g)))

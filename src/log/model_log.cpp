@@ -157,7 +157,7 @@ std::vector<std::string> LayerView::children() const {
 
 std::string LayerView::module() const {
   const auto& m = node().modules;
-  return m.empty() ? std::string() : m.back().address;
+  return m.empty() ? std::string() : m.back().address.str();
 }
 
 std::vector<std::string> LayerView::module_outputs() const {
@@ -176,8 +176,13 @@ ModelLog::ModelLog(const ModelGraph& graph, std::vector<at::Tensor> activations,
 ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogOptions options)
     : activations_(std::move(activations)), options_(std::move(options)) {
   swap_graphs(graph_, graph); // O(1); std::move would copy (model_graph.hpp)
+  // Capture grows the vertex vector by doubling: up to half of it (~500 bytes
+  // a vertex) would stay unused for the log's lifetime. Vertices move (their
+  // members move without throwing), edges are not touched.
+  graph_.m_vertices.shrink_to_fit();
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
+  activations_.shrink_to_fit();
 }
 
 // Member-wise, except the graph: a defaulted move would copy it (model_graph.hpp).

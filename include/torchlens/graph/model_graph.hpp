@@ -6,6 +6,8 @@
 /// their benchmarks never include LibTorch. Activations live beside the graph
 /// in the model log, keyed by OpNode::id.
 
+#include <torchlens/graph/name.hpp>
+
 #include <boost/graph/adjacency_list.hpp>
 
 #include <algorithm>
@@ -36,8 +38,8 @@ enum class ScalarUse : std::uint8_t {
 
 /// One module call enclosing an op: `layer1.0.conv1`, `Conv2d`, pass 2.
 struct ModuleFrame {
-  std::string address; ///< dotted address from the root module ("" is the root)
-  std::string type;    ///< class name (`Conv2d`, `BasicBlock`)
+  Name address; ///< dotted address from the root module ("" is the root)
+  Name type;    ///< class name (`Conv2d`, `BasicBlock`)
   int pass = 1;        ///< 1-based: which call of this module this is
 
   friend bool operator==(const ModuleFrame&, const ModuleFrame&) = default;
@@ -54,7 +56,7 @@ struct ParamRef {
 
 /// A non-tensor argument of an op, printed: name from the schema, value as text.
 struct ScalarArg {
-  std::string name;  ///< schema name (`stride`, `alpha`)
+  Name name;         ///< schema name (`stride`, `alpha`)
   std::string value; ///< printable value (`[2, 2]`, `1`, `None`)
 };
 
@@ -63,19 +65,19 @@ struct OpNode {
   // ---- identity (set by capture, never changed) ----
   std::size_t id = 0; ///< creation order; key into the activation store
   NodeKind kind = NodeKind::op;
-  std::string op_name;    ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
-  std::string overload;   ///< schema overload (`Tensor`, `Scalar`, "")
-  std::string layer_type; ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
+  Name op_name;         ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
+  Name overload;        ///< schema overload (`Tensor`, `Scalar`, "")
+  Name layer_type;      ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
   int output_index = 0;   ///< which return of a multi-output op (0-based)
   int num_outputs = 1;    ///< how many tensors the op returned
 
   // ---- the tensor ----
   std::vector<std::int64_t> shape;
-  std::string dtype;      ///< `float32`, `int64`, `bool`
-  std::string device;     ///< `cpu`, `cuda:0`
+  Name dtype;             ///< `float32`, `int64`, `bool`
+  Name device;            ///< `cpu`, `cuda:0`
   std::int64_t bytes = 0; ///< nbytes of the output (no copy)
   bool requires_grad = false;
-  std::string grad_fn; ///< autograd node name (`AddmmBackward0`) or ""
+  Name grad_fn;        ///< autograd node name (`AddmmBackward0`) or ""
 
   // ---- the call ----
   bool is_inplace = false; ///< the op wrote into one of its arguments
@@ -85,7 +87,7 @@ struct OpNode {
   double time_us = 0;           ///< wall time of the op itself
 
   // ---- roles ----
-  std::string io_address;                 ///< `input.0`, `output.1`, or the buffer address
+  Name io_address;                        ///< `input.0`, `output.1`, or the buffer address
   bool is_internally_generated = false;   ///< no tensor parents and not an input/buffer
   ScalarUse scalar_use = ScalarUse::none; ///< its value was read into a host scalar (`item`,
                                           ///< `is_nonzero`, `equal`), and how it was used
@@ -114,7 +116,7 @@ struct OpNode {
   bool in_cond_branch = false;           ///< part of the computation of an `if` condition
   int min_distance_from_input = -1, max_distance_from_input = -1;
   int min_distance_from_output = -1, max_distance_from_output = -1;
-  std::string equivalence_type;    ///< structural fingerprint (recurrence grouping)
+  Name equivalence_type;           ///< structural fingerprint (recurrence grouping)
   std::size_t layer = 0;           ///< index of the layer (group of passes) it belongs to
   int pass_num = 1;                ///< 1-based pass of its layer
   int num_passes = 1;              ///< passes of its layer
@@ -138,7 +140,7 @@ inline std::span<const ModuleFrame> modules_exited(const OpNode& n) {
 struct TensorEdge {
   int arg_pos = 0;                   ///< position in the op schema
   int list_index = -1;               ///< index inside a Tensor[] argument, -1 if none
-  std::string arg_name;              ///< schema name (`input`, `other`, `tensors`)
+  Name arg_name;                     ///< schema name (`input`, `other`, `tensors`)
   bool is_cond_branch_start = false; ///< the `IF` edge into a condition branch
 };
 

@@ -36,7 +36,7 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
   const auto& info = g[boost::graph_bundle];
   auto at = [&g](Vertex v) {
     return "vertex " + std::to_string(v) + " (id " + std::to_string(g[v].id) + ", " +
-           (g[v].label.empty() ? g[v].layer_type : g[v].label) + ")";
+           (g[v].label.empty() ? g[v].layer_type.str() : g[v].label) + ")";
   };
   // parent lists rebuilt from the out-edges, bucketed per child (counting sort, O(V + E))
   std::vector<std::size_t> start(n + 1, 0);

@@ -34,7 +34,7 @@ std::string node_name(const std::string& label, std::size_t id) {
 
 /// Key of a module frame (`addr:pass`, or `addr` when rolled).
 std::string frame_key(const ModuleFrame& f) {
-  return f.pass > 0 ? module_pass_key(f) : f.address;
+  return f.pass > 0 ? module_pass_key(f) : f.address.str();
 }
 
 /// Key of a frame path prefix frames[0..n).

@@ -1,0 +1,167 @@
+#pragma once
+/// \file
+/// torchlens::Name: a string stored once per process. The strings a log repeats
+/// on every vertex (operator names, overloads, layer types, dtypes, devices,
+/// autograd node names, equivalence types, schema argument names) are few and
+/// shared by thousands of ops; a Name is one pointer (8 bytes, where a
+/// std::string is 32 plus its heap part) to the one stored copy, and copying
+/// it is copying the pointer. Torch-free, header-only (passes use it).
+///
+/// It reads like a `const std::string&` (it converts to one and to
+/// std::string_view, compares with strings, prints, concatenates); it is
+/// immutable: assign a new string to change it. The stored strings live until
+/// the process ends (their number is bounded by the distinct names ever
+/// logged, not by the number of ops).
+
+#include <compare>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <ostream>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace torchlens {
+
+namespace detail {
+
+/// One stored string with its hash (computed once, when it is first stored).
+struct InternedString {
+  std::string text;
+  std::size_t hash = 0;
+};
+
+/// The process-wide table. Reads take a shared lock; a new string takes the
+/// exclusive one once. Entries never move (a deque grows at its end).
+class NameTable {
+ public:
+  static NameTable& instance() {
+    static NameTable* table = new NameTable(); // never destroyed: Names outlive statics
+    return *table;
+  }
+
+  const InternedString* intern(std::string_view s) {
+    const std::size_t h = std::hash<std::string_view>{}(s);
+    {
+      std::shared_lock lock(mutex_);
+      if (auto it = index_.find(s); it != index_.end()) return it->second;
+    }
+    std::unique_lock lock(mutex_);
+    if (auto it = index_.find(s); it != index_.end()) return it->second;
+    const InternedString& e = entries_.emplace_back(InternedString{std::string(s), h});
+    index_.emplace(std::string_view(e.text), &e);
+    return &e;
+  }
+
+  static const InternedString* empty() {
+    static const InternedString* e = instance().intern({});
+    return e;
+  }
+
+ private:
+  NameTable() = default;
+  std::shared_mutex mutex_;
+  std::deque<InternedString> entries_;
+  std::unordered_map<std::string_view, const InternedString*> index_;
+};
+
+} // namespace detail
+
+class Name {
+ public:
+  using size_type = std::string::size_type;
+  static constexpr size_type npos = std::string::npos;
+
+  Name() noexcept : e_(detail::NameTable::empty()) {}
+  Name(std::string_view s) : e_(detail::NameTable::instance().intern(s)) {}
+  Name(const char* s) : Name(std::string_view(s)) {}
+  Name(const std::string& s) : Name(std::string_view(s)) {}
+
+  const std::string& str() const noexcept { return e_->text; }
+  operator const std::string&() const noexcept { return e_->text; }
+  operator std::string_view() const noexcept { return e_->text; }
+
+  // ---- the read-only part of std::string ----
+  const char* c_str() const noexcept { return e_->text.c_str(); }
+  const char* data() const noexcept { return e_->text.data(); }
+  size_type size() const noexcept { return e_->text.size(); }
+  size_type length() const noexcept { return e_->text.size(); }
+  bool empty() const noexcept { return e_->text.empty(); }
+  auto begin() const noexcept { return e_->text.begin(); }
+  auto end() const noexcept { return e_->text.end(); }
+  char operator[](size_type i) const noexcept { return e_->text[i]; }
+  size_type find(std::string_view s, size_type pos = 0) const noexcept {
+    return e_->text.find(s, pos);
+  }
+  size_type find(char c, size_type pos = 0) const noexcept { return e_->text.find(c, pos); }
+  size_type rfind(std::string_view s, size_type pos = npos) const noexcept {
+    return e_->text.rfind(s, pos);
+  }
+  size_type rfind(char c, size_type pos = npos) const noexcept { return e_->text.rfind(c, pos); }
+  std::string substr(size_type pos = 0, size_type n = npos) const { return e_->text.substr(pos, n); }
+  bool starts_with(std::string_view s) const noexcept { return e_->text.starts_with(s); }
+  bool ends_with(std::string_view s) const noexcept { return e_->text.ends_with(s); }
+  /// Precomputed hash of the text (std::hash<std::string_view>).
+  std::size_t hash() const noexcept { return e_->hash; }
+
+  // ---- comparisons: by the stored copy, by text when two tables differ ----
+  friend bool operator==(const Name& a, const Name& b) noexcept {
+    return a.e_ == b.e_ || (a.e_->hash == b.e_->hash && a.e_->text == b.e_->text);
+  }
+  friend bool operator==(const Name& a, std::string_view b) noexcept { return a.e_->text == b; }
+  friend bool operator==(const Name& a, const std::string& b) noexcept { return a.e_->text == b; }
+  friend bool operator==(const Name& a, const char* b) noexcept { return a.e_->text == b; }
+  friend std::strong_ordering operator<=>(const Name& a, const Name& b) noexcept {
+    return a.e_->text <=> b.e_->text;
+  }
+  friend std::strong_ordering operator<=>(const Name& a, std::string_view b) noexcept {
+    return std::string_view(a.e_->text) <=> b;
+  }
+  friend std::strong_ordering operator<=>(const Name& a, const std::string& b) noexcept {
+    return a.e_->text <=> b;
+  }
+  friend std::strong_ordering operator<=>(const Name& a, const char* b) noexcept {
+    return a.e_->text <=> b;
+  }
+
+  // ---- text ----
+  friend std::ostream& operator<<(std::ostream& os, const Name& n) { return os << n.e_->text; }
+  friend std::string operator+(const Name& a, std::string_view b) {
+    std::string s;
+    s.reserve(a.size() + b.size());
+    return s.append(a.e_->text).append(b);
+  }
+  friend std::string operator+(std::string_view a, const Name& b) {
+    std::string s;
+    s.reserve(a.size() + b.size());
+    return s.append(a).append(b.e_->text);
+  }
+  friend std::string operator+(const Name& a, const char* b) { return a + std::string_view(b); }
+  friend std::string operator+(const char* a, const Name& b) { return std::string_view(a) + b; }
+  friend std::string operator+(const Name& a, const std::string& b) {
+    return a + std::string_view(b);
+  }
+  friend std::string operator+(const std::string& a, const Name& b) {
+    return std::string_view(a) + b;
+  }
+  friend std::string operator+(std::string&& a, const Name& b) {
+    a.append(b.e_->text);
+    return std::move(a);
+  }
+  friend std::string operator+(const Name& a, const Name& b) {
+    return a + std::string_view(b.e_->text);
+  }
+
+ private:
+  const detail::InternedString* e_;
+};
+
+} // namespace torchlens
+
+template <>
+struct std::hash<torchlens::Name> {
+  std::size_t operator()(const torchlens::Name& n) const noexcept { return n.hash(); }
+};

@@ -489,6 +489,33 @@ void Recorder::track(const at::Tensor& t, std::size_t node) {
     pin(t);
     outputs_by_storage_.insert_or_assign(st, std::make_pair(node, Geometry::of(t)));
   }
+  if (tensors_.size() >= purge_at_) purge_dead();
+}
+
+void Recorder::purge_dead() {
+  // A dead tensor cannot be an argument again, and a new tensor at its address
+  // is a different one: the entry can go, and the weak reference with it (it was
+  // what kept the address from being reused). Without this, a long forward
+  // (10^5 ops) keeps every intermediate TensorImpl and StorageImpl allocated
+  // until the end: fresh memory for each op, and a costly teardown.
+  for (auto it = tensors_.begin(); it != tensors_.end();) {
+    if (it->second.weak.expired()) {
+      written_by_.erase(it->first);
+      it = tensors_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // a storage is dead only when every tensor on it is: its views are gone too
+  std::erase_if(pinned_, [this](const c10::weak_intrusive_ptr<c10::StorageImpl>& w) {
+    if (!w.expired()) return false;
+    const c10::StorageImpl* st = w._unsafe_get_target();
+    pinned_set_.erase(st);
+    outputs_by_storage_.erase(st);
+    storage_writers_.erase(st);
+    return true;
+  });
+  purge_at_ = std::max(purge_at_, 2 * tensors_.size());
 }
 
 Recorder::Geometry Recorder::Geometry::of(const at::Tensor& t) {

@@ -144,7 +144,10 @@ class Recorder {
 
  private:
   struct Tracked {
-    c10::weak_intrusive_ptr<c10::TensorImpl> weak; // keeps the address from being reused
+    // Keeps the address from being reused while the entry exists; once the
+    // tensor has died (no op can take it as an argument again) purge_dead()
+    // drops the entry and with it the TensorImpl's memory.
+    c10::weak_intrusive_ptr<c10::TensorImpl> weak;
     std::size_t node;
     std::uint32_t version;
   };
@@ -202,6 +205,10 @@ class Recorder {
   void track(const at::Tensor& t, std::size_t node);
   /// Keeps a storage's address from being reused while capture keys on it.
   void pin(const at::Tensor& t);
+  /// Forgets the tensors and storages that died since the last sweep, so that
+  /// the forward can reuse their memory (track() calls it each time the table
+  /// has doubled: amortised O(1) per op).
+  void purge_dead();
   /// After an in-place write into a view: a node for the base's new value.
   void log_base_update(const at::Tensor& view, std::size_t writer);
   /// A view read after its storage was written: a node for its new value.
@@ -282,6 +289,7 @@ class Recorder {
   std::unordered_map<const c10::StorageImpl*, std::vector<std::size_t>> saved_by_storage_;
   std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> pinned_;
   std::pmr::unordered_set<const c10::StorageImpl*> pinned_set_{&arena_};
+  std::size_t purge_at_ = std::size_t{1} << 12; // tensors_ size that triggers purge_dead()
   std::unordered_map<const c10::TensorImpl*, ParamState> params_;
   std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;
   std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_; // unannotated writes

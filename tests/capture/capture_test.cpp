@@ -753,3 +753,63 @@ def forward(self, x):
   CHECK(done == 20);
   CHECK(bad == 0);
 }
+
+namespace {
+// A long forward whose intermediates die as it goes, each step adding a tensor
+// made outside the dispatcher (from_blob: no op logs it), which the allocator
+// is free to place where a dead intermediate was.
+struct LongChainImpl : torch::nn::Module {
+  int steps = 0;
+  std::vector<float> blob = std::vector<float>(4, 0.25F);
+  torch::Tensor forward(torch::Tensor x) {
+    for (int i = 0; i < steps; ++i) x = x * 0.5 + torch::from_blob(blob.data(), {4});
+    return x;
+  }
+};
+TORCH_MODULE(LongChain);
+} // namespace
+
+TEST_CASE("a long forward: dead intermediates are forgotten, and their reused addresses "
+          "never link a new tensor to them") {
+  LongChain net;
+  net->steps = 6000; // 12 000 tracked outputs: the recorder sweeps dead ones several times
+  const auto x = torch::randn({4});
+  auto log = tl::log_forward_pass(
+      net, x, tl::LogOptions().postprocess(false).seed(0).save(tl::SaveSpec::none()));
+  const auto& g = log.graph();
+  REQUIRE(log.size() == 1 + 3 * 6000); // the input; per step a mul, a constant, an add
+  tl::Vertex previous = 0;             // the input
+  int steps = 0;
+  for (tl::Vertex v = 1; v < log.size(); ++v) {
+    const auto& n = g[v];
+    const auto parents = parents_of(log, v);
+    if (n.op_name == "aten::mul") {
+      REQUIRE(parents == std::vector<std::pair<tl::Vertex, int>>{{previous, 0}});
+    } else if (n.op_name == "prim::Constant") {
+      REQUIRE(parents.empty());
+      REQUIRE(n.is_internally_generated);
+    } else {
+      REQUIRE(n.op_name == "aten::add");
+      REQUIRE(parents.size() == 2);
+      REQUIRE(parents[0] == std::make_pair(previous + 1, 0)); // this step's mul
+      const auto& blob = g[parents[1].first];
+      REQUIRE(parents[1].second == 1);
+      REQUIRE(blob.op_name == "prim::Constant"); // its own source, not a dead op's output
+      REQUIRE(parents[1].first > previous + 1);
+      previous = v;
+      ++steps;
+    }
+  }
+  CHECK(steps == 6000);
+  // the same chain with every value saved (nothing dies): the same graph
+  auto saved = tl::log_forward_pass(net, x, tl::LogOptions().postprocess(false).seed(0));
+  REQUIRE(saved.size() == log.size());
+  for (tl::Vertex v = 0; v < log.size(); ++v) {
+    REQUIRE(saved.graph()[v].op_name == g[v].op_name);
+    REQUIRE(parents_of(saved, v) == parents_of(log, v));
+  }
+  const auto out = saved.activation(log.size() - 1);
+  auto expected = x.clone();
+  for (int i = 0; i < 6000; ++i) expected = expected * 0.5 + 0.25;
+  CHECK(torch::allclose(out, expected));
+}

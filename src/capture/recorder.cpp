@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 
 namespace torchlens::detail {
@@ -159,6 +160,36 @@ Name device_name(const c10::Device& device) {
   if (!last || last->first != device) last.emplace(device, Name(device.str()));
   return last->second;
 }
+
+// How many vertices the latest capture of a model made (by the model's
+// identity). The next capture of it reserves that many, plus room for the
+// output nodes the pipeline adds: its vertex vector neither reallocates while
+// capturing nor ends with up to twice the capacity it needs (which the log
+// would otherwise trim, moving every vertex). A wrong hint (a model whose op
+// count changes, an address reused) costs a reallocation, never a result.
+class SizeHints {
+ public:
+  static std::size_t get(const void* model) {
+    std::lock_guard<std::mutex> lock(mutex());
+    auto it = hints().find(model);
+    return it == hints().end() ? 0 : it->second;
+  }
+  static void set(const void* model, std::size_t vertices) {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (hints().size() >= 4096) hints().clear(); // many short-lived models: start over
+    hints()[model] = vertices;
+  }
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::unordered_map<const void*, std::size_t>& hints() {
+    static std::unordered_map<const void*, std::size_t> h;
+    return h;
+  }
+};
 
 } // namespace
 
@@ -430,6 +461,12 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     script_index_ = std::make_shared<const TorchScriptIndex>(*model.script);
   }
   graph[boost::graph_bundle].model_name = model.name;
+  if (const std::size_t hint = SizeHints::get(model.root); hint > 0) {
+    const std::size_t room = hint + 16; // + the output nodes
+    graph.m_vertices.reserve(room);
+    activations.reserve(room);
+    records.reserve(room);
+  }
   if (options_.interventions() != nullptr) {
     live_ = std::make_unique<CompiledSpec>(*options_.interventions());
   }
@@ -1233,6 +1270,7 @@ void Recorder::set_returned(const c10::IValue& value) {
 }
 
 void Recorder::finish(double forward_ms) {
+  SizeHints::set(model_.root, boost::num_vertices(graph));
   // Saved references that alias what the caller keeps (parameters, buffers,
   // inputs) become copies, so later changes on the caller's side cannot alter them.
   for (const auto& [impl, p] : params_) protect_storage(storage_of(p.tensor));

@@ -182,7 +182,7 @@ class Recorder {
   };
   /// One module of the model (from the description, in named_modules order).
   struct ModuleState {
-    std::string address, type;
+    Name address, type; // interned once per module: each frame copies two pointers
     int passes = 0;
     bool inferred = false; ///< some call was found by parameter ownership, not observed
   };

@@ -176,10 +176,13 @@ ModelLog::ModelLog(const ModelGraph& graph, std::vector<at::Tensor> activations,
 ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogOptions options)
     : activations_(std::move(activations)), options_(std::move(options)) {
   swap_graphs(graph_, graph); // O(1); std::move would copy (model_graph.hpp)
-  // Capture grows the vertex vector by doubling: up to half of it (~500 bytes
-  // a vertex) would stay unused for the log's lifetime. Vertices move (their
-  // members move without throwing), edges are not touched.
-  graph_.m_vertices.shrink_to_fit();
+  // A vertex vector grown by doubling (a model's first capture: later ones
+  // reserve what the previous made, src/capture/recorder.cpp) can have up to
+  // half of it (~500 bytes a vertex) unused for the log's lifetime: trimmed
+  // when more than an eighth is. Trimming moves every vertex (their members
+  // move without throwing; edges are not touched), as costly as a sweep.
+  auto& vertices = graph_.m_vertices;
+  if (vertices.capacity() - vertices.size() > vertices.size() / 8 + 64) vertices.shrink_to_fit();
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
   activations_.shrink_to_fit();

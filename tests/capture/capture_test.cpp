@@ -813,3 +813,24 @@ TEST_CASE("a long forward: dead intermediates are forgotten, and their reused ad
   for (int i = 0; i < 6000; ++i) expected = expected * 0.5 + 0.25;
   CHECK(torch::allclose(out, expected));
 }
+
+TEST_CASE("a log keeps no more vertex capacity than it needs, and a model's next capture "
+          "reserves what its last one made") {
+  LongChain net;
+  net->steps = 3000;
+  const auto x = torch::randn({4});
+  const auto options = tl::LogOptions().seed(0).save(tl::SaveSpec::none());
+  for (int run = 0; run < 2; ++run) {
+    auto log = tl::log_forward_pass(net, x, options);
+    const auto& vertices = log.graph().m_vertices;
+    CHECK(vertices.size() == 2 + 3 * 3000); // + the output node
+    // doubling would leave 16 384 slots; the log trims to what it holds (first
+    // run), or capture reserved what the previous capture made plus room for
+    // the output nodes (second run)
+    CHECK(vertices.capacity() - vertices.size() <= 16);
+  }
+  net->steps = 10; // fewer ops than the hint: the spare room is trimmed
+  auto small = tl::log_forward_pass(net, x, options);
+  CHECK(small.graph().m_vertices.size() == 32);
+  CHECK(small.graph().m_vertices.capacity() <= 32 + 64 + 4);
+}

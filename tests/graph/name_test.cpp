@@ -63,6 +63,7 @@ TEST_CASE("Name orders and hashes by its text, so containers keyed by text agree
   const std::set<Name> ordered{"relu", "add", "conv2d"};
   CHECK(*ordered.begin() == "add");
   CHECK(std::hash<Name>{}(Name("conv2d")) == std::hash<std::string_view>{}("conv2d"));
+  CHECK(std::hash<Name>{}(Name()) == std::hash<std::string_view>{}(""));
   std::unordered_set<Name> seen{"a", "b"};
   CHECK(seen.count(Name(std::string("a"))) == 1);
   CHECK(seen.count(Name("c")) == 0);

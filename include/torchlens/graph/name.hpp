@@ -34,6 +34,10 @@ struct InternedString {
   std::size_t hash = 0;
 };
 
+/// The empty string, constant-initialised: a default Name (every field of a new
+/// OpNode) points here without a lookup, even during static initialisation.
+inline constinit const InternedString empty_name{};
+
 /// The process-wide table. Reads take a shared lock; a new string takes the
 /// exclusive one once. Entries never move (a deque grows at its end).
 class NameTable {
@@ -44,6 +48,7 @@ class NameTable {
   }
 
   const InternedString* intern(std::string_view s) {
+    if (s.empty()) return &empty_name;
     const std::size_t h = std::hash<std::string_view>{}(s);
     {
       std::shared_lock lock(mutex_);
@@ -54,11 +59,6 @@ class NameTable {
     const InternedString& e = entries_.emplace_back(InternedString{std::string(s), h});
     index_.emplace(std::string_view(e.text), &e);
     return &e;
-  }
-
-  static const InternedString* empty() {
-    static const InternedString* e = instance().intern({});
-    return e;
   }
 
  private:
@@ -75,7 +75,7 @@ class Name {
   using size_type = std::string::size_type;
   static constexpr size_type npos = std::string::npos;
 
-  Name() noexcept : e_(detail::NameTable::empty()) {}
+  constexpr Name() noexcept : e_(&detail::empty_name) {}
   Name(std::string_view s) : e_(detail::NameTable::instance().intern(s)) {}
   Name(const char* s) : Name(std::string_view(s)) {}
   Name(const std::string& s) : Name(std::string_view(s)) {}
@@ -104,12 +104,14 @@ class Name {
   std::string substr(size_type pos = 0, size_type n = npos) const { return e_->text.substr(pos, n); }
   bool starts_with(std::string_view s) const noexcept { return e_->text.starts_with(s); }
   bool ends_with(std::string_view s) const noexcept { return e_->text.ends_with(s); }
-  /// Precomputed hash of the text (std::hash<std::string_view>).
-  std::size_t hash() const noexcept { return e_->hash; }
+  /// Hash of the text (std::hash<std::string_view>), computed when it was stored.
+  std::size_t hash() const noexcept {
+    return e_ == &detail::empty_name ? std::hash<std::string_view>{}({}) : e_->hash;
+  }
 
   // ---- comparisons: by the stored copy, by text when two tables differ ----
   friend bool operator==(const Name& a, const Name& b) noexcept {
-    return a.e_ == b.e_ || (a.e_->hash == b.e_->hash && a.e_->text == b.e_->text);
+    return a.e_ == b.e_ || a.e_->text == b.e_->text;
   }
   friend bool operator==(const Name& a, std::string_view b) noexcept { return a.e_->text == b; }
   friend bool operator==(const Name& a, const std::string& b) noexcept { return a.e_->text == b; }

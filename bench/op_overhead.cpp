@@ -9,8 +9,8 @@
 // of any dispatcher-level capture); capture alone (metadata only, all saved; the pass
 // pipeline off) and the whole log_forward_pass (pipeline on, metadata only).
 // A second table per chain logs it end to end (capture, pipeline, the printed
-// summary; metadata only) and reports the heap the log holds while alive
-// (glibc's mallinfo2: bytes in use, the log's tensors included), per op.
+// summary; metadata only) and reports the heap the log holds while alive, after
+// printing (glibc's mallinfo2: bytes in use, its tensors included), per op.
 // Usage: op_overhead [REPS] [MAX_N]
 
 #include "timing.hpp"
@@ -22,12 +22,12 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
-#include <cstdint>
 #include <malloc.h>
-#include <sstream>
+#include <cstdint>
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -181,16 +181,18 @@ void scaling(const std::string& name, int reps, std::int64_t max_n,
     std::size_t held = 0;
     {
       tl::ModelLog log = log_n(n, meta);
-      std::ostringstream os;
-      os << log;
+      {
+        std::ostringstream os; // what printing builds inside the log stays
+        os << log;
+      }
       const std::size_t with = heap_in_use();
       held = with > before ? with - before : 0;
     }
     const double ms = median(t);
     std::cout << std::fixed << std::setprecision(2) << "| " << n << " | " << ms << " | "
               << ms * 1e3 / static_cast<double>(n) << " | " << static_cast<double>(held) / 1e6
-              << " | " << std::setprecision(0)
-              << static_cast<double>(held) / static_cast<double>(n) << " |\n";
+              << " | " << std::setprecision(0) << static_cast<double>(held) / static_cast<double>(n)
+              << " |\n";
   }
 }
 

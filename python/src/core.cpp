@@ -698,8 +698,7 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) {
                                const auto& op = l.node().op_name;
                                const auto colon = op.rfind("::");
-                               return colon == std::string::npos ? op.str()
-                                                                 : op.substr(colon + 2);
+                               return colon == std::string::npos ? op.str() : op.substr(colon + 2);
                              })
       .def_property_readonly("op_name", [](const Layer& l) { return l.node().op_name; })
       .def_property_readonly("tensor_shape",

@@ -1290,8 +1290,7 @@ void Recorder::finish(double forward_ms) {
       const bool wrapped = a.isTensor() && a.toTensor().defined() &&
                            a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
       if (rec.is_tensor[i] && !wrapped) continue; // an edge or a parameter, not a scalar
-      graph[v].scalar_args.push_back(
-          ScalarArg{info.arg_names[i], print_argument(os, a, wrapped)});
+      graph[v].scalar_args.push_back(ScalarArg{info.arg_names[i], print_argument(os, a, wrapped)});
     }
   }
 

@@ -769,8 +769,9 @@ struct LongChainImpl : torch::nn::Module {
 TORCH_MODULE(LongChain);
 } // namespace
 
-TEST_CASE("a long forward: dead intermediates are forgotten, and their reused addresses "
-          "never link a new tensor to them") {
+TEST_CASE(
+    "a long forward: dead intermediates are forgotten, and their reused addresses "
+    "never link a new tensor to them") {
   LongChain net;
   net->steps = 6000; // 12 000 tracked outputs: the recorder sweeps dead ones several times
   const auto x = torch::randn({4});
@@ -814,8 +815,9 @@ TEST_CASE("a long forward: dead intermediates are forgotten, and their reused ad
   CHECK(torch::allclose(out, expected));
 }
 
-TEST_CASE("a log keeps no more vertex capacity than it needs, and a model's next capture "
-          "reserves what its last one made") {
+TEST_CASE(
+    "a log keeps no more vertex capacity than it needs, and a model's next capture "
+    "reserves what its last one made") {
   LongChain net;
   net->steps = 3000;
   const auto x = torch::randn({4});

@@ -92,8 +92,10 @@ TEST_CASE("Name: threads interning the same new texts get the same copies") {
       const int k = (i * (2 * t + 1)) % kTexts;
       const std::string* p = got[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
       CHECK(*p == "name_test.thread." + std::to_string(k));
-      if (t == 0) first[static_cast<std::size_t>(k)] = p;
-      else CHECK(p == first[static_cast<std::size_t>(k)]);
+      if (t == 0)
+        first[static_cast<std::size_t>(k)] = p;
+      else
+        CHECK(p == first[static_cast<std::size_t>(k)]);
     }
   }
 }

@@ -40,7 +40,7 @@ enum class ScalarUse : std::uint8_t {
 struct ModuleFrame {
   Name address; ///< dotted address from the root module ("" is the root)
   Name type;    ///< class name (`Conv2d`, `BasicBlock`)
-  int pass = 1;        ///< 1-based: which call of this module this is
+  int pass = 1; ///< 1-based: which call of this module this is
 
   friend bool operator==(const ModuleFrame&, const ModuleFrame&) = default;
 };
@@ -68,8 +68,8 @@ struct OpNode {
   Name op_name;         ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
   Name overload;        ///< schema overload (`Tensor`, `Scalar`, "")
   Name layer_type;      ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
-  int output_index = 0;   ///< which return of a multi-output op (0-based)
-  int num_outputs = 1;    ///< how many tensors the op returned
+  int output_index = 0; ///< which return of a multi-output op (0-based)
+  int num_outputs = 1;  ///< how many tensors the op returned
 
   // ---- the tensor ----
   std::vector<std::int64_t> shape;
@@ -77,7 +77,7 @@ struct OpNode {
   Name device;            ///< `cpu`, `cuda:0`
   std::int64_t bytes = 0; ///< nbytes of the output (no copy)
   bool requires_grad = false;
-  Name grad_fn;        ///< autograd node name (`AddmmBackward0`) or ""
+  Name grad_fn; ///< autograd node name (`AddmmBackward0`) or ""
 
   // ---- the call ----
   bool is_inplace = false; ///< the op wrote into one of its arguments

@@ -101,7 +101,9 @@ class Name {
     return e_->text.rfind(s, pos);
   }
   size_type rfind(char c, size_type pos = npos) const noexcept { return e_->text.rfind(c, pos); }
-  std::string substr(size_type pos = 0, size_type n = npos) const { return e_->text.substr(pos, n); }
+  std::string substr(size_type pos = 0, size_type n = npos) const {
+    return e_->text.substr(pos, n);
+  }
   bool starts_with(std::string_view s) const noexcept { return e_->text.starts_with(s); }
   bool ends_with(std::string_view s) const noexcept { return e_->text.ends_with(s); }
   /// Hash of the text (std::hash<std::string_view>), computed when it was stored.

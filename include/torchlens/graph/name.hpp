@@ -34,9 +34,11 @@ struct InternedString {
   std::size_t hash = 0;
 };
 
-/// The empty string, constant-initialised: a default Name (every field of a new
-/// OpNode) points here without a lookup, even during static initialisation.
-inline constinit const InternedString empty_name{};
+/// The empty string: a default Name (every field of a new OpNode) points here
+/// without a lookup (it only takes the address, so the order of static
+/// initialisation does not matter). Not `constinit`: Clang 14 cannot
+/// constant-initialise libstdc++ 12's std::string, though GCC does.
+inline const InternedString empty_name{};
 
 /// The process-wide table. Reads take a shared lock; a new string takes the
 /// exclusive one once. Entries never move (a deque grows at its end).

@@ -32,6 +32,7 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -149,10 +150,10 @@ std::uint64_t output_bit(std::uint64_t returned, std::size_t index, std::size_t 
 // The interned names of a tensor's dtype and device, looked up once per
 // distinct value (per thread): a vertex copies a pointer, no string.
 Name dtype_name(c10::ScalarType type) {
-  thread_local std::unordered_map<int, Name> names;
-  auto [it, added] = names.try_emplace(static_cast<int>(type));
-  if (added) it->second = io::dtypes::name(type);
-  return it->second;
+  thread_local std::array<Name, static_cast<std::size_t>(c10::ScalarType::NumOptions)> names;
+  Name& n = names.at(static_cast<std::size_t>(type));
+  if (n.empty()) n = io::dtypes::name(type);
+  return n;
 }
 
 Name device_name(const c10::Device& device) {

@@ -181,11 +181,13 @@ ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogO
   // half of it (~500 bytes a vertex) unused for the log's lifetime: trimmed
   // when more than an eighth is. Trimming moves every vertex (their members
   // move without throwing; edges are not touched), as costly as a sweep.
-  auto& vertices = graph_.m_vertices;
-  if (vertices.capacity() - vertices.size() > vertices.size() / 8 + 64) vertices.shrink_to_fit();
+  const auto trim_if_loose = [](auto& v) {
+    if (v.capacity() - v.size() > v.size() / 8 + 64) v.shrink_to_fit();
+  };
+  trim_if_loose(graph_.m_vertices);
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
-  activations_.shrink_to_fit();
+  trim_if_loose(activations_);
 }
 
 // Member-wise, except the graph: a defaulted move would copy it (model_graph.hpp).

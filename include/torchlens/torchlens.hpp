@@ -3,6 +3,7 @@
 /// Umbrella header: capture, the model log, interventions, validation.
 
 #include <torchlens/capture/log_forward_pass.hpp>
+#include <torchlens/capture/memory.hpp>
 #include <torchlens/capture/options.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/intervene.hpp>

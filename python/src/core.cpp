@@ -521,6 +521,24 @@ PYBIND11_MODULE(_core, m) {
       [](py::handle module, py::handle, py::handle output) { module_exit(module, output); },
       py::arg("module"), py::arg("args"), py::arg("output"),
       "forward hook: the call ends returning output (no-op outside a capture)");
+  m.def(
+      "capture_memory_stats",
+      [] {
+        const tl::CaptureMemoryStats s = tl::capture_memory_stats();
+        py::dict d;
+        d["cached_bytes"] = s.cached_bytes;
+        d["live_bytes"] = s.live_bytes;
+        d["peak_live_bytes"] = s.peak_live_bytes;
+        d["limit_bytes"] = s.limit_bytes;
+        d["fresh_blocks"] = s.fresh_blocks;
+        d["reused_blocks"] = s.reused_blocks;
+        return d;
+      },
+      "the capture memory pool's state (torchlens/capture/memory.hpp)");
+  m.def("release_capture_memory", &tl::release_capture_memory,
+        "returns the capture pool's cached blocks to the system; the bytes released");
+  m.def("set_capture_memory_limit", &tl::set_capture_memory_limit, py::arg("bytes"),
+        "caps the bytes the capture pool keeps cached (0: none)");
   m.def("render_available", &tl::io::render_available,
         "True when torchlens was built with Graphviz (rendering to PDF/SVG/PNG)");
 

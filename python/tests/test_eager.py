@@ -442,6 +442,34 @@ class Saving(unittest.TestCase):
         torch.manual_seed(7)
         self.assertTrue(torch.equal(model(x), a[-1].tensor_contents))
 
+    def test_a_freed_log_leaves_its_memory_to_the_next_one(self):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        x = torch.rand(1, 3, 64, 64)
+        outputs, _ = hook_outputs(model, x)
+        tl.release_capture_memory()
+        with torch.no_grad():
+            log = tl.log_forward_pass(model, x)
+            first = tl.capture_memory_stats()
+            self.assertGreater(first["live_bytes"], 0)
+            del log
+            freed = tl.capture_memory_stats()
+            self.assertGreater(freed["cached_bytes"], 0)
+            log = tl.log_forward_pass(model, x)
+            again = tl.capture_memory_stats()
+        # the second log's blocks all came from the first's
+        self.assertEqual(again["fresh_blocks"], first["fresh_blocks"])
+        self.assertGreater(again["reused_blocks"], freed["reused_blocks"])
+        for address in ("conv1", "layer1.0.conv2", "layer4.1", "fc"):
+            self.assertTrue(torch.equal(log[address].tensor_contents, outputs[address][0]))
+        # a plain forward allocates outside the pool
+        with torch.no_grad():
+            model(x)
+        self.assertEqual(tl.capture_memory_stats()["fresh_blocks"], again["fresh_blocks"])
+        del log
+        self.assertGreater(tl.release_capture_memory(), 0)
+        self.assertEqual(tl.capture_memory_stats()["cached_bytes"], 0)
+
     def test_postfunc_and_detach(self):
         m = nn.Linear(3, 3)
         log = tl.log_forward_pass(m, torch.rand(2, 3), activation_postfunc=lambda t: t.sum(),

@@ -22,7 +22,14 @@ import os
 import torch
 
 from . import _core
-from ._core import LayerPass, ModelLog, render_available
+from ._core import (
+    LayerPass,
+    ModelLog,
+    capture_memory_stats,
+    release_capture_memory,
+    render_available,
+    set_capture_memory_limit,
+)
 
 __all__ = [
     "log_forward_pass",
@@ -35,6 +42,9 @@ __all__ = [
     "ModelLog",
     "LayerPass",
     "render_available",
+    "capture_memory_stats",
+    "release_capture_memory",
+    "set_capture_memory_limit",
 ]
 
 _VIS_OPTS = ("none", "unrolled", "rolled")

@@ -6,6 +6,7 @@
 // to another LibTorch, this file is the place to change.
 
 #include <ATen/record_function.h>
+#include <c10/core/Allocator.h>
 #include <c10/core/DispatchKey.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
@@ -15,6 +16,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/csrc/jit/runtime/interpreter.h>
+#include <torch/version.h>
 
 #include <memory>
 #include <vector>
@@ -93,5 +95,28 @@ inline void add_node_hooks(torch::autograd::Node& node,
   node.add_pre_hook(std::move(pre));
   if (post) node.add_post_hook(std::move(post));
 }
+
+// ---- memory (capture/memory_pool.cpp) ------------------------------------------
+
+/// A `c10::Allocator` whose subclasses implement `allocate_block`. 1.13 (up to
+/// 2.2): `DataPtr allocate(size_t) const` is the one pure virtual. 2.3 made
+/// `allocate` non-const and added the pure virtual `copy_data` (the default
+/// memcpy is `default_copy_data`).
+class AllocatorBase : public c10::Allocator {
+ public:
+  virtual c10::DataPtr allocate_block(std::size_t n) = 0;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(std::size_t n) override {
+    return allocate_block(n);
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+#else
+  c10::DataPtr allocate(std::size_t n) const override {
+    return const_cast<AllocatorBase*>(this)->allocate_block(n);
+  }
+#endif
+};
 
 } // namespace torchlens::detail::compat

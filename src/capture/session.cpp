@@ -5,6 +5,7 @@
 #include "session.hpp"
 
 #include "libtorch_compat.hpp"
+#include "memory_pool.hpp"
 
 #include <torchlens/detail/text.hpp>
 
@@ -173,6 +174,9 @@ CaptureSession::CaptureSession(const ModelDescription& model,
 
 std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish,
                                                   c10::IValue* output) const {
+  // the forward's tensors from the capture pool: saved ones, temporaries, the
+  // protective copies finish() makes
+  const CaptureMemoryScope memory(options_.reuse_memory());
   auto rec = std::make_unique<Recorder>(model_, options_, std::move(policy));
   for (const auto& [address, t] : inputs_) rec->add_input(address, t);
   torch::manual_seed(seed_);

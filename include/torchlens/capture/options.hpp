@@ -77,6 +77,12 @@ struct LogOptions {
   /// more would exceed it, the capture stops with a c10::Error naming that op
   /// (before the operating system kills the process for memory).
   TORCH_ARG(std::int64_t, max_saved_bytes) = 0;
+  /// While a capture runs, the forward's tensors are allocated from
+  /// torchlens's capture pool, which keeps their memory in the process when the
+  /// log is freed, for the next capture (capture/memory.hpp: its limit, and
+  /// release_capture_memory()). false: LibTorch's allocator, as in a plain
+  /// forward.
+  TORCH_ARG(bool, reuse_memory) = true;
   /// Op outputs whose gradient the log keeps when the caller runs backward
   /// (`loss.backward()`, `torch::autograd::grad`) after log_forward_pass
   /// returned: all, none (the default) or the same keys as `save`. Autograd

@@ -1,0 +1,235 @@
+// The capture memory pool (torchlens/capture/memory.hpp): a caching c10
+// allocator, LibTorch's CPU allocator while a capture that saves runs.
+
+#include "memory_pool.hpp"
+
+#include "libtorch_compat.hpp"
+
+#include <torchlens/capture/memory.hpp>
+
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <unistd.h>
+
+namespace torchlens {
+
+namespace detail {
+namespace {
+
+/// Requests below this pass straight to LibTorch's aligned malloc: glibc serves
+/// them from its arenas, and caching them would only add look-ups.
+constexpr std::size_t kSmallest = 4096;
+/// Sizes are kept in multiples of LibTorch's CPU alignment.
+constexpr std::size_t kAlign = 64;
+/// A cached block serves a request at most 1/32 smaller than itself (at most
+/// ~3 % of a block unused): repeated captures of one model reuse exact sizes.
+constexpr std::size_t kSlackShift = 5;
+
+std::int64_t default_limit() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return std::int64_t{1} << 30;
+  return static_cast<std::int64_t>(pages) * page / 8;
+}
+
+class Pool final : public compat::AllocatorBase {
+ public:
+  /// The one pool. Never destroyed: its tensors may outlive every static.
+  static Pool& get() {
+    static Pool* const pool = new Pool();
+    return *pool;
+  }
+
+  c10::DataPtr allocate_block(std::size_t n) override {
+    const c10::Device cpu(c10::DeviceType::CPU);
+    if (n < kSmallest) {
+      void* p = c10::alloc_cpu(n);
+      return {p, p, &Pool::give_back, cpu};
+    }
+    const std::size_t size = (n + kAlign - 1) / kAlign * kAlign;
+    void* p = take_cached(size);
+    if (p == nullptr) {
+      p = c10::alloc_cpu(size); // throws c10::Error when out of memory
+      std::lock_guard lock(mutex_);
+      ++stats_.fresh_blocks;
+      note_live(p, size);
+    }
+    return {p, p, &Pool::give_back, cpu};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &Pool::give_back; }
+
+  /// The deleter of every block the pool handed out.
+  static void give_back(void* p) {
+    if (p == nullptr) return;
+    if (!get().keep(p)) c10::free_cpu(p);
+  }
+
+  CaptureMemoryStats stats() {
+    std::lock_guard lock(mutex_);
+    return stats_;
+  }
+
+  std::int64_t release(std::int64_t keep_bytes) {
+    std::vector<void*> freed;
+    std::int64_t bytes = 0;
+    {
+      std::lock_guard lock(mutex_);
+      // largest blocks first: the fewest calls to free
+      while (stats_.cached_bytes > keep_bytes && !free_.empty()) {
+        auto it = std::prev(free_.end());
+        freed.push_back(it->second.back().block);
+        it->second.pop_back();
+        const auto size = static_cast<std::int64_t>(it->first);
+        stats_.cached_bytes -= size;
+        bytes += size;
+        if (it->second.empty()) free_.erase(it);
+      }
+    }
+    for (void* p : freed) c10::free_cpu(p);
+    return bytes;
+  }
+
+  /// A capture begins: blocks no capture has taken since before the previous
+  /// one began are freed (a workload whose sizes change does not pile up
+  /// blocks nobody asks for; one that repeats reuses every block).
+  void begin_capture() {
+    std::vector<void*> freed;
+    {
+      std::lock_guard lock(mutex_);
+      ++epoch_;
+      for (auto it = free_.begin(); it != free_.end();) {
+        auto& blocks = it->second;
+        const auto stale = [&](const Cached& c) { return c.epoch + 1 < epoch_; };
+        const auto keep_end = std::stable_partition(blocks.begin(), blocks.end(),
+                                                    [&](const Cached& c) { return !stale(c); });
+        for (auto b = keep_end; b != blocks.end(); ++b) {
+          freed.push_back(b->block);
+          stats_.cached_bytes -= static_cast<std::int64_t>(it->first);
+        }
+        blocks.erase(keep_end, blocks.end());
+        it = blocks.empty() ? free_.erase(it) : std::next(it);
+      }
+    }
+    for (void* p : freed) c10::free_cpu(p);
+  }
+
+  void set_limit(std::int64_t bytes) {
+    {
+      std::lock_guard lock(mutex_);
+      stats_.limit_bytes = std::max<std::int64_t>(bytes, 0);
+    }
+    release(std::max<std::int64_t>(bytes, 0));
+  }
+
+ private:
+  Pool() { stats_.limit_bytes = default_limit(); }
+
+  void* take_cached(std::size_t size) {
+    std::lock_guard lock(mutex_);
+    auto it = free_.lower_bound(size);
+    if (it == free_.end() || it->first - size > (size >> kSlackShift)) return nullptr;
+    void* p = it->second.back().block; // the last one back: the warmest
+    it->second.pop_back();
+    const std::size_t block = it->first;
+    if (it->second.empty()) free_.erase(it);
+    stats_.cached_bytes -= static_cast<std::int64_t>(block);
+    ++stats_.reused_blocks;
+    note_live(p, block);
+    return p;
+  }
+
+  void note_live(void* p, std::size_t size) {
+    live_.emplace(p, size);
+    stats_.live_bytes += static_cast<std::int64_t>(size);
+    stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
+  }
+
+  /// Takes block p back; false when p is not a pooled block or the cache is
+  /// full (the caller frees it).
+  bool keep(void* p) {
+    std::lock_guard lock(mutex_);
+    const auto it = live_.find(p);
+    if (it == live_.end()) return false; // a small block
+    const std::size_t size = it->second;
+    live_.erase(it);
+    const auto bytes = static_cast<std::int64_t>(size);
+    stats_.live_bytes -= bytes;
+    if (stats_.cached_bytes + bytes > stats_.limit_bytes) return false;
+    free_[size].push_back({p, epoch_});
+    stats_.cached_bytes += bytes;
+    return true;
+  }
+
+  /// A cached block and the capture count when it came back.
+  struct Cached {
+    void* block;
+    std::uint64_t epoch;
+  };
+  std::mutex mutex_;
+  std::unordered_map<void*, std::size_t> live_;     ///< blocks handed out, by address
+  std::map<std::size_t, std::vector<Cached>> free_; ///< cached blocks by size
+  std::uint64_t epoch_ = 0;                         ///< captures begun
+  CaptureMemoryStats stats_;
+};
+
+/// Which scopes are open, process-wide.
+struct Installation {
+  std::mutex mutex;
+  int depth = 0;
+  c10::Allocator* previous = nullptr;
+  bool installed = false;
+};
+
+Installation& installation() {
+  static Installation* const state = new Installation();
+  return *state;
+}
+
+} // namespace
+
+CaptureMemoryScope::CaptureMemoryScope(bool enable) {
+  if (!enable) return;
+  Installation& s = installation();
+  std::lock_guard lock(s.mutex);
+  if (s.depth++ == 0) {
+    Pool::get().begin_capture();
+    s.previous = c10::GetCPUAllocator();
+    // priority 0, LibTorch's own: an allocator registered above it stays
+    c10::SetCPUAllocator(&Pool::get(), 0);
+    s.installed = c10::GetCPUAllocator() == &Pool::get();
+  }
+  entered_ = true;
+}
+
+CaptureMemoryScope::~CaptureMemoryScope() {
+  if (!entered_) return;
+  Installation& s = installation();
+  std::lock_guard lock(s.mutex);
+  if (--s.depth == 0 && s.installed) {
+    if (c10::GetCPUAllocator() == &Pool::get()) c10::SetCPUAllocator(s.previous, 0);
+    s.installed = false;
+  }
+}
+
+} // namespace detail
+
+CaptureMemoryStats capture_memory_stats() {
+  return detail::Pool::get().stats();
+}
+
+std::int64_t release_capture_memory() {
+  return detail::Pool::get().release(0);
+}
+
+void set_capture_memory_limit(std::int64_t bytes) {
+  detail::Pool::get().set_limit(bytes);
+}
+
+} // namespace torchlens

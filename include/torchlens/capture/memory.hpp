@@ -2,10 +2,10 @@
 /// \file
 /// The memory a capture's tensors come from. While a capture runs, LibTorch's
 /// CPU allocator is torchlens's pool: a log's tensors (and the forward's
-/// temporaries) are allocated there, and when they
-/// are freed their blocks stay in the process for the next capture instead of
-/// going back to the operating system, which would hand them out again one
-/// page fault at a time (docs/performance.md, "Eager capture from Python").
+/// temporaries) are allocated there, and when they are freed their blocks stay
+/// in the process for the next capture instead of going back to the operating
+/// system, which would hand them out again one page fault at a time
+/// (docs/capture.md, "Memory: the capture pool").
 /// Like PyTorch's CUDA caching allocator, the pool keeps what it was given, up
 /// to a limit (an eighth of physical memory unless set); when a capture begins,
 /// blocks that no capture has taken since before the previous one began are

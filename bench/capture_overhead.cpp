@@ -1,11 +1,14 @@
 // Cost of log_forward_pass relative to the plain forward pass, in the same run:
 // (a) metadata only, (b) every activation saved. Models: TorchScript exports of
-// torchvision's resnet18 and googlenet (random weights, 1x3x224x224) and the
-// C++-frontend demo model. Usage: capture_overhead MODEL_DIR [REPS] [NAME[:DxDxD]...]
-// (default resnet18 googlenet at 1x3x224x224)
-// (MODEL_DIR from scripts/export_torchvision.py).
+// torchvision's resnet18 and googlenet (random weights, 1x3x224x224), the
+// C++-frontend demo model and TorchLens's recurrent toy (LinearLoop: one Linear
+// applied five times after a mul, as a C++-frontend and as a TorchScript model:
+// tiny ops, so the per-op and per-capture costs dominate). Usage: capture_overhead MODEL_DIR [REPS]
+// [NAME[:DxDxD]...] (default resnet18 googlenet at 1x3x224x224) (MODEL_DIR from
+// scripts/export_torchvision.py).
 
 #include "../src/cli/demo_model.hpp"
+#include "../tests/support/toy_models.hpp"
 
 #include "timing.hpp"
 
@@ -20,6 +23,7 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -58,10 +62,16 @@ void report(const std::string& name, int reps, const std::function<void()>& plai
   const double p = median(tp), n = median(tn), a = median(ta);
   auto log = logged(tl::LogOptions().seed(0));
   const auto totals = log.totals();
+  // tiny models take microseconds: four decimals below 1 ms
+  const auto ms = [](double x) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(x < 1 ? 4 : 2) << x;
+    return os.str();
+  };
   std::cout << std::fixed << std::setprecision(2) << "| " << name << " | " << log.size() << " | "
-            << p << " | " << n << " | " << n / p << "x | " << a << " | " << a / p << "x | "
-            << totals.tensor_bytes / 1e6 << " MB | " << totals.saved_bytes / 1e6 << " MB | "
-            << peak_rss_mb() << " MB |\n";
+            << ms(p) << " | " << ms(n) << " | " << n / p << "x | " << ms(a) << " | " << a / p
+            << "x | " << totals.tensor_bytes / 1e6 << " MB | " << totals.saved_bytes / 1e6
+            << " MB | " << peak_rss_mb() << " MB |\n";
 }
 
 } // namespace
@@ -102,6 +112,25 @@ int main(int argc, char** argv) {
     report(
         "demo (C++ frontend, 8x3x64x64)", reps, [&] { (void)demo->forward(x); },
         [&](tl::LogOptions o) { return tl::log_forward_pass(demo, x, o); });
+  }
+  {
+    torch::manual_seed(0);
+    toy::LinearLoop loop;
+    loop->eval();
+    auto x = torch::randn(toy::LinearLoopImpl::input_shape());
+    report(
+        "recurrent toy (C++ frontend LinearLoop, 2x4)", std::max(reps, 101),
+        [&] { (void)loop->forward(x); },
+        [&](tl::LogOptions o) { return tl::log_forward_pass(loop, x, o); });
+  }
+  {
+    auto loop = toy::ts::linear_loop();
+    loop.eval();
+    const std::vector<c10::IValue> in{toy::ts::input()};
+    report(
+        "recurrent toy (TorchScript linear_loop, 3x3)", std::max(reps, 101),
+        [&] { (void)loop.forward(in); },
+        [&](tl::LogOptions o) { return tl::log_forward_pass(loop, in, o); });
   }
   return 0;
 }

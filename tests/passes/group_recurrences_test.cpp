@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace torchlens;
@@ -171,4 +172,25 @@ TEST_CASE("detect_loops=false keeps only same-parameter grouping") {
 
 TEST_CASE("group-recurrences obeys the pass laws") {
   check_pass_laws_on_samples<GroupRecurrencesPass>();
+}
+
+TEST_CASE("a thread's reused workspace leaves no trace: results do not depend on earlier graphs") {
+  // the graphs to compare, each logged on a fresh thread (a fresh workspace)
+  const std::vector<ModelGraph> graphs{
+      fig4a_graph(), pattern_graph("xyzxyzxyz"), pattern_graph("xyzaxyzbxyz"), linear_loop_graph(5),
+      mixed_graph(), pattern_graph("cab")};
+  std::vector<L> fresh;
+  for (const auto& g : graphs) {
+    L got;
+    std::thread([&] { got = labels_of(g); }).join();
+    fresh.push_back(got);
+  }
+  // the same graphs on one thread, in two orders, after a graph with many classes
+  std::thread([&] {
+    (void)labels_of(pattern_graph("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"));
+    for (std::size_t i = 0; i < graphs.size(); ++i) CHECK(labels_of(graphs[i]) == fresh[i]);
+    for (std::size_t i = graphs.size(); i-- > 0;) CHECK(labels_of(graphs[i]) == fresh[i]);
+  }).join();
+  CHECK(fresh[1] == L{"input_1", "x_1_1:1", "y_1_2:1", "z_1_3:1", "x_1_1:2", "y_1_2:2", "z_1_3:2",
+                      "x_1_1:3", "y_1_2:3", "z_1_3:3", "output_1"});
 }

@@ -75,7 +75,9 @@ class PassContext {
     auto value = std::make_shared<typename A::Result>(A::compute(g, *this));
     Entry entry;
     entry.graph = &g;
-    entry.depends_on = detail::listed_fact_indices(typename A::depends_on{});
+    static const std::vector<std::type_index> depends_on =
+        detail::listed_fact_indices(typename A::depends_on{});
+    entry.depends_on = &depends_on;
     entry.value = value;
     ++computations_;
     cache_[std::type_index(typeid(A))] = std::move(entry);
@@ -96,10 +98,10 @@ class PassContext {
   template <class Invalidated>
   void invalidate(const PassResult& result) {
     if (!result.changed) return;
-    const auto dropped = detail::fact_indices<Invalidated>();
+    static const std::vector<std::type_index> dropped = detail::fact_indices<Invalidated>();
     if (dropped.empty()) return;
     for (auto it = cache_.begin(); it != cache_.end();) {
-      const auto& deps = it->second.depends_on;
+      const auto& deps = *it->second.depends_on;
       bool hit = std::any_of(deps.begin(), deps.end(), [&](const std::type_index& d) {
         return std::find(dropped.begin(), dropped.end(), d) != dropped.end();
       });
@@ -129,7 +131,7 @@ class PassContext {
  private:
   struct Entry {
     const ModelGraph* graph = nullptr;
-    std::vector<std::type_index> depends_on;
+    const std::vector<std::type_index>* depends_on = nullptr; ///< a static per analysis type
     std::shared_ptr<void> value;
   };
   std::unordered_map<std::type_index, Entry> cache_;

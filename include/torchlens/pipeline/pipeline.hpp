@@ -244,6 +244,7 @@ class Pipeline {
 
   /// Runs every pass on g with a caller-provided context (hooks, cached analyses).
   void run(ModelGraph& g, PassContext& ctx) const {
+    ctx.records.reserve(ctx.records.size() + size);
     std::size_t index = 0;
     boost::hana::for_each(passes_, [&](const auto& pass) { run_one(pass, index++, g, ctx); });
   }
@@ -317,10 +318,10 @@ class Pipeline {
     ctx.invalidate<typename P::invalidates>(record.result);
     record.vertices_after = boost::num_vertices(g);
     record.edges_after = boost::num_edges(g);
-    ctx.records.push_back(record);
+    ctx.records.push_back(std::move(record));
     if (hooks) {
-      ctx.instrumentation.run_after(PassEvent{P::name, printed, index, g, record.ms},
-                                    ctx.records.back().result);
+      const PassRecord& done = ctx.records.back();
+      ctx.instrumentation.run_after(PassEvent{P::name, printed, index, g, done.ms}, done.result);
     }
   }
 

@@ -13,15 +13,13 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
-#include <deque>
-#include <map>
+#include <functional>
 #include <numeric>
-#include <queue>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -271,7 +269,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const std::size_t n = boost::num_vertices(g);
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
-    State st(g, adj);
+    // Graphs up to kReusedUpTo vertices (every capture of a small model) reuse
+    // one workspace per thread: no allocation once it has grown. Larger ones
+    // get their own, freed when the pass ends.
+    thread_local State reused;
+    State own;
+    State& st = n <= State::kReusedUpTo && !reused.busy ? reused : own;
+    const State::Use use(st);
+    st.reset(g, adj);
     std::int64_t expansions = 0;
     if (options.detect_loops()) {
       expansions = st.detect_loops();
@@ -279,12 +284,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       st.same_parameters_only();
     }
     // ---- layers and passes, numbered by creation order (TorchLens phase 5) ----
-    std::vector<std::size_t> layer_index(n, static_cast<std::size_t>(-1));
-    std::vector<int> count(n, 0);
+    auto& layer_index = st.layer_index;
+    auto& count = st.count;
+    layer_index.assign(n, State::kNone);
+    count.assign(n, 0);
     std::size_t num_layers = 0;
     for (Vertex v = 0; v < n; ++v) {
       const std::size_t r = st.raw_layer[v];
-      if (layer_index[r] == static_cast<std::size_t>(-1)) layer_index[r] = num_layers++;
+      if (layer_index[r] == State::kNone) layer_index[r] = num_layers++;
       g[v].layer = layer_index[r];
       g[v].pass_num = ++count[r];
     }
@@ -308,73 +315,103 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
  private:
   /// The state of one run: classes, current layers, and the expansion scratch.
+  /// Every buffer is sized by reset(), so one State can serve run after run
+  /// without allocating once its buffers have grown.
   struct State {
     using Adj = AdjacencyAnalysis::Result;
     static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    /// Largest graph whose buffers a thread keeps between runs.
+    static constexpr std::size_t kReusedUpTo = 4096;
 
-    State(ModelGraph& g, const Adj& a) : g(g), adj(a), n(boost::num_vertices(g)) {
-      std::unordered_map<std::string_view, std::size_t> class_of;
-      class_of.reserve(n);
+    /// Marks a State in use (a pass run inside a pass run takes its own).
+    struct Use {
+      State& s;
+      explicit Use(State& st) : s(st) { s.busy = true; }
+      ~Use() { s.busy = false; }
+      Use(const Use&) = delete;
+      Use& operator=(const Use&) = delete;
+    };
+    bool busy = false;
+
+    /// Classes, rule-1 keys and raw-label ranks of graph g; every scratch
+    /// buffer emptied.
+    void reset(ModelGraph& graph, const Adj& a) {
+      g = &graph;
+      adj = &a;
+      n = boost::num_vertices(graph);
+      // classes by equivalence type, numbered in creation order; the types
+      // are interned, so the interned text's address identifies the class
+      class_of_.clear();
+      num_classes = 0;
       cls.resize(n);
       orig_cls.resize(n);
       raw_layer.resize(n);
       group_size.assign(n, 0);
       uses_params.resize(n);
-      std::string type;
-      EquivalenceScratch scratch;
       for (Vertex v = 0; v < n; ++v) {
-        write_equivalence_type(g, v, type, scratch);
-        g[v].equivalence_type = type;
-        auto [it, inserted] = class_of.try_emplace(g[v].equivalence_type, members.size());
-        if (inserted) members.emplace_back();
-        members[it->second].push_back(v);
-        cls[v] = orig_cls[v] = it->second;
+        write_equivalence_type(graph, v, text_, scratch_);
+        OpNode& node = graph[v];
+        node.equivalence_type = text_;
+        const auto [c, inserted] =
+            class_of_.try_emplace(key_of_name(node.equivalence_type), num_classes);
+        if (inserted) ++num_classes;
+        cls[v] = orig_cls[v] = c;
         raw_layer[v] = v;
-        uses_params[v] = g[v].kind == NodeKind::op && !g[v].params.empty();
+        uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
       }
+      // each class's members, in creation order
+      member_start.assign(num_classes + 1, 0);
+      for (Vertex v = 0; v < n; ++v) ++member_start[cls[v] + 1];
+      for (std::size_t c = 0; c < num_classes; ++c) member_start[c + 1] += member_start[c];
+      fill_.assign(member_start.begin(), member_start.end() - 1);
+      member_list.resize(n);
+      for (Vertex v = 0; v < n; ++v) member_list[fill_[cls[v]]++] = v;
       // rule 1 keys: (op, output index, sorted parameters)
-      std::unordered_map<std::string, std::size_t> key_of;
+      rule1_of_.clear();
       param_key.assign(n, kNone);
-      std::string key;
       for (Vertex v = 0; v < n; ++v) {
         if (!uses_params[v]) continue;
-        key = g[v].op_name;
-        key += '#';
-        detail::append_int(key, g[v].output_index);
-        auto& addrs = scratch.addrs;
+        text_ = graph[v].op_name;
+        text_ += '#';
+        detail::append_int(text_, graph[v].output_index);
+        auto& addrs = scratch_.addrs;
         addrs.clear();
-        for (const auto& p : g[v].params) addrs.push_back(&p.address);
-        std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
-        for (const auto* a : addrs) {
-          key += '|';
-          key += *a;
+        for (const auto& p : graph[v].params) addrs.push_back(&p.address);
+        std::sort(addrs.begin(), addrs.end(), [](auto* x, auto* y) { return *x < *y; });
+        for (const auto* p : addrs) {
+          text_ += '|';
+          text_ += *p;
         }
-        auto it = key_of.find(key);
-        if (it == key_of.end()) it = key_of.emplace(key, key_of.size()).first;
+        auto it = rule1_of_.find(text_);
+        if (it == rule1_of_.end()) it = rule1_of_.emplace(text_, rule1_of_.size()).first;
         param_key[v] = it->second;
       }
-      first_with_param_key_.resize(key_of.size());
-      param_key_stamp_.assign(key_of.size(), 0);
+      first_with_param_key_.resize(rule1_of_.size());
+      param_key_stamp_.assign(rule1_of_.size(), 0);
+      param_key_epoch_ = 0;
       // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, ranked
       // lexicographically: the order it sorts subgraphs and breaks ties in. Only
       // vertices of one class are ever compared, and they share the type: the
       // rank within the class, from `{type_num}_{creation}`, written zero-padded
       // to one width so that comparing the padded bytes is comparing the strings.
-      std::vector<std::string> raw(n);
-      std::unordered_map<std::string_view, int> per_type;
+      raw_.resize(n);
+      per_type_.clear();
       int outputs = 0;
       std::size_t width = 1;
       for (Vertex v = 0; v < n; ++v) {
-        const OpNode& node = g[v];
-        std::string& k = raw[v];
+        const OpNode& node = graph[v];
+        std::string& k = raw_[v];
+        k.clear();
         if (node.kind == NodeKind::output) {
           detail::append_int(k, ++outputs);
-        } else if (node.kind == NodeKind::op) {
-          detail::append_int(k, ++per_type[node.layer_type]);
-          k += '_';
-          detail::append_int(k, node.id + 1);
         } else {
-          detail::append_int(k, ++per_type[node.layer_type]);
+          const std::size_t type_num =
+              ++*per_type_.try_emplace_ref(key_of_name(node.layer_type), 0);
+          detail::append_int(k, type_num);
+          if (node.kind == NodeKind::op) {
+            k += '_';
+            detail::append_int(k, node.id + 1);
+          }
         }
         width = std::max(width, k.size());
       }
@@ -382,69 +419,87 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (width <= 16) {
         // the padded bytes as two big-endian words: comparing the pairs is
         // comparing the strings (keys are unique, so the order is too)
-        std::vector<std::pair<std::uint64_t, std::uint64_t>> packed(n);
+        packed_.resize(n);
         for (Vertex v = 0; v < n; ++v) {
           unsigned char bytes[16] = {};
-          std::memcpy(bytes, raw[v].data(), raw[v].size());
+          std::memcpy(bytes, raw_[v].data(), raw_[v].size());
           std::uint64_t hi = 0, lo = 0;
           for (int i = 0; i < 8; ++i) hi = (hi << 8) | bytes[i];
           for (int i = 8; i < 16; ++i) lo = (lo << 8) | bytes[i];
-          packed[v] = {hi, lo};
+          packed_[v] = {hi, lo};
         }
-        raw = {};
-        std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Vertex>> order;
-        for (auto& m : members) {
+        for (std::size_t c = 0; c < num_classes; ++c) {
+          const auto m = members_of(c);
           if (m.size() == 1) continue;
-          order.clear();
-          for (Vertex v : m) order.emplace_back(packed[v], v);
-          std::sort(order.begin(), order.end());
-          for (std::size_t i = 0; i < order.size(); ++i) rank[order[i].second] = i;
+          packed_order_.clear();
+          for (Vertex v : m) packed_order_.emplace_back(packed_[v], v);
+          std::sort(packed_order_.begin(), packed_order_.end());
+          for (std::size_t i = 0; i < packed_order_.size(); ++i) rank[packed_order_[i].second] = i;
         }
       } else {
-        std::vector<char> padded(n * width, '\0'); // no key holds a NUL: padding sorts first
+        padded_.assign(n * width, '\0'); // no key holds a NUL: padding sorts first
         for (Vertex v = 0; v < n; ++v)
-          std::memcpy(&padded[v * width], raw[v].data(), raw[v].size());
-        raw = {};
+          std::memcpy(&padded_[v * width], raw_[v].data(), raw_[v].size());
         auto key_less = [&](Vertex x, Vertex y) {
-          return std::memcmp(&padded[x * width], &padded[y * width], width) < 0;
+          return std::memcmp(&padded_[x * width], &padded_[y * width], width) < 0;
         };
-        std::vector<Vertex> order;
-        for (auto& m : members) {
+        for (std::size_t c = 0; c < num_classes; ++c) {
+          const auto m = members_of(c);
           if (m.size() == 1) continue;
-          order = m;
-          std::sort(order.begin(), order.end(), key_less);
-          for (std::size_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+          order_.assign(m.begin(), m.end());
+          std::sort(order_.begin(), order_.end(), key_less);
+          for (std::size_t i = 0; i < order_.size(); ++i) rank[order_[i]] = i;
         }
       }
+      // expansion scratch, epochs from zero
+      epoch = 0;
       stamp.assign(n, 0);
       sg_of.assign(n, kNone);
       iso_of.assign(n, kNone);
+      for (int side = 0; side < 2; ++side) {
+        frontier_.class_stamp[side].assign(num_classes, 0);
+        frontier_.class_begin[side].resize(num_classes);
+        frontier_.class_end[side].resize(num_classes);
+      }
+      frontier_.epoch = 0;
+      for (int dir = 0; dir < 2; ++dir) {
+        refine_stamp_[dir].assign(n, 0);
+        refine_first_[dir].resize(n);
+      }
+      refine_epoch_ = 0;
+      first_with_param_type_.resize(num_classes);
+      param_type_stamp_.assign(num_classes, 0);
+      param_type_epoch_ = 0;
     }
 
     /// TorchLens phase 1: from the sources in creation order, expand every
     /// class not seen before. Returns the number of expansions.
     std::int64_t detect_loops() {
-      std::vector<char> class_seen(members.size(), 0);
-      std::vector<char> queued(n, 0);
-      std::priority_queue<Vertex, std::vector<Vertex>, std::greater<>> heap; // creation order
+      class_seen_.assign(num_classes, 0);
+      queued_.assign(n, 0);
+      auto& heap = heap_; // a min-heap of vertices: creation order
+      heap.clear();
       for (Vertex v = 0; v < n; ++v) {
-        if (adj.parents_of(v).empty()) {
-          heap.push(v);
-          queued[v] = 1;
+        if (adj->parents_of(v).empty()) {
+          heap.push_back(v);
+          std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+          queued_[v] = 1;
         }
       }
       std::int64_t expansions = 0;
       while (!heap.empty()) {
-        const Vertex v = heap.top();
-        heap.pop();
-        if (class_seen[cls[v]]) continue;
-        class_seen[cls[v]] = 1;
-        const auto& equivalent = members[orig_cls[v]];
+        std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+        const Vertex v = heap.back();
+        heap.pop_back();
+        if (class_seen_[cls[v]]) continue;
+        class_seen_[cls[v]] = 1;
+        const auto equivalent = members_of(orig_cls[v]);
         for (Vertex e : equivalent) {
-          for (std::uint32_t c : adj.children_of(e)) {
-            if (!queued[c]) {
-              queued[c] = 1;
-              heap.push(c);
+          for (std::uint32_t c : adj->children_of(e)) {
+            if (!queued_[c]) {
+              queued_[c] = 1;
+              heap.push_back(c);
+              std::push_heap(heap.begin(), heap.end(), std::greater<>{});
             }
           }
         }
@@ -461,15 +516,83 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
     /// detect_loops = false: rule 1 only.
     void same_parameters_only() {
-      std::unordered_map<std::size_t, Vertex> first;
+      ++param_key_epoch_;
       for (Vertex v = 0; v < n; ++v) {
-        if (param_key[v] == kNone) continue;
-        auto [it, inserted] = first.try_emplace(param_key[v], v);
-        raw_layer[v] = it->second;
+        const std::size_t key = param_key[v];
+        if (key == kNone) continue;
+        if (param_key_stamp_[key] != param_key_epoch_) {
+          param_key_stamp_[key] = param_key_epoch_;
+          first_with_param_key_[key] = v;
+        }
+        raw_layer[v] = first_with_param_key_[key];
       }
     }
 
+    /// The members of class c, in creation order.
+    [[nodiscard]] std::span<const Vertex> members_of(std::size_t c) const {
+      return {member_list.data() + member_start[c], member_start[c + 1] - member_start[c]};
+    }
+
    private:
+    /// A map from 64-bit keys to indices: open addressing, linear probing;
+    /// clear() costs what was inserted since the last clear().
+    class FlatMap64 {
+     public:
+      /// The value slot of key, holding `value` when key is new.
+      std::size_t* try_emplace_ref(std::uint64_t key, std::size_t value) {
+        if ((used_.size() + 1) * 2 > keys_.size()) grow();
+        std::size_t i = index(key);
+        while (values_[i] != kEmptyValue) {
+          if (keys_[i] == key) return &values_[i];
+          i = (i + 1) & (keys_.size() - 1);
+        }
+        keys_[i] = key;
+        values_[i] = value;
+        used_.push_back(i);
+        return &values_[i];
+      }
+      /// The value of key and true when it was inserted now (with `value`).
+      std::pair<std::size_t, bool> try_emplace(std::uint64_t key, std::size_t value) {
+        const std::size_t before = used_.size();
+        const std::size_t* slot = try_emplace_ref(key, value);
+        return {*slot, used_.size() != before};
+      }
+      /// Removes every key.
+      void clear() {
+        for (std::size_t i : used_) values_[i] = kEmptyValue;
+        used_.clear();
+      }
+
+     private:
+      static constexpr std::size_t kEmptyValue = static_cast<std::size_t>(-1);
+      [[nodiscard]] std::size_t index(std::uint64_t key) const {
+        key ^= key >> 33; // murmur3's finaliser
+        key *= 0xff51afd7ed558ccdULL;
+        key ^= key >> 33;
+        return static_cast<std::size_t>(key) & (keys_.size() - 1);
+      }
+      void grow() {
+        std::vector<std::uint64_t> old_keys;
+        std::vector<std::size_t> old_values;
+        old_keys.swap(keys_);
+        old_values.swap(values_);
+        const std::size_t size = old_keys.empty() ? 64 : old_keys.size() * 2;
+        keys_.assign(size, 0);
+        values_.assign(size, kEmptyValue);
+        used_.clear();
+        for (std::size_t i = 0; i < old_keys.size(); ++i) {
+          if (old_values[i] != kEmptyValue) try_emplace_ref(old_keys[i], old_values[i]);
+        }
+      }
+      std::vector<std::uint64_t> keys_;
+      std::vector<std::size_t> values_;
+      std::vector<std::size_t> used_; ///< occupied slots
+    };
+    /// Interned texts are equal exactly when they are the same text.
+    static std::uint64_t key_of_name(const Name& name) {
+      return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(name.data()));
+    }
+
     struct Subgraph {
       std::vector<Vertex> param_nodes;
     };
@@ -504,17 +627,18 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       sg_of[v] = sg;
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
-    std::vector<Vertex> sorted_by_rank(std::vector<Vertex> vs) const {
+    void sort_by_rank(std::vector<Vertex>& vs) const {
       std::sort(vs.begin(), vs.end(), [&](Vertex a, Vertex b) { return rank[a] < rank[b]; });
-      return vs;
     }
-    std::size_t add_iso_group(std::vector<Vertex> nodes) {
-      const std::size_t id = iso_groups.size();
+    /// A new iso-group holding `nodes` (not a buffer of iso_groups itself).
+    std::size_t add_iso_group(const std::vector<Vertex>& nodes) {
+      const std::size_t id = num_iso_groups++;
+      if (iso_groups.size() < num_iso_groups) iso_groups.emplace_back();
       for (Vertex v : nodes) {
         iso_of[v] = id;
         group_subgraphs.insert(pair_key(id, sg_of[v]));
       }
-      iso_groups.push_back(std::move(nodes));
+      iso_groups[id].assign(nodes.begin(), nodes.end());
       return id;
     }
     static std::uint64_t pair_key(std::size_t group, std::size_t sg) {
@@ -522,24 +646,29 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
     /// TorchLens phase 2: grow one subgraph per equivalent vertex in lock step.
-    void expand(const std::vector<Vertex>& equivalent) {
+    void expand(std::span<const Vertex> equivalent) {
       ++epoch;
-      const std::vector<Vertex> starts = sorted_by_rank(equivalent);
-      const std::size_t k = starts.size();
-      subgraphs.assign(k, Subgraph{});
+      starts_.assign(equivalent.begin(), equivalent.end());
+      sort_by_rank(starts_);
+      const std::size_t k = starts_.size();
+      num_subgraphs = k;
+      if (subgraphs.size() < k) subgraphs.resize(k);
+      for (std::size_t j = 0; j < k; ++j) subgraphs[j].param_nodes.clear();
       adjacency.reset(k);
       in_adjacency.assign(k, 0);
-      iso_groups.clear();
+      num_iso_groups = 0;
       group_subgraphs.clear();
-      for (std::size_t j = 0; j < k; ++j) claim(starts[j], j);
-      add_iso_group(starts);
-      std::deque<std::vector<Vertex>> queue{starts};
+      for (std::size_t j = 0; j < k; ++j) claim(starts_[j], j);
+      // the queue holds iso-groups by id: a group is not changed before it is
+      // taken (refinement runs after the expansion)
+      queue_.assign(1, add_iso_group(starts_));
       bool first = true;
-      while (!queue.empty()) {
-        std::vector<Vertex> iso = sorted_by_rank(std::move(queue.front()));
-        queue.pop_front();
-        if (iso.size() == 1) continue;
-        advance(iso, first, queue);
+      for (std::size_t head = 0; head < queue_.size(); ++head) {
+        const auto& group = iso_groups[queue_[head]];
+        iso_.assign(group.begin(), group.end());
+        sort_by_rank(iso_);
+        if (iso_.size() == 1) continue;
+        advance(iso_, first);
         first = false;
       }
       refine();
@@ -554,8 +683,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       adjacency.unite(a, b);
     }
 
-    void advance(const std::vector<Vertex>& iso, bool first,
-                 std::deque<std::vector<Vertex>>& queue) {
+    void advance(const std::vector<Vertex>& iso, bool first) {
       // each subgraph's frontier: its children, then (after the first step) its
       // parents, not yet in a subgraph, each once; one reached by another
       // subgraph records adjacency instead. Frontier i's list on side s is
@@ -573,7 +701,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         const std::size_t sg = sg_of[v];
         fr.sg[i] = sg;
         for (int side = 0; side < (first ? 1 : 2); ++side) {
-          const auto span = side == 0 ? adj.children_of(v) : adj.parents_of(v);
+          const auto span = side == 0 ? adj->children_of(v) : adj->parents_of(v);
           for (std::uint32_t w : span) {
             if (in_subgraph(w, sg)) continue;
             if (claimed(w)) {
@@ -590,13 +718,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // order: TorchLens scans every other subgraph's list for the first vertex
       // of the candidate's class; the buckets (entries sorted by class, then
       // position) find them without the scan
-      if (fr.class_stamp[0].size() != members.size()) {
-        for (int side = 0; side < 2; ++side) {
-          fr.class_stamp[side].assign(members.size(), 0);
-          fr.class_begin[side].resize(members.size());
-          fr.class_end[side].resize(members.size());
-        }
-      }
       ++fr.epoch;
       for (int side = 0; side < 2; ++side) {
         // counting sort by class; entries of one class stay in position order
@@ -678,65 +799,69 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         if (kept.empty()) continue;
         std::sort(kept.begin(), kept.end(),
                   [&](const auto& x, const auto& y) { return rank[x.first] < rank[y.first]; });
-        std::vector<Vertex> nodes;
-        nodes.reserve(kept.size());
+        nodes_.clear();
         for (const auto& [v, sg] : kept) {
           claim(v, sg);
-          nodes.push_back(v);
+          nodes_.push_back(v);
         }
-        add_iso_group(nodes);
-        queue.push_back(std::move(nodes));
+        queue_.push_back(add_iso_group(nodes_));
       }
     }
 
     /// TorchLens phase 3: split iso-groups whose members share no
     /// (direction, neighbouring iso-group).
     void refine() {
-      const std::size_t groups = iso_groups.size();
+      const std::size_t groups = num_iso_groups;
       for (std::size_t gi = 0; gi < groups; ++gi) {
-        const std::vector<Vertex> group = iso_groups[gi];
+        group_.assign(iso_groups[gi].begin(), iso_groups[gi].end());
+        const auto& group = group_;
         if (group.size() <= 1) continue;
         // members sharing a (direction, neighbouring iso-group's leader) are one
         // component: the first member seen with each key, in stamped dense tables
-        detail::DisjointSets uf(group.size());
-        if (refine_stamp_[0].size() != n) {
-          for (int dir = 0; dir < 2; ++dir) {
-            refine_stamp_[dir].assign(n, 0);
-            refine_first_[dir].resize(n);
-          }
-        }
+        uf_.reset(group.size());
         ++refine_epoch_;
         auto note = [&](int dir, Vertex leader_vertex, std::size_t m) {
           if (refine_stamp_[dir][leader_vertex] != refine_epoch_) {
             refine_stamp_[dir][leader_vertex] = refine_epoch_;
             refine_first_[dir][leader_vertex] = m;
           } else {
-            uf.unite(refine_first_[dir][leader_vertex], m);
+            uf_.unite(refine_first_[dir][leader_vertex], m);
           }
         };
         for (std::size_t m = 0; m < group.size(); ++m) {
           const Vertex v = group[m];
-          for (std::uint32_t c : adj.children_of(v)) {
+          for (std::uint32_t c : adj->children_of(v)) {
             if (claimed(c)) note(0, leader(c), m);
           }
-          for (std::uint32_t p : adj.parents_of(v)) {
+          for (std::uint32_t p : adj->parents_of(v)) {
             if (claimed(p)) note(1, leader(p), m);
           }
         }
-        std::vector<std::size_t> component_of(group.size());
-        std::vector<std::vector<Vertex>> components;
-        std::vector<std::size_t> index_of_root(group.size(), kNone);
+        // the components, numbered by first member, each in member order
+        component_index_.assign(group.size(), kNone);
+        component_of_.resize(group.size());
+        std::size_t components = 0;
         for (std::size_t m = 0; m < group.size(); ++m) {
-          const std::size_t r = uf.find(m);
-          if (index_of_root[r] == kNone) {
-            index_of_root[r] = components.size();
-            components.emplace_back();
-          }
-          components[index_of_root[r]].push_back(group[m]);
+          const std::size_t r = uf_.find(m);
+          if (component_index_[r] == kNone) component_index_[r] = components++;
+          component_of_[m] = component_index_[r];
         }
-        if (components.size() <= 1) continue;
+        if (components <= 1) continue;
+        component_start_.assign(components + 1, 0);
+        for (std::size_t m = 0; m < group.size(); ++m) ++component_start_[component_of_[m] + 1];
+        for (std::size_t c = 0; c < components; ++c) component_start_[c + 1] += component_start_[c];
+        fill_.assign(component_start_.begin(), component_start_.end() - 1);
+        component_members_.resize(group.size());
+        for (std::size_t m = 0; m < group.size(); ++m)
+          component_members_[fill_[component_of_[m]]++] = group[m];
         iso_groups[gi].clear(); // replaced by its components, appended in order
-        for (auto& c : components) add_iso_group(sorted_by_rank(std::move(c)));
+        for (std::size_t c = 0; c < components; ++c) {
+          component_.assign(
+              component_members_.begin() + static_cast<std::ptrdiff_t>(component_start_[c]),
+              component_members_.begin() + static_cast<std::ptrdiff_t>(component_start_[c + 1]));
+          sort_by_rank(component_);
+          add_iso_group(component_);
+        }
       }
     }
     /// The leader (lowest-ranked member) of v's iso-group.
@@ -749,30 +874,35 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     /// when their subgraphs are adjacent or share a parameter type; same-function
     /// same-parameter ops always.
     void finalize() {
-      std::vector<Vertex> all;
-      for (const auto& group : iso_groups) all.insert(all.end(), group.begin(), group.end());
-      // union-find over `all` (the root only names the layer)
+      auto& all = all_;
+      all.clear();
+      for (std::size_t gi = 0; gi < num_iso_groups; ++gi)
+        all.insert(all.end(), iso_groups[gi].begin(), iso_groups[gi].end());
       // union-find over positions in `all` (a layer is named by its smallest vertex)
       auto& slot = slot_; // dense, by vertex: only entries of `all` are read
       slot.resize(n);
       for (std::size_t i = 0; i < all.size(); ++i) slot[all[i]] = i;
-      detail::DisjointSets uf(all.size());
-      // parameter types of each subgraph, as they are now
-      std::vector<std::vector<std::size_t>> param_types(subgraphs.size());
-      for (std::size_t s = 0; s < subgraphs.size(); ++s) {
-        for (Vertex p : subgraphs[s].param_nodes) param_types[s].push_back(cls[p]);
-        std::sort(param_types[s].begin(), param_types[s].end());
-        param_types[s].erase(std::unique(param_types[s].begin(), param_types[s].end()),
-                             param_types[s].end());
+      auto& uf = uf_;
+      uf.reset(all.size());
+      // parameter types of each subgraph, as they are now (sorted, distinct)
+      const std::size_t k = num_subgraphs;
+      param_type_start_.assign(k + 1, 0);
+      param_types_.clear();
+      for (std::size_t s = 0; s < k; ++s) {
+        const auto from = static_cast<std::ptrdiff_t>(param_types_.size());
+        for (Vertex p : subgraphs[s].param_nodes) param_types_.push_back(cls[p]);
+        std::sort(param_types_.begin() + from, param_types_.end());
+        param_types_.erase(std::unique(param_types_.begin() + from, param_types_.end()),
+                           param_types_.end());
+        param_type_start_[s + 1] = param_types_.size();
       }
       // the first member seen with each key, per group (stamped dense tables:
       // only the partition the unions make matters, not which member is first)
-      first_in_component_.resize(subgraphs.size());
-      component_stamp_.assign(subgraphs.size(), 0);
-      first_with_param_type_.resize(members.size());
-      param_type_stamp_.resize(members.size(), 0);
+      first_in_component_.resize(k);
+      component_stamp_.assign(k, 0);
       std::uint32_t group_stamp = 0;
-      for (const auto& group : iso_groups) {
+      for (std::size_t gi = 0; gi < num_iso_groups; ++gi) {
+        const auto& group = iso_groups[gi];
         if (group.size() < 2) continue;
         ++group_stamp;
         ++param_type_epoch_;
@@ -789,7 +919,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
             }
           }
           // a shared parameter type
-          for (std::size_t t : param_types[sg]) {
+          for (std::size_t i = param_type_start_[sg]; i < param_type_start_[sg + 1]; ++i) {
+            const std::size_t t = param_types_[i];
             if (param_type_stamp_[t] != param_type_epoch_) {
               param_type_stamp_[t] = param_type_epoch_;
               first_with_param_type_[t] = v;
@@ -830,35 +961,64 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
     }
 
-    ModelGraph& g;
-    const Adj& adj;
-    const std::size_t n;
+    ModelGraph* g = nullptr;
+    const Adj* adj = nullptr;
+    std::size_t n = 0;
 
    public:
-    std::vector<std::vector<Vertex>> members; ///< original classes, in creation order
-    std::vector<std::size_t> cls;             ///< current class (canonicalised by grouping)
-    std::vector<std::size_t> orig_cls;        ///< class at capture
-    std::vector<Vertex> raw_layer;            ///< the layer's label vertex
-    std::vector<std::size_t> group_size;      ///< size of its layer when last grouped
+    std::size_t num_classes = 0;
+    std::vector<std::size_t> member_start; ///< class c's members: member_list[start[c], start[c+1])
+    std::vector<Vertex> member_list;       ///< members by class, each class in creation order
+    std::vector<std::size_t> cls;          ///< current class (canonicalised by grouping)
+    std::vector<std::size_t> orig_cls;     ///< class at capture
+    std::vector<Vertex> raw_layer;         ///< the layer's label vertex
+    std::vector<std::size_t> group_size;   ///< size of its layer when last grouped
     std::vector<char> uses_params;
-    std::vector<std::size_t> param_key; ///< rule-1 key, kNone without parameters
-    std::vector<std::size_t> rank;      ///< rank of TorchLens's raw label within its class
+    std::vector<std::size_t> param_key;   ///< rule-1 key, kNone without parameters
+    std::vector<std::size_t> rank;        ///< rank of TorchLens's raw label within its class
+    std::vector<std::size_t> layer_index; ///< run(): layer of each label vertex
+    std::vector<int> count;               ///< run(): passes of each label vertex's layer
 
    private:
+    // set-up scratch
+    std::string text_;
+    EquivalenceScratch scratch_;
+    FlatMap64 class_of_, per_type_;
+    std::unordered_map<std::string, std::size_t> rule1_of_;
+    std::vector<std::string> raw_;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> packed_;
+    std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Vertex>> packed_order_;
+    std::vector<char> padded_;
+    std::vector<Vertex> order_;
+    std::vector<std::size_t> fill_;
+    // detect_loops
+    std::vector<char> class_seen_, queued_;
+    std::vector<Vertex> heap_;
     // expansion scratch (epoch-stamped)
     std::vector<std::uint32_t> stamp;
     std::uint32_t epoch = 0;
     std::vector<std::size_t> sg_of, iso_of;
-    std::vector<Subgraph> subgraphs;
+    std::vector<Subgraph> subgraphs; ///< the first num_subgraphs are this expansion's
+    std::size_t num_subgraphs = 0;
     detail::DisjointSets adjacency;
     std::vector<char> in_adjacency;
-    std::vector<std::vector<Vertex>> iso_groups;
+    std::vector<std::vector<Vertex>> iso_groups; ///< the first num_iso_groups are this expansion's
+    std::size_t num_iso_groups = 0;
     detail::FlatSet64 group_subgraphs; // (iso-group, subgraph) pairs
+    std::vector<Vertex> starts_, iso_, nodes_;
+    std::vector<std::size_t> queue_; ///< iso-groups to grow from, by id
     Frontiers frontier_;
+    // refinement
+    std::vector<Vertex> group_, component_, component_members_;
+    std::vector<std::size_t> component_index_, component_of_, component_start_;
+    detail::DisjointSets uf_;
     std::vector<std::uint32_t> refine_stamp_[2];
     std::vector<std::size_t> refine_first_[2];
     std::uint32_t refine_epoch_ = 0;
+    // finalize
+    std::vector<Vertex> all_;
     std::vector<std::size_t> slot_; ///< finalize: index of a vertex in `all`
+    std::vector<std::size_t> param_types_, param_type_start_;
     struct LayerSummary {
       std::size_t size = 0;
       Vertex first = static_cast<Vertex>(-1);

@@ -106,9 +106,9 @@ class Pool final : public compat::AllocatorBase {
       ++epoch_;
       for (auto it = free_.begin(); it != free_.end();) {
         auto& blocks = it->second;
-        const auto stale = [&](const Cached& c) { return c.epoch + 1 < epoch_; };
-        const auto keep_end = std::stable_partition(blocks.begin(), blocks.end(),
-                                                    [&](const Cached& c) { return !stale(c); });
+        // kept: came back since the previous capture began
+        const auto keep_end = std::stable_partition(
+            blocks.begin(), blocks.end(), [&](const Cached& c) { return c.epoch + 1 >= epoch_; });
         for (auto b = keep_end; b != blocks.end(); ++b) {
           freed.push_back(b->block);
           stats_.cached_bytes -= static_cast<std::int64_t>(it->first);

@@ -36,10 +36,15 @@ struct WideImpl : torch::nn::Module {
 };
 TORCH_MODULE(Wide);
 
-/// Restores the pool's limit when a test case ends.
-struct LimitGuard {
-  std::int64_t limit = tl::capture_memory_stats().limit_bytes;
-  ~LimitGuard() { tl::set_capture_memory_limit(limit); }
+constexpr std::int64_t kGiB = std::int64_t{1} << 30;
+
+/// A 1 GiB limit for the test case; the previous one restored when it ends.
+struct LargeLimit {
+  std::int64_t previous = tl::capture_memory_stats().limit_bytes;
+  LargeLimit() { tl::set_capture_memory_limit(kGiB); }
+  ~LargeLimit() { tl::set_capture_memory_limit(previous); }
+  LargeLimit(const LargeLimit&) = delete;
+  LargeLimit& operator=(const LargeLimit&) = delete;
 };
 
 } // namespace
@@ -53,8 +58,7 @@ TEST_CASE("the capture pool: a freed log's blocks serve the next capture, values
   // what the activations must be, computed without torchlens
   const auto h1 = model->a(x), r1 = torch::relu(h1), h2 = model->b(r1), t2 = torch::tanh(h2),
              out = model->c(t2);
-  const LimitGuard limit;
-  tl::set_capture_memory_limit(std::int64_t{1} << 30);
+  const LargeLimit limit;
   tl::release_capture_memory();
   c10::Allocator* const libtorch = c10::GetCPUAllocator();
   const auto s0 = tl::capture_memory_stats();
@@ -131,8 +135,7 @@ TEST_CASE("the pool's limit and release: blocks in use are kept, the cache obeys
   Wide model;
   const auto x = torch::randn({64, 256});
   at::NoGradGuard no_grad;
-  const LimitGuard limit;
-  tl::set_capture_memory_limit(std::int64_t{1} << 30);
+  const LargeLimit limit;
   { auto warm = tl::log_forward_pass(model, x); }
   CHECK(tl::capture_memory_stats().cached_bytes > 0);
 
@@ -152,7 +155,7 @@ TEST_CASE("the pool's limit and release: blocks in use are kept, the cache obeys
   CHECK(tl::capture_memory_stats().live_bytes < live);
 
   // a smaller limit releases what is above it
-  tl::set_capture_memory_limit(std::int64_t{1} << 30);
+  tl::set_capture_memory_limit(kGiB);
   { auto more = tl::log_forward_pass(model, x); }
   const auto full = tl::capture_memory_stats().cached_bytes;
   CHECK(full >= 5 * 64 * 256 * 4);
@@ -164,8 +167,7 @@ TEST_CASE("blocks no capture took since before the previous one are freed when a
   torch::manual_seed(0);
   Wide model;
   at::NoGradGuard no_grad;
-  const LimitGuard limit;
-  tl::set_capture_memory_limit(std::int64_t{1} << 30);
+  const LargeLimit limit;
   tl::release_capture_memory();
   const auto big = torch::randn({64, 256}), small = torch::randn({48, 256}); // no shared sizes
   { auto a = tl::log_forward_pass(model, big); }

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -144,6 +145,20 @@ void append_int(std::string& s, Int x) {
   char buf[24];
   const auto r = std::to_chars(buf, buf + sizeof buf, x);
   s.append(buf, r.ptr);
+}
+
+/// Items 0 … count-1 grouped by key (each < keys), every group in item order
+/// (a counting sort): group k is out[start[k] .. start[k + 1]). `fill` is scratch.
+template <class KeyOf, class ValueOf, class T>
+void group_by_key(std::size_t count, std::size_t keys, KeyOf key_of, ValueOf value_of,
+                  std::vector<std::size_t>& start, std::vector<T>& out,
+                  std::vector<std::size_t>& fill) {
+  start.assign(keys + 1, 0);
+  for (std::size_t i = 0; i < count; ++i) ++start[key_of(i) + 1];
+  for (std::size_t k = 0; k < keys; ++k) start[k + 1] += start[k];
+  fill.assign(start.begin(), start.end() - 1);
+  out.resize(count);
+  for (std::size_t i = 0; i < count; ++i) out[fill[key_of(i)]++] = value_of(i);
 }
 
 inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape) {
@@ -293,8 +308,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     // one workspace per thread: no allocation once it has grown. Larger ones
     // get their own, freed when the pass ends.
     thread_local State reused;
-    State own;
-    State& st = n <= State::kReusedUpTo && !reused.busy ? reused : own;
+    std::optional<State> own;
+    State& st = n <= State::kReusedUpTo && !reused.busy ? reused : own.emplace();
     const State::Use use(st);
     st.reset(g, adj);
     std::int64_t expansions = 0;
@@ -380,12 +395,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
       }
       // each class's members, in creation order
-      member_start.assign(num_classes + 1, 0);
-      for (Vertex v = 0; v < n; ++v) ++member_start[cls[v] + 1];
-      for (std::size_t c = 0; c < num_classes; ++c) member_start[c + 1] += member_start[c];
-      fill_.assign(member_start.begin(), member_start.end() - 1);
-      member_list.resize(n);
-      for (Vertex v = 0; v < n; ++v) member_list[fill_[cls[v]]++] = v;
+      detail::group_by_key(
+          n, num_classes, [&](std::size_t v) { return cls[v]; }, [](std::size_t v) { return v; },
+          member_start, member_list, fill_);
       // rule 1 keys: (op, output index, sorted parameters)
       rule1_of_.clear();
       param_key.assign(n, kNone);
@@ -813,13 +825,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           component_of_[m] = component_index_[r];
         }
         if (components <= 1) continue;
-        component_start_.assign(components + 1, 0);
-        for (std::size_t m = 0; m < group.size(); ++m) ++component_start_[component_of_[m] + 1];
-        for (std::size_t c = 0; c < components; ++c) component_start_[c + 1] += component_start_[c];
-        fill_.assign(component_start_.begin(), component_start_.end() - 1);
-        component_members_.resize(group.size());
-        for (std::size_t m = 0; m < group.size(); ++m)
-          component_members_[fill_[component_of_[m]]++] = group[m];
+        detail::group_by_key(
+            group.size(), components, [&](std::size_t m) { return component_of_[m]; },
+            [&](std::size_t m) { return group[m]; }, component_start_, component_members_, fill_);
         iso_groups[gi].clear(); // replaced by its components, appended in order
         for (std::size_t c = 0; c < components; ++c) {
           component_.assign(

@@ -203,8 +203,8 @@ bool is_scalar_read_op(const std::string& name) {
          name == "aten::_local_scalar_dense" || name == "aten::equal" || name == "aten::allclose";
 }
 
-std::vector<at::Tensor> flatten_returns(c10::ArrayRef<c10::IValue> returns) {
-  std::vector<at::Tensor> outputs;
+TensorList flatten_returns(c10::ArrayRef<c10::IValue> returns) {
+  TensorList outputs;
   for (const auto& r : returns) {
     if (r.isTensor()) {
       outputs.push_back(r.toTensor());
@@ -358,8 +358,8 @@ void Recorder::script_exit(const at::RecordFunction&) {
 }
 
 void Recorder::log_identity(const at::Tensor& t) {
-  std::vector<Parent> parents;
-  std::vector<const ParamState*> params;
+  ParentList parents;
+  ParamList params;
   resolve_arg(t, 0, -1, false, parents, params);
   OpNode n = synthetic_node("identity", t, containment_, true);
   n.is_internally_generated = parents.empty();
@@ -375,8 +375,7 @@ void Recorder::log_identity(const at::Tensor& t) {
   note_gradient_edge(id, t);
 }
 
-std::vector<ModuleFrame> Recorder::module_frames(const std::vector<const ParamState*>& params,
-                                                 bool& observed) {
+std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& observed) {
   // inside any observed call (the root's own ModuleScope included) the place is known
   observed = !calls_.empty() || script_index_ != nullptr;
   if (script_index_ != nullptr || model_.calls_observed || params.empty()) {
@@ -575,11 +574,11 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
   const at::Tensor base(view._base());
   if (!base.defined()) return;
   // the base's value before the write: its tracked node, whatever its version now
-  std::vector<Parent> parents;
+  ParentList parents;
   if (auto it = tensors_.find(base.unsafeGetTensorImpl()); it != tensors_.end()) {
     parents.push_back(Parent{it->second.node, 0, -1});
   } else {
-    std::vector<const ParamState*> params;
+    ParamList params;
     resolve_arg(base, 0, -1, false, parents, params);
   }
   OpNode n =
@@ -640,7 +639,7 @@ OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,
 }
 
 void Recorder::set_replay(std::size_t id, const c10::OperatorHandle& op,
-                          std::vector<c10::IValue> args, std::vector<bool> from_edges) {
+                          std::vector<c10::IValue> args, ArgFlags from_edges) {
   OpRecord& rec = records[id];
   rec.op = op;
   rec.is_tensor.resize(args.size());
@@ -827,7 +826,7 @@ std::size_t Recorder::lookup(const at::Tensor& t) {
 }
 
 bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool written,
-                           std::vector<Parent>& parents, std::vector<const ParamState*>& params) {
+                           ParentList& parents, ParamList& params) {
   if (!t.defined()) {
     return false;
   }
@@ -922,9 +921,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   viewing_ = info.returns_view && !info.writes;
 
   // Parents, parameters, and the non-tensor arguments (kept for printing/replay).
-  std::vector<Parent> parents;
-  std::vector<const ParamState*> params;
-  std::vector<at::Tensor> arg_tensors;
+  ParentList parents;
+  ParamList params;
+  TensorList arg_tensors;
   OpRecord rec;
   rec.op = op;
   rec.args.reserve(num_args);
@@ -975,9 +974,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
 
   // Copy-on-write: saved activations that this op is about to overwrite.
-  std::vector<std::uint32_t> versions_before;
+  c10::SmallVector<std::uint32_t, 4> versions_before;
   versions_before.reserve(arg_tensors.size());
-  std::vector<at::Tensor> args_written_views(info.writes ? num_args : 0);
+  TensorList args_written_views(info.writes ? num_args : 0);
   for (std::size_t i = 0; info.writes && i < num_args; ++i) {
     if (info.arg_written[i] && args[i].isTensor()) {
       const at::Tensor& w = args[i].toTensor();
@@ -1181,7 +1180,7 @@ at::Tensor Recorder::intervene_source(std::size_t id, const at::Tensor& t) {
   return changed;
 }
 
-void Recorder::intervene_inputs(std::size_t child, const std::vector<Parent>& parents,
+void Recorder::intervene_inputs(std::size_t child, const ParentList& parents,
                                 torch::jit::Stack* stack, std::size_t num_args, const OpInfo& info,
                                 std::vector<std::string>& applied) {
   if (substitute_.empty() && !live_->edge_into(child)) return;
@@ -1229,8 +1228,8 @@ void Recorder::set_returned(const c10::IValue& value) {
       [&](const c10::IValue& v, const std::string& address) {
         if (v.isTensor()) {
           const at::Tensor& t = v.toTensor();
-          std::vector<Parent> parents;
-          std::vector<const ParamState*> params;
+          ParentList parents;
+          ParamList params;
           resolve_arg(t, 0, -1, false, parents, params);
           std::size_t node;
           if (!parents.empty()) {
@@ -1285,13 +1284,23 @@ void Recorder::finish(double forward_ms) {
     const auto& rec = records[graph[v].id];
     if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
     const OpInfo& info = info_for(*rec.op);
-    for (std::size_t i = 0; i < rec.args.size(); ++i) {
+    // a Python number wrapped into a tensor (see resolve_arg) prints as the number
+    const auto wrapped = [&](std::size_t i) {
       const c10::IValue& a = rec.args[i];
-      // a Python number wrapped into a tensor (see resolve_arg) prints as the number
-      const bool wrapped = a.isTensor() && a.toTensor().defined() &&
-                           a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
-      if (rec.is_tensor[i] && !wrapped) continue; // an edge or a parameter, not a scalar
-      graph[v].scalar_args.push_back(ScalarArg{info.arg_names[i], print_argument(os, a, wrapped)});
+      return a.isTensor() && a.toTensor().defined() &&
+             a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
+    };
+    // an edge or a parameter is not a scalar
+    const auto printed = [&](std::size_t i) { return !rec.is_tensor[i] || wrapped(i); };
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < rec.args.size(); ++i) count += printed(i) ? 1 : 0;
+    auto& scalars = graph[v].scalar_args;
+    scalars.reserve(count); // one allocation, of the size kept
+    for (std::size_t i = 0; i < rec.args.size(); ++i) {
+      if (printed(i)) {
+        scalars.push_back(
+            ScalarArg{info.arg_names[i], print_argument(os, rec.args[i], wrapped(i))});
+      }
     }
   }
 

@@ -49,11 +49,18 @@ struct SavePolicy {
 /// vertex's in-edges; parameters stay), and the generator state it ran with.
 /// A vertex without an operator and without parents is a source (a constant or
 /// a tensor literal): its saved value is the ground truth.
+/// Per-argument flags of one op: schemas of up to 16 arguments (nearly all)
+/// keep them inline, without a heap allocation per op.
+using ArgFlags = c10::SmallVector<bool, 16>;
+
+/// An op's returned tensors while it is recorded: inline up to four.
+using TensorList = c10::SmallVector<at::Tensor, 4>;
+
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
   std::vector<c10::IValue> args; ///< in-edge tensors replaced by None / undefined
-  std::vector<bool> from_edges;  ///< argument (or some list element) comes from in-edges
-  std::vector<bool> is_tensor;   ///< argument is a tensor or tensor list (not printable)
+  ArgFlags from_edges;           ///< argument (or some list element) comes from in-edges
+  ArgFlags is_tensor;            ///< argument is a tensor or tensor list (not printable)
   at::Tensor rng_state;          ///< CPU generator state before the op (keep_replay)
 };
 
@@ -79,7 +86,7 @@ bool is_scalar_read_op(const std::string& name);
 
 /// An op's tensor returns as capture logs them, in order (tensor lists
 /// flattened, undefined ones kept as placeholders).
-std::vector<at::Tensor> flatten_returns(c10::ArrayRef<c10::IValue> returns);
+TensorList flatten_returns(c10::ArrayRef<c10::IValue> returns);
 
 /// Tensors of a forward() result in output-node order (tuples, lists, dicts).
 void flatten_outputs(const c10::IValue& value, std::vector<at::Tensor>& out);
@@ -180,6 +187,9 @@ class Recorder {
     std::size_t node;
     int arg_pos, list_index;
   };
+  // an op's parents and parameters while it is recorded: inline, no allocation per op
+  using ParentList = c10::SmallVector<Parent, 4>;
+  using ParamList = c10::SmallVector<const ParamState*, 4>;
   /// One module of the model (from the description, in named_modules order).
   struct ModuleState {
     Name address, type; // interned once per module: each frame copies two pointers
@@ -218,8 +228,8 @@ class Recorder {
   /// Resolves one tensor argument to a parent vertex (creating buffer or
   /// constant sources on first sight) or to a parameter. `written`: the op
   /// overwrites it. Returns true when the tensor became an in-edge (false: a parameter).
-  bool resolve_arg(const at::Tensor& t, int pos, int list_index, bool written,
-                   std::vector<Parent>& parents, std::vector<const ParamState*>& params);
+  bool resolve_arg(const at::Tensor& t, int pos, int list_index, bool written, ParentList& parents,
+                   ParamList& params);
   std::size_t buffer_node(BufferState& b, const at::Tensor& t);
   std::size_t constant_node(const at::Tensor& t);
   /// A node whose values were set outside the dispatcher becomes a tensor literal.
@@ -233,22 +243,21 @@ class Recorder {
   void note_gradient_edge(std::size_t id, const at::Tensor& t);
   void protect_storage(const c10::StorageImpl* s);
   void push_call(int module, std::vector<at::Tensor> passthrough);
-  std::vector<ModuleFrame> module_frames(const std::vector<const ParamState*>& params,
-                                         bool& observed);
+  std::vector<ModuleFrame> module_frames(const ParamList& params, bool& observed);
   /// A vertex for a value no single dispatched op made (`torchlens::{name}`).
   OpNode synthetic_node(std::string_view name, const at::Tensor& t,
                         std::vector<ModuleFrame> modules, bool observed) const;
   /// The record that re-executes vertex `id` (arguments from in-edges as None).
   void set_replay(std::size_t id, const c10::OperatorHandle& op, std::vector<c10::IValue> args,
-                  std::vector<bool> from_edges);
+                  ArgFlags from_edges);
   static ParamRef param_ref(const ParamState& p);
   /// A module that returns an argument unchanged gets an `identity` node.
   void log_identity(const at::Tensor& t);
   // ---- interventions (the live engine, src/intervene/compiled.hpp) ----
   /// Before op `child` runs: edge sites and changed sources it reads replace
   /// its arguments on the stack (written arguments are written through).
-  void intervene_inputs(std::size_t child, const std::vector<Parent>& parents,
-                        torch::jit::Stack* stack, std::size_t num_args, const OpInfo& info,
+  void intervene_inputs(std::size_t child, const ParentList& parents, torch::jit::Stack* stack,
+                        std::size_t num_args, const OpInfo& info,
                         std::vector<std::string>& applied);
   /// After the op ran: output sites change its returns (in-place and out=
   /// ops are written through, since callers keep using the argument). Returns

@@ -48,7 +48,8 @@ std::vector<at::Tensor> reexecute(const OpRecord& rec,
     gen.set_state(rec.rng_state);
   }
   rec.op->callBoxed(&stack);
-  return flatten_returns(stack);
+  const TensorList outputs = flatten_returns(stack);
+  return {outputs.begin(), outputs.end()};
 }
 
 GeneratorStateGuard::GeneratorStateGuard() {

@@ -1,5 +1,6 @@
 // The capture memory pool (torchlens/capture/memory.hpp): a caching c10
-// allocator, LibTorch's CPU allocator while a capture that saves runs.
+// allocator, LibTorch's CPU allocator while a capture runs; and, on glibc, its
+// fastbins switched off for as long (FastBins below).
 
 #include "memory_pool.hpp"
 
@@ -11,12 +12,17 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace torchlens {
 
@@ -179,12 +185,77 @@ class Pool final : public compat::AllocatorBase {
   CaptureMemoryStats stats_;
 };
 
+/// glibc's fastbins, off from the moment a capture has logged kLongCapture ops
+/// until the last open capture ends, and while a log of that size is freed
+/// (short captures and logs never switch: the switch and glibc's slower path
+/// for small frees cost a capture ~1-2 us). A freed chunk of up to 128 bytes
+/// that its thread cache cannot take waits in a fastbin, unmerged, until glibc
+/// consolidates every fastbin at once: on any request of 1 KiB or more, and on
+/// any free that leaves a free chunk of 64 KiB or more (one next to the top of
+/// the heap). A capture keeps a few small allocations per op (the vertex, its
+/// edges, shape, arguments) among the forward's transient ones, so those sweeps
+/// and the slow paths after them grew with the log: with fastbins off, such
+/// chunks merge as they are freed. Measured (docs/performance.md, "glibc's
+/// fastbins"): metadata capture of 10^5 ops 1.8-2.5 us per op over the forward,
+/// from 3.0-3.8. Only the main arena's fastbins are emptied when switching;
+/// other threads' arenas keep theirs until their next consolidation.
+/// `mallopt` cannot read the setting back, so it is restored to glibc's default
+/// or to the one GLIBC_TUNABLES gave (a value set with mallopt at run time is
+/// not seen: reuse_memory(false) leaves it alone).
+class FastBins {
+ public:
+  static void off() {
+#if defined(__GLIBC__)
+    mallopt(M_MXFAST, 0);
+#endif
+  }
+  static void restore() {
+#if defined(__GLIBC__)
+    mallopt(M_MXFAST, configured());
+#endif
+  }
+
+ private:
+  /// GLIBC_TUNABLES's glibc.malloc.mxfast, else glibc's default (64 * sizeof(size_t) / 4).
+  static int configured() {
+    static const int value = [] {
+      int v = static_cast<int>(64 * sizeof(std::size_t) / 4);
+      const char* env = std::getenv("GLIBC_TUNABLES");
+      if (env == nullptr) return v;
+      const std::string_view tunables(env), key("glibc.malloc.mxfast=");
+      for (std::size_t at = 0; at < tunables.size();) {
+        const std::size_t end = std::min(tunables.find(':', at), tunables.size());
+        const std::string_view item = tunables.substr(at, end - at);
+        if (item.starts_with(key)) v = std::atoi(std::string(item.substr(key.size())).c_str());
+        at = end + 1;
+      }
+      return v;
+    }();
+    return value;
+  }
+};
+
 /// Which scopes are open, process-wide.
 struct Installation {
   std::mutex mutex;
   int depth = 0;
   c10::Allocator* previous = nullptr;
   bool installed = false;
+  bool long_capture = false; ///< an open capture is long (capture_is_long)
+  int long_teardowns = 0;    ///< large logs being freed (LargeTeardown)
+  bool fastbins_off = false; ///< what FastBins was last set to
+
+  /// Fastbins off while a long capture or a large teardown runs, else restored.
+  void update_fastbins() {
+    const bool off = long_capture || long_teardowns > 0;
+    if (off == fastbins_off) return;
+    if (off) {
+      FastBins::off();
+    } else {
+      FastBins::restore();
+    }
+    fastbins_off = off;
+  }
 };
 
 Installation& installation() {
@@ -212,10 +283,38 @@ CaptureMemoryScope::~CaptureMemoryScope() {
   if (!entered_) return;
   Installation& s = installation();
   std::lock_guard lock(s.mutex);
-  if (--s.depth == 0 && s.installed) {
-    if (c10::GetCPUAllocator() == &Pool::get()) c10::SetCPUAllocator(s.previous, 0);
+  if (--s.depth == 0) {
+    s.long_capture = false;
+    s.update_fastbins();
+    if (s.installed && c10::GetCPUAllocator() == &Pool::get()) {
+      c10::SetCPUAllocator(s.previous, 0);
+    }
     s.installed = false;
   }
+}
+
+void capture_is_long() {
+  Installation& s = installation();
+  std::lock_guard lock(s.mutex);
+  if (s.depth == 0) return;
+  s.long_capture = true;
+  s.update_fastbins();
+}
+
+LargeTeardown::LargeTeardown(bool enable) : entered_(enable) {
+  if (!enable) return;
+  Installation& s = installation();
+  std::lock_guard lock(s.mutex);
+  ++s.long_teardowns;
+  s.update_fastbins();
+}
+
+LargeTeardown::~LargeTeardown() {
+  if (!entered_) return;
+  Installation& s = installation();
+  std::lock_guard lock(s.mutex);
+  --s.long_teardowns;
+  s.update_fastbins();
 }
 
 } // namespace detail

@@ -10,6 +10,7 @@
 #include "../intervene/lean.hpp"
 #include "../io/dtypes.hpp"
 #include "live_stack.hpp"
+#include "memory_pool.hpp"
 #include "reexecute.hpp"
 
 #include "libtorch_compat.hpp"
@@ -507,6 +508,7 @@ std::size_t Recorder::new_node(OpNode node) {
   graph[boost::add_vertex(graph)] = std::move(node);
   activations.emplace_back();
   records.emplace_back();
+  if (id + 1 == kLongCapture) capture_is_long();
   return id;
 }
 

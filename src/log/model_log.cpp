@@ -2,7 +2,9 @@
 // the printed summary.
 
 #include <torchlens/log/model_log.hpp>
+
 #include <torchlens/torch_error.hpp>
+#include "../capture/memory_pool.hpp"
 
 #include <torchlens/detail/text.hpp>
 #include <torchlens/graph/query.hpp>
@@ -214,7 +216,17 @@ ModelLog& ModelLog::operator=(ModelLog&& other) noexcept {
   gradients_ = std::move(other.gradients_);
   return *this;
 }
-ModelLog::~ModelLog() = default;
+ModelLog::~ModelLog() {
+  // A large log's chunks are freed with glibc's fastbins off (capture/memory_pool.cpp):
+  // the graph and the activations go here, inside the scope, not after the body.
+  const detail::LargeTeardown teardown(options_.reuse_memory() &&
+                                       boost::num_vertices(graph_) >= detail::kLongCapture);
+  ModelGraph freed;
+  swap_graphs(freed, graph_);
+  std::vector<at::Tensor>().swap(activations_);
+  lookup_.reset();
+  replay_.reset();
+}
 
 const at::Tensor& ModelLog::activation(Vertex v) const {
   static const at::Tensor undefined;

@@ -1,7 +1,8 @@
 // The capture memory pool (torchlens/capture/memory.hpp): a saving capture's
 // tensors come from it, a freed log's blocks serve the next capture, LibTorch's
 // allocator is back after every capture (also one that throws, also with
-// captures on two threads), and the limit and release hold.
+// captures on two threads), and the limit and release hold. On glibc, a long
+// capture runs its later ops with fastbins off, and they are back after it.
 
 #include <torchlens/torchlens.hpp>
 
@@ -9,8 +10,13 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <atomic>
 #include <thread>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace tl = torchlens;
 
@@ -215,3 +221,66 @@ TEST_CASE("captures on two threads at once share the pool; LibTorch's allocator 
   CHECK(c10::GetCPUAllocator() == libtorch);
   CHECK(tl::capture_memory_stats().live_bytes == live0);
 }
+
+#if defined(__GLIBC__)
+namespace {
+
+/// Whether glibc puts a freed small chunk in a fastbin now: frees nine chunks
+/// of one fastbin size (the thread cache takes at most seven of a size) and
+/// looks whether the count of free fastbin chunks grew.
+bool fastbins_in_use() {
+  std::array<void*, 9> chunks{};
+  for (auto& c : chunks) c = std::malloc(72);
+  const auto before = mallinfo2().smblks;
+  for (void* c : chunks) std::free(c);
+  return mallinfo2().smblks > before;
+}
+
+/// A chain of `n` small adds that notes, at op `probe`, whether fastbins are in use.
+struct ProbedChainImpl : torch::nn::Module {
+  int n = 0, probe = 0;
+  bool fastbins_at_probe = true;
+  at::Tensor forward(at::Tensor x) {
+    for (int i = 0; i < n; ++i) {
+      if (i == probe) fastbins_at_probe = fastbins_in_use();
+      x = x + 1.0;
+    }
+    return x;
+  }
+};
+TORCH_MODULE(ProbedChain);
+
+} // namespace
+
+TEST_CASE(
+    "glibc: a long capture runs with fastbins off, a short one and a plain forward with them") {
+  at::NoGradGuard no_grad;
+  const auto x = torch::zeros({4});
+  ProbedChain chain;
+  chain->n = 3000;
+  REQUIRE(fastbins_in_use()); // glibc's default
+
+  chain->probe = 2500; // past the 2048th op
+  auto log = tl::log_forward_pass(chain, x, tl::LogOptions().save(tl::SaveSpec::none()));
+  CHECK_FALSE(chain->fastbins_at_probe);
+  CHECK(fastbins_in_use()); // restored when the capture ended
+  CHECK(log.size() == 3002);
+  CHECK(log["add_1:3000"]->shape == std::vector<std::int64_t>{4});
+
+  chain->probe = 1000; // before it: still on
+  { auto early = tl::log_forward_pass(chain, x, tl::LogOptions().save(tl::SaveSpec::none())); }
+  CHECK(chain->fastbins_at_probe);
+
+  chain->probe = 2500; // reuse_memory(false): capture leaves glibc's settings alone
+  {
+    auto plain_memory = tl::log_forward_pass(
+        chain, x, tl::LogOptions().save(tl::SaveSpec::none()).reuse_memory(false));
+  }
+  CHECK(chain->fastbins_at_probe);
+
+  const auto out = chain->forward(x); // a plain forward: untouched
+  CHECK(chain->fastbins_at_probe);
+  CHECK(torch::equal(out, torch::full({4}, 3000.0)));
+  CHECK(fastbins_in_use());
+}
+#endif

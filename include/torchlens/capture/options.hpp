@@ -80,8 +80,9 @@ struct LogOptions {
   /// While a capture runs, the forward's tensors are allocated from
   /// torchlens's capture pool, which keeps their memory in the process when the
   /// log is freed, for the next capture (capture/memory.hpp: its limit, and
-  /// release_capture_memory()). false: LibTorch's allocator, as in a plain
-  /// forward.
+  /// release_capture_memory()); on glibc, a long capture (2 048 ops and more)
+  /// and the freeing of its log run with glibc's fastbins off. false:
+  /// LibTorch's allocator and glibc's settings, as in a plain forward.
   TORCH_ARG(bool, reuse_memory) = true;
   /// Op outputs whose gradient the log keeps when the caller runs backward
   /// (`loss.backward()`, `torch::autograd::grad`) after log_forward_pass

@@ -14,7 +14,9 @@
 #include <atomic>
 #include <thread>
 
-#if defined(__GLIBC__)
+// glibc's own heap (ASan replaces malloc and keeps its own)
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+#define TORCHLENS_TEST_GLIBC_HEAP 1
 #include <malloc.h>
 #endif
 
@@ -222,7 +224,7 @@ TEST_CASE("captures on two threads at once share the pool; LibTorch's allocator 
   CHECK(tl::capture_memory_stats().live_bytes == live0);
 }
 
-#if defined(__GLIBC__)
+#if defined(TORCHLENS_TEST_GLIBC_HEAP)
 namespace {
 
 /// Whether glibc puts a freed small chunk in a fastbin now: frees nine chunks

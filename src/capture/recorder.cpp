@@ -112,32 +112,34 @@ bool is_uninitialized_op(const std::string& name) {
          name == "aten::new_empty" || name == "aten::new_empty_strided";
 }
 
-/// An argument as c10 prints an IValue (`1`, `True`, `None`, `2.`, `0.5`, `[1, 2]`),
-/// or a wrapped Python number as the number. Ints, bools, None and integral
-/// doubles are formatted here exactly as c10's operator<< does; the rest goes
-/// through `os`, which is reused (constructing a stream costs more than printing).
+/// A Python number wrapped into a 0-dim tensor (see resolve_arg): a scalar argument.
+bool is_wrapped_number(const c10::IValue& a) {
+  return a.isTensor() && a.toTensor().defined() &&
+         a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
+}
+
+/// An argument as c10 prints an IValue (`1`, `True`, `None`, `2.`, `0.5`, `[1, 2]`);
+/// a wrapped Python number as the Scalar overload's argument would print (`1.`
+/// for 1.0, as TorchScript's `x + 1.0`). Ints, bools, None and integral doubles
+/// are formatted here exactly as c10's operator<< does; the rest goes through
+/// `os`, which is reused (constructing a stream costs more than printing).
 std::string print_argument(std::ostringstream& os, const c10::IValue& a, bool wrapped) {
-  if (!wrapped) {
-    if (a.isNone()) return "None";
-    if (a.isBool()) return a.toBool() ? "True" : "False";
-    if (a.isInt()) return std::to_string(a.toInt());
-    if (a.isDouble()) {
-      // c10: a finite double below 1e10 that is an integer prints as `N.` (zero
-      // is left to c10: whether -0.0 prints `-0.` differs between versions)
-      const double d = a.toDouble();
-      if (std::fpclassify(d) == FP_NORMAL && std::abs(d) < 1e10) {
-        const auto i = static_cast<std::int64_t>(d);
-        if (static_cast<double>(i) == d) return std::to_string(i) + ".";
-      }
+  if (wrapped) return print_argument(os, c10::IValue(a.toTensor().item()), false);
+  if (a.isNone()) return "None";
+  if (a.isBool()) return a.toBool() ? "True" : "False";
+  if (a.isInt()) return std::to_string(a.toInt());
+  if (a.isDouble()) {
+    // c10: a finite double below 1e10 that is an integer prints as `N.` (zero
+    // is left to c10: whether -0.0 prints `-0.` differs between versions)
+    const double d = a.toDouble();
+    if (std::fpclassify(d) == FP_NORMAL && std::abs(d) < 1e10) {
+      const auto i = static_cast<std::int64_t>(d);
+      if (static_cast<double>(i) == d) return std::to_string(i) + ".";
     }
   }
   os.str(std::string());
   os.clear();
-  if (wrapped) {
-    os << a.toTensor().item();
-  } else {
-    os << a;
-  }
+  os << a;
   return os.str();
 }
 
@@ -439,7 +441,10 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
 // ---------------------------------------------------------------------------
 
 Recorder::Recorder(const ModelDescription& model, const LogOptions& options, SavePolicy policy)
-    : model_(model), options_(options), policy_(std::move(policy)) {
+    : model_(model),
+      options_(options),
+      keep_records_(options.keep_replay()),
+      policy_(std::move(policy)) {
   for (const auto& p : model.params) {
     const auto dot = p.address.rfind('.');
     params_[p.tensor.unsafeGetTensorImpl()] =
@@ -466,7 +471,7 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     const std::size_t room = hint + 16; // + the output nodes
     graph.m_vertices.reserve(room);
     activations.reserve(room);
-    records.reserve(room);
+    if (keep_records_) records.reserve(room);
   }
   if (options_.interventions() != nullptr) {
     live_ = std::make_unique<CompiledSpec>(*options_.interventions());
@@ -507,7 +512,7 @@ std::size_t Recorder::new_node(OpNode node) {
   // add_vertex(property, g) copies the property twice; move it into a new vertex
   graph[boost::add_vertex(graph)] = std::move(node);
   activations.emplace_back();
-  records.emplace_back();
+  if (keep_records_) records.emplace_back();
   if (id + 1 == kLongCapture) capture_is_long();
   return id;
 }
@@ -642,6 +647,7 @@ OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,
 
 void Recorder::set_replay(std::size_t id, const c10::OperatorHandle& op,
                           std::vector<c10::IValue> args, ArgFlags from_edges) {
+  if (!keep_records_) return;
   OpRecord& rec = records[id];
   rec.op = op;
   rec.is_tensor.resize(args.size());
@@ -804,7 +810,7 @@ void Recorder::mark_literal(std::size_t node) {
   n.overload = {};
   n.layer_type = "tensor";
   n.scalar_args.clear();
-  records[node] = OpRecord{}; // a source: its saved value is the ground truth
+  if (keep_records_) records[node] = OpRecord{}; // a source: its saved value is the ground truth
 }
 
 void Recorder::settle_literal(std::size_t node, std::uint32_t version, bool written) {
@@ -922,13 +928,27 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const auto args = torch::jit::last(*stack, num_args);
   viewing_ = info.returns_view && !info.writes;
 
-  // Parents, parameters, and the non-tensor arguments (kept for printing/replay).
+  // Parents, parameters, and the non-tensor arguments: kept in the replay
+  // record (keep_replay), from which finish() prints them, or else printed now.
   ParentList parents;
   ParamList params;
   TensorList arg_tensors;
   OpRecord rec;
-  rec.op = op;
-  rec.args.reserve(num_args);
+  c10::SmallVector<ScalarArg, 4> scalars; // printed now (no replay record kept)
+  if (keep_records_) {
+    rec.op = op;
+    rec.args.reserve(num_args);
+  }
+  const auto note = [&](std::size_t i, const c10::IValue& value, bool from_edge, bool is_tensor) {
+    if (keep_records_) {
+      rec.args.push_back(value);
+      rec.from_edges.push_back(from_edge);
+      rec.is_tensor.push_back(is_tensor);
+    } else if (const bool wrapped = is_wrapped_number(value); !is_tensor || wrapped) {
+      scalars.push_back(
+          ScalarArg{info.arg_names[i], print_argument(print_stream_, value, wrapped)});
+    }
+  };
   for (std::size_t i = 0; i < num_args; ++i) {
     const c10::IValue& a = args[i];
     const int pos = static_cast<int>(i);
@@ -936,25 +956,22 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (a.isTensor()) {
       const bool edge = resolve_arg(a.toTensor(), pos, -1, written, parents, params);
       arg_tensors.push_back(a.toTensor());
-      rec.args.push_back(edge ? c10::IValue() : a);
-      rec.from_edges.push_back(edge);
-      rec.is_tensor.push_back(true);
+      note(i, edge ? c10::IValue() : a, edge, true);
     } else if (a.isTensorList()) {
-      auto list = a.toTensorList().copy();
+      // the record keeps a copy with the in-edge tensors taken out
+      auto list = keep_records_ ? a.toTensorList().copy() : a.toTensorList();
       bool any_edge = false;
       for (std::size_t j = 0; j < list.size(); ++j) {
         const at::Tensor t = list.get(j);
         arg_tensors.push_back(t);
         if (resolve_arg(t, pos, static_cast<int>(j), written, parents, params)) {
           any_edge = true;
-          list.set(j, at::Tensor());
+          if (keep_records_) list.set(j, at::Tensor());
         }
       }
-      rec.args.emplace_back(std::move(list));
-      rec.from_edges.push_back(any_edge);
-      rec.is_tensor.push_back(true);
+      note(i, keep_records_ ? c10::IValue(std::move(list)) : c10::IValue(), any_edge, true);
     } else if (a.isList() && a.toList().elementType()->kind() == c10::TypeKind::OptionalType) {
-      auto list = a.toList().copy(); // Tensor?[] (index)
+      auto list = keep_records_ ? a.toList().copy() : a.toList(); // Tensor?[] (index)
       bool any_edge = false;
       for (std::size_t j = 0; j < list.size(); ++j) {
         const c10::IValue e = list.get(j);
@@ -962,16 +979,12 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
         arg_tensors.push_back(e.toTensor());
         if (resolve_arg(e.toTensor(), pos, static_cast<int>(j), written, parents, params)) {
           any_edge = true;
-          list.set(j, c10::IValue());
+          if (keep_records_) list.set(j, c10::IValue());
         }
       }
-      rec.args.emplace_back(std::move(list));
-      rec.from_edges.push_back(any_edge);
-      rec.is_tensor.push_back(true);
+      note(i, keep_records_ ? c10::IValue(std::move(list)) : c10::IValue(), any_edge, true);
     } else {
-      rec.args.push_back(a);
-      rec.from_edges.push_back(false);
-      rec.is_tensor.push_back(false);
+      note(i, a, false, false);
     }
   }
 
@@ -1070,6 +1083,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       n.scalar_bool_value = t.item<bool>();
     }
     n.modules = last ? std::move(frames) : frames;
+    n.scalar_args.assign(scalars.begin(), scalars.end());
     n.module_observed = observed;
     const auto out = static_cast<std::size_t>(n.output_index);
     if (exits_observed) {
@@ -1094,7 +1108,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (live_ != nullptr && std::binary_search(live_->reads().begin(), live_->reads().end(), id)) {
       live_values_[id] = t.detach().clone(); // later in-place ops must not change it
     }
-    records[id] = last ? std::move(rec) : rec;
+    if (keep_records_) records[id] = last ? std::move(rec) : rec;
     for (const auto& p : parents) {
       boost::add_edge(p.node, id,
                       TensorEdge{p.arg_pos, p.list_index, info.arg_names[p.arg_pos], false}, graph);
@@ -1280,18 +1294,13 @@ void Recorder::finish(double forward_ms) {
   saved_by_storage_.clear();
   tensors_.clear();
 
-  // Printable non-tensor arguments.
-  std::ostringstream os; // one stream for all: making one costs more than printing
+  // Printable non-tensor arguments, from the replay records.
   for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
+    if (!keep_records_) break; // record() printed them already
     const auto& rec = records[graph[v].id];
     if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
     const OpInfo& info = info_for(*rec.op);
-    // a Python number wrapped into a tensor (see resolve_arg) prints as the number
-    const auto wrapped = [&](std::size_t i) {
-      const c10::IValue& a = rec.args[i];
-      return a.isTensor() && a.toTensor().defined() &&
-             a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
-    };
+    const auto wrapped = [&](std::size_t i) { return is_wrapped_number(rec.args[i]); };
     // an edge or a parameter is not a scalar
     const auto printed = [&](std::size_t i) { return !rec.is_tensor[i] || wrapped(i); };
     std::size_t count = 0;
@@ -1301,7 +1310,7 @@ void Recorder::finish(double forward_ms) {
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
       if (printed(i)) {
         scalars.push_back(
-            ScalarArg{info.arg_names[i], print_argument(os, rec.args[i], wrapped(i))});
+            ScalarArg{info.arg_names[i], print_argument(print_stream_, rec.args[i], wrapped(i))});
       }
     }
   }

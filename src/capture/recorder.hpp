@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <memory_resource>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -143,7 +144,7 @@ class Recorder {
 
   ModelGraph graph;
   std::vector<at::Tensor> activations; ///< by OpNode::id
-  std::vector<OpRecord> records;       ///< by OpNode::id
+  std::vector<OpRecord> records;       ///< by OpNode::id (empty without keep_replay)
   /// Where each output's gradient arrives in the autograd graph (its grad_fn
   /// and output number, or a leaf's accumulator), by OpNode::id; recorded when
   /// LogOptions::save_gradients is not none (src/grad attaches the hooks).
@@ -279,6 +280,8 @@ class Recorder {
 
   const ModelDescription& model_;
   LogOptions options_;
+  bool keep_records_ = false;       ///< options_.keep_replay(): records are kept
+  std::ostringstream print_stream_; ///< reused to print scalar arguments
   SavePolicy policy_;
   bool paused_ = false;
   bool halted_ = false;

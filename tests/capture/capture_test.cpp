@@ -653,41 +653,86 @@ def forward(self, x):
     f = torch.div(e, 3.0, rounding_mode=None)
     return f + 2.5
 )");
-  auto log = tl::log_forward_pass(m, {torch::randn({4, 3})}, kRaw);
-  const auto& g = log.graph();
-  auto args_of = [&](const std::string& op) {
-    const auto vs = find(log, op);
-    REQUIRE(vs.size() == 1);
-    std::map<std::string, std::string> out;
-    for (const auto& a : g[vs[0]].scalar_args) out[a.name] = a.value;
-    return out;
-  };
-  // c10's own printing of the same values is the reference
-  auto c10_text = [](const c10::IValue& v) {
-    std::ostringstream os;
-    os << v;
-    return os.str();
-  };
-  const auto clamp = args_of("aten::clamp");
-  CHECK(clamp.at("min") == c10_text(c10::IValue(-0.0))); // `0.` in 1.13, `-0.` in 2.x
-  CHECK(clamp.at("max") == "2.");
-  const auto leaky = args_of("aten::leaky_relu");
-  CHECK(leaky.at("negative_slope") == c10_text(c10::IValue(0.1)));
-  CHECK(leaky.at("negative_slope") == "0.10000000000000001");
-  const auto sum = args_of("aten::sum");
-  CHECK(sum.at("dim") == "[0]");
-  CHECK(sum.at("keepdim") == "True");
-  CHECK(sum.at("dtype") == "None");
-  CHECK(args_of("aten::mul").at("other") == c10_text(c10::IValue(1e12)));
-  const auto flatten = args_of("aten::flatten");
-  CHECK(flatten.at("start_dim") == "0");
-  CHECK(flatten.at("end_dim") == "-1");
-  const auto div = args_of("aten::div");
-  CHECK(div.at("other") == "3.");
-  CHECK(div.at("rounding_mode") == "None");
-  const auto add = args_of("aten::add");
-  CHECK(add.at("other") == "2.5");
-  CHECK(add.at("alpha") == "1");
+  // printed as the op is recorded, or from the replay records when the log keeps them
+  for (const bool keep_replay : {false, true}) {
+    CAPTURE(keep_replay);
+    auto log = tl::log_forward_pass(m, {torch::randn({4, 3})},
+                                    tl::LogOptions(kRaw).keep_replay(keep_replay));
+    CHECK((log.replay() != nullptr) == keep_replay);
+    const auto& g = log.graph();
+    auto args_of = [&](const std::string& op) {
+      const auto vs = find(log, op);
+      REQUIRE(vs.size() == 1);
+      std::map<std::string, std::string> out;
+      for (const auto& a : g[vs[0]].scalar_args) out[a.name] = a.value;
+      return out;
+    };
+    // c10's own printing of the same values is the reference
+    auto c10_text = [](const c10::IValue& v) {
+      std::ostringstream os;
+      os << v;
+      return os.str();
+    };
+    const auto clamp = args_of("aten::clamp");
+    CHECK(clamp.at("min") == c10_text(c10::IValue(-0.0))); // `0.` in 1.13, `-0.` in 2.x
+    CHECK(clamp.at("max") == "2.");
+    const auto leaky = args_of("aten::leaky_relu");
+    CHECK(leaky.at("negative_slope") == c10_text(c10::IValue(0.1)));
+    CHECK(leaky.at("negative_slope") == "0.10000000000000001");
+    const auto sum = args_of("aten::sum");
+    CHECK(sum.at("dim") == "[0]");
+    CHECK(sum.at("keepdim") == "True");
+    CHECK(sum.at("dtype") == "None");
+    CHECK(args_of("aten::mul").at("other") == c10_text(c10::IValue(1e12)));
+    const auto flatten = args_of("aten::flatten");
+    CHECK(flatten.at("start_dim") == "0");
+    CHECK(flatten.at("end_dim") == "-1");
+    const auto div = args_of("aten::div");
+    CHECK(div.at("other") == "3.");
+    CHECK(div.at("rounding_mode") == "None");
+    const auto add = args_of("aten::add");
+    CHECK(add.at("other") == "2.5");
+    CHECK(add.at("alpha") == "1");
+  }
+}
+
+namespace {
+/// `x * 2.5 + 1` as Python's eager mode calls it: each number wrapped into a
+/// 0-dim tensor marked as a wrapped number (aten::mul.Tensor, aten::add.Tensor).
+struct WrappedNumbersImpl : torch::nn::Module {
+  static at::Tensor number(double v) {
+    at::Tensor t = at::scalar_to_tensor(v);
+    t.unsafeGetTensorImpl()->set_wrapped_number(true);
+    return t;
+  }
+  at::Tensor forward(const at::Tensor& x) { return at::add(at::mul(x, number(2.5)), number(1.0)); }
+};
+TORCH_MODULE(WrappedNumbers);
+} // namespace
+
+TEST_CASE("a number wrapped into a tensor prints as the number and makes no parent") {
+  WrappedNumbers model;
+  const auto x = torch::randn({3});
+  for (const bool keep_replay : {false, true}) {
+    CAPTURE(keep_replay);
+    auto log = tl::log_forward_pass(model, x, tl::LogOptions(kRaw).keep_replay(keep_replay));
+    const auto& g = log.graph();
+    const auto muls = find(log, "aten::mul");
+    const auto adds = find(log, "aten::add");
+    REQUIRE(muls.size() == 1);
+    REQUIRE(adds.size() == 1);
+    REQUIRE(g[muls[0]].scalar_args.size() == 1);
+    CHECK(g[muls[0]].scalar_args[0].name == "other");
+    CHECK(g[muls[0]].scalar_args[0].value == "2.5");
+    CHECK(boost::in_degree(muls[0], g) == 1); // the input only
+    REQUIRE(g[adds[0]].scalar_args.size() == 2);
+    CHECK(g[adds[0]].scalar_args[0].name == "other");
+    CHECK(g[adds[0]].scalar_args[0].value == "1.");
+    CHECK(g[adds[0]].scalar_args[1].name == "alpha");
+    CHECK(g[adds[0]].scalar_args[1].value == "1");
+    CHECK(boost::in_degree(adds[0], g) == 1); // the mul only
+    CHECK(torch::allclose(log.activation(adds[0]), x * 2.5 + 1));
+  }
 }
 
 TEST_CASE(

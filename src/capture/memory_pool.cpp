@@ -187,18 +187,19 @@ class Pool final : public compat::AllocatorBase {
 
 /// glibc's fastbins, off from the moment a capture has logged kLongCapture ops
 /// until the last open capture ends, and while a log of that size is freed
-/// (short captures and logs never switch: the switch and glibc's slower path
-/// for small frees cost a capture ~1-2 us). A freed chunk of up to 128 bytes
+/// (short captures and logs never switch: they gain nothing, and the switch
+/// consolidates the main arena each time). A freed chunk of up to 128 bytes
 /// that its thread cache cannot take waits in a fastbin, unmerged, until glibc
 /// consolidates every fastbin at once: on any request of 1 KiB or more, and on
 /// any free that leaves a free chunk of 64 KiB or more (one next to the top of
 /// the heap). A capture keeps a few small allocations per op (the vertex, its
 /// edges, shape, arguments) among the forward's transient ones, so those sweeps
 /// and the slow paths after them grew with the log: with fastbins off, such
-/// chunks merge as they are freed. Measured (docs/performance.md, "glibc's
-/// fastbins"): metadata capture of 10^5 ops 1.8-2.5 us per op over the forward,
-/// from 3.0-3.8. Only the main arena's fastbins are emptied when switching;
-/// other threads' arenas keep theirs until their next consolidation.
+/// chunks merge as they are freed. Measured (docs/performance.md, "Allocations
+/// per op, and glibc's fastbins"): metadata capture over 10^3-10^5 ops 2.5-3.3
+/// us per op over the forward, from 2.9-4.1. Only the main arena's fastbins are
+/// emptied when switching; other threads' arenas keep theirs until their next
+/// consolidation.
 /// `mallopt` cannot read the setting back, so it is restored to glibc's default
 /// or to the one GLIBC_TUNABLES gave (a value set with mallopt at run time is
 /// not seen: reuse_memory(false) leaves it alone).

@@ -143,6 +143,15 @@ std::string print_argument(std::ostringstream& os, const c10::IValue& a, bool wr
   return os.str();
 }
 
+/// Appends argument `value` (schema name `name`) to an op's scalar arguments
+/// when it is one: not a tensor argument (an edge or a parameter), unless a
+/// number wrapped into a tensor.
+void append_scalar(std::ostringstream& os, c10::SmallVectorImpl<ScalarArg>& out, const Name& name,
+                   const c10::IValue& value, bool is_tensor) {
+  const bool wrapped = is_wrapped_number(value);
+  if (!is_tensor || wrapped) out.push_back(ScalarArg{name, print_argument(os, value, wrapped)});
+}
+
 /// The output index of the IR node a dispatcher output comes from: one IR output
 /// per tensor, or one Tensor[] output holding them all.
 std::uint64_t output_bit(std::uint64_t returned, std::size_t index, std::size_t num_outputs) {
@@ -944,9 +953,8 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       rec.args.push_back(value);
       rec.from_edges.push_back(from_edge);
       rec.is_tensor.push_back(is_tensor);
-    } else if (const bool wrapped = is_wrapped_number(value); !is_tensor || wrapped) {
-      scalars.push_back(
-          ScalarArg{info.arg_names[i], print_argument(print_stream_, value, wrapped)});
+    } else {
+      append_scalar(print_stream_, scalars, info.arg_names[i], value, is_tensor);
     }
   };
   for (std::size_t i = 0; i < num_args; ++i) {
@@ -1294,24 +1302,19 @@ void Recorder::finish(double forward_ms) {
   saved_by_storage_.clear();
   tensors_.clear();
 
-  // Printable non-tensor arguments, from the replay records.
-  for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
-    if (!keep_records_) break; // record() printed them already
-    const auto& rec = records[graph[v].id];
-    if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
-    const OpInfo& info = info_for(*rec.op);
-    const auto wrapped = [&](std::size_t i) { return is_wrapped_number(rec.args[i]); };
-    // an edge or a parameter is not a scalar
-    const auto printed = [&](std::size_t i) { return !rec.is_tensor[i] || wrapped(i); };
-    std::size_t count = 0;
-    for (std::size_t i = 0; i < rec.args.size(); ++i) count += printed(i) ? 1 : 0;
-    auto& scalars = graph[v].scalar_args;
-    scalars.reserve(count); // one allocation, of the size kept
-    for (std::size_t i = 0; i < rec.args.size(); ++i) {
-      if (printed(i)) {
-        scalars.push_back(
-            ScalarArg{info.arg_names[i], print_argument(print_stream_, rec.args[i], wrapped(i))});
+  // Printable non-tensor arguments, from the replay records (without them,
+  // record() printed them already).
+  if (keep_records_) {
+    c10::SmallVector<ScalarArg, 4> scalars;
+    for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
+      const auto& rec = records[graph[v].id];
+      if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
+      const OpInfo& info = info_for(*rec.op);
+      scalars.clear();
+      for (std::size_t i = 0; i < rec.args.size(); ++i) {
+        append_scalar(print_stream_, scalars, info.arg_names[i], rec.args[i], rec.is_tensor[i]);
       }
+      graph[v].scalar_args.assign(scalars.begin(), scalars.end()); // one allocation, exact
     }
   }
 

@@ -45,11 +45,6 @@ struct SavePolicy {
   std::size_t halt_after = SIZE_MAX;
 };
 
-/// What capture records per op beyond the graph, enough to call it again: the
-/// operator, its arguments with the logged tensors taken out (they are the
-/// vertex's in-edges; parameters stay), and the generator state it ran with.
-/// A vertex without an operator and without parents is a source (a constant or
-/// a tensor literal): its saved value is the ground truth.
 /// Per-argument flags of one op: schemas of up to 16 arguments (nearly all)
 /// keep them inline, without a heap allocation per op.
 using ArgFlags = c10::SmallVector<bool, 16>;
@@ -57,6 +52,11 @@ using ArgFlags = c10::SmallVector<bool, 16>;
 /// An op's returned tensors while it is recorded: inline up to four.
 using TensorList = c10::SmallVector<at::Tensor, 4>;
 
+/// What capture records per op beyond the graph, enough to call it again: the
+/// operator, its arguments with the logged tensors taken out (they are the
+/// vertex's in-edges; parameters stay), and the generator state it ran with.
+/// A vertex without an operator and without parents is a source (a constant or
+/// a tensor literal): its saved value is the ground truth.
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
   std::vector<c10::IValue> args; ///< in-edge tensors replaced by None / undefined

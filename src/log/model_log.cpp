@@ -3,8 +3,9 @@
 
 #include <torchlens/log/model_log.hpp>
 
-#include <torchlens/torch_error.hpp>
 #include "../capture/memory_pool.hpp"
+
+#include <torchlens/torch_error.hpp>
 
 #include <torchlens/detail/text.hpp>
 #include <torchlens/graph/query.hpp>

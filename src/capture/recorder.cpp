@@ -387,6 +387,17 @@ void Recorder::log_identity(const at::Tensor& t) {
   note_gradient_edge(id, t);
 }
 
+namespace {
+
+/// True when `owner` (a parameter's owning module) is module `address` itself
+/// or a module inside it.
+bool owned_within(std::string_view owner, std::string_view address) {
+  return owner.starts_with(address) &&
+         (owner.size() == address.size() || owner[address.size()] == '.');
+}
+
+} // namespace
+
 std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& observed) {
   // inside any observed call (the root's own ModuleScope included) the place is known
   observed = !calls_.empty() || script_index_ != nullptr;
@@ -396,18 +407,20 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
   }
   // C++ frontend below the innermost observed call: the op ran inside the
   // module owning the parameter it reads (and inside that module's parents).
-  const std::string& owner = params.front()->owner;
-  const std::string base = containment_.empty() ? "" : containment_.back().address;
-  if (owner.empty() || !(base.empty() || owner.rfind(base + ".", 0) == 0)) {
+  const std::string_view owner = params.front()->owner;
+  const std::string_view base =
+      containment_.empty() ? std::string_view() : std::string_view(containment_.back().address);
+  if (owner.empty() ||
+      !(base.empty() || (owner.size() > base.size() && owned_within(owner, base)))) {
     inferred_.clear();
     return containment_;
   }
-  std::vector<int> chain;
+  c10::SmallVector<int, 8> chain;
   for (std::size_t pos = base.empty() ? 0 : base.size() + 1;;) {
     const auto next = owner.find('.', pos);
-    auto it = module_by_address_.find(owner.substr(0, next));
+    auto it = module_by_address_.find(std::string(owner.substr(0, next)));
     if (it != module_by_address_.end()) chain.push_back(it->second);
-    if (next == std::string::npos) break;
+    if (next == std::string_view::npos) break;
     pos = next + 1;
   }
   observed = true;
@@ -420,7 +433,7 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
   for (const ParamState* p : params) {
     for (std::size_t d = 0; d < keep; ++d) {
       const std::string& a = modules_[static_cast<std::size_t>(inferred_[d].module)].address;
-      if ((p->owner == a || p->owner.rfind(a + ".", 0) == 0) &&
+      if (owned_within(p->owner, a) &&
           inferred_[d].params_used.count(p->tensor.unsafeGetTensorImpl()) != 0) {
         keep = d;
         break;
@@ -432,15 +445,16 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
     ModuleState& m = modules_[static_cast<std::size_t>(chain[d])];
     if (m.passes++ == 0) module_order_.push_back(chain[d]);
     m.inferred = true;
-    inferred_.push_back(InferredCall{chain[d], m.passes, {}});
+    inferred_.push_back(InferredCall{chain[d], m.passes, UsedParams(&arena_)});
   }
-  std::vector<ModuleFrame> frames = containment_;
+  std::vector<ModuleFrame> frames;
+  frames.reserve(containment_.size() + inferred_.size());
+  frames.assign(containment_.begin(), containment_.end());
   for (auto& call : inferred_) {
     const ModuleState& m = modules_[static_cast<std::size_t>(call.module)];
     for (const ParamState* p : params) {
-      if (p->owner == m.address || p->owner.rfind(m.address + ".", 0) == 0) {
+      if (owned_within(p->owner, m.address))
         call.params_used.insert(p->tensor.unsafeGetTensorImpl());
-      }
     }
     frames.push_back(ModuleFrame{m.address, m.type, call.pass});
   }
@@ -489,12 +503,9 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
 
 Recorder::~Recorder() = default;
 
-const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
-  const c10::FunctionSchema& schema = op.schema();
-  auto it = op_infos_.find(&schema);
-  if (it != op_infos_.end()) {
-    return it->second;
-  }
+namespace {
+
+OpInfo make_op_info(const c10::FunctionSchema& schema) {
   OpInfo info;
   info.name = schema.name();
   info.overload = schema.overload_name();
@@ -512,7 +523,31 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
   }
   info.scalar_read = is_scalar_read_op(info.name);
   info.uninitialized = is_uninitialized_op(info.name);
-  return op_infos_.emplace(&schema, std::move(info)).first->second;
+  return info;
+}
+
+} // namespace
+
+const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
+  // One table per thread, kept across captures: a small model's capture would
+  // otherwise rebuild an entry per distinct op each time (a dozen allocations
+  // and the schema walked again). Keyed by the schema's address, which stays
+  // put while the operator is registered; the name is checked too, so an
+  // operator registered anew at a freed address gets its own entry. Entries
+  // never move or die before the thread does (a replaced one is kept).
+  struct Cache {
+    std::unordered_map<const c10::FunctionSchema*, std::unique_ptr<OpInfo>> by_schema;
+    std::vector<std::unique_ptr<OpInfo>> replaced;
+  };
+  thread_local Cache cache;
+  const c10::FunctionSchema& schema = op.schema();
+  auto& slot = cache.by_schema[&schema];
+  if (slot != nullptr && slot->name == schema.name() && slot->overload == schema.overload_name()) {
+    return *slot;
+  }
+  if (slot != nullptr) cache.replaced.push_back(std::move(slot));
+  slot = std::make_unique<OpInfo>(make_op_info(schema));
+  return *slot;
 }
 
 std::size_t Recorder::new_node(OpNode node) {

@@ -205,13 +205,15 @@ class Recorder {
   };
   /// A call found by parameter ownership (C++ frontend without ModuleScope):
   /// continued while the op reads parameters it has not read in this call.
+  using UsedParams = std::pmr::unordered_set<const c10::TensorImpl*>; // nodes from arena_
   struct InferredCall {
     int module;
     int pass;
-    std::unordered_set<const c10::TensorImpl*> params_used;
+    UsedParams params_used;
   };
 
-  const OpInfo& info_for(const c10::OperatorHandle& op);
+  /// The op's static facts, from a table per thread (kept across captures).
+  static const OpInfo& info_for(const c10::OperatorHandle& op);
   std::size_t new_node(OpNode node);
   void track(const at::Tensor& t, std::size_t node);
   /// Keeps a storage's address from being reused while capture keys on it.
@@ -289,7 +291,6 @@ class Recorder {
   std::string foreign_example_;
   std::shared_ptr<const TorchScriptIndex> script_index_;
 
-  std::unordered_map<const c10::FunctionSchema*, OpInfo> op_infos_;
   // The per-op tables take their nodes from one arena, released at once with
   // the recorder: an insertion is a pointer bump, not a malloc, and tearing
   // them down frees a few blocks instead of a node per op (docs/performance.md).

@@ -47,6 +47,7 @@ struct PassResult {
         return *this;
       }
     }
+    if (statistics.empty()) statistics.reserve(4); // passes report a few: one allocation
     statistics.push_back({std::string(name), value});
     return *this;
   }

@@ -181,7 +181,8 @@ class Recorder {
     int passes = 0;
   };
   struct ParamState {
-    std::string address, owner;
+    Name address;      // interned once per capture: each ParamRef copies the pointer
+    std::string owner; // the owning module's address
     at::Tensor tensor;
   };
   struct Parent {

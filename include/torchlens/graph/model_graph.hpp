@@ -47,7 +47,7 @@ struct ModuleFrame {
 
 /// A parameter an op read (TorchLens stores these on the op, not as nodes).
 struct ParamRef {
-  std::string address;             ///< `features.0.weight`
+  Name address;                    ///< `features.0.weight` (stored once: many ops read it)
   std::vector<std::int64_t> shape; ///< `{64, 3, 11, 11}`
   std::int64_t numel = 0;
   std::int64_t bytes = 0;

@@ -259,7 +259,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     if (!n.params.empty()) {
       auto& addrs = scratch.addrs;
       addrs.clear();
-      for (const auto& p : n.params) addrs.push_back(&p.address);
+      for (const auto& p : n.params) addrs.push_back(&p.address.str());
       std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
       s += '[';
       for (std::size_t i = 0; i < addrs.size(); ++i) {
@@ -408,7 +408,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         detail::append_int(text_, graph[v].output_index);
         auto& addrs = scratch_.addrs;
         addrs.clear();
-        for (const auto& p : graph[v].params) addrs.push_back(&p.address);
+        for (const auto& p : graph[v].params) addrs.push_back(&p.address.str());
         std::sort(addrs.begin(), addrs.end(), [](auto* x, auto* y) { return *x < *y; });
         for (const auto* p : addrs) {
           text_ += '|';

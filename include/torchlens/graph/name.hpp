@@ -2,7 +2,8 @@
 /// \file
 /// torchlens::Name: a string stored once per process. The strings a log repeats
 /// on every vertex (operator names, overloads, layer types, dtypes, devices,
-/// autograd node names, equivalence types, schema argument names) are few and
+/// autograd node names, equivalence types, schema argument names, module and
+/// parameter addresses) are few and
 /// shared by thousands of ops; a Name is one pointer (8 bytes, where a
 /// std::string is 32 plus its heap part) to the one stored copy, and copying
 /// it is copying the pointer. Torch-free, header-only (passes use it).

@@ -60,53 +60,55 @@ struct ScalarArg {
   std::string value; ///< printable value (`[2, 2]`, `1`, `None`)
 };
 
-/// Bundled vertex property: everything known about one op pass.
+/// Bundled vertex property: everything known about one op pass. (Within each
+/// group the one-byte fields sit where two groups meet, so the struct carries
+/// 6 bytes of padding, not 30.)
 struct OpNode {
   // ---- identity (set by capture, never changed) ----
-  std::size_t id = 0; ///< creation order; key into the activation store
-  NodeKind kind = NodeKind::op;
+  std::size_t id = 0;   ///< creation order; key into the activation store
   Name op_name;         ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
   Name overload;        ///< schema overload (`Tensor`, `Scalar`, "")
   Name layer_type;      ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
   int output_index = 0; ///< which return of a multi-output op (0-based)
   int num_outputs = 1;  ///< how many tensors the op returned
+  NodeKind kind = NodeKind::op;
 
   // ---- the tensor ----
+  bool requires_grad = false;
   std::vector<std::int64_t> shape;
   Name dtype;             ///< `float32`, `int64`, `bool`
   Name device;            ///< `cpu`, `cuda:0`
   std::int64_t bytes = 0; ///< nbytes of the output (no copy)
-  bool requires_grad = false;
-  Name grad_fn; ///< autograd node name (`AddmmBackward0`) or ""
+  Name grad_fn;           ///< autograd node name (`AddmmBackward0`) or ""
 
   // ---- the call ----
-  bool is_inplace = false; ///< the op wrote into one of its arguments
-  bool is_view = false;    ///< output aliases an argument without writing
   std::vector<ScalarArg> scalar_args;
   std::vector<ParamRef> params; ///< parameters read by the op
   double time_us = 0;           ///< wall time of the op itself
+  bool is_inplace = false;      ///< the op wrote into one of its arguments
+  bool is_view = false;         ///< output aliases an argument without writing
 
   // ---- roles ----
-  Name io_address;                        ///< `input.0`, `output.1`, or the buffer address
   bool is_internally_generated = false;   ///< no tensor parents and not an input/buffer
   ScalarUse scalar_use = ScalarUse::none; ///< its value was read into a host scalar (`item`,
                                           ///< `is_nonzero`, `equal`), and how it was used
   std::optional<bool> scalar_bool_value;  ///< value of a 0-dim bool tensor
   bool feeds_output = false;              ///< returned from forward (parent of an output node)
   bool has_saved_activation = false;
+  Name io_address;                        ///< `input.0`, `output.1`, or the buffer address
   std::vector<std::string> interventions; ///< actions an intervention applied to this
                                           ///< value, in order (its saved value is the result)
 
   // ---- module containment (outer → inner) ----
   std::vector<ModuleFrame> modules;
+  int modules_exited = 0;       ///< its value is returned from the innermost this many
+                                ///< module passes of `modules` (see modules_exited())
+  int buffer_pass = 0;          ///< for buffers: which version of the buffer (1-based)
   bool module_observed = false; ///< capture saw the containment (TorchScript, parameter
                                 ///< ownership, driven Sequential); else a pass infers it
   bool module_inferred = false; ///< containment was filled in by a pass
-  int modules_exited = 0;       ///< its value is returned from the innermost this many
-                                ///< module passes of `modules` (see modules_exited())
   bool exits_observed = false;  ///< capture saw the returns (TorchScript); else a pass
                                 ///< infers them from where the value is used
-  int buffer_pass = 0;          ///< for buffers: which version of the buffer (1-based)
 
   // ---- filled in by passes ----
   bool is_output_ancestor = false;

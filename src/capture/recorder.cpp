@@ -453,8 +453,9 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
   for (auto& call : inferred_) {
     const ModuleState& m = modules_[static_cast<std::size_t>(call.module)];
     for (const ParamState* p : params) {
-      if (owned_within(p->owner, m.address))
+      if (owned_within(p->owner, m.address)) {
         call.params_used.insert(p->tensor.unsafeGetTensorImpl());
+      }
     }
     frames.push_back(ModuleFrame{m.address, m.type, call.pass});
   }
@@ -533,21 +534,16 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
   // otherwise rebuild an entry per distinct op each time (a dozen allocations
   // and the schema walked again). Keyed by the schema's address, which stays
   // put while the operator is registered; the name is checked too, so an
-  // operator registered anew at a freed address gets its own entry. Entries
-  // never move or die before the thread does (a replaced one is kept).
-  struct Cache {
-    std::unordered_map<const c10::FunctionSchema*, std::unique_ptr<OpInfo>> by_schema;
-    std::vector<std::unique_ptr<OpInfo>> replaced;
-  };
-  thread_local Cache cache;
+  // operator registered anew at a freed address has its entry rebuilt (in
+  // place: a node's entry never moves, so a reference taken earlier stays valid).
+  thread_local std::unordered_map<const c10::FunctionSchema*, OpInfo> cache;
   const c10::FunctionSchema& schema = op.schema();
-  auto& slot = cache.by_schema[&schema];
-  if (slot != nullptr && slot->name == schema.name() && slot->overload == schema.overload_name()) {
-    return *slot;
+  auto [it, inserted] = cache.try_emplace(&schema);
+  OpInfo& info = it->second;
+  if (inserted || info.name != schema.name() || info.overload != schema.overload_name()) {
+    info = make_op_info(schema);
   }
-  if (slot != nullptr) cache.replaced.push_back(std::move(slot));
-  slot = std::make_unique<OpInfo>(make_op_info(schema));
-  return *slot;
+  return info;
 }
 
 std::size_t Recorder::new_node(OpNode node) {

@@ -194,3 +194,64 @@ TEST_CASE("a thread's reused workspace leaves no trace: results do not depend on
   CHECK(fresh[1] == L{"input_1", "x_1_1:1", "y_1_2:1", "z_1_3:1", "x_1_1:2", "y_1_2:2", "z_1_3:2",
                       "x_1_1:3", "y_1_2:3", "z_1_3:3", "output_1"});
 }
+
+TEST_CASE("the pass's index queue takes indices smallest first, pushes below the cursor included") {
+  passes::detail::IndexQueue q;
+  q.reset(10000);
+  std::size_t v = 0;
+  CHECK_FALSE(q.pop(v));
+  for (std::size_t i : {9000, 70, 4097, 70, 64, 63}) q.push(i);
+  std::vector<std::size_t> got;
+  while (q.pop(v)) {
+    got.push_back(v);
+    if (v == 4097) { // the cursor has passed the first summary word: push below it
+      q.push(5);
+      q.push(9999);
+    }
+  }
+  CHECK(got == std::vector<std::size_t>{63, 64, 70, 4097, 5, 9000, 9999});
+}
+
+TEST_CASE("the pass's text ids number texts in the order first seen and keep them over clear()") {
+  passes::detail::TextIds ids;
+  CHECK(ids.id("relu(2)@") == std::pair<std::size_t, bool>{0, true});
+  CHECK(ids.id("linear[fc.weight]@fc") == std::pair<std::size_t, bool>{1, true});
+  CHECK(ids.id(std::string("relu(2)") + "@") == std::pair<std::size_t, bool>{0, false});
+  CHECK(ids.size() == 2);
+  ids.clear();
+  CHECK(ids.size() == 0);
+  CHECK(ids.id("linear[fc.weight]@fc") == std::pair<std::size_t, bool>{0, true});
+  CHECK(ids.id("relu(2)@") == std::pair<std::size_t, bool>{1, true});
+}
+
+TEST_CASE("ties are broken by raw labels compared as text (`cat_10_…` before `cat_2_…`)") {
+  // A chain of 27 cats in three modules, fed from earlier values: which members
+  // pair up depends on the order TorchLens sorts raw labels in, a string order in
+  // which type numbers 10..27 fall between 1 and 2 (the pass ranks by merging
+  // the runs of equal digit count). Ranking by number instead gives other layers
+  // (cat_3_5 with 3 passes, cat_8_10 with 3, ...). The expected labels are this
+  // pass's before that merge was introduced, and they agree with a full sort.
+  GraphBuilder b;
+  std::vector<Vertex> v;
+  v.push_back(b.input({2, 3}));
+  v.push_back(b.op("mul", {v[0]}, {.observed = false, .shape = {2, 3}}));
+  v.push_back(b.op("relu", {v[1]}, {.observed = false, .shape = {2, 3}}));
+  // each cat's two parents; the modules cycle m0, m1, m2
+  const std::vector<std::pair<int, int>> cats{
+      {1, 2},   {0, 3},   {2, 4},  {5, 5},  {0, 6},   {1, 7},  {5, 8},   {0, 9},   {1, 10},
+      {2, 11},  {5, 12},  {0, 13}, {2, 14}, {2, 15},  {0, 16}, {10, 17}, {2, 18},  {14, 19},
+      {14, 20}, {14, 21}, {1, 22}, {5, 23}, {23, 24}, {2, 25}, {14, 26}, {26, 27}, {5, 28}};
+  for (std::size_t i = 0; i < cats.size(); ++i) {
+    const auto [a, c] = cats[i];
+    v.push_back(b.op("cat", {v[static_cast<std::size_t>(a)], v[static_cast<std::size_t>(c)]},
+                     {.modules = {{"m" + std::to_string(i % 3), "Module", 1}}, .shape = {2, 4}}));
+  }
+  b.returns(v.back()).returns(v.back());
+  CHECK(labels_of(b.build()) == L{"input_1",    "mul_1_1",   "relu_1_2",  "cat_1_3",   "cat_2_4",
+                                  "cat_3_5:1",  "cat_4_6:1", "cat_5_7:1", "cat_3_5:2", "cat_4_6:2",
+                                  "cat_5_7:2",  "cat_3_5:3", "cat_6_8:1", "cat_7_9:1", "cat_3_5:4",
+                                  "cat_6_8:2",  "cat_8_10",  "cat_3_5:5", "cat_4_6:3", "cat_5_7:3",
+                                  "cat_9_11:1", "cat_4_6:4", "cat_7_9:2", "cat_3_5:6", "cat_4_6:5",
+                                  "cat_7_9:3",  "cat_3_5:7", "cat_4_6:6", "cat_7_9:4", "cat_9_11:2",
+                                  "output_1",   "output_2"});
+}

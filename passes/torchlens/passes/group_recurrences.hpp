@@ -10,6 +10,7 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -20,7 +21,6 @@
 #include <string>
 #include <string_view>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -139,6 +139,75 @@ class FlatSet64 {
   FlatMap64 map_;
 };
 
+/// Dense ids for texts, numbered in the order first seen: a FlatMap64 from the
+/// text's hash (the text compared on a hit; a different text with the same
+/// hash probes on with a derived key). clear() keeps every buffer.
+class TextIds {
+ public:
+  /// Forgets every text.
+  void clear() {
+    index_.clear();
+    size_ = 0;
+  }
+  /// The id of text, and true when it was seen now for the first time.
+  std::pair<std::size_t, bool> id(std::string_view text) {
+    std::uint64_t key = std::hash<std::string_view>{}(text);
+    for (;;) {
+      const auto [found, inserted] = index_.try_emplace(key, size_);
+      if (inserted) {
+        if (texts_.size() <= size_) texts_.emplace_back();
+        texts_[size_].assign(text);
+        return {size_++, true};
+      }
+      if (texts_[found] == text) return {found, false};
+      key = key * 0x9e3779b97f4a7c15ULL + 1;
+    }
+  }
+  /// How many distinct texts were seen.
+  [[nodiscard]] std::size_t size() const { return size_; }
+
+ private:
+  FlatMap64 index_;
+  std::vector<std::string> texts_; ///< by id; the first size_ are current
+  std::size_t size_ = 0;
+};
+
+/// A set of indices below n, taken smallest first: a bitmap, one summary bit per
+/// bitmap word, and a cursor below which no summary word is set. Push and pop
+/// cost O(1) plus the empty summary words the cursor passes.
+class IndexQueue {
+ public:
+  /// Empties the queue for indices below n.
+  void reset(std::size_t n) {
+    words_.assign((n + 63) / 64, 0);
+    summary_.assign((words_.size() + 63) / 64, 0);
+    cursor_ = summary_.size();
+  }
+  /// Adds i (a no-op when present).
+  void push(std::size_t i) {
+    const std::size_t w = i / 64;
+    words_[w] |= std::uint64_t{1} << (i % 64);
+    summary_[w / 64] |= std::uint64_t{1} << (w % 64);
+    cursor_ = std::min(cursor_, w / 64);
+  }
+  /// Removes the smallest index into `out`; false when empty.
+  bool pop(std::size_t& out) {
+    while (cursor_ < summary_.size() && summary_[cursor_] == 0) ++cursor_;
+    if (cursor_ == summary_.size()) return false;
+    const std::size_t w =
+        cursor_ * 64 + static_cast<std::size_t>(std::countr_zero(summary_[cursor_]));
+    const std::uint64_t bits = words_[w];
+    out = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+    words_[w] = bits & (bits - 1);
+    if (words_[w] == 0) summary_[cursor_] &= ~(std::uint64_t{1} << (w % 64));
+    return true;
+  }
+
+ private:
+  std::vector<std::uint64_t> words_, summary_;
+  std::size_t cursor_ = 0;
+};
+
 /// Appends the decimal form of x (as std::to_string, without a temporary).
 template <class Int>
 void append_int(std::string& s, Int x) {
@@ -236,9 +305,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<std::tuple<int, int, Vertex>> parents;
   };
 
-  /// Writes the equivalence type of vertex v into s (cleared first).
+  /// Writes the equivalence type of vertex v into s (cleared first). With the
+  /// graph's adjacency lists, a one-parent op reads its parent from them rather
+  /// than from the edge (the same text, fewer memory reads).
   static void write_equivalence_type(const ModelGraph& g, Vertex v, std::string& s,
-                                     EquivalenceScratch& scratch) {
+                                     EquivalenceScratch& scratch,
+                                     const AdjacencyAnalysis::Result* adj = nullptr) {
     const OpNode& n = g[v];
     s.clear();
     switch (n.kind) {
@@ -276,16 +348,20 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         s += ';';
       }
       // parent shapes, in argument order
-      auto& parents = scratch.parents;
-      parents.clear();
-      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-        parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
-      }
-      std::sort(parents.begin(), parents.end());
-      for (const auto& [pos, idx, p] : parents) {
-        (void)pos;
-        (void)idx;
-        detail::append_shape(s, g[p].shape);
+      if (adj != nullptr && adj->parents_of(v).size() == 1) {
+        detail::append_shape(s, g[adj->parents_of(v).front()].shape);
+      } else {
+        auto& parents = scratch.parents;
+        parents.clear();
+        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+          parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
+        }
+        std::sort(parents.begin(), parents.end());
+        for (const auto& [pos, idx, p] : parents) {
+          (void)pos;
+          (void)idx;
+          detail::append_shape(s, g[p].shape);
+        }
       }
       s += ')';
     }
@@ -321,22 +397,28 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     // ---- layers and passes, numbered by creation order (TorchLens phase 5) ----
     auto& layer_index = st.layer_index;
     auto& count = st.count;
+    // (counted first, so that the graph is written in one sweep)
     layer_index.assign(n, State::kNone);
     count.assign(n, 0);
     std::size_t num_layers = 0;
     for (Vertex v = 0; v < n; ++v) {
       const std::size_t r = st.raw_layer[v];
       if (layer_index[r] == State::kNone) layer_index[r] = num_layers++;
-      g[v].layer = layer_index[r];
-      g[v].pass_num = ++count[r];
+      ++count[r];
     }
+    auto& seen = st.passes_seen;
+    seen.assign(n, 0);
     int max_passes = 1;
     std::int64_t recurrent_layers = 0;
     for (Vertex v = 0; v < n; ++v) {
-      const int passes = count[st.raw_layer[v]];
-      g[v].num_passes = passes;
+      const std::size_t r = st.raw_layer[v];
+      const int passes = count[r];
+      OpNode& node = g[v];
+      node.layer = layer_index[r];
+      node.pass_num = ++seen[r];
+      node.num_passes = passes;
       max_passes = std::max(max_passes, passes);
-      recurrent_layers += passes > 1 && g[v].pass_num == 1;
+      recurrent_layers += passes > 1 && node.pass_num == 1;
     }
     auto& info = g[boost::graph_bundle];
     info.is_recurrent = max_passes > 1;
@@ -374,26 +456,28 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       g = &graph;
       adj = &a;
       n = boost::num_vertices(graph);
-      // classes by equivalence type, numbered in creation order; the types
-      // are interned, so the interned text's address identifies the class
+      // classes by equivalence type, numbered in creation order (only a
+      // class's first member interns its text)
       class_of_.clear();
-      num_classes = 0;
       cls.resize(n);
       orig_cls.resize(n);
       raw_layer.resize(n);
       group_size.assign(n, 0);
       uses_params.resize(n);
       for (Vertex v = 0; v < n; ++v) {
-        write_equivalence_type(graph, v, text_, scratch_);
+        write_equivalence_type(graph, v, text_, scratch_, adj);
         OpNode& node = graph[v];
-        node.equivalence_type = text_;
-        const auto [c, inserted] =
-            class_of_.try_emplace(key_of_name(node.equivalence_type), num_classes);
-        if (inserted) ++num_classes;
+        const auto [c, is_new] = class_of_.id(text_);
+        if (is_new) {
+          if (class_name_.size() <= c) class_name_.resize(c + 1);
+          class_name_[c] = Name(text_);
+        }
+        node.equivalence_type = class_name_[c];
         cls[v] = orig_cls[v] = c;
         raw_layer[v] = v;
         uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
       }
+      num_classes = class_of_.size();
       // each class's members, in creation order
       detail::group_by_key(
           n, num_classes, [&](std::size_t v) { return cls[v]; }, [](std::size_t v) { return v; },
@@ -414,9 +498,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           text_ += '|';
           text_ += *p;
         }
-        auto it = rule1_of_.find(text_);
-        if (it == rule1_of_.end()) it = rule1_of_.emplace(text_, rule1_of_.size()).first;
-        param_key[v] = it->second;
+        param_key[v] = rule1_of_.id(text_).first;
       }
       first_with_param_key_.resize(rule1_of_.size());
       param_key_stamp_.assign(rule1_of_.size(), 0);
@@ -426,26 +508,21 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // vertices of one class are ever compared, and they share the type: the
       // rank within the class, from `{type_num}_{creation}`, written zero-padded
       // to one width so that comparing the padded bytes is comparing the strings.
-      raw_.resize(n);
+      raw_num_.resize(n);
       per_type_.clear();
-      int outputs = 0;
+      std::size_t outputs = 0;
       std::size_t width = 1;
       for (Vertex v = 0; v < n; ++v) {
         const OpNode& node = graph[v];
-        std::string& k = raw_[v];
-        k.clear();
+        RawLabel& r = raw_num_[v];
+        r.suffix = 0; // only ops carry `_{creation}`
         if (node.kind == NodeKind::output) {
-          detail::append_int(k, ++outputs);
+          r.number = ++outputs;
         } else {
-          const std::size_t type_num =
-              ++*per_type_.try_emplace_ref(key_of_name(node.layer_type), 0);
-          detail::append_int(k, type_num);
-          if (node.kind == NodeKind::op) {
-            k += '_';
-            detail::append_int(k, node.id + 1);
-          }
+          r.number = ++*per_type_.try_emplace_ref(key_of_name(node.layer_type), 0);
+          if (node.kind == NodeKind::op) r.suffix = node.id + 1;
         }
-        width = std::max(width, k.size());
+        width = std::max(width, r.length());
       }
       rank.assign(n, 0);
       if (width <= 16) {
@@ -454,7 +531,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         packed_.resize(n);
         for (Vertex v = 0; v < n; ++v) {
           unsigned char bytes[16] = {};
-          std::memcpy(bytes, raw_[v].data(), raw_[v].size());
+          raw_num_[v].write(reinterpret_cast<char*>(bytes));
           std::uint64_t hi = 0, lo = 0;
           for (int i = 0; i < 8; ++i) hi = (hi << 8) | bytes[i];
           for (int i = 8; i < 16; ++i) lo = (lo << 8) | bytes[i];
@@ -463,15 +540,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         for (std::size_t c = 0; c < num_classes; ++c) {
           const auto m = members_of(c);
           if (m.size() == 1) continue;
-          packed_order_.clear();
-          for (Vertex v : m) packed_order_.emplace_back(packed_[v], v);
-          std::sort(packed_order_.begin(), packed_order_.end());
-          for (std::size_t i = 0; i < packed_order_.size(); ++i) rank[packed_order_[i].second] = i;
+          rank_class(m);
         }
       } else {
         padded_.assign(n * width, '\0'); // no key holds a NUL: padding sorts first
-        for (Vertex v = 0; v < n; ++v)
-          std::memcpy(&padded_[v * width], raw_[v].data(), raw_[v].size());
+        for (Vertex v = 0; v < n; ++v) raw_num_[v].write(&padded_[v * width]);
         auto key_less = [&](Vertex x, Vertex y) {
           return std::memcmp(&padded_[x * width], &padded_[y * width], width) < 0;
         };
@@ -494,6 +567,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         frontier_.class_end[side].resize(num_classes);
       }
       frontier_.epoch = 0;
+      match_stamp_.assign(n, 0);
+      match_count_.resize(n);
+      match_epoch_ = 0;
       for (int dir = 0; dir < 2; ++dir) {
         refine_stamp_[dir].assign(n, 0);
         refine_first_[dir].resize(n);
@@ -509,20 +585,16 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::int64_t detect_loops() {
       class_seen_.assign(num_classes, 0);
       queued_.assign(n, 0);
-      auto& heap = heap_; // a min-heap of vertices: creation order
-      heap.clear();
+      auto& queue = pending_; // vertices in creation order
+      queue.reset(n);
       for (Vertex v = 0; v < n; ++v) {
         if (adj->parents_of(v).empty()) {
-          heap.push_back(v);
-          std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+          queue.push(v);
           queued_[v] = 1;
         }
       }
       std::int64_t expansions = 0;
-      while (!heap.empty()) {
-        std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
-        const Vertex v = heap.back();
-        heap.pop_back();
+      for (Vertex v = 0; queue.pop(v);) {
         if (class_seen_[cls[v]]) continue;
         class_seen_[cls[v]] = 1;
         const auto equivalent = members_of(orig_cls[v]);
@@ -530,8 +602,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           for (std::uint32_t c : adj->children_of(e)) {
             if (!queued_[c]) {
               queued_[c] = 1;
-              heap.push_back(c);
-              std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+              queue.push(c);
             }
           }
         }
@@ -566,6 +637,68 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
    private:
+    /// A raw label's numbers: `{number}` or `{number}_{suffix}` (suffix > 0).
+    struct RawLabel {
+      std::uint64_t number = 0, suffix = 0;
+      static std::size_t digits(std::uint64_t x) {
+        std::size_t d = 1;
+        for (; x >= 10; x /= 10) ++d;
+        return d;
+      }
+      [[nodiscard]] std::size_t length() const {
+        return digits(number) + (suffix ? 1 + digits(suffix) : 0);
+      }
+      /// Writes the label's text, length() bytes (no NUL), at out.
+      void write(char* out) const {
+        char text[48];
+        char* end = std::to_chars(text, text + 20, number).ptr;
+        if (suffix) {
+          *end++ = '_';
+          end = std::to_chars(end, end + 20, suffix).ptr;
+        }
+        std::memcpy(out, text, static_cast<std::size_t>(end - text));
+      }
+    };
+
+    /// Ranks the members of one class (in creation order) by packed raw label.
+    /// Members whose type numbers have as many digits form runs that already
+    /// rise, so the runs are merged rather than sorted (a sort past 64 runs).
+    void rank_class(std::span<const Vertex> m) {
+      auto& a = packed_order_;
+      a.clear();
+      for (Vertex v : m) a.emplace_back(packed_[v], v);
+      bounds_.assign(1, 0);
+      for (std::size_t i = 1; i < a.size(); ++i) {
+        if (a[i].first < a[i - 1].first) bounds_.push_back(i);
+      }
+      bounds_.push_back(a.size());
+      const auto* sorted = &a;
+      if (bounds_.size() > 65) {
+        std::sort(a.begin(), a.end());
+      } else if (bounds_.size() > 2) {
+        auto* src = &a;
+        auto* dst = &merge_buffer_;
+        dst->resize(a.size());
+        while (bounds_.size() > 2) {
+          next_bounds_.assign(1, 0);
+          for (std::size_t j = 0; j + 1 < bounds_.size(); j += 2) {
+            const std::size_t lo = bounds_[j], mid = bounds_[j + 1];
+            const std::size_t hi = j + 2 < bounds_.size() ? bounds_[j + 2] : mid;
+            std::merge(src->begin() + static_cast<std::ptrdiff_t>(lo),
+                       src->begin() + static_cast<std::ptrdiff_t>(mid),
+                       src->begin() + static_cast<std::ptrdiff_t>(mid),
+                       src->begin() + static_cast<std::ptrdiff_t>(hi),
+                       dst->begin() + static_cast<std::ptrdiff_t>(lo));
+            next_bounds_.push_back(hi);
+          }
+          std::swap(src, dst);
+          bounds_.swap(next_bounds_);
+        }
+        sorted = src;
+      }
+      for (std::size_t i = 0; i < sorted->size(); ++i) rank[(*sorted)[i].second] = i;
+    }
+
     /// Interned texts are equal exactly when they are the same text.
     static std::uint64_t key_of_name(const Name& name) {
       return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(name.data()));
@@ -606,7 +739,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
     void sort_by_rank(std::vector<Vertex>& vs) const {
-      std::sort(vs.begin(), vs.end(), [&](Vertex a, Vertex b) { return rank[a] < rank[b]; });
+      const auto by_rank = [&](Vertex a, Vertex b) { return rank[a] < rank[b]; };
+      if (!std::is_sorted(vs.begin(), vs.end(), by_rank)) std::sort(vs.begin(), vs.end(), by_rank);
     }
     /// A new iso-group holding `nodes` (not a buffer of iso_groups itself).
     std::size_t add_iso_group(const std::vector<Vertex>& nodes) {
@@ -765,18 +899,28 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           taken[p] = 1;
           matches.emplace_back(list[p], fr.sg[i]);
         }
-        // a vertex two subgraphs reached belongs to neither
-        std::sort(matches.begin(), matches.end());
+        // a vertex two subgraphs reached belongs to neither: count each
+        // vertex's matches in a stamped table
+        ++match_epoch_;
+        for (const auto& [w, sg] : matches) {
+          (void)sg;
+          if (match_stamp_[w] != match_epoch_) {
+            match_stamp_[w] = match_epoch_;
+            match_count_[w] = 0;
+          }
+          ++match_count_[w];
+        }
         kept.clear();
-        for (std::size_t a = 0; a < matches.size();) {
-          std::size_t b = a;
-          while (b < matches.size() && matches[b].first == matches[a].first) ++b;
-          if (b - a == 1) kept.push_back(matches[a]);
-          a = b;
+        for (const auto& m : matches) {
+          if (match_count_[m.first] == 1) kept.push_back(m);
         }
         if (kept.empty()) continue;
-        std::sort(kept.begin(), kept.end(),
-                  [&](const auto& x, const auto& y) { return rank[x.first] < rank[y.first]; });
+        const auto by_rank = [&](const auto& x, const auto& y) {
+          return rank[x.first] < rank[y.first];
+        };
+        if (!std::is_sorted(kept.begin(), kept.end(), by_rank)) {
+          std::sort(kept.begin(), kept.end(), by_rank);
+        }
         nodes_.clear();
         for (const auto& [v, sg] : kept) {
           claim(v, sg);
@@ -952,22 +1096,26 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<std::size_t> rank;        ///< rank of TorchLens's raw label within its class
     std::vector<std::size_t> layer_index; ///< run(): layer of each label vertex
     std::vector<int> count;               ///< run(): passes of each label vertex's layer
+    std::vector<int> passes_seen;         ///< run(): passes numbered so far, by label vertex
 
    private:
     // set-up scratch
     std::string text_;
     EquivalenceScratch scratch_;
-    detail::FlatMap64 class_of_, per_type_;
-    std::unordered_map<std::string, std::size_t> rule1_of_;
-    std::vector<std::string> raw_;
+    detail::TextIds class_of_, rule1_of_;
+    detail::FlatMap64 per_type_;
+    std::vector<Name> class_name_; ///< class c's equivalence type
+    std::vector<RawLabel> raw_num_;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> packed_;
-    std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Vertex>> packed_order_;
+    std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Vertex>> packed_order_,
+        merge_buffer_;
+    std::vector<std::size_t> bounds_, next_bounds_;
     std::vector<char> padded_;
     std::vector<Vertex> order_;
     std::vector<std::size_t> fill_;
     // detect_loops
     std::vector<char> class_seen_, queued_;
-    std::vector<Vertex> heap_;
+    detail::IndexQueue pending_;
     // expansion scratch (epoch-stamped)
     std::vector<std::uint32_t> stamp;
     std::uint32_t epoch = 0;
@@ -980,7 +1128,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::size_t num_iso_groups = 0;
     detail::FlatSet64 group_subgraphs; // (iso-group, subgraph) pairs
     std::vector<Vertex> starts_, iso_, nodes_;
-    std::vector<std::size_t> queue_; ///< iso-groups to grow from, by id
+    std::vector<std::size_t> queue_;                       ///< iso-groups to grow from, by id
+    std::vector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
+    std::uint32_t match_epoch_ = 0;
     Frontiers frontier_;
     // refinement
     std::vector<Vertex> group_, component_, component_members_;

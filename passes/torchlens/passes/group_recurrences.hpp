@@ -306,8 +306,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   };
 
   /// Writes the equivalence type of vertex v into s (cleared first). With the
-  /// graph's adjacency lists, a one-parent op reads its parent from them rather
-  /// than from the edge (the same text, fewer memory reads).
+  /// graph's adjacency lists, an op whose parents all have one shape reads them
+  /// from the lists rather than from its edges: argument order cannot change
+  /// the text then (the same text, fewer memory reads).
   static void write_equivalence_type(const ModelGraph& g, Vertex v, std::string& s,
                                      EquivalenceScratch& scratch,
                                      const AdjacencyAnalysis::Result* adj = nullptr) {
@@ -348,8 +349,21 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         s += ';';
       }
       // parent shapes, in argument order
-      if (adj != nullptr && adj->parents_of(v).size() == 1) {
-        detail::append_shape(s, g[adj->parents_of(v).front()].shape);
+      const auto same_shape = [&] {
+        const auto ps = adj->parents_of(v);
+        for (std::size_t i = 1; i < ps.size(); ++i) {
+          if (g[ps[i]].shape != g[ps[0]].shape) return false;
+        }
+        return true;
+      };
+      if (adj != nullptr && same_shape()) {
+        const auto ps = adj->parents_of(v);
+        if (!ps.empty()) {
+          const std::size_t from = s.size();
+          detail::append_shape(s, g[ps[0]].shape);
+          const std::size_t len = s.size() - from;
+          for (std::size_t i = 1; i < ps.size(); ++i) s.append(s, from, len);
+        }
       } else {
         auto& parents = scratch.parents;
         parents.clear();
@@ -457,8 +471,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       adj = &a;
       n = boost::num_vertices(graph);
       // classes by equivalence type, numbered in creation order (only a
-      // class's first member interns its text)
+      // class's first member interns its text); in the same sweep, the
+      // numbers of TorchLens's raw labels (see below)
       class_of_.clear();
+      raw_num_.resize(n);
+      per_type_.clear();
+      std::size_t outputs = 0;
+      std::size_t width = 1;
       cls.resize(n);
       orig_cls.resize(n);
       raw_layer.resize(n);
@@ -476,6 +495,15 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         cls[v] = orig_cls[v] = c;
         raw_layer[v] = v;
         uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
+        RawLabel& r = raw_num_[v];
+        r.suffix = 0; // only ops carry `_{creation}`
+        if (node.kind == NodeKind::output) {
+          r.number = ++outputs;
+        } else {
+          r.number = ++*per_type_.try_emplace_ref(key_of_name(node.layer_type), 0);
+          if (node.kind == NodeKind::op) r.suffix = node.id + 1;
+        }
+        width = std::max(width, r.length());
       }
       num_classes = class_of_.size();
       // each class's members, in creation order
@@ -508,22 +536,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // vertices of one class are ever compared, and they share the type: the
       // rank within the class, from `{type_num}_{creation}`, written zero-padded
       // to one width so that comparing the padded bytes is comparing the strings.
-      raw_num_.resize(n);
-      per_type_.clear();
-      std::size_t outputs = 0;
-      std::size_t width = 1;
-      for (Vertex v = 0; v < n; ++v) {
-        const OpNode& node = graph[v];
-        RawLabel& r = raw_num_[v];
-        r.suffix = 0; // only ops carry `_{creation}`
-        if (node.kind == NodeKind::output) {
-          r.number = ++outputs;
-        } else {
-          r.number = ++*per_type_.try_emplace_ref(key_of_name(node.layer_type), 0);
-          if (node.kind == NodeKind::op) r.suffix = node.id + 1;
-        }
-        width = std::max(width, r.length());
-      }
       rank.assign(n, 0);
       if (width <= 16) {
         // the padded bytes as two big-endian words: comparing the pairs is
@@ -745,13 +757,30 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     /// A new iso-group holding `nodes` (not a buffer of iso_groups itself).
     std::size_t add_iso_group(const std::vector<Vertex>& nodes) {
       const std::size_t id = num_iso_groups++;
-      if (iso_groups.size() < num_iso_groups) iso_groups.emplace_back();
+      if (iso_groups.size() < num_iso_groups) {
+        iso_groups.emplace_back();
+        group_subgraph_list.emplace_back();
+        group_indexed.push_back(0);
+      }
+      group_indexed[id] = 0;
+      auto& sgs = group_subgraph_list[id];
+      sgs.clear();
       for (Vertex v : nodes) {
         iso_of[v] = id;
-        group_subgraphs.insert(pair_key(id, sg_of[v]));
+        sgs.push_back(sg_of[v]);
       }
       iso_groups[id].assign(nodes.begin(), nodes.end());
       return id;
+    }
+    /// True when subgraph sg held a member of iso-group id when the group was
+    /// made. The pairs of a group are hashed when it is first asked about: most
+    /// groups never are.
+    bool group_has_subgraph(std::size_t id, std::size_t sg) {
+      if (!group_indexed[id]) {
+        group_indexed[id] = 1;
+        for (std::size_t s : group_subgraph_list[id]) group_subgraphs.insert(pair_key(id, s));
+      }
+      return group_subgraphs.contains(pair_key(id, sg));
     }
     static std::uint64_t pair_key(std::size_t group, std::size_t sg) {
       return (static_cast<std::uint64_t>(group) << 32) ^ static_cast<std::uint64_t>(sg);
@@ -790,7 +819,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     void record_adjacency(Vertex node, Vertex neighbour) {
       const std::size_t a = sg_of[node], b = sg_of[neighbour];
       // adjacent only when this subgraph holds a vertex isomorphic to the neighbour
-      if (!group_subgraphs.contains(pair_key(iso_of[neighbour], a))) return;
+      if (!group_has_subgraph(iso_of[neighbour], a)) return;
       in_adjacency[a] = in_adjacency[b] = 1;
       adjacency.unite(a, b);
     }
@@ -1126,7 +1155,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<char> in_adjacency;
     std::vector<std::vector<Vertex>> iso_groups; ///< the first num_iso_groups are this expansion's
     std::size_t num_iso_groups = 0;
-    detail::FlatSet64 group_subgraphs; // (iso-group, subgraph) pairs
+    detail::FlatSet64 group_subgraphs; ///< (iso-group, subgraph) pairs of indexed groups
+    std::vector<std::vector<std::size_t>> group_subgraph_list; ///< by iso-group: its members'
+                                                               ///< subgraphs when it was made
+    std::vector<char> group_indexed; ///< iso-group's pairs are in group_subgraphs
     std::vector<Vertex> starts_, iso_, nodes_;
     std::vector<std::size_t> queue_;                       ///< iso-groups to grow from, by id
     std::vector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex

@@ -227,10 +227,10 @@ TEST_CASE("the pass's text ids number texts in the order first seen and keep the
 TEST_CASE("ties are broken by raw labels compared as text (`cat_10_…` before `cat_2_…`)") {
   // A chain of 27 cats in three modules, fed from earlier values: which members
   // pair up depends on the order TorchLens sorts raw labels in, a string order in
-  // which type numbers 10..27 fall between 1 and 2 (the pass ranks by merging
-  // the runs of equal digit count). Ranking by number instead gives other layers
-  // (cat_3_5 with 3 passes, cat_8_10 with 3, ...). The expected labels are this
-  // pass's before that merge was introduced, and they agree with a full sort.
+  // which type numbers 10..27 fall between 1 and 2. Ranking by number instead
+  // gives other layers (cat_3_5 with 6 passes, cat_7_9 with 4, ...). The expected
+  // labels are what TorchLens's own grouping code (`loop_grouping_adapter.py`)
+  // gives for this graph.
   GraphBuilder b;
   std::vector<Vertex> v;
   v.push_back(b.input({2, 3}));
@@ -247,11 +247,41 @@ TEST_CASE("ties are broken by raw labels compared as text (`cat_10_…` before `
                      {.modules = {{"m" + std::to_string(i % 3), "Module", 1}}, .shape = {2, 4}}));
   }
   b.returns(v.back()).returns(v.back());
-  CHECK(labels_of(b.build()) == L{"input_1",    "mul_1_1",   "relu_1_2",  "cat_1_3",   "cat_2_4",
-                                  "cat_3_5:1",  "cat_4_6:1", "cat_5_7:1", "cat_3_5:2", "cat_4_6:2",
-                                  "cat_5_7:2",  "cat_3_5:3", "cat_6_8:1", "cat_7_9:1", "cat_3_5:4",
-                                  "cat_6_8:2",  "cat_8_10",  "cat_3_5:5", "cat_4_6:3", "cat_5_7:3",
-                                  "cat_9_11:1", "cat_4_6:4", "cat_7_9:2", "cat_3_5:6", "cat_4_6:5",
-                                  "cat_7_9:3",  "cat_3_5:7", "cat_4_6:6", "cat_7_9:4", "cat_9_11:2",
-                                  "output_1",   "output_2"});
+  CHECK(labels_of(b.build()) ==
+        L{"input_1",   "mul_1_1",    "relu_1_2",    "cat_1_3",   "cat_2_4",    "cat_3_5:1",
+          "cat_4_6:1", "cat_5_7:1",  "cat_3_5:2",   "cat_4_6:2", "cat_5_7:2",  "cat_6_8",
+          "cat_7_9",   "cat_8_10:1", "cat_3_5:3",   "cat_9_11",  "cat_10_12",  "cat_11_13",
+          "cat_12_14", "cat_5_7:3",  "cat_13_15:1", "cat_4_6:3", "cat_8_10:2", "cat_3_5:4",
+          "cat_4_6:4", "cat_8_10:3", "cat_3_5:5",   "cat_4_6:5", "cat_8_10:4", "cat_13_15:2",
+          "output_1",  "output_2"});
+}
+
+TEST_CASE(
+    "a loop body that reads a value from before the loop is one layer per op, as in "
+    "TorchLens") {
+  // s1 = sigmoid(x1) in m; mul(s1, x0); c = cat(x1, x1);
+  // three times: s = sigmoid(c) in m; mul(s, s1); c = cat(c, c).
+  // TorchLens names a layer by the smallest raw label among its passes (compared as
+  // text); a pass left out of a later, larger grouping keeps that name, and so stays
+  // with the new layer when the name is the same. Here the three muls are one
+  // layer (this pass, when it named layers by their first vertex, split them 1 + 2).
+  // Expected: what TorchLens's own grouping code gives.
+  GraphBuilder b;
+  const OpSpec in_m{.modules = {{"m", "Module", 1}}, .shape = {2, 4}};
+  const OpSpec wide{.observed = false, .shape = {2, 4}};
+  const OpSpec narrow{.observed = false, .shape = {2, 3}};
+  Vertex x0 = b.input({2, 3}), x1 = b.input({2, 3});
+  Vertex s1 = b.op("sigmoid", {x1}, in_m);
+  b.op("mul", {s1, x0}, wide);
+  Vertex c = b.op("cat", {x1, x1}, narrow);
+  for (int i = 0; i < 3; ++i) {
+    Vertex s = b.op("sigmoid", {c}, in_m);
+    b.op("mul", {s, s1}, wide);
+    c = b.op("cat", {c, c}, narrow);
+  }
+  b.returns(c);
+  CHECK(labels_of(b.build()) == L{"input_1", "input_2", "sigmoid_1_1", "mul_1_2", "cat_1_3:1",
+                                  "sigmoid_2_4:1", "mul_2_5:1", "cat_1_3:2", "sigmoid_2_4:2",
+                                  "mul_2_5:2", "cat_1_3:3", "sigmoid_2_4:3", "mul_2_5:3",
+                                  "cat_1_3:4", "output_1"});
 }

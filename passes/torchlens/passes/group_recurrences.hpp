@@ -531,12 +531,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       first_with_param_key_.resize(rule1_of_.size());
       param_key_stamp_.assign(rule1_of_.size(), 0);
       param_key_epoch_ = 0;
-      // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, ranked
-      // lexicographically: the order it sorts subgraphs and breaks ties in. Only
-      // vertices of one class are ever compared, and they share the type: the
-      // rank within the class, from `{type_num}_{creation}`, written zero-padded
-      // to one width so that comparing the padded bytes is comparing the strings.
-      rank.assign(n, 0);
+      // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, compared as
+      // strings: the order it sorts subgraphs, iso-groups and layer names in.
+      // Only vertices of one layer type are ever compared, so the text after
+      // the type, `{type_num}_{creation}`, decides; it is written zero-padded to
+      // one width so that comparing the padded bytes is comparing the strings.
+      padded_width_ = width <= 16 ? 0 : width;
       if (width <= 16) {
         // the padded bytes as two big-endian words: comparing the pairs is
         // comparing the strings (keys are unique, so the order is too)
@@ -549,30 +549,21 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           for (int i = 8; i < 16; ++i) lo = (lo << 8) | bytes[i];
           packed_[v] = {hi, lo};
         }
-        for (std::size_t c = 0; c < num_classes; ++c) {
-          const auto m = members_of(c);
-          if (m.size() == 1) continue;
-          rank_class(m);
-        }
       } else {
         padded_.assign(n * width, '\0'); // no key holds a NUL: padding sorts first
         for (Vertex v = 0; v < n; ++v) raw_num_[v].write(&padded_[v * width]);
-        auto key_less = [&](Vertex x, Vertex y) {
-          return std::memcmp(&padded_[x * width], &padded_[y * width], width) < 0;
-        };
-        for (std::size_t c = 0; c < num_classes; ++c) {
-          const auto m = members_of(c);
-          if (m.size() == 1) continue;
-          order_.assign(m.begin(), m.end());
-          std::sort(order_.begin(), order_.end(), key_less);
-          for (std::size_t i = 0; i < order_.size(); ++i) rank[order_[i]] = i;
-        }
       }
       // expansion scratch, epochs from zero
       epoch = 0;
       stamp.assign(n, 0);
       sg_of.assign(n, kNone);
-      iso_of.assign(n, kNone);
+      first_sg_.resize(n);
+      first_list_.resize(n);
+      leader_of_.resize(n);
+      reclaim_stamp_.assign(n, 0);
+      extra_head_.resize(n);
+      slot_stamp_.assign(n, 0);
+      slot_of_leader_.resize(n);
       for (int side = 0; side < 2; ++side) {
         frontier_.class_stamp[side].assign(num_classes, 0);
         frontier_.class_begin[side].resize(num_classes);
@@ -580,6 +571,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       frontier_.epoch = 0;
       match_stamp_.assign(n, 0);
+      all_stamp_.assign(n, 0);
+      all_epoch_ = 0;
       match_count_.resize(n);
       match_epoch_ = 0;
       for (int dir = 0; dir < 2; ++dir) {
@@ -672,43 +665,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
     };
 
-    /// Ranks the members of one class (in creation order) by packed raw label.
-    /// Members whose type numbers have as many digits form runs that already
-    /// rise, so the runs are merged rather than sorted (a sort past 64 runs).
-    void rank_class(std::span<const Vertex> m) {
-      auto& a = packed_order_;
-      a.clear();
-      for (Vertex v : m) a.emplace_back(packed_[v], v);
-      bounds_.assign(1, 0);
-      for (std::size_t i = 1; i < a.size(); ++i) {
-        if (a[i].first < a[i - 1].first) bounds_.push_back(i);
-      }
-      bounds_.push_back(a.size());
-      const auto* sorted = &a;
-      if (bounds_.size() > 65) {
-        std::sort(a.begin(), a.end());
-      } else if (bounds_.size() > 2) {
-        auto* src = &a;
-        auto* dst = &merge_buffer_;
-        dst->resize(a.size());
-        while (bounds_.size() > 2) {
-          next_bounds_.assign(1, 0);
-          for (std::size_t j = 0; j + 1 < bounds_.size(); j += 2) {
-            const std::size_t lo = bounds_[j], mid = bounds_[j + 1];
-            const std::size_t hi = j + 2 < bounds_.size() ? bounds_[j + 2] : mid;
-            std::merge(src->begin() + static_cast<std::ptrdiff_t>(lo),
-                       src->begin() + static_cast<std::ptrdiff_t>(mid),
-                       src->begin() + static_cast<std::ptrdiff_t>(mid),
-                       src->begin() + static_cast<std::ptrdiff_t>(hi),
-                       dst->begin() + static_cast<std::ptrdiff_t>(lo));
-            next_bounds_.push_back(hi);
-          }
-          std::swap(src, dst);
-          bounds_.swap(next_bounds_);
-        }
-        sorted = src;
-      }
-      for (std::size_t i = 0; i < sorted->size(); ++i) rank[(*sorted)[i].second] = i;
+    /// True when a's raw label sorts before b's (vertices of one layer type).
+    [[nodiscard]] bool raw_label_less(Vertex a, Vertex b) const {
+      if (padded_width_ == 0) return packed_[a] < packed_[b];
+      return std::memcmp(&padded_[a * padded_width_], &padded_[b * padded_width_], padded_width_) <
+             0;
     }
 
     /// Interned texts are equal exactly when they are the same text.
@@ -743,71 +704,141 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
     };
 
-    bool in_subgraph(Vertex v, std::size_t sg) const { return stamp[v] == epoch && sg_of[v] == sg; }
-    bool claimed(Vertex v) const { return stamp[v] == epoch && sg_of[v] != kNone; }
-    void claim(Vertex v, std::size_t sg) {
-      stamp[v] = epoch;
+    // ---- TorchLens's expansion state, kept exactly ----
+    // A subgraph's node set only grows: a vertex two frontiers reach can be
+    // claimed in two rounds of one step, by two subgraphs, and is then in both
+    // (node_to_subgraph, sg_of here, is the later). Its first claim is in
+    // first_sg_, later ones in extra_claims_ (rare).
+
+    /// v is in subgraph sg's node set.
+    [[nodiscard]] bool member_of(Vertex v, std::size_t sg) const {
+      if (stamp[v] != epoch) return false;
+      if (first_sg_[v] == sg) return true;
+      return reclaim_stamp_[v] == epoch && extra_member_.contains(pair_key(v, sg));
+    }
+    /// v is in some subgraph (TorchLens: in node_to_subgraph).
+    [[nodiscard]] bool claimed(Vertex v) const { return stamp[v] == epoch; }
+    /// Adds v, a member of iso-group list `list`, to subgraph sg.
+    void claim(Vertex v, std::size_t sg, std::size_t list) {
+      if (stamp[v] != epoch) {
+        stamp[v] = epoch;
+        first_sg_[v] = sg;
+        first_list_[v] = list;
+      } else {
+        // another claim: lists already indexed that hold v now meet sg too
+        if (reclaim_stamp_[v] != epoch) {
+          reclaim_stamp_[v] = epoch;
+          extra_head_[v] = kNone;
+        }
+        if (list_indexed_[first_list_[v]]) list_subgraphs_.insert(pair_key(first_list_[v], sg));
+        for (std::size_t e = extra_head_[v]; e != kNone; e = extra_claims_[e].next) {
+          if (list_indexed_[extra_claims_[e].list]) {
+            list_subgraphs_.insert(pair_key(extra_claims_[e].list, sg));
+          }
+        }
+        extra_claims_.push_back({sg, list, extra_head_[v]});
+        extra_head_[v] = extra_claims_.size() - 1;
+        extra_member_.insert(pair_key(v, sg));
+      }
       sg_of[v] = sg;
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
-    void sort_by_rank(std::vector<Vertex>& vs) const {
-      const auto by_rank = [&](Vertex a, Vertex b) { return rank[a] < rank[b]; };
-      if (!std::is_sorted(vs.begin(), vs.end(), by_rank)) std::sort(vs.begin(), vs.end(), by_rank);
+    /// Sorts vertices of one layer type by raw label, as TorchLens sorts labels.
+    void sort_by_label(std::vector<Vertex>& vs) const {
+      const auto less = [&](Vertex a, Vertex b) { return raw_label_less(a, b); };
+      if (!std::is_sorted(vs.begin(), vs.end(), less)) std::sort(vs.begin(), vs.end(), less);
     }
-    /// A new iso-group holding `nodes` (not a buffer of iso_groups itself).
-    std::size_t add_iso_group(const std::vector<Vertex>& nodes) {
-      const std::size_t id = num_iso_groups++;
-      if (iso_groups.size() < num_iso_groups) {
-        iso_groups.emplace_back();
-        group_subgraph_list.emplace_back();
-        group_indexed.push_back(0);
+    /// A new iso-group member list (lists never change once made).
+    std::size_t new_list(const std::vector<Vertex>& nodes) {
+      const std::size_t id = num_lists_++;
+      if (lists_.size() < num_lists_) {
+        lists_.emplace_back();
+        list_indexed_.push_back(0);
       }
-      group_indexed[id] = 0;
-      auto& sgs = group_subgraph_list[id];
-      sgs.clear();
-      for (Vertex v : nodes) {
-        iso_of[v] = id;
-        sgs.push_back(sg_of[v]);
-      }
-      iso_groups[id].assign(nodes.begin(), nodes.end());
+      list_indexed_[id] = 0;
+      lists_[id].assign(nodes.begin(), nodes.end());
       return id;
     }
-    /// True when subgraph sg held a member of iso-group id when the group was
-    /// made. The pairs of a group are hashed when it is first asked about: most
-    /// groups never are.
-    bool group_has_subgraph(std::size_t id, std::size_t sg) {
-      if (!group_indexed[id]) {
-        group_indexed[id] = 1;
-        for (std::size_t s : group_subgraph_list[id]) group_subgraphs.insert(pair_key(id, s));
+    /// TorchLens's `iso_node_groups[leader] = list`: a live entry of that
+    /// leader keeps its place and takes the new list.
+    void dict_set(Vertex leader, std::size_t list) {
+      if (slot_stamp_[leader] == epoch) {
+        slots_[slot_of_leader_[leader]].list = list;
+        return;
       }
-      return group_subgraphs.contains(pair_key(id, sg));
+      slot_stamp_[leader] = epoch;
+      slot_of_leader_[leader] = slots_.size();
+      slots_.push_back({leader, list, true});
     }
-    static std::uint64_t pair_key(std::size_t group, std::size_t sg) {
-      return (static_cast<std::uint64_t>(group) << 32) ^ static_cast<std::uint64_t>(sg);
+    /// TorchLens's `del iso_node_groups[leader]`.
+    void dict_del(Vertex leader) {
+      if (slot_stamp_[leader] != epoch) return;
+      slots_[slot_of_leader_[leader]].alive = false;
+      slot_stamp_[leader] = 0;
+    }
+    /// The member list of v's iso-group: `iso_node_groups[node_to_iso_leader[v]]`.
+    [[nodiscard]] std::size_t list_of(Vertex v) const {
+      return slots_[slot_of_leader_[leader_of_[v]]].list;
+    }
+    /// A new iso-group of `nodes` (sorted by raw label, each with its subgraph in
+    /// sgs), queued for the next steps.
+    void register_group(const std::vector<Vertex>& nodes, const std::vector<std::size_t>& sgs) {
+      const std::size_t list = new_list(nodes);
+      dict_set(nodes.front(), list);
+      for (std::size_t i = 0; i < nodes.size(); ++i) {
+        leader_of_[nodes[i]] = nodes.front();
+        claim(nodes[i], sgs[i], list);
+      }
+      queue_.push_back(list);
+    }
+    /// Subgraph sg's node set meets list `list`. The (list, subgraph) pairs of
+    /// a list are hashed when it is first asked about (most lists never are);
+    /// claim() adds the pairs of later claims to lists already hashed.
+    bool list_meets_subgraph(std::size_t list, std::size_t sg) {
+      if (!list_indexed_[list]) {
+        list_indexed_[list] = 1;
+        for (Vertex u : lists_[list]) {
+          list_subgraphs_.insert(pair_key(list, first_sg_[u]));
+          if (reclaim_stamp_[u] != epoch) continue;
+          for (std::size_t e = extra_head_[u]; e != kNone; e = extra_claims_[e].next) {
+            list_subgraphs_.insert(pair_key(list, extra_claims_[e].sg));
+          }
+        }
+      }
+      return list_subgraphs_.contains(pair_key(list, sg));
+    }
+    static std::uint64_t pair_key(std::size_t a, std::size_t b) {
+      return (static_cast<std::uint64_t>(a) << 32) ^ static_cast<std::uint64_t>(b);
     }
 
     /// TorchLens phase 2: grow one subgraph per equivalent vertex in lock step.
     void expand(std::span<const Vertex> equivalent) {
       ++epoch;
       starts_.assign(equivalent.begin(), equivalent.end());
-      sort_by_rank(starts_);
+      sort_by_label(starts_);
       const std::size_t k = starts_.size();
       num_subgraphs = k;
       if (subgraphs.size() < k) subgraphs.resize(k);
       for (std::size_t j = 0; j < k; ++j) subgraphs[j].param_nodes.clear();
       adjacency.reset(k);
       in_adjacency.assign(k, 0);
-      num_iso_groups = 0;
-      group_subgraphs.clear();
-      for (std::size_t j = 0; j < k; ++j) claim(starts_[j], j);
-      // the queue holds iso-groups by id: a group is not changed before it is
-      // taken (refinement runs after the expansion)
-      queue_.assign(1, add_iso_group(starts_));
+      num_lists_ = 0;
+      slots_.clear();
+      list_subgraphs_.clear();
+      extra_claims_.clear();
+      extra_member_.clear();
+      subgraph_pos_stamp_.assign(k, 0);
+      subgraph_pos_.resize(k);
+      step_epoch_ = 0;
+      // all starts are one iso-group, each anchoring its own subgraph
+      queue_.clear();
+      sgs_.resize(k);
+      for (std::size_t j = 0; j < k; ++j) sgs_[j] = j;
+      register_group(starts_, sgs_);
       bool first = true;
       for (std::size_t head = 0; head < queue_.size(); ++head) {
-        const auto& group = iso_groups[queue_[head]];
-        iso_.assign(group.begin(), group.end());
-        sort_by_rank(iso_);
+        iso_.assign(lists_[queue_[head]].begin(), lists_[queue_[head]].end());
+        sort_by_label(iso_);
         if (iso_.size() == 1) continue;
         advance(iso_, first);
         first = false;
@@ -816,10 +847,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       finalize();
     }
 
+    /// TorchLens's `_record_subgraph_adjacency`: node's subgraph and the one
+    /// that claimed neighbour are adjacent when node's subgraph holds a member
+    /// of neighbour's iso-group.
     void record_adjacency(Vertex node, Vertex neighbour) {
       const std::size_t a = sg_of[node], b = sg_of[neighbour];
-      // adjacent only when this subgraph holds a vertex isomorphic to the neighbour
-      if (!group_has_subgraph(iso_of[neighbour], a)) return;
+      if (!list_meets_subgraph(list_of(neighbour), a)) return;
       in_adjacency[a] = in_adjacency[b] = 1;
       adjacency.unite(a, b);
     }
@@ -829,30 +862,54 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // parents, not yet in a subgraph, each once; one reached by another
       // subgraph records adjacency instead. Frontier i's list on side s is
       // fr.list[s][fr.start[s][i] .. fr.start[s][i + 1]).
-      const std::size_t k = iso.size();
+      // One frontier per subgraph, in the order the members name them: TorchLens
+      // keys frontiers by subgraph, so when two members are in one subgraph the
+      // later member's frontier takes the earlier one's place.
       auto& fr = frontier_;
+      ++step_epoch_;
+      positions_.clear();
+      last_member_.clear();
+      for (std::size_t i = 0; i < iso.size(); ++i) {
+        const std::size_t sg = sg_of[iso[i]];
+        if (subgraph_pos_stamp_[sg] != step_epoch_) {
+          subgraph_pos_stamp_[sg] = step_epoch_;
+          subgraph_pos_[sg] = positions_.size();
+          positions_.push_back(sg);
+          last_member_.push_back(i);
+        } else {
+          last_member_[subgraph_pos_[sg]] = i;
+        }
+      }
+      const std::size_t k = positions_.size();
       for (int side = 0; side < 2; ++side) {
         fr.list[side].clear();
         fr.owner[side].clear();
         fr.start[side].assign(1, 0);
       }
-      fr.sg.resize(k);
-      for (std::size_t i = 0; i < k; ++i) {
+      fr.sg.assign(positions_.begin(), positions_.end());
+      // neighbours in the member's subgraph are skipped, those in another
+      // subgraph record adjacency, the rest join the frontier (each once)
+      const auto visit = [&](std::size_t i, bool keep, std::size_t pos) {
         const Vertex v = iso[i];
         const std::size_t sg = sg_of[v];
-        fr.sg[i] = sg;
         for (int side = 0; side < (first ? 1 : 2); ++side) {
           const auto span = side == 0 ? adj->children_of(v) : adj->parents_of(v);
           for (std::uint32_t w : span) {
-            if (in_subgraph(w, sg)) continue;
+            if (member_of(w, sg)) continue;
             if (claimed(w)) {
               record_adjacency(v, w);
-            } else if (!fr.added(i, w)) {
+            } else if (keep && !fr.added(pos, w)) {
               fr.list[side].push_back(w);
-              fr.owner[side].push_back(i);
+              fr.owner[side].push_back(pos);
             }
           }
         }
+      };
+      for (std::size_t i = 0; i < iso.size(); ++i) {
+        if (last_member_[subgraph_pos_[sg_of[iso[i]]]] != i) visit(i, false, 0);
+      }
+      for (std::size_t pos = 0; pos < k; ++pos) {
+        visit(last_member_[pos], true, pos);
         for (int side = 0; side < 2; ++side) fr.start[side].push_back(fr.list[side].size());
       }
       // for each side and class, the frontier entries holding one, in frontier
@@ -944,27 +1001,33 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           if (match_count_[m.first] == 1) kept.push_back(m);
         }
         if (kept.empty()) continue;
-        const auto by_rank = [&](const auto& x, const auto& y) {
-          return rank[x.first] < rank[y.first];
+        const auto by_label = [&](const auto& x, const auto& y) {
+          return raw_label_less(x.first, y.first);
         };
-        if (!std::is_sorted(kept.begin(), kept.end(), by_rank)) {
-          std::sort(kept.begin(), kept.end(), by_rank);
+        if (!std::is_sorted(kept.begin(), kept.end(), by_label)) {
+          std::sort(kept.begin(), kept.end(), by_label);
         }
         nodes_.clear();
+        sgs_.clear();
         for (const auto& [v, sg] : kept) {
-          claim(v, sg);
           nodes_.push_back(v);
+          sgs_.push_back(sg);
         }
-        queue_.push_back(add_iso_group(nodes_));
+        register_group(nodes_, sgs_);
       }
     }
 
     /// TorchLens phase 3: split iso-groups whose members share no
     /// (direction, neighbouring iso-group).
     void refine() {
-      const std::size_t groups = num_iso_groups;
-      for (std::size_t gi = 0; gi < groups; ++gi) {
-        group_.assign(iso_groups[gi].begin(), iso_groups[gi].end());
+      // over a snapshot of the groups (leader, list), in dict order; a split
+      // deletes the leader's entry and adds one per component
+      snapshot_.clear();
+      for (const Slot& e : slots_) {
+        if (e.alive) snapshot_.emplace_back(e.leader, e.list);
+      }
+      for (const auto& [group_leader, list] : snapshot_) {
+        group_.assign(lists_[list].begin(), lists_[list].end());
         const auto& group = group_;
         if (group.size() <= 1) continue;
         // members sharing a (direction, neighbouring iso-group's leader) are one
@@ -982,10 +1045,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         for (std::size_t m = 0; m < group.size(); ++m) {
           const Vertex v = group[m];
           for (std::uint32_t c : adj->children_of(v)) {
-            if (claimed(c)) note(0, leader(c), m);
+            if (claimed(c)) note(0, leader_of_[c], m);
           }
           for (std::uint32_t p : adj->parents_of(v)) {
-            if (claimed(p)) note(1, leader(p), m);
+            if (claimed(p)) note(1, leader_of_[p], m);
           }
         }
         // the components, numbered by first member, each in member order
@@ -1001,20 +1064,16 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         detail::group_by_key(
             group.size(), components, [&](std::size_t m) { return component_of_[m]; },
             [&](std::size_t m) { return group[m]; }, component_start_, component_members_, fill_);
-        iso_groups[gi].clear(); // replaced by its components, appended in order
+        dict_del(group_leader);
         for (std::size_t c = 0; c < components; ++c) {
           component_.assign(
               component_members_.begin() + static_cast<std::ptrdiff_t>(component_start_[c]),
               component_members_.begin() + static_cast<std::ptrdiff_t>(component_start_[c + 1]));
-          sort_by_rank(component_);
-          add_iso_group(component_);
+          sort_by_label(component_);
+          dict_set(component_.front(), new_list(component_));
+          for (Vertex m : component_) leader_of_[m] = component_.front();
         }
       }
-    }
-    /// The leader (lowest-ranked member) of v's iso-group.
-    Vertex leader(Vertex v) const {
-      const auto& group = iso_groups[iso_of[v]];
-      return group.front();
     }
 
     /// TorchLens phase 4: members of an iso-group become passes of one layer
@@ -1023,8 +1082,17 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     void finalize() {
       auto& all = all_;
       all.clear();
-      for (std::size_t gi = 0; gi < num_iso_groups; ++gi)
-        all.insert(all.end(), iso_groups[gi].begin(), iso_groups[gi].end());
+      // every vertex of an iso-group, once (a vertex claimed by two subgraphs is
+      // in two groups)
+      ++all_epoch_;
+      for (const Slot& e : slots_) {
+        if (!e.alive) continue;
+        for (Vertex v : lists_[e.list]) {
+          if (all_stamp_[v] == all_epoch_) continue;
+          all_stamp_[v] = all_epoch_;
+          all.push_back(v);
+        }
+      }
       // union-find over positions in `all` (a layer is named by its smallest vertex)
       auto& slot = slot_; // dense, by vertex: only entries of `all` are read
       slot.resize(n);
@@ -1048,8 +1116,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       first_in_component_.resize(k);
       component_stamp_.assign(k, 0);
       std::uint32_t group_stamp = 0;
-      for (std::size_t gi = 0; gi < num_iso_groups; ++gi) {
-        const auto& group = iso_groups[gi];
+      for (const Slot& e : slots_) {
+        if (!e.alive) continue;
+        const auto& group = lists_[e.list];
         if (group.size() < 2) continue;
         ++group_stamp;
         ++param_type_epoch_;
@@ -1090,19 +1159,23 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         }
       }
       // the layers, one per root (layers are disjoint, so the order they are
-      // applied in does not matter): size, smallest vertex, largest group_size
+      // applied in does not matter): size, first vertex, the vertex with the
+      // smallest raw label, largest group_size. A layer is named, as in
+      // TorchLens, by its smallest raw label: an earlier layer's member left out
+      // of this one keeps that name, and stays with this layer when it is the same
       auto& layer = layer_of_root_;
       layer.assign(all.size(), LayerSummary{});
       for (Vertex v : all) {
         LayerSummary& l = layer[uf.find(slot[v])];
         ++l.size;
         l.first = std::min(l.first, v);
+        if (l.size == 1 || raw_label_less(v, l.name)) l.name = v;
         l.largest = std::max(l.largest, group_size[v]);
       }
       for (Vertex v : all) {
         const LayerSummary& l = layer[uf.find(slot[v])];
         if (l.size < 2 || l.size < l.largest) continue; // never shrink a layer
-        raw_layer[v] = l.first;
+        raw_layer[v] = l.name;
         group_size[v] = l.size;
         if (v != l.first) cls[v] = cls[l.first];
       }
@@ -1122,7 +1195,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<std::size_t> group_size;   ///< size of its layer when last grouped
     std::vector<char> uses_params;
     std::vector<std::size_t> param_key;   ///< rule-1 key, kNone without parameters
-    std::vector<std::size_t> rank;        ///< rank of TorchLens's raw label within its class
     std::vector<std::size_t> layer_index; ///< run(): layer of each label vertex
     std::vector<int> count;               ///< run(): passes of each label vertex's layer
     std::vector<int> passes_seen;         ///< run(): passes numbered so far, by label vertex
@@ -1136,11 +1208,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<Name> class_name_; ///< class c's equivalence type
     std::vector<RawLabel> raw_num_;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> packed_;
-    std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, Vertex>> packed_order_,
-        merge_buffer_;
-    std::vector<std::size_t> bounds_, next_bounds_;
     std::vector<char> padded_;
-    std::vector<Vertex> order_;
+    std::size_t padded_width_ = 0; ///< 0: raw labels are in packed_, else padded_ rows
     std::vector<std::size_t> fill_;
     // detect_loops
     std::vector<char> class_seen_, queued_;
@@ -1148,17 +1217,40 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     // expansion scratch (epoch-stamped)
     std::vector<std::uint32_t> stamp;
     std::uint32_t epoch = 0;
-    std::vector<std::size_t> sg_of, iso_of;
+    std::vector<std::size_t> sg_of;  ///< node_to_subgraph: the subgraph that claimed v last
     std::vector<Subgraph> subgraphs; ///< the first num_subgraphs are this expansion's
     std::size_t num_subgraphs = 0;
     detail::DisjointSets adjacency;
     std::vector<char> in_adjacency;
-    std::vector<std::vector<Vertex>> iso_groups; ///< the first num_iso_groups are this expansion's
-    std::size_t num_iso_groups = 0;
-    detail::FlatSet64 group_subgraphs; ///< (iso-group, subgraph) pairs of indexed groups
-    std::vector<std::vector<std::size_t>> group_subgraph_list; ///< by iso-group: its members'
-                                                               ///< subgraphs when it was made
-    std::vector<char> group_indexed; ///< iso-group's pairs are in group_subgraphs
+    // iso-groups: member lists (never changed once made; the queue holds their
+    // ids) and TorchLens's dict from leader to list, in insertion order
+    std::vector<std::vector<Vertex>> lists_; ///< the first num_lists_ are this expansion's
+    std::size_t num_lists_ = 0;
+    struct Slot {
+      Vertex leader;
+      std::size_t list;
+      bool alive;
+    };
+    std::vector<Slot> slots_;
+    std::vector<std::size_t> slot_of_leader_; ///< by leader, valid when slot_stamp_ == epoch
+    std::vector<std::uint32_t> slot_stamp_;
+    std::vector<Vertex> leader_of_; ///< node_to_iso_leader, valid for claimed vertices
+    // subgraph membership: the first claim, and later ones
+    std::vector<std::size_t> first_sg_, first_list_;
+    struct ExtraClaim {
+      std::size_t sg, list, next; ///< next: the vertex's previous extra claim, or kNone
+    };
+    std::vector<ExtraClaim> extra_claims_;
+    std::vector<std::size_t> extra_head_; ///< by vertex, valid when reclaim_stamp_ == epoch
+    std::vector<std::uint32_t> reclaim_stamp_;
+    detail::FlatSet64 extra_member_;   ///< (vertex, subgraph) of later claims
+    detail::FlatSet64 list_subgraphs_; ///< (list, subgraph) pairs of hashed lists
+    std::vector<char> list_indexed_;   ///< the list's pairs are in list_subgraphs_
+    // advance(): one frontier position per subgraph
+    std::vector<std::size_t> positions_, last_member_, subgraph_pos_, sgs_;
+    std::vector<std::uint32_t> subgraph_pos_stamp_;
+    std::uint32_t step_epoch_ = 0;
+    std::vector<std::pair<Vertex, std::size_t>> snapshot_; ///< refine(): (leader, list)
     std::vector<Vertex> starts_, iso_, nodes_;
     std::vector<std::size_t> queue_;                       ///< iso-groups to grow from, by id
     std::vector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
@@ -1173,11 +1265,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::uint32_t refine_epoch_ = 0;
     // finalize
     std::vector<Vertex> all_;
+    std::vector<std::uint32_t> all_stamp_; ///< finalize: vertex already in `all`
+    std::uint32_t all_epoch_ = 0;
     std::vector<std::size_t> slot_; ///< finalize: index of a vertex in `all`
     std::vector<std::size_t> param_types_, param_type_start_;
     struct LayerSummary {
       std::size_t size = 0;
-      Vertex first = static_cast<Vertex>(-1);
+      Vertex first = static_cast<Vertex>(-1); ///< creation order: its class becomes the layer's
+      Vertex name = 0;                        ///< smallest raw label: the layer's name
       std::size_t largest = 0;
     };
     std::vector<LayerSummary> layer_of_root_;

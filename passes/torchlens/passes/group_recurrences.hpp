@@ -276,7 +276,11 @@ struct GroupRecurrencesOptions {
 /// and ops applying the same function to the same parameters always do (rule 1;
 /// per output index). A new grouping that would shrink an existing layer is
 /// skipped. Ties are broken by TorchLens's raw labels (`{type}_{n}_{order}_raw`)
-/// in lexicographic order, as TorchLens sorts them.
+/// in lexicographic order, as TorchLens sorts them, and a layer is named by its
+/// smallest raw label. TorchLens's bookkeeping is kept where it decides the
+/// result (node sets that only grow, iso-groups keyed by leader, frontiers keyed
+/// by subgraph): the layers agree with TorchLens's own grouping code
+/// (scripts/compare_grouping_with_torchlens.py).
 struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOptions> {
   static constexpr std::string_view name = "group-recurrences";
   static constexpr std::string_view description =
@@ -1093,7 +1097,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           all.push_back(v);
         }
       }
-      // union-find over positions in `all` (a layer is named by its smallest vertex)
+      // union-find over positions in `all`
       auto& slot = slot_; // dense, by vertex: only entries of `all` are read
       slot.resize(n);
       for (std::size_t i = 0; i < all.size(); ++i) slot[all[i]] = i;

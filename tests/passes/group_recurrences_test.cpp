@@ -3,6 +3,7 @@
 
 #include <support/graph_builders.hpp>
 #include <support/pass_laws.hpp>
+#include <support/random_loop_graphs.hpp>
 
 #include <doctest/doctest.h>
 
@@ -284,4 +285,28 @@ TEST_CASE(
                                   "sigmoid_2_4:1", "mul_2_5:1", "cat_1_3:2", "sigmoid_2_4:2",
                                   "mul_2_5:2", "cat_1_3:3", "sigmoid_2_4:3", "mul_2_5:3",
                                   "cat_1_3:4", "output_1"});
+}
+
+TEST_CASE(
+    "38 outputs returned from a loop are ordered as TorchLens's labels are "
+    "(`output_10_raw` before `output_1_raw`)") {
+  // Random loop graph 20040 (tests/support/random_loop_graphs.hpp, up to 200
+  // iterations, 379 vertices) returns a value from many iterations. Outputs carry no
+  // creation number, so their labels end right after the type number, and TorchLens
+  // compares `output_10_raw` with `output_1_raw` at '0' against '_'. Expected: each
+  // output's (pass, passes) as TorchLens's own grouping code gives them (this pass, when
+  // it compared the bare numbers, gave the first output's layer 9 passes, not 10).
+  ModelGraph g = random_loop_graph(20040, 200);
+  run_default_pipeline(g);
+  std::vector<std::pair<int, int>> got;
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    if (g[v].kind == NodeKind::output) got.emplace_back(g[v].pass_num, g[v].num_passes);
+  }
+  const std::vector<std::pair<int, int>> torchlens{
+      {1, 10},  {1, 14},  {2, 10},  {1, 11},  {3, 10},  {2, 11}, {3, 11},  {4, 11},
+      {4, 10},  {2, 14},  {5, 11},  {3, 14},  {5, 10},  {4, 14}, {6, 11},  {1, 1},
+      {5, 14},  {6, 14},  {6, 10},  {7, 14},  {7, 10},  {8, 14}, {8, 10},  {7, 11},
+      {1, 1},   {8, 11},  {9, 14},  {9, 11},  {10, 14}, {9, 10}, {10, 11}, {11, 14},
+      {10, 10}, {12, 14}, {13, 14}, {14, 14}, {11, 11}, {1, 1}};
+  CHECK(got == torchlens);
 }

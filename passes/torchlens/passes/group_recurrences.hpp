@@ -538,8 +538,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, compared as
       // strings: the order it sorts subgraphs, iso-groups and layer names in.
       // Only vertices of one layer type are ever compared, so the text after
-      // the type, `{type_num}_{creation}`, decides; it is written zero-padded to
-      // one width so that comparing the padded bytes is comparing the strings.
+      // the type decides (RawLabel: the number and the `_` after it); it is
+      // written NUL-padded to one width so that comparing the padded bytes is
+      // comparing the strings (two labels never differ only in the padding).
       padded_width_ = width <= 16 ? 0 : width;
       if (width <= 16) {
         // the padded bytes as two big-endian words: comparing the pairs is
@@ -647,6 +648,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
    private:
     /// A raw label's numbers: `{number}` or `{number}_{suffix}` (suffix > 0).
+    /// The part of a raw label after `{type}_` that decides its order:
+    /// `{number}_` (TorchLens: `{type}_{number}_raw`) or `{number}_{suffix}`
+    /// (`{type}_{number}_{suffix}_raw`, suffix > 0). Labels of one type differ in
+    /// their numbers, so what follows the number's `_` never decides; the `_`
+    /// itself does: `input_10_raw` sorts before `input_1_raw` ('0' < '_').
     struct RawLabel {
       std::uint64_t number = 0, suffix = 0;
       static std::size_t digits(std::uint64_t x) {
@@ -655,16 +661,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         return d;
       }
       [[nodiscard]] std::size_t length() const {
-        return digits(number) + (suffix ? 1 + digits(suffix) : 0);
+        return digits(number) + 1 + (suffix ? digits(suffix) : 0);
       }
-      /// Writes the label's text, length() bytes (no NUL), at out.
+      /// Writes the text, length() bytes (no NUL), at out.
       void write(char* out) const {
         char text[48];
         char* end = std::to_chars(text, text + 20, number).ptr;
-        if (suffix) {
-          *end++ = '_';
-          end = std::to_chars(end, end + 20, suffix).ptr;
-        }
+        *end++ = '_';
+        if (suffix) end = std::to_chars(end, end + 20, suffix).ptr;
         std::memcpy(out, text, static_cast<std::size_t>(end - text));
       }
     };

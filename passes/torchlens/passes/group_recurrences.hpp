@@ -353,15 +353,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         s += ';';
       }
       // parent shapes, in argument order
-      const auto same_shape = [&] {
-        const auto ps = adj->parents_of(v);
-        for (std::size_t i = 1; i < ps.size(); ++i) {
-          if (g[ps[i]].shape != g[ps[0]].shape) return false;
-        }
-        return true;
-      };
-      if (adj != nullptr && same_shape()) {
-        const auto ps = adj->parents_of(v);
+      const auto ps = adj != nullptr ? adj->parents_of(v) : std::span<const std::uint32_t>{};
+      const bool same_shape =
+          adj != nullptr && std::all_of(ps.begin(), ps.end(), [&](std::uint32_t p) {
+            return g[p].shape == g[ps.front()].shape;
+          });
+      if (same_shape) {
         if (!ps.empty()) {
           const std::size_t from = s.size();
           detail::append_shape(s, g[ps[0]].shape);
@@ -647,7 +644,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
    private:
-    /// A raw label's numbers: `{number}` or `{number}_{suffix}` (suffix > 0).
     /// The part of a raw label after `{type}_` that decides its order:
     /// `{number}_` (TorchLens: `{type}_{number}_raw`) or `{number}_{suffix}`
     /// (`{type}_{number}_{suffix}_raw`, suffix > 0). Labels of one type differ in

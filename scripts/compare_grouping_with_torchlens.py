@@ -6,10 +6,10 @@ backend-neutral grouper (torchlens/postprocess/loop_grouping_adapter.py, read
 from a TorchLens checkout: nothing of it is copied here) and compares the
 layers and pass numbers vertex by vertex.
 
-TorchLens releases after 1.0 add a guard that keeps two adjacent repeats of a
-one-op, parameter-free body apart unless the op is in a module; torchlens (C++)
-follows 1.0's rules, so every node is passed as `recurrence_anchored`, which
-turns that guard off.
+Each node is passed with `recurrence_anchored` (in a module, or a buffer) as
+the tool prints it, so TorchLens's guard on parameter-free loops (two adjacent
+repeats need a body of 2 ops unless an op is anchored) is on, as it is in
+group-recurrences by default (`min_param_free_loop_body`).
 
 Usage:
   scripts/compare_grouping_with_torchlens.py TORCHLENS_CHECKOUT
@@ -60,7 +60,7 @@ def torchlens_layers(grouper, nodes):
             uses_params=bool(n["params"]),
             func_name=n["op"],
             param_barcodes=tuple(n["params"]),
-            recurrence_anchored=True,
+            recurrence_anchored=n["anchored"],
         )
     sources = tuple(labels[i] for i, n in enumerate(nodes) if not n["parents"])
     graph = grouper.RecurrenceGroupingGraph(

@@ -16,7 +16,7 @@ as ATen runs them (`a / b` is `div`, where TorchLens names the Python operator
 (TorchScript's compiler removes dead code; _live). Labels are renumbered over
 what remains, as TorchLens numbers them.
 
-Two rules of later TorchLens releases are applied, because 1.0.0 gets them
+Three rules of later TorchLens releases are applied, because 1.0.0 gets them
 wrong in ways its maintainers fixed (see docs/capture.md):
   * the outputs of one call of a multi-output op with parameters (nn.LSTM) are
     separate layers, not passes of one layer (TorchLens b98f6598 adds the output
@@ -25,7 +25,11 @@ wrong in ways its maintainers fixed (see docs/capture.md):
   * only a bool that decides an `if` is a condition (TorchLens 2.x classifies
     bool reads by context): an unread 0-dim bool, a float `.item()` and a
     `while` loop's condition are not branches. The models whose bools are not
-    if-conditions are listed in NOT_IF_CONDITIONS.
+    if-conditions are listed in NOT_IF_CONDITIONS;
+  * two adjacent repeats of a parameter-free block are a loop only when the
+    smaller holds MIN_PARAM_FREE_LOOP_BODY ops or one of the two corresponding
+    ops is in a module or a buffer (TorchLens fe7acea9: `tanh(tanh(x))` is a
+    chain, not a 2-pass loop; _patch_param_free_guard).
 Files of models where TorchLens itself errs beyond these were checked by hand;
 their header says "hand-checked", what TorchLens 1.0 gives and why it is
 wrong, and this script leaves them alone.
@@ -41,9 +45,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "conformance"))
 sys.path.insert(0, os.environ["TORCHLENS_PY"])
 
+import itertools  # noqa: E402
+
 import torch  # noqa: E402
 import torchlens  # noqa: E402
 import torchlens.capture.output_tensors as _out  # noqa: E402
+import torchlens.postprocess.loop_detection as _loops  # noqa: E402
 import models  # noqa: E402
 
 TL_VERSION = "1.0.0"
@@ -77,13 +84,67 @@ def _patch_multi_output():
     _out._log_output_tensor_info = patched
 
 
+MIN_PARAM_FREE_LOOP_BODY = 2
+
+
+def _patch_param_free_guard():
+    # 1.0.0 merges the members of an iso-group whenever their subgraphs are
+    # adjacent. Keep its merges by shared parameters (and its rule 1) as they
+    # are, by running it without adjacency, and add the adjacency merges the
+    # later guard allows, in a union-find of our own whose roots are, as in
+    # 1.0.0, the smallest labels.
+    orig = _loops._merge_iso_groups_to_layers
+
+    def anchored(log, label):
+        layer = log[label]
+        return bool(layer.containing_modules) or bool(layer.is_buffer_layer)
+
+    def patched(self, iso_node_groups, node_to_subgraph, adjacent_subgraphs):
+        root = {}
+
+        def find(x):
+            root.setdefault(x, x)
+            while root[x] != x:
+                root[x] = root[root[x]]
+                x = root[x]
+            return x
+
+        def join(a, b):
+            a, b = find(a), find(b)
+            if a != b:
+                root[max(a, b)] = min(a, b)
+
+        for members in orig(self, iso_node_groups, node_to_subgraph, {}).values():
+            first = min(members)
+            for label in members:
+                join(first, label)
+        nodes = set()
+        for members in iso_node_groups.values():
+            nodes.update(members)
+            for a, b in itertools.combinations(sorted(members), 2):
+                sa, sb = node_to_subgraph[a], node_to_subgraph[b]
+                near = adjacent_subgraphs.get(sa.starting_node, ())
+                if sb.starting_node not in near:
+                    continue
+                if (anchored(self, a) or anchored(self, b)
+                        or min(len(sa.node_set), len(sb.node_set)) >= MIN_PARAM_FREE_LOOP_BODY):
+                    join(a, b)
+        layers = {}
+        for label in nodes:
+            layers.setdefault(find(label), set()).add(label)
+        return {r: members for r, members in layers.items() if len(members) > 1}
+
+    _loops._merge_iso_groups_to_layers = patched
+
+
 # Python operators TorchLens names by their dunder; ATen runs the op itself.
 ATEN_NAMES = {"truediv": "div", "radd": "add", "rmul": "mul", "iadd": "add", "isub": "sub",
               "imul": "mul", "itruediv": "div"}
 
 # 0-dim values no code reads (everywhere else a childless 0-dim tensor is read
-# into Python: `if t:`, `.item()`, which TorchScript keeps).
-UNREAD_SCALARS = {"UberModel1": {"gt_1_24"}}
+# into Python: `if t:`, `.item()`, which TorchScript keeps), by layer type
+# (labels move when the loop rules change; each model has one such op).
+UNREAD_SCALARS = {"UberModel1": {"gt"}}
 
 
 def _live(log, name):
@@ -98,7 +159,8 @@ def _live(log, name):
             or layer.func_is_inplace
             or bool(layer.containing_modules)
             or any(c in live for c in layer.child_layers)
-            or (not layer.child_layers and len(layer.tensor_shape) == 0 and label not in unread)
+            or (not layer.child_layers and len(layer.tensor_shape) == 0
+                and layer.layer_type not in unread)
         )
         if keep:
             live.add(label)
@@ -165,6 +227,7 @@ def describe(name):
 
 def main(names):
     _patch_multi_output()
+    _patch_param_free_guard()
     out_dir = os.path.join(ROOT, "tests", "conformance", "expected")
     os.makedirs(out_dir, exist_ok=True)
     for name in names:

@@ -131,6 +131,73 @@ TEST_CASE("two separate loops, and the same op after the second, stay apart") {
           "c_1_4", "s_2_5:1", "m_2_6:1", "s_2_5:2", "m_2_6:2", "s_2_5:3", "output_1"});
 }
 
+TEST_CASE("a parameter-free op applied back to back outside any module is a chain, not a loop") {
+  // y = tanh(x); z = tanh(y): TorchLens (after 1.0) keeps adjacent repeats of a
+  // one-op, parameter-free body apart unless the op runs in a module or is a buffer
+  CHECK(labels_of(pattern_graph("ttt")) == L{"input_1", "t_1_1", "t_2_2", "t_3_3", "output_1"});
+  ModelGraph g = pattern_graph("tt");
+  run_default_pipeline(g);
+  CHECK_FALSE(g[boost::graph_bundle].is_recurrent);
+  // a body of two ops still repeats
+  CHECK(labels_of(pattern_graph("tsts")) ==
+        L{"input_1", "t_1_1:1", "s_1_2:1", "t_1_1:2", "s_1_2:2", "output_1"});
+}
+
+TEST_CASE("one single-op module called four times in a row is one layer with four passes") {
+  // for _ in range(4): x = self.relu(x) (TorchLens's ReusedReluLoop): the module anchors it
+  GraphBuilder b;
+  Vertex cur = b.input();
+  for (int i = 1; i <= 4; ++i) cur = b.op("relu", {cur}, {.modules = {frame("relu", "ReLU", i)}});
+  b.returns(cur);
+  CHECK(labels_of(b.build()) ==
+        L{"input_1", "relu_1_1:1", "relu_1_1:2", "relu_1_1:3", "relu_1_1:4", "output_1"});
+}
+
+TEST_CASE(
+    "a one-op body whose every pass is returned is a loop: each repeat is the op and its "
+    "output") {
+  // for _ in range(3): x = tanh(x); outs.append(x). Expected: TorchLens's own grouping code.
+  GraphBuilder b;
+  Vertex cur = b.input();
+  for (int i = 0; i < 3; ++i) {
+    cur = b.op("tanh", {cur});
+    b.returns(cur);
+  }
+  ModelGraph g = b.build();
+  run_default_pipeline(g);
+  for (Vertex v = 1; v <= 3; ++v) {
+    CHECK(g[v].layer == g[1].layer);
+    CHECK(g[v].pass_num == static_cast<int>(v));
+    CHECK(g[v + 3].kind == NodeKind::output);
+    CHECK(g[v + 3].layer == g[4].layer);
+    CHECK(g[v + 3].pass_num == static_cast<int>(v));
+  }
+  CHECK(g[1].num_passes == 3);
+  CHECK(g[4].num_passes == 3);
+}
+
+TEST_CASE(
+    "min_param_free_loop_body sets the smallest parameter-free loop body; 1 is TorchLens "
+    "1.0's rule") {
+  const auto with = [](int body) {
+    return GroupRecurrencesPass{GroupRecurrencesPass::Options().min_param_free_loop_body(body)};
+  };
+  PassContext ctx;
+  ModelGraph ttt = pattern_graph("ttt");
+  CHECK(with(1).run(ttt, ctx).get("recurrent layers") == 1);
+  CHECK(ttt[1].num_passes == 3);
+  CHECK(pass_to_string(with(1)) == "group-recurrences(min_param_free_loop_body=1)");
+  // a body of 2 is not enough for 3, a body of 3 is
+  ModelGraph tsts = pattern_graph("tstst");
+  CHECK(with(3).run(tsts, ctx).get("recurrent layers") == 0);
+  ModelGraph tsu = pattern_graph("tsutsu");
+  CHECK(with(3).run(tsu, ctx).get("recurrent layers") == 3);
+  ModelGraph g = pattern_graph("tt");
+  CHECK_THROWS_WITH_AS(with(0).run(g, ctx),
+                       doctest::Contains("min_param_free_loop_body must be at least 1"),
+                       UsageError);
+}
+
 TEST_CASE("the outputs of one call of a multi-output op are layers, not passes") {
   // one LSTM call: three outputs reading the same parameters; two zeros feed it
   GraphBuilder b;

@@ -2,7 +2,8 @@
 // grouping code (scripts/compare_grouping_with_torchlens.py runs both). Not a
 // test by itself: it prints, one JSON object per line, each graph as the pass
 // saw it (TorchLens's raw label, the equivalence type, op, parameters,
-// parents) and the layer and pass the default pipeline gave every vertex.
+// parents, whether it is in a module or a buffer) and the layer and pass the
+// default pipeline gave every vertex.
 //
 // Usage: random_loop_graphs [first_seed=0] [count=1000] [max_iterations=40]
 //
@@ -76,7 +77,10 @@ int main(int argc, char** argv) {
         std::printf("%s%zu", first_parent ? "" : ",", p);
         first_parent = false;
       }
-      std::printf("],\"layer\":%zu,\"pass\":%d,\"passes\":%d}", node.layer, node.pass_num,
+      // TorchLens's recurrence_anchored: computed in a module, or a buffer
+      const bool anchored = node.kind == NodeKind::buffer || !node.modules.empty();
+      std::printf("],\"anchored\":%s", anchored ? "true" : "false");
+      std::printf(",\"layer\":%zu,\"pass\":%d,\"passes\":%d}", node.layer, node.pass_num,
                   node.num_passes);
     }
     std::printf("]}\n");

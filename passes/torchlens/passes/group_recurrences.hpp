@@ -5,6 +5,7 @@
 /// around them, and parameter-free blocks repeated back to back.
 
 #include <torchlens/config.hpp>
+#include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
@@ -245,7 +246,13 @@ inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape)
 struct GroupRecurrencesOptions {
   TORCHLENS_OPTIONS(
       // false: only rule 1 (same-parameter ops are one layer); no block detection.
-      (bool, detect_loops, true));
+      (bool, detect_loops, true),
+      // Parameter-free blocks repeated back to back are a loop only when the
+      // smaller of two repeats holds at least this many ops, or one of the two
+      // corresponding ops runs inside a module or is a buffer (TorchLens after
+      // 1.0: `y = tanh(x); z = tanh(y)` is a chain, one `nn.ReLU` called four
+      // times a loop). 1 gives TorchLens 1.0's rule, where any repeat is a loop.
+      (int, min_param_free_loop_body, 2));
 };
 
 /// Assigns OpNode::layer, pass_num and num_passes (passes numbered by creation
@@ -274,13 +281,14 @@ struct GroupRecurrencesOptions {
 /// an iso-group become passes of one layer when their subgraphs are adjacent or
 /// share a parameter type (rules 2 and 3: XYZXYZXYZ groups, XYZAXYZ does not),
 /// and ops applying the same function to the same parameters always do (rule 1;
-/// per output index). A new grouping that would shrink an existing layer is
-/// skipped. Ties are broken by TorchLens's raw labels (`{type}_{n}_{order}_raw`)
-/// in lexicographic order, as TorchLens sorts them, and a layer is named by its
-/// smallest raw label. TorchLens's bookkeeping is kept where it decides the
-/// result (node sets that only grow, iso-groups keyed by leader, frontiers keyed
-/// by subgraph): the layers agree with TorchLens's own grouping code
-/// (scripts/compare_grouping_with_torchlens.py).
+/// per output index). Adjacency alone groups two members only when one is in a
+/// module or a buffer, or both subgraphs hold min_param_free_loop_body vertices
+/// (the guard of later TorchLens releases: `tanh(tanh(x))` is a chain). A new grouping that would
+/// shrink an existing layer is skipped. Ties are broken by TorchLens's raw labels
+/// (`{type}_{n}_{order}_raw`) in lexicographic order, as TorchLens sorts them, and a layer is named
+/// by its smallest raw label. TorchLens's bookkeeping is kept where it decides the result (node
+/// sets that only grow, iso-groups keyed by leader, frontiers keyed by subgraph): the layers agree
+/// with TorchLens's own grouping code (scripts/compare_grouping_with_torchlens.py).
 struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOptions> {
   static constexpr std::string_view name = "group-recurrences";
   static constexpr std::string_view description =
@@ -393,6 +401,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
   /// Statistics "layers", "recurrent layers", "expansions".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
+    if (options.min_param_free_loop_body() < 1) {
+      throw UsageError("group-recurrences: min_param_free_loop_body must be at least 1, not " +
+                       std::to_string(options.min_param_free_loop_body()));
+    }
     const std::size_t n = boost::num_vertices(g);
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     // Graphs up to kReusedUpTo vertices (every capture of a small model) reuse
@@ -402,6 +414,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::optional<State> own;
     State& st = n <= State::kReusedUpTo && !reused.busy ? reused : own.emplace();
     const State::Use use(st);
+    st.min_body = static_cast<std::size_t>(options.min_param_free_loop_body());
     st.reset(g, adj);
     std::int64_t expansions = 0;
     if (options.detect_loops()) {
@@ -484,6 +497,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       raw_layer.resize(n);
       group_size.assign(n, 0);
       uses_params.resize(n);
+      anchored.resize(n);
       for (Vertex v = 0; v < n; ++v) {
         write_equivalence_type(graph, v, text_, scratch_, adj);
         OpNode& node = graph[v];
@@ -496,6 +510,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         cls[v] = orig_cls[v] = c;
         raw_layer[v] = v;
         uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
+        anchored[v] = node.kind == NodeKind::buffer || !node.modules.empty();
         RawLabel& r = raw_num_[v];
         r.suffix = 0; // only ops carry `_{creation}`
         if (node.kind == NodeKind::output) {
@@ -683,6 +698,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
     struct Subgraph {
       std::vector<Vertex> param_nodes;
+      std::size_t size = 0; ///< vertices in its node set
     };
     /// The frontiers of one lock step, flat (reused across steps).
     struct Frontiers {
@@ -745,6 +761,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         extra_member_.insert(pair_key(v, sg));
       }
       sg_of[v] = sg;
+      ++subgraphs[sg].size;
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
     /// Sorts vertices of one layer type by raw label, as TorchLens sorts labels.
@@ -823,7 +840,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       const std::size_t k = starts_.size();
       num_subgraphs = k;
       if (subgraphs.size() < k) subgraphs.resize(k);
-      for (std::size_t j = 0; j < k; ++j) subgraphs[j].param_nodes.clear();
+      for (std::size_t j = 0; j < k; ++j) {
+        subgraphs[j].param_nodes.clear();
+        subgraphs[j].size = 0;
+      }
       adjacency.reset(k);
       in_adjacency.assign(k, 0);
       num_lists_ = 0;
@@ -1081,8 +1101,15 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
     /// TorchLens phase 4: members of an iso-group become passes of one layer
-    /// when their subgraphs are adjacent or share a parameter type; same-function
-    /// same-parameter ops always.
+    /// when their subgraphs share a parameter type, or are adjacent and pass the
+    /// body guard; same-function same-parameter ops always.
+    ///
+    /// The guard lets two members of adjacent subgraphs merge when either is
+    /// anchored (in a module, or a buffer) or both subgraphs hold min_body
+    /// vertices. Within one adjacency component of a group that makes anchored
+    /// members join everyone, large ones join each other and the rest nobody:
+    /// with an anchored member the component is one layer; without, its
+    /// members in large subgraphs are.
     void finalize() {
       auto& all = all_;
       all.clear();
@@ -1118,6 +1145,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // the first member seen with each key, per group (stamped dense tables:
       // only the partition the unions make matters, not which member is first)
       first_in_component_.resize(k);
+      first_large_in_component_.resize(k);
+      component_anchored_.resize(k);
       component_stamp_.assign(k, 0);
       std::uint32_t group_stamp = 0;
       for (const Slot& e : slots_) {
@@ -1126,16 +1155,31 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         if (group.size() < 2) continue;
         ++group_stamp;
         ++param_type_epoch_;
+        // adjacent subgraphs: one adjacency component; does it hold an anchored member?
         for (Vertex v : group) {
           const std::size_t sg = sg_of[v];
-          // adjacent subgraphs: one adjacency component
+          if (!in_adjacency[sg]) continue;
+          const std::size_t c = adjacency.find(sg);
+          if (component_stamp_[c] != group_stamp) {
+            component_stamp_[c] = group_stamp;
+            first_in_component_[c] = v;
+            first_large_in_component_[c] = kNone;
+            component_anchored_[c] = 0;
+          }
+          component_anchored_[c] |= anchored[v];
+        }
+        for (Vertex v : group) {
+          const std::size_t sg = sg_of[v];
           if (in_adjacency[sg]) {
             const std::size_t c = adjacency.find(sg);
-            if (component_stamp_[c] != group_stamp) {
-              component_stamp_[c] = group_stamp;
-              first_in_component_[c] = v;
-            } else {
+            if (component_anchored_[c]) {
               uf.unite(slot[first_in_component_[c]], slot[v]);
+            } else if (subgraphs[sg].size >= min_body) {
+              if (first_large_in_component_[c] == kNone) {
+                first_large_in_component_[c] = v;
+              } else {
+                uf.unite(slot[first_large_in_component_[c]], slot[v]);
+              }
             }
           }
           // a shared parameter type
@@ -1198,6 +1242,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<Vertex> raw_layer;         ///< the layer's label vertex
     std::vector<std::size_t> group_size;   ///< size of its layer when last grouped
     std::vector<char> uses_params;
+    std::vector<char> anchored; ///< in a module, or a buffer (TorchLens's recurrence_anchored)
+    std::size_t min_body = 2;   ///< options().min_param_free_loop_body()
     std::vector<std::size_t> param_key;   ///< rule-1 key, kNone without parameters
     std::vector<std::size_t> layer_index; ///< run(): layer of each label vertex
     std::vector<int> count;               ///< run(): passes of each label vertex's layer
@@ -1281,6 +1327,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     };
     std::vector<LayerSummary> layer_of_root_;
     std::vector<Vertex> first_in_component_, first_with_param_type_, first_with_param_key_;
+    std::vector<Vertex> first_large_in_component_;
+    std::vector<char> component_anchored_;
     std::vector<std::uint32_t> component_stamp_, param_type_stamp_, param_key_stamp_;
     std::uint32_t param_type_epoch_ = 0, param_key_epoch_ = 0;
   };

@@ -13,7 +13,8 @@ group-recurrences by default (`min_param_free_loop_body`).
 
 Usage:
   scripts/compare_grouping_with_torchlens.py TORCHLENS_CHECKOUT
-      [--first-seed 0] [--count 1000] [--max-iterations 40] [--build build]
+      [--first-seed 0] [--count 1000] [--max-iterations 40] [--buffers] [--build build]
+(--buffers: some ops also read buffers, one of them rewritten every iteration)
 Exit status 0 when every graph agrees, 1 otherwise (the first few
 differences are printed).
 """
@@ -87,6 +88,7 @@ def main():
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--max-iterations", type=int, default=40)
+    ap.add_argument("--buffers", action="store_true")
     ap.add_argument("--build", type=pathlib.Path, default=pathlib.Path("build"))
     args = ap.parse_args()
     grouper = load_grouper(args.torchlens)
@@ -94,7 +96,7 @@ def main():
     if not tool.is_file():
         sys.exit(f"compare_grouping_with_torchlens: build {tool} first (ninja -C {args.build})")
     run = subprocess.run([str(tool), str(args.first_seed), str(args.count),
-                          str(args.max_iterations)], check=True, capture_output=True, text=True)
+                          str(args.max_iterations), "1" if args.buffers else "0"], check=True, capture_output=True, text=True)
     graphs = recurrent = differing = 0
     for line in run.stdout.splitlines():
         case = json.loads(line)

@@ -5,7 +5,8 @@
 // parents, whether it is in a module or a buffer) and the layer and pass the
 // default pipeline gave every vertex.
 //
-// Usage: random_loop_graphs [first_seed=0] [count=1000] [max_iterations=40]
+// Usage: random_loop_graphs [first_seed=0] [count=1000] [max_iterations=40] [buffers=0]
+// (buffers=1: some ops also read buffers, one rewritten every iteration)
 //
 // The graphs: tests/support/random_loop_graphs.hpp.
 #include <support/random_loop_graphs.hpp>
@@ -37,12 +38,13 @@ int main(int argc, char** argv) {
   const unsigned count =
       argc > 2 ? static_cast<unsigned>(std::strtoul(argv[2], nullptr, 10)) : 1000;
   const int max_iterations = argc > 3 ? std::atoi(argv[3]) : 40;
+  const bool buffers = argc > 4 && std::atoi(argv[4]) != 0;
   if (max_iterations < 1) {
     std::fprintf(stderr, "random_loop_graphs: max_iterations must be at least 1\n");
     return 2;
   }
   for (unsigned seed = first; seed < first + count; ++seed) {
-    ModelGraph g = testing::random_loop_graph(seed, max_iterations);
+    ModelGraph g = testing::random_loop_graph(seed, max_iterations, buffers);
     run_default_pipeline(g);
     // TorchLens's raw labels: {type}_{type_num}[_{creation}]_raw, outputs numbered apart
     std::map<std::string, int> per_type;

@@ -7,7 +7,10 @@
 /// or values kept from earlier iterations; linears read a shared weight, one of
 /// two alternating weights, or one per iteration; ops sit in no module, in `m`,
 /// or in one of three modules by iteration; some iterations return their value.
-/// The same seed gives the same graph everywhere (std::mt19937).
+/// With `buffers`, some body ops also read a buffer: `bn.running_mean` (a fresh
+/// read each time) or `state`, whose value is the iteration's latest result (a
+/// buffer rewritten every iteration). The same seed gives the same graph
+/// everywhere (std::mt19937); `buffers` changes it.
 
 #include <support/graph_builders.hpp>
 
@@ -19,7 +22,7 @@
 namespace torchlens::testing {
 
 /// The random loop graph of `seed`.
-inline ModelGraph random_loop_graph(unsigned seed, int max_iterations) {
+inline ModelGraph random_loop_graph(unsigned seed, int max_iterations, bool buffers = false) {
   std::mt19937 rng(seed);
   auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
   GraphBuilder b;
@@ -34,10 +37,12 @@ inline ModelGraph random_loop_graph(unsigned seed, int max_iterations) {
   struct Step {
     std::size_t type, a, b, param, module;
     bool narrow;
+    std::size_t buffer = 0; ///< 1: reads bn.running_mean, 2: reads state
   };
   std::vector<Step> body(1 + pick(8));
   for (auto& s : body) {
     s = {pick(9), pick(4), pick(4), pick(3), pick(3), pick(2) == 1};
+    if (buffers) s.buffer = pick(6) < 2 ? 1 + pick(2) : 0;
   }
   const int iterations = 1 + static_cast<int>(pick(static_cast<std::size_t>(max_iterations)));
   Vertex h = kept.back();
@@ -53,6 +58,8 @@ inline ModelGraph random_loop_graph(unsigned seed, int max_iterations) {
       std::vector<Vertex> parents;
       if (type != "ones") parents.push_back(operand(s.a));
       if (type == "add" || type == "mul" || type == "cat") parents.push_back(operand(s.b));
+      if (s.buffer == 1) parents.push_back(b.buffer("bn.running_mean"));
+      if (s.buffer == 2) parents.push_back(b.buffer("state", {local.back()}));
       OpSpec spec{.shape = shape(s.narrow)};
       if (type == "linear") {
         spec.params = {s.param == 0   ? std::string("w.weight")

@@ -180,6 +180,37 @@ class Nesting(unittest.TestCase):
             self.assertTrue(torch.equal(log[f"act:{i + 1}"].tensor_contents, outputs["act"][i]))
             self.assertTrue(torch.equal(log[f"fc:{i + 1}"].tensor_contents, outputs["fc"][i]))
 
+    def test_one_op_repeats_are_loops_only_in_a_module(self):
+        # TorchLens's own regression tests (tests/test_loop_module_rolling.py):
+        # tanh(tanh(x)) in forward is a chain; one nn.ReLU called four times is a loop
+        class TanhChain(nn.Module):
+            def forward(self, x):
+                return torch.tanh(torch.tanh(x))
+
+        class ReusedRelu(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.relu = nn.ReLU()
+
+            def forward(self, x):
+                for _ in range(4):
+                    x = self.relu(x)
+                return x
+
+        x = torch.randn(1, 4, generator=torch.Generator().manual_seed(0))
+        chain = tl.log_forward_pass(TanhChain(), x, random_seed=0)
+        tanhs = [l for l in chain if l.layer_type == "tanh"]
+        self.assertEqual([l.layer_label for l in tanhs], ["tanh_1_1", "tanh_2_2"])
+        self.assertEqual([l.num_passes for l in tanhs], [1, 1])
+        self.assertTrue(torch.equal(tanhs[1].tensor_contents, torch.tanh(torch.tanh(x))))
+        loop = tl.log_forward_pass(ReusedRelu(), x, random_seed=0)
+        relus = [l for l in loop if l.layer_type == "relu"]
+        self.assertEqual([l.layer_label for l in relus],
+                         ["relu_1_1:1", "relu_1_1:2", "relu_1_1:3", "relu_1_1:4"])
+        self.assertEqual([l.containing_module_origin for l in relus],
+                         ["relu:1", "relu:2", "relu:3", "relu:4"])
+        self.assertEqual(relus[0].num_passes, 4)
+
     def test_module_returning_its_input_gets_an_identity_layer(self):
         class M(nn.Module):
             def __init__(self):

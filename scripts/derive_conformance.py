@@ -28,8 +28,8 @@ wrong in ways its maintainers fixed (see docs/capture.md):
     if-conditions are listed in NOT_IF_CONDITIONS;
   * two adjacent repeats of a parameter-free block are a loop only when the
     smaller holds MIN_PARAM_FREE_LOOP_BODY ops or one of the two corresponding
-    ops is in a module or a buffer (TorchLens fe7acea9: `tanh(tanh(x))` is a
-    chain, not a 2-pass loop; _patch_param_free_guard).
+    ops is in a module or a buffer (TorchLens fe7acea9: `tanh(tanh(tanh(x)))` is a
+    chain, not a 3-pass loop; _patch_param_free_guard).
 Files of models where TorchLens itself errs beyond these were checked by hand;
 their header says "hand-checked", what TorchLens 1.0 gives and why it is
 wrong, and this script leaves them alone.

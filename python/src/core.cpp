@@ -264,9 +264,16 @@ std::function<at::Tensor(const at::Tensor&)> tensor_fn(const py::object& f, std:
 tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t> seed, bool detach,
                             const std::string& output_device, const py::object& postfunc,
                             bool keep_replay, const py::object& save_gradients,
-                            const py::object& gradient_postfunc, const py::object& intervene) {
+                            const py::object& gradient_postfunc, const py::object& intervene,
+                            bool detect_loops, int min_param_free_loop_body) {
   tl::LogOptions o;
   o.save(save_spec(save, "layers_to_save"));
+  o.detect_loops(detect_loops);
+  TORCHLENS_CHECK(min_param_free_loop_body >= 1,
+                  "min_param_free_loop_body must be at least 1 (1: every back-to-back repeat is a "
+                  "loop, as in TorchLens 1.0), not ",
+                  min_param_free_loop_body);
+  o.min_param_free_loop_body(min_param_free_loop_body);
   o.seed(seed);
   o.detach(detach);
   TORCHLENS_CHECK(output_device == "same" || output_device == "cpu", "output_device: '",
@@ -551,10 +558,10 @@ PYBIND11_MODULE(_core, m) {
       [](const PyModel& model, const py::object& save, std::optional<std::uint64_t> seed,
          bool detach, const std::string& output_device, const py::object& postfunc,
          bool keep_replay, const py::object& save_gradients, const py::object& gradient_postfunc,
-         const py::object& intervene) {
+         const py::object& intervene, bool detect_loops, int min_param_free_loop_body) {
         const tl::LogOptions options =
             make_options(save, seed, detach, output_device, postfunc, keep_replay, save_gradients,
-                         gradient_postfunc, intervene);
+                         gradient_postfunc, intervene, detect_loops, min_param_free_loop_body);
         const td::ForwardFn forward = forward_fn(model);
         std::shared_ptr<tl::ModelLog> log;
         {
@@ -566,7 +573,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("model"), py::arg("save"), py::arg("seed"), py::arg("detach"),
       py::arg("output_device"), py::arg("postfunc"), py::arg("keep_replay"),
-      py::arg("save_gradients"), py::arg("gradient_postfunc"), py::arg("intervene"));
+      py::arg("save_gradients"), py::arg("gradient_postfunc"), py::arg("intervene"),
+      py::arg("detect_loops"), py::arg("min_param_free_loop_body"));
 
   m.def(
       "validate",
@@ -626,12 +634,12 @@ PYBIND11_MODULE(_core, m) {
          const py::object& save, std::optional<std::uint64_t> seed, bool detach,
          const std::string& output_device, const py::object& postfunc, bool keep_replay,
          const py::object& save_gradients, const py::object& gradient_postfunc,
-         const py::object& intervene) {
+         const py::object& intervene, bool detect_loops, int min_param_free_loop_body) {
         torch::jit::Module module = script_module_of(script_module);
         const std::vector<c10::IValue> inputs = script_inputs(module, args, kwargs);
         const tl::LogOptions options =
             make_options(save, seed, detach, output_device, postfunc, keep_replay, save_gradients,
-                         gradient_postfunc, intervene);
+                         gradient_postfunc, intervene, detect_loops, min_param_free_loop_body);
         std::shared_ptr<tl::ModelLog> log;
         {
           py::gil_scoped_release nogil;
@@ -641,7 +649,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("model"), py::arg("args"), py::arg("kwargs"), py::arg("save"), py::arg("seed"),
       py::arg("detach"), py::arg("output_device"), py::arg("postfunc"), py::arg("keep_replay"),
-      py::arg("save_gradients"), py::arg("gradient_postfunc"), py::arg("intervene"));
+      py::arg("save_gradients"), py::arg("gradient_postfunc"), py::arg("intervene"),
+      py::arg("detect_loops"), py::arg("min_param_free_loop_body"));
   m.def(
       "validate_script",
       [](py::handle script_module, const py::tuple& args, const py::dict& kwargs,

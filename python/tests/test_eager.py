@@ -187,6 +187,10 @@ class Nesting(unittest.TestCase):
             def forward(self, x):
                 return torch.tanh(torch.tanh(x))
 
+        class TanhChain3(nn.Module):
+            def forward(self, x):
+                return torch.tanh(torch.tanh(torch.tanh(x)))
+
         class ReusedRelu(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -210,6 +214,22 @@ class Nesting(unittest.TestCase):
         self.assertEqual([l.containing_module_origin for l in relus],
                          ["relu:1", "relu:2", "relu:3", "relu:4"])
         self.assertEqual(relus[0].num_passes, 4)
+        # three repeats: a chain now, a loop by TorchLens 1.0's rule
+        three = tl.log_forward_pass(TanhChain3(), x, random_seed=0)
+        self.assertEqual([l.layer_label for l in three if l.layer_type == "tanh"],
+                         ["tanh_1_1", "tanh_2_2", "tanh_3_3"])
+        v1 = tl.log_forward_pass(TanhChain3(), x, random_seed=0, min_param_free_loop_body=1)
+        self.assertEqual([l.layer_label for l in v1 if l.layer_type == "tanh"],
+                         ["tanh_1_1:1", "tanh_1_1:2", "tanh_1_1:3"])
+        # TorchLens's detect_loops=False
+        off = tl.log_forward_pass(ReusedRelu(), x, random_seed=0, detect_loops=False)
+        self.assertEqual([l.layer_label for l in off if l.layer_type == "relu"],
+                         ["relu_1_1", "relu_2_2", "relu_3_3", "relu_4_4"])
+        scripted = tl.log_forward_pass(torch.jit.script(ReusedRelu()), x, random_seed=0,
+                                       detect_loops=False)
+        self.assertEqual([l.num_passes for l in scripted if l.layer_type == "relu"], [1] * 4)
+        with self.assertRaisesRegex(RuntimeError, "min_param_free_loop_body must be at least 1"):
+            tl.log_forward_pass(TanhChain(), x, min_param_free_loop_body=0)
 
     def test_module_returning_its_input_gets_an_identity_layer(self):
         class M(nn.Module):

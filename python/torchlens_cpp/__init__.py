@@ -191,6 +191,8 @@ def log_forward_pass(
     gradient_postfunc=None,
     keep_replay=False,
     intervene=None,
+    detect_loops=True,
+    min_param_free_loop_body=2,
 ):
     """Runs ``model`` once on the inputs (twice when ``layers_to_save`` is a
     list: a metadata pass resolves the keys, a second pass with the same seed
@@ -212,6 +214,13 @@ def log_forward_pass(
     replay and validate_gradients need. ``intervene``: an intervention spec
     applied live (``torchlens_cpp.intervene``), or ``(spec, reference_log)``
     when its sites are labels of a reference log.
+
+    ``detect_loops``: group repeated blocks into layers with passes, as TorchLens
+    does (False: only ops applying the same function to the same parameters).
+    ``min_param_free_loop_body``: two back-to-back repeats of a parameter-free
+    block are a loop only when the smaller holds this many ops, or an op of it is
+    in a module or a buffer (2, as later TorchLens releases: ``tanh(tanh(tanh(x)))``
+    is a chain; 1: TorchLens 1.0, any repeat).
     """
     _check_vis(vis_opt, vis_nesting_depth)
     _unsupported("keep_unsaved_layers", keep_unsaved_layers, True,
@@ -244,7 +253,9 @@ def log_forward_pass(
                                detach=detach_saved_tensors, output_device=output_device,
                                postfunc=activation_postfunc, keep_replay=keep_replay,
                                save_gradients=save_gradients,
-                               gradient_postfunc=gradient_postfunc, intervene=intervene)
+                               gradient_postfunc=gradient_postfunc, intervene=intervene,
+                               detect_loops=bool(detect_loops),
+                               min_param_free_loop_body=min_param_free_loop_body)
     else:
         described = _describe(model, args, kwargs)
         with _Hooks(model):
@@ -259,6 +270,8 @@ def log_forward_pass(
                 save_gradients=save_gradients,
                 gradient_postfunc=gradient_postfunc,
                 intervene=intervene,
+                detect_loops=bool(detect_loops),
+                min_param_free_loop_body=min_param_free_loop_body,
             )
     if vis_opt != "none":
         _render(log, vis_opt, vis_nesting_depth, vis_outpath, vis_fileformat, vis_direction,

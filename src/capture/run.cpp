@@ -20,6 +20,10 @@ ModelLog run_logged(const ModelDescription& model,
                     const std::vector<std::pair<std::string, at::Tensor>>& inputs,
                     const ForwardFn& forward, const LogOptions& options) {
   check_gradients_possible(options);
+  TORCHLENS_CHECK(options.min_param_free_loop_body() >= 1,
+                  "LogOptions::min_param_free_loop_body must be at least 1 (1: every "
+                  "back-to-back repeat is a loop, as in TorchLens 1.0), not ",
+                  options.min_param_free_loop_body());
   const auto t0 = std::chrono::steady_clock::now();
   const CaptureSession session(model, inputs, forward, options, session_seed(options));
   const bool by_keys = options.save().kind() == SaveSpec::Kind::keys;
@@ -41,7 +45,11 @@ ModelLog run_logged(const ModelDescription& model,
     replay = std::make_shared<const ReplayRecords>(ReplayRecords{std::move(rec->records)});
   }
   rec.reset();
-  if (options.postprocess()) run_default_pipeline(graph);
+  if (options.postprocess()) {
+    run_default_pipeline(graph, passes::GroupRecurrencesOptions()
+                                    .detect_loops(options.detect_loops())
+                                    .min_param_free_loop_body(options.min_param_free_loop_body()));
+  }
   auto& info = graph[boost::graph_bundle];
   const double post_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() -

@@ -797,6 +797,30 @@ TEST_SUITE("toy models: C++ frontend") {
       CHECK(linears[static_cast<std::size_t>(i)]->num_passes == 3);
     }
     CHECK(torch::allclose(log["output_1"].activation(), net(x)));
+    // three one-op repeats in forward, in no module: a chain (later TorchLens's guard)
+    const auto add_labels = [](const torchlens::ModelLog& l) {
+      std::vector<std::string> out;
+      for (auto& a : tlt::of_type(l, "add")) out.push_back(a.label());
+      return out;
+    };
+    CHECK(add_labels(log) == strs({"add_1_2", "add_2_3", "add_3_4"}));
+    CHECK_FALSE(adds[0]->num_passes > 1);
+    // TorchLens 1.0's rule: one layer of three passes
+    auto v1 = log_forward_pass(net, x, LogOptions().min_param_free_loop_body(1));
+    CHECK(add_labels(v1) == strs({"add_1_2:1", "add_1_2:2", "add_1_2:3"}));
+    // no loop detection: only the shared fc's ops are passes of one layer
+    auto off = log_forward_pass(net, x, LogOptions().detect_loops(false));
+    CHECK(add_labels(off) == strs({"add_1_2", "add_2_3", "add_3_4"}));
+    CHECK(tlt::of_type(off, "addmm")[2]->num_passes == 3);
+    auto v1_off =
+        log_forward_pass(net, x, LogOptions().detect_loops(false).min_param_free_loop_body(1));
+    CHECK(add_labels(v1_off) == strs({"add_1_2", "add_2_3", "add_3_4"}));
+    try {
+      (void)log_forward_pass(net, x, LogOptions().min_param_free_loop_body(0));
+      FAIL("min_param_free_loop_body(0) was accepted");
+    } catch (const c10::Error& e) {
+      CHECK(error_text(e).find("min_param_free_loop_body must be at least 1") != std::string::npos);
+    }
   }
 
   TEST_CASE("SimpleLoopNoParam: adjacent param-free repeats become passes") {

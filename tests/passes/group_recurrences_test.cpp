@@ -132,12 +132,20 @@ TEST_CASE("two separate loops, and the same op after the second, stay apart") {
 }
 
 TEST_CASE("a parameter-free op applied back to back outside any module is a chain, not a loop") {
-  // y = tanh(x); z = tanh(y): TorchLens (after 1.0) keeps adjacent repeats of a
+  // tanh(tanh(tanh(x))): TorchLens (after 1.0) keeps adjacent repeats of a
   // one-op, parameter-free body apart unless the op runs in a module or is a buffer
   CHECK(labels_of(pattern_graph("ttt")) == L{"input_1", "t_1_1", "t_2_2", "t_3_3", "output_1"});
-  ModelGraph g = pattern_graph("tt");
+  ModelGraph g = pattern_graph("tttt");
   run_default_pipeline(g);
   CHECK_FALSE(g[boost::graph_bundle].is_recurrent);
+  // (two repeats of a one-op body never group, guard or not: refinement splits
+  // them, the first having no parent in the group and the second no child)
+  CHECK(labels_of(pattern_graph("tt")) == L{"input_1", "t_1_1", "t_2_2", "output_1"});
+  ModelGraph tt = pattern_graph("tt");
+  PassContext ctx;
+  (void)GroupRecurrencesPass{GroupRecurrencesPass::Options().min_param_free_loop_body(1)}.run(tt,
+                                                                                              ctx);
+  CHECK(tt[1].num_passes == 1);
   // a body of two ops still repeats
   CHECK(labels_of(pattern_graph("tsts")) ==
         L{"input_1", "t_1_1:1", "s_1_2:1", "t_1_1:2", "s_1_2:2", "output_1"});

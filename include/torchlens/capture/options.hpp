@@ -70,6 +70,14 @@ struct LogOptions {
   TORCH_ARG(std::optional<std::uint64_t>, seed);
   /// Run the default pass pipeline (labels, recurrence, ...) on the graph.
   TORCH_ARG(bool, postprocess) = true;
+  /// Group repeated blocks into layers with passes (TorchLens's `detect_loops`);
+  /// false: only ops applying the same function to the same parameters are
+  /// passes of one layer (group-recurrences' `detect_loops`).
+  TORCH_ARG(bool, detect_loops) = true;
+  /// The smallest parameter-free block that two back-to-back repeats must hold
+  /// to be a loop when neither op is in a module or a buffer (group-recurrences'
+  /// `min_param_free_loop_body`: 2, as later TorchLens releases; 1: TorchLens 1.0).
+  TORCH_ARG(int, min_param_free_loop_body) = 2;
   /// Keep what re-executing each op needs (operator, non-tensor arguments,
   /// generator state); validation turns it on.
   TORCH_ARG(bool, keep_replay) = false;

@@ -43,18 +43,20 @@ inline constexpr auto all_passes =
 /// detect-conditionals,infer-modules,group-recurrences,label-layers`.
 /// Invariant checks are opt-in, as TorchLens's TORCHLENS_POSTPROCESS_ASSERTIONS:
 /// checked_pipeline(), or verify_after_each_pass() as a hook.
-inline auto default_pipeline() {
+/// With `loops`, group-recurrences runs with those options (the same passes,
+/// the same pipeline type).
+inline auto default_pipeline(const GroupRecurrencesOptions& loops = {}) {
   return make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{},
                        NumberBuffersPass{}, ComputeDistancesPass{}, DetectConditionalsPass{},
-                       InferModulesPass{}, GroupRecurrencesPass{}, LabelLayersPass{});
+                       InferModulesPass{}, GroupRecurrencesPass{loops}, LabelLayersPass{});
 }
 
 /// Type of default_pipeline().
 using DefaultPipeline = decltype(default_pipeline());
 
 /// default_pipeline() followed by the validate pass.
-inline auto checked_pipeline() {
-  return default_pipeline().append(ValidateGraphInvariantsPass{});
+inline auto checked_pipeline(const GroupRecurrencesOptions& loops = {}) {
+  return default_pipeline(loops).append(ValidateGraphInvariantsPass{});
 }
 
 } // namespace torchlens::passes
@@ -66,6 +68,15 @@ namespace torchlens {
 inline std::vector<PassRecord> run_default_pipeline(ModelGraph& g, bool validate = false) {
   if (validate) return passes::checked_pipeline().run(g);
   return passes::default_pipeline().run(g);
+}
+
+/// Runs the default pipeline with group-recurrences' options `loops`
+/// (LogOptions::detect_loops and min_param_free_loop_body come here).
+inline std::vector<PassRecord> run_default_pipeline(ModelGraph& g,
+                                                    const passes::GroupRecurrencesOptions& loops,
+                                                    bool validate = false) {
+  if (validate) return passes::checked_pipeline(loops).run(g);
+  return passes::default_pipeline(loops).run(g);
 }
 
 /// Runs the default pipeline with a caller-provided context (hooks, analyses).

@@ -250,7 +250,7 @@ struct GroupRecurrencesOptions {
       // Parameter-free blocks repeated back to back are a loop only when the
       // smaller of two repeats holds at least this many ops, or one of the two
       // corresponding ops runs inside a module or is a buffer (TorchLens after
-      // 1.0: `y = tanh(x); z = tanh(y)` is a chain, one `nn.ReLU` called four
+      // 1.0: `tanh(tanh(tanh(x)))` is a chain, one `nn.ReLU` called four
       // times a loop). 1 gives TorchLens 1.0's rule, where any repeat is a loop.
       (int, min_param_free_loop_body, 2));
 };
@@ -283,8 +283,8 @@ struct GroupRecurrencesOptions {
 /// and ops applying the same function to the same parameters always do (rule 1;
 /// per output index). Adjacency alone groups two members only when one is in a
 /// module or a buffer, or both subgraphs hold min_param_free_loop_body vertices
-/// (the guard of later TorchLens releases: `tanh(tanh(x))` is a chain). A new grouping that would
-/// shrink an existing layer is skipped. Ties are broken by TorchLens's raw labels
+/// (the guard of later TorchLens releases: `tanh(tanh(tanh(x)))` is a chain). A new grouping that
+/// would shrink an existing layer is skipped. Ties are broken by TorchLens's raw labels
 /// (`{type}_{n}_{order}_raw`) in lexicographic order, as TorchLens sorts them, and a layer is named
 /// by its smallest raw label. TorchLens's bookkeeping is kept where it decides the result (node
 /// sets that only grow, iso-groups keyed by leader, frontiers keyed by subgraph): the layers agree

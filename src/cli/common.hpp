@@ -50,22 +50,53 @@ struct Args {
 };
 
 /// Every option of every subcommand: flag -> takes a value.
-inline const std::map<std::string, bool> kLogFlags = {
-    {"--input-shape", true}, {"--input", true},          {"--seed", true},
-    {"--save", true},        {"--json", true},           {"--npz", true},
-    {"--quiet", false},      {"--help", false},          {"--out", true},
-    {"--graph", true},       {"--rolled", false},        {"--nesting-depth", true},
-    {"--direction", true},   {"--show-buffers", false},  {"--inputs", true},
-    {"--batch-size", true},  {"--resume", false},        {"--no-progress", false},
-    {"--shard", true},       {"--delete-shards", false}, {"--full-forward", false},
-    {"--resize", true},      {"--crop", true},           {"--mean", true},
-    {"--std", true},         {"--channels", true},       {"--dtype", true},
-    {"--flatten", false},    {"--statistics", false},    {"--save-gradients", true},
-    {"--backward", true},    {"--spec", true},           {"--at", true},
-    {"--action", true},      {"--engine", true},         {"--save-spec", true},
-    {"--clean", true},       {"--corrupt", true},        {"--sites", true},
-    {"--metric", true},      {"--grid", true},           {"--csv", true},
-    {"--progress", false},   {"--gradients-of", true},   {"--targets", true}};
+inline const std::map<std::string, bool> kLogFlags = {{"--input-shape", true},
+                                                      {"--input", true},
+                                                      {"--seed", true},
+                                                      {"--save", true},
+                                                      {"--json", true},
+                                                      {"--npz", true},
+                                                      {"--quiet", false},
+                                                      {"--help", false},
+                                                      {"--out", true},
+                                                      {"--graph", true},
+                                                      {"--rolled", false},
+                                                      {"--nesting-depth", true},
+                                                      {"--direction", true},
+                                                      {"--show-buffers", false},
+                                                      {"--inputs", true},
+                                                      {"--batch-size", true},
+                                                      {"--resume", false},
+                                                      {"--no-progress", false},
+                                                      {"--shard", true},
+                                                      {"--delete-shards", false},
+                                                      {"--full-forward", false},
+                                                      {"--resize", true},
+                                                      {"--crop", true},
+                                                      {"--mean", true},
+                                                      {"--std", true},
+                                                      {"--channels", true},
+                                                      {"--dtype", true},
+                                                      {"--flatten", false},
+                                                      {"--statistics", false},
+                                                      {"--save-gradients", true},
+                                                      {"--backward", true},
+                                                      {"--spec", true},
+                                                      {"--at", true},
+                                                      {"--action", true},
+                                                      {"--engine", true},
+                                                      {"--save-spec", true},
+                                                      {"--clean", true},
+                                                      {"--corrupt", true},
+                                                      {"--sites", true},
+                                                      {"--metric", true},
+                                                      {"--grid", true},
+                                                      {"--csv", true},
+                                                      {"--progress", false},
+                                                      {"--gradients-of", true},
+                                                      {"--targets", true},
+                                                      {"--no-detect-loops", false},
+                                                      {"--min-param-free-loop-body", true}};
 
 inline Args parse(int argc, char** argv) {
   Args a;
@@ -213,6 +244,22 @@ int cmd_patch(const Args& a);
 inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;
   opts.seed(seed_of(a));
+  opts.detect_loops(!a.has("--no-detect-loops"));
+  if (auto s = a.get("--min-param-free-loop-body")) {
+    int body = 0;
+    try {
+      std::size_t used = 0;
+      body = std::stoi(*s, &used);
+      if (used != s->size()) throw std::invalid_argument(*s);
+    } catch (const std::exception&) {
+      body = 0;
+    }
+    if (body < 1) {
+      throw CommandLineError("bad --min-param-free-loop-body '" + *s +
+                             "': expected a positive integer (1: TorchLens 1.0's loops)");
+    }
+    opts.min_param_free_loop_body(body);
+  }
   if (auto s = a.get("--save")) opts.save(tl::SaveSpec::parse(*s));
   if (auto s = a.get("--save-gradients")) {
     opts.save_gradients(tl::SaveSpec::parse(*s));

@@ -50,6 +50,15 @@ class Forked(torch.nn.Module):
         return torch.relu(x) + torch.jit.wait(fut)
 
 
+class Tanh3(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(self.fc(torch.tanh(torch.tanh(torch.tanh(x)))))
+
+
 def run(*args):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
 
@@ -183,6 +192,29 @@ class CliTest(unittest.TestCase):
     def test_unknown_command_and_option(self):
         self.assertOneLineError(run("frobnicate"), "unknown command")
         self.assertOneLineError(run("log", self.pt, "--bogus"), "unknown option")
+
+    def test_loop_options(self):
+        # three tanhs in forward, outside any module: a chain by default, one
+        # layer of three passes by TorchLens 1.0's rule; a Linear reused twice
+        # stays one layer of two passes without loop detection
+        pt = os.path.join(WORK, "tanh3.pt")
+        torch.jit.script(Tanh3()).save(pt)
+
+        def tanh_labels(*flags):
+            r = run("metadata", pt, "--input-shape", "2,3", *flags)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            layers = json.loads(r.stdout)["layers"]
+            return ([l["label"] for l in layers if l["type"] == "tanh"],
+                    [l["num_passes"] for l in layers if l["type"] == "linear"])
+
+        self.assertEqual(tanh_labels(), (["tanh_1_1", "tanh_2_2", "tanh_3_3"], [2, 2]))
+        self.assertEqual(tanh_labels("--min-param-free-loop-body", "1"),
+                         (["tanh_1_1:1", "tanh_1_1:2", "tanh_1_1:3"], [2, 2]))
+        self.assertEqual(tanh_labels("--no-detect-loops", "--min-param-free-loop-body", "1"),
+                         (["tanh_1_1", "tanh_2_2", "tanh_3_3"], [2, 2]))
+        self.assertOneLineError(run("metadata", pt, "--input-shape", "2,3",
+                                    "--min-param-free-loop-body", "0"),
+                                "expected a positive integer")
 
     def test_forked_model_is_refused(self):
         # ops TorchScript runs on another thread (torch.jit.fork) cannot be

@@ -269,11 +269,7 @@ tl::LogOptions make_options(const py::object& save, std::optional<std::uint64_t>
   tl::LogOptions o;
   o.save(save_spec(save, "layers_to_save"));
   o.detect_loops(detect_loops);
-  TORCHLENS_CHECK(min_param_free_loop_body >= 1,
-                  "min_param_free_loop_body must be at least 1 (1: every back-to-back repeat is a "
-                  "loop, as in TorchLens 1.0), not ",
-                  min_param_free_loop_body);
-  o.min_param_free_loop_body(min_param_free_loop_body);
+  o.min_param_free_loop_body(min_param_free_loop_body); // checked by log_forward_pass
   o.seed(seed);
   o.detach(detach);
   TORCHLENS_CHECK(output_device == "same" || output_device == "cpu", "output_device: '",

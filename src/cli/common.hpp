@@ -12,8 +12,10 @@
 
 #include <torch/script.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -144,6 +146,20 @@ inline std::vector<std::int64_t> parse_shape(const std::string& text) {
   return shape;
 }
 
+/// The value of an integer flag in [1, max]; a one-line usage error otherwise.
+inline std::int64_t positive(const Args& a, const std::string& flag,
+                             std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
+  const std::string v = *a.get(flag);
+  try {
+    std::size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used != v.size() || n <= 0 || n > max) throw std::invalid_argument(v);
+    return n;
+  } catch (const std::exception&) {
+    throw CommandLineError("bad " + flag + " '" + v + "': expected a positive integer");
+  }
+}
+
 inline std::uint64_t seed_of(const Args& a) {
   if (auto s = a.get("--seed")) {
     try {
@@ -207,14 +223,9 @@ inline void write_outputs(const Args& a, const tl::ModelLog& log) {
 inline tl::io::DotOptions dot_options(const Args& a) {
   tl::io::DotOptions d;
   d.rolled(a.has("--rolled")).show_buffers(a.has("--show-buffers"));
-  if (auto n = a.get("--nesting-depth")) {
-    try {
-      const int depth = std::stoi(*n);
-      if (depth < 1) throw std::invalid_argument(*n);
-      d.nesting_depth(depth);
-    } catch (const std::exception&) {
-      throw CommandLineError("bad --nesting-depth '" + *n + "': expected a positive integer");
-    }
+  if (a.has("--nesting-depth")) {
+    d.nesting_depth(
+        static_cast<int>(positive(a, "--nesting-depth", std::numeric_limits<int>::max())));
   }
   if (auto dir = a.get("--direction")) {
     try {
@@ -245,20 +256,9 @@ inline tl::LogOptions log_options(const Args& a) {
   tl::LogOptions opts;
   opts.seed(seed_of(a));
   opts.detect_loops(!a.has("--no-detect-loops"));
-  if (auto s = a.get("--min-param-free-loop-body")) {
-    int body = 0;
-    try {
-      std::size_t used = 0;
-      body = std::stoi(*s, &used);
-      if (used != s->size()) throw std::invalid_argument(*s);
-    } catch (const std::exception&) {
-      body = 0;
-    }
-    if (body < 1) {
-      throw CommandLineError("bad --min-param-free-loop-body '" + *s +
-                             "': expected a positive integer (1: TorchLens 1.0's loops)");
-    }
-    opts.min_param_free_loop_body(body);
+  if (a.has("--min-param-free-loop-body")) {
+    opts.min_param_free_loop_body(static_cast<int>(
+        positive(a, "--min-param-free-loop-body", std::numeric_limits<int>::max())));
   }
   if (auto s = a.get("--save")) opts.save(tl::SaveSpec::parse(*s));
   if (auto s = a.get("--save-gradients")) {

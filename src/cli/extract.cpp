@@ -42,18 +42,6 @@ std::vector<std::string> split_keys(const std::string& text) {
   return keys;
 }
 
-std::int64_t positive(const Args& a, const std::string& flag) {
-  const std::string v = *a.get(flag);
-  try {
-    std::size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used != v.size() || n <= 0) throw std::invalid_argument(v);
-    return n;
-  } catch (const std::exception&) {
-    throw CommandLineError("bad " + flag + " '" + v + "': expected a positive integer");
-  }
-}
-
 /// A non-negative integer flag.
 std::int64_t size_flag(const Args& a, const std::string& flag) {
   const std::string v = *a.get(flag);

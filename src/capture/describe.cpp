@@ -9,6 +9,10 @@
 
 #include <torch/csrc/jit/api/module.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/parameterdict.h>
+#include <torch/nn/modules/container/parameterlist.h>
 #include <torch/nn/modules/container/sequential.h>
 
 #include <unordered_set>
@@ -38,7 +42,12 @@ ModelDescription describe(const torch::nn::Module& m) {
   }
   d.root = &m;
   for (const auto& sub : m.named_modules("", /*include_self=*/false)) {
-    d.modules.push_back({sub.key(), module_type_name(*sub.value()), sub.value().get()});
+    const torch::nn::Module* mod = sub.value().get();
+    const bool container = dynamic_cast<const torch::nn::ModuleListImpl*>(mod) != nullptr ||
+                           dynamic_cast<const torch::nn::ModuleDictImpl*>(mod) != nullptr ||
+                           dynamic_cast<const torch::nn::ParameterListImpl*>(mod) != nullptr ||
+                           dynamic_cast<const torch::nn::ParameterDictImpl*>(mod) != nullptr;
+    d.modules.push_back({sub.key(), module_type_name(*mod), mod, !container});
   }
   return d;
 }
@@ -88,7 +97,8 @@ ModelDescription describe(const torch::jit::Module& m) {
   }
   for (const auto& sub : m.named_modules()) {
     if (!sub.name.empty()) {
-      d.modules.push_back({sub.name, jit_type_name(sub.value), sub.value._ivalue().get()});
+      d.modules.push_back({sub.name, jit_type_name(sub.value), sub.value._ivalue().get(),
+                           sub.value.find_method("forward").has_value()});
     }
   }
   return d;

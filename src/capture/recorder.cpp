@@ -419,7 +419,9 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
   for (std::size_t pos = base.empty() ? 0 : base.size() + 1;;) {
     const auto next = owner.find('.', pos);
     auto it = module_by_address_.find(std::string(owner.substr(0, next)));
-    if (it != module_by_address_.end()) chain.push_back(it->second);
+    if (it != module_by_address_.end() && modules_[static_cast<std::size_t>(it->second)].callable) {
+      chain.push_back(it->second);
+    }
     if (next == std::string_view::npos) break;
     pos = next + 1;
   }
@@ -481,7 +483,7 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
   module_by_identity_[model.root] = -1;
   for (const auto& m : model.modules) {
     const int index = static_cast<int>(modules_.size());
-    modules_.push_back(ModuleState{m.address, m.type});
+    modules_.push_back(ModuleState{m.address, m.type, 0, false, m.callable});
     module_by_identity_.emplace(m.identity, index); // a shared module keeps its first address
     module_by_address_.emplace(m.address, index);
   }
@@ -805,7 +807,12 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   n.buffer_pass = ++b.passes;
   n.module_observed = true;
   n.exits_observed = true;
-  // a buffer belongs to its owning module (`lstm._flat_weights.0`: to `lstm`)
+  // A buffer belongs to its owning module and that module's parents
+  // (`lstm._flat_weights.0`: to `lstm`), in their current call, or the first
+  // one when a caller reads the buffer before calling its owner (as TorchLens
+  // places it). Containers that are never called (`transformer.h`, a
+  // ModuleList) are not among them; finish() drops the modules that turn out
+  // never to have been called at all.
   const auto dot = b.address.rfind('.');
   for (std::size_t pos = 0; dot != std::string::npos;) {
     const auto next = b.address.find('.', pos);
@@ -813,7 +820,7 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
     auto it = module_by_address_.find(b.address.substr(0, next));
     if (it == module_by_address_.end()) break;
     const ModuleState& m = modules_[static_cast<std::size_t>(it->second)];
-    n.modules.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
+    if (m.callable) n.modules.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
     pos = next + 1;
   }
   fill_tensor_fields(n, t);
@@ -1347,6 +1354,19 @@ void Recorder::finish(double forward_ms) {
       }
       graph[v].scalar_args.assign(scalars.begin(), scalars.end()); // one allocation, exact
     }
+  }
+
+  // A buffer read by a caller of a module that is then never called (the
+  // root reading `self.table.weight_scale` of a helper it never runs) is in
+  // none of that module's calls.
+  for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
+    OpNode& n = graph[v];
+    if (n.kind != NodeKind::buffer) continue;
+    std::erase_if(n.modules, [this](const ModuleFrame& f) {
+      auto it = module_by_address_.find(f.address.str());
+      return it != module_by_address_.end() &&
+             modules_[static_cast<std::size_t>(it->second)].passes == 0;
+    });
   }
 
   auto& info = graph[boost::graph_bundle];

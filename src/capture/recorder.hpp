@@ -197,6 +197,7 @@ class Recorder {
     Name address, type; // interned once per module: each frame copies two pointers
     int passes = 0;
     bool inferred = false; ///< some call was found by parameter ownership, not observed
+    bool callable = true;  ///< has a forward (not a ModuleList, ModuleDict, ...)
   };
   /// One call in progress: a module's forward (module >= 0) or a function /
   /// helper method (module < 0, transparent for nesting).

@@ -420,6 +420,92 @@ TEST_CASE("C++ frontend with ModuleScope: a residual block's add and relu are th
   CHECK(inferred.size() == log.size());
 }
 
+namespace {
+
+/// A Linear, a relu and a mask buffer; `scoped` opens a ModuleScope in forward.
+struct MaskedBlockImpl : torch::nn::Module {
+  explicit MaskedBlockImpl(bool scoped)
+      : scoped(scoped), fc(register_module("fc", torch::nn::Linear(4, 4))) {
+    mask = register_buffer("mask", torch::tensor({1.0F, 0.0F, 1.0F, 0.5F}));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    std::optional<tl::ModuleScope> scope;
+    if (scoped) scope.emplace(*this);
+    return torch::relu(fc(x)) * mask;
+  }
+  bool scoped;
+  torch::nn::Linear fc;
+  torch::Tensor mask;
+};
+TORCH_MODULE(MaskedBlock);
+
+/// Blocks in a ModuleList, iterated in forward: the list itself is never called.
+struct BlockListImpl : torch::nn::Module {
+  explicit BlockListImpl(bool scoped)
+      : blocks(register_module("blocks",
+                               torch::nn::ModuleList(MaskedBlock(scoped), MaskedBlock(scoped)))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    for (const auto& block : *blocks) x = block->as<MaskedBlockImpl>()->forward(x);
+    return x;
+  }
+  torch::nn::ModuleList blocks;
+};
+TORCH_MODULE(BlockList);
+
+std::vector<std::string> frame_strings(const tl::OpNode& n) {
+  std::vector<std::string> out;
+  for (const auto& f : n.modules) out.push_back(f.address.str() + ":" + std::to_string(f.pass));
+  return out;
+}
+
+/// Every vertex's label and module frames, one line each (for failure messages).
+std::string placements(const tl::ModelLog& log) {
+  std::string out;
+  const auto& g = log.graph();
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    out += g[v].label + " @";
+    for (const auto& f : frame_strings(g[v])) out += " " + f;
+    out += "\n";
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("C++ frontend: a ModuleList is never called, so nothing is placed in it") {
+  for (const bool scoped : {false, true}) {
+    CAPTURE(scoped);
+    torch::manual_seed(0);
+    BlockList net(scoped);
+    const auto x = torch::randn({2, 4});
+    auto log = tl::log_forward_pass(net, x);
+    INFO(placements(log));
+    const auto& g = log.graph();
+    for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+      for (const auto& f : g[v].modules) CHECK_MESSAGE(f.address != "blocks", g[v].label);
+    }
+    for (const auto& m : log.info().modules) CHECK(m.address != "blocks");
+    // ops placed by the parameters they read, and each block's mask buffer
+    CHECK(frame_strings(log["addmm_1_2"].node()) ==
+          std::vector<std::string>{"blocks.0:1", "blocks.0.fc:1"});
+    CHECK(frame_strings(log["addmm_2_6"].node()) ==
+          std::vector<std::string>{"blocks.1:1", "blocks.1.fc:1"});
+    CHECK(frame_strings(log["buffer_1"].node()) == std::vector<std::string>{"blocks.0:1"});
+    CHECK(frame_strings(log["buffer_2"].node()) == std::vector<std::string>{"blocks.1:1"});
+    CHECK(log["buffer_1"]->io_address == "blocks.0.mask");
+    torch::NoGradGuard ng;
+    const auto b0 = net->blocks[0]->as<MaskedBlockImpl>();
+    CHECK(torch::allclose(log["relu_1_3"].activation(), torch::relu(b0->fc(x))));
+    CHECK(torch::allclose(log["output_1"].activation(), net(x)));
+    if (scoped) {
+      // observed calls: the relu and the mask product are the block's own
+      CHECK(frame_strings(log["relu_1_3"].node()) == std::vector<std::string>{"blocks.0:1"});
+      CHECK(log["blocks.0"].label() == "mul_1_4");
+      CHECK(torch::allclose(log["blocks.0"].activation(), b0->forward(x)));
+    }
+  }
+}
+
 TEST_CASE("a parameter an op returns unchanged stays a parameter") {
   // TorchScript dispatches `contiguous` (C++'s Tensor::contiguous returns
   // *this inline); on a contiguous weight it returns the parameter itself

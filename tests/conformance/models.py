@@ -1101,6 +1101,60 @@ class WhileLoop(nn.Module):
         return x
 
 
+class CausalMaskAttention(nn.Module):
+    """nanoGPT's CausalSelfAttention, one head: the causal mask is a registered buffer."""
+
+    def __init__(self, d: int, t: int):
+        super().__init__()
+        self.qkv = nn.Linear(d, 3 * d)
+        self.register_buffer("bias", torch.tril(torch.ones(t, t)).view(1, t, t))
+
+    def forward(self, x):
+        t = x.size(1)
+        q, k, v = self.qkv(x).split(x.size(2), dim=2)
+        att = torch.matmul(q, k.transpose(1, 2))
+        mask = self.bias.narrow(1, 0, t).narrow(2, 0, t)
+        att = att.masked_fill(mask == 0, float("-inf"))
+        return torch.matmul(torch.softmax(att, dim=-1), v)
+
+
+class Gain(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.register_buffer("gain", torch.full((d,), 0.5))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+class MaskedMean(nn.Module):
+    def forward(self, x, mask):
+        return (x * mask).mean(-1)
+
+
+class BuffersInContainers(nn.Module):
+    """Where a buffer is placed: nanoGPT's layout (attention blocks with a causal-mask
+    buffer in a ModuleList inside a ModuleDict; neither container is ever called), the
+    root reading a child's buffer before calling the child, a buffer of a module that is
+    never called, and the root passing its own buffer into a child."""
+
+    def __init__(self):
+        super().__init__()
+        self.transformer = nn.ModuleDict(
+            {"h": nn.ModuleList([CausalMaskAttention(8, 6), CausalMaskAttention(8, 6)])}
+        )
+        self.gain = Gain(8)
+        self.table = Gain(8)
+        self.pool = MaskedMean()
+        self.register_buffer("keep", torch.ones(8))
+
+    def forward(self, x):
+        x = x * self.gain.gain + self.table.gain
+        for block in self.transformer["h"]:
+            x = x + block(x)
+        return self.pool(self.gain(x), self.keep)
+
+
 class StaleView(nn.Module):
     """A view read after its base was written in place."""
 
@@ -1186,6 +1240,7 @@ ZOO = {
     "FloatItem": (FloatItem, lambda: [_rand(2, 4)], "args", False),
     "WhileLoop": (WhileLoop, lambda: [_rand(2, 4) + 0.5], "args", False),
     "StaleView": (StaleView, lambda: [_rand(3, 4)], "args", False),
+    "BuffersInContainers": (BuffersInContainers, lambda: [_rand(2, 5, 8)], "args", False),
 }
 
 

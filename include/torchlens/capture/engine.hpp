@@ -40,6 +40,10 @@ struct ModelDescription {
     std::string address;            ///< `layer1.0` (as named_modules() spells it)
     std::string type;               ///< `BasicBlock`
     const void* identity = nullptr; ///< the torch::nn::Module or TorchScript object
+    /// False for containers that are iterated or indexed, never called
+    /// (ModuleList, ModuleDict, ParameterList, ParameterDict): no op runs in
+    /// a call of theirs, so capture never places one there.
+    bool callable = true;
   };
   std::string name;
   std::vector<NamedTensor> params;

@@ -777,6 +777,24 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) { return l.node().is_terminal_bool; })
       .def_property_readonly("in_cond_branch",
                              [](const Layer& l) { return l.node().in_cond_branch; })
+      .def_property_readonly("cond_branch_start_children",
+                             [](const Layer& l) {
+                               const auto& g = l.log().graph();
+                               std::vector<std::string> out;
+                               for (auto e : boost::make_iterator_range(
+                                        boost::out_edges(l.vertex(), g))) {
+                                 if (g[e].is_cond_branch_start) {
+                                   out.push_back(g[boost::target(e, g)].label);
+                                 }
+                               }
+                               return out;
+                             })
+      .def_property_readonly("scalar_bool_value",
+                             [](const Layer& l) -> py::object {
+                               const auto& v = l.node().scalar_bool_value;
+                               if (!v) return py::none();
+                               return py::bool_(*v);
+                             })
       .def_property_readonly("min_distance_from_input",
                              [](const Layer& l) { return l.node().min_distance_from_input; })
       .def_property_readonly("max_distance_from_input",
@@ -988,6 +1006,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("is_branching",
                              [](const LogPtr& log) { return log->info().is_branching; })
       .def_property_readonly("has_conditional",
+                             [](const LogPtr& log) { return log->info().has_conditional; })
+      .def_property_readonly("has_conditional_branching", // TorchLens 1.0's name
                              [](const LogPtr& log) { return log->info().has_conditional; })
       .def_property_readonly("conditional_branch_edges",
                              [](const LogPtr& log) {

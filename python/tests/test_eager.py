@@ -261,6 +261,47 @@ class Nesting(unittest.TestCase):
         self.assertEqual(log.module_num_passes, {"a": 2})
 
 
+class Conditionals(unittest.TestCase):
+    """TorchLens's conditional fields, as its code sets them (postprocess step 5)."""
+
+    def test_if_condition_fields(self):
+        class M(nn.Module):
+            def forward(self, x):
+                if torch.mean(x - 5) > 3:
+                    return torch.relu(x)
+                return torch.tanh(x)
+
+        for sign in (1.0, -1.0):
+            x = torch.full((2, 3), 10.0 * sign)
+            log = tl.log_forward_pass(M(), x)
+            self.assertTrue(log.has_conditional_branching)
+            self.assertEqual(log.conditional_branch_edges, [("input_1", "sub_1_1")])
+            # the condition's computation; the bool itself is the terminal bool
+            self.assertEqual([l.layer_label for l in log if l.in_cond_branch], ["sub_1_1", "mean_1_2"])
+            self.assertEqual([l.layer_label for l in log if l.is_terminal_bool_layer], ["gt_1_3"])
+            self.assertEqual(log["gt_1_3"].scalar_bool_value, sign > 0)
+            self.assertEqual(log["input_1"].cond_branch_start_children, ["sub_1_1"])
+            self.assertEqual(log["sub_1_1"].cond_branch_start_children, [])
+            self.assertIsNone(log["sub_1_1"].scalar_bool_value)
+            arm = "relu_1_4" if sign > 0 else "tanh_1_4"
+            self.assertFalse(log[arm].in_cond_branch)
+
+    def test_condition_read_straight_from_an_output_ancestor(self):
+        # one op from a tensor the model goes on using: no layer is in the
+        # branch, but the IF edge and the conditional are there
+        class M(nn.Module):
+            def forward(self, x):
+                mask = x > 0
+                if bool(mask.any()):
+                    x = x * mask
+                return x
+
+        log = tl.log_forward_pass(M(), torch.tensor([1.0, -1.0]))
+        self.assertTrue(log.has_conditional_branching)
+        self.assertEqual(log.conditional_branch_edges, [("gt_1_1", "any_1_2")])
+        self.assertFalse(any(l.in_cond_branch for l in log))
+
+
 class Scripted(unittest.TestCase):
     def test_resnet18_scripted_logs_as_the_eager_model(self):
         # two independent routes to module calls: Python hooks on the eager

@@ -19,15 +19,18 @@ ModelGraph prepared(ModelGraph g) {
 }
 } // namespace
 
-TEST_CASE("conditionals: `if mean(x - 5) > 3` marks sub, mean, gt and the edge x -> sub") {
+TEST_CASE("conditionals: `if mean(x - 5) > 3` marks sub and mean, gt is the terminal bool, "
+          "x -> sub is the IF edge") {
   ModelGraph g = prepared(conditional_graph()); // x0 sub1 mean2 gt3 relu4 out5
   PassContext ctx;
   auto r = DetectConditionalsPass{}.run(g, ctx);
   CHECK(r.get("terminal bools") == 1);
-  CHECK(r.get("branch vertices") == 3);
+  CHECK(r.get("branch vertices") == 2);
   CHECK(r.get("if edges") == 1);
   CHECK(g[3].is_terminal_bool);
-  const std::vector<bool> branch{false, true, true, true, false, false};
+  // TorchLens marks the bool's non-output-ancestor ancestors; the bool itself
+  // is its terminal bool (is_terminal_bool_layer), never in_cond_branch
+  const std::vector<bool> branch{false, true, true, false, false, false};
   for (Vertex v = 0; v < 6; ++v) CHECK(g[v].in_cond_branch == branch[v]);
   for (auto e : boost::make_iterator_range(boost::edges(g))) {
     const bool expected = boost::source(e, g) == 0 && boost::target(e, g) == 1;
@@ -47,6 +50,30 @@ TEST_CASE("conditionals: a terminal bool read as an `if` branches off an output 
   auto [e, found] = boost::edge(10, 11, g);
   REQUIRE(found);
   CHECK(g[e].is_cond_branch_start);
+}
+
+TEST_CASE("conditionals: a bool computed straight from an output ancestor is a conditional") {
+  // `if bool(mask.any()): ...` with mask used later: the condition is one op,
+  // so no vertex is in the branch, but the IF edge mask -> any exists and the
+  // model has a conditional (TorchLens 1.0 defines has_conditional_branching by
+  // in_cond_branch and misses it; docs/capture.md)
+  GraphBuilder b;
+  auto x = b.input();
+  auto mask = b.op("gt", {x}, {.dtype = "bool", .scalar_args = {{"other", "0"}}});
+  auto any = b.op("any", {mask}, {.shape = {}, .dtype = "bool", .read = ScalarUse::condition});
+  b.returns(b.op("mul", {x, mask}));
+  ModelGraph g = prepared(b.build());
+  PassContext ctx;
+  auto r = DetectConditionalsPass{}.run(g, ctx);
+  CHECK(r.get("terminal bools") == 1);
+  CHECK(r.get("branch vertices") == 0);
+  CHECK(r.get("if edges") == 1);
+  CHECK(g[any].is_terminal_bool);
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) CHECK_FALSE(g[v].in_cond_branch);
+  auto [e, found] = boost::edge(mask, any, g);
+  REQUIRE(found);
+  CHECK(g[e].is_cond_branch_start);
+  CHECK(g[boost::graph_bundle].has_conditional);
 }
 
 TEST_CASE("conditionals: only a bool deciding an `if` starts a branch") {

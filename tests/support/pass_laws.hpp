@@ -116,15 +116,18 @@ void check_fact(const ModelGraph& g) {
     }
   } else if constexpr (std::is_same_v<F, ConditionalsDetected>) {
     for (Vertex v = 0; v < n; ++v) {
-      if (g[v].is_terminal_bool && g[v].scalar_use == ScalarUse::condition) {
-        CHECK(g[v].in_cond_branch);
+      if (g[v].is_terminal_bool) CHECK_FALSE(g[v].in_cond_branch);
+      if (g[v].in_cond_branch) {
+        CHECK_FALSE(g[v].is_output_ancestor);
+        CHECK(boost::out_degree(v, g) > 0); // it leads to a terminal bool
       }
-      if (g[v].in_cond_branch) CHECK_FALSE(g[v].is_output_ancestor);
     }
     for (auto e : boost::make_iterator_range(boost::edges(g))) {
       if (g[e].is_cond_branch_start) {
+        const OpNode& target = g[boost::target(e, g)];
         CHECK(g[boost::source(e, g)].is_output_ancestor);
-        CHECK(g[boost::target(e, g)].in_cond_branch);
+        CHECK((target.in_cond_branch ||
+               (target.is_terminal_bool && target.scalar_use == ScalarUse::condition)));
       }
     }
   } else if constexpr (std::is_same_v<F, ModulesInferred>) {

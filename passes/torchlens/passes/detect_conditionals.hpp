@@ -16,11 +16,13 @@ namespace torchlens::passes {
 /// decides an `if`: from each terminal bool read as an `if` condition
 /// (OpNode::scalar_use == ScalarUse::condition; a float `.item()`, a `while`
 /// loop's condition, an `assert` or an unread bool are not branches), flood
-/// through parents while they are not output ancestors, marking
-/// in_cond_branch; an edge from an output ancestor into the flooded branch is
-/// the IF edge (TensorEdge::is_cond_branch_start). GraphInfo::has_conditional
-/// is true when an IF edge exists. This marks the branch computing the
-/// condition, not the arm taken (TorchLens, parents-only flood as fixed in 0.20.4).
+/// through parents while they are not output ancestors, marking them
+/// in_cond_branch; an edge from an output ancestor into the flooded branch (or
+/// straight into the bool) is the IF edge (TensorEdge::is_cond_branch_start).
+/// As in TorchLens, the bool itself is the terminal bool, not in_cond_branch
+/// (it is nobody's parent). GraphInfo::has_conditional is true when an IF edge
+/// exists. This marks the branch computing the condition, not the arm taken
+/// (TorchLens, parents-only flood as fixed in 0.20.4).
 struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
   static constexpr std::string_view name = "detect-conditionals";
   static constexpr std::string_view description =
@@ -52,14 +54,13 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
 
     std::int64_t terminals = 0, branch = 0, if_edges = 0;
     std::vector<Vertex> stack;
+    std::vector<char> flooded(n, 0); // the bools flooded from, and the branch vertices
     for (Vertex v = 0; v < n; ++v) {
       if (!is_terminal_bool(g, v)) continue;
       ++terminals;
       g[v].is_terminal_bool = true;
       if (g[v].scalar_use != ScalarUse::condition) continue; // decides no `if`
-      if (g[v].in_cond_branch) continue; // already flooded from another terminal bool
-      g[v].in_cond_branch = true;
-      ++branch;
+      flooded[v] = 1;
       stack.assign(1, v);
       while (!stack.empty()) {
         Vertex cur = stack.back();
@@ -71,7 +72,8 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
               g[e].is_cond_branch_start = true;
               ++if_edges;
             }
-          } else if (!g[p].in_cond_branch) {
+          } else if (flooded[p] == 0) {
+            flooded[p] = 1;
             g[p].in_cond_branch = true;
             ++branch;
             stack.push_back(p);

@@ -777,18 +777,18 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) { return l.node().is_terminal_bool; })
       .def_property_readonly("in_cond_branch",
                              [](const Layer& l) { return l.node().in_cond_branch; })
-      .def_property_readonly("cond_branch_start_children",
-                             [](const Layer& l) {
-                               const auto& g = l.log().graph();
-                               std::vector<std::string> out;
-                               for (auto e : boost::make_iterator_range(
-                                        boost::out_edges(l.vertex(), g))) {
-                                 if (g[e].is_cond_branch_start) {
-                                   out.push_back(g[boost::target(e, g)].label);
-                                 }
-                               }
-                               return out;
-                             })
+      .def_property_readonly(
+          "cond_branch_start_children",
+          [](const Layer& l) {
+            const auto& g = l.log().graph();
+            std::vector<std::string> out;
+            for (auto e : boost::make_iterator_range(boost::out_edges(l.vertex(), g))) {
+              if (g[e].is_cond_branch_start) {
+                out.push_back(g[boost::target(e, g)].label);
+              }
+            }
+            return out;
+          })
       .def_property_readonly("scalar_bool_value",
                              [](const Layer& l) -> py::object {
                                const auto& v = l.node().scalar_bool_value;

@@ -19,8 +19,9 @@ ModelGraph prepared(ModelGraph g) {
 }
 } // namespace
 
-TEST_CASE("conditionals: `if mean(x - 5) > 3` marks sub and mean, gt is the terminal bool, "
-          "x -> sub is the IF edge") {
+TEST_CASE(
+    "conditionals: `if mean(x - 5) > 3` marks sub and mean, gt is the terminal bool, "
+    "x -> sub is the IF edge") {
   ModelGraph g = prepared(conditional_graph()); // x0 sub1 mean2 gt3 relu4 out5
   PassContext ctx;
   auto r = DetectConditionalsPass{}.run(g, ctx);

@@ -302,6 +302,46 @@ class Conditionals(unittest.TestCase):
         self.assertFalse(any(l.in_cond_branch for l in log))
 
 
+class Generation(unittest.TestCase):
+    def test_greedy_decoding_with_a_kv_cache(self):
+        # the loop researchers log most: a cache written in place each step,
+        # attention over t + 1 keys (one key at the first step), argmax
+        class TinyLM(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(11, 8)
+                self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+                self.out = nn.Linear(8, 11)
+
+            def forward(self, tok):
+                kc, vc = torch.zeros(tok.size(0), 4, 8), torch.zeros(tok.size(0), 4, 8)
+                outs = []
+                for t in range(4):
+                    h = self.emb(tok)
+                    kc[:, t] = self.k(h)
+                    vc[:, t] = self.v(h)
+                    att = torch.softmax((self.q(h).unsqueeze(1) * kc[:, : t + 1]).sum(-1), -1)
+                    tok = self.out((att.unsqueeze(-1) * vc[:, : t + 1]).sum(1) + h).argmax(-1)
+                    outs.append(tok)
+                return torch.stack(outs, 1)
+
+        torch.manual_seed(0)
+        model, prompt = TinyLM().eval(), torch.tensor([1, 2])
+        report = tl.validate_saved_activations(model, prompt, return_report=True)
+        self.assertTrue(report, str(report))
+        self.assertIn("normalised over a dimension of size 1", str(report))
+        log = tl.log_forward_pass(model, prompt)
+        self.assertTrue(log.is_recurrent)
+        for address in ("emb", "q", "k", "v", "out"):
+            self.assertEqual(log.module_num_passes[address], 4)
+        with torch.no_grad():
+            tokens = model(prompt)
+        argmaxes = [l for l in log if l.layer_type == "argmax"]
+        self.assertEqual([l.pass_num for l in argmaxes], [1, 2, 3, 4])
+        for step, layer in enumerate(argmaxes):
+            self.assertTrue(torch.equal(layer.tensor_contents, tokens[:, step]))
+
+
 class Scripted(unittest.TestCase):
     def test_resnet18_scripted_logs_as_the_eager_model(self):
         # two independent routes to module calls: Python hooks on the eager

@@ -274,6 +274,19 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
       return "clamped to one value";
     }
   }
+  // normalised over one element: a softmax over a dimension of size 1 is 1
+  // everywhere, a log_softmax 0 (attention over a single key: the first step
+  // of a generation loop with a KV cache)
+  if ((op == "aten::softmax" || op == "aten::_softmax" || op == "aten::log_softmax" ||
+       op == "aten::_log_softmax") &&
+      via_only("self")) {
+    const at::Tensor x = tensor("self");
+    const auto dim = argument(rec, "dim");
+    if (x.defined() && dim.isInt() &&
+        (x.dim() == 0 || x.size(c10::maybe_wrap_dim(dim.toInt(), x.dim())) == 1)) {
+      return "normalised over a dimension of size 1";
+    }
+  }
   if (op == "aten::bernoulli" && via_only("self") && argument(rec, "p").isDouble()) {
     return "only its shape is read (probability given as p)";
   }

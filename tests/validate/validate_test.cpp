@@ -530,6 +530,28 @@ def forward(self, x):
     CHECK(text(r).find("1 × raised to the power 0: pow_1_4 ← cos_1_3") != std::string::npos);
   }
 
+  TEST_CASE("a softmax over a dimension of size 1 is excused") {
+    // a constant function of its input (all ones; log_softmax all zeros): a
+    // generation loop's first attention step is a softmax over one key. A
+    // softmax over three values is checked
+    auto m = scripted("Single", R"(
+def forward(self, x):
+    a = torch.softmax(x.unsqueeze(-1), -1)
+    b = torch.log_softmax(torch.sin(x).unsqueeze(1), 1)
+    d = torch.softmax(x, -1)
+    return a.squeeze(-1) + b.squeeze(1) + d
+)");
+    const auto r = check_valid_ts(m, toy::ts::input(), 10);
+    std::map<std::string, int> reasons;
+    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    CHECK(reasons["normalised over a dimension of size 1"] == 2);
+    CHECK(reasons.size() == 1);
+    CHECK(r.exempted == 2);
+    // the softmax over x (three values per row) is perturbed and changes
+    CHECK(text(r).find("2 × normalised over a dimension of size 1: softmax_1_2 ← unsqueeze_1_1, "
+                       "logsoftmax_1_5 ← unsqueeze_2_4") != std::string::npos);
+  }
+
   TEST_CASE("a relu of negatives and add with alpha = 1 are checked, not excused") {
     // perturbing the relu's all-negative input with new values may leave it at
     // zero; shifting the values up changes it: no exemption is needed

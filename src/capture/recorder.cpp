@@ -401,10 +401,14 @@ bool owned_within(std::string_view owner, std::string_view address) {
 std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& observed) {
   // inside any observed call (the root's own ModuleScope included) the place is known
   observed = !calls_.empty() || script_index_ != nullptr;
-  if (script_index_ != nullptr || model_.calls_observed || params.empty()) {
+  if (script_index_ != nullptr || model_.calls_observed) {
     inferred_.clear();
     return containment_;
   }
+  // An op that reads no parameter ends no inferred call: inside a module it is
+  // the rest of the call (the matmul between a C++ Linear's `t` and its bias
+  // `add`, the softmax between attention's projections); infer-modules places it.
+  if (params.empty()) return containment_;
   // C++ frontend below the innermost observed call: the op ran inside the
   // module owning the parameter it reads (and inside that module's parents).
   const std::string_view owner = params.front()->owner;
@@ -426,8 +430,10 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
     pos = next + 1;
   }
   observed = true;
-  // A call found this way continues while nothing outside it ran in between
-  // and the op reads no parameter this call already read.
+  // A call found this way continues while the ops that read parameters read
+  // those of modules inside it, and none it already read (a Linear in a loop
+  // gets one call per application); an op reading parameters outside it (the
+  // root's own, a sibling's) ends it.
   std::size_t keep = 0;
   while (keep < inferred_.size() && keep < chain.size() && inferred_[keep].module == chain[keep]) {
     ++keep;

@@ -506,6 +506,46 @@ TEST_CASE("C++ frontend: a ModuleList is never called, so nothing is placed in i
   }
 }
 
+TEST_CASE("C++ frontend without scopes: a TransformerEncoder's modules are each called once") {
+  // inferred from the parameters ops read: a Linear on 3-D input runs t,
+  // matmul, add; the matmul between them (and attention's ops between its
+  // projections) read no parameter and must not end the inferred call (they
+  // made layers.0 a module of nine calls); `layers` is a ModuleList
+  torch::manual_seed(0);
+  torch::nn::TransformerEncoder enc(torch::nn::TransformerEncoderOptions(
+      torch::nn::TransformerEncoderLayerOptions(8, 2).dim_feedforward(16), 2));
+  enc->eval();
+  const auto x = torch::randn({5, 2, 8});
+  auto log = tl::log_forward_pass(enc, x);
+  INFO(placements(log));
+  std::vector<std::string> modules;
+  for (const auto& m : log.info().modules) {
+    modules.push_back(m.address);
+    CHECK_MESSAGE(m.num_passes == 1, m.address);
+    CHECK_FALSE(m.exact);
+  }
+  CHECK(modules == std::vector<std::string>{
+                       "layers.0", "layers.0.self_attn", "layers.0.self_attn.out_proj",
+                       "layers.0.norm1", "layers.0.linear1", "layers.0.linear2", "layers.0.norm2",
+                       "layers.1", "layers.1.self_attn", "layers.1.self_attn.out_proj",
+                       "layers.1.norm1", "layers.1.linear1", "layers.1.linear2", "layers.1.norm2"});
+  // out_proj's weight (t) and bias (add) are one call of it
+  std::vector<std::string> out_proj_ops;
+  const auto& g = log.graph();
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    const auto& f = g[v].modules;
+    if (!f.empty() && f.back().address == "layers.0.self_attn.out_proj") {
+      out_proj_ops.push_back(g[v].label);
+      CHECK(frame_strings(g[v]) ==
+            std::vector<std::string>{"layers.0:1", "layers.0.self_attn:1",
+                                     "layers.0.self_attn.out_proj:1"});
+    }
+  }
+  CHECK(out_proj_ops.size() == 2);
+  torch::NoGradGuard ng;
+  CHECK(torch::allclose(log["output_1"].activation(), enc(x)));
+}
+
 TEST_CASE("a parameter an op returns unchanged stays a parameter") {
   // TorchScript dispatches `contiguous` (C++'s Tensor::contiguous returns
   // *this inline); on a contiguous weight it returns the parameter itself

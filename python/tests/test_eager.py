@@ -247,6 +247,30 @@ class Nesting(unittest.TestCase):
         self.assertEqual(ident.child_layers, ["add_1_3"])
         self.assertEqual(ident.module_passes_exited, ["skip:1"])
 
+    def test_a_drop_path_used_twice_in_a_block_is_not_a_loop(self):
+        # Swin's and timm's blocks in eval: one stochastic-depth module returns
+        # its input, after attention and after the MLP; TorchLens 1.0 finds no
+        # loop in them (its identity layers are dead ends)
+        class DropPath(nn.Module):
+            def forward(self, x):
+                return x
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.attn, self.mlp, self.drop_path = nn.Linear(4, 4), nn.Linear(4, 4), DropPath()
+
+            def forward(self, x):
+                x = x + self.drop_path(self.attn(x))
+                return x + self.drop_path(self.mlp(x))
+
+        log = tl.log_forward_pass(nn.Sequential(Block(), Block()), torch.rand(2, 4))
+        self.assertFalse(log.is_recurrent)
+        self.assertEqual(log.module_num_passes["0.drop_path"], 2)
+        self.assertEqual(log["0.drop_path:2"].layer_type, "identity")
+        self.assertEqual(log["0.drop_path:2"].parent_layers, ["linear_2_4"])
+        self.assertTrue(all(layer.num_passes == 1 for layer in log))
+
     def test_shared_module_under_two_names_is_one_module(self):
         class M(nn.Module):
             def __init__(self):

@@ -206,6 +206,60 @@ TEST_CASE(
                        UsageError);
 }
 
+namespace {
+/// An `identity` vertex as capture makes it (a module returning its argument).
+Vertex identity(GraphBuilder& b, Vertex arg, std::vector<ModuleFrame> modules) {
+  return b.op("identity", {arg}, {.modules = std::move(modules)});
+}
+ModelGraph with_identities(ModelGraph g) {
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    if (g[v].layer_type == "identity") g[v].op_name = "torchlens::identity";
+  }
+  return g;
+}
+} // namespace
+
+TEST_CASE("a parameter-free module returning its input twice in a block is not a loop") {
+  // Swin's block in eval: x + sd(attn(norm1(x))), then + sd(mlp(norm2(x))),
+  // one StochasticDepth module `sd` called twice. TorchLens 1.0 logs its
+  // identity as a dead end and finds no loop; read through, identity + add
+  // would repeat and the block would be a two-pass loop
+  GraphBuilder b;
+  const auto blk = frame("block", "SwinBlock");
+  auto x = b.input();
+  auto n1 = b.op("layernorm", {x}, {.params = {"block.norm1.weight"}, .modules = {blk}});
+  auto a = b.op("linear", {n1}, {.params = {"block.attn.weight"}, .modules = {blk}});
+  auto s1 = b.op("add", {x, identity(b, a, {blk, frame("block.sd", "StochasticDepth", 1)})},
+                 {.modules = {blk}});
+  auto n2 = b.op("layernorm", {s1}, {.params = {"block.norm2.weight"}, .modules = {blk}});
+  auto m = b.op("linear", {n2}, {.params = {"block.mlp.weight"}, .modules = {blk}});
+  b.returns(b.op("add", {s1, identity(b, m, {blk, frame("block.sd", "StochasticDepth", 2)})},
+                 {.modules = {blk}}));
+  ModelGraph g = with_identities(b.build());
+  CHECK(labels_of(g) == L{"input_1", "layernorm_1_1", "linear_1_2", "identity_1_3", "add_1_4",
+                          "layernorm_2_5", "linear_2_6", "identity_2_7", "add_2_8", "output_1"});
+  run_default_pipeline(g);
+  CHECK_FALSE(g[boost::graph_bundle].is_recurrent);
+}
+
+TEST_CASE("an identity module in a loop body is a layer with a pass per iteration") {
+  // for _ in range(3): x = relu(skip(fc(x))): fc, skip's identity and relu
+  // are three layers of three passes (the identity read through, as TorchLens
+  // reads it: a dead end beside fc's output)
+  GraphBuilder b;
+  Vertex cur = b.input();
+  for (int i = 1; i <= 3; ++i) {
+    auto l =
+        b.op("linear", {cur}, {.params = {"fc.weight"}, .modules = {frame("fc", "Linear", i)}});
+    cur = b.op("relu", {identity(b, l, {frame("skip", "Identity", i)})});
+  }
+  b.returns(cur);
+  CHECK(labels_of(with_identities(b.build())) == L{"input_1", "linear_1_1:1", "identity_1_2:1",
+                                                   "relu_1_3:1", "linear_1_1:2", "identity_1_2:2",
+                                                   "relu_1_3:2", "linear_1_1:3", "identity_1_2:3",
+                                                   "relu_1_3:3", "output_1"});
+}
+
 TEST_CASE("the outputs of one call of a multi-output op are layers, not passes") {
   // one LSTM call: three outputs reading the same parameters; two zeros feed it
   GraphBuilder b;

@@ -289,6 +289,13 @@ struct GroupRecurrencesOptions {
 /// by its smallest raw label. TorchLens's bookkeeping is kept where it decides the result (node
 /// sets that only grow, iso-groups keyed by leader, frontiers keyed by subgraph): the layers agree
 /// with TorchLens's own grouping code (scripts/compare_grouping_with_torchlens.py).
+///
+/// An `identity` vertex (a module returning its argument unchanged: capture's
+/// `torchlens::identity`, the module's output, read by later ops) is seen as
+/// TorchLens 1.0 logs it: a dead end beside its argument, whose readers read the
+/// argument. Otherwise a parameter-free module applied twice in a block (Swin's
+/// and timm's `stochastic_depth`/`drop_path` in eval, each followed by the
+/// residual add) would make the block a two-pass loop, where TorchLens finds none.
 struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOptions> {
   static constexpr std::string_view name = "group-recurrences";
   static constexpr std::string_view description =
@@ -406,7 +413,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
                        std::to_string(options.min_param_free_loop_body()));
     }
     const std::size_t n = boost::num_vertices(g);
-    const auto& adj = ctx.get<AdjacencyAnalysis>(g);
+    std::optional<AdjacencyAnalysis::Result> contracted;
+    const auto& adj = identities_as_dead_ends(g, ctx.get<AdjacencyAnalysis>(g), contracted);
     // Graphs up to kReusedUpTo vertices (every capture of a small model) reuse
     // one workspace per thread: no allocation once it has grown. Larger ones
     // get their own, freed when the pass ends.
@@ -459,6 +467,43 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   }
 
  private:
+  /// `full`, or (when some identity vertex has readers) the adjacency with every
+  /// reader of an identity vertex reading the identity's argument instead (through
+  /// chains of identities), each identity left childless, built into `out`.
+  static const AdjacencyAnalysis::Result& identities_as_dead_ends(
+      const ModelGraph& g, const AdjacencyAnalysis::Result& full,
+      std::optional<AdjacencyAnalysis::Result>& out) {
+    const std::size_t n = boost::num_vertices(g);
+    auto is_identity = [&](std::uint32_t v) {
+      return full.parents_of(v).size() == 1 && g[v].op_name == "torchlens::identity";
+    };
+    bool any = false;
+    for (Vertex v = 0; v < n && !any; ++v) {
+      any = is_identity(static_cast<std::uint32_t>(v)) && !full.children_of(v).empty();
+    }
+    if (!any) return full;
+    auto argument = [&](std::uint32_t p) {
+      while (is_identity(p)) p = full.parents_of(p)[0];
+      return p;
+    };
+    auto& r = out.emplace();
+    r.parent_start.assign(n + 1, 0);
+    r.parents.reserve(full.parents.size());
+    for (Vertex v = 0; v < n; ++v) {
+      for (std::uint32_t p : full.parents_of(v)) r.parents.push_back(argument(p));
+      r.parent_start[v + 1] = static_cast<std::uint32_t>(r.parents.size());
+    }
+    r.child_start.assign(n + 1, 0);
+    for (std::uint32_t p : r.parents) ++r.child_start[p + 1];
+    for (std::size_t v = 0; v < n; ++v) r.child_start[v + 1] += r.child_start[v];
+    r.children.resize(r.parents.size());
+    std::vector<std::uint32_t> fill(r.child_start.begin(), r.child_start.end() - 1);
+    for (Vertex v = 0; v < n; ++v) {
+      for (std::uint32_t p : r.parents_of(v)) r.children[fill[p]++] = static_cast<std::uint32_t>(v);
+    }
+    return r;
+  }
+
   /// The state of one run: classes, current layers, and the expansion scratch.
   /// Every buffer is sized by reset(), so one State can serve run after run
   /// without allocating once its buffers have grown.

@@ -366,6 +366,37 @@ class Generation(unittest.TestCase):
             self.assertTrue(torch.equal(layer.tensor_contents, tokens[:, step]))
 
 
+class PackedSequences(unittest.TestCase):
+    def test_a_packed_bidirectional_lstm_validates(self):
+        # pack_padded_sequence's batch sizes and pad_packed_sequence's lengths
+        # depend on the lengths only, and its unsort scatters an inverse
+        # permutation over every element of empty_like: proofs, not failures
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = nn.LSTM(4, 6, batch_first=True, bidirectional=True, num_layers=2)
+                self.out = nn.Linear(12, 2)
+
+            def forward(self, x, lengths):
+                packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+                y, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True)
+                return self.out(y.sum(1))
+
+        torch.manual_seed(0)
+        model, args = M().eval(), [torch.randn(3, 5, 4), torch.tensor([5, 3, 2])]
+        report = tl.validate_saved_activations(model, args, return_report=True)
+        self.assertTrue(report, str(report))
+        text = str(report)
+        for reason in ("batch sizes depend on the lengths only",
+                       "lengths depend on the batch sizes only", "every element overwritten"):
+            self.assertIn(reason, text)
+        log = tl.log_forward_pass(model, args)
+        with torch.no_grad():
+            self.assertTrue(torch.equal(log["out"].tensor_contents, model(*args)))
+
+
 class Scripted(unittest.TestCase):
     def test_resnet18_scripted_logs_as_the_eager_model(self):
         # two independent routes to module calls: Python hooks on the eager

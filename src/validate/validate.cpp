@@ -274,6 +274,27 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
       return "clamped to one value";
     }
   }
+  // an output that is only a function of the sequence lengths: the batch sizes
+  // of a packed sequence, the lengths of a padded one (output 1 of each)
+  if (op == "aten::_pack_padded_sequence" && n.output_index == 1 && via_only("input")) {
+    return "batch sizes depend on the lengths only";
+  }
+  if (op == "aten::_pad_packed_sequence" && n.output_index == 1 && via_only("data")) {
+    return "lengths depend on the batch sizes only";
+  }
+  // a scatter whose index writes every element of `self` (an inverse
+  // permutation scattered into empty_like: pack_padded_sequence's unsort)
+  if ((op == "aten::scatter" || op == "aten::scatter_") && via_only("self")) {
+    const at::Tensor self = tensor("self");
+    const at::Tensor index = tensor("index");
+    const auto dim = argument(rec, "dim");
+    if (self.defined() && index.defined() && dim.isInt() && self.dim() == index.dim() &&
+        self.numel() > 0) {
+      const at::Tensor written =
+          at::zeros(self.sizes(), at::kInt).scatter_(dim.toInt(), index.to(at::kLong), 1);
+      if (written.all().item<bool>()) return "every element overwritten";
+    }
+  }
   // normalised over one element: a softmax over a dimension of size 1 is 1
   // everywhere, a log_softmax 0 (attention over a single key: the first step
   // of a generation loop with a KV cache)

@@ -552,6 +552,27 @@ def forward(self, x):
                        "logsoftmax_1_5 ← unsqueeze_2_4") != std::string::npos);
   }
 
+  TEST_CASE("a scatter that writes every element of its destination is excused") {
+    // the inverse permutation pack_padded_sequence computes: scattered into a
+    // fresh tensor, every element written; a scatter into column 0 only is
+    // checked (the other columns are the destination's)
+    auto m = scripted("Scatter", R"(
+def forward(self, x):
+    perm = torch.argsort(torch.sin(torch.select(x, 0, 0)))
+    inv = torch.zeros_like(perm).scatter(0, perm, torch.arange(3))
+    part = torch.cos(x).scatter(1, torch.zeros_like(perm).view(3, 1), x)
+    return torch.index_select(x, 1, inv) + part
+)");
+    const auto r = check_valid_ts(m, toy::ts::input(), 12);
+    std::map<std::string, int> reasons;
+    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    CHECK(reasons["every element overwritten"] == 1);
+    CHECK(reasons["structural argument"] == 3); // the indices
+    CHECK(reasons.size() == 2);                 // the cos under the partial scatter is checked
+    CHECK(text(r).find("1 × every element overwritten: scatter_1_6 ← zeroslike_1_4") !=
+          std::string::npos);
+  }
+
   TEST_CASE("a relu of negatives and add with alpha = 1 are checked, not excused") {
     // perturbing the relu's all-negative input with new values may leave it at
     // zero; shifting the values up changes it: no exemption is needed

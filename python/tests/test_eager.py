@@ -397,6 +397,31 @@ class PackedSequences(unittest.TestCase):
             self.assertTrue(torch.equal(log["out"].tensor_contents, model(*args)))
 
 
+class Autocast(unittest.TestCase):
+    def test_ops_under_autocast_replay_under_it(self):
+        # a linear under torch.autocast runs in bfloat16; its replay ran in
+        # float32 and validation reported a mismatch (max error inf)
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 2)
+
+            def forward(self, x):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    h = torch.relu(self.a(x))
+                return self.b(h.float())
+
+        torch.manual_seed(0)
+        model, x = M().eval(), torch.randn(3, 8)
+        report = tl.validate_saved_activations(model, x, return_report=True)
+        self.assertTrue(report, str(report))
+        self.assertFalse(torch.is_autocast_cpu_enabled())  # the replays put it back
+        log = tl.log_forward_pass(model, x)
+        self.assertEqual(log["a"].tensor_dtype, torch.bfloat16)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            self.assertTrue(torch.equal(log["a"].tensor_contents, model.a(x)))
+
+
 class Scripted(unittest.TestCase):
     def test_resnet18_scripted_logs_as_the_eager_model(self):
         # two independent routes to module calls: Python hooks on the eager

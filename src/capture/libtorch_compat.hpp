@@ -5,6 +5,7 @@
 // headers have (docs/capture.md, "LibTorch versions: one file"). To port torchlens
 // to another LibTorch, this file is the place to change.
 
+#include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/DispatchKey.h>
@@ -61,6 +62,65 @@ inline void remove_frame_callbacks(at::CallbackHandle h) {
 inline std::vector<torch::jit::StackEntry> interpreter_callstack() {
   return torch::jit::currentCallstack();
 }
+
+// ---- autocast (capture records it, replays restore it) -----------------------
+
+/// The thread's autocast state. 1.13 (up to 2.3): `is_cpu_enabled`,
+/// `get_autocast_cpu_dtype`, `is_enabled` / `get_autocast_gpu_dtype` for CUDA;
+/// 2.4 replaced them with `is_autocast_enabled(DeviceType)` and
+/// `get_autocast_dtype(DeviceType)` (the old ones deprecated).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+template <class State>
+State autocast_state() {
+  State s;
+  s.cpu = at::autocast::is_autocast_enabled(at::kCPU);
+  s.cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+  s.cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+  s.cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+  return s;
+}
+template <class State>
+void set_autocast_state(const State& s) {
+  at::autocast::set_autocast_enabled(at::kCPU, s.cpu);
+  at::autocast::set_autocast_enabled(at::kCUDA, s.cuda);
+  at::autocast::set_autocast_dtype(at::kCPU, s.cpu_dtype);
+  at::autocast::set_autocast_dtype(at::kCUDA, s.cuda_dtype);
+}
+#else
+template <class State>
+State autocast_state() {
+  State s;
+  s.cpu = at::autocast::is_cpu_enabled();
+  s.cuda = at::autocast::is_enabled();
+  s.cpu_dtype = at::autocast::get_autocast_cpu_dtype();
+  s.cuda_dtype = at::autocast::get_autocast_gpu_dtype();
+  return s;
+}
+template <class State>
+void set_autocast_state(const State& s) {
+  at::autocast::set_cpu_enabled(s.cpu);
+  at::autocast::set_enabled(s.cuda);
+  at::autocast::set_autocast_cpu_dtype(s.cpu_dtype);
+  at::autocast::set_autocast_gpu_dtype(s.cuda_dtype);
+}
+#endif
+
+/// Runs a scope under a recorded autocast state, then puts the thread's back
+/// and drops the casts autocast cached meanwhile (as leaving `torch.autocast` does).
+template <class State>
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(const State& s) : saved_(autocast_state<State>()) { set_autocast_state(s); }
+  ~AutocastGuard() {
+    set_autocast_state(saved_);
+    at::autocast::clear_cache();
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  State saved_;
+};
 
 // ---- gradients (src/grad) ----------------------------------------------------
 

@@ -1059,6 +1059,8 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     rec.rng_state = gen.get_state();
+    const auto autocast = compat::autocast_state<AutocastState>();
+    if (autocast.cpu || autocast.cuda) rec.autocast = autocast;
   }
 
   std::vector<std::string> edge_applied;

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <memory_resource>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -57,12 +58,20 @@ using TensorList = c10::SmallVector<at::Tensor, 4>;
 /// vertex's in-edges; parameters stay), and the generator state it ran with.
 /// A vertex without an operator and without parents is a source (a constant or
 /// a tensor literal): its saved value is the ground truth.
+/// Autocast as an op ran under it (`torch.autocast`): its replay must run
+/// under the same, or a linear that ran in bfloat16 replays in float32.
+struct AutocastState {
+  bool cpu = false, cuda = false;
+  c10::ScalarType cpu_dtype = c10::ScalarType::BFloat16, cuda_dtype = c10::ScalarType::Half;
+};
+
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
   std::vector<c10::IValue> args; ///< in-edge tensors replaced by None / undefined
   ArgFlags from_edges;           ///< argument (or some list element) comes from in-edges
   ArgFlags is_tensor;            ///< argument is a tensor or tensor list (not printable)
   at::Tensor rng_state;          ///< CPU generator state before the op (keep_replay)
+  std::optional<AutocastState> autocast; ///< set when autocast was on for the op
 };
 
 /// Replay records of a log, by OpNode::id (kept when LogOptions::keep_replay).

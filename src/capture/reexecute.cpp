@@ -2,11 +2,14 @@
 
 #include "reexecute.hpp"
 
+#include "libtorch_compat.hpp"
+
 #include <torchlens/torch_error.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <mutex>
+#include <optional>
 
 namespace torchlens::detail {
 
@@ -47,7 +50,10 @@ std::vector<at::Tensor> reexecute(const OpRecord& rec,
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rec.rng_state);
   }
+  std::optional<compat::AutocastGuard<AutocastState>> autocast;
+  if (rec.autocast) autocast.emplace(*rec.autocast);
   rec.op->callBoxed(&stack);
+  autocast.reset();
   const TensorList outputs = flatten_returns(stack);
   return {outputs.begin(), outputs.end()};
 }

@@ -110,7 +110,9 @@ void set_autocast_state(const State& s) {
 template <class State>
 class AutocastGuard {
  public:
-  explicit AutocastGuard(const State& s) : saved_(autocast_state<State>()) { set_autocast_state(s); }
+  explicit AutocastGuard(const State& s) : saved_(autocast_state<State>()) {
+    set_autocast_state(s);
+  }
   ~AutocastGuard() {
     set_autocast_state(saved_);
     at::autocast::clear_cache();

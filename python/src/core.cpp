@@ -44,7 +44,24 @@ namespace {
 // ---------------------------------------------------------------------------
 // Python values <-> tensors
 
-/// Every tensor in a Python value (tensors, tuples, lists, dict values), in order.
+/// The fields of a dataclass instance as a dict (name -> value, in field
+/// order), or None for anything else. TorchLens finds tensors in an object's
+/// attributes; a dataclass output (`output.logits`) is the common case.
+py::object dataclass_fields(py::handle o) {
+  static const py::object dataclasses = py::module_::import("dataclasses");
+  if (py::isinstance<py::type>(o) || !dataclasses.attr("is_dataclass")(o).cast<bool>()) {
+    return py::none();
+  }
+  py::dict fields;
+  for (py::handle f : dataclasses.attr("fields")(o)) {
+    const py::str name = f.attr("name");
+    fields[name] = o.attr(name);
+  }
+  return fields;
+}
+
+/// Every tensor in a Python value (tensors, tuples, lists, dict values,
+/// dataclass fields), in order.
 void collect_tensors(py::handle o, std::vector<at::Tensor>& out, int depth = 0) {
   if (THPVariable_Check(o.ptr())) {
     out.push_back(THPVariable_Unpack(o.ptr()));
@@ -52,11 +69,16 @@ void collect_tensors(py::handle o, std::vector<at::Tensor>& out, int depth = 0) 
     for (py::handle e : o) collect_tensors(e, out, depth + 1);
   } else if (depth < 32 && py::isinstance<py::dict>(o)) {
     for (auto kv : py::reinterpret_borrow<py::dict>(o)) collect_tensors(kv.second, out, depth + 1);
+  } else if (depth < 32) {
+    if (py::object fields = dataclass_fields(o); !fields.is_none()) {
+      collect_tensors(fields, out, depth + 1);
+    }
   }
 }
 
 /// A forward() result as capture reads it: tensors, tuples, lists and dicts
-/// (keys as text); anything else is None (not a tensor the log could hold).
+/// (keys as text), dataclasses as dicts of their fields; anything else is None
+/// (not a tensor the log could hold).
 c10::IValue to_ivalue(py::handle o, int depth = 0) {
   if (THPVariable_Check(o.ptr())) return THPVariable_Unpack(o.ptr());
   if (depth >= 32) return {};
@@ -76,6 +98,9 @@ c10::IValue to_ivalue(py::handle o, int depth = 0) {
       dict.insert(py::str(kv.first).cast<std::string>(), to_ivalue(kv.second, depth + 1));
     }
     return dict;
+  }
+  if (py::object fields = dataclass_fields(o); !fields.is_none()) {
+    return to_ivalue(fields, depth + 1);
   }
   return {};
 }

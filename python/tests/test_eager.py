@@ -8,6 +8,7 @@ list/dict/keyword inputs; seeds; key lists; lookup errors; hooks and model
 state left as they were."""
 
 import collections
+import dataclasses
 import os
 import sys
 import tempfile
@@ -600,6 +601,33 @@ class Robustness(unittest.TestCase):
 
 
 class Inputs(unittest.TestCase):
+    def test_a_dataclass_output_is_addressed_by_field(self):
+        # TorchLens finds tensors in an output object's attributes; without it a
+        # dataclass output had no output layer and validation compared nothing
+        @dataclasses.dataclass
+        class Out:
+            logits: torch.Tensor
+            hidden: torch.Tensor
+            note: str = "x"
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(4, 4)
+
+            def forward(self, x):
+                h = torch.relu(self.a(x))
+                return Out(h.sum(-1), h)
+
+        model, x = M(), torch.rand(2, 4)
+        log = tl.log_forward_pass(model, x)
+        outputs = [(log[label].input_output_address, log[label].parent_layers)
+                   for label in log.output_layers]
+        self.assertEqual(outputs, [("output.logits", ["sum_1_3"]), ("output.hidden", ["relu_1_2"])])
+        self.assertTrue(log["relu_1_2"].is_output_ancestor)
+        with torch.no_grad():
+            self.assertTrue(torch.equal(log["output_1"].tensor_contents, model(x).logits))
+
     def test_list_dict_and_keyword_inputs(self):
         class M(nn.Module):
             def __init__(self):

@@ -48,7 +48,9 @@ namespace {
 /// order), or None for anything else. TorchLens finds tensors in an object's
 /// attributes; a dataclass output (`output.logits`) is the common case.
 py::object dataclass_fields(py::handle o) {
-  static const py::object dataclasses = py::module_::import("dataclasses");
+  // kept for the process: a static py::object would be released after the
+  // interpreter is gone
+  static const py::handle dataclasses = py::module_::import("dataclasses").release();
   if (py::isinstance<py::type>(o) || !dataclasses.attr("is_dataclass")(o).cast<bool>()) {
     return py::none();
   }

@@ -820,17 +820,22 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   // ModuleList) are not among them; finish() drops the modules that turn out
   // never to have been called at all.
   const auto dot = b.address.rfind('.');
+  bool before_call = false;
   for (std::size_t pos = 0; dot != std::string::npos;) {
     const auto next = b.address.find('.', pos);
     if (next == std::string::npos || next > dot) break;
     auto it = module_by_address_.find(b.address.substr(0, next));
     if (it == module_by_address_.end()) break;
     const ModuleState& m = modules_[static_cast<std::size_t>(it->second)];
-    if (m.callable) n.modules.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
+    if (m.callable) {
+      n.modules.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
+      before_call = before_call || m.passes == 0;
+    }
     pos = next + 1;
   }
   fill_tensor_fields(n, t);
   const std::size_t id = new_node(std::move(n));
+  if (before_call) buffers_before_call_.push_back(id);
   auto w = written_by_.find(t.unsafeGetTensorImpl());
   if (w != written_by_.end()) {
     boost::add_edge(w->second, id, TensorEdge{0, -1, "written", false}, graph);
@@ -1367,9 +1372,8 @@ void Recorder::finish(double forward_ms) {
   // A buffer read by a caller of a module that is then never called (the
   // root reading `self.table.weight_scale` of a helper it never runs) is in
   // none of that module's calls.
-  for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
+  for (std::size_t v : buffers_before_call_) {
     OpNode& n = graph[v];
-    if (n.kind != NodeKind::buffer) continue;
     std::erase_if(n.modules, [this](const ModuleFrame& f) {
       auto it = module_by_address_.find(f.address.str());
       return it != module_by_address_.end() &&

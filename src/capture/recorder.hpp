@@ -53,11 +53,6 @@ using ArgFlags = c10::SmallVector<bool, 16>;
 /// An op's returned tensors while it is recorded: inline up to four.
 using TensorList = c10::SmallVector<at::Tensor, 4>;
 
-/// What capture records per op beyond the graph, enough to call it again: the
-/// operator, its arguments with the logged tensors taken out (they are the
-/// vertex's in-edges; parameters stay), and the generator state it ran with.
-/// A vertex without an operator and without parents is a source (a constant or
-/// a tensor literal): its saved value is the ground truth.
 /// Autocast as an op ran under it (`torch.autocast`): its replay must run
 /// under the same, or a linear that ran in bfloat16 replays in float32.
 struct AutocastState {
@@ -65,12 +60,17 @@ struct AutocastState {
   c10::ScalarType cpu_dtype = c10::ScalarType::BFloat16, cuda_dtype = c10::ScalarType::Half;
 };
 
+/// What capture records per op beyond the graph, enough to call it again: the
+/// operator, its arguments with the logged tensors taken out (they are the
+/// vertex's in-edges; parameters stay), the generator state and the autocast
+/// state it ran with. A vertex without an operator and without parents is a
+/// source (a constant or a tensor literal): its saved value is the ground truth.
 struct OpRecord {
   std::optional<c10::OperatorHandle> op;
-  std::vector<c10::IValue> args; ///< in-edge tensors replaced by None / undefined
-  ArgFlags from_edges;           ///< argument (or some list element) comes from in-edges
-  ArgFlags is_tensor;            ///< argument is a tensor or tensor list (not printable)
-  at::Tensor rng_state;          ///< CPU generator state before the op (keep_replay)
+  std::vector<c10::IValue> args;         ///< in-edge tensors replaced by None / undefined
+  ArgFlags from_edges;                   ///< argument (or some list element) comes from in-edges
+  ArgFlags is_tensor;                    ///< argument is a tensor or tensor list (not printable)
+  at::Tensor rng_state;                  ///< CPU generator state before the op (keep_replay)
   std::optional<AutocastState> autocast; ///< set when autocast was on for the op
 };
 
@@ -320,6 +320,9 @@ class Recorder {
   std::unordered_map<std::size_t, std::uint32_t> maybe_literal_; // node → version at creation
   bool viewing_ = false;               // the op being recorded only views its arguments
   std::vector<at::Tensor> keep_alive_; // constants and inputs we point at
+  // buffer vertices placed in a module not called yet (finish() drops the
+  // frames of those never called)
+  std::vector<std::size_t> buffers_before_call_;
 
   // module tracking
   std::vector<ModuleState> modules_;

@@ -536,9 +536,8 @@ TEST_CASE("C++ frontend without scopes: a TransformerEncoder's modules are each 
     const auto& f = g[v].modules;
     if (!f.empty() && f.back().address == "layers.0.self_attn.out_proj") {
       out_proj_ops.push_back(g[v].label);
-      CHECK(frame_strings(g[v]) ==
-            std::vector<std::string>{"layers.0:1", "layers.0.self_attn:1",
-                                     "layers.0.self_attn.out_proj:1"});
+      CHECK(frame_strings(g[v]) == std::vector<std::string>{"layers.0:1", "layers.0.self_attn:1",
+                                                            "layers.0.self_attn.out_proj:1"});
     }
   }
   CHECK(out_proj_ops.size() == 2);

@@ -54,13 +54,11 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
 
     std::int64_t terminals = 0, branch = 0, if_edges = 0;
     std::vector<Vertex> stack;
-    std::vector<char> flooded(n, 0); // the bools flooded from, and the branch vertices
     for (Vertex v = 0; v < n; ++v) {
       if (!is_terminal_bool(g, v)) continue;
       ++terminals;
       g[v].is_terminal_bool = true;
       if (g[v].scalar_use != ScalarUse::condition) continue; // decides no `if`
-      flooded[v] = 1;
       stack.assign(1, v);
       while (!stack.empty()) {
         Vertex cur = stack.back();
@@ -72,8 +70,7 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
               g[e].is_cond_branch_start = true;
               ++if_edges;
             }
-          } else if (flooded[p] == 0) {
-            flooded[p] = 1;
+          } else if (!g[p].in_cond_branch) { // reset above: marks what is flooded
             g[p].in_cond_branch = true;
             ++branch;
             stack.push_back(p);

@@ -639,6 +639,8 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
   OpNode n =
       synthetic_node("base_update", base, graph[writer].modules, graph[writer].module_observed);
   n.is_inplace = true;
+  const std::int64_t offset = view.storage_offset() - base.storage_offset();
+  set_location_args(n, view.sizes(), view.strides(), offset);
   const std::size_t id = new_node(std::move(n));
   for (const auto& p : parents) {
     if (p.node != writer) boost::add_edge(p.node, id, TensorEdge{0, -1, "base", false}, graph);
@@ -650,8 +652,7 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
       c10::Dispatcher::singleton().findSchemaOrThrow("aten::as_strided_scatter", "");
   set_replay(id, scatter,
              {c10::IValue(), c10::IValue(), c10::IValue(view.sizes().vec()),
-              c10::IValue(view.strides().vec()),
-              c10::IValue(view.storage_offset() - base.storage_offset())},
+              c10::IValue(view.strides().vec()), c10::IValue(offset)},
              {true, true, false, false, false});
   track(base, id);
   if (const auto* st = storage_of(base)) {
@@ -665,6 +666,8 @@ std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writ
   OpNode n = synthetic_node("view_update", view, containment_,
                             script_index_ != nullptr || !calls_.empty());
   n.is_view = true;
+  const std::int64_t offset = view.storage_offset() - writer.geometry.offset;
+  set_location_args(n, view.sizes(), view.strides(), offset);
   const std::size_t id = new_node(std::move(n));
   boost::add_edge(writer.node, id, TensorEdge{0, -1, "self", false}, graph);
   // replayable as as_strided(written value, size, stride, offset) with the
@@ -673,12 +676,24 @@ std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writ
       c10::Dispatcher::singleton().findSchemaOrThrow("aten::as_strided", "");
   set_replay(id, strided,
              {c10::IValue(), c10::IValue(view.sizes().vec()), c10::IValue(view.strides().vec()),
-              c10::IValue(view.storage_offset() - writer.geometry.offset)},
+              c10::IValue(offset)},
              {true, false, false, false});
   track(view, id);
   save(id, view, /*copy=*/false);
   note_gradient_edge(id, view);
   return id;
+}
+
+void Recorder::set_location_args(OpNode& n, c10::IntArrayRef sizes, c10::IntArrayRef strides,
+                                 std::int64_t offset) {
+  static const Name size_name("size"), stride_name("stride"), offset_name("storage_offset");
+  n.scalar_args.clear();
+  n.scalar_args.reserve(3);
+  n.scalar_args.push_back(
+      ScalarArg{size_name, print_argument(print_stream_, c10::IValue(sizes.vec()), false)});
+  n.scalar_args.push_back(
+      ScalarArg{stride_name, print_argument(print_stream_, c10::IValue(strides.vec()), false)});
+  n.scalar_args.push_back(ScalarArg{offset_name, std::to_string(offset)});
 }
 
 OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,

@@ -258,6 +258,13 @@ class Recorder {
   void protect_storage(const c10::StorageImpl* s);
   void push_call(int module, std::vector<at::Tensor> passthrough);
   std::vector<ModuleFrame> module_frames(const ParamList& params, bool& observed);
+  /// Where a written or re-read view lies in its base (`size`, `stride`,
+  /// `storage_offset`, as the replaying as_strided(_scatter) takes them): the
+  /// synthetic node's scalar arguments, so that writes into different parts of
+  /// one tensor are different operations (TorchLens hashes `__setitem__`'s
+  /// index), while the same write repeated in a loop is the same one.
+  void set_location_args(OpNode& n, c10::IntArrayRef sizes, c10::IntArrayRef strides,
+                         std::int64_t offset);
   /// A vertex for a value no single dispatched op made (`torchlens::{name}`).
   OpNode synthetic_node(std::string_view name, const at::Tensor& t,
                         std::vector<ModuleFrame> modules, bool observed) const;

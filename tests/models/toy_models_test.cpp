@@ -29,6 +29,29 @@ std::string error_text(const c10::Error& e) {
   return e.what_without_backtrace();
 }
 
+/// Writes into views of one tensor (see the test "writes into different parts...").
+struct WritesImpl : torch::nn::Module {
+  explicit WritesImpl(int mode) : mode(mode), fc(register_module("fc", torch::nn::Linear(4, 4))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    if (mode == 0) {
+      auto y = torch::zeros({2, 8});
+      y.slice(1, 0, 4).copy_(fc(x));
+      y.slice(1, 4, 8).copy_(x);
+      return y;
+    }
+    auto out = torch::zeros({2, 3, 4});
+    auto h = x;
+    for (int64_t t = 0; t < 3; ++t) {
+      h = torch::tanh(fc(h));
+      out.select(1, mode == 1 ? t : 0).copy_(h);
+    }
+    return out;
+  }
+  int mode;
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(Writes);
+
 } // namespace
 
 TEST_SUITE("toy models: C++ frontend") {
@@ -833,6 +856,73 @@ TEST_SUITE("toy models: C++ frontend") {
     CHECK(log.info().is_recurrent);
     CHECK(log.info().max_recurrent_loops == 3);
     CHECK(torch::allclose(log["add_1_2:3"].activation(), net(x)));
+  }
+
+  // ---- writes into views ---------------------------------------------------------
+
+  TEST_CASE(
+      "writes into different parts of a tensor are different layers; one slot written "
+      "in a loop is one layer") {
+    // TorchLens hashes `__setitem__`'s index into the op's equivalence type: on
+    // these models (Python, TorchLens 1.0) `y[:, :4] = fc(x); y[:, 4:] = x` gives
+    // setitem_1_3 and setitem_2_4 and no recurrence; `out[:, t] = h` in a loop a
+    // setitem layer per step; `buf[:, 0] = h` in a loop one layer, setitem_1_5:1..3.
+    // Here a write is `copy_` into the view, then a `baseupdate` holding the whole
+    // tensor; where the view lies is the baseupdate's scalar arguments.
+    auto location = [](const torchlens::LayerView& layer) {
+      std::string text;
+      for (const auto& a : layer->scalar_args) {
+        text += (text.empty() ? "" : " ") + a.name.str() + "=" + a.value;
+      }
+      return text;
+    };
+    const auto x = toy::seeded_input({2, 4});
+    torch::manual_seed(0);
+    Writes net(0);
+    SUBCASE("two halves: no recurrence") {
+      auto log = log_forward_pass(net, x);
+      INFO(tlt::dump(log));
+      CHECK_FALSE(log.info().is_recurrent);
+      auto updates = tlt::of_type(log, "baseupdate");
+      REQUIRE(updates.size() == 2);
+      CHECK(updates[0]->label == "baseupdate_1_6");
+      CHECK(updates[1]->label == "baseupdate_2_9");
+      CHECK(location(updates[0]) == "size=[2, 4] stride=[8, 1] storage_offset=0");
+      CHECK(location(updates[1]) == "size=[2, 4] stride=[8, 1] storage_offset=4");
+      CHECK(tlt::labels_of_type(log, "copy") == strs({"copy_1_5", "copy_2_8"}));
+      CHECK(torch::allclose(updates[1].activation(), net(x)));
+    }
+    SUBCASE("a slot per step: a layer per write, the Linear recurrent") {
+      net->mode = 1;
+      auto log = log_forward_pass(net, x);
+      INFO(tlt::dump(log));
+      CHECK(log.info().is_recurrent);
+      CHECK(log["addmm_1_3:1"]->num_passes == 3);
+      auto updates = tlt::of_type(log, "baseupdate");
+      REQUIRE(updates.size() == 3);
+      for (std::size_t t = 0; t < 3; ++t) {
+        CHECK(updates[t]->num_passes == 1);
+        CHECK(location(updates[t]) ==
+              "size=[2, 4] stride=[12, 1] storage_offset=" + std::to_string(4 * t));
+      }
+      CHECK(updates[0]->label_no_pass != updates[1]->label_no_pass);
+      CHECK(torch::allclose(updates[2].activation(), net(x)));
+    }
+    SUBCASE("the same slot every step: one layer, a pass per step") {
+      net->mode = 2;
+      auto log = log_forward_pass(net, x);
+      INFO(tlt::dump(log));
+      auto updates = tlt::of_type(log, "baseupdate");
+      REQUIRE(updates.size() == 3);
+      for (std::size_t t = 0; t < 3; ++t) {
+        CHECK(updates[t]->num_passes == 3);
+        CHECK(updates[t]->pass_num == static_cast<int>(t) + 1);
+        CHECK(location(updates[t]) == "size=[2, 4] stride=[12, 1] storage_offset=0");
+      }
+      CHECK(tlt::labels_of_type(log, "copy").size() == 3);
+      CHECK(log[tlt::labels_of_type(log, "copy")[0]]->num_passes == 3);
+      CHECK(torch::allclose(updates[2].activation(), net(x)));
+    }
   }
 
   // ---- errors ------------------------------------------------------------------

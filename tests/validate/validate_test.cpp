@@ -213,7 +213,16 @@ def forward(self, x):
     const auto& rec = log.replay()->by_id[log[label].node().id];
     REQUIRE(rec.op.has_value());
     CHECK(rec.op->schema().name() == "aten::as_strided_scatter");
-    CHECK(log[label].node().scalar_args.empty()); // nothing printed for it
+    // its scalar arguments say where the view lies: the replay's size, stride, offset
+    const auto& args = log[label].node().scalar_args;
+    REQUIRE(args.size() == 3);
+    const char* names[] = {"size", "stride", "storage_offset"};
+    for (std::size_t i = 0; i < 3; ++i) {
+      std::ostringstream printed;
+      printed << rec.args[i + 2];
+      CHECK(args[i].name.str() == names[i]);
+      CHECK(args[i].value == printed.str());
+    }
     const auto truth = m.forward({x}).toTensor();
     REQUIRE(validate_log(log, {truth}).valid);
     corrupt(log, label, [](at::Tensor t) {

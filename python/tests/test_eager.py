@@ -327,6 +327,32 @@ class Conditionals(unittest.TestCase):
         self.assertFalse(any(l.in_cond_branch for l in log))
 
 
+class ModuleHooks(unittest.TestCase):
+    def test_what_a_modules_pre_hooks_compute_is_inside_its_call(self):
+        # weight_norm and pruning compute the weight in a forward pre-hook: part
+        # of the module's call (TorchLens 1.0 puts weightnorm in the module too)
+        import torch.nn.utils.prune as prune
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.utils.weight_norm(nn.Linear(4, 4)), nn.ReLU(), nn.Linear(4, 2))
+        prune.l1_unstructured(model[2], "weight", amount=0.5)
+        x = torch.randn(3, 4)
+        log = tl.log_forward_pass(model, x)
+        norm = [l for l in log if l.layer_type == "weightnorm"]
+        masked = [l for l in log if l.layer_type == "mul"]
+        self.assertEqual(len(norm), 1)
+        self.assertEqual(len(masked), 1)
+        self.assertEqual(norm[0].containing_modules_origin_nested, ["0:1"])
+        self.assertEqual(masked[0].containing_modules_origin_nested, ["2:1"])
+        # the values are the weights the layers used (each call recomputes them)
+        self.assertTrue(torch.equal(norm[0].tensor_contents, model[0].weight))
+        self.assertTrue(torch.equal(masked[0].tensor_contents, model[2].weight))
+        linears = [l for l in log if l.layer_type == "linear"]
+        self.assertIn(norm[0].layer_label, linears[0].parent_layers)
+        self.assertIn(masked[0].layer_label, linears[1].parent_layers)
+        self.assertEqual(linears[0].containing_modules_origin_nested, ["0:1"])
+        self.assertTrue(tl.validate_saved_activations(model, x))
+
+
 class Generation(unittest.TestCase):
     def test_greedy_decoding_with_a_kv_cache(self):
         # the loop researchers log most: a cache written in place each step,

@@ -124,7 +124,12 @@ class _Hooks:
                     scripted.append(name + ".")
                 if scripted and any((name + ".").startswith(p) for p in scripted):
                     continue
-                self.handles.append(m.register_forward_pre_hook(_core.module_enter))
+                enter = m.register_forward_pre_hook(_core.module_enter)
+                self.handles.append(enter)
+                # first of the module's pre-hooks, as the exit hook is the last of
+                # its forward hooks: what the call's hooks compute (weight_norm's
+                # weight) is inside the call
+                m._forward_pre_hooks.move_to_end(enter.id, last=False)
                 self.handles.append(m.register_forward_hook(_core.module_exit))
         except BaseException:
             self.__exit__(None, None, None)

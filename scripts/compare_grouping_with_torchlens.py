@@ -44,16 +44,24 @@ def torchlens_layers(grouper, nodes):
     for i, n in enumerate(nodes):
         for p in n["parents"]:
             children[p].append(i)
+    # the candidates an expansion starts from (TorchLens's `equivalent_ops`) are
+    # keyed by the type before the module path is appended: for an op with
+    # parameters, the op and its parameters only, so the same weights applied in
+    # two modules are candidates for one layer; the module path still decides
+    # which neighbours match (`equivalence_key`)
+    def base(n):
+        return n["equivalence"].rsplit("@", 1)[0] if n["params"] else n["equivalence"]
+
     by_type = {}
     for n in nodes:
-        by_type.setdefault(n["equivalence"], []).append(n["label"])
+        by_type.setdefault(base(n), []).append(n["label"])
     graph_nodes = {}
     for i, n in enumerate(nodes):
         graph_nodes[n["label"]] = grouper.RecurrenceNode(
             label=n["label"],
             raw_order=i,
             equivalence_key=n["equivalence"],
-            equivalent_labels=tuple(by_type[n["equivalence"]]),
+            equivalent_labels=tuple(by_type[base(n)]),
             data_parents=tuple(labels[p] for p in n["parents"]),
             data_children=tuple(labels[c] for c in children[i]),
             layer_label=n["label"],

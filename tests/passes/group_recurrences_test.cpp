@@ -277,6 +277,30 @@ TEST_CASE("the outputs of one call of a multi-output op are layers, not passes")
         L{"input_1", "zeros_1_1", "zeros_2_2", "lstm_1_3", "lstm_2_4", "lstm_3_5", "output_1"});
 }
 
+TEST_CASE("the same weights applied in two modules are one layer (rule 1 across modules)") {
+  // `b.weight = a.weight; b.bias = a.bias`, then b(relu(a(x))): TorchLens 1.0
+  // gives linear_1_1:1 (a:1) and linear_1_1:2 (b:1). Its expansions start from
+  // the ops with the same function and parameters, whatever their modules.
+  GraphBuilder b;
+  auto x = b.input();
+  auto l1 = b.op("linear", {x}, {.params = {"a.weight", "a.bias"}, .modules = {frame("a")}});
+  auto r = b.op("relu", {l1});
+  auto l2 = b.op("linear", {r}, {.params = {"a.weight", "a.bias"}, .modules = {frame("b")}});
+  b.returns(l2);
+  ModelGraph g = b.build();
+  CHECK(labels_of(g) == L{"input_1", "linear_1_1:1", "relu_1_2", "linear_1_1:2", "output_1"});
+  run_default_pipeline(g);
+  CHECK(g[boost::graph_bundle].is_recurrent);
+  // sharing the weight but not the bias: two layers
+  GraphBuilder c;
+  auto y = c.input();
+  auto k1 = c.op("linear", {y}, {.params = {"a.weight", "a.bias"}, .modules = {frame("a")}});
+  auto k2 = c.op("linear", {c.op("relu", {k1})},
+                 {.params = {"a.weight", "b.bias"}, .modules = {frame("b")}});
+  c.returns(k2);
+  CHECK(labels_of(c.build()) == L{"input_1", "linear_1_1", "relu_1_2", "linear_2_3", "output_1"});
+}
+
 TEST_CASE("an input fed to each iteration of a loop is one input layer with a pass per iteration") {
   // TorchLens's LoopingFromInputs: acc = sin(log(acc + x_i)) for three inputs of one shape
   GraphBuilder b;

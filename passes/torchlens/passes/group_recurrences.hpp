@@ -533,6 +533,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // class's first member interns its text); in the same sweep, the
       // numbers of TorchLens's raw labels (see below)
       class_of_.clear();
+      seed_of_.clear();
+      seed.resize(n);
       raw_num_.resize(n);
       per_type_.clear();
       std::size_t outputs = 0;
@@ -555,6 +557,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         cls[v] = orig_cls[v] = c;
         raw_layer[v] = v;
         uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
+        // the candidates an expansion starts from (TorchLens's `equivalent_ops`)
+        // are keyed by the type before the module path: for an op with
+        // parameters, the same weights applied in two modules are candidates
+        // (numbered after the classes once their count is known)
+        seed[v] = uses_params[v]
+                      ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first
+                      : c;
         anchored[v] = node.kind == NodeKind::buffer || !node.modules.empty();
         RawLabel& r = raw_num_[v];
         r.suffix = 0; // only ops carry `_{creation}`
@@ -567,9 +576,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         width = std::max(width, r.length());
       }
       num_classes = class_of_.size();
-      // each class's members, in creation order
+      num_seeds = num_classes + seed_of_.size();
+      for (Vertex v = 0; v < n; ++v) {
+        if (uses_params[v]) seed[v] += num_classes;
+      }
+      // each seed's members, in creation order
       detail::group_by_key(
-          n, num_classes, [&](std::size_t v) { return cls[v]; }, [](std::size_t v) { return v; },
+          n, num_seeds, [&](std::size_t v) { return seed[v]; }, [](std::size_t v) { return v; },
           member_start, member_list, fill_);
       // rule 1 keys: (op, output index, sorted parameters)
       rule1_of_.clear();
@@ -664,7 +677,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       for (Vertex v = 0; queue.pop(v);) {
         if (class_seen_[cls[v]]) continue;
         class_seen_[cls[v]] = 1;
-        const auto equivalent = members_of(orig_cls[v]);
+        const auto equivalent = members_of(seed[v]);
         for (Vertex e : equivalent) {
           for (std::uint32_t c : adj->children_of(e)) {
             if (!queued_[c]) {
@@ -698,7 +711,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
     }
 
-    /// The members of class c, in creation order.
+    /// The members of seed c, in creation order.
     [[nodiscard]] std::span<const Vertex> members_of(std::size_t c) const {
       return {member_list.data() + member_start[c], member_start[c + 1] - member_start[c]};
     }
@@ -1280,8 +1293,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
    public:
     std::size_t num_classes = 0;
-    std::vector<std::size_t> member_start; ///< class c's members: member_list[start[c], start[c+1])
-    std::vector<Vertex> member_list;       ///< members by class, each class in creation order
+    std::size_t num_seeds = 0;
+    std::vector<std::size_t> seed;         ///< candidate set an expansion from v starts with:
+                                           ///< its class, or for an op with parameters (op,
+                                           ///< parameters) whatever its modules (see reset)
+    std::vector<std::size_t> member_start; ///< seed c's members: member_list[start[c], start[c+1])
+    std::vector<Vertex> member_list;       ///< members by seed, each seed in creation order
     std::vector<std::size_t> cls;          ///< current class (canonicalised by grouping)
     std::vector<std::size_t> orig_cls;     ///< class at capture
     std::vector<Vertex> raw_layer;         ///< the layer's label vertex
@@ -1298,7 +1315,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     // set-up scratch
     std::string text_;
     EquivalenceScratch scratch_;
-    detail::TextIds class_of_, rule1_of_;
+    detail::TextIds class_of_, rule1_of_, seed_of_;
     detail::FlatMap64 per_type_;
     std::vector<Name> class_name_; ///< class c's equivalence type
     std::vector<RawLabel> raw_num_;

@@ -353,6 +353,57 @@ class ModuleHooks(unittest.TestCase):
         self.assertTrue(tl.validate_saved_activations(model, x))
 
 
+class SharedWeights(unittest.TestCase):
+    def test_two_modules_sharing_their_weights_are_one_layer(self):
+        # TorchLens 1.0 on this model: linear_1_1:1 in a:1, linear_1_1:2 in b:1
+        class Tied(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(4, 4)
+                self.b = nn.Linear(4, 4)
+                self.b.weight = self.a.weight
+                self.b.bias = self.a.bias
+
+            def forward(self, x):
+                return self.b(torch.relu(self.a(x)))
+
+        torch.manual_seed(0)
+        model, x = Tied(), torch.randn(3, 4)
+        log = tl.log_forward_pass(model, x)
+        self.assertEqual([l.layer_label for l in log],
+                         ["input_1", "linear_1_1:1", "relu_1_2", "linear_1_1:2", "output_1"])
+        self.assertEqual(log["linear_1_1:2"].containing_modules_origin_nested, ["b:1"])
+        self.assertEqual(log["linear_1_1:2"].parent_param_addresses, ["a.weight", "a.bias"])
+        self.assertTrue(log.is_recurrent)
+        with torch.no_grad():
+            self.assertTrue(torch.equal(log["linear_1_1:1"].tensor_contents, model.a(x)))
+
+    def test_a_scripted_model_names_a_shared_parameter_as_named_parameters_does(self):
+        # scripting copies a module registered twice (enc2 = enc1): two modules
+        # in the script's named_modules(), one set of parameters, listed once
+        class Alias(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.enc1 = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+                self.enc2 = self.enc1
+                self.out = nn.Linear(4, 2)
+
+            def forward(self, x):
+                return self.out(self.enc2(self.enc1(x)))
+
+        torch.manual_seed(0)
+        scripted = torch.jit.script(Alias().eval())
+        self.assertEqual([n for n, _ in scripted.named_parameters()][:2],
+                         ["enc1.0.weight", "enc1.0.bias"])
+        log = tl.log_forward_pass(scripted, torch.randn(3, 4))
+        linears = [l for l in log if l.layer_type == "linear"]
+        self.assertEqual([l.layer_label for l in linears],
+                         ["linear_1_1:1", "linear_1_1:2", "linear_2_4"])
+        for layer in linears[:2]:
+            self.assertEqual(layer.parent_param_addresses, ["enc1.0.weight", "enc1.0.bias"])
+        self.assertEqual(linears[1].containing_modules_origin_nested, ["enc2:1", "enc2.0:1"])
+
+
 class Generation(unittest.TestCase):
     def test_greedy_decoding_with_a_kv_cache(self):
         # the loop researchers log most: a cache written in place each step,

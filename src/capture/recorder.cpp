@@ -477,13 +477,17 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
       options_(options),
       keep_records_(options.keep_replay()),
       policy_(std::move(policy)) {
+  // a tensor registered under several addresses (a shared or tied parameter;
+  // TorchScript's copies of a module used twice) keeps its first, as Python's
+  // named_parameters() and named_buffers() list it
   for (const auto& p : model.params) {
     const auto dot = p.address.rfind('.');
-    params_[p.tensor.unsafeGetTensorImpl()] =
-        ParamState{p.address, dot == std::string::npos ? "" : p.address.substr(0, dot), p.tensor};
+    params_.try_emplace(
+        p.tensor.unsafeGetTensorImpl(),
+        ParamState{p.address, dot == std::string::npos ? "" : p.address.substr(0, dot), p.tensor});
   }
   for (const auto& b : model.buffers) {
-    buffers_[b.tensor.unsafeGetTensorImpl()] = BufferState{b.address};
+    buffers_.try_emplace(b.tensor.unsafeGetTensorImpl(), BufferState{b.address});
     keep_alive_.push_back(b.tensor);
   }
   module_by_identity_[model.root] = -1;

@@ -295,6 +295,44 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
       if (written.all().item<bool>()) return "every element overwritten";
     }
   }
+  // an index_put whose indices reach every element of `self` (a box
+  // decoder filling a zeros tensor through index lists)
+  if ((op == "aten::index_put" || op == "aten::index_put_" || op == "aten::_index_put_impl_") &&
+      via_only("self")) {
+    const auto accumulate = argument(rec, "accumulate");
+    const at::Tensor self = tensor("self");
+    const auto pos = rec.op->schema().argumentIndexWithName("indices");
+    if (!(accumulate.isBool() && accumulate.toBool()) && self.defined() && self.numel() > 0 &&
+        pos && static_cast<std::size_t>(*pos) < rec.args.size()) {
+      c10::IValue arg = rec.args[static_cast<std::size_t>(*pos)];
+      for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+        if (g[e].arg_name == "indices" && g[e].list_index >= 0) {
+          detail::set_argument_tensor(arg, g[e].list_index, log.activation(boost::source(e, g)));
+        }
+      }
+      if (arg.isList()) {
+        c10::List<c10::optional<at::Tensor>> indices;
+        for (const c10::IValue& i : arg.toListRef()) {
+          indices.push_back(i.isTensor() ? c10::optional<at::Tensor>(i.toTensor()) : c10::nullopt);
+        }
+        const at::Tensor written =
+            at::zeros(self.sizes(), at::kBool).index_put_(indices, at::ones({}, at::kBool));
+        if (written.all().item<bool>()) return "every element overwritten";
+      }
+    }
+  }
+  // output k of meshgrid or broadcast_tensors holds tensors[k]'s values:
+  // the other tensors give it only their sizes
+  if (op == "aten::meshgrid" || op == "aten::broadcast_tensors") {
+    bool sizes_only = true;
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+      if (boost::source(e, g) == p) {
+        sizes_only = sizes_only && g[e].arg_name == "tensors" && g[e].list_index >= 0 &&
+                     g[e].list_index != n.output_index;
+      }
+    }
+    if (sizes_only) return "only its size is read (output " + std::to_string(n.output_index) + ")";
+  }
   // normalised over one element: a softmax over a dimension of size 1 is 1
   // everywhere, a log_softmax 0 (attention over a single key: the first step
   // of a generation loop with a KV cache)

@@ -582,6 +582,31 @@ def forward(self, x):
           std::string::npos);
   }
 
+  TEST_CASE("an index_put reaching every element, and meshgrid's other tensors, are excused") {
+    // torchvision's FasterRCNN (eager) was INVALID for both: its anchor grid
+    // (meshgrid's output 0 holds tensors[0]'s values; tensors[1] gives only its
+    // size) and a zeros tensor filled through index lists. A fill of two of
+    // three elements is checked (the third is the destination's).
+    auto m = scripted("Grid", R"(
+def forward(self, x):
+    grid = torch.meshgrid([torch.sin(x[0]), torch.cos(x[1])], indexing="ij")
+    z = torch.zeros(3)
+    z[torch.argsort(x[2])] = torch.tanh(x[2])
+    w = torch.ones(3)
+    w[torch.argsort(x[2])[:2]] = torch.exp(x[1][:2])
+    return grid[0] + grid[1] + z + w
+)");
+    const auto r = check_valid_ts(m, toy::ts::input(), 23);
+    std::map<std::string, int> reasons;
+    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    CHECK(reasons["every element overwritten"] == 1);
+    CHECK(reasons["only its size is read (output 0)"] == 1);
+    CHECK(reasons["only its size is read (output 1)"] == 1);
+    CHECK(text(r).find("every element overwritten: indexput_1_") != std::string::npos);
+    CHECK(text(r).find("← zeros_1_") != std::string::npos);
+    CHECK(text(r).find("← ones_1_") == std::string::npos); // the partial fill is checked
+  }
+
   TEST_CASE("a relu of negatives and add with alpha = 1 are checked, not excused") {
     // perturbing the relu's all-negative input with new values may leave it at
     // zero; shifting the values up changes it: no exemption is needed

@@ -404,6 +404,53 @@ class SharedWeights(unittest.TestCase):
         self.assertEqual(linears[1].containing_modules_origin_nested, ["enc2:1", "enc2.0:1"])
 
 
+_TEST_LIB = torch.library.Library("torchlens_test", "DEF")
+_TEST_LIB.define("triple(Tensor x) -> Tensor")
+_TEST_LIB.impl("triple", lambda x: x * 3, "CPU")
+
+
+class OpsOutsideATen(unittest.TestCase):
+    def test_region_ops_nms_unique_and_a_custom_op_validate(self):
+        # torchvision's maskrcnn (eager) crashed validation: perturbed `rois`
+        # made roi_align read a random batch index; then nms's boxes and unique's
+        # counts were false failures. rois are perturbed with their batch
+        # column kept, and a custom op outside ATen is replayed, not perturbed.
+        class Regions(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 3, padding=1)
+                self.fc = nn.Linear(3 * 8 * 8, 8)
+
+            def forward(self, x):
+                f = self.conv(x)
+                boxes = torch.sigmoid(self.fc(x.flatten(1))).view(-1, 4) * 6
+                boxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:] + 1], 1)
+                rois = torch.cat([torch.zeros(boxes.shape[0], 1), boxes], 1)
+                pooled = torchvision.ops.roi_align(f, rois, output_size=2)
+                keep = torchvision.ops.nms(boxes, boxes[:, 0], 0.5)
+                labels = (pooled.mean((1, 2, 3)) > 0).long()
+                _, inverse, counts = torch.unique(labels, return_inverse=True,
+                                                  return_counts=True)
+                return (torch.ops.torchlens_test.triple(pooled).sum() + keep.sum()
+                        + inverse.sum() + counts.sum())
+
+        torch.manual_seed(0)
+        model, x = Regions().eval(), torch.rand(1, 3, 8, 8)
+        log = tl.log_forward_pass(model, x)
+        with torch.no_grad():
+            self.assertTrue(torch.equal(log["output_1"].tensor_contents, model(x)))
+        report = tl.validate_saved_activations(model, x, return_report=True)
+        self.assertTrue(report, report["text"])
+        text = report["text"]
+        self.assertIn("not perturbed: an op outside ATen may not check its inputs: "
+                      "triple_1_", text)
+        self.assertIn("the boxes decide only which overlaps pass the threshold: nms_1_", text)
+        self.assertIn("inverse indices and counts depend only on which elements are equal", text)
+        roi = [l.layer_label for l in log if l.layer_type == "roialign"]
+        self.assertEqual(len(roi), 1)
+        self.assertNotIn(roi[0] + " ←", text.split("exemptions:")[-1])  # rois perturbed
+
+
 class Generation(unittest.TestCase):
     def test_greedy_decoding_with_a_kv_cache(self):
         # the loop researchers log most: a cache written in place each step,

@@ -63,6 +63,34 @@ const std::set<std::string> kValueBlind = {
     "aten::uniform_",    "aten::normal_",    "aten::bernoulli_",   "aten::random_",
     "aten::exponential_"};
 
+/// Ops outside ATen known to be safe to call with any values of their tensor
+/// arguments (bounds checked, or only arithmetic on them). The region ops read
+/// `rois[:, 0]` as a batch index without checking it: their `rois` are
+/// perturbed with that column kept (see perturbation_for).
+const std::set<std::string> kSafeToPerturb = {
+    "torchvision::nms",      "torchvision::deform_conv2d", "torchvision::roi_align",
+    "torchvision::roi_pool", "torchvision::ps_roi_align",  "torchvision::ps_roi_pool"};
+
+/// True for an op of ATen or of this library, whose kernels check their inputs.
+bool checks_its_inputs(const std::string& op) {
+  return op.rfind("aten::", 0) == 0 || op.rfind("torchlens::", 0) == 0 ||
+         op.rfind("prim::", 0) == 0 || kSafeToPerturb.count(op) != 0;
+}
+
+/// The value argument `arg` of `op` takes in a perturbation: `value`, except
+/// that a region op's batch-index column keeps its original indices (a random
+/// index would make torchvision's kernels read outside the batch).
+at::Tensor perturbation_for(const std::string& op, const std::string& arg,
+                            const at::Tensor& original, const at::Tensor& value) {
+  if (arg == "rois" && op.rfind("torchvision::", 0) == 0 && original.dim() == 2 &&
+      original.size(1) == 5) {
+    at::Tensor kept = value.clone();
+    kept.select(1, 0).copy_(original.select(1, 0));
+    return kept;
+  }
+  return value;
+}
+
 /// Ops whose output values are undefined (uninitialized memory).
 const std::set<std::string> kUninitialized = {"aten::empty", "aten::empty_like",
                                               "aten::empty_strided", "aten::new_empty",
@@ -320,6 +348,19 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
         if (written.all().item<bool>()) return "every element overwritten";
       }
     }
+  }
+  // unique's inverse indices and counts (outputs 1, 2) depend only on which
+  // elements are equal and their order, which shifted or random values of a
+  // few elements often keep; the values themselves are output 0's, checked there
+  if ((op == "aten::_unique2" || op == "aten::_unique" || op == "aten::unique_dim" ||
+       op == "aten::unique_consecutive" || op == "aten::unique_dim_consecutive") &&
+      n.output_index >= 1) {
+    return "inverse indices and counts depend only on which elements are equal";
+  }
+  // non-maximum suppression orders by score; the boxes decide only which
+  // overlaps pass the threshold (random boxes seldom overlap either)
+  if (op == "torchvision::nms" && via_only("dets")) {
+    return "the boxes decide only which overlaps pass the threshold";
   }
   // output k of meshgrid or broadcast_tensors holds tensors[k]'s values:
   // the other tensors give it only their sizes
@@ -653,6 +694,10 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
       const at::Tensor& pv = log.activation(p);
       std::string reason = unperturbable(g, v, p, records[n.id], saved);
       if (reason.empty() && pv.numel() == 0) reason = "empty parent";
+      if (reason.empty() && !checks_its_inputs(n.op_name)) {
+        // a crash in another library's kernel is worse than an unchecked edge
+        reason = "not perturbed: an op outside ATen may not check its inputs";
+      }
       if (!reason.empty()) {
         report.exempted_perturbation(n.label, g[p].label, std::move(reason));
         continue;
@@ -665,7 +710,10 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
         auto changed_inputs = inputs;
         const at::Tensor value = perturbed(pv, noise, attempt);
         for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-          if (boost::source(e, g) == p) changed_inputs[{g[e].arg_pos, g[e].list_index}] = value;
+          if (boost::source(e, g) == p) {
+            changed_inputs[{g[e].arg_pos, g[e].list_index}] =
+                perturbation_for(n.op_name, g[e].arg_name, pv, value);
+          }
         }
         try {
           const auto pout = detail::reexecute(records[n.id], changed_inputs);

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import unittest
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -576,6 +577,27 @@ class Scripted(unittest.TestCase):
             self.assertTrue(torch.allclose(a.tensor_contents, b.tensor_contents, atol=1e-5),
                             a.layer_label)
         self.assertIs(tl.validate_saved_activations(scripted, x), True)
+
+    def test_resnet18_traced_has_the_eager_models_module_calls(self):
+        # torch.jit.trace gives a module called twice a method per call
+        # (`forward`, `forward1`): each block's second relu was in no call
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        x = torch.rand(1, 3, 32, 32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, x)
+        eager = tl.log_forward_pass(model, x, random_seed=0)
+        trace = tl.log_forward_pass(traced, x, random_seed=0)
+        self.assertEqual(eager.module_num_passes, trace.module_num_passes)
+        self.assertEqual(trace.module_num_passes["layer1.0.relu"], 2)
+        self.assertEqual(len(eager), len(trace))
+        for a, b in zip(eager, trace):
+            self.assertEqual(a.containing_modules_origin_nested,
+                             b.containing_modules_origin_nested, a.layer_label)
+            self.assertTrue(torch.allclose(a.tensor_contents, b.tensor_contents, atol=1e-5),
+                            a.layer_label)
+        self.assertIs(tl.validate_saved_activations(traced, x), True)
 
     def test_a_scripted_child_is_logged_in_its_caller(self):
         scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))

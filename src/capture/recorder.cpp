@@ -339,17 +339,17 @@ void Recorder::script_enter(const at::RecordFunction& fn) {
   std::vector<at::Tensor> through;
   if (!inputs.empty() && inputs[0].isObject()) {
     const auto self = inputs[0].toObject();
-    // a module's forward (or one of its overloads, `forward__0`) is a module
-    // call; other methods and free functions are transparent (TorchLens wraps
-    // forward only)
+    // a module's forward (an overload, `forward__0`, or a traced module's
+    // `forward1` for its second call) is a module call; other methods and
+    // free functions are transparent (TorchLens wraps forward only)
     const char* name = fn.name();
-    if (std::strcmp(name, "forward") == 0 || std::strncmp(name, "forward__", 9) == 0) {
+    if (TorchScriptIndex::is_forward(name)) {
       auto it = module_by_identity_.find(self.get());
       if (it != module_by_identity_.end()) module = it->second;
     }
     // arguments it returns unchanged get an identity node at its exit
     if (module >= 0) {
-      if (const auto* positions = script_index_->passthrough(self->type().get())) {
+      if (const auto* positions = script_index_->passthrough(self->type().get(), name)) {
         for (std::size_t i : *positions) {
           if (i < inputs.size() && inputs[i].isTensor()) through.push_back(inputs[i].toTensor());
         }

@@ -9,6 +9,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 
 #include <algorithm>
+#include <tuple>
 #include <unordered_set>
 
 namespace torchlens::detail {
@@ -133,7 +134,7 @@ bool converts_to_host_scalar(const Node* n) {
 } // namespace
 
 TorchScriptIndex::TorchScriptIndex(const torch::jit::Module& model) {
-  std::vector<std::pair<const c10::ClassType*, const Graph*>> forwards;
+  std::vector<std::tuple<const c10::ClassType*, std::string, const Graph*>> forwards;
   std::vector<const Graph*> pending;
   std::unordered_set<const c10::ClassType*> types;
   auto add_type = [&](const torch::jit::Module& m) {
@@ -142,16 +143,16 @@ TorchScriptIndex::TorchScriptIndex(const torch::jit::Module& model) {
     for (const torch::jit::Function* fn : type->methods()) {
       if (!fn->isGraphFunction()) continue;
       const Graph* g = torch::jit::toGraphFunction(*fn).graph().get();
-      if (fn->name() == "forward") forwards.emplace_back(type, g);
+      if (is_forward(fn->name())) forwards.emplace_back(type, fn->name(), g);
       pending.push_back(g);
     }
   };
   add_type(model);
   for (const auto& sub : model.modules()) add_type(sub);
-  for (const auto& [type, g] : forwards) {
+  for (const auto& [type, method, g] : forwards) {
     std::vector<std::size_t> through;
     index_graph(*g, &through);
-    if (!through.empty()) passthrough_[type] = std::move(through);
+    if (!through.empty()) passthrough_[type].emplace_back(method, std::move(through));
   }
   while (!pending.empty()) {
     const Graph* g = pending.back();
@@ -274,9 +275,21 @@ const TorchScriptIndex::NodeFacts* TorchScriptIndex::find(
   return it == facts_.end() ? nullptr : &it->second;
 }
 
-const std::vector<std::size_t>* TorchScriptIndex::passthrough(const c10::ClassType* type) const {
+bool TorchScriptIndex::is_forward(std::string_view method) {
+  if (!method.starts_with("forward")) return false;
+  const std::string_view rest = method.substr(7);
+  if (rest.starts_with("__")) return true; // an overload
+  return std::all_of(rest.begin(), rest.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+const std::vector<std::size_t>* TorchScriptIndex::passthrough(const c10::ClassType* type,
+                                                              std::string_view method) const {
   auto it = passthrough_.find(type);
-  return it == passthrough_.end() ? nullptr : &it->second;
+  if (it == passthrough_.end()) return nullptr;
+  for (const auto& [name, positions] : it->second) {
+    if (name == method) return &positions;
+  }
+  return nullptr;
 }
 
 } // namespace torchlens::detail

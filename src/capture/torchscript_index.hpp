@@ -22,7 +22,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace c10 {
@@ -55,9 +58,16 @@ class TorchScriptIndex {
   /// share it), or null.
   const NodeFacts* find(const torch::jit::SourceRange& range) const;
 
-  /// Positions (0 = self) of the arguments a module type's `forward` returns
-  /// unchanged, or null when it returns none.
-  const std::vector<std::size_t>* passthrough(const c10::ClassType* type) const;
+  /// Positions (0 = self) of the arguments a module type's forward method
+  /// `method` returns unchanged, or null when it returns none.
+  const std::vector<std::size_t>* passthrough(const c10::ClassType* type,
+                                              std::string_view method) const;
+
+  /// True for the methods that are calls of a module, as TorchLens wraps
+  /// `forward`: `forward`, its overloads (`forward__0`) and the methods
+  /// torch.jit.trace makes for each further call of a module (`forward1`,
+  /// `forward2`: a traced block calling its ReLU twice).
+  static bool is_forward(std::string_view method);
 
  private:
   struct Key {
@@ -73,7 +83,10 @@ class TorchScriptIndex {
   void index_graph(const torch::jit::Graph& g, std::vector<std::size_t>* passthrough);
 
   std::unordered_map<Key, NodeFacts, KeyHash> facts_;
-  std::unordered_map<const c10::ClassType*, std::vector<std::size_t>> passthrough_;
+  /// per module type: (forward method, positions it returns unchanged)
+  std::unordered_map<const c10::ClassType*,
+                     std::vector<std::pair<std::string, std::vector<std::size_t>>>>
+      passthrough_;
   std::vector<const torch::jit::Graph*> seen_;
 };
 

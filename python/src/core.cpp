@@ -124,11 +124,54 @@ struct HookState {
 };
 thread_local HookState tls_hooks;
 
+/// How the statement the running Python frame executes uses a bool it reads
+/// from a tensor: `assert ...` an assertion; `while ...` and an `if` whose
+/// body is `break` a loop condition; `if`/`elif` an `if` condition (as the
+/// TorchScript front end classifies them from the IR). Unknown (a bool kept
+/// as a value, a condition over several lines): ScalarUse::none.
+torchlens::ScalarUse bool_use_from_source() {
+  py::gil_scoped_acquire gil;               // Tensor.__bool__ releases it around the op
+  PyFrameObject* frame = PyEval_GetFrame(); // borrowed
+  if (frame == nullptr) return torchlens::ScalarUse::none;
+  try {
+    // kept for the process, as the dataclasses handle: a static py::object
+    // would be released after the interpreter shut down
+    static const py::handle getline =
+        py::object(py::module_::import("linecache").attr("getline")).release();
+    const py::object code =
+        py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
+    const py::object filename = code.attr("co_filename");
+    const int line = PyFrame_GetLineNumber(frame);
+    auto statement = [&](int n) {
+      std::string text = getline(filename, n).cast<std::string>();
+      const auto begin = text.find_first_not_of(" \t");
+      const auto end = text.find_last_not_of(" \t\r\n");
+      return begin == std::string::npos ? std::string() : text.substr(begin, end - begin + 1);
+    };
+    const std::string text = statement(line);
+    auto keyword = [&](std::string_view k) {
+      return text.starts_with(k) && text.size() > k.size() &&
+             (text[k.size()] == ' ' || text[k.size()] == '(');
+    };
+    if (keyword("assert")) return torchlens::ScalarUse::assertion;
+    if (keyword("while")) return torchlens::ScalarUse::loop;
+    if (keyword("if") || keyword("elif")) {
+      const bool breaks = text.ends_with(": break") || text.ends_with(":break") ||
+                          (text.ends_with(":") && statement(line + 1) == "break");
+      return breaks ? torchlens::ScalarUse::loop : torchlens::ScalarUse::condition;
+    }
+  } catch (const py::error_already_set&) {
+    PyErr_Clear();
+  }
+  return torchlens::ScalarUse::none;
+}
+
 /// Installs the recorder for the hooks while forward runs (also on exceptions).
 class HookScope {
  public:
   explicit HookScope(td::Recorder* rec) : saved_(std::move(tls_hooks)) {
     tls_hooks = HookState{rec, {}};
+    if (rec != nullptr) rec->set_bool_use_source(&bool_use_from_source);
   }
   ~HookScope() { tls_hooks = std::move(saved_); }
   HookScope(const HookScope&) = delete;

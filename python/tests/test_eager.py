@@ -328,6 +328,49 @@ class Conditionals(unittest.TestCase):
         self.assertFalse(any(l.in_cond_branch for l in log))
 
 
+    def test_asserts_and_loop_conditions_are_not_if_conditions(self):
+        # the bool's statement decides, as the IR does for the same model
+        # scripted: `assert`, `while` and `if ...: break` read a bool, only the
+        # `if` starts a conditional branch
+        class Checks(nn.Module):
+            def __init__(self, kind):
+                super().__init__()
+                self.fc = nn.Linear(3, 3)
+                self.kind = kind
+
+            def forward(self, x):
+                if self.kind == "assert":
+                    assert torch.isfinite(x).all(), "finite"
+                    return self.fc(x)
+                if self.kind == "while":
+                    n = 0
+                    while x.norm() < 20 and n < 5:
+                        x = self.fc(x) * 2
+                        n += 1
+                    return x
+                for _ in range(5):
+                    x = self.fc(x)
+                    if x.abs().max() > 20:
+                        break
+                    if x.sum() > 0:
+                        x = x.relu()
+                return x
+
+        torch.manual_seed(0)
+        x = torch.rand(2, 3)
+        for kind in ("assert", "while", "break"):
+            model = Checks(kind)
+            log = tl.log_forward_pass(model, x)
+            scripted = tl.log_forward_pass(torch.jit.script(model), x)
+            expected = kind == "break"  # its second `if` is a conditional
+            self.assertEqual(log.has_conditional_branching, expected, kind)
+            self.assertEqual(scripted.has_conditional_branching, expected, kind)
+            self.assertEqual(log.conditional_branch_edges, scripted.conditional_branch_edges,
+                             kind)
+            with torch.no_grad():
+                self.assertTrue(torch.equal(log[-1].tensor_contents, model(x)), kind)
+
+
 class ModuleHooks(unittest.TestCase):
     def test_what_a_modules_pre_hooks_compute_is_inside_its_call(self):
         # weight_norm and pruning compute the weight in a forward pre-hook: part

@@ -964,6 +964,7 @@ void Recorder::read_scalar(c10::ArrayRef<c10::IValue> args, c10::ArrayRef<c10::I
   // A read is not a tensor: TorchLens logs nothing for it. The tensor read
   // keeps how its value was used (an `if` condition makes it a terminal bool).
   const bool is_bool = returns.size() == 1 && returns[0].isBool();
+  if (use == ScalarUse::none && is_bool && bool_use_source_ != nullptr) use = bool_use_source_();
   if (use == ScalarUse::none) use = is_bool ? ScalarUse::condition : ScalarUse::value;
   for (const auto& a : args) {
     if (!a.isTensor()) continue;

@@ -130,6 +130,12 @@ class Recorder {
   void exit_module_returning(const std::vector<at::Tensor>& outputs,
                              const std::vector<at::Tensor>& unchanged);
 
+  /// How the caller uses a bool it reads from a tensor (`if`, `while`,
+  /// `assert`), for front ends whose ops carry no such fact (eager Python: the
+  /// binding reads the statement being run); ScalarUse::none when unknown.
+  using BoolUseSource = ScalarUse (*)();
+  void set_bool_use_source(BoolUseSource source) { bool_use_source_ = source; }
+
   /// TorchScript interpreter frames (methods and functions), from RecordFunction.
   void script_enter(const at::RecordFunction& fn);
   void script_exit(const at::RecordFunction& fn);
@@ -297,6 +303,7 @@ class Recorder {
   /// vertex; the tensors read record how the value was used.
   void read_scalar(c10::ArrayRef<c10::IValue> args, c10::ArrayRef<c10::IValue> returns,
                    ScalarUse use);
+  BoolUseSource bool_use_source_ = nullptr;
 
   const ModelDescription& model_;
   LogOptions options_;

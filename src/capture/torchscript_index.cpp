@@ -87,9 +87,26 @@ ScalarUse stronger(ScalarUse a, ScalarUse b) {
   return rank(a) >= rank(b) ? a : b;
 }
 
-/// How a host bool `v` is used: follows it through `not` and through bool-only
-/// `if`s (and/or) to the control flow that consumes it.
-ScalarUse bool_use(const Value* v, int depth = 0) {
+ScalarUse bool_use(const Value* v, int depth = 0);
+
+/// `if c: break` in a loop body: TorchScript lowers it into an `if` whose
+/// taken block does nothing but hand back a false "go on" flag (the rest of
+/// the body moves into the other block). The bool decides whether the loop
+/// goes on, as a `while` condition does.
+bool is_break(const Node* n, int depth) {
+  const bool empty_block = std::any_of(n->blocks().begin(), n->blocks().end(), [](const Block* b) {
+    return b->nodes().begin() == b->nodes().end();
+  });
+  if (!empty_block) return false;
+  return std::any_of(n->outputs().begin(), n->outputs().end(), [&](const Value* o) {
+    return o->type()->kind() == c10::TypeKind::BoolType &&
+           bool_use(o, depth + 1) == ScalarUse::loop;
+  });
+}
+
+/// How a host bool `v` is used: follows it through `not`, `and`, `or` and
+/// through bool-only `if`s (and/or) to the control flow that consumes it.
+ScalarUse bool_use(const Value* v, int depth) {
   if (depth > 16) return ScalarUse::condition;
   ScalarUse use = ScalarUse::none;
   for (const auto& u : v->uses()) {
@@ -102,12 +119,15 @@ ScalarUse bool_use(const Value* v, int depth = 0) {
       } else if (is_bool_expression(user)) {
         here = ScalarUse::none;
         for (const Value* o : user->outputs()) here = stronger(here, bool_use(o, depth + 1));
+      } else if (is_break(user, depth)) {
+        here = ScalarUse::loop;
       } else {
         here = ScalarUse::condition;
       }
     } else if (user->kind() == prim::Loop && u.offset == 1) {
       here = ScalarUse::loop;
-    } else if (user->kind() == aten::__not__) {
+    } else if (user->kind() == aten::__not__ || user->kind() == aten::__and__ ||
+               user->kind() == aten::__or__) {
       here = bool_use(user->output(), depth + 1);
     } else if (user->kind() == prim::Return && user->owningBlock()->owningNode() != nullptr) {
       const Node* owner = user->owningBlock()->owningNode();

@@ -156,9 +156,14 @@ torchlens::ScalarUse bool_use_from_source() {
     if (keyword("assert")) return torchlens::ScalarUse::assertion;
     if (keyword("while")) return torchlens::ScalarUse::loop;
     if (keyword("if") || keyword("elif")) {
-      const bool breaks = text.ends_with(": break") || text.ends_with(":break") ||
-                          (text.ends_with(":") && statement(line + 1) == "break");
-      return breaks ? torchlens::ScalarUse::loop : torchlens::ScalarUse::condition;
+      const std::string body = text.ends_with(":") ? statement(line + 1) : "";
+      const bool breaks = text.ends_with(": break") || text.ends_with(":break") || body == "break";
+      // `if c: raise ...` checks, as an assert does (TorchScript: an `if` whose
+      // block raises)
+      const bool raises = text.find(": raise ") != std::string::npos || body.starts_with("raise ");
+      return breaks   ? torchlens::ScalarUse::loop
+             : raises ? torchlens::ScalarUse::assertion
+                      : torchlens::ScalarUse::condition;
     }
   } catch (const py::error_already_set&) {
     PyErr_Clear();

@@ -341,6 +341,8 @@ class Conditionals(unittest.TestCase):
             def forward(self, x):
                 if self.kind == "assert":
                     assert torch.isfinite(x).all(), "finite"
+                    if not torch.isfinite(x).all():
+                        raise ValueError("not finite")
                     return self.fc(x)
                 if self.kind == "while":
                     n = 0

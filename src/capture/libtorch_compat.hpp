@@ -5,6 +5,7 @@
 // headers have (docs/capture.md, "LibTorch versions: one file"). To port torchlens
 // to another LibTorch, this file is the place to change.
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
@@ -20,6 +21,7 @@
 #include <torch/version.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace torchlens::detail::compat {
@@ -61,6 +63,18 @@ inline void remove_frame_callbacks(at::CallbackHandle h) {
 /// innermost first, each with the source range of the node it is running.
 inline std::vector<torch::jit::StackEntry> interpreter_callstack() {
   return torch::jit::currentCallstack();
+}
+
+// ---- generators (capture records their states, replays restore them) ----------
+
+/// The default generator of the current CUDA device, when this LibTorch has
+/// CUDA and sees a device (a random op on a CUDA tensor draws from it), else
+/// none. `at::Context::defaultGenerator(Device)` in 1.13 and 2.x; a device
+/// without an index is the current one. Whether CUDA is there is asked once.
+inline std::optional<at::Generator> cuda_generator() {
+  static const bool has_cuda = at::hasCUDA();
+  if (!has_cuda) return std::nullopt;
+  return at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA));
 }
 
 // ---- autocast (capture records it, replays restore it) -----------------------

@@ -1081,9 +1081,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   bool observed = false;
   std::vector<ModuleFrame> frames = module_frames(params, observed);
   if (options_.keep_replay()) {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    rec.rng_state = gen.get_state();
+    rec.rng = GeneratorStates::read();
     const auto autocast = compat::autocast_state<AutocastState>();
     if (autocast.cpu || autocast.cuda) rec.autocast = autocast;
   }

@@ -60,6 +60,16 @@ struct AutocastState {
   c10::ScalarType cpu_dtype = c10::ScalarType::BFloat16, cuda_dtype = c10::ScalarType::Half;
 };
 
+/// The states of the default generators an op may draw from: the CPU one and,
+/// where LibTorch has CUDA, the current CUDA device's (undefined otherwise).
+struct GeneratorStates {
+  at::Tensor cpu, cuda;
+  /// Reads both (under each generator's lock).
+  static GeneratorStates read();
+  /// Sets each recorded state back; an undefined one is left as it is.
+  void write() const;
+};
+
 /// What capture records per op beyond the graph, enough to call it again: the
 /// operator, its arguments with the logged tensors taken out (they are the
 /// vertex's in-edges; parameters stay), the generator state and the autocast
@@ -70,7 +80,7 @@ struct OpRecord {
   std::vector<c10::IValue> args;         ///< in-edge tensors replaced by None / undefined
   ArgFlags from_edges;                   ///< argument (or some list element) comes from in-edges
   ArgFlags is_tensor;                    ///< argument is a tensor or tensor list (not printable)
-  at::Tensor rng_state;                  ///< CPU generator state before the op (keep_replay)
+  GeneratorStates rng;                   ///< generator states before the op (keep_replay)
   std::optional<AutocastState> autocast; ///< set when autocast was on for the op
 };
 

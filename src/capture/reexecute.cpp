@@ -45,11 +45,7 @@ std::vector<at::Tensor> reexecute(const OpRecord& rec,
       stack[i] = stack[i].toTensor().clone();
     }
   }
-  if (rec.rng_state.defined()) {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rec.rng_state);
-  }
+  rec.rng.write();
   std::optional<compat::AutocastGuard<AutocastState>> autocast;
   if (rec.autocast) autocast.emplace(*rec.autocast);
   rec.op->callBoxed(&stack);
@@ -58,16 +54,36 @@ std::vector<at::Tensor> reexecute(const OpRecord& rec,
   return {outputs.begin(), outputs.end()};
 }
 
-GeneratorStateGuard::GeneratorStateGuard() {
-  auto gen = at::detail::getDefaultCPUGenerator();
+namespace {
+at::Tensor state_of(at::Generator gen) {
   std::lock_guard<std::mutex> lock(gen.mutex());
-  state_ = gen.get_state();
+  return gen.get_state();
+}
+void set_state_of(at::Generator gen, const at::Tensor& state) {
+  if (!state.defined()) return;
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+} // namespace
+
+GeneratorStates GeneratorStates::read() {
+  GeneratorStates s;
+  s.cpu = state_of(at::detail::getDefaultCPUGenerator());
+  if (const auto cuda = compat::cuda_generator()) s.cuda = state_of(*cuda);
+  return s;
 }
 
+void GeneratorStates::write() const {
+  set_state_of(at::detail::getDefaultCPUGenerator(), cpu);
+  if (cuda.defined()) {
+    if (const auto gen = compat::cuda_generator()) set_state_of(*gen, cuda);
+  }
+}
+
+GeneratorStateGuard::GeneratorStateGuard() : state_(GeneratorStates::read()) {}
+
 GeneratorStateGuard::~GeneratorStateGuard() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state_);
+  state_.write();
 }
 
 } // namespace torchlens::detail

@@ -21,7 +21,8 @@ void set_argument_tensor(c10::IValue& arg, int list_index, const at::Tensor& t);
 std::vector<at::Tensor> reexecute(const OpRecord& rec,
                                   const std::map<std::pair<int, int>, at::Tensor>& inputs);
 
-/// Puts the default CPU generator back as it was (replays restore recorded states).
+/// Puts the default generators (CPU, and CUDA's current device) back as they
+/// were (replays restore recorded states).
 class GeneratorStateGuard {
  public:
   GeneratorStateGuard();
@@ -30,7 +31,7 @@ class GeneratorStateGuard {
   GeneratorStateGuard& operator=(const GeneratorStateGuard&) = delete;
 
  private:
-  at::Tensor state_;
+  GeneratorStates state_;
 };
 
 } // namespace torchlens::detail

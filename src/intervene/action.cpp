@@ -275,7 +275,7 @@ Action resample_ablate(at::Tensor pool, std::uint64_t seed) {
                at::Generator gen = site_generator(seed, ctx.id);
                const at::Tensor rows = at::randint(pool.size(0), {x.size(0)}, gen,
                                                    at::TensorOptions().dtype(at::kLong));
-               return pool.index_select(0, rows).to(x.options());
+               return pool.index_select(0, rows.to(pool.device())).to(x.options());
              }),
       {{"seed", std::to_string(seed)}}, {{"pool", pool}});
 }

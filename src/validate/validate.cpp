@@ -318,8 +318,8 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
     const auto dim = argument(rec, "dim");
     if (self.defined() && index.defined() && dim.isInt() && self.dim() == index.dim() &&
         self.numel() > 0) {
-      const at::Tensor written =
-          at::zeros(self.sizes(), at::kInt).scatter_(dim.toInt(), index.to(at::kLong), 1);
+      const at::Tensor written = at::zeros(self.sizes(), index.options().dtype(at::kInt))
+                                     .scatter_(dim.toInt(), index.to(at::kLong), 1);
       if (written.all().item<bool>()) return "every element overwritten";
     }
   }
@@ -343,8 +343,9 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
         for (const c10::IValue& i : arg.toListRef()) {
           indices.push_back(i.isTensor() ? c10::optional<at::Tensor>(i.toTensor()) : c10::nullopt);
         }
+        const auto flags = self.options().dtype(at::kBool); // on self's device
         const at::Tensor written =
-            at::zeros(self.sizes(), at::kBool).index_put_(indices, at::ones({}, at::kBool));
+            at::zeros(self.sizes(), flags).index_put_(indices, at::ones({}, flags));
         if (written.all().item<bool>()) return "every element overwritten";
       }
     }
@@ -476,20 +477,24 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
   // integers and bools: random values in the observed range, and wherever one
   // equals the original (certain for a one-element tensor half the time) the
   // next value / the negation, so the perturbation always changes the tensor
+  // drawn on the CPU (the generator is a CPU one), then moved to t's device
+  const auto on_cpu = at::TensorOptions().device(at::kCPU);
   if (t.scalar_type() == at::kBool) {
-    const auto r = at::randint(0, 2, t.sizes(), gen, t.options().dtype(at::kLong)).to(at::kBool);
+    const auto r =
+        at::randint(0, 2, t.sizes(), gen, on_cpu.dtype(at::kLong)).to(t.device(), at::kBool);
     return at::where(r.eq(t), t.logical_not(), r);
   }
   if (!t.is_floating_point() && !t.is_complex()) {
     const auto d = t.to(at::kLong);
     const std::int64_t lo = t.numel() ? d.min().item<std::int64_t>() : 0;
     const std::int64_t hi = t.numel() ? d.max().item<std::int64_t>() + 1 : 1;
-    const auto r = at::randint(lo, std::max(hi, lo + 2), t.sizes(), gen, d.options());
+    const auto r = at::randint(lo, std::max(hi, lo + 2), t.sizes(), gen, on_cpu.dtype(at::kLong))
+                       .to(t.device());
     return at::where(r.eq(d), r + 1, r).to(t.scalar_type());
   }
   if (t.is_complex()) {
     const double scale = t.numel() ? t.detach().abs().mean().item<double>() + 1.0 : 1.0;
-    return (at::randn(t.sizes(), gen, t.options()) * scale);
+    return (at::randn(t.sizes(), gen, on_cpu.dtype(t.scalar_type())) * scale).to(t.device());
   }
   const double scale = Noise::mean_abs(t) + 1.0;
   const at::Tensor n = noise.normal(t.sizes(), t.numel());

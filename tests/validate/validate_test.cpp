@@ -12,9 +12,9 @@
 #include <torchlens/validate/validate.hpp>
 #include <torchlens/validate/validate_pass.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <memory>
 #include <sstream>
@@ -193,8 +193,8 @@ def forward(self, x):
     // drop the recorded generator state of the dropout
     auto records = std::make_shared<torchlens::detail::ReplayRecords>(*log.replay());
     const auto id = log["dropout_1_1"].node().id;
-    REQUIRE(records->by_id[id].rng_state.defined());
-    records->by_id[id].rng_state = at::Tensor();
+    REQUIRE(records->by_id[id].rng.cpu.defined());
+    records->by_id[id].rng.cpu = at::Tensor();
     log.set_replay(records);
     at::manual_seed(12345);
     require_one_failure(validate_log(log, {truth}), "dropout_1_1", FailureKind::mismatch);

@@ -4,9 +4,9 @@
 #include <torchlens/torchlens.hpp>
 
 #include <c10/core/impl/LocalDispatchKeySet.h>
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <ATen/record_function.h>
 

@@ -7,8 +7,8 @@
 #include <torchlens/torchlens.hpp>
 
 #include <c10/core/CPUAllocator.h>
-#include <doctest/doctest.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <array>
 #include <atomic>

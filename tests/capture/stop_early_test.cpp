@@ -4,9 +4,9 @@
 
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 namespace tl = torchlens;
 

@@ -20,8 +20,8 @@
 #include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
+#include "support/doctest.hpp"
 
 #include <algorithm>
 #include <cstdlib>

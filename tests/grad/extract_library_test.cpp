@@ -8,9 +8,9 @@
 #include <torchlens/extract/extract.hpp>
 #include <torchlens/io/npy.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <filesystem>
 #include <string>

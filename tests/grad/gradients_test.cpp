@@ -6,8 +6,8 @@
 
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <filesystem>
 #include <fstream>

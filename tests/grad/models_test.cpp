@@ -9,11 +9,11 @@
 #include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <cstdlib>
 #include <string>

@@ -2,7 +2,7 @@
 // distinct string, shared by every vertex that names it. Torch-free.
 #include <torchlens/graph/model_graph.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 #include <map>
 #include <set>

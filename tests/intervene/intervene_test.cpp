@@ -6,10 +6,10 @@
 #include <torchlens/intervene.hpp>
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 #include <support/errors.hpp>
+#include "support/doctest.hpp"
 
 #include <boost/property_tree/json_parser.hpp>
 

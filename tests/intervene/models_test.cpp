@@ -9,9 +9,9 @@
 #include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <cstdlib>
 #include <functional>

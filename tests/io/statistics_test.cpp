@@ -7,9 +7,9 @@
 #include <torchlens/extract/statistics.hpp>
 #include <torchlens/io/npy.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <filesystem>
 #include <map>

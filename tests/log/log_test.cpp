@@ -6,10 +6,10 @@
 #include <torchlens/io/json.hpp>
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <boost/property_tree/json_parser.hpp>
 #include <boost/property_tree/ptree.hpp>
+#include "support/doctest.hpp"
 
 #include <set>
 #include <sstream>

@@ -11,9 +11,9 @@
 #include <torchlens/io/model_file.hpp>
 #include <torchlens/torchlens.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <algorithm>
 #include <cstdlib>

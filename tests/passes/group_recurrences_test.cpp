@@ -5,7 +5,7 @@
 #include <support/pass_laws.hpp>
 #include <support/random_loop_graphs.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 #include <string>
 #include <thread>

@@ -5,7 +5,7 @@
 
 #include <support/graph_builders.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 #include <map>
 #include <string>

@@ -4,7 +4,7 @@
 #include <support/graph_builders.hpp>
 #include <support/pass_laws.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 using namespace torchlens;
 using namespace torchlens::testing;

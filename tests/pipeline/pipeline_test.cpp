@@ -3,7 +3,7 @@
 
 #include <support/graph_builders.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 #include <sstream>
 #include <string>

@@ -1,7 +1,7 @@
 // Compile-time checks of pipeline typing (static_assert namespaces, c10 TypeList_test style).
 #include <torchlens/passes/all.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 namespace torchlens::static_checks {
 

@@ -9,7 +9,7 @@
 
 #include <support/graph_builders.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 #include <cstdlib>
 #include <fstream>

@@ -11,7 +11,7 @@
 
 #include <support/graph_builders.hpp>
 
-#include <doctest/doctest.h>
+#include "support/doctest.hpp"
 
 #include <boost/hana/for_each.hpp>
 

@@ -11,9 +11,9 @@
 #include <torchlens/torchlens.hpp>
 #include <torchlens/validate/validate.hpp>
 
-#include <doctest/doctest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include "support/doctest.hpp"
 
 #include <chrono>
 #include <cstdlib>

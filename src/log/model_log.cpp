@@ -39,6 +39,15 @@ std::string layer_type_of(std::string_view op_name) {
   if (const auto colon = op_name.rfind("::"); colon != std::string_view::npos) {
     op_name = op_name.substr(colon + 2);
   }
+  // torch.fft.rfft2, torch.linalg.slogdet, torch.special.expit are ATen's
+  // fft_rfft2, linalg_slogdet, special_expit; TorchLens names them as Python
+  // does in their namespace
+  for (std::string_view ns : {"fft_", "linalg_", "special_"}) {
+    if (op_name.size() > ns.size() && op_name.starts_with(ns)) {
+      op_name.remove_prefix(ns.size());
+      break;
+    }
+  }
   std::string out;
   out.reserve(op_name.size());
   for (char c : op_name) {

@@ -79,6 +79,30 @@ TEST_CASE("every lookup key TorchLens accepts finds the layer it names") {
   CHECK(log[1].label() == "matmul_1_1:1");
 }
 
+TEST_CASE("ops of torch.fft, torch.linalg and torch.special have the names Python gives them") {
+  CHECK(tl::layer_type_of("aten::fft_rfft2") == "rfft2");
+  CHECK(tl::layer_type_of("aten::linalg_slogdet") == "slogdet");
+  CHECK(tl::layer_type_of("aten::special_expit") == "expit");
+  CHECK(tl::layer_type_of("aten::max_pool2d") == "maxpool2d");
+  CHECK(tl::layer_type_of("aten::relu_") == "relu");
+  torch::jit::Module m("Spectral");
+  m.define(R"(
+def forward(self, x):
+    y = torch.fft_irfft2(torch.fft_rfft2(x), s=[4, 4])
+    sign, logdet = torch.linalg_slogdet(x[0])
+    return torch.special_erfcx(y) + logdet
+)");
+  const auto x = torch::randn({2, 4, 4});
+  const auto log = tl::log_forward_pass(m, {x}, tl::LogOptions().seed(0));
+  std::vector<std::string> types;
+  for (auto layer : log) types.push_back(layer->layer_type);
+  CHECK(types == std::vector<std::string>{"input", "rfft2", "irfft2", "select", "slogdet",
+                                          "slogdet", "erfcx", "add", "output"});
+  CHECK(torch::allclose(log["rfft2_1_1"].activation(), at::fft_rfft2(x)));
+  CHECK(torch::allclose(log["irfft2_1_2"].activation(), x, 1e-5, 1e-6));
+  CHECK(torch::allclose(log["slogdet_2_5"].activation(), std::get<1>(at::linalg_slogdet(x[0]))));
+}
+
 TEST_CASE("the key index is built once, on the first lookup, also when threads race for it") {
   auto m = looped();
   const auto x = torch::arange(4, torch::kFloat).reshape({1, 4});

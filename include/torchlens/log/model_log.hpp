@@ -227,7 +227,10 @@ inline ModelLog::iterator ModelLog::end() const {
 }
 
 /// `conv2d` from `aten::conv2d`, `maxpool2d` from `aten::max_pool2d`, `relu` from
-/// `aten::relu_`: TorchLens's layer type (lower case, underscores removed).
+/// `aten::relu_`: TorchLens's layer type (lower case, underscores removed). Ops
+/// of the torch.fft, torch.linalg and torch.special namespaces lose the prefix
+/// (`rfft2` from `aten::fft_rfft2`, `slogdet` from `aten::linalg_slogdet`), the
+/// name Python and TorchLens give them.
 std::string layer_type_of(std::string_view op_name);
 
 } // namespace torchlens

@@ -477,6 +477,20 @@ py::object layer_tensor(const Layer& l) {
   return py::reinterpret_steal<py::object>(THPVariable_Wrap(t));
 }
 
+/// The innermost module pass holding the op (`b.fc:1`), or None.
+py::object containing_module(const Layer& l) {
+  const auto& m = l.node().modules;
+  if (m.empty()) return py::none();
+  return py::str(frame_text(m.back()));
+}
+
+/// Every module pass holding the op, outermost first (`['b:1', 'b.fc:1']`).
+std::vector<std::string> containing_modules(const Layer& l) {
+  std::vector<std::string> out;
+  for (const auto& f : l.node().modules) out.push_back(frame_text(f));
+  return out;
+}
+
 py::object layer_gradient(const Layer& l) {
   const at::Tensor g = l.log().gradient(l.vertex());
   if (!g.defined()) return py::none();
@@ -908,18 +922,13 @@ PYBIND11_MODULE(_core, m) {
                                return n;
                              })
       // module nesting (TorchLens's names; passes as "address:pass")
-      .def_property_readonly("containing_module_origin",
-                             [](const Layer& l) -> py::object {
-                               const auto& m = l.node().modules;
-                               if (m.empty()) return py::none();
-                               return py::str(frame_text(m.back()));
-                             })
-      .def_property_readonly("containing_modules_origin_nested",
-                             [](const Layer& l) {
-                               std::vector<std::string> out;
-                               for (const auto& f : l.node().modules) out.push_back(frame_text(f));
-                               return out;
-                             })
+      .def_property_readonly("containing_module_origin", containing_module)
+      .def_property_readonly("containing_modules_origin_nested", containing_modules)
+      // TorchLens 1.0's names for the same two, and the nesting depth
+      .def_property_readonly("containing_module", containing_module)
+      .def_property_readonly("containing_modules", containing_modules)
+      .def_property_readonly("module_nesting_depth",
+                             [](const Layer& l) { return l.node().modules.size(); })
       .def_property_readonly("is_computed_inside_submodule",
                              [](const Layer& l) { return !l.node().modules.empty(); })
       .def_property_readonly("module_passes_exited",

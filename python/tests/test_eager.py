@@ -399,6 +399,79 @@ class ModuleHooks(unittest.TestCase):
         self.assertTrue(tl.validate_saved_activations(model, x))
 
 
+class TorchLensNames(unittest.TestCase):
+    def test_namespace_ops_and_module_fields_have_torchlens_1_0_names(self):
+        # TorchLens 1.0 on this model: input_1, linear_1_1, rfft_1_2,
+        # irfft_1_3, vectornorm_1_4 (Python's names in torch.fft and
+        # torch.linalg), and containing_modules ['blk:1', 'blk.lift:1']
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lift = nn.Linear(4, 4)
+
+            def forward(self, x):
+                return self.lift(x)
+
+        class Spectral(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.blk = Block()
+
+            def forward(self, x):
+                y = torch.fft.irfft(torch.fft.rfft(self.blk(x)), n=4)
+                return y, torch.linalg.vector_norm(y, dim=-1)
+
+        torch.manual_seed(0)
+        model, x = Spectral(), torch.randn(3, 4)
+        log = tl.log_forward_pass(model, x)
+        self.assertEqual([l.layer_label for l in log],
+                         ["input_1", "linear_1_1", "rfft_1_2", "irfft_1_3", "vectornorm_1_4",
+                          "output_1", "output_2"])
+        lin = log["linear_1_1"]
+        self.assertEqual(lin.containing_modules, ["blk:1", "blk.lift:1"])
+        self.assertEqual(lin.containing_modules, lin.containing_modules_origin_nested)
+        self.assertEqual(lin.containing_module, "blk.lift:1")
+        self.assertEqual(lin.module_nesting_depth, 2)
+        self.assertIsNone(log["rfft_1_2"].containing_module)
+        with torch.no_grad():
+            self.assertTrue(torch.equal(log["rfft_1_2"].tensor_contents,
+                                        torch.fft.rfft(model.blk(x))))
+
+
+class Sampling(unittest.TestCase):
+    def test_sampling_loops_validate_and_equal_a_plain_run(self):
+        # multinomial and bernoulli draw from probabilities: shifting them can
+        # draw the same samples from the same generator state, and a negative
+        # value is outside their domain (this sampler was INVALID so)
+        class Sampler(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(7, 4)
+                self.out = nn.Linear(4, 7)
+                self.gate = nn.Linear(4, 4)
+
+            def forward(self, tok):
+                outs = []
+                for _ in range(3):
+                    h = self.emb(tok)
+                    h = h * torch.bernoulli(torch.sigmoid(self.gate(h)))
+                    tok = torch.multinomial(torch.softmax(self.out(h), -1), 1).squeeze(-1)
+                    outs.append(tok)
+                return torch.stack(outs, -1)
+
+        torch.manual_seed(0)
+        model, tok = Sampler(), torch.tensor([1, 2])
+        report = tl.validate_saved_activations(model, [tok], random_seed=0, return_report=True)
+        self.assertTrue(report["valid"], str(report))
+        self.assertEqual(report["layers_checked"], 28)  # 9 ops x 3 steps, stack
+        log = tl.log_forward_pass(model, [tok], random_seed=0)
+        self.assertEqual(log["multinomial_1:1"].num_passes, 3)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            plain = model(tok)
+        self.assertTrue(torch.equal(log["output_1"].tensor_contents, plain))
+
+
 class SharedWeights(unittest.TestCase):
     def test_two_modules_sharing_their_weights_are_one_layer(self):
         # TorchLens 1.0 on this model: linear_1_1:1 in a:1, linear_1_1:2 in b:1

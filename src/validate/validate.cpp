@@ -77,9 +77,22 @@ bool checks_its_inputs(const std::string& op) {
          op.rfind("prim::", 0) == 0 || kSafeToPerturb.count(op) != 0;
 }
 
+/// `value` standardized along the last dimension and scaled by 3: a sharp
+/// profile whose peak lies wherever `value`'s does.
+at::Tensor sharpened(const at::Tensor& value) {
+  const at::Tensor v = value.to(at::kDouble);
+  const at::Tensor centred = v - v.mean(-1, true);
+  return centred / (centred.abs().amax(-1, true) + 1e-12) * 3;
+}
+
 /// The value argument `arg` of `op` takes in a perturbation: `value`, except
 /// that a region op's batch-index column keeps its original indices (a random
-/// index would make torchvision's kernels read outside the batch).
+/// index would make torchvision's kernels read outside the batch), and that a
+/// sampler's probabilities stay probabilities: a perturbation that only shifts
+/// them can draw the same samples from the same generator state, and a
+/// negative one is outside the op's domain, so `multinomial` gets a sharp
+/// distribution peaked where the random value peaks, and `bernoulli` its
+/// values squashed into (0, 1).
 at::Tensor perturbation_for(const std::string& op, const std::string& arg,
                             const at::Tensor& original, const at::Tensor& value) {
   if (arg == "rois" && op.rfind("torchvision::", 0) == 0 && original.dim() == 2 &&
@@ -87,6 +100,10 @@ at::Tensor perturbation_for(const std::string& op, const std::string& arg,
     at::Tensor kept = value.clone();
     kept.select(1, 0).copy_(original.select(1, 0));
     return kept;
+  }
+  if (arg == "self" && value.is_floating_point() && value.dim() >= 1 && value.numel() > 0) {
+    if (op == "aten::multinomial") return at::softmax(sharpened(value), -1).to(value.dtype());
+    if (op == "aten::bernoulli") return at::sigmoid(sharpened(value) * 2).to(value.dtype());
   }
   return value;
 }

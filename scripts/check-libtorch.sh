@@ -8,8 +8,9 @@
 # one; that python3 then also exports the test models). Where that LibTorch has
 # CUDA and sees a device, tests/capture/device_test.cpp runs its cases on the
 # GPU as well. Boost (Graph, Hana), range-v3, doctest, libjpeg and libpng must
-# be where the compiler and pkg-config look (CPATH, LIBRARY_PATH, BOOST_ROOT,
-# PKG_CONFIG_PATH). BUILD_DIR defaults to build-libtorch.
+# be where the compiler and pkg-config look: on a machine without Debian's
+# packages, `source KIT/env.sh` after scripts/make-deps-kit.sh made KIT here.
+# BUILD_DIR defaults to build-libtorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if (($# < 1)); then

@@ -127,13 +127,17 @@ bool structural_arg(const std::string& op, const std::string& arg) {
   return false;
 }
 
-/// Batch norm's running statistics in training: written (the statistics are
-/// updated), never read (the batch's statistics normalize).
+/// Running statistics of a norm that normalizes with the batch's own: written
+/// (the statistics are updated), never read. Batch norm in training
+/// (`training`), instance norm with `track_running_stats` (`use_input_stats`).
 bool written_not_read(const OpRecord& rec, const std::string& arg) {
   if (arg != "running_mean" && arg != "running_var") return false;
   const auto& schema_args = rec.op->schema().arguments();
   for (std::size_t i = 0; i < schema_args.size() && i < rec.args.size(); ++i) {
-    if (schema_args[i].name() == "training" && rec.args[i].isBool()) return rec.args[i].toBool();
+    const std::string& name = schema_args[i].name();
+    if ((name == "training" || name == "use_input_stats") && rec.args[i].isBool()) {
+      return rec.args[i].toBool();
+    }
   }
   return false;
 }

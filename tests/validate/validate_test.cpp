@@ -344,6 +344,30 @@ def forward(self, x):
     check_valid(zero, toy::input_for<toy::DropoutModelImpl>(), 1);
   }
 
+  TEST_CASE("instance norm tracking running statistics, in training: they are written, not read") {
+    // use_input_stats: the input's own statistics normalize, the running ones
+    // are only updated (this was a false INVALID: "perturbing buffer_1 left it
+    // unchanged"); in eval they are read, and perturbing them must change it
+    torch::manual_seed(0);
+    torch::nn::InstanceNorm2d norm(
+        torch::nn::InstanceNorm2dOptions(3).track_running_stats(true).affine(true));
+    norm->train();
+    const auto x = torch::randn({2, 3, 4, 4});
+    const auto mean = norm->running_mean.clone();
+    const auto r = validate_saved_activations(norm, x, LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    REQUIRE(r.exemptions.size() == 2);
+    CHECK(r.exemptions[0].reason == "not read in training");
+    CHECK(r.exemptions[1].reason == "not read in training");
+    CHECK(torch::equal(norm->running_mean, mean)); // validation put them back
+    norm->eval();
+    const auto e = validate_saved_activations(norm, x, LogOptions().seed(0));
+    INFO(text(e));
+    CHECK(e.valid);
+    CHECK(e.exempted == 0);
+  }
+
   TEST_CASE("batch norm in training: validation leaves the running statistics as they were") {
     torch::manual_seed(0);
     toy::BatchNormModel net;

@@ -497,8 +497,8 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
   at::Generator& gen = noise.gen();
   // integers and bools: random values in the observed range, and wherever one
   // equals the original (certain for a one-element tensor half the time) the
-  // next value / the negation, so the perturbation always changes the tensor
-  // drawn on the CPU (the generator is a CPU one), then moved to t's device
+  // next value / the negation, so the perturbation always changes the tensor;
+  // each is drawn on the CPU (the generator is a CPU one), then moved to t's device
   const auto on_cpu = at::TensorOptions().device(at::kCPU);
   if (t.scalar_type() == at::kBool) {
     const auto r =

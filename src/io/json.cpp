@@ -169,8 +169,8 @@ void write_json(std::ostream& os, const ModelLog& log) {
     const auto exited = modules_exited(n);
     if (v != 0) os << ",\n";
     os << "    {\"label\": " << json_string(n.label)
-       << ", \"label_short\": " << json_string(n.label_short)
-       << ", \"label_no_pass\": " << json_string(n.label_no_pass) << ", \"ordinal\": " << v
+       << ", \"label_short\": " << json_string(n.label_short())
+       << ", \"label_no_pass\": " << json_string(n.label_no_pass()) << ", \"ordinal\": " << v
        << ", \"id\": " << n.id << ", \"type\": " << json_string(n.layer_type)
        << ", \"type_num\": " << n.type_num << ", \"total_num\": " << n.total_num
        << ", \"op\": " << json_string(n.op_name) << ", \"overload\": " << json_string(n.overload)

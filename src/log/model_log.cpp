@@ -281,10 +281,10 @@ void ModelLog::build_lookup(Lookup& index) const {
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
     const OpNode& node = graph_[v];
     add(node.label, v);
-    add(node.label_short, v);
+    add(node.label_short(), v);
     if (node.num_passes == 1) {
-      add(node.label_no_pass + ":1", v);
-      add(node.label_short_no_pass + ":1", v);
+      add(std::string(node.label_no_pass()) + ":1", v);
+      add(std::string(node.label_short_no_pass()) + ":1", v);
     }
     if (!node.io_address.empty()) {
       if (node.kind == NodeKind::buffer) {
@@ -361,7 +361,7 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
 
   // a layer or module with several passes, named without its pass
   const auto named = [&](const OpNode& n) {
-    return n.label_no_pass == key || n.label_short_no_pass == key;
+    return n.label_no_pass() == key || n.label_short_no_pass() == key;
   };
   if (const auto passes = vertices_where(graph_, named); !passes.empty()) {
     TORCHLENS_CHECK_KEY(false, "layer ", key, " has ", passes.size(), " passes; specify one, e.g. ",
@@ -408,7 +408,7 @@ std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
   std::int64_t ordinal = 0;
   if (parse_int(key, ordinal)) return {(*this)[ordinal].vertex()};
   out = vertices_where(graph_, [&](const OpNode& n) {
-    return n.label_no_pass == key || n.label_short_no_pass == key;
+    return n.label_no_pass() == key || n.label_short_no_pass() == key;
   });
   if (!out.empty()) return out;
   for (const auto& [k, vs] : index.module_outputs) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace torchlens {
@@ -125,9 +126,35 @@ struct OpNode {
   int type_num = 0;                ///< ordinal among layers of the same type
   int total_num = 0;               ///< ordinal among all layers
   std::string label;               ///< `conv2d_3_7` or `conv2d_3_7:2`
-  std::string label_short;         ///< `conv2d_3` or `conv2d_3:2`
-  std::string label_no_pass;       ///< `conv2d_3_7`
-  std::string label_short_no_pass; ///< `conv2d_3`
+
+  // TorchLens's three other labels are parts of `label`, computed when asked
+  // (storing them cost 96 bytes per op): views into `label`, valid while it is.
+
+  /// `conv2d_3_7`: the label without its pass.
+  [[nodiscard]] std::string_view label_no_pass() const noexcept {
+    const std::string_view l = label;
+    return l.substr(0, pass_separator());
+  }
+  /// `conv2d_3`: the short label without its pass (an op's drops `_{total_num}`).
+  [[nodiscard]] std::string_view label_short_no_pass() const noexcept {
+    const std::string_view l = label_no_pass();
+    if (kind != NodeKind::op) return l;
+    const auto cut = l.rfind('_');
+    return cut == std::string_view::npos ? l : l.substr(0, cut);
+  }
+  /// `conv2d_3` or `conv2d_3:2`.
+  [[nodiscard]] std::string label_short() const {
+    std::string out(label_short_no_pass());
+    const std::size_t sep = pass_separator();
+    if (sep != std::string::npos) out.append(label, sep, std::string::npos);
+    return out;
+  }
+
+ private:
+  /// Where `:{pass}` starts in `label` (npos for a layer of one pass).
+  [[nodiscard]] std::size_t pass_separator() const noexcept {
+    return num_passes > 1 ? label.rfind(':') : std::string::npos;
+  }
 };
 
 /// The module passes an op's value is returned from (TorchLens's

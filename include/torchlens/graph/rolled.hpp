@@ -81,8 +81,8 @@ inline RolledGraph roll_graph(const ModelGraph& g) {
       rn.layer = node.layer;
       rn.kind = node.kind;
       rn.layer_type = node.layer_type;
-      rn.label = node.label_no_pass;
-      rn.label_short = node.label_short_no_pass;
+      rn.label = node.label_no_pass();
+      rn.label_short = node.label_short_no_pass();
       rn.num_passes = node.num_passes;
     }
     rn.passes.push_back(v);

@@ -305,7 +305,7 @@ class Pipeline {
   template <class P>
   static void run_one(const P& pass, std::size_t index, ModelGraph& g, PassContext& ctx) {
     PassRecord record;
-    record.name = std::string(P::name);
+    record.name = P::name;
     record.vertices_before = boost::num_vertices(g);
     record.edges_before = boost::num_edges(g);
     const bool hooks = !ctx.instrumentation.empty();

@@ -97,24 +97,15 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
           break;
       }
       append_int(label, type_num[l]);
-      const std::size_t short_size = label.size();
-      node.label_short_no_pass.assign(label);
       if (node.kind == NodeKind::op) {
         label += '_';
         append_int(label, total_num[l]);
       }
-      node.label_no_pass.assign(label);
       if (node.num_passes > 1) {
-        const std::size_t no_pass_size = label.size();
         label += ':';
         append_int(label, node.pass_num);
-        node.label.assign(label);
-        label.erase(short_size, no_pass_size - short_size); // `{base}:{pass}`
-        node.label_short.assign(label);
-      } else {
-        node.label.assign(label);
-        node.label_short.assign(node.label_short_no_pass);
       }
+      node.label.assign(label); // the other three labels are parts of it (OpNode)
       if (!branching) {
         auto kids = adj.children_of(v);
         branching =

@@ -119,13 +119,13 @@ struct OpNode {
   bool in_cond_branch = false;           ///< part of the computation of an `if` condition
   int min_distance_from_input = -1, max_distance_from_input = -1;
   int min_distance_from_output = -1, max_distance_from_output = -1;
-  Name equivalence_type;           ///< structural fingerprint (recurrence grouping)
-  std::size_t layer = 0;           ///< index of the layer (group of passes) it belongs to
-  int pass_num = 1;                ///< 1-based pass of its layer
-  int num_passes = 1;              ///< passes of its layer
-  int type_num = 0;                ///< ordinal among layers of the same type
-  int total_num = 0;               ///< ordinal among all layers
-  std::string label;               ///< `conv2d_3_7` or `conv2d_3_7:2`
+  Name equivalence_type; ///< structural fingerprint (recurrence grouping)
+  std::size_t layer = 0; ///< index of the layer (group of passes) it belongs to
+  int pass_num = 1;      ///< 1-based pass of its layer
+  int num_passes = 1;    ///< passes of its layer
+  int type_num = 0;      ///< ordinal among layers of the same type
+  int total_num = 0;     ///< ordinal among all layers
+  std::string label;     ///< `conv2d_3_7` or `conv2d_3_7:2`
 
   // TorchLens's three other labels are parts of `label`, computed when asked
   // (storing them cost 96 bytes per op): views into `label`, valid while it is.

@@ -462,6 +462,23 @@ class Layer {
     return unique(std::move(out));
   }
 
+  /// Module passes this value is returned from, innermost first. An output
+  /// node, which sits outside every module, leaves those its producer was in
+  /// (outermost first), as TorchLens 1.0's output nodes do.
+  std::vector<std::string> passes_exited() const {
+    std::vector<std::string> out;
+    const auto& g = log_->graph();
+    if (node().kind == tl::NodeKind::output) {
+      for (auto e : boost::make_iterator_range(boost::in_edges(v_, g))) {
+        for (const auto& f : g[boost::source(e, g)].modules) out.push_back(frame_text(f));
+      }
+      return out;
+    }
+    for (const auto& f : tl::modules_exited(node())) out.push_back(frame_text(f));
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
  private:
   LogPtr log_;
   tl::Vertex v_;
@@ -931,22 +948,11 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) { return l.node().modules.size(); })
       .def_property_readonly("is_computed_inside_submodule",
                              [](const Layer& l) { return !l.node().modules.empty(); })
-      .def_property_readonly("module_passes_exited",
-                             [](const Layer& l) {
-                               std::vector<std::string> out;
-                               if (l.node().kind == tl::NodeKind::output) return out;
-                               for (const auto& f : tl::modules_exited(l.node()))
-                                 out.push_back(frame_text(f));
-                               std::reverse(out.begin(), out.end()); // innermost first
-                               return out;
-                             })
+      .def_property_readonly("module_passes_exited", &Layer::passes_exited)
       .def_property_readonly("modules_exited",
                              [](const Layer& l) {
                                std::vector<std::string> out;
-                               if (l.node().kind == tl::NodeKind::output) return out;
-                               for (const auto& f : tl::modules_exited(l.node()))
-                                 out.push_back(f.address);
-                               std::reverse(out.begin(), out.end());
+                               for (const auto& p : l.passes_exited()) out.push_back(strip_pass(p));
                                return out;
                              })
       .def_property_readonly("is_submodule_output",

@@ -20,7 +20,9 @@ def describe(log):
     for layer in log:
         parents = ",".join(sorted(set(layer.parent_layers)))
         nesting = ",".join(layer.containing_modules_origin_nested)
-        exits = ",".join(sorted(layer.module_passes_exited))
+        # as scripts/derive_conformance.py writes them: an output node's exits
+        # (its producer's modules, in TorchLens 1.0) are not compared
+        exits = "" if layer.is_output_layer else ",".join(sorted(layer.module_passes_exited))
         lines.append(("layer %s <- %s @ %s > %s" % (layer.layer_label, parents, nesting, exits)).rstrip())
     lines.extend(sorted("if %s -> %s" % e for e in log.conditional_branch_edges))
     return lines

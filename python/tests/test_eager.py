@@ -114,6 +114,10 @@ class Resnet18(unittest.TestCase):
         self.assertIs(log[-1].is_output_layer, True)
         self.assertIs(log[0].is_input_layer, True)
         self.assertEqual(log[-1].layer_label, "output_1")
+        # TorchLens 1.0: the output node leaves the modules of its producer (fc), outermost first
+        self.assertEqual(log[-1].module_passes_exited, ["fc:1"])
+        self.assertEqual(log[-1].modules_exited, ["fc"])
+        self.assertIs(log[-1].is_submodule_output, False)
         self.assertEqual(log["conv2d_3_8"].containing_module_origin, "layer1.0.conv2:1")
         self.assertEqual(log[5].layer_label, log.layer_labels[5])
         self.assertIn("layer1.0.conv1", log)
@@ -248,6 +252,30 @@ class Nesting(unittest.TestCase):
         self.assertEqual(ident.parent_layers, ["mul_1_1"])
         self.assertEqual(ident.child_layers, ["add_1_3"])
         self.assertEqual(ident.module_passes_exited, ["skip:1"])
+
+    def test_output_nodes_leave_their_producers_modules(self):
+        # TorchLens 1.0 (_add_output_layers): an output node's module_passes_exited
+        # are its producer's containing modules, outermost first; none for a
+        # value made outside every module
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+                self.head = nn.Linear(3, 2)
+
+            def forward(self, x):
+                h = self.body(x)
+                return h, self.head(h), x * 2
+
+        log = tl.log_forward_pass(M(), torch.rand(2, 3))
+        outs = [log[label] for label in log.output_layers]
+        self.assertEqual([o.module_passes_exited for o in outs],
+                         [["body:1", "body.1:1", "body.1.1:1"], ["head:1"], []])
+        self.assertEqual(outs[0].modules_exited, ["body", "body.1", "body.1.1"])
+        self.assertEqual([o.is_submodule_output for o in outs], [False, False, False])
+        # the producer itself: innermost first, as every other layer
+        self.assertEqual(log["relu_1_3"].module_passes_exited, ["body.1.1:1", "body.1:1", "body:1"])
+        self.assertEqual(log["relu_1_3"].modules_exited, ["body.1.1", "body.1", "body"])
 
     def test_a_drop_path_used_twice_in_a_block_is_not_a_loop(self):
         # Swin's and timm's blocks in eval: one stochastic-depth module returns

@@ -813,8 +813,9 @@ PYBIND11_MODULE(_core, m) {
                              [](const Layer& l) { return l.node().label_short(); })
       .def_property_readonly("layer_label_no_pass",
                              [](const Layer& l) { return std::string(l.node().label_no_pass()); })
-      .def_property_readonly("layer_label_short_no_pass",
-                             [](const Layer& l) { return std::string(l.node().label_short_no_pass()); })
+      .def_property_readonly(
+          "layer_label_short_no_pass",
+          [](const Layer& l) { return std::string(l.node().label_short_no_pass()); })
       .def_property_readonly("layer_type", [](const Layer& l) { return l.node().layer_type; })
       .def_property_readonly("layer_type_num", [](const Layer& l) { return l.node().type_num; })
       .def_property_readonly("layer_total_num", [](const Layer& l) { return l.node().total_num; })
@@ -1009,7 +1010,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("layer_labels_no_pass",
                              [](const LogPtr& log) {
                                std::vector<std::string> out;
-                               for (auto layer : *log) out.push_back(std::string(layer->label_no_pass()));
+                               for (auto layer : *log)
+                                 out.push_back(std::string(layer->label_no_pass()));
                                return unique(std::move(out));
                              })
       .def_property_readonly(

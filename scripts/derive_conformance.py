@@ -56,7 +56,7 @@ import models  # noqa: E402
 TL_VERSION = "1.0.0"
 
 # Bools read in these models decide loops (or are never read), not `if`s.
-NOT_IF_CONDITIONS = {"WhileLoop", "StochasticLoop", "UberModel1", "FloatItem"}
+NOT_IF_CONDITIONS = {"WhileLoop", "UberModel1", "FloatItem"}
 
 
 def _patch_multi_output():

@@ -125,10 +125,10 @@ struct HookState {
 thread_local HookState tls_hooks;
 
 /// How the statement the running Python frame executes uses a bool it reads
-/// from a tensor: `assert ...` an assertion; `while ...` and an `if` whose
-/// body is `break` a loop condition; `if`/`elif` an `if` condition (as the
-/// TorchScript front end classifies them from the IR). Unknown (a bool kept
-/// as a value, a condition over several lines): ScalarUse::none.
+/// from a tensor, as TorchLens 2.x classifies the source: `assert ...` an
+/// assertion; `while ...` a loop condition; `if`/`elif` an `if` condition,
+/// whatever its body does (`break`, `raise`). Unknown (a bool kept as a value,
+/// a condition over several lines): ScalarUse::none.
 torchlens::ScalarUse bool_use_from_source() {
   py::gil_scoped_acquire gil;               // Tensor.__bool__ releases it around the op
   PyFrameObject* frame = PyEval_GetFrame(); // borrowed
@@ -155,16 +155,7 @@ torchlens::ScalarUse bool_use_from_source() {
     };
     if (keyword("assert")) return torchlens::ScalarUse::assertion;
     if (keyword("while")) return torchlens::ScalarUse::loop;
-    if (keyword("if") || keyword("elif")) {
-      const std::string body = text.ends_with(":") ? statement(line + 1) : "";
-      const bool breaks = text.ends_with(": break") || text.ends_with(":break") || body == "break";
-      // `if c: raise ...` checks, as an assert does (TorchScript: an `if` whose
-      // block raises)
-      const bool raises = text.find(": raise ") != std::string::npos || body.starts_with("raise ");
-      return breaks   ? torchlens::ScalarUse::loop
-             : raises ? torchlens::ScalarUse::assertion
-                      : torchlens::ScalarUse::condition;
-    }
+    if (keyword("if") || keyword("elif")) return torchlens::ScalarUse::condition;
   } catch (const py::error_already_set&) {
     PyErr_Clear();
   }

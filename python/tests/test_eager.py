@@ -356,10 +356,11 @@ class Conditionals(unittest.TestCase):
         self.assertFalse(any(l.in_cond_branch for l in log))
 
 
-    def test_asserts_and_loop_conditions_are_not_if_conditions(self):
-        # the bool's statement decides, as the IR does for the same model
-        # scripted: `assert`, `while` and `if ...: break` read a bool, only the
-        # `if` starts a conditional branch
+    def test_asserts_and_while_conditions_are_not_if_conditions(self):
+        # the bool's statement decides, as TorchLens 2.x classifies the source and
+        # as the IR does for the same model scripted: `assert` and `while` read a
+        # bool without starting a branch; an `if` does, whatever its body does
+        # (`raise`, `break`)
         class Checks(nn.Module):
             def __init__(self, kind):
                 super().__init__()
@@ -369,6 +370,8 @@ class Conditionals(unittest.TestCase):
             def forward(self, x):
                 if self.kind == "assert":
                     assert torch.isfinite(x).all(), "finite"
+                    return self.fc(x)
+                if self.kind == "raise":
                     if not torch.isfinite(x).all():
                         raise ValueError("not finite")
                     return self.fc(x)
@@ -388,17 +391,22 @@ class Conditionals(unittest.TestCase):
 
         torch.manual_seed(0)
         x = torch.rand(2, 3)
-        for kind in ("assert", "while", "break"):
+        for kind, conditional in (("assert", False), ("raise", True), ("while", False),
+                                  ("break", True)):
             model = Checks(kind)
             log = tl.log_forward_pass(model, x)
             scripted = tl.log_forward_pass(torch.jit.script(model), x)
-            expected = kind == "break"  # its second `if` is a conditional
-            self.assertEqual(log.has_conditional_branching, expected, kind)
-            self.assertEqual(scripted.has_conditional_branching, expected, kind)
+            self.assertEqual(log.has_conditional_branching, conditional, kind)
+            self.assertEqual(scripted.has_conditional_branching, conditional, kind)
             self.assertEqual(log.conditional_branch_edges, scripted.conditional_branch_edges,
                              kind)
             with torch.no_grad():
                 self.assertTrue(torch.equal(log[-1].tensor_contents, model(x)), kind)
+            if kind == "break":
+                # both `if`s of every step start a branch: the `break`'s (abs, max,
+                # gt) and the relu's (sum, gt)
+                heads = sorted({child.rsplit("_", 2)[0] for _, child in log.conditional_branch_edges})
+                self.assertEqual(heads, ["abs", "sum"], log.conditional_branch_edges)
 
 
 class ModuleHooks(unittest.TestCase):

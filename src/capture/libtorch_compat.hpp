@@ -20,8 +20,10 @@
 #include <torch/csrc/jit/runtime/interpreter.h>
 #include <torch/version.h>
 
+#include <cctype>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace torchlens::detail::compat {
@@ -63,6 +65,34 @@ inline void remove_frame_callbacks(at::CallbackHandle h) {
 /// innermost first, each with the source range of the node it is running.
 inline std::vector<torch::jit::StackEntry> interpreter_callstack() {
   return torch::jit::currentCallstack();
+}
+
+/// The first word of the source statement or expression a TorchScript node
+/// was compiled from (`if`, `assert`, `while`), or "" when the graph keeps no
+/// source. A module loaded from a file runs the code it was saved as (where
+/// `a and b` is printed as an `if`); its debug info maps each node back to the
+/// original source (`findSourceRangeThatGenerated`), and without that map the
+/// printed code (`code/...`) says nothing. `Node::sourceRange()`,
+/// `SourceRange::source()`, `start()`/`end()`, `findSourceRangeThatGenerated()`,
+/// `Source::filename()` and `text_str().at(i)`: 1.13 and 2.x.
+inline std::string source_keyword(const torch::jit::Node* n) {
+  torch::jit::SourceRange range = n->sourceRange();
+  if (auto original = range.findSourceRangeThatGenerated()) {
+    range = *original;
+  } else if (range.source()) {
+    const auto& file = range.source()->filename();
+    if (file && file->rfind("code/", 0) == 0) return {};
+  }
+  const auto& source = range.source();
+  if (!source) return {};
+  const auto& text = source->text_str();
+  std::string word;
+  for (std::size_t i = range.start(); i < range.end() && i < text.size(); ++i) {
+    const char c = text.at(i);
+    if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '_') break;
+    word += c;
+  }
+  return word;
 }
 
 // ---- generators (capture records their states, replays restore them) ----------

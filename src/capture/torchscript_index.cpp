@@ -3,6 +3,8 @@
 
 #include "torchscript_index.hpp"
 
+#include "libtorch_compat.hpp"
+
 #include <ATen/core/function.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/api/module.h>
@@ -49,9 +51,9 @@ bool contains_kind(const Block* b, c10::Symbol kind) {
   return false;
 }
 
-/// An `if` that only computes a bool (`a and b`, `not a or b`, `if c: break`
-/// lowered into a loop flag): every output is a bool and its blocks run no op
-/// that makes a tensor.
+/// An `if` that only computes a bool (`a and b`, `not a or b`; also `if c:
+/// break` lowered into a loop flag, which if_origin tells apart): every output
+/// is a bool and its blocks run no op that makes a tensor.
 bool is_bool_expression(const Node* n) {
   for (const Value* o : n->outputs()) {
     if (o->type()->kind() != c10::TypeKind::BoolType) return false;
@@ -87,42 +89,48 @@ ScalarUse stronger(ScalarUse a, ScalarUse b) {
   return rank(a) >= rank(b) ? a : b;
 }
 
-ScalarUse bool_use(const Value* v, int depth = 0);
+/// What a TorchScript `if` node was compiled from, when its source says: an
+/// `if`/`elif` statement (whatever its body does: `break` and `continue` are
+/// lowered into loop flags, `raise` into a raising block) or an `assert`. Other
+/// `if` nodes come from expressions (`a and b`, `x if c else y`). As TorchLens
+/// 2.x classifies the source: an `if` statement's bool is a condition, an
+/// `assert`'s an assertion.
+enum class IfOrigin { statement, assertion, expression, unknown };
 
-/// `if c: break` in a loop body: TorchScript lowers it into an `if` whose
-/// taken block does nothing but hand back a false "go on" flag (the rest of
-/// the body moves into the other block). The bool decides whether the loop
-/// goes on, as a `while` condition does.
-bool is_break(const Node* n, int depth) {
-  const bool empty_block = std::any_of(n->blocks().begin(), n->blocks().end(), [](const Block* b) {
-    return b->nodes().begin() == b->nodes().end();
-  });
-  if (!empty_block) return false;
-  return std::any_of(n->outputs().begin(), n->outputs().end(), [&](const Value* o) {
-    return o->type()->kind() == c10::TypeKind::BoolType &&
-           bool_use(o, depth + 1) == ScalarUse::loop;
-  });
+IfOrigin if_origin(const Node* n) {
+  const std::string word = compat::source_keyword(n);
+  if (word == "if" || word == "elif") return IfOrigin::statement;
+  if (word == "assert") return IfOrigin::assertion;
+  return word.empty() ? IfOrigin::unknown : IfOrigin::expression;
+}
+
+/// Without source: `assert c` is an `if` whose taken block is empty and whose
+/// other block raises (`if not c: raise` raises in its taken block).
+bool looks_like_assert(const Node* n) {
+  const Block* taken = n->blocks()[0];
+  return taken->nodes().begin() == taken->nodes().end() &&
+         contains_kind(n->blocks()[1], prim::RaiseException);
 }
 
 /// How a host bool `v` is used: follows it through `not`, `and`, `or` and
 /// through bool-only `if`s (and/or) to the control flow that consumes it.
-ScalarUse bool_use(const Value* v, int depth) {
+ScalarUse bool_use(const Value* v, int depth = 0) {
   if (depth > 16) return ScalarUse::condition;
   ScalarUse use = ScalarUse::none;
   for (const auto& u : v->uses()) {
     const Node* user = u.user;
     ScalarUse here = ScalarUse::value;
     if (user->kind() == prim::If && u.offset == 0) {
-      if (contains_kind(user->blocks()[0], prim::RaiseException) ||
-          contains_kind(user->blocks()[1], prim::RaiseException)) {
+      const IfOrigin origin = if_origin(user);
+      if (origin == IfOrigin::assertion ||
+          (origin == IfOrigin::unknown && looks_like_assert(user))) {
         here = ScalarUse::assertion;
-      } else if (is_bool_expression(user)) {
+      } else if (origin != IfOrigin::statement && is_bool_expression(user)) {
+        // `a and b`, `not a or b`: the bool goes on to whatever reads the result
         here = ScalarUse::none;
         for (const Value* o : user->outputs()) here = stronger(here, bool_use(o, depth + 1));
-      } else if (is_break(user, depth)) {
-        here = ScalarUse::loop;
       } else {
-        here = ScalarUse::condition;
+        here = ScalarUse::condition; // an `if` statement, a `break` or `raise` in it too
       }
     } else if (user->kind() == prim::Loop && u.offset == 1) {
       here = ScalarUse::loop;

@@ -14,6 +14,7 @@
 #include "support/doctest.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -184,6 +185,58 @@ TEST_SUITE("toy models: TorchScript") {
       CHECK(tlt::of_type(log, sign > 0 ? "tanh" : "relu").empty());
       CHECK(torch::allclose(log["output_1"].activation(), run_ts(m, x)));
     }
+  }
+
+  TEST_CASE("TS bool reads: `if c: break` is a condition; assert and while are not") {
+    // as TorchLens 2.x classifies the source: `if c: break` is an `if` test
+    // (TorchScript lowers it into a loop flag; `if c: raise`, which a module
+    // defined from C++ cannot name an exception for, is in python/tests)
+    torch::jit::Module m("BoolReads");
+    m.define(R"(
+def forward(self, x):
+    assert bool(x.sum() > -100.0)
+    n = 0
+    while bool(x.norm() < 20.0) and n < 3:
+        x = x * 2.0
+        n += 1
+    for i in range(3):
+        x = x + 1.0
+        if bool(x.mean() > 1000.0):
+            break
+    return x
+)");
+    const auto x = toy::ts::input();
+    auto log = log_ts(m, x);
+    INFO(tlt::dump(log));
+    // each read's uses, by the op that computed the compared value
+    const auto name = [](torchlens::ScalarUse u) -> std::string {
+      switch (u) {
+        case torchlens::ScalarUse::condition:
+          return "condition";
+        case torchlens::ScalarUse::loop:
+          return "loop";
+        case torchlens::ScalarUse::assertion:
+          return "assertion";
+        case torchlens::ScalarUse::value:
+          return "value";
+        case torchlens::ScalarUse::none:
+          break;
+      }
+      return "none";
+    };
+    std::map<std::string, std::set<std::string>> uses;
+    for (auto l : log) {
+      if (l->scalar_use == torchlens::ScalarUse::none) continue;
+      const auto parents = l.parents();
+      REQUIRE_FALSE(parents.empty());
+      uses[std::string(log[parents[0]]->layer_type)].insert(name(l->scalar_use));
+    }
+    using Set = std::set<std::string>;
+    CHECK(uses["sum"] == Set{"assertion"});
+    CHECK(uses["norm"] == Set{"loop"});
+    CHECK(uses["mean"] == Set{"condition"});
+    CHECK(log.info().has_conditional);
+    CHECK(torch::allclose(log["output_1"].activation(), run_ts(m, x)));
   }
 
   TEST_CASE("TS AssignTensor: x[1, 1] = 5 is select, select, copy_, then the base's update") {

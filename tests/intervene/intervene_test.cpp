@@ -322,7 +322,8 @@ TEST_CASE("a site with a pass changes only that pass") {
   const tl::ModelLog live = tl::log_forward_pass(model, x, replayable().intervene(spec, ref));
   CHECK(same(output_of(live), output_of(replayed)));
   // without a pass, every pass
-  const auto all = tl::Interventions().at(label(std::string(ref[first]->label_no_pass())), tl::zero_ablate());
+  const auto all =
+      tl::Interventions().at(label(std::string(ref[first]->label_no_pass())), tl::zero_ablate());
   const tl::ModelLog every = tl::replay(ref, all);
   CHECK(same(output_of(every), torch::zeros({1, 4})));
   CHECK(every[first_of_type(ref, "addmm", 2)]->interventions.size() == 1);

@@ -33,7 +33,7 @@ enum class ScalarUse : std::uint8_t {
   none,      ///< never read
   value,     ///< read as a number (arithmetic, sizes, printing)
   condition, ///< a bool deciding an `if` (or any bool read where the use is unknown)
-  loop,      ///< a bool deciding whether a loop goes on (`while c:`, `if c: break`)
+  loop,      ///< a bool deciding whether a `while` loop goes on (`if c: break` is an `if`)
   assertion, ///< a bool checked by `assert`
 };
 

@@ -64,22 +64,6 @@ const char* b(bool v) {
   return v ? "true" : "false";
 }
 
-const char* scalar_use_name(ScalarUse u) {
-  switch (u) {
-    case ScalarUse::none:
-      return "none";
-    case ScalarUse::value:
-      return "value";
-    case ScalarUse::condition:
-      return "condition";
-    case ScalarUse::loop:
-      return "loop";
-    case ScalarUse::assertion:
-      return "assertion";
-  }
-  return "none";
-}
-
 bool contains_frame(const std::vector<ModuleFrame>& frames, const ModuleFrame& f) {
   return std::find(frames.begin(), frames.end(), f) != frames.end();
 }
@@ -231,7 +215,7 @@ void write_json(std::ostream& os, const ModelLog& log) {
        << ", \"max_distance_from_input\": " << n.max_distance_from_input
        << ", \"min_distance_from_output\": " << n.min_distance_from_output
        << ", \"max_distance_from_output\": " << n.max_distance_from_output
-       << ", \"scalar_use\": " << json_string(scalar_use_name(n.scalar_use))
+       << ", \"scalar_use\": " << json_string(to_string(n.scalar_use))
        << ", \"scalar_bool_value\": " << (n.scalar_bool_value ? b(*n.scalar_bool_value) : "null")
        << ", \"is_terminal_bool\": " << b(n.is_terminal_bool)
        << ", \"in_cond_branch\": " << b(n.in_cond_branch) << ", \"cond_branch_start_children\": ";

@@ -209,27 +209,12 @@ def forward(self, x):
     auto log = log_ts(m, x);
     INFO(tlt::dump(log));
     // each read's uses, by the op that computed the compared value
-    const auto name = [](torchlens::ScalarUse u) -> std::string {
-      switch (u) {
-        case torchlens::ScalarUse::condition:
-          return "condition";
-        case torchlens::ScalarUse::loop:
-          return "loop";
-        case torchlens::ScalarUse::assertion:
-          return "assertion";
-        case torchlens::ScalarUse::value:
-          return "value";
-        case torchlens::ScalarUse::none:
-          break;
-      }
-      return "none";
-    };
     std::map<std::string, std::set<std::string>> uses;
     for (auto l : log) {
       if (l->scalar_use == torchlens::ScalarUse::none) continue;
       const auto parents = l.parents();
       REQUIRE_FALSE(parents.empty());
-      uses[std::string(log[parents[0]]->layer_type)].insert(name(l->scalar_use));
+      uses[std::string(log[parents[0]]->layer_type)].insert(to_string(l->scalar_use));
     }
     using Set = std::set<std::string>;
     CHECK(uses["sum"] == Set{"assertion"});

@@ -37,6 +37,23 @@ enum class ScalarUse : std::uint8_t {
   assertion, ///< a bool checked by `assert`
 };
 
+/// The enumerator's name (`condition`), as JSON writes it.
+constexpr const char* to_string(ScalarUse u) noexcept {
+  switch (u) {
+    case ScalarUse::none:
+      return "none";
+    case ScalarUse::value:
+      return "value";
+    case ScalarUse::condition:
+      return "condition";
+    case ScalarUse::loop:
+      return "loop";
+    case ScalarUse::assertion:
+      return "assertion";
+  }
+  return "none";
+}
+
 /// One module call enclosing an op: `layer1.0.conv1`, `Conv2d`, pass 2.
 struct ModuleFrame {
   Name address; ///< dotted address from the root module ("" is the root)

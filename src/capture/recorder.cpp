@@ -174,23 +174,26 @@ Name device_name(const c10::Device& device) {
   return last->second;
 }
 
-// How many vertices the latest capture of a model made (by the model's
-// identity). The next capture of it reserves that many, plus room for the
-// output nodes the pipeline adds: its vertex vector neither reallocates while
-// capturing nor ends with up to twice the capacity it needs (which the log
-// would otherwise trim, moving every vertex). A wrong hint (a model whose op
-// count changes, an address reused) costs a reallocation, never a result.
+// How many vertices and edges the latest capture of a model made (by the
+// model's identity). The next capture of it reserves that many, plus room for
+// the output nodes the pipeline adds: its graph's arrays neither reallocate
+// while capturing nor end with up to twice the capacity they need (which the
+// log would otherwise trim, moving every vertex). A wrong hint (a model whose
+// op count changes, an address reused) costs a reallocation, never a result.
+struct SizeHint {
+  std::size_t vertices = 0, edges = 0;
+};
 class SizeHints {
  public:
-  static std::size_t get(const void* model) {
+  static SizeHint get(const void* model) {
     std::lock_guard<std::mutex> lock(mutex());
     auto it = hints().find(model);
-    return it == hints().end() ? 0 : it->second;
+    return it == hints().end() ? SizeHint{} : it->second;
   }
-  static void set(const void* model, std::size_t vertices) {
+  static void set(const void* model, SizeHint hint) {
     std::lock_guard<std::mutex> lock(mutex());
     if (hints().size() >= 4096) hints().clear(); // many short-lived models: start over
-    hints()[model] = vertices;
+    hints()[model] = hint;
   }
 
  private:
@@ -198,8 +201,8 @@ class SizeHints {
     static std::mutex m;
     return m;
   }
-  static std::unordered_map<const void*, std::size_t>& hints() {
-    static std::unordered_map<const void*, std::size_t> h;
+  static std::unordered_map<const void*, SizeHint>& hints() {
+    static std::unordered_map<const void*, SizeHint> h;
     return h;
   }
 };
@@ -503,9 +506,9 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     script_index_ = std::make_shared<const TorchScriptIndex>(*model.script);
   }
   graph[boost::graph_bundle].model_name = model.name;
-  if (const std::size_t hint = SizeHints::get(model.root); hint > 0) {
-    const std::size_t room = hint + 16; // + the output nodes
-    graph.m_vertices.reserve(room);
+  if (const SizeHint hint = SizeHints::get(model.root); hint.vertices > 0) {
+    const std::size_t room = hint.vertices + 16; // + the output nodes
+    graph.reserve(room, hint.edges + 16);
     activations.reserve(room);
     if (keep_records_) records.reserve(room);
   }
@@ -1363,7 +1366,7 @@ void Recorder::set_returned(const c10::IValue& value) {
 }
 
 void Recorder::finish(double forward_ms) {
-  SizeHints::set(model_.root, boost::num_vertices(graph));
+  SizeHints::set(model_.root, SizeHint{boost::num_vertices(graph), boost::num_edges(graph)});
   // Saved references that alias what the caller keeps (parameters, buffers,
   // inputs) become copies, so later changes on the caller's side cannot alter them.
   for (const auto& [impl, p] : params_) protect_storage(storage_of(p.tensor));

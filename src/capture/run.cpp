@@ -37,8 +37,7 @@ ModelLog run_logged(const ModelDescription& model,
   auto rec = session.capture(first, /*finish=*/true, &output);
   std::vector<torch::autograd::Edge> grad_edges = std::move(rec->grad_edges);
   const std::size_t raw_count = boost::num_vertices(rec->graph);
-  ModelGraph graph;
-  swap_graphs(graph, rec->graph); // O(1) (std::move copies: model_graph.hpp)
+  ModelGraph graph = std::move(rec->graph);
   std::vector<at::Tensor> activations = std::move(rec->activations);
   std::shared_ptr<const ReplayRecords> replay;
   if (options.keep_replay()) {

@@ -410,8 +410,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch, const at::Tensor
     auto rec = session.capture(all, /*finish=*/true, grads ? &output : nullptr);
     edges = std::move(rec->grad_edges);
     const std::size_t raw_count = boost::num_vertices(rec->graph);
-    ModelGraph graph;
-    swap_graphs(graph, rec->graph); // O(1) (std::move copies: model_graph.hpp)
+    ModelGraph graph = std::move(rec->graph);
     by_id = std::move(rec->activations);
     rec.reset();
     run_default_pipeline(graph);

@@ -187,28 +187,27 @@ ModelLog::ModelLog(const ModelGraph& graph, std::vector<at::Tensor> activations,
 
 ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogOptions options)
     : activations_(std::move(activations)), options_(std::move(options)) {
-  swap_graphs(graph_, graph); // O(1); std::move would copy (model_graph.hpp)
-  // A vertex vector grown by doubling (a model's first capture: later ones
-  // reserve what the previous made, src/capture/recorder.cpp) can have up to
-  // half of it (~500 bytes a vertex) unused for the log's lifetime: trimmed
-  // when more than an eighth is. Trimming moves every vertex (their members
-  // move without throwing; edges are not touched), as costly as a sweep.
-  const auto trim_if_loose = [](auto& v) {
-    if (v.capacity() - v.size() > v.size() / 8 + 64) v.shrink_to_fit();
-  };
-  trim_if_loose(graph_.m_vertices);
+  graph_.swap(graph);
+  // A graph grown by doubling (a model's first capture: later ones reserve
+  // what the previous made, src/capture/recorder.cpp) can have up to half of
+  // its arrays unused for the log's lifetime: trimmed when more than an
+  // eighth is (Digraph::shrink_if_loose). Trimming moves every vertex (their
+  // members move without throwing), as costly as a sweep.
+  graph_.shrink_if_loose();
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
-  trim_if_loose(activations_);
+  if (activations_.capacity() - activations_.size() > activations_.size() / 8 + 64) {
+    activations_.shrink_to_fit();
+  }
 }
 
-// Member-wise, except the graph: a defaulted move would copy it (model_graph.hpp).
+// Member-wise; the graph and its key index are swapped together.
 ModelLog::ModelLog(ModelLog&& other) noexcept
     : activations_(std::move(other.activations_)),
       options_(std::move(other.options_)),
       replay_(std::move(other.replay_)),
       gradients_(std::move(other.gradients_)) {
-  swap_graphs(graph_, other.graph_);
+  graph_.swap(other.graph_);
   std::swap(lookup_, other.lookup_); // each index stays with its graph
 }
 
@@ -218,7 +217,7 @@ ModelLog ModelLog::fork() const {
   return copy;
 }
 ModelLog& ModelLog::operator=(ModelLog&& other) noexcept {
-  swap_graphs(graph_, other.graph_);
+  graph_.swap(other.graph_);
   activations_ = std::move(other.activations_);
   options_ = std::move(other.options_);
   std::swap(lookup_, other.lookup_); // each index stays with its graph
@@ -232,7 +231,7 @@ ModelLog::~ModelLog() {
   const detail::LargeTeardown teardown(options_.reuse_memory() &&
                                        boost::num_vertices(graph_) >= detail::kLongCapture);
   ModelGraph freed;
-  swap_graphs(freed, graph_);
+  freed.swap(graph_);
   std::vector<at::Tensor>().swap(activations_);
   lookup_.reset();
   replay_.reset();

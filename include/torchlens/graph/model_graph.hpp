@@ -8,7 +8,7 @@
 
 #include <torchlens/graph/name.hpp>
 
-#include <boost/graph/adjacency_list.hpp>
+#include <torchlens/graph/digraph.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -223,25 +223,12 @@ struct GraphInfo {
   bool has_conditional = false;
 };
 
-/// The graph itself. vecS vertices keep descriptors dense (0..V-1) so external
-/// property maps are plain vectors; structural passes compact into a new graph.
-using ModelGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, OpNode,
-                                         TensorEdge, GraphInfo>;
+/// The graph itself: a Boost.Graph model (digraph.hpp) whose vertices are
+/// dense (0..V-1, so external property maps are plain vectors) and whose
+/// out- and in-edges list in insertion order; structural passes compact into
+/// a new graph.
+using ModelGraph = Digraph<OpNode, TensorEdge, GraphInfo>;
 using Vertex = boost::graph_traits<ModelGraph>::vertex_descriptor;
 using Edge = boost::graph_traits<ModelGraph>::edge_descriptor;
-
-/// Exchanges two graphs in O(1). Boost 1.74's adjacency_list declares a copy
-/// constructor and copy assignment but no move operations, so `std::move` of a
-/// ModelGraph copies it vertex by vertex and edge by edge, and its `swap()`
-/// makes three such copies. Swapping its three members instead (the edge list,
-/// the vertex vector, the graph bundle) keeps every stored edge iterator valid
-/// (std::list::swap moves the nodes, not the elements). Everything that hands
-/// a graph on (capture to log, passes that compact) goes through here; on a
-/// Boost whose adjacency_list has its own move operations this stays correct.
-inline void swap_graphs(ModelGraph& a, ModelGraph& b) noexcept {
-  a.m_edges.swap(b.m_edges);
-  a.m_vertices.swap(b.m_vertices);
-  a.m_property.swap(b.m_property);
-}
 
 } // namespace torchlens

@@ -7,6 +7,8 @@
 
 #include <torchlens/graph/model_graph.hpp>
 
+#include <boost/graph/adjacency_list.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <string>

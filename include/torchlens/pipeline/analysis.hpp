@@ -152,10 +152,9 @@ struct TopologicalOrderAnalysis {
   static Result compute(const ModelGraph& g, PassContext& ctx);
 };
 
-/// Compressed (CSR) parent and child lists
 /// Compressed (CSR) parent and child lists: contiguous arrays that traversal
-/// passes scan instead of the adjacency_list's per-vertex edge vectors and edge
-/// list, which matters once graphs outgrow the cache. A parallel edge (x + x)
+/// passes scan instead of walking the graph's edge records (one record per
+/// step, wherever it lies), which matters once graphs outgrow the cache. A parallel edge (x + x)
 /// appears twice. Children keep out-edge order; parents are in increasing
 /// vertex order.
 struct AdjacencyAnalysis {

@@ -47,10 +47,11 @@ inline std::size_t compact(ModelGraph& g, const std::vector<char>& keep,
     if (keep[v]) new_index[v] = next++;
   }
   if (next == n && redirect == nullptr) return 0;
-  ModelGraph out(next);
+  ModelGraph out;
+  out.reserve(next, boost::num_edges(g));
   out[boost::graph_bundle] = std::move(g[boost::graph_bundle]);
   for (Vertex v = 0; v < n; ++v) {
-    if (keep[v]) out[new_index[v]] = std::move(g[v]);
+    if (keep[v]) boost::add_vertex(std::move(g[v]), out); // new_index[v], in order
   }
   for (Vertex v = 0; v < n; ++v) {
     Vertex src = v;
@@ -62,7 +63,7 @@ inline std::size_t compact(ModelGraph& g, const std::vector<char>& keep,
       boost::add_edge(new_index[src], new_index[t], std::move(g[e]), out);
     }
   }
-  swap_graphs(g, out); // O(1): adjacency_list's own swap copies (model_graph.hpp)
+  g.swap(out);
   return n - next;
 }
 

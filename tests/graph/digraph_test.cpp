@@ -1,0 +1,172 @@
+// torchlens::Digraph (include/torchlens/graph/digraph.hpp), ModelGraph's
+// storage: Boost.Graph's concept checks, its orders and descriptors, and
+// Boost's own algorithms run on it against answers worked out by hand.
+// Torch-free.
+#include <torchlens/graph/model_graph.hpp>
+
+#include <boost/graph/breadth_first_search.hpp>
+#include <boost/graph/graph_concepts.hpp>
+#include <boost/graph/reverse_graph.hpp>
+#include <boost/graph/strong_components.hpp>
+#include <boost/graph/topological_sort.hpp>
+
+#include "support/doctest.hpp"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+using namespace torchlens;
+
+// What Boost's algorithms require of a graph, checked at compile time.
+BOOST_CONCEPT_ASSERT((boost::IncidenceGraphConcept<ModelGraph>));
+BOOST_CONCEPT_ASSERT((boost::BidirectionalGraphConcept<ModelGraph>));
+BOOST_CONCEPT_ASSERT((boost::AdjacencyGraphConcept<ModelGraph>));
+BOOST_CONCEPT_ASSERT((boost::VertexListGraphConcept<ModelGraph>));
+BOOST_CONCEPT_ASSERT((boost::EdgeListGraphConcept<ModelGraph>));
+BOOST_CONCEPT_ASSERT((boost::VertexAndEdgeListGraphConcept<ModelGraph>));
+BOOST_CONCEPT_ASSERT((boost::AdjacencyMatrixConcept<ModelGraph>)); // boost::edge(u, v, g)
+BOOST_CONCEPT_ASSERT(
+    (boost::ReadablePropertyGraphConcept<ModelGraph, Vertex, boost::vertex_index_t>));
+BOOST_CONCEPT_ASSERT((boost::ReadablePropertyGraphConcept<ModelGraph, Edge, boost::edge_index_t>));
+BOOST_CONCEPT_ASSERT((boost::BidirectionalGraphConcept<boost::reverse_graph<ModelGraph>>));
+
+namespace {
+
+/// 0 → 1, 0 → 2, 1 → 3, 2 → 3, 0 → 3, 1 → 3 (a parallel edge), added in that order.
+ModelGraph diamond() {
+  ModelGraph g;
+  for (int i = 0; i < 4; ++i) {
+    OpNode n;
+    n.label = std::to_string(i);
+    n.label.insert(n.label.begin(), 'v'); // not "v" + ...: GCC 12's false -Wrestrict
+    boost::add_vertex(std::move(n), g);
+  }
+  const std::pair<int, int> edges[] = {{0, 1}, {0, 2}, {1, 3}, {2, 3}, {0, 3}, {1, 3}};
+  int arg = 0;
+  for (auto [u, v] : edges) {
+    TensorEdge e;
+    e.arg_pos = arg++;
+    boost::add_edge(static_cast<Vertex>(u), static_cast<Vertex>(v), e, g);
+  }
+  return g;
+}
+
+std::vector<int> out_args(const ModelGraph& g, Vertex v) {
+  std::vector<int> out;
+  for (auto e : boost::make_iterator_range(boost::out_edges(v, g))) out.push_back(g[e].arg_pos);
+  return out;
+}
+std::vector<int> in_args(const ModelGraph& g, Vertex v) {
+  std::vector<int> out;
+  for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) out.push_back(g[e].arg_pos);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("out- and in-edges list in insertion order, edges() lists every edge in order") {
+  const ModelGraph g = diamond();
+  CHECK(boost::num_vertices(g) == 4);
+  CHECK(boost::num_edges(g) == 6);
+  CHECK(out_args(g, 0) == std::vector<int>{0, 1, 4});
+  CHECK(out_args(g, 1) == std::vector<int>{2, 5});
+  CHECK(out_args(g, 3).empty());
+  CHECK(in_args(g, 3) == std::vector<int>{2, 3, 4, 5});
+  CHECK(in_args(g, 0).empty());
+  CHECK(boost::out_degree(1, g) == 2);
+  CHECK(boost::in_degree(3, g) == 4);
+  CHECK(boost::degree(1, g) == 3);
+  std::vector<std::pair<Vertex, Vertex>> listed;
+  for (auto e : boost::make_iterator_range(boost::edges(g))) {
+    listed.emplace_back(boost::source(e, g), boost::target(e, g));
+  }
+  CHECK(listed ==
+        std::vector<std::pair<Vertex, Vertex>>{{0, 1}, {0, 2}, {1, 3}, {2, 3}, {0, 3}, {1, 3}});
+  std::vector<Vertex> next;
+  for (auto v : boost::make_iterator_range(boost::adjacent_vertices(0, g))) next.push_back(v);
+  CHECK(next == std::vector<Vertex>{1, 2, 3});
+  std::vector<Vertex> prev;
+  for (auto v : boost::make_iterator_range(boost::inv_adjacent_vertices(3, g))) prev.push_back(v);
+  CHECK(prev == std::vector<Vertex>{1, 2, 0, 1});
+}
+
+TEST_CASE("boost::edge finds the first u → v edge; descriptors survive additions") {
+  ModelGraph g = diamond();
+  auto [e13, found] = boost::edge(1, 3, g);
+  REQUIRE(found);
+  CHECK(g[e13].arg_pos == 2); // the first of the two parallel edges
+  CHECK_FALSE(boost::edge(3, 1, g).second);
+  const Vertex v4 = boost::add_vertex(g);
+  auto [e34, added] = boost::add_edge(3, v4, g);
+  CHECK(added);
+  for (int i = 0; i < 100; ++i) boost::add_edge(v4, 0, g); // reallocates the edge array
+  CHECK(g[e13].arg_pos == 2);
+  CHECK(boost::source(e34, g) == 3);
+  CHECK(boost::target(e34, g) == v4);
+  CHECK(boost::out_degree(v4, g) == 100);
+  CHECK(boost::in_degree(0, g) == 100);
+  CHECK_THROWS_AS(boost::add_edge(0, 99, g), std::out_of_range);
+}
+
+TEST_CASE("an in-edge walk survives edges added to other vertices while it runs") {
+  ModelGraph g = diamond();
+  std::vector<int> seen;
+  for (auto [it, end] = boost::in_edges(3, g); it != end; ++it) {
+    seen.push_back(g[*it].arg_pos);
+    boost::add_edge(0, 1, g); // grows the edge array under the walk
+  }
+  CHECK(seen == std::vector<int>{2, 3, 4, 5});
+}
+
+TEST_CASE("Boost's algorithms on it: BFS on the graph and its reverse, topological sort, SCCs") {
+  const ModelGraph g = diamond();
+  std::vector<int> dist(boost::num_vertices(g), -1);
+  dist[3] = 0;
+  boost::breadth_first_search(
+      boost::make_reverse_graph(g), Vertex{3},
+      boost::visitor(boost::make_bfs_visitor(boost::record_distances(
+          boost::make_iterator_property_map(dist.begin(), boost::get(boost::vertex_index, g)),
+          boost::on_tree_edge()))));
+  CHECK(dist == std::vector<int>{1, 1, 1, 0}); // 0 → 3 is a direct edge
+
+  std::vector<Vertex> order;
+  boost::topological_sort(g, std::back_inserter(order));
+  CHECK(order.front() == 3); // reverse topological: the sink first
+  CHECK(order.back() == 0);
+
+  ModelGraph cyclic = diamond();
+  boost::add_edge(3, 1, cyclic); // 1 → 3 → 1
+  std::vector<int> component(boost::num_vertices(cyclic));
+  const int count = boost::strong_components(
+      cyclic, boost::make_iterator_property_map(component.begin(),
+                                                boost::get(boost::vertex_index, cyclic)));
+  CHECK(count == 3); // {0}, {2}, {1, 3}
+  CHECK(component[1] == component[3]);
+  CHECK(component[0] != component[1]);
+  CHECK_THROWS_AS(boost::topological_sort(cyclic, std::back_inserter(order)), boost::not_a_dag);
+}
+
+TEST_CASE("copies are deep, moves and swaps take the storage, bundles stay with their vertex") {
+  ModelGraph g = diamond();
+  g[boost::graph_bundle].model_name = "diamond";
+  ModelGraph copy = g;
+  copy[Vertex{0}].label = "changed";
+  CHECK(g[Vertex{0}].label == "v0");
+  ModelGraph moved = std::move(copy);
+  CHECK(moved[Vertex{0}].label == "changed");
+  CHECK(moved[boost::graph_bundle].model_name == "diamond");
+  CHECK(boost::num_edges(moved) == 6);
+  ModelGraph other(2);
+  other.swap(moved);
+  CHECK(boost::num_vertices(other) == 4);
+  CHECK(boost::num_vertices(moved) == 2);
+  CHECK(boost::num_edges(moved) == 0);
+  CHECK(out_args(other, 0) == std::vector<int>{0, 1, 4});
+  other.reserve(1000, 1000);
+  CHECK(other.vertex_capacity() >= 1000);
+  other.shrink_if_loose(); // 996 unused slots of 1000: trimmed
+  CHECK(other.vertex_capacity() == 4);
+  CHECK(other.edge_capacity() == 6);
+  CHECK(in_args(other, 3) == std::vector<int>{2, 3, 4, 5});
+}

@@ -398,8 +398,14 @@ PyModel make_model(const std::string& name,
   m.description.name = name;
   for (const auto& [address, t] : params) m.description.params.push_back({address, t});
   for (const auto& [address, t] : buffers) m.description.buffers.push_back({address, t});
+  // a TorchScript submodule takes no Python hooks: its own calls are announced
+  // by the global hooks of _Hooks (torchlens_cpp/__init__.py), nothing inside it
+  // (kept for the process, as the dataclasses handle)
+  static const py::handle script_module =
+      py::object(py::module_::import("torch.jit").attr("ScriptModule")).release();
   for (const auto& [address, type, module] : modules) {
-    m.description.modules.push_back({address, type, module.ptr()});
+    const bool scripted = py::isinstance(module, script_module);
+    m.description.modules.push_back({address, type, module.ptr(), true, scripted});
   }
   m.description.root = root.ptr();
   m.description.calls_observed = true; // forward hooks on every module
@@ -623,6 +629,25 @@ PYBIND11_MODULE(_core, m) {
       [](py::handle module, py::handle, py::handle output) { module_exit(module, output); },
       py::arg("module"), py::arg("args"), py::arg("output"),
       "forward hook: the call ends returning output (no-op outside a capture)");
+  // Global module hooks (installed only while a model with TorchScript
+  // submodules is logged): called for every module's call, they announce
+  // those of the model's TorchScript submodules, which take no hooks of their own.
+  m.def(
+      "opaque_module_enter",
+      [](py::handle module, py::handle args) {
+        const td::Recorder* rec = tls_hooks.recorder;
+        if (rec != nullptr && rec->is_opaque_module(module.ptr())) module_enter(module, args);
+      },
+      py::arg("module"), py::arg("args"),
+      "global forward pre-hook: module_enter for the model's TorchScript submodules only");
+  m.def(
+      "opaque_module_exit",
+      [](py::handle module, py::handle, py::handle output) {
+        const td::Recorder* rec = tls_hooks.recorder;
+        if (rec != nullptr && rec->is_opaque_module(module.ptr())) module_exit(module, output);
+      },
+      py::arg("module"), py::arg("args"), py::arg("output"),
+      "global forward hook: module_exit for the model's TorchScript submodules only");
   m.def(
       "capture_memory_stats",
       [] {

@@ -753,7 +753,12 @@ class Scripted(unittest.TestCase):
                             a.layer_label)
         self.assertIs(tl.validate_saved_activations(traced, x), True)
 
-    def test_a_scripted_child_is_logged_in_its_caller(self):
+    def test_a_scripted_child_has_its_call_and_its_submodules_by_parameters(self):
+        # A ScriptModule takes no Python hooks and runs its children in the
+        # interpreter: its own calls are announced by global hooks, the calls
+        # inside it are found by the parameters the ops read (as in a C++
+        # model); a parameter-free child (the ReLU) is not seen, its op is in
+        # the scripted module's call.
         scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
 
         class M(nn.Module):
@@ -762,17 +767,27 @@ class Scripted(unittest.TestCase):
                 self.block = nn.Sequential(nn.Linear(3, 3), scripted)
 
             def forward(self, x):
-                return self.block(x) * 2
+                return self.block(self.block(x)) * 2
 
         model = M()
         x = torch.rand(2, 3)
         log = tl.log_forward_pass(model, x)
-        self.assertEqual(log.module_num_passes, {"block": 1, "block.0": 1})
+        self.assertEqual(
+            log.module_num_passes, {"block": 2, "block.0": 2, "block.1": 2, "block.1.0": 2})
+        linears = [l for l in log if l.layer_type == "linear"]
+        self.assertEqual(
+            [l.containing_modules_origin_nested for l in linears],
+            [["block:1", "block.0:1"], ["block:1", "block.1:1", "block.1.0:1"],
+             ["block:2", "block.0:2"], ["block:2", "block.1:2", "block.1.0:2"]])
         relu = [l for l in log if l.layer_type == "relu"]
-        self.assertEqual(len(relu), 1)
-        self.assertEqual(relu[0].containing_modules_origin_nested, ["block:1"])
+        self.assertEqual([l.containing_modules_origin_nested for l in relu],
+                         [["block:1", "block.1:1"], ["block:2", "block.1:2"]])
+        self.assertEqual(relu[0].module_passes_exited, ["block.1:1", "block:1"])  # as exited
         self.assertTrue(torch.equal(log[-1].tensor_contents, model(x)))
-
+        self.assertTrue(tl.validate_saved_activations(model, x))
+        # the global hooks are gone: a later call of the scripted module is not announced
+        self.assertEqual(len(torch.nn.modules.module._global_forward_pre_hooks), 0)
+        self.assertEqual(len(torch.nn.modules.module._global_forward_hooks), 0)
 
 class Threads(unittest.TestCase):
     def test_two_threads_log_two_models_as_one_thread_does(self):

@@ -110,19 +110,26 @@ def _describe(model, args, kwargs, returned=None):
 class _Hooks:
     """Forward pre/post hooks on every module of the model, for one call: they
     push and pop module frames in the capture running on this thread (outside
-    a capture they do nothing). Removed on exit, also when forward raises."""
+    a capture they do nothing). Removed on exit, also when forward raises.
+
+    A TorchScript submodule takes no hooks of its own (ScriptModules refuse
+    them) and its children are called by the interpreter, not by Python: its
+    own calls are announced by global module hooks that answer for it alone,
+    and the engine places the ops inside it by the parameters they read (its
+    submodules' calls are inferred, as in a C++-frontend model)."""
 
     def __init__(self, model):
         self.model = model
         self.handles = []
 
     def __enter__(self):
-        scripted = []  # TorchScript submodules take no hooks: their ops belong to their caller
+        scripted = []  # name prefixes of TorchScript submodules
         try:
             for name, m in self.model.named_modules():
+                if scripted and any((name + ".").startswith(p) for p in scripted):
+                    continue
                 if isinstance(m, torch.jit.ScriptModule):
                     scripted.append(name + ".")
-                if scripted and any((name + ".").startswith(p) for p in scripted):
                     continue
                 enter = m.register_forward_pre_hook(_core.module_enter)
                 self.handles.append(enter)
@@ -131,6 +138,13 @@ class _Hooks:
                 # weight) is inside the call
                 m._forward_pre_hooks.move_to_end(enter.id, last=False)
                 self.handles.append(m.register_forward_hook(_core.module_exit))
+            if scripted:
+                # C++ functions, so the call's frame is _call_impl's (as for the hooks above)
+                from torch.nn.modules import module as _module
+
+                self.handles.append(
+                    _module.register_module_forward_pre_hook(_core.opaque_module_enter))
+                self.handles.append(_module.register_module_forward_hook(_core.opaque_module_exit))
         except BaseException:
             self.__exit__(None, None, None)
             raise

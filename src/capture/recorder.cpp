@@ -404,7 +404,11 @@ bool owned_within(std::string_view owner, std::string_view address) {
 std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& observed) {
   // inside any observed call (the root's own ModuleScope included) the place is known
   observed = !calls_.empty() || script_index_ != nullptr;
-  if (script_index_ != nullptr || model_.calls_observed) {
+  // Announced calls are exact, unless the innermost one is opaque: nothing
+  // inside it is announced, so its submodules' calls are inferred as below.
+  const bool in_opaque = !calls_.empty() && calls_.back().module >= 0 &&
+                         modules_[static_cast<std::size_t>(calls_.back().module)].opaque;
+  if (script_index_ != nullptr || (model_.calls_observed && !in_opaque)) {
     inferred_.clear();
     return containment_;
   }
@@ -412,7 +416,7 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
   // the rest of the call (the matmul between a C++ Linear's `t` and its bias
   // `add`, the softmax between attention's projections); infer-modules places it.
   if (params.empty()) return containment_;
-  // C++ frontend below the innermost observed call: the op ran inside the
+  // C++ frontend (or an opaque module) below the innermost observed call: the op ran inside the
   // module owning the parameter it reads (and inside that module's parents).
   const std::string_view owner = params.front()->owner;
   const std::string_view base =
@@ -496,7 +500,7 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
   module_by_identity_[model.root] = -1;
   for (const auto& m : model.modules) {
     const int index = static_cast<int>(modules_.size());
-    modules_.push_back(ModuleState{m.address, m.type, 0, false, m.callable});
+    modules_.push_back(ModuleState{m.address, m.type, 0, false, m.callable, m.opaque});
     module_by_identity_.emplace(m.identity, index); // a shared module keeps its first address
     module_by_address_.emplace(m.address, index);
   }

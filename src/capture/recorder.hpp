@@ -130,6 +130,12 @@ class Recorder {
   /// TorchScript object) begins / ends: exact nesting and pass numbers.
   void enter_module(const void* identity);
   void exit_module();
+  /// True for a module of the model marked opaque (ModelDescription::NamedModule).
+  [[nodiscard]] bool is_opaque_module(const void* identity) const {
+    auto it = module_by_identity_.find(identity);
+    return it != module_by_identity_.end() && it->second >= 0 &&
+           modules_[static_cast<std::size_t>(it->second)].opaque;
+  }
   // ---- Python module hooks (python/; implemented in python_hooks.cpp) ----
   /// The vertex holding t's current value, or SIZE_MAX (parameters, unseen tensors).
   std::size_t node_of(const at::Tensor& t) { return lookup(t); }
@@ -223,6 +229,7 @@ class Recorder {
     int passes = 0;
     bool inferred = false; ///< some call was found by parameter ownership, not observed
     bool callable = true;  ///< has a forward (not a ModuleList, ModuleDict, ...)
+    bool opaque = false;   ///< calls inside it are not announced (ModelDescription)
   };
   /// One call in progress: a module's forward (module >= 0) or a function /
   /// helper method (module < 0, transparent for nesting).

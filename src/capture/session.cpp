@@ -26,11 +26,17 @@ namespace torchlens::detail {
 
 namespace {
 
-/// The profiling executor would rewrite TorchScript graphs between runs; every
-/// run of a session sees the plain graph.
+/// The profiling executor would rewrite TorchScript graphs between runs (from
+/// the second run on, a differentiable graph detaches its inputs first); every
+/// run of a session sees the plain graph: of a TorchScript model, and of the
+/// TorchScript submodules (opaque modules) of an eager Python one.
 std::optional<compat::PlainExecutorGuard> plain_executor(const ModelDescription& model) {
   std::optional<compat::PlainExecutorGuard> guard;
-  if (model.script != nullptr) guard.emplace(false);
+  if (model.script != nullptr ||
+      std::any_of(model.modules.begin(), model.modules.end(),
+                  [](const ModelDescription::NamedModule& m) { return m.opaque; })) {
+    guard.emplace(false);
+  }
   return guard;
 }
 

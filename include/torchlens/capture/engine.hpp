@@ -44,6 +44,11 @@ struct ModelDescription {
     /// (ModuleList, ModuleDict, ParameterList, ParameterDict): no op runs in
     /// a call of theirs, so capture never places one there.
     bool callable = true;
+    /// Its own calls are announced but none inside it are (a TorchScript
+    /// submodule of an eager Python model: the interpreter runs its children
+    /// without Python hooks): below it, as in a C++-frontend model, an op is
+    /// placed by the parameters it reads, even when `calls_observed`.
+    bool opaque = false;
   };
   std::string name;
   std::vector<NamedTensor> params;
@@ -57,7 +62,8 @@ struct ModelDescription {
   /// script_model.hpp); null: each capture builds its own.
   std::shared_ptr<const TorchScriptIndex> script_index;
   /// Every module call is announced (the Python binding's forward hooks): an
-  /// op is never placed in a module by the parameters it reads.
+  /// op is never placed in a module by the parameters it reads (except below
+  /// an `opaque` module).
   bool calls_observed = false;
 };
 

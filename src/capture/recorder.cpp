@@ -534,6 +534,7 @@ OpInfo make_op_info(const c10::FunctionSchema& schema) {
     info.arg_names.push_back(a.name());
     const bool written = a.alias_info() != nullptr && a.alias_info()->isWrite();
     info.arg_written.push_back(written);
+    info.arg_out.push_back(a.is_out());
     info.writes = info.writes || written;
   }
   for (const auto& r : schema.returns()) {
@@ -1037,7 +1038,17 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     const c10::IValue& a = args[i];
     const int pos = static_cast<int>(i);
     const bool written = info.arg_written[i];
-    if (a.isTensor()) {
+    if (a.isTensor() && info.arg_out[i]) {
+      // An out= buffer's old values never reach the result: no in-edge (TorchLens
+      // has none; `torch.add(a, b, out=buf)` is add(a, b)), re-execution writes
+      // into a copy of it (reexecute.cpp). It is written: a literal it held is not one.
+      const at::Tensor& t = a.toTensor();
+      if (auto it = tensors_.find(t.unsafeGetTensorImpl()); it != tensors_.end()) {
+        settle_literal(it->second.node, version_of(t), true);
+      }
+      arg_tensors.push_back(t);
+      note(i, a, false, true);
+    } else if (a.isTensor()) {
       const bool edge = resolve_arg(a.toTensor(), pos, -1, written, parents, params);
       arg_tensors.push_back(a.toTensor());
       note(i, edge ? c10::IValue() : a, edge, true);

@@ -94,6 +94,7 @@ struct OpInfo {
   Name name, overload, layer_type; // interned once per schema: a vertex copies pointers
   std::vector<Name> arg_names;
   std::vector<bool> arg_written; ///< schema says Tensor(a!)
+  std::vector<bool> arg_out;     ///< an out= buffer (keyword-only, written): written, not read
   bool writes = false;           ///< some argument is written
   bool returns_view = false;     ///< a return aliases an argument without a write
   bool scalar_read = false;      ///< item / is_nonzero / _local_scalar_dense / equal

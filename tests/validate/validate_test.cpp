@@ -716,4 +716,30 @@ def forward(self, x):
     CHECK(log["tensor_1_6"]->op_name == "aten::tensor");
     CHECK(torch::equal(log["tensor_1_6"].activation(), torch::tensor({1.0F, 2.0F, 3.0F})));
   }
+
+  TEST_CASE("an out= buffer is written, not read: no in-edge, and its op validates") {
+    auto m = scripted("OutBuffer", R"(
+def forward(self, x):
+    buf = torch.empty([3, 3])
+    y = x * 2.0
+    torch.add(x, y, out=buf)
+    torch.mul(buf, x, out=buf)
+    return torch.relu(buf) + x
+)");
+    const auto x = torch::randn({3, 3});
+    // mul, add (out=), mul (out=), relu, add: the empty buffer feeds nothing and
+    // is trimmed; an edge from it would fail validation (perturbing it changes
+    // nothing) and make it a parent TorchLens does not have
+    check_valid_ts(m, x, 5);
+    auto log = log_forward_pass(m, {x}, LogOptions().seed(0));
+    for (auto v : boost::make_iterator_range(boost::vertices(log.graph()))) {
+      CHECK(log.graph()[v].layer_type != "empty");
+    }
+    CHECK(log["add_1_2"].parents() == std::vector<std::string>{"input_1", "mul_1_1"});
+    CHECK(log["mul_2_3"].parents() == std::vector<std::string>{"add_1_2", "input_1"});
+    CHECK(log["relu_1_4"].parents() == std::vector<std::string>{"mul_2_3"}); // the latest write
+    CHECK(torch::allclose(log["add_1_2"].activation(), x * 3.0));
+    CHECK(torch::allclose(log["mul_2_3"].activation(), x * 3.0 * x));
+    CHECK(torch::allclose(log["add_2_5"].activation(), torch::relu(x * 3.0 * x) + x));
+  }
 }

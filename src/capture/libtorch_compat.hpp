@@ -22,6 +22,7 @@
 
 #include <cctype>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -105,6 +106,13 @@ inline std::optional<at::Generator> cuda_generator() {
   static const bool has_cuda = at::hasCUDA();
   if (!has_cuda) return std::nullopt;
   return at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA));
+}
+
+/// A copy of an explicit generator with its current state (`Generator::clone`
+/// under the generator's lock, as LibTorch reads states): 1.13 and 2.x.
+inline at::Generator copy_generator(at::Generator gen) { // a handle: copies share the state
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.clone();
 }
 
 // ---- autocast (capture records it, replays restore it) -----------------------

@@ -1078,6 +1078,12 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
         }
       }
       note(i, keep_records_ ? c10::IValue(std::move(list)) : c10::IValue(), any_edge, true);
+    } else if (a.isGenerator() && keep_records_) {
+      // An explicit generator (`torch.rand(..., generator=g)`) advances as the op
+      // runs: the record keeps a copy of its state now, and each re-execution
+      // starts from a copy of that (reexecute.cpp), as the default generators'
+      // states are kept in `rng`.
+      note(i, c10::IValue(compat::copy_generator(a.toGenerator())), false, false);
     } else {
       note(i, a, false, false);
     }

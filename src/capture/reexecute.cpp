@@ -45,6 +45,11 @@ std::vector<at::Tensor> reexecute(const OpRecord& rec,
       stack[i] = stack[i].toTensor().clone();
     }
   }
+  // an explicit generator: every re-execution starts from the state it had
+  // when the op ran (the record's copy stays as it was)
+  for (auto& v : stack) {
+    if (v.isGenerator()) v = c10::IValue(compat::copy_generator(v.toGenerator()));
+  }
   rec.rng.write();
   std::optional<compat::AutocastGuard<AutocastState>> autocast;
   if (rec.autocast) autocast.emplace(*rec.autocast);

@@ -12,6 +12,7 @@
 #include <torchlens/validate/validate.hpp>
 #include <torchlens/validate/validate_pass.hpp>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 #include "support/doctest.hpp"
@@ -59,6 +60,16 @@ void swap_parents(ModelLog& log, const std::string& label) {
   std::swap(g[edges[0]].arg_pos, g[edges[1]].arg_pos);
   std::swap(g[edges[0]].arg_name, g[edges[1]].arg_name);
 }
+
+/// A random op drawing from a generator made inside forward, seeded there.
+struct ExplicitGeneratorImpl : torch::nn::Module {
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto gen = at::detail::createCPUGenerator(3);
+    const auto noise = torch::rand(x.sizes(), gen);
+    return x * 2.0 + noise;
+  }
+};
+TORCH_MODULE(ExplicitGenerator);
 
 void require_one_failure(const ValidationReport& r, const std::string& label, FailureKind kind) {
   INFO(text(r));
@@ -512,6 +523,21 @@ def forward(self, x):
     const auto before = buffer.attr("buf").toTensor().clone();
     check_valid_ts(buffer, x, 2);
     CHECK(torch::equal(buffer.attr("buf").toTensor(), before));
+  }
+
+  TEST_CASE("a random op on an explicit generator re-executes from the generator's state then") {
+    // the generator has advanced when validation re-executes the op (twice:
+    // plain and perturbed); the record keeps a copy of its state from before
+    ExplicitGenerator net;
+    const auto x = torch::randn({3, 4});
+    check_valid(net, x, 3); // rand, mul, add
+    auto log = log_forward_pass(net, x, replay_options());
+    const auto expected = torch::rand({3, 4}, at::detail::createCPUGenerator(3));
+    CHECK(torch::equal(log["rand_1_1"].activation(), expected));
+    const auto r = validate_log(log, {net->forward(x)});
+    INFO(text(r));
+    CHECK(r.valid);
+    CHECK(validate_log(log, {net->forward(x)}).valid); // the record's copy is unchanged
   }
 
 } // TEST_SUITE

@@ -12,6 +12,7 @@
 #include "live_stack.hpp"
 #include "memory_pool.hpp"
 #include "reexecute.hpp"
+#include "tensor_bytes.hpp"
 
 #include "libtorch_compat.hpp"
 #include "torchscript_index.hpp"
@@ -733,15 +734,15 @@ void Recorder::set_replay(std::size_t id, const c10::OperatorHandle& op,
 }
 
 ParamRef Recorder::param_ref(const ParamState& p) {
-  return ParamRef{p.address, p.tensor.sizes().vec(), p.tensor.numel(),
-                  static_cast<std::int64_t>(p.tensor.nbytes()), p.tensor.requires_grad()};
+  return ParamRef{p.address, p.tensor.sizes().vec(), p.tensor.numel(), tensor_bytes(p.tensor),
+                  p.tensor.requires_grad()};
 }
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
   n.shape.assign(t.sizes().begin(), t.sizes().end());
   n.dtype = dtype_name(t.scalar_type());
   n.device = device_name(t.device());
-  n.bytes = static_cast<std::int64_t>(t.nbytes());
+  n.bytes = tensor_bytes(t);
   n.requires_grad = t.requires_grad();
   if (const auto& fn = t.grad_fn()) {
     n.grad_fn = fn->name(); // per instance: a Python Function's node names its class
@@ -783,7 +784,7 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
     }
     paused_ = false;
   }
-  const auto bytes = static_cast<std::int64_t>(s.nbytes());
+  const auto bytes = tensor_bytes(s);
   if (options_.max_saved_bytes() > 0 && saved_bytes_ + bytes > options_.max_saved_bytes()) {
     const OpNode& n = graph[id];
     TORCHLENS_CHECK(false, "saving the output of ", n.op_name, " (tensor ", id + 1,

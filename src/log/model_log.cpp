@@ -4,6 +4,7 @@
 #include <torchlens/log/model_log.hpp>
 
 #include "../capture/memory_pool.hpp"
+#include "../capture/tensor_bytes.hpp"
 
 #include <torchlens/torch_error.hpp>
 
@@ -440,7 +441,7 @@ ModelTotals ModelLog::totals() const {
     const at::Tensor& a = activation(v);
     if (a.defined()) {
       ++t.num_saved;
-      t.saved_bytes += static_cast<std::int64_t>(a.nbytes());
+      t.saved_bytes += detail::tensor_bytes(a);
     }
   }
   return t;

@@ -71,6 +71,16 @@ struct ExplicitGeneratorImpl : torch::nn::Module {
 };
 TORCH_MODULE(ExplicitGenerator);
 
+/// A sparse adjacency times a linear layer (a graph convolution).
+struct SparseAdjacencyImpl : torch::nn::Module {
+  torch::nn::Linear lin{nullptr};
+  SparseAdjacencyImpl() { lin = register_module("lin", torch::nn::Linear(4, 4)); }
+  torch::Tensor forward(const torch::Tensor& adj, const torch::Tensor& x) {
+    return torch::mm(adj, lin->forward(x));
+  }
+};
+TORCH_MODULE(SparseAdjacency);
+
 void require_one_failure(const ValidationReport& r, const std::string& label, FailureKind kind) {
   INFO(text(r));
   CHECK_FALSE(r.valid);
@@ -538,6 +548,27 @@ def forward(self, x):
     INFO(text(r));
     CHECK(r.valid);
     CHECK(validate_log(log, {net->forward(x)}).valid); // the record's copy is unchanged
+  }
+
+  TEST_CASE("a sparse COO input: logged with its bytes, summarised, validated") {
+    torch::manual_seed(0);
+    SparseAdjacency net;
+    const auto adj = torch::sparse_coo_tensor(torch::tensor({{0, 1, 2}, {1, 2, 0}}),
+                                              torch::ones({3}), {3, 3});
+    const auto x = torch::randn({3, 4});
+    const auto r = validate_saved_activations(net, std::make_tuple(adj, x), LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    CHECK(r.layers_checked == 3); // t, addmm (the Linear), mm
+    auto log = log_forward_pass(net, std::make_tuple(adj, x), LogOptions().seed(0));
+    CHECK(log["input_1"]->bytes == 2 * 3 * 8 + 3 * 4); // indices and values (no nbytes())
+    CHECK(log["input_1"].activation().is_sparse());
+    const auto out = log["mm_1_3"];
+    CHECK(out.parents() == std::vector<std::string>{"input_1", "addmm_1_2"});
+    CHECK(torch::allclose(out.activation(), adj.to_dense().mm(net->lin->forward(x))));
+    std::ostringstream summary;
+    summary << log; // totals read every saved activation's bytes
+    CHECK(summary.str().find("mm_1_3") != std::string::npos);
   }
 
 } // TEST_SUITE

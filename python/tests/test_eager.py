@@ -564,6 +564,35 @@ _TEST_LIB.define("triple(Tensor x) -> Tensor")
 _TEST_LIB.impl("triple", lambda x: x * 3, "CPU")
 
 
+class GradientsInsideForward(unittest.TestCase):
+    def test_autograd_grad_in_forward_reads_the_parameters_it_differentiates(self):
+        # a gradient penalty: torch.autograd.grad(create_graph=True) inside
+        # forward runs the backward ops through the dispatcher; the transposed
+        # weights autograd saved are views of the parameters, not constants
+        class Penalty(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.f = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+
+            def forward(self, x):
+                y = self.f(x)
+                (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+                return y + g.pow(2).sum(-1, keepdim=True)
+
+        torch.manual_seed(0)
+        model = Penalty()
+        x = torch.randn(2, 3, requires_grad=True)
+        log = tl.log_forward_pass(model, x)
+        self.assertEqual([l for l in log.layer_labels if l.startswith("constant")], [])
+        transposes = [l for l in log if l.layer_type == "t"]
+        self.assertEqual([l.parent_param_addresses for l in transposes],
+                         [["f.2.weight"], ["f.0.weight"]])  # backward: last layer first
+        y = model.f(x)
+        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        self.assertTrue(torch.allclose(log[-1].tensor_contents, y + g.pow(2).sum(-1, keepdim=True)))
+        self.assertTrue(tl.validate_saved_activations(model, x))
+
+
 class OpsOutsideATen(unittest.TestCase):
     def test_region_ops_nms_unique_and_a_custom_op_validate(self):
         # torchvision's maskrcnn (eager) crashed validation: perturbed `rois`

@@ -960,6 +960,27 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
     parents.push_back(Parent{node, pos, list_index});
     return true;
   }
+  // A parameter through another TensorImpl on the same data (autograd's saved
+  // `weight.t()` of a linear, read when `autograd.grad` runs inside forward): a
+  // read of that parameter, not an unknown constant. The tensor itself stays in
+  // the replay record, so re-execution reads it with its own geometry.
+  if (!params_by_storage_built_) {
+    params_by_storage_built_ = true;
+    for (auto& [impl, p] : params_) {
+      if (const auto* st = storage_of(p.tensor)) params_by_storage_.emplace(st, &p);
+    }
+  }
+  if (const auto* st = storage_of(t); st != nullptr) {
+    const auto [first, end] = params_by_storage_.equal_range(st);
+    ParamState* found = first != end && std::next(first) == end ? first->second : nullptr;
+    for (auto it = first; it != end && found == nullptr; ++it) { // parameters sharing storage
+      if (Geometry::of(it->second->tensor).matches(t)) found = it->second;
+    }
+    if (found != nullptr) {
+      params.push_back(found);
+      return false;
+    }
+  }
   // A Python number Python's argument parser wrapped into a 0-dim tensor
   // (`x + 1` calls add.Tensor; the Python binding): a scalar, as C++ and
   // TorchScript pass it to the Scalar overload, not a constant source.

@@ -347,6 +347,11 @@ class Recorder {
   std::pmr::unordered_set<const c10::StorageImpl*> pinned_set_{&arena_};
   std::size_t purge_at_ = std::size_t{1} << 12; // tensors_ size that triggers purge_dead()
   std::unordered_map<const c10::TensorImpl*, ParamState> params_;
+  /// Parameters by storage, for a parameter reaching an op through another
+  /// TensorImpl (autograd's saved copy when `autograd.grad` runs in forward).
+  /// Built on first use (most captures never need it).
+  std::unordered_multimap<const c10::StorageImpl*, ParamState*> params_by_storage_;
+  bool params_by_storage_built_ = false;
   std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;
   std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_; // unannotated writes
   std::unordered_map<std::size_t, std::uint32_t> maybe_literal_; // node → version at creation

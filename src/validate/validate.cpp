@@ -310,6 +310,20 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
     if (cond.defined() && via_only("self") && !cond.any().item<bool>()) return "never selected";
     if (cond.defined() && via_only("other") && cond.all().item<bool>()) return "never selected";
   }
+  // an elementwise maximum / minimum whose other operand wins at every element
+  // (strictly): this argument is compared, never taken
+  if (op == "aten::maximum" || op == "aten::minimum" || op == "aten::fmax" || op == "aten::fmin" ||
+      ((op == "aten::max" || op == "aten::min") && n.overload == "other")) {
+    const std::string mine = via_only("self") ? "self" : via_only("other") ? "other" : "";
+    const at::Tensor a = mine.empty() ? at::Tensor() : tensor(mine);
+    const at::Tensor b = mine.empty() ? at::Tensor() : tensor(mine == "self" ? "other" : "self");
+    if (a.defined() && b.defined() && a.numel() > 0) {
+      const bool is_max = op == "aten::maximum" || op == "aten::fmax" || op == "aten::max";
+      if ((is_max ? b.gt(a) : b.lt(a)).all().item<bool>()) {
+        return "never selected (the other operand wins at every element)";
+      }
+    }
+  }
   if ((op == "aten::masked_fill" || op == "aten::masked_fill_") && via_only("self")) {
     const at::Tensor mask = tensor("mask");
     if (mask.defined() && mask.all().item<bool>()) return "every element replaced";
@@ -321,6 +335,26 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
     const auto hi = argument(rec, op.rfind("aten::clamp", 0) == 0 ? "max" : "max_val");
     if (lo.isScalar() && hi.isScalar() && lo.toScalar().toDouble() >= hi.toScalar().toDouble()) {
       return "clamped to one value";
+    }
+    // every element beyond one bound: the output is that bound everywhere
+    const at::Tensor x = via_only("self") ? tensor("self") : at::Tensor();
+    if (x.defined() && x.numel() > 0 && !x.is_complex()) {
+      if (lo.isScalar() && x.lt(lo.toScalar()).all().item<bool>()) return "clamped to its minimum";
+      if (hi.isScalar() && x.gt(hi.toScalar()).all().item<bool>()) return "clamped to its maximum";
+    }
+  }
+  if ((op == "aten::clamp_min" || op == "aten::clamp_min_") && via_only("self")) {
+    const auto lo = argument(rec, "min");
+    const at::Tensor x = tensor("self");
+    if (lo.isScalar() && x.defined() && x.numel() > 0 && x.lt(lo.toScalar()).all().item<bool>()) {
+      return "clamped to its minimum";
+    }
+  }
+  if ((op == "aten::clamp_max" || op == "aten::clamp_max_") && via_only("self")) {
+    const auto hi = argument(rec, "max");
+    const at::Tensor x = tensor("self");
+    if (hi.isScalar() && x.defined() && x.numel() > 0 && x.gt(hi.toScalar()).all().item<bool>()) {
+      return "clamped to its maximum";
     }
   }
   // an output that is only a function of the sequence lengths: the batch sizes

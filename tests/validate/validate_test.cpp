@@ -701,12 +701,13 @@ def forward(self, x):
   }
 
   TEST_CASE("a parent without effect and no rule proving it is a failure") {
-    // the huge other operand hides x; no rule proves it (the old rules excused
-    // any op with a 0 or 1 scalar argument, alpha = 1 of every add, or with an
-    // all-zero or all-one operand)
+    // x cancels itself; no rule proves it (the old rules excused any op with a
+    // 0 or 1 scalar argument, alpha = 1 of every add, or with an all-zero or
+    // all-one operand)
     auto m = scripted("Hidden", R"(
 def forward(self, x):
-    return torch.maximum(x, torch.full_like(x, 1.0e9))
+    y = x * 2.0
+    return torch.sub(y, y) + x
 )");
     const auto x = toy::ts::input();
     auto log = log_forward_pass(m, {x}, replay_options());
@@ -714,10 +715,39 @@ def forward(self, x):
     INFO(text(r));
     CHECK_FALSE(r.valid);
     REQUIRE(r.failures.size() == 1);
-    CHECK(r.failures[0].label == "maximum_1_2");
-    CHECK(r.failures[0].detail == "perturbing parent input_1 left it unchanged");
+    CHECK(r.failures[0].label == "sub_1_2");
+    CHECK(r.failures[0].detail == "perturbing parent mul_1_1 left it unchanged");
     CHECK(r.failures[0].kind == FailureKind::no_effect);
     CHECK(r.exempted == 0);
+  }
+
+  TEST_CASE("a saturated maximum or clamp is proven, not excused") {
+    // the other operand (the bound) wins at every element: the argument is
+    // compared, never taken; once one element is taken, perturbing must show
+    auto m = scripted("Saturated", R"(
+def forward(self, x):
+    a = torch.maximum(x, torch.full_like(x, 1.0e9))
+    b = torch.clamp(x, min=1.0e9)
+    c = torch.minimum(torch.full_like(x, -1.0e9), x)
+    return a + b + c
+)");
+    const auto x = toy::ts::input();
+    const auto r = validate_saved_activations(m, {x}, LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    int never_selected = 0, clamped = 0;
+    for (const auto& e : r.exemptions) {
+      never_selected += e.reason.rfind("never selected", 0) == 0;
+      clamped += e.reason == "clamped to its minimum";
+    }
+    CHECK(never_selected == 2);
+    CHECK(clamped == 1);
+    auto half = scripted("HalfSaturated", R"(
+def forward(self, x):
+    return torch.maximum(x, torch.full_like(x, 1.0e9).index_fill(0, torch.tensor([0]), -1.0e9))
+)");
+    auto log = log_forward_pass(half, {x}, replay_options());
+    CHECK(validate_log(log, {half.forward({x}).toTensor()}).valid); // row 0 is x's: perturbing shows
   }
 
   TEST_CASE("an edge that feeds no argument of the recorded call is an inconsistent structure") {

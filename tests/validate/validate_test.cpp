@@ -553,8 +553,8 @@ def forward(self, x):
   TEST_CASE("a sparse COO input: logged with its bytes, summarised, validated") {
     torch::manual_seed(0);
     SparseAdjacency net;
-    const auto adj = torch::sparse_coo_tensor(torch::tensor({{0, 1, 2}, {1, 2, 0}}),
-                                              torch::ones({3}), {3, 3});
+    const auto adj =
+        torch::sparse_coo_tensor(torch::tensor({{0, 1, 2}, {1, 2, 0}}), torch::ones({3}), {3, 3});
     const auto x = torch::randn({3, 4});
     const auto r = validate_saved_activations(net, std::make_tuple(adj, x), LogOptions().seed(0));
     INFO(text(r));
@@ -747,7 +747,8 @@ def forward(self, x):
     return torch.maximum(x, torch.full_like(x, 1.0e9).index_fill(0, torch.tensor([0]), -1.0e9))
 )");
     auto log = log_forward_pass(half, {x}, replay_options());
-    CHECK(validate_log(log, {half.forward({x}).toTensor()}).valid); // row 0 is x's: perturbing shows
+    CHECK(
+        validate_log(log, {half.forward({x}).toTensor()}).valid); // row 0 is x's: perturbing shows
   }
 
   TEST_CASE("an edge that feeds no argument of the recorded call is an inconsistent structure") {

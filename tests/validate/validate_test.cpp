@@ -260,18 +260,22 @@ def forward(self, x):
     CHECK(r.failures[1].kind == FailureKind::mismatch);
   }
 
-  TEST_CASE("a parent with no effect and no exemption: a saturated clamp") {
+  TEST_CASE("a parent with no effect: a saturated clamp is proven by its bound") {
     // clamp(x, 5, 6) of x in [-1, 1) is 5 everywhere and stays 5 for nearly any
-    // perturbation of x: reported, since nothing in the op's arguments explains
-    // it (5 and 6 are not special values)
+    // perturbation of x: every element is below the minimum (a proof on the
+    // actual arguments, not a special value), so the edge is exempted, named
     auto m = scripted("Saturated", R"(
 def forward(self, x):
     y = torch.sin(x)
     return torch.clamp(y, 5.0, 6.0)
 )");
     const auto r = validate_saved_activations(m, {toy::ts::input()}, LogOptions().seed(0));
-    require_one_failure(r, "clamp_1_2", FailureKind::no_effect);
-    CHECK(r.failures[0].detail == "perturbing parent sin_1_1 left it unchanged");
+    INFO(text(r));
+    CHECK(r.valid);
+    REQUIRE(r.exemptions.size() == 1);
+    CHECK(r.exemptions[0].label == "clamp_1_2");
+    CHECK(r.exemptions[0].parent == "sin_1_1");
+    CHECK(r.exemptions[0].reason == "clamped to its minimum");
     // an unsaturated clamp (ReLU6-like) validates
     auto relu6 = scripted("Relu6", R"(
 def forward(self, x):

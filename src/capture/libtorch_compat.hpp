@@ -5,6 +5,7 @@
 // headers have (docs/capture.md, "LibTorch versions: one file"). To port torchlens
 // to another LibTorch, this file is the place to change.
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
@@ -108,10 +109,18 @@ inline std::optional<at::Generator> cuda_generator() {
   return at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA));
 }
 
-/// A copy of an explicit generator with its current state (`Generator::clone`
-/// under the generator's lock, as LibTorch reads states): 1.13 and 2.x.
+/// A copy of an explicit generator with its current state, under the
+/// generator's lock (as LibTorch reads states): 1.13 and 2.x. A CPU generator
+/// is copied through its state, not `Generator::clone`: 1.13's
+/// `GeneratorImpl::clone` reclaims the copy without setting its weak count, so
+/// the copy is never freed (LeakSanitizer).
 inline at::Generator copy_generator(at::Generator gen) { // a handle: copies share the state
   std::lock_guard<std::mutex> lock(gen.mutex());
+  if (gen.device().is_cpu()) {
+    at::Generator copy = at::detail::createCPUGenerator();
+    copy.set_state(gen.get_state());
+    return copy;
+  }
   return gen.clone();
 }
 

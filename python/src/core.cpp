@@ -211,6 +211,13 @@ void close_abandoned_calls(td::Recorder* rec) {
   }
 }
 
+/// A module of the model this thread is capturing whose calls only the global
+/// hooks announce (a TorchScript submodule: ModelDescription::NamedModule::opaque).
+bool opaque_in_capture(py::handle module) {
+  const td::Recorder* rec = tls_hooks.recorder;
+  return rec != nullptr && rec->is_opaque_module(module.ptr());
+}
+
 void module_enter(py::handle module, py::handle args) {
   td::Recorder* rec = tls_hooks.recorder;
   if (rec == nullptr) return;
@@ -635,16 +642,14 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "opaque_module_enter",
       [](py::handle module, py::handle args) {
-        const td::Recorder* rec = tls_hooks.recorder;
-        if (rec != nullptr && rec->is_opaque_module(module.ptr())) module_enter(module, args);
+        if (opaque_in_capture(module)) module_enter(module, args);
       },
       py::arg("module"), py::arg("args"),
       "global forward pre-hook: module_enter for the model's TorchScript submodules only");
   m.def(
       "opaque_module_exit",
       [](py::handle module, py::handle, py::handle output) {
-        const td::Recorder* rec = tls_hooks.recorder;
-        if (rec != nullptr && rec->is_opaque_module(module.ptr())) module_exit(module, output);
+        if (opaque_in_capture(module)) module_exit(module, output);
       },
       py::arg("module"), py::arg("args"), py::arg("output"),
       "global forward hook: module_exit for the model's TorchScript submodules only");

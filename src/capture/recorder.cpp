@@ -960,6 +960,10 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
     parents.push_back(Parent{node, pos, list_index});
     return true;
   }
+  // A Python number Python's argument parser wrapped into a 0-dim tensor
+  // (`x + 1` calls add.Tensor; the Python binding): a scalar, as C++ and
+  // TorchScript pass it to the Scalar overload, not a constant source.
+  if (impl->is_wrapped_number()) return false;
   // A parameter through another TensorImpl on the same data (autograd's saved
   // `weight.t()` of a linear, read when `autograd.grad` runs inside forward): a
   // read of that parameter, not an unknown constant. The tensor itself stays in
@@ -981,10 +985,6 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
       return false;
     }
   }
-  // A Python number Python's argument parser wrapped into a 0-dim tensor
-  // (`x + 1` calls add.Tensor; the Python binding): a scalar, as C++ and
-  // TorchScript pass it to the Scalar overload, not a constant source.
-  if (impl->is_wrapped_number()) return false;
   parents.push_back(Parent{constant_node(t), pos, list_index});
   return true;
 }

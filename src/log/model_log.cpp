@@ -197,9 +197,7 @@ ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogO
   graph_.shrink_if_loose();
   activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
-  if (activations_.capacity() - activations_.size() > activations_.size() / 8 + 64) {
-    activations_.shrink_to_fit();
-  }
+  detail::shrink_if_loose(activations_);
 }
 
 // Member-wise; the graph and its key index are swapped together.

@@ -328,11 +328,15 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
     const at::Tensor mask = tensor("mask");
     if (mask.defined() && mask.all().item<bool>()) return "every element replaced";
   }
-  // a constant function of its input
-  if ((op == "aten::clamp" || op == "aten::clamp_" || op == "aten::hardtanh" ||
-       op == "aten::hardtanh_")) {
-    const auto lo = argument(rec, op.rfind("aten::clamp", 0) == 0 ? "min" : "min_val");
-    const auto hi = argument(rec, op.rfind("aten::clamp", 0) == 0 ? "max" : "max_val");
+  // a constant function of its input: clamp, clamp_min, clamp_max, hardtanh
+  // (an argument the op does not have reads as None)
+  static const std::set<std::string> clamps = {
+      "aten::clamp",     "aten::clamp_",     "aten::clamp_min", "aten::clamp_min_",
+      "aten::clamp_max", "aten::clamp_max_", "aten::hardtanh",  "aten::hardtanh_"};
+  if (clamps.count(op) != 0) {
+    const bool hard = op.rfind("aten::hardtanh", 0) == 0;
+    const auto lo = argument(rec, hard ? "min_val" : "min");
+    const auto hi = argument(rec, hard ? "max_val" : "max");
     if (lo.isScalar() && hi.isScalar() && lo.toScalar().toDouble() >= hi.toScalar().toDouble()) {
       return "clamped to one value";
     }
@@ -341,20 +345,6 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
     if (x.defined() && x.numel() > 0 && !x.is_complex()) {
       if (lo.isScalar() && x.lt(lo.toScalar()).all().item<bool>()) return "clamped to its minimum";
       if (hi.isScalar() && x.gt(hi.toScalar()).all().item<bool>()) return "clamped to its maximum";
-    }
-  }
-  if ((op == "aten::clamp_min" || op == "aten::clamp_min_") && via_only("self")) {
-    const auto lo = argument(rec, "min");
-    const at::Tensor x = tensor("self");
-    if (lo.isScalar() && x.defined() && x.numel() > 0 && x.lt(lo.toScalar()).all().item<bool>()) {
-      return "clamped to its minimum";
-    }
-  }
-  if ((op == "aten::clamp_max" || op == "aten::clamp_max_") && via_only("self")) {
-    const auto hi = argument(rec, "max");
-    const at::Tensor x = tensor("self");
-    if (hi.isScalar() && x.defined() && x.numel() > 0 && x.gt(hi.toScalar()).all().item<bool>()) {
-      return "clamped to its maximum";
     }
   }
   // an output that is only a function of the sequence lengths: the batch sizes

@@ -49,6 +49,16 @@
 
 namespace torchlens {
 
+namespace detail {
+/// Gives back a vector's unused capacity when more than an eighth of it (plus
+/// 64 slots) is unused: one grown by doubling can keep up to half of its
+/// storage unused for its lifetime. Moves the elements.
+template <class Vector>
+void shrink_if_loose(Vector& v) {
+  if (v.capacity() - v.size() > v.size() / 8 + 64) v.shrink_to_fit();
+}
+} // namespace detail
+
 /// Edge descriptor of a Digraph: the edge's index in insertion order.
 struct DigraphEdge {
   std::size_t index = static_cast<std::size_t>(-1);
@@ -61,13 +71,17 @@ class Digraph {
   using Index = std::uint32_t;
   static constexpr Index kNone = static_cast<Index>(-1);
 
+  static constexpr int kOut = 0, kIn = 1;
+  /// One vertex's out-edges or in-edges: a list threaded through the records.
+  struct EdgeList {
+    Index first = kNone, last = kNone, degree = 0;
+  };
   struct Adjacency {
-    Index first_out = kNone, last_out = kNone, first_in = kNone, last_in = kNone;
-    Index out_degree = 0, in_degree = 0;
+    EdgeList lists[2]; // [kOut], [kIn]
   };
   struct EdgeRecord {
     Index source, target;
-    Index next_out = kNone, next_in = kNone;
+    Index next[2]; // the next edge out of source [kOut], into target [kIn]
     EdgeBundle bundle;
   };
 
@@ -84,10 +98,7 @@ class Digraph {
     friend class boost::iterator_core_access;
     DigraphEdge dereference() const { return DigraphEdge{at_}; }
     bool equal(const IncidenceIterator& o) const { return at_ == o.at_; }
-    void increment() {
-      const EdgeRecord& r = g_->edges_[at_];
-      at_ = Out ? r.next_out : r.next_in;
-    }
+    void increment() { at_ = g_->edges_[at_].next[Out ? kOut : kIn]; }
     const Digraph* g_ = nullptr;
     Index at_ = kNone;
   };
@@ -170,39 +181,28 @@ class Digraph {
     }
     check_room(edges_.size());
     const auto e = static_cast<Index>(edges_.size());
-    edges_.push_back(
-        EdgeRecord{static_cast<Index>(u), static_cast<Index>(v), kNone, kNone, std::move(bundle)});
-    Adjacency& from = adjacency_[u];
-    if (from.last_out == kNone) {
-      from.first_out = e;
-    } else {
-      edges_[from.last_out].next_out = e;
-    }
-    from.last_out = e;
-    ++from.out_degree;
-    Adjacency& to = adjacency_[v];
-    if (to.last_in == kNone) {
-      to.first_in = e;
-    } else {
-      edges_[to.last_in].next_in = e;
-    }
-    to.last_in = e;
-    ++to.in_degree;
+    edges_.push_back(EdgeRecord{
+        static_cast<Index>(u), static_cast<Index>(v), {kNone, kNone}, std::move(bundle)});
+    append(adjacency_[u].lists[kOut], kOut, e);
+    append(adjacency_[v].lists[kIn], kIn, e);
     return DigraphEdge{e};
   }
 
   [[nodiscard]] vertex_descriptor source(edge_descriptor e) const { return edges_[e.index].source; }
   [[nodiscard]] vertex_descriptor target(edge_descriptor e) const { return edges_[e.index].target; }
   [[nodiscard]] std::size_t out_degree(vertex_descriptor v) const {
-    return adjacency_[v].out_degree;
+    return adjacency_[v].lists[kOut].degree;
   }
-  [[nodiscard]] std::size_t in_degree(vertex_descriptor v) const { return adjacency_[v].in_degree; }
+  [[nodiscard]] std::size_t in_degree(vertex_descriptor v) const {
+    return adjacency_[v].lists[kIn].degree;
+  }
   [[nodiscard]] std::pair<out_edge_iterator, out_edge_iterator> out_edges(
       vertex_descriptor v) const {
-    return {out_edge_iterator(this, adjacency_[v].first_out), out_edge_iterator(this, kNone)};
+    return {out_edge_iterator(this, adjacency_[v].lists[kOut].first),
+            out_edge_iterator(this, kNone)};
   }
   [[nodiscard]] std::pair<in_edge_iterator, in_edge_iterator> in_edges(vertex_descriptor v) const {
-    return {in_edge_iterator(this, adjacency_[v].first_in), in_edge_iterator(this, kNone)};
+    return {in_edge_iterator(this, adjacency_[v].lists[kIn].first), in_edge_iterator(this, kNone)};
   }
 
   /// Room for `vertices` vertices and `edges` edges without reallocating.
@@ -213,16 +213,11 @@ class Digraph {
   }
   [[nodiscard]] std::size_t vertex_capacity() const noexcept { return vertices_.capacity(); }
   [[nodiscard]] std::size_t edge_capacity() const noexcept { return edges_.capacity(); }
-  /// Gives back unused capacity when more than an eighth (plus 64 slots) of an
-  /// array is unused: a graph grown by doubling can otherwise keep up to half
-  /// of its storage unused for its lifetime. Moves the arrays' elements.
+  /// detail::shrink_if_loose on each array (a graph grown by doubling).
   void shrink_if_loose() {
-    const auto loose = [](auto& v) {
-      if (v.capacity() - v.size() > v.size() / 8 + 64) v.shrink_to_fit();
-    };
-    loose(vertices_);
-    loose(adjacency_);
-    loose(edges_);
+    detail::shrink_if_loose(vertices_);
+    detail::shrink_if_loose(adjacency_);
+    detail::shrink_if_loose(edges_);
   }
   void clear() noexcept {
     vertices_.clear();
@@ -240,6 +235,16 @@ class Digraph {
   friend void swap(Digraph& a, Digraph& b) noexcept { a.swap(b); }
 
  private:
+  /// Edge e goes to the tail of `list`, linked through the records' next[side].
+  void append(EdgeList& list, int side, Index e) {
+    if (list.last == kNone) {
+      list.first = e;
+    } else {
+      edges_[list.last].next[side] = e;
+    }
+    list.last = e;
+    ++list.degree;
+  }
   static void check_room(std::size_t n) {
     if (n >= kNone - 1) throw std::length_error("torchlens::Digraph: more than 2^32 - 2 elements");
   }

@@ -1079,6 +1079,54 @@ class Views(unittest.TestCase):
         self.assertGreater(report["layers_checked"], 60)
         self.assertEqual(report["failures"], [])
 
+    def test_models_that_change_their_own_parameters_validate(self):
+        # MoCo's key encoder gets new data inside forward (`p.data = ...`), a
+        # weight is halved through `.data` between two reads, and nn.Embedding
+        # with max_norm renormalises its rows in place: each op re-executes on
+        # the parameter as it read it, and the model is left as it was found.
+        class Momentum(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.q, self.k = nn.Linear(4, 3), nn.Linear(4, 3)
+
+            def forward(self, x):
+                with torch.no_grad():
+                    for pq, pk in zip(self.q.parameters(), self.k.parameters()):
+                        pk.data = pk.data * 0.9 + pq.data * 0.1
+                return (self.q(x) * self.k(x)).sum(-1)
+
+        class Halve(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(10, 4, max_norm=1.0)
+                self.fc = nn.Linear(4, 4)
+
+            def forward(self, idx):
+                e = self.emb(idx)
+                a = self.fc(e)
+                self.fc.weight.data.mul_(0.5)
+                return a + self.fc(e)
+
+        torch.manual_seed(0)
+        for model, x in ((Momentum(), torch.randn(2, 4)),
+                         (Halve(), torch.tensor([[1, 2, 3], [3, 4, 1]]))):
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            report = tl.validate_saved_activations(model, x, return_report=True)
+            self.assertTrue(report, str(report))
+            for k, v in model.state_dict().items():
+                self.assertTrue(torch.equal(v, before[k]), k)
+        # the log's values are the forward's: rows looked up have norm <= 1,
+        # and the second read of fc.weight sees it halved
+        model = Halve()
+        w0, e0 = model.fc.weight.detach().clone(), model.emb.weight.detach().clone()
+        x = torch.tensor([[1, 2, 3], [3, 4, 1]])
+        log = tl.log_forward_pass(model, x, layers_to_save="all")
+        norms = e0.norm(dim=-1, keepdim=True)
+        e = nn.functional.embedding(x, torch.where(norms > 1.0, e0 / (norms + 1e-7), e0))
+        lin = nn.functional.linear
+        expected = lin(e, w0, model.fc.bias) + lin(e, w0 * 0.5, model.fc.bias)
+        self.assertTrue(torch.allclose(log["output_1"].tensor_contents, expected, atol=1e-6))
+
     def test_show_model_graph_writes_dot_and_renders(self):
         model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
         with tempfile.TemporaryDirectory() as d:

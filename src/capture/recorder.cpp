@@ -731,6 +731,7 @@ void Recorder::set_replay(std::size_t id, const c10::OperatorHandle& op,
     rec.is_tensor[i] = from_edges[i] || args[i].isTensor();
   rec.args = std::move(args);
   rec.from_edges = std::move(from_edges);
+  note_kept_tensors(id);
 }
 
 ParamRef Recorder::param_ref(const ParamState& p) {
@@ -761,6 +762,78 @@ void Recorder::protect_storage(const c10::StorageImpl* s) {
     activations[id] = activations[id].clone();
   }
   saved_by_storage_.erase(it);
+}
+
+namespace {
+/// The tensor at slot `index` of a kept argument (-1: the argument itself).
+at::Tensor kept_tensor(const c10::IValue& arg, std::int32_t index) {
+  if (index < 0) return arg.toTensor();
+  const auto j = static_cast<std::size_t>(index);
+  return arg.isTensorList() ? arg.toTensorList().get(j) : arg.toList().get(j).toTensor();
+}
+} // namespace
+
+void Recorder::note_kept_tensors(std::size_t id) {
+  // Each kept tensor becomes its own alias of the data the op read: forward may
+  // give the live tensor other data (`p.data = ...`), and state restores write
+  // into it; an in-place write into that data freezes a copy (freeze_kept_tensors).
+  OpRecord& rec = records[id];
+  for (std::size_t i = 0; i < rec.args.size(); ++i) {
+    c10::IValue& a = rec.args[i];
+    const auto keep = [&](const at::Tensor& t, std::int32_t index) {
+      const auto* st = storage_of(t);
+      if (st == nullptr) return false;
+      kept_by_storage_[st].slots.push_back(KeptSlot{id, static_cast<std::uint32_t>(i), index});
+      return true;
+    };
+    if (a.isTensor()) {
+      if (keep(a.toTensor(), -1)) a = a.toTensor().detach();
+    } else if (a.isTensorList()) {
+      auto list = a.toTensorList();
+      for (std::size_t j = 0; j < list.size(); ++j) {
+        const at::Tensor t = list.get(j);
+        if (keep(t, static_cast<std::int32_t>(j))) list.set(j, t.detach());
+      }
+    } else if (a.isList() && a.toList().elementType()->kind() == c10::TypeKind::OptionalType) {
+      auto list = a.toList();
+      for (std::size_t j = 0; j < list.size(); ++j) {
+        const c10::IValue e = list.get(j);
+        if (e.isTensor() && keep(e.toTensor(), static_cast<std::int32_t>(j))) {
+          list.set(j, c10::IValue(e.toTensor().detach()));
+        }
+      }
+    }
+  }
+}
+
+void Recorder::freeze_kept_tensors(const c10::StorageImpl* s) {
+  if (s == nullptr) return;
+  auto it = kept_by_storage_.try_emplace(s).first; // later readers are frozen at the end
+  it->second.written = true;
+  // one copy per kept alias (a list argument is shared by the records of one
+  // op's outputs: its slots after the first already hold the copy)
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies; // alias → copy
+  for (const KeptSlot& k : it->second.slots) {
+    c10::IValue& arg = records[k.id].args[k.arg];
+    const at::Tensor t = kept_tensor(arg, k.index);
+    const auto* impl = t.unsafeGetTensorImpl();
+    at::Tensor copy;
+    for (const auto& [alias, c] : copies) {
+      if (alias.unsafeGetTensorImpl() == impl || c.unsafeGetTensorImpl() == impl) copy = c;
+    }
+    if (!copy.defined()) {
+      copy = t.clone();
+      copies.emplace_back(t, copy);
+    }
+    if (k.index < 0) {
+      arg = copy;
+    } else if (arg.isTensorList()) {
+      arg.toTensorList().set(static_cast<std::size_t>(k.index), copy);
+    } else {
+      arg.toList().set(static_cast<std::size_t>(k.index), c10::IValue(copy));
+    }
+  }
+  it->second.slots.clear();
 }
 
 void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
@@ -1073,7 +1146,15 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     } else if (a.isTensor()) {
       const bool edge = resolve_arg(a.toTensor(), pos, -1, written, parents, params);
       arg_tensors.push_back(a.toTensor());
-      note(i, edge ? c10::IValue() : a, edge, true);
+      if (edge) {
+        note(i, c10::IValue(), true, true);
+      } else if (written && keep_records_) {
+        // a parameter written in place (`weight.mul_(0.5)` under no_grad): the
+        // record keeps the value the op read, not the one it leaves
+        note(i, c10::IValue(a.toTensor().detach().clone()), false, true);
+      } else {
+        note(i, a, false, true);
+      }
     } else if (a.isTensorList()) {
       // the record keeps a copy with the in-edge tensors taken out
       auto list = keep_records_ ? a.toTensorList().copy() : a.toTensorList();
@@ -1119,6 +1200,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (info.arg_written[i] && args[i].isTensor()) {
       const at::Tensor& w = args[i].toTensor();
       protect_storage(storage_of(w));
+      if (keep_records_) freeze_kept_tensors(storage_of(w));
       if (w.is_view() && !w.is_inference()) args_written_views[i] = w;
     }
   }
@@ -1231,7 +1313,10 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (live_ != nullptr && std::binary_search(live_->reads().begin(), live_->reads().end(), id)) {
       live_values_[id] = t.detach().clone(); // later in-place ops must not change it
     }
-    if (keep_records_) records[id] = last ? std::move(rec) : rec;
+    if (keep_records_) {
+      records[id] = last ? std::move(rec) : rec;
+      note_kept_tensors(id);
+    }
     for (const auto& p : parents) {
       boost::add_edge(p.node, id,
                       TensorEdge{p.arg_pos, p.list_index, info.arg_names[p.arg_pos], false}, graph);
@@ -1415,6 +1500,14 @@ void Recorder::finish(double forward_ms) {
   for (const auto& [impl, p] : params_) protect_storage(storage_of(p.tensor));
   for (const auto& t : keep_alive_) protect_storage(storage_of(t));
   saved_by_storage_.clear();
+  // Records that read a tensor written during the capture (a parameter that
+  // forward renormalises, clips or scales in place) after its last write: they
+  // read its value as forward left it. Copy that, so that validation (which puts
+  // the model's state back first) and replays see what each op read.
+  for (auto& [storage, kept] : kept_by_storage_) {
+    if (kept.written && !kept.slots.empty()) freeze_kept_tensors(storage);
+  }
+  kept_by_storage_.clear();
   tensors_.clear();
 
   // Printable non-tensor arguments, from the replay records (without them,

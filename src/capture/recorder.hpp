@@ -280,6 +280,13 @@ class Recorder {
   /// Notes where t's gradient will arrive (LogOptions::save_gradients).
   void note_gradient_edge(std::size_t id, const at::Tensor& t);
   void protect_storage(const c10::StorageImpl* s);
+  /// Replay records keep the tensors they read outside the graph (parameters)
+  /// as references: registers those of record `id` by storage.
+  void note_kept_tensors(std::size_t id);
+  /// Storage `s` is about to be written (or the capture ends after it was):
+  /// the records that read it so far get a copy of its value now, so each
+  /// re-executes on what its op read.
+  void freeze_kept_tensors(const c10::StorageImpl* s);
   void push_call(int module, std::vector<at::Tensor> passthrough);
   std::vector<ModuleFrame> module_frames(const ParamList& params, bool& observed);
   /// Where a written or re-read view lies in its base (`size`, `stride`,
@@ -343,6 +350,18 @@ class Recorder {
   std::pmr::unordered_map<const c10::StorageImpl*, std::pair<std::size_t, Geometry>>
       outputs_by_storage_{&arena_};
   std::unordered_map<const c10::StorageImpl*, std::vector<std::size_t>> saved_by_storage_;
+  /// A tensor argument a replay record keeps (not from an in-edge): record,
+  /// argument, index in a list argument (-1 for none).
+  struct KeptSlot {
+    std::size_t id;
+    std::uint32_t arg;
+    std::int32_t index;
+  };
+  struct KeptTensors {
+    std::vector<KeptSlot> slots; ///< records still pointing at the live tensor
+    bool written = false;        ///< some op wrote the storage during the capture
+  };
+  std::unordered_map<const c10::StorageImpl*, KeptTensors> kept_by_storage_;
   std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> pinned_;
   std::pmr::unordered_set<const c10::StorageImpl*> pinned_set_{&arena_};
   std::size_t purge_at_ = std::size_t{1} << 12; // tensors_ size that triggers purge_dead()

@@ -55,14 +55,31 @@ StateSnapshot::StateSnapshot(const ModelDescription& model,
 }
 
 void StateSnapshot::add(const at::Tensor& t, bool always) {
-  if (t.defined()) saved_.push_back({t, t.clone(), t._version(), always});
+  if (t.defined()) saved_.push_back({t, t.detach(), t.clone(), t._version(), always});
 }
+
+namespace {
+/// `a` and `b` are the same elements of the same storage (a sparse tensor has
+/// none: its data cannot be swapped through `.data`).
+bool same_data(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.has_storage() || !b.has_storage()) return true;
+  return a.is_alias_of(b) && a.sizes() == b.sizes() && a.strides() == b.strides() &&
+         a.storage_offset() == b.storage_offset();
+}
+} // namespace
 
 void StateSnapshot::restore() {
   {
     at::NoGradGuard no_grad;
     for (auto& e : saved_) {
-      if (!e.always && e.live._version() == e.version) continue;
+      // `p.data = ...` (a momentum encoder's update) gave the tensor new data
+      if (!same_data(e.live, e.data)) e.live.set_data(e.data);
+      // Writes through `p.data` bump a version counter of their own, so an
+      // unchanged version proves nothing: compare the values (reading both costs
+      // about what copying back would, without the writes).
+      const bool unchanged = !e.always && e.live._version() == e.version && !e.live.is_sparse() &&
+                             e.live.equal(e.copy);
+      if (unchanged) continue;
       e.live.copy_(e.copy);
       e.version = e.live._version();
     }

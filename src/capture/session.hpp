@@ -26,11 +26,14 @@ namespace torchlens::detail {
 
 /// Parameters, buffers and inputs as they were, to undo what a forward pass
 /// changes in place between repeated runs. Parameters and inputs are copied
-/// back only when their version counter moved (in-place ops bump it; an
-/// eval-mode forward writes none of them: for vgg11_bn two 530 MB copies
-/// saved). Buffers are always copied back: batch norm updates its running
-/// statistics through raw pointers, without bumping their version. `also`, when
-/// set, runs after every restore (TorchScript attributes forward reassigned).
+/// back only when they changed: their version counter moved (in-place ops bump
+/// it) or their values differ (a write through `p.data` bumps another counter);
+/// an eval-mode forward writes none of them, and comparing is cheaper than
+/// copying back (for vgg11_bn, no 530 MB writes). Data the forward swapped in
+/// (`p.data = new`, a momentum encoder) is swapped back first. Buffers are
+/// always copied back: batch norm updates its running statistics through raw
+/// pointers, without bumping their version. `also`, when set, runs after every
+/// restore (TorchScript attributes forward reassigned).
 class StateSnapshot {
  public:
   StateSnapshot(const ModelDescription& model,
@@ -40,7 +43,9 @@ class StateSnapshot {
 
  private:
   struct Entry {
-    at::Tensor live, copy;
+    at::Tensor live;
+    at::Tensor data; ///< the tensor's data when saved (same storage, own TensorImpl)
+    at::Tensor copy;
     std::int64_t version;
     bool always;
   };

@@ -81,6 +81,46 @@ struct SparseAdjacencyImpl : torch::nn::Module {
 };
 TORCH_MODULE(SparseAdjacency);
 
+/// Forward changes its own parameters: nn.Embedding with max_norm renormalises
+/// the rows it looks up (in place, inside forward), then a weight is scaled
+/// through `.data()` between two reads (a write its version counter misses).
+struct SelfChangingImpl : torch::nn::Module {
+  torch::nn::Embedding emb{nullptr};
+  torch::nn::Linear fc{nullptr};
+  SelfChangingImpl() {
+    emb = register_module(
+        "emb", torch::nn::Embedding(torch::nn::EmbeddingOptions(10, 4).max_norm(1.0)));
+    fc = register_module("fc", torch::nn::Linear(4, 4));
+  }
+  torch::Tensor forward(const torch::Tensor& idx) {
+    const auto e = emb->forward(idx);
+    const auto a = fc->forward(e);
+    fc->weight.data().mul_(0.5);
+    return a + fc->forward(e);
+  }
+};
+TORCH_MODULE(SelfChanging);
+
+/// MoCo's key encoder: forward gives its parameters new data (`p.data = ...`).
+struct MomentumEncoderImpl : torch::nn::Module {
+  torch::nn::Linear q{nullptr}, k{nullptr};
+  MomentumEncoderImpl() {
+    q = register_module("q", torch::nn::Linear(4, 3));
+    k = register_module("k", torch::nn::Linear(4, 3));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    {
+      torch::NoGradGuard no_grad;
+      const auto pq = q->parameters(), pk = k->parameters();
+      for (std::size_t i = 0; i < pk.size(); ++i) {
+        pk[i].set_data(pk[i].data() * 0.9 + pq[i].data() * 0.1);
+      }
+    }
+    return (q->forward(x) * k->forward(x)).sum(-1);
+  }
+};
+TORCH_MODULE(MomentumEncoder);
+
 void require_one_failure(const ValidationReport& r, const std::string& label, FailureKind kind) {
   INFO(text(r));
   CHECK_FALSE(r.valid);
@@ -807,6 +847,48 @@ def forward(self, x):
     CHECK(torch::equal(log["viewupdate_1_4"].activation(), (x * 1.0 + 1.0).t()));
     CHECK(log["tensor_1_6"]->op_name == "aten::tensor");
     CHECK(torch::equal(log["tensor_1_6"].activation(), torch::tensor({1.0F, 2.0F, 3.0F})));
+  }
+
+  TEST_CASE("parameters that forward changes: each op re-executes on what it read") {
+    torch::manual_seed(0);
+    SelfChanging net;
+    const auto idx = torch::tensor({1, 2, 3, 3, 4, 1}, torch::kLong).view({2, 3});
+    const auto emb0 = net->emb->weight.detach().clone();
+    const auto fc0 = net->fc->weight.detach().clone();
+    // the renormalisation's own input (the weight) and the lookup
+    const auto r = validate_saved_activations(net, idx, LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    CHECK(r.failures.empty());
+    // validation puts the model back as it found it, `.data()` write included
+    CHECK(torch::equal(net->emb->weight, emb0));
+    CHECK(torch::equal(net->fc->weight, fc0));
+
+    auto log = log_forward_pass(net, idx, LogOptions().seed(0));
+    // every row looked up has norm at most 1 (rows 1..4 of the weight renormalised)
+    std::vector<std::string> lookups;
+    for (auto v : boost::make_iterator_range(boost::vertices(log.graph()))) {
+      if (log.graph()[v].layer_type == "embedding") lookups.push_back(log.graph()[v].label);
+    }
+    REQUIRE(lookups.size() == 1);
+    const auto e = log[lookups[0]].activation();
+    CHECK((e.norm(2, -1) <= 1.0 + 1e-5).all().item<bool>());
+    const auto norms = emb0.norm(2, -1, true);
+    const auto renormed = torch::where(norms > 1.0, emb0 / (norms + 1e-7), emb0);
+    CHECK(torch::allclose(e, torch::embedding(renormed, idx), 1e-5, 1e-6));
+    // the two reads of fc.weight: before and after the halving
+    CHECK(torch::allclose(log["output_1"].activation(),
+                          torch::linear(e, fc0, net->fc->bias) +
+                              torch::linear(e, fc0 * 0.5, net->fc->bias),
+                          1e-5, 1e-6));
+
+    MomentumEncoder moco;
+    const auto x = torch::randn({2, 4});
+    const auto k0 = moco->k->weight.detach().clone();
+    const auto r2 = validate_saved_activations(moco, x, LogOptions().seed(0));
+    INFO(text(r2));
+    CHECK(r2.valid);
+    CHECK(torch::equal(moco->k->weight, k0));
   }
 
   TEST_CASE("an out= buffer is written, not read: no in-edge, and its op validates") {

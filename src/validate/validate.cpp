@@ -505,7 +505,8 @@ class Noise {
 
 /// A value of `t`'s shape and dtype that differs from it (with high
 /// probability): attempt 0 draws new values; 1 and 2 shift the values up and
-/// down (so ops flat on one side, a relu of negatives, see a change).
+/// down (so ops flat on one side, a relu of negatives, see a change). Bools:
+/// new bits, then the negation, then new bits again.
 at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
   if (attempt > 0 && !t.is_complex() && t.scalar_type() != at::kBool) {
     if (!t.is_floating_point()) {
@@ -519,15 +520,22 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
     return attempt == 1 ? t + shift : t - shift;
   }
   at::Generator& gen = noise.gen();
-  // integers and bools: random values in the observed range, and wherever one
-  // equals the original (certain for a one-element tensor half the time) the
-  // next value / the negation, so the perturbation always changes the tensor;
-  // each is drawn on the CPU (the generator is a CPU one), then moved to t's device
+  // integers: random values in the observed range, and wherever one equals the
+  // original (certain for a one-element tensor half the time) the next value, so
+  // the perturbation always changes the tensor. Bools: random bits, one flipped
+  // if they all came out as the original. Not the negation alone: negating a mask
+  // with one true per row of two keeps the rows that nonzero reports (a top-2
+  // router's). Each is drawn on the CPU (the generator is a CPU one), then moved
+  // to t's device.
   const auto on_cpu = at::TensorOptions().device(at::kCPU);
   if (t.scalar_type() == at::kBool) {
-    const auto r =
-        at::randint(0, 2, t.sizes(), gen, on_cpu.dtype(at::kLong)).to(t.device(), at::kBool);
-    return at::where(r.eq(t), t.logical_not(), r);
+    if (attempt == 1) return t.logical_not();
+    at::Tensor r = at::randint(0, 2, t.sizes(), gen, on_cpu.dtype(at::kLong)).to(at::kBool);
+    if (t.numel() > 0 && r.equal(t.to(at::kCPU))) {
+      const auto k = at::randint(0, t.numel(), {1}, gen, on_cpu.dtype(at::kLong)).item<std::int64_t>();
+      r.data_ptr<bool>()[k] = !r.data_ptr<bool>()[k];
+    }
+    return r.to(t.device());
   }
   if (!t.is_floating_point() && !t.is_complex()) {
     const auto d = t.to(at::kLong);

@@ -121,6 +121,16 @@ struct MomentumEncoderImpl : torch::nn::Module {
 };
 TORCH_MODULE(MomentumEncoder);
 
+/// Rows routed by a mask with one true in each row of two (a top-1-of-2
+/// router): nonzero reports every row for that mask and for its negation.
+struct RowsOfMaskImpl : torch::nn::Module {
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto rows = at::nonzero_numpy(x.gt(0))[0];
+    return x.index_select(0, rows) * 2.0;
+  }
+};
+TORCH_MODULE(RowsOfMask);
+
 void require_one_failure(const ValidationReport& r, const std::string& label, FailureKind kind) {
   INFO(text(r));
   CHECK_FALSE(r.valid);
@@ -889,6 +899,19 @@ def forward(self, x):
     INFO(text(r2));
     CHECK(r2.valid);
     CHECK(torch::equal(moco->k->weight, k0));
+  }
+
+  TEST_CASE("a bool parent is perturbed by new bits, not only by its negation") {
+    RowsOfMask net;
+    const auto x = torch::tensor({{-1.0, 1.0}, {1.0, -1.0}, {2.0, -2.0}, {-3.0, 3.0}, {1.0, -1.0}});
+    const auto r = validate_saved_activations(net, x, LogOptions().seed(0));
+    INFO(text(r));
+    CHECK(r.valid);
+    CHECK(r.failures.empty());
+    auto log = log_forward_pass(net, x, LogOptions().seed(0));
+    CHECK(torch::equal(log["nonzeronumpy_1_2"].activation(), torch::arange(5)));
+    CHECK(log["nonzeronumpy_1_2"].parents() == std::vector<std::string>{"gt_1_1"});
+    CHECK(torch::equal(log["output_1"].activation(), x * 2.0));
   }
 
   TEST_CASE("an out= buffer is written, not read: no in-edge, and its op validates") {

@@ -944,6 +944,33 @@ class Robustness(unittest.TestCase):
             tl.log_forward_pass(m, torch.rand(2, 3), layers_to_save=["conv2d_1_1"])
 
 
+    def test_a_nested_tensor_is_a_clear_error_and_the_next_log_works(self):
+        # nn.TransformerEncoder's fast path (eval, no gradients, a padding mask)
+        # turns the batch into a nested tensor, which has no shape: LibTorch's
+        # own message was "Internal error: NestedTensorImpl doesn't support sizes"
+        class Encoder(nn.Module):
+            def __init__(self, nested):
+                super().__init__()
+                layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+                self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=nested)
+
+            def forward(self, x, pad):
+                with torch.no_grad():
+                    return self.enc(x, src_key_padding_mask=pad)
+
+        torch.manual_seed(0)
+        x = torch.randn(2, 5, 8)
+        pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "nested tensors are in prototype stage"
+            with self.assertRaisesRegex(RuntimeError, "returned a nested tensor.*"
+                                        "enable_nested_tensor=False"):
+                tl.log_forward_pass(Encoder(True).eval(), [x, pad])
+        model = Encoder(False).eval()
+        log = tl.log_forward_pass(model, [x, pad], layers_to_save="all")
+        self.assertTrue(torch.equal(log[log.output_layers[0]].tensor_contents, model(x, pad)))
+        self.assertIs(tl.validate_saved_activations(model, [x, pad]), True)
+
 class Inputs(unittest.TestCase):
     def test_a_dataclass_output_is_addressed_by_field(self):
         # TorchLens finds tensors in an output object's attributes; without it a

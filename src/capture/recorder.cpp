@@ -740,6 +740,14 @@ ParamRef Recorder::param_ref(const ParamState& p) {
 }
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
+  // A nested tensor has no sizes (LibTorch's own error says only "Internal
+  // error"). nn.TransformerEncoder makes one on its fast path: in eval mode,
+  // without gradients, with a src_key_padding_mask.
+  TORCHLENS_CHECK(!t.is_nested(), "cannot log ", n.op_name.str(),
+                  ": it returned a nested tensor, which torchlens does not log (it has no "
+                  "single shape). nn.TransformerEncoder makes one on its fast path (eval mode, "
+                  "no gradients, a src_key_padding_mask): build it with "
+                  "enable_nested_tensor=False, or log it with gradients enabled");
   n.shape.assign(t.sizes().begin(), t.sizes().end());
   n.dtype = dtype_name(t.scalar_type());
   n.device = device_name(t.device());

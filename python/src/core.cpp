@@ -240,6 +240,21 @@ void module_enter(py::handle module, py::handle args) {
   calls.push_back(std::move(e));
 }
 
+/// A module's forward called directly (`self.block.forward(x)`: no __call__, so
+/// no hooks), through the wrapper the Python package puts on its class for the
+/// capture: enters a call of it (true) unless it is not the model's or is the
+/// innermost call already (its __call__'s hooks entered it, or its forward is
+/// calling its parent class's). The call's frame is the wrapper's.
+bool forward_enter(py::handle module, py::handle args) {
+  td::Recorder* rec = tls_hooks.recorder;
+  if (rec == nullptr || !rec->has_module(module.ptr())) return false;
+  close_abandoned_calls(rec);
+  const auto& calls = tls_hooks.calls;
+  if (!calls.empty() && calls.back().module == module.ptr()) return false;
+  module_enter(module, args);
+  return true;
+}
+
 void module_exit(py::handle module, py::handle output) {
   td::Recorder* rec = tls_hooks.recorder;
   auto& calls = tls_hooks.calls;
@@ -636,6 +651,13 @@ PYBIND11_MODULE(_core, m) {
       [](py::handle module, py::handle, py::handle output) { module_exit(module, output); },
       py::arg("module"), py::arg("args"), py::arg("output"),
       "forward hook: the call ends returning output (no-op outside a capture)");
+  m.def("forward_enter", &forward_enter, py::arg("module"), py::arg("args"),
+        "a direct call of module.forward begins: true when it is a new call of the "
+        "model's module (false outside a capture, or within the module's own call)");
+  m.def(
+      "forward_exit", [](py::handle module, py::handle output) { module_exit(module, output); },
+      py::arg("module"), py::arg("output"),
+      "the direct call of module.forward that forward_enter began returns output");
   // Global module hooks (installed only while a model with TorchScript
   // submodules is logged): called for every module's call, they announce
   // those of the model's TorchScript submodules, which take no hooks of their own.

@@ -9,6 +9,7 @@ state left as they were."""
 
 import collections
 import dataclasses
+import inspect
 import os
 import sys
 import tempfile
@@ -314,6 +315,56 @@ class Nesting(unittest.TestCase):
         log = tl.log_forward_pass(M(), torch.rand(2, 3))
         self.assertEqual(log.module_num_passes, {"a": 2})
 
+
+    def test_a_forward_called_directly_is_a_call_of_its_module(self):
+        # `self.a.forward(x)` runs no hooks; TorchLens wraps forward and sees it.
+        # A subclass calling super().forward stays one call, and the classes get
+        # their own forward back (also when forward raises).
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 4)
+                self.act = nn.ReLU()
+
+            def forward(self, x):
+                return self.act(self.fc(x))
+
+        class Scaled(Block):
+            def forward(self, x):
+                return super().forward(x) * 2
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b, self.c = Block(), Block(), Scaled()
+
+            def forward(self, x):
+                return self.c(self.b.forward(self.a.forward(x)))
+
+        own, own_scaled = Block.__dict__["forward"], Scaled.__dict__["forward"]
+        signature = inspect.signature(Block().forward)
+        log = tl.log_forward_pass(M(), torch.rand(2, 4))
+        self.assertEqual([layer.layer_label for layer in log],
+                         ["input_1", "linear_1_1", "relu_1_2", "linear_2_3", "relu_2_4",
+                          "linear_3_5", "relu_3_6", "mul_1_7", "output_1"])
+        self.assertEqual(log["linear_1_1"].containing_modules, ["a:1", "a.fc:1"])
+        self.assertEqual(sorted(log["relu_1_2"].module_passes_exited), ["a.act:1", "a:1"])
+        self.assertEqual(log["linear_2_3"].containing_modules, ["b:1", "b.fc:1"])
+        self.assertEqual(log["linear_3_5"].containing_modules, ["c:1", "c.fc:1"])
+        self.assertEqual(log["mul_1_7"].containing_modules, ["c:1"])
+        self.assertEqual(log.module_num_passes, {"a": 1, "a.fc": 1, "a.act": 1, "b": 1,
+                                                 "b.fc": 1, "b.act": 1, "c": 1, "c.fc": 1,
+                                                 "c.act": 1})
+        self.assertIs(Block.__dict__["forward"], own)
+        self.assertIs(Scaled.__dict__["forward"], own_scaled)
+        self.assertEqual(inspect.signature(Block().forward), signature)
+        with self.assertRaises(RuntimeError):
+            tl.log_forward_pass(M(), torch.rand(2, 5))  # a shape error inside a.forward
+        self.assertIs(Block.__dict__["forward"], own)
+        x = torch.rand(2, 4)
+        m = M()
+        log = tl.log_forward_pass(m, x, layers_to_save="all")
+        self.assertTrue(torch.equal(log["output_1"].tensor_contents, m(x)))
 
 class Conditionals(unittest.TestCase):
     """TorchLens's conditional fields, as its code sets them (postprocess step 5)."""

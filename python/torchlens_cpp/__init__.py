@@ -17,7 +17,10 @@ through torchlens's TorchScript path instead (module calls from the
 interpreter). See docs/python.md.
 """
 
+import functools
 import os
+import threading
+import types
 
 import torch
 
@@ -107,6 +110,58 @@ def _describe(model, args, kwargs, returned=None):
     )
 
 
+_forward_lock = threading.Lock()
+_forward_patches = {}  # class -> [its own forward, the wrapper, captures using it]
+
+
+def _direct_call_wrapper(forward):
+    """``forward`` announcing the calls that bypass ``Module.__call__`` (and so
+    the hooks): ``self.block.forward(x)``. Within the module's own call (its
+    ``__call__``, or a subclass's ``super().forward``) it only calls through."""
+
+    @functools.wraps(forward)  # inspect.signature(module.forward) stays the same
+    def direct_forward(self, *args, **kwargs):
+        if not _core.forward_enter(self, args):
+            return forward(self, *args, **kwargs)
+        out = forward(self, *args, **kwargs)
+        _core.forward_exit(self, out)
+        return out
+
+    return direct_forward
+
+
+def _forward_class(module):
+    """The class whose own ``forward`` the module runs, or None (nn.Module's
+    placeholder, or something other than a plain function)."""
+    for klass in type(module).__mro__:
+        if "forward" in klass.__dict__:
+            f = klass.__dict__["forward"]
+            if klass is torch.nn.Module or not isinstance(f, types.FunctionType):
+                return None
+            return klass
+    return None
+
+
+def _patch_forward(klass):
+    with _forward_lock:
+        entry = _forward_patches.get(klass)
+        if entry is None:
+            own = klass.__dict__["forward"]
+            entry = _forward_patches[klass] = [own, _direct_call_wrapper(own), 0]
+            klass.forward = entry[1]
+        entry[2] += 1
+
+
+def _unpatch_forward(klass):
+    with _forward_lock:
+        entry = _forward_patches[klass]
+        entry[2] -= 1
+        if entry[2] == 0:
+            del _forward_patches[klass]
+            if klass.__dict__.get("forward") is entry[1]:
+                klass.forward = entry[0]
+
+
 class _Hooks:
     """Forward pre/post hooks on every module of the model, for one call: they
     push and pop module frames in the capture running on this thread (outside
@@ -116,11 +171,17 @@ class _Hooks:
     them) and its children are called by the interpreter, not by Python: its
     own calls are announced by global module hooks that answer for it alone,
     and the engine places the ops inside it by the parameters they read (its
-    submodules' calls are inferred, as in a C++-frontend model)."""
+    submodules' calls are inferred, as in a C++-frontend model).
+
+    A forward called directly (``self.block.forward(x)``) runs no hooks: for the
+    call, each module class's own ``forward`` is wrapped to announce such calls
+    (TorchLens wraps ``forward`` too); shared by concurrent captures, the class
+    gets its own ``forward`` back when the last one ends."""
 
     def __init__(self, model):
         self.model = model
         self.handles = []
+        self.classes = []
 
     def __enter__(self):
         scripted = []  # name prefixes of TorchScript submodules
@@ -138,6 +199,10 @@ class _Hooks:
                 # weight) is inside the call
                 m._forward_pre_hooks.move_to_end(enter.id, last=False)
                 self.handles.append(m.register_forward_hook(_core.module_exit))
+                klass = _forward_class(m)
+                if klass is not None and klass not in self.classes:
+                    _patch_forward(klass)
+                    self.classes.append(klass)
             if scripted:
                 # C++ functions, so the call's frame is _call_impl's (as for the hooks above)
                 from torch.nn.modules import module as _module
@@ -154,6 +219,9 @@ class _Hooks:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        for klass in self.classes:
+            _unpatch_forward(klass)
+        self.classes.clear()
         return False
 
 

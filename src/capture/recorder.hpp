@@ -132,6 +132,11 @@ class Recorder {
   void enter_module(const void* identity);
   void exit_module();
   /// True for a module of the model marked opaque (ModelDescription::NamedModule).
+  /// `identity` is one of the model's modules.
+  [[nodiscard]] bool has_module(const void* identity) const {
+    auto it = module_by_identity_.find(identity);
+    return it != module_by_identity_.end() && it->second >= 0;
+  }
   [[nodiscard]] bool is_opaque_module(const void* identity) const {
     auto it = module_by_identity_.find(identity);
     return it != module_by_identity_.end() && it->second >= 0 &&

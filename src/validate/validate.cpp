@@ -532,7 +532,8 @@ at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
     if (attempt == 1) return t.logical_not();
     at::Tensor r = at::randint(0, 2, t.sizes(), gen, on_cpu.dtype(at::kLong)).to(at::kBool);
     if (t.numel() > 0 && r.equal(t.to(at::kCPU))) {
-      const auto k = at::randint(0, t.numel(), {1}, gen, on_cpu.dtype(at::kLong)).item<std::int64_t>();
+      const auto k =
+          at::randint(0, t.numel(), {1}, gen, on_cpu.dtype(at::kLong)).item<std::int64_t>();
       r.data_ptr<bool>()[k] = !r.data_ptr<bool>()[k];
     }
     return r.to(t.device());

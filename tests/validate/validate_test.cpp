@@ -88,8 +88,8 @@ struct SelfChangingImpl : torch::nn::Module {
   torch::nn::Embedding emb{nullptr};
   torch::nn::Linear fc{nullptr};
   SelfChangingImpl() {
-    emb = register_module(
-        "emb", torch::nn::Embedding(torch::nn::EmbeddingOptions(10, 4).max_norm(1.0)));
+    emb = register_module("emb",
+                          torch::nn::Embedding(torch::nn::EmbeddingOptions(10, 4).max_norm(1.0)));
     fc = register_module("fc", torch::nn::Linear(4, 4));
   }
   torch::Tensor forward(const torch::Tensor& idx) {
@@ -887,10 +887,10 @@ def forward(self, x):
     const auto renormed = torch::where(norms > 1.0, emb0 / (norms + 1e-7), emb0);
     CHECK(torch::allclose(e, torch::embedding(renormed, idx), 1e-5, 1e-6));
     // the two reads of fc.weight: before and after the halving
-    CHECK(torch::allclose(log["output_1"].activation(),
-                          torch::linear(e, fc0, net->fc->bias) +
-                              torch::linear(e, fc0 * 0.5, net->fc->bias),
-                          1e-5, 1e-6));
+    CHECK(torch::allclose(
+        log["output_1"].activation(),
+        torch::linear(e, fc0, net->fc->bias) + torch::linear(e, fc0 * 0.5, net->fc->bias), 1e-5,
+        1e-6));
 
     MomentumEncoder moco;
     const auto x = torch::randn({2, 4});

@@ -356,8 +356,16 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
     return "lengths depend on the batch sizes only";
   }
   // a scatter whose index writes every element of `self` (an inverse
-  // permutation scattered into empty_like: pack_padded_sequence's unsort)
-  if ((op == "aten::scatter" || op == "aten::scatter_") && via_only("self")) {
+  // permutation scattered into empty_like: pack_padded_sequence's unsort), or a
+  // scatter_reduce leaving `self` out (include_self=False: a top-k router's amax)
+  // that reaches every element; a scatter with reduce="add"/"multiply" reads self
+  const bool overwrites =
+      (op == "aten::scatter" || op == "aten::scatter_") && !argument(rec, "reduce").isString();
+  const auto include_self = argument(rec, "include_self");
+  const bool reduces_without_self =
+      (op == "aten::scatter_reduce" || op == "aten::scatter_reduce_") && include_self.isBool() &&
+      !include_self.toBool();
+  if ((overwrites || reduces_without_self) && via_only("self")) {
     const at::Tensor self = tensor("self");
     const at::Tensor index = tensor("index");
     const auto dim = argument(rec, "dim");

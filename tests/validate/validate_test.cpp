@@ -717,6 +717,31 @@ def forward(self, x):
           std::string::npos);
   }
 
+  TEST_CASE("a scatter_reduce without self reaching every element is excused; with self, not") {
+    // a top-k router's amax (include_self=False) into zeros: the zeros are never
+    // read; with include_self=True the destination is part of the result
+    auto m = scripted("ScatterReduce", R"(
+def forward(self, x):
+    idx = torch.argsort(x, 0)
+    full = torch.zeros_like(x).scatter_reduce(0, idx, torch.exp(x), "amax", include_self=False)
+    kept = torch.cos(x).scatter_reduce(0, idx, x, "sum", include_self=True)
+    return full + kept
+)");
+    const auto x = toy::ts::input();
+    const auto r = check_valid_ts(m, x, 7);
+    std::map<std::string, int> reasons;
+    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    INFO(text(r));
+    CHECK(reasons["every element overwritten"] == 1);
+    CHECK(text(r).find("every element overwritten: scatterreduce_1_4 ← zeroslike_1_2") !=
+          std::string::npos);
+    auto log = log_forward_pass(m, {x}, LogOptions().seed(0));
+    const auto idx = torch::argsort(x, 0, false);
+    const auto expected = torch::zeros_like(x).scatter_reduce(0, idx, x.exp(), "amax", false) +
+                          x.cos().scatter_reduce(0, idx, x, "sum", true);
+    CHECK(torch::allclose(log["output_1"].activation(), expected));
+  }
+
   TEST_CASE("an index_put reaching every element, and meshgrid's other tensors, are excused") {
     // torchvision's FasterRCNN (eager) was INVALID for both: its anchor grid
     // (meshgrid's output 0 holds tensors[0]'s values; tensors[1] gives only its

@@ -153,11 +153,23 @@ void append_scalar(std::ostringstream& os, c10::SmallVectorImpl<ScalarArg>& out,
   if (!is_tensor || wrapped) out.push_back(ScalarArg{name, print_argument(os, value, wrapped)});
 }
 
-/// The output index of the IR node a dispatcher output comes from: one IR output
-/// per tensor, or one Tensor[] output holding them all.
-std::uint64_t output_bit(std::uint64_t returned, std::size_t index, std::size_t num_outputs) {
-  if (num_outputs == 1 || returned == 1) return returned & 1;
-  return returned & (std::uint64_t{1} << std::min<std::size_t>(index, 63));
+/// Which of the op's returns (the IR node's outputs) the `flat`-th tensor of
+/// flatten_returns comes from: a Tensor return is one tensor, a Tensor[] return
+/// (split, unbind) all of its elements.
+std::size_t return_position(c10::ArrayRef<c10::IValue> returns, std::size_t flat) {
+  for (std::size_t i = 0; i < returns.size(); ++i) {
+    const std::size_t n = returns[i].isTensor()       ? 1
+                          : returns[i].isTensorList() ? returns[i].toListRef().size()
+                                                      : 0;
+    if (flat < n) return i;
+    flat -= n;
+  }
+  return returns.size();
+}
+
+/// Bit `position` of a mask over the IR node's outputs.
+std::uint64_t output_bit(std::uint64_t mask, std::size_t position) {
+  return mask & (std::uint64_t{1} << std::min<std::size_t>(position, 63));
 }
 
 // The interned names of a tensor's dtype and device, looked up once per
@@ -1302,8 +1314,11 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (exits_observed) {
       // a return that depends on the branch taken is a guess that infer-modules
       // keeps only for a value nothing uses (returned, then dropped by the caller)
-      n.exits_observed = output_bit(uncertain_here, out, outputs.size()) == 0;
-      if (output_bit(returned_here | uncertain_here, out, outputs.size()) != 0) {
+      // (embedding_bag's four outputs, of which F.embedding_bag returns the first)
+      const std::size_t position =
+          return_position(torch::jit::last(*stack, num_returns), n.output_index);
+      n.exits_observed = output_bit(uncertain_here, position) == 0;
+      if (output_bit(returned_here | uncertain_here, position) != 0) {
         n.modules_exited = (innermost_is_module ? 1 : 0) + outer_exits;
       }
     }

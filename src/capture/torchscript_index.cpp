@@ -203,13 +203,25 @@ TorchScriptIndex::TorchScriptIndex(const torch::jit::Module& model) {
   }
 }
 
-void TorchScriptIndex::index_graph(const Graph& g, std::vector<std::size_t>* passthrough) {
-  seen_.push_back(&g);
-  // Values that reach the return: through containers, unpacking, if and loop
-  // outputs. Definitely, when returned whenever the op making them runs; maybe,
-  // when that depends on the branch taken (a value from before an `if` that one
-  // branch returns) or on the iteration (every value a loop carries).
-  std::unordered_set<const Value*> definite, maybe;
+const std::vector<std::uint8_t>& TorchScriptIndex::param_flow(const Graph& g) {
+  if (auto it = param_flow_.find(&g); it != param_flow_.end()) return it->second;
+  param_flow_[&g]; // TorchScript has no recursion; a cycle would read "not returned"
+  ValueSet definite, maybe;
+  flow_to_return(g, definite, maybe);
+  std::vector<std::uint8_t> flow(g.inputs().size(), 0);
+  for (std::size_t i = 0; i < flow.size(); ++i) {
+    flow[i] = definite.count(g.inputs()[i]) != 0 ? 2 : maybe.count(g.inputs()[i]) != 0 ? 1 : 0;
+  }
+  return param_flow_[&g] = std::move(flow);
+}
+
+void TorchScriptIndex::flow_to_return(const Graph& g, ValueSet& definite, ValueSet& maybe) {
+  // Through containers, unpacking, if and loop outputs, and the calls that hand
+  // an argument back (an RNN's permute_hidden returns its hidden state when
+  // there is no permutation). Definitely, when returned whenever the op making
+  // them runs; maybe, when that depends on the branch taken (a value from before
+  // an `if` that one branch returns) or on the iteration (every value a loop
+  // carries).
   std::vector<std::pair<const Value*, bool>> work;
   for (const Value* v : g.return_node()->inputs()) work.emplace_back(v, true);
   auto defined_in = [](const Value* v, const Block* b) {
@@ -227,15 +239,12 @@ void TorchScriptIndex::index_graph(const Graph& g, std::vector<std::size_t>* pas
     const Node* n = v->node();
     const c10::Symbol k = n->kind();
     if (k == prim::Param) {
-      const Block* b = n->owningBlock();
-      if (b == g.block()) {
-        if (passthrough != nullptr && sure) passthrough->push_back(v->offset());
-      } else if (const Node* loop = b->owningNode();
-                 loop != nullptr && loop->kind() == prim::Loop) {
+      if (const Node* loop = n->owningBlock()->owningNode();
+          loop != nullptr && loop->kind() == prim::Loop) {
         const std::size_t i = v->offset(); // 0: the trip count
         if (i >= 1) {
           work.emplace_back(loop->input(i + 1), false);
-          work.emplace_back(b->outputs()[i], false);
+          work.emplace_back(n->owningBlock()->outputs()[i], false);
         }
       }
     } else if (k == prim::TupleConstruct || k == prim::ListConstruct || k == prim::DictConstruct ||
@@ -250,11 +259,33 @@ void TorchScriptIndex::index_graph(const Graph& g, std::vector<std::size_t>* pas
     } else if (k == prim::Loop) {
       work.emplace_back(n->input(v->offset() + 2), false);
       work.emplace_back(n->blocks()[0]->outputs()[v->offset() + 1], false);
+    } else if (k == prim::CallMethod || k == prim::CallFunction) {
+      std::vector<const Graph*> called;
+      callees(n, called);
+      // a method's inputs are the callee's (self first); a function call's
+      // first input is the function
+      const std::size_t shift = k == prim::CallFunction ? 1 : 0;
+      for (std::size_t i = shift; i < n->inputs().size(); ++i) {
+        if (called.empty()) { // an opaque callee may hand anything back
+          work.emplace_back(n->input(i), false);
+          continue;
+        }
+        const auto& flow = param_flow(*called.front());
+        const std::size_t p = i - shift;
+        if (p < flow.size() && flow[p] != 0) work.emplace_back(n->input(i), sure && flow[p] == 2);
+      }
     }
   }
+}
+
+void TorchScriptIndex::index_graph(const Graph& g, std::vector<std::size_t>* passthrough) {
+  seen_.push_back(&g);
+  ValueSet definite, maybe;
+  flow_to_return(g, definite, maybe);
   if (passthrough != nullptr) {
-    std::sort(passthrough->begin(), passthrough->end());
-    passthrough->erase(std::unique(passthrough->begin(), passthrough->end()), passthrough->end());
+    for (std::size_t i = 0; i < g.inputs().size(); ++i) {
+      if (definite.count(g.inputs()[i]) != 0) passthrough->push_back(i);
+    }
   }
   std::vector<const Block*> blocks{g.block()};
   while (!blocks.empty()) {

@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@ struct ClassType;
 namespace torch::jit {
 struct Module;
 struct Graph;
+struct Value;
 class SourceRange;
 } // namespace torch::jit
 
@@ -81,6 +83,12 @@ class TorchScriptIndex {
     }
   };
   void index_graph(const torch::jit::Graph& g, std::vector<std::size_t>* passthrough);
+  using ValueSet = std::unordered_set<const torch::jit::Value*>;
+  /// The values of g that reach its return: definitely, or depending on the
+  /// branch taken or the iteration.
+  void flow_to_return(const torch::jit::Graph& g, ValueSet& definite, ValueSet& maybe);
+  /// Per input of g (0 = self for a method): 2 returned unchanged, 1 maybe, 0 not.
+  const std::vector<std::uint8_t>& param_flow(const torch::jit::Graph& g);
 
   std::unordered_map<Key, NodeFacts, KeyHash> facts_;
   /// per module type: (forward method, positions it returns unchanged)
@@ -88,6 +96,7 @@ class TorchScriptIndex {
                      std::vector<std::pair<std::string, std::vector<std::size_t>>>>
       passthrough_;
   std::vector<const torch::jit::Graph*> seen_;
+  std::unordered_map<const torch::jit::Graph*, std::vector<std::uint8_t>> param_flow_;
 };
 
 } // namespace torchlens::detail

@@ -246,6 +246,49 @@ TEST_CASE("TorchScript: module addresses, types and passes come from the interpr
   CHECK(log.info().model_name == "Outer");
 }
 
+TEST_CASE("TorchScript: only the outputs of a multi-output op that a module returns exit it") {
+  // F.embedding_bag returns output 0 of aten::embedding_bag's four; torch.max
+  // over a dimension returns values and indices, of which this module keeps one
+  torch::jit::Module bag("Bag");
+  bag.register_parameter("weight", torch::randn({10, 3}), false);
+  bag.define(R"(
+def forward(self, idx, offsets):
+    ret, a, b, c = torch.embedding_bag(self.weight, idx, offsets, False, 1)
+    return ret
+)");
+  torch::jit::Module top("Top");
+  top.define(R"(
+def forward(self, x):
+    values, indices = torch.max(x, 1)
+    return indices
+)");
+  torch::jit::Module outer("Outer");
+  outer.register_module("bag", bag);
+  outer.register_module("top", top);
+  outer.define(R"(
+def forward(self, idx, offsets):
+    y = self.bag.forward(idx, offsets)
+    return self.top.forward(y) + 1
+)");
+  const auto idx = torch::tensor({1, 2, 4, 5, 4, 3, 2, 9}, torch::kLong);
+  const auto offsets = torch::tensor({0, 4}, torch::kLong);
+  auto log = tl::log_forward_pass(outer, {idx, offsets}, tl::LogOptions().seed(0));
+  const auto exits = [&](const std::string& label) {
+    std::vector<std::string> out;
+    for (const auto& f : tl::modules_exited(log[label].node())) out.push_back(f.address.str());
+    return out;
+  };
+  CHECK(exits("embeddingbag_1_1") == std::vector<std::string>{"bag"});
+  for (const char* label : {"embeddingbag_2_2", "embeddingbag_3_3", "embeddingbag_4_4"}) {
+    CHECK(exits(label).empty());
+  }
+  CHECK(exits("max_1_5").empty());
+  CHECK(exits("max_2_6") == std::vector<std::string>{"top"});
+  const auto bagged = torch::embedding_bag(bag.attr("weight").toTensor(), idx, offsets, false, 1);
+  CHECK(torch::allclose(log["embeddingbag_1_1"].activation(), std::get<0>(bagged)));
+  CHECK(torch::equal(log["output_1"].activation(), std::get<0>(bagged).argmax(1) + 1));
+}
+
 TEST_CASE("Sequential children are addressed by their registered names") {
   torch::nn::Sequential seq(torch::nn::Linear(3, 4), torch::nn::ReLU(), torch::nn::Linear(4, 2));
   auto log = tl::log_forward_pass(seq, torch::randn({1, 3}), kRaw);

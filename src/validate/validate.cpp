@@ -513,9 +513,19 @@ class Noise {
 
 /// A value of `t`'s shape and dtype that differs from it (with high
 /// probability): attempt 0 draws new values; 1 and 2 shift the values up and
-/// down (so ops flat on one side, a relu of negatives, see a change). Bools:
-/// new bits, then the negation, then new bits again.
+/// down (so ops flat on one side, a relu of negatives, see a change); 3 mirrors
+/// them (every order reversed: sort's and argmax's indices, which keep their
+/// order under every shift, and under half of all redraws of two values, see
+/// it). Bools: new bits, the negation, new bits, new bits.
 at::Tensor perturbed(const at::Tensor& t, Noise& noise, int attempt) {
+  if (attempt == 3 && t.scalar_type() != at::kBool) {
+    if (t.is_floating_point() || t.is_complex()) return -t;
+    const auto d = t.to(at::kLong);
+    const std::int64_t lo = t.numel() ? d.min().item<std::int64_t>() : 0;
+    const std::int64_t hi = t.numel() ? d.max().item<std::int64_t>() : 0;
+    const auto r = (lo + hi) - d; // within [lo, hi]; where it is a fixed point, the next value
+    return at::where(r.eq(d), r + 1, r).to(t.scalar_type());
+  }
   if (attempt > 0 && !t.is_complex() && t.scalar_type() != at::kBool) {
     if (!t.is_floating_point()) {
       const double scale =
@@ -769,11 +779,12 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
         report.exempted_perturbation(n.label, g[p].label, std::move(reason));
         continue;
       }
-      // up to three perturbations: random values, then the values shifted up
-      // and down (a relu of negatives, a clamp, a threshold see the shifts)
+      // up to four perturbations: random values, then the values shifted up
+      // and down (a relu of negatives, a clamp, a threshold see the shifts),
+      // then mirrored (an order: sort's indices)
       bool changed = false, replayed = false;
       std::string error;
-      for (int attempt = 0; attempt < 3 && !changed; ++attempt) {
+      for (int attempt = 0; attempt < 4 && !changed; ++attempt) {
         auto changed_inputs = inputs;
         const at::Tensor value = perturbed(pv, noise, attempt);
         for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {

@@ -939,6 +939,26 @@ def forward(self, x):
     CHECK(torch::equal(log["output_1"].activation(), x * 2.0));
   }
 
+  TEST_CASE("an order-only output (sort's indices) sees its parent's values mirrored") {
+    // the indices that sort a batch of two lengths keep their order under half
+    // of all random redraws and under every shift; mirrored values reverse it
+    auto m = scripted("SortByLength", R"(
+def forward(self, x, lengths):
+    sorted_lengths, order = torch.sort(lengths, descending=True)
+    return torch.index_select(x, 0, order) * 2.0
+)");
+    for (const auto& lengths : {torch::tensor({3, 2}), torch::tensor({2, 3}), torch::tensor({5, 1}),
+                                torch::tensor({1, 4})}) {
+      const auto x = torch::randn({2, 3});
+      const auto r = validate_saved_activations(m, {x, lengths}, LogOptions().seed(0));
+      INFO(text(r));
+      CHECK(r.valid);
+      auto log = log_forward_pass(m, {x, lengths}, LogOptions().seed(0));
+      CHECK(torch::equal(log["output_1"].activation(),
+                         x.index_select(0, std::get<1>(lengths.sort(0, true))) * 2.0));
+    }
+  }
+
   TEST_CASE("an out= buffer is written, not read: no in-edge, and its op validates") {
     auto m = scripted("OutBuffer", R"(
 def forward(self, x):

@@ -6,6 +6,7 @@
 
 #include "libtorch_compat.hpp"
 #include "memory_pool.hpp"
+#include "tensor_bytes.hpp"
 
 #include <torchlens/detail/text.hpp>
 
@@ -75,10 +76,12 @@ void StateSnapshot::restore() {
       // `p.data = ...` (a momentum encoder's update) gave the tensor new data
       if (!same_data(e.live, e.data)) e.live.set_data(e.data);
       // Writes through `p.data` bump a version counter of their own, so an
-      // unchanged version proves nothing: compare the values (reading both costs
-      // about what copying back would, without the writes).
-      const bool unchanged = !e.always && e.live._version() == e.version && !e.live.is_sparse() &&
-                             e.live.equal(e.copy);
+      // unchanged version proves nothing: compare the bytes (a memcmp, stopping
+      // at the first difference; at::equal off the CPU), cheaper than copying back.
+      const bool unchanged =
+          !e.always && e.live._version() == e.version &&
+          (bitwise_equal(e.live, e.copy) ||
+           (!e.live.device().is_cpu() && e.live.layout() == at::kStrided && e.live.equal(e.copy)));
       if (unchanged) continue;
       e.live.copy_(e.copy);
       e.version = e.live._version();

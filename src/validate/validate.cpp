@@ -6,6 +6,7 @@
 #include "../capture/reexecute.hpp"
 #include "../capture/script_model.hpp"
 #include "../capture/session.hpp"
+#include "../capture/tensor_bytes.hpp"
 
 #include <torchlens/passes/validate_graph_invariants.hpp>
 #include <torchlens/torch_error.hpp>
@@ -32,6 +33,7 @@ namespace torchlens {
 
 namespace {
 
+using detail::bitwise_equal;
 using detail::OpRecord;
 
 /// The saved activations validation reads: by OpNode id, an output node being
@@ -140,19 +142,6 @@ bool written_not_read(const OpRecord& rec, const std::string& arg) {
     }
   }
   return false;
-}
-
-/// Same bytes, checked without ATen (`at::equal` compares element by element
-/// into a new bool tensor; this stops at the first differing byte, which is
-/// what a perturbed output shows at once). False only means "not known equal".
-bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  if (!a.device().is_cpu() || !b.device().is_cpu() || a.layout() != at::kStrided ||
-      b.layout() != at::kStrided || a.is_quantized() || a.is_conj() != b.is_conj() ||
-      a.is_neg() != b.is_neg() || !a.is_contiguous() || !b.is_contiguous()) {
-    return false;
-  }
-  if (a.data_ptr() == b.data_ptr()) return true;
-  return std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0;
 }
 
 bool values_equal(const at::Tensor& a, const at::Tensor& b, double atol, double rtol,

@@ -365,6 +365,21 @@ std::string value_blind(const ModelGraph& g, Vertex v, Vertex p, const OpRecord&
       if (written.all().item<bool>()) return "every element overwritten";
     }
   }
+  // an index_copy whose index lists every position along `dim` (rows routed
+  // back in a permuted order): every element of `self` is overwritten
+  if ((op == "aten::index_copy" || op == "aten::index_copy_") && via_only("self")) {
+    const at::Tensor self = tensor("self");
+    const at::Tensor index = tensor("index");
+    const auto dim = argument(rec, "dim");
+    if (self.defined() && index.defined() && dim.isInt() && self.numel() > 0) {
+      const std::int64_t d =
+          c10::maybe_wrap_dim(dim.toInt(), std::max<std::int64_t>(self.dim(), 1));
+      const std::int64_t size = self.dim() == 0 ? 1 : self.size(d);
+      const at::Tensor written = at::zeros({size}, index.options().dtype(at::kInt))
+                                     .index_fill_(0, index.to(at::kLong).reshape({-1}), 1);
+      if (written.all().item<bool>()) return "every element overwritten";
+    }
+  }
   // an index_put whose indices reach every element of `self` (a box
   // decoder filling a zeros tensor through index lists)
   if ((op == "aten::index_put" || op == "aten::index_put_" || op == "aten::_index_put_impl_") &&

@@ -742,6 +742,29 @@ def forward(self, x):
     CHECK(torch::allclose(log["output_1"].activation(), expected));
   }
 
+  TEST_CASE("an index_copy listing every row is excused; one listing some rows is checked") {
+    auto m = scripted("IndexCopy", R"(
+def forward(self, x):
+    order = torch.argsort(torch.select(x, 1, 0))
+    full = torch.zeros_like(x).index_copy(0, order, torch.exp(x))
+    part = torch.cos(x).index_copy(0, torch.narrow(order, 0, 0, 1), torch.narrow(x, 0, 0, 1))
+    return full + part
+)");
+    const auto x = toy::ts::input();
+    const auto r = check_valid_ts(m, x, 10);
+    std::map<std::string, int> reasons;
+    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    INFO(text(r));
+    CHECK(reasons["every element overwritten"] == 1);
+    CHECK(text(r).find("every element overwritten: indexcopy_1_5 ← zeroslike_1_3") !=
+          std::string::npos);
+    auto log = log_forward_pass(m, {x}, LogOptions().seed(0));
+    const auto order = torch::argsort(x.select(1, 0), -1, false);
+    const auto expected = torch::zeros_like(x).index_copy(0, order, x.exp()) +
+                          x.cos().index_copy(0, order.narrow(0, 0, 1), x.narrow(0, 0, 1));
+    CHECK(torch::allclose(log["output_1"].activation(), expected));
+  }
+
   TEST_CASE("an index_put reaching every element, and meshgrid's other tensors, are excused") {
     // torchvision's FasterRCNN (eager) was INVALID for both: its anchor grid
     // (meshgrid's output 0 holds tensors[0]'s values; tensors[1] gives only its

@@ -830,20 +830,23 @@ void Recorder::freeze_kept_tensors(const c10::StorageImpl* s) {
   if (s == nullptr) return;
   auto it = kept_by_storage_.try_emplace(s).first; // later readers are frozen at the end
   it->second.written = true;
-  // one copy per kept alias (a list argument is shared by the records of one
-  // op's outputs: its slots after the first already hold the copy)
-  std::vector<std::pair<at::Tensor, at::Tensor>> copies; // alias → copy
+  // one copy per view of the storage: the aliases of a parameter that a loop
+  // read a thousand times share one (a list argument shared by the records of
+  // one op's outputs already holds its copy after the first slot)
+  std::vector<std::pair<Geometry, at::Tensor>> copies; // view → its copy
   for (const KeptSlot& k : it->second.slots) {
     c10::IValue& arg = records[k.id].args[k.arg];
     const at::Tensor t = kept_tensor(arg, k.index);
-    const auto* impl = t.unsafeGetTensorImpl();
     at::Tensor copy;
-    for (const auto& [alias, c] : copies) {
-      if (alias.unsafeGetTensorImpl() == impl || c.unsafeGetTensorImpl() == impl) copy = c;
+    for (const auto& [view, c] : copies) {
+      if (c.unsafeGetTensorImpl() == t.unsafeGetTensorImpl() || view.matches(t)) {
+        copy = c;
+        break;
+      }
     }
     if (!copy.defined()) {
       copy = t.clone();
-      copies.emplace_back(t, copy);
+      copies.emplace_back(Geometry::of(t), copy);
     }
     if (k.index < 0) {
       arg = copy;

@@ -131,16 +131,12 @@ class Recorder {
   /// TorchScript object) begins / ends: exact nesting and pass numbers.
   void enter_module(const void* identity);
   void exit_module();
+  /// True for one of the model's modules.
+  [[nodiscard]] bool has_module(const void* identity) const { return module_index(identity) >= 0; }
   /// True for a module of the model marked opaque (ModelDescription::NamedModule).
-  /// `identity` is one of the model's modules.
-  [[nodiscard]] bool has_module(const void* identity) const {
-    auto it = module_by_identity_.find(identity);
-    return it != module_by_identity_.end() && it->second >= 0;
-  }
   [[nodiscard]] bool is_opaque_module(const void* identity) const {
-    auto it = module_by_identity_.find(identity);
-    return it != module_by_identity_.end() && it->second >= 0 &&
-           modules_[static_cast<std::size_t>(it->second)].opaque;
+    const int i = module_index(identity);
+    return i >= 0 && modules_[static_cast<std::size_t>(i)].opaque;
   }
   // ---- Python module hooks (python/; implemented in python_hooks.cpp) ----
   /// The vertex holding t's current value, or SIZE_MAX (parameters, unseen tensors).
@@ -285,6 +281,11 @@ class Recorder {
   /// Notes where t's gradient will arrive (LogOptions::save_gradients).
   void note_gradient_edge(std::size_t id, const at::Tensor& t);
   void protect_storage(const c10::StorageImpl* s);
+  /// The index of a module of the model in modules_, or -1.
+  [[nodiscard]] int module_index(const void* identity) const {
+    auto it = module_by_identity_.find(identity);
+    return it == module_by_identity_.end() ? -1 : it->second;
+  }
   /// Replay records keep the tensors they read outside the graph (parameters)
   /// as references: registers those of record `id` by storage.
   void note_kept_tensors(std::size_t id);

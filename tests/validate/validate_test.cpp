@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 #include "support/doctest.hpp"
 
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -137,6 +138,13 @@ void require_one_failure(const ValidationReport& r, const std::string& label, Fa
   REQUIRE(r.failures.size() == 1);
   CHECK(r.failures[0].label == label);
   CHECK(r.failures[0].kind == kind);
+}
+
+/// How many exemptions the report gives for each reason.
+std::map<std::string, int> reasons_of(const ValidationReport& r) {
+  std::map<std::string, int> reasons;
+  for (const auto& e : r.exemptions) ++reasons[e.reason];
+  return reasons;
 }
 
 LogOptions replay_options() {
@@ -663,8 +671,7 @@ def forward(self, x):
     return a + b + c
 )");
     const auto r = check_valid_ts(m, toy::ts::input() + 1.0, 9);
-    std::map<std::string, int> reasons;
-    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    auto reasons = reasons_of(r);
     CHECK(reasons["multiplied by zero (other = 0)"] == 1);
     CHECK(reasons["raised to the power 0"] == 1);
     CHECK(reasons["never selected"] == 1);
@@ -686,8 +693,7 @@ def forward(self, x):
     return a.squeeze(-1) + b.squeeze(1) + d
 )");
     const auto r = check_valid_ts(m, toy::ts::input(), 10);
-    std::map<std::string, int> reasons;
-    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    auto reasons = reasons_of(r);
     CHECK(reasons["normalised over a dimension of size 1"] == 2);
     CHECK(reasons.size() == 1);
     CHECK(r.exempted == 2);
@@ -708,8 +714,7 @@ def forward(self, x):
     return torch.index_select(x, 1, inv) + part
 )");
     const auto r = check_valid_ts(m, toy::ts::input(), 12);
-    std::map<std::string, int> reasons;
-    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    auto reasons = reasons_of(r);
     CHECK(reasons["every element overwritten"] == 1);
     CHECK(reasons["structural argument"] == 3); // the indices
     CHECK(reasons.size() == 2);                 // the cos under the partial scatter is checked
@@ -729,8 +734,7 @@ def forward(self, x):
 )");
     const auto x = toy::ts::input();
     const auto r = check_valid_ts(m, x, 7);
-    std::map<std::string, int> reasons;
-    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    auto reasons = reasons_of(r);
     INFO(text(r));
     CHECK(reasons["every element overwritten"] == 1);
     CHECK(text(r).find("every element overwritten: scatterreduce_1_4 ← zeroslike_1_2") !=
@@ -752,8 +756,7 @@ def forward(self, x):
 )");
     const auto x = toy::ts::input();
     const auto r = check_valid_ts(m, x, 10);
-    std::map<std::string, int> reasons;
-    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    auto reasons = reasons_of(r);
     INFO(text(r));
     CHECK(reasons["every element overwritten"] == 1);
     CHECK(text(r).find("every element overwritten: indexcopy_1_5 ← zeroslike_1_3") !=
@@ -780,8 +783,7 @@ def forward(self, x):
     return grid[0] + grid[1] + z + w
 )");
     const auto r = check_valid_ts(m, toy::ts::input(), 23);
-    std::map<std::string, int> reasons;
-    for (const auto& e : r.exemptions) ++reasons[e.reason];
+    auto reasons = reasons_of(r);
     CHECK(reasons["every element overwritten"] == 1);
     CHECK(reasons["only its size is read (output 0)"] == 1);
     CHECK(reasons["only its size is read (output 1)"] == 1);

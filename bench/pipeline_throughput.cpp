@@ -34,8 +34,8 @@ struct Builder {
     n.dtype = "float32";
     n.bytes = 2048;
     n.module_observed = !module.empty() || kind != NodeKind::op;
-    if (!module.empty()) n.modules.push_back({module, "Module", 1});
-    if (!param.empty()) n.params.push_back({param, {64, 64}, 4096, 16384, true});
+    if (!module.empty()) n.modules = {{module, "Module", 1}};
+    if (!param.empty()) n.params = {{param, {64, 64}, 4096, 16384, true}};
     if (kind == NodeKind::input) n.io_address = "input.0";
     n.id = g[boost::graph_bundle].next_id++;
     Vertex v = boost::add_vertex(std::move(n), g);

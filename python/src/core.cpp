@@ -536,7 +536,7 @@ py::object layer_gradient(const Layer& l) {
 std::string layer_repr(const Layer& l) {
   const auto& n = l.node();
   std::ostringstream os;
-  os << "Layer " << n.label << " (" << n.layer_type << ", shape (";
+  os << "Layer " << n.label() << " (" << n.layer_type << ", shape (";
   for (std::size_t i = 0; i < n.shape.size(); ++i) os << (i ? ", " : "") << n.shape[i];
   if (n.shape.size() == 1) os << ",";
   os << "), " << n.dtype;
@@ -851,7 +851,7 @@ PYBIND11_MODULE(_core, m) {
                                if (!g.defined()) return py::none();
                                return py::int_(g.nbytes());
                              })
-      .def_property_readonly("layer_label", [](const Layer& l) { return l.node().label; })
+      .def_property_readonly("layer_label", [](const Layer& l) { return l.node().label(); })
       .def_property_readonly("layer_label_short",
                              [](const Layer& l) { return l.node().label_short(); })
       .def_property_readonly("layer_label_no_pass",
@@ -936,7 +936,7 @@ PYBIND11_MODULE(_core, m) {
             std::vector<std::string> out;
             for (auto e : boost::make_iterator_range(boost::out_edges(l.vertex(), g))) {
               if (g[e].is_cond_branch_start) {
-                out.push_back(g[boost::target(e, g)].label);
+                out.push_back(g[boost::target(e, g)].label());
               }
             }
             return out;
@@ -1069,14 +1069,14 @@ PYBIND11_MODULE(_core, m) {
                              [](const LogPtr& log) {
                                std::vector<std::string> out;
                                for (auto v : log->saved_layers())
-                                 out.push_back(log->graph()[v].label);
+                                 out.push_back(log->graph()[v].label());
                                return out;
                              })
       .def_property_readonly("layers_with_saved_gradients",
                              [](const LogPtr& log) {
                                std::vector<std::string> out;
                                for (auto v : log->gradient_layers())
-                                 out.push_back(log->graph()[v].label);
+                                 out.push_back(log->graph()[v].label());
                                return out;
                              })
       .def_property_readonly("has_saved_gradients",
@@ -1152,8 +1152,8 @@ PYBIND11_MODULE(_core, m) {
                                std::vector<std::pair<std::string, std::string>> out;
                                for (auto e : boost::make_iterator_range(boost::edges(g))) {
                                  if (g[e].is_cond_branch_start) {
-                                   out.emplace_back(g[boost::source(e, g)].label,
-                                                    g[boost::target(e, g)].label);
+                                   out.emplace_back(g[boost::source(e, g)].label(),
+                                                    g[boost::target(e, g)].label());
                                  }
                                }
                                return out;

@@ -335,6 +335,7 @@ void Recorder::push_call(int module, std::vector<at::Tensor> passthrough) {
   ModuleState& m = modules_[static_cast<std::size_t>(module)];
   if (m.passes++ == 0) module_order_.push_back(module);
   containment_.push_back(ModuleFrame{m.address, m.type, m.passes});
+  containment_handle_.reset();
 }
 
 void Recorder::enter_module(const void* identity) {
@@ -344,7 +345,10 @@ void Recorder::enter_module(const void* identity) {
 
 void Recorder::exit_module() {
   TORCH_INTERNAL_ASSERT(!calls_.empty(), "torchlens: a module scope closed twice");
-  if (calls_.back().module >= 0) containment_.pop_back();
+  if (calls_.back().module >= 0) {
+    containment_.pop_back();
+    containment_handle_.reset();
+  }
   calls_.pop_back();
   inferred_.clear();
 }
@@ -389,9 +393,11 @@ void Recorder::log_identity(const at::Tensor& t) {
   ParentList parents;
   ParamList params;
   resolve_arg(t, 0, -1, false, parents, params);
-  OpNode n = synthetic_node("identity", t, containment_, true);
+  OpNode n = synthetic_node("identity", t, containment(), true);
   n.is_internally_generated = parents.empty();
-  for (const ParamState* p : params) n.params.push_back(param_ref(*p));
+  std::vector<ParamRef> refs;
+  for (const ParamState* p : params) refs.push_back(param_ref(*p));
+  n.params = refs;
   const std::size_t id = new_node(std::move(n));
   for (const auto& p : parents) {
     boost::add_edge(p.node, id, TensorEdge{0, -1, "self", false}, graph);
@@ -414,7 +420,7 @@ bool owned_within(std::string_view owner, std::string_view address) {
 
 } // namespace
 
-std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& observed) {
+Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& observed) {
   // inside any observed call (the root's own ModuleScope included) the place is known
   observed = !calls_.empty() || script_index_ != nullptr;
   // Announced calls are exact, unless the innermost one is opaque: nothing
@@ -423,12 +429,12 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
                          modules_[static_cast<std::size_t>(calls_.back().module)].opaque;
   if (script_index_ != nullptr || (model_.calls_observed && !in_opaque)) {
     inferred_.clear();
-    return containment_;
+    return containment();
   }
   // An op that reads no parameter ends no inferred call: inside a module it is
   // the rest of the call (the matmul between a C++ Linear's `t` and its bias
   // `add`, the softmax between attention's projections); infer-modules places it.
-  if (params.empty()) return containment_;
+  if (params.empty()) return containment();
   // C++ frontend (or an opaque module) below the innermost observed call: the op ran inside the
   // module owning the parameter it reads (and inside that module's parents).
   const std::string_view owner = params.front()->owner;
@@ -437,7 +443,7 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
   if (owner.empty() ||
       !(base.empty() || (owner.size() > base.size() && owned_within(owner, base)))) {
     inferred_.clear();
-    return containment_;
+    return containment();
   }
   c10::SmallVector<int, 8> chain;
   for (std::size_t pos = base.empty() ? 0 : base.size() + 1;;) {
@@ -475,7 +481,7 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
     m.inferred = true;
     inferred_.push_back(InferredCall{chain[d], m.passes, UsedParams(&arena_)});
   }
-  std::vector<ModuleFrame> frames;
+  c10::SmallVector<ModuleFrame, 8> frames;
   frames.reserve(containment_.size() + inferred_.size());
   frames.assign(containment_.begin(), containment_.end());
   for (auto& call : inferred_) {
@@ -487,7 +493,7 @@ std::vector<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& 
     }
     frames.push_back(ModuleFrame{m.address, m.type, call.pass});
   }
-  return frames;
+  return std::span<const ModuleFrame>(frames.data(), frames.size());
 }
 
 // ---------------------------------------------------------------------------
@@ -688,7 +694,7 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
 }
 
 std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writer) {
-  OpNode n = synthetic_node("view_update", view, containment_,
+  OpNode n = synthetic_node("view_update", view, containment(),
                             script_index_ != nullptr || !calls_.empty());
   n.is_view = true;
   const std::int64_t offset = view.storage_offset() - writer.geometry.offset;
@@ -712,17 +718,14 @@ std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writ
 void Recorder::set_location_args(OpNode& n, c10::IntArrayRef sizes, c10::IntArrayRef strides,
                                  std::int64_t offset) {
   static const Name size_name("size"), stride_name("stride"), offset_name("storage_offset");
-  n.scalar_args.clear();
-  n.scalar_args.reserve(3);
-  n.scalar_args.push_back(
-      ScalarArg{size_name, print_argument(print_stream_, c10::IValue(sizes.vec()), false)});
-  n.scalar_args.push_back(
-      ScalarArg{stride_name, print_argument(print_stream_, c10::IValue(strides.vec()), false)});
-  n.scalar_args.push_back(ScalarArg{offset_name, std::to_string(offset)});
+  n.scalar_args = {
+      ScalarArg{size_name, print_argument(print_stream_, c10::IValue(sizes.vec()), false)},
+      ScalarArg{stride_name, print_argument(print_stream_, c10::IValue(strides.vec()), false)},
+      ScalarArg{offset_name, std::to_string(offset)}};
 }
 
 OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,
-                                std::vector<ModuleFrame> modules, bool observed) const {
+                                Interned<ModuleFrame> modules, bool observed) const {
   OpNode n;
   n.kind = NodeKind::op;
   n.op_name = "torchlens::" + std::string(name);
@@ -760,7 +763,7 @@ void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
                   "single shape). nn.TransformerEncoder makes one on its fast path (eval mode, "
                   "no gradients, a src_key_padding_mask): build it with "
                   "enable_nested_tensor=False, or log it with gradients enabled");
-  n.shape.assign(t.sizes().begin(), t.sizes().end());
+  n.shape = std::span<const std::int64_t>(t.sizes().data(), t.sizes().size());
   n.dtype = dtype_name(t.scalar_type());
   n.device = device_name(t.device());
   n.bytes = tensor_bytes(t);
@@ -886,7 +889,7 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
     TORCHLENS_CHECK(false, "saving the output of ", n.op_name, " (tensor ", id + 1,
                     " of the forward pass",
                     n.modules.empty() ? "" : ", in " + n.modules.back().address, ", shape ",
-                    c10::IntArrayRef(n.shape), ", ", bytes,
+                    c10::IntArrayRef(n.shape.get()), ", ", bytes,
                     " bytes) would exceed max_saved_bytes = ", options_.max_saved_bytes(), " (",
                     saved_bytes_, " bytes saved so far); save fewer layers (LogOptions::save), ",
                     "move them to the CPU or shrink them (postfunc), or raise the budget");
@@ -945,6 +948,7 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   // never to have been called at all.
   const auto dot = b.address.rfind('.');
   bool before_call = false;
+  std::vector<ModuleFrame> frames;
   for (std::size_t pos = 0; dot != std::string::npos;) {
     const auto next = b.address.find('.', pos);
     if (next == std::string::npos || next > dot) break;
@@ -952,11 +956,12 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
     if (it == module_by_address_.end()) break;
     const ModuleState& m = modules_[static_cast<std::size_t>(it->second)];
     if (m.callable) {
-      n.modules.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
+      frames.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
       before_call = before_call || m.passes == 0;
     }
     pos = next + 1;
   }
+  n.modules = frames;
   fill_tensor_fields(n, t);
   const std::size_t id = new_node(std::move(n));
   if (before_call) buffers_before_call_.push_back(id);
@@ -991,7 +996,7 @@ void Recorder::mark_literal(std::size_t node) {
   n.op_name = "aten::tensor";
   n.overload = {};
   n.layer_type = "tensor";
-  n.scalar_args.clear();
+  n.scalar_args = {};
   if (keep_records_) records[node] = OpRecord{}; // a source: its saved value is the ground truth
 }
 
@@ -1230,7 +1235,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   for (const auto& t : arg_tensors) versions_before.push_back(t.defined() ? version_of(t) : 0);
 
   bool observed = false;
-  std::vector<ModuleFrame> frames = module_frames(params, observed);
+  const Interned<ModuleFrame> frames = module_frames(params, observed);
   if (options_.keep_replay()) {
     rec.rng = GeneratorStates::read();
     const auto autocast = compat::autocast_state<AutocastState>();
@@ -1252,12 +1257,16 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const std::size_t num_returns = op.schema().returns().size();
   std::vector<std::vector<std::string>> applied;
   if (live_ != nullptr) {
-    applied = intervene_outputs(boost::num_vertices(graph), info, frames, stack, num_returns);
+    applied = intervene_outputs(boost::num_vertices(graph), info, frames.get(), stack, num_returns);
   }
   const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns));
 
-  std::vector<ParamRef> param_refs;
-  for (const ParamState* p : params) param_refs.push_back(param_ref(*p));
+  Interned<ParamRef> param_refs;
+  if (!params.empty()) {
+    c10::SmallVector<ParamRef, 4> refs;
+    for (const ParamState* p : params) refs.push_back(param_ref(*p));
+    param_refs = std::span<const ParamRef>(refs.data(), refs.size());
+  }
 
   // TorchScript: which module calls return this op's value. The innermost call
   // runs the op's node; each outer call runs the node that called the next one.
@@ -1310,8 +1319,8 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (t.dim() == 0 && t.scalar_type() == at::kBool && t.device().is_cpu()) {
       n.scalar_bool_value = t.item<bool>();
     }
-    n.modules = last ? std::move(frames) : frames;
-    n.scalar_args.assign(scalars.begin(), scalars.end());
+    n.modules = frames;
+    n.scalar_args = std::span<const ScalarArg>(scalars.data(), scalars.size());
     n.module_observed = observed;
     const auto out = static_cast<std::size_t>(n.output_index);
     if (exits_observed) {
@@ -1329,7 +1338,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     if (live_ != nullptr) {
       if (out < applied.size()) n.interventions = std::move(applied[out]);
       if (first_id == SIZE_MAX && !edge_applied.empty()) {
-        n.interventions.insert(n.interventions.begin(), edge_applied.begin(), edge_applied.end());
+        std::vector<std::string> all(edge_applied.begin(), edge_applied.end());
+        all.insert(all.end(), n.interventions.begin(), n.interventions.end());
+        n.interventions = all;
       }
     }
     const std::size_t id = new_node(std::move(n));
@@ -1416,7 +1427,7 @@ at::Tensor Recorder::intervene_source(std::size_t id, const at::Tensor& t) {
   view.id = id;
   view.op_name = n.op_name;
   view.layer_type = n.layer_type;
-  view.modules = &n.modules;
+  view.modules = &n.modules.get();
   view.value = &t;
   std::vector<std::string> applied;
   at::Tensor changed = live_->apply_output(
@@ -1548,7 +1559,7 @@ void Recorder::finish(double forward_ms) {
       for (std::size_t i = 0; i < rec.args.size(); ++i) {
         append_scalar(print_stream_, scalars, info.arg_names[i], rec.args[i], rec.is_tensor[i]);
       }
-      graph[v].scalar_args.assign(scalars.begin(), scalars.end()); // one allocation, exact
+      graph[v].scalar_args = std::span<const ScalarArg>(scalars.data(), scalars.size());
     }
   }
 
@@ -1557,11 +1568,13 @@ void Recorder::finish(double forward_ms) {
   // none of that module's calls.
   for (std::size_t v : buffers_before_call_) {
     OpNode& n = graph[v];
-    std::erase_if(n.modules, [this](const ModuleFrame& f) {
+    std::vector<ModuleFrame> kept = n.modules.vec();
+    std::erase_if(kept, [this](const ModuleFrame& f) {
       auto it = module_by_address_.find(f.address.str());
       return it != module_by_address_.end() &&
              modules_[static_cast<std::size_t>(it->second)].passes == 0;
     });
+    n.modules = kept;
   }
 
   auto& info = graph[boost::graph_bundle];

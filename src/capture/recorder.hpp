@@ -294,7 +294,7 @@ class Recorder {
   /// re-executes on what its op read.
   void freeze_kept_tensors(const c10::StorageImpl* s);
   void push_call(int module, std::vector<at::Tensor> passthrough);
-  std::vector<ModuleFrame> module_frames(const ParamList& params, bool& observed);
+  Interned<ModuleFrame> module_frames(const ParamList& params, bool& observed);
   /// Where a written or re-read view lies in its base (`size`, `stride`,
   /// `storage_offset`, as the replaying as_strided(_scatter) takes them): the
   /// synthetic node's scalar arguments, so that writes into different parts of
@@ -303,8 +303,8 @@ class Recorder {
   void set_location_args(OpNode& n, c10::IntArrayRef sizes, c10::IntArrayRef strides,
                          std::int64_t offset);
   /// A vertex for a value no single dispatched op made (`torchlens::{name}`).
-  OpNode synthetic_node(std::string_view name, const at::Tensor& t,
-                        std::vector<ModuleFrame> modules, bool observed) const;
+  OpNode synthetic_node(std::string_view name, const at::Tensor& t, Interned<ModuleFrame> modules,
+                        bool observed) const;
   /// The record that re-executes vertex `id` (arguments from in-edges as None).
   void set_replay(std::size_t id, const c10::OperatorHandle& op, std::vector<c10::IValue> args,
                   ArgFlags from_edges);
@@ -393,6 +393,13 @@ class Recorder {
   std::vector<int> module_order_; // first-call order
   std::vector<Call> calls_;
   std::vector<ModuleFrame> containment_; // the module calls of calls_, outer → inner
+  /// containment_, interned when an op first needs it after a change (an op in
+  /// a module call and the call's return need not intern it twice)
+  std::optional<Interned<ModuleFrame>> containment_handle_;
+  const Interned<ModuleFrame>& containment() {
+    if (!containment_handle_) containment_handle_.emplace(containment_);
+    return *containment_handle_;
+  }
   std::vector<InferredCall> inferred_;
   double op_time_us_ = 0;
   std::int64_t saved_bytes_ = 0; // for LogOptions::max_saved_bytes

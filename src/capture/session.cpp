@@ -124,7 +124,7 @@ GraphSignature signature_of(const ModelGraph& labelled, std::size_t raw_count) {
   for (Vertex v : boost::make_iterator_range(boost::vertices(labelled))) {
     const OpNode& n = labelled[v];
     if (n.kind == NodeKind::output) continue; // added by a pass: no raw counterpart
-    sig.ops.push_back({n.id, n.op_name, n.label, n.shape});
+    sig.ops.push_back({n.id, n.op_name, n.label(), n.shape});
   }
   std::sort(sig.ops.begin(), sig.ops.end(),
             [](const GraphSignature::Op& a, const GraphSignature::Op& b) { return a.id < b.id; });

@@ -204,9 +204,9 @@ inline torch::jit::Module load_model(const std::string& path) {
 inline void write_npz(const std::string& path, const tl::ModelLog& log,
                       const std::vector<tl::Vertex>& layers) {
   std::vector<std::pair<std::string, at::Tensor>> arrays;
-  for (tl::Vertex v : layers) arrays.emplace_back(log.graph()[v].label, log.activation(v));
+  for (tl::Vertex v : layers) arrays.emplace_back(log.graph()[v].label(), log.activation(v));
   for (tl::Vertex v : log.gradient_layers())
-    arrays.emplace_back("grad:" + log.graph()[v].label, log.gradient(v));
+    arrays.emplace_back("grad:" + log.graph()[v].label(), log.gradient(v));
   tl::io::write_npz(path, arrays);
 }
 

@@ -172,7 +172,7 @@ std::vector<std::pair<std::string, Vertex>> site_matches(const Site& site, const
   if (const auto* edge = std::get_if<EdgeSelector>(&site.selector())) {
     for (const EdgeId& e : resolve_edges(*edge, ref)) {
       const Vertex p = by_id.at(e.parent);
-      out.emplace_back(g[p].label + "->" + g[by_id.at(e.child)].label, p);
+      out.emplace_back(g[p].label() + "->" + g[by_id.at(e.child)].label(), p);
     }
     return out; // resolve_edges refuses layers that are not connected
   }
@@ -180,7 +180,7 @@ std::vector<std::pair<std::string, Vertex>> site_matches(const Site& site, const
       site.selector().index() == 0
           ? LabelSelector(std::get<LiveSelector>(site.selector()).node()).resolve(ref)
           : std::get<LabelSelector>(site.selector()).resolve(ref);
-  for (std::size_t id : ids) out.emplace_back(g[by_id.at(id)].label, by_id.at(id));
+  for (std::size_t id : ids) out.emplace_back(g[by_id.at(id)].label(), by_id.at(id));
   if (out.empty()) throw CommandLineError("site " + site.describe() + " selects no op pass");
   return out;
 }
@@ -356,12 +356,12 @@ int cmd_intervene(const Args& a) {
   }
   if (!note.empty()) std::cout << "  note: " << note << "\n";
   for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
-    if (g[v].kind != NodeKind::output || !ref.contains(g[v].label)) continue;
+    if (g[v].kind != NodeKind::output || !ref.contains(g[v].label())) continue;
     const at::Tensor& now = result->activation(v);
-    const at::Tensor& before = ref.activation(ref.at(g[v].label).vertex());
+    const at::Tensor& before = ref.activation(ref.at(g[v].label()).vertex());
     if (!now.defined() || !before.defined() || now.sizes() != before.sizes()) continue;
     const double change = (now.to(at::kDouble) - before.to(at::kDouble)).abs().max().item<double>();
-    std::cout << "  " << g[v].label << ": max |change| " << change
+    std::cout << "  " << g[v].label() << ": max |change| " << change
               << " against the run without interventions\n";
   }
   if (auto npz = a.get("--npz"))

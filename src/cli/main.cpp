@@ -96,7 +96,7 @@ int cmd_demo(const Args& a) {
   }
   std::vector<std::pair<std::string, at::Tensor>> arrays;
   for (tl::Vertex v : log.saved_layers())
-    arrays.emplace_back(log.graph()[v].label, log.activation(v));
+    arrays.emplace_back(log.graph()[v].label(), log.activation(v));
   tl::io::write_npz((out / "demo.npz").string(), arrays);
   std::cout << "\nWrote " << (out / "demo.json").string() << " (metadata of " << log.size()
             << " layers) and " << (out / "demo.npz").string() << " (" << arrays.size()

@@ -430,7 +430,7 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch, const at::Tensor
         if (!seen.insert(v).second) continue;
         const OpNode& n = g[v];
         ExtractLayer l;
-        l.label = n.label;
+        l.label = n.label();
         l.key = key;
         l.op = n.op_name;
         l.module = n.modules.empty() ? std::string() : n.modules.back().address.str();
@@ -442,14 +442,14 @@ std::vector<at::Tensor> Extractor::run(const at::Tensor& batch, const at::Tensor
         l.shape = n.shape;
         if (l.shape.empty() || l.shape[0] != im.batch_rows) {
           std::string msg = "layer ";
-          msg += n.label;
+          msg += n.label();
           msg += " (key '" + key + "') has shape " + shape_as_list(n.shape) +
                  ": its first dimension is not the batch size " + std::to_string(im.batch_rows) +
                  " (flattened, or reduced over the batch?); extract saves one row per stimulus";
           throw ExtractError(msg);
         }
         if (l.id >= by_id.size() || !by_id[l.id].defined()) {
-          throw ExtractError("layer " + n.label + " (key '" + key + "') has no tensor to save");
+          throw ExtractError("layer " + n.label() + " (key '" + key + "') has no tensor to save");
         }
         l.dtype = by_id[l.id].scalar_type();
         layers.push_back(std::move(l));

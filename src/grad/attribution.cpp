@@ -75,7 +75,7 @@ std::string single_label(const Site& site, const ModelLog& reference) {
                   site.describe(), " selects ", ids.size());
   const ModelGraph& g = reference.graph();
   for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
-    if (g[v].id == ids.front()) return g[v].label;
+    if (g[v].id == ids.front()) return g[v].label();
   }
   TORCHLENS_CHECK(false, "site ", site.describe(), " resolved to no layer");
   return {};
@@ -163,7 +163,7 @@ AttributionResult attribution_patch(const ModelLog& clean, const ModelLog& corru
       const Vertex v = vertex_of.at(id);
       AttributionRow row;
       row.site = site.describe();
-      row.label = g[v].label;
+      row.label = g[v].label();
       const at::Tensor grad = base.gradient(v);
       auto dv = donor_vertex.find(id);
       TORCHLENS_CHECK(dv != donor_vertex.end(), "the two logs differ: ", row.label,

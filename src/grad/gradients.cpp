@@ -296,7 +296,7 @@ std::vector<BackwardStep> ModelLog::backward_log() const {
   if (gradients_ == nullptr) return out;
   std::unordered_map<std::size_t, std::vector<std::string>> labels_by_id;
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    labels_by_id[graph_[v].id].push_back(graph_[v].label);
+    labels_by_id[graph_[v].id].push_back(graph_[v].label());
   }
   for (const auto& s : gradients_->steps()) {
     BackwardStep b;

@@ -77,7 +77,7 @@ GradientReport validate_gradients(const ModelLog& log, const GradientValidateOpt
     if (pn.kind == NodeKind::output) continue; // its producer's gradient
     const at::Tensor saved = log.gradient(p);
     if (!saved.defined()) continue;
-    auto skip = [&](std::string why) { report.skipped.push_back({pn.label, std::move(why), 0}); };
+    auto skip = [&](std::string why) { report.skipped.push_back({pn.label(), std::move(why), 0}); };
     const at::Tensor& value = log.activation(p);
     if (!value.defined()) {
       skip("activation not saved");
@@ -109,7 +109,7 @@ GradientReport validate_gradients(const ModelLog& log, const GradientValidateOpt
       if (!calls_done.insert(outputs.begin()->second).second) continue;
       const OpNode& cn = g[c];
       if (cn.id >= records.size() || !records[cn.id].op) {
-        why_not = "child " + cn.label + " has no re-execution record";
+        why_not = "child " + cn.label() + " has no re-execution record";
         break;
       }
       std::map<std::pair<int, int>, at::Tensor> inputs;
@@ -117,7 +117,7 @@ GradientReport validate_gradients(const ModelLog& log, const GradientValidateOpt
         const Vertex src = boost::source(e, g);
         const at::Tensor& a = log.activation(src);
         if (!a.defined()) {
-          why_not = "a parent of child " + cn.label + " was not saved";
+          why_not = "a parent of child " + cn.label() + " was not saved";
           break;
         }
         // the other inputs as fresh leaves that require grad as the originals
@@ -131,7 +131,8 @@ GradientReport validate_gradients(const ModelLog& log, const GradientValidateOpt
         outs = detail::reexecute(records[cn.id], inputs);
       } catch (const c10::Error& e) {
         std::string msg = e.what_without_backtrace();
-        why_not = "child " + cn.label + " cannot be re-executed: " + msg.substr(0, msg.find('\n'));
+        why_not =
+            "child " + cn.label() + " cannot be re-executed: " + msg.substr(0, msg.find('\n'));
         break;
       }
       std::vector<at::Tensor> ys, gys;
@@ -164,8 +165,8 @@ GradientReport validate_gradients(const ModelLog& log, const GradientValidateOpt
     if (!ok) {
       report.valid = false;
       std::string names;
-      for (Vertex c : children) names += (names.empty() ? "" : ", ") + g[c].label;
-      report.failures.push_back({pn.label,
+      for (Vertex c : children) names += (names.empty() ? "" : ", ") + g[c].label();
+      report.failures.push_back({pn.label(),
                                  "saved gradient differs from the sum over its children's "
                                  "backward (" +
                                      names + ")",

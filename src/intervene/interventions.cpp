@@ -249,9 +249,9 @@ std::string graph_difference(const ModelLog& reference, const ModelLog& log) {
   const ModelGraph& b = log.graph();
   const std::size_t n = std::min(boost::num_vertices(a), boost::num_vertices(b));
   for (std::size_t v = 0; v < n; ++v) {
-    if (a[v].label != b[v].label || a[v].op_name != b[v].op_name || a[v].shape != b[v].shape) {
-      return "the graph differs from the reference from " + a[v].label + " (" + a[v].op_name +
-             ") on: this run has " + b[v].label + " (" + b[v].op_name + ")";
+    if (a[v].label() != b[v].label() || a[v].op_name != b[v].op_name || a[v].shape != b[v].shape) {
+      return "the graph differs from the reference from " + a[v].label() + " (" + a[v].op_name +
+             ") on: this run has " + b[v].label() + " (" + b[v].op_name + ")";
     }
   }
   if (boost::num_vertices(a) != boost::num_vertices(b)) {

@@ -109,18 +109,18 @@ std::shared_ptr<const LeanPlan> make_lean_plan(const Interventions& original,
       const OpNode& before = g[vertex_of.at(id - 1)];
       if (before.kind == NodeKind::op && before.op_name == n.op_name &&
           before.overload == n.overload && before.output_index < n.output_index) {
-        return refuse("the edge into " + n.label +
+        return refuse("the edge into " + n.label() +
                       " (a later output of a multi-output op) is "
                       "left to the full engine");
       }
     }
-    plan->ops.push_back(LeanPlan::Op{id, n.label, n.op_name, n.overload, occurrence, n.output_index,
-                                     n.shape, n.dtype});
+    plan->ops.push_back(LeanPlan::Op{id, n.label(), n.op_name, n.overload, occurrence,
+                                     n.output_index, n.shape, n.dtype});
   }
   if (first_literal != SIZE_MAX) {
     // its op (`empty`, `lift_fresh`, ...) counts in this run's occurrences and
     // totals, but the log renamed it: the occurrences cannot be trusted
-    return refuse("the reference has a tensor literal (" + g[vertex_of.at(first_literal)].label +
+    return refuse("the reference has a tensor literal (" + g[vertex_of.at(first_literal)].label() +
                   "), whose operator, which the occurrences count, the log no longer has");
   }
   for (std::size_t id : named) {
@@ -130,13 +130,13 @@ std::shared_ptr<const LeanPlan> make_lean_plan(const Interventions& original,
     const OpNode& n = g[it->second];
     if (n.kind == NodeKind::input) {
       if (children.count(id) != 0) return refuse("an edge into an input");
-      plan->inputs.push_back(LeanPlan::Input{id, n.label, n.io_address, n.shape, n.dtype});
+      plan->inputs.push_back(LeanPlan::Input{id, n.label(), n.io_address, n.shape, n.dtype});
     } else if (n.kind == NodeKind::buffer) {
-      return refuse("the site " + n.label +
+      return refuse("the site " + n.label() +
                     " is a buffer, whose passes follow the in-place "
                     "writes the full engine tracks");
     } else if (!dispatched(n)) {
-      return refuse("the site " + n.label + " (" + n.op_name +
+      return refuse("the site " + n.label() + " (" + n.op_name +
                     ") is a node the graph-building capture makes, not an op it runs");
     }
   }

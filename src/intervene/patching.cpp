@@ -59,7 +59,7 @@ std::vector<Target> targets(const Site& site, const ModelLog& base,
       one.resolved = {id};
       const OpNode& p = g[vertex_of.at(id.parent)];
       out.push_back(
-          {Site(one), p.label + " -> " + g[vertex_of.at(id.child)].label, grid_size(p.shape)});
+          {Site(one), p.label() + " -> " + g[vertex_of.at(id.child)].label(), grid_size(p.shape)});
     }
     return out;
   }
@@ -71,7 +71,7 @@ std::vector<Target> targets(const Site& site, const ModelLog& base,
   }
   for (std::size_t id : ids) {
     const OpNode& n = g[vertex_of.at(id)];
-    out.push_back({Site(LiveSelector(sel::ids({id}).node())), n.label, grid_size(n.shape)});
+    out.push_back({Site(LiveSelector(sel::ids({id}).node())), n.label(), grid_size(n.shape)});
   }
   return out;
 }

@@ -66,7 +66,7 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
   const auto value = [&](Vertex v) -> const at::Tensor& {
     if (dirty[v]) return changed[v];
     const at::Tensor& saved = reference.activation(v);
-    TORCHLENS_CHECK(saved.defined(), "replay reads ", g[v].label,
+    TORCHLENS_CHECK(saved.defined(), "replay reads ", g[v].label(),
                     ", whose activation the reference did not save: log it with every "
                     "activation saved (LogOptions().save(SaveSpec::all()))");
     return saved;
@@ -79,10 +79,10 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
   };
   const auto diverged = [&](Vertex v, const std::string& why) {
     throw ReplayDivergence(TORCHLENS_HERE,
-                           "replay stopped at " + g[v].label + " (" + g[v].op_name + "): " + why +
+                           "replay stopped at " + g[v].label() + " (" + g[v].op_name + "): " + why +
                                "; the model's control flow may differ from here on, so only a "
                                "rerun is right (Engine::rerun or Engine::automatic)",
-                           g[v].label);
+                           g[v].label());
   };
 
   // multi-output ops run once for all their outputs (siblings are consecutive)
@@ -106,15 +106,15 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
       continue;
     }
     if (recompute) {
-      TORCHLENS_CHECK(node.id < records.size() && records[node.id].op, "cannot replay ", node.label,
-                      " (", node.op_name, "): the log has no record of its call");
+      TORCHLENS_CHECK(node.id < records.size() && records[node.id].op, "cannot replay ",
+                      node.label(), " (", node.op_name, "): the log has no record of its call");
       std::map<std::pair<int, int>, at::Tensor> inputs;
       for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
         const Vertex p = boost::source(e, g);
         at::Tensor in = value(p);
         if (compiled.edge_into(node.id)) {
           in = compiled.apply_edge(EdgeId{g[p].id, node.id, g[e].arg_pos, g[e].list_index},
-                                   node.op_name, node.label, in, value_of, applied[v]);
+                                   node.op_name, node.label(), in, value_of, applied[v]);
         }
         inputs[{g[e].arg_pos, g[e].list_index}] = in;
       }
@@ -124,11 +124,11 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
       last_id = node.id;
       last_index = node.output_index;
       const auto k = static_cast<std::size_t>(node.output_index);
-      TORCHLENS_CHECK(k < cached_outputs.size(), "replaying ", node.label, " returned ",
+      TORCHLENS_CHECK(k < cached_outputs.size(), "replaying ", node.label(), " returned ",
                       cached_outputs.size(), " outputs; the log has output ", k);
       at::Tensor out = cached_outputs[k];
-      if (out.sizes() != c10::IntArrayRef(node.shape)) {
-        diverged(v, "its shape changed from " + shape_text(node.shape) + " to " +
+      if (out.sizes() != c10::IntArrayRef(node.shape.get())) {
+        diverged(v, "its shape changed from " + shape_text(node.shape.get()) + " to " +
                         shape_text(out.sizes()) + " (a data-dependent shape)");
       }
       changed[v] = std::move(out);
@@ -137,7 +137,7 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
     // output sites on this vertex, each seeing the previous result
     const at::Tensor& current = dirty[v] ? changed[v] : reference.activation(v);
     OpView view = detail::view_of(reference, v, current);
-    const at::Tensor after = compiled.apply_output(view, node.label, value_of, applied[v]);
+    const at::Tensor after = compiled.apply_output(view, node.label(), value_of, applied[v]);
     if (!after.is_same(current)) {
       changed[v] = after;
       dirty[v] = 1;

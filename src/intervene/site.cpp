@@ -240,7 +240,7 @@ OpView view_of(const ModelLog& log, Vertex v, const at::Tensor& value) {
   op.id = n.id;
   op.op_name = n.op_name;
   op.layer_type = n.layer_type;
-  op.modules = &n.modules;
+  op.modules = &n.modules.get();
   op.output_index = n.output_index;
   op.value = &value;
   return op;
@@ -328,8 +328,8 @@ std::vector<EdgeId> resolve_edges(const EdgeSelector& edge, const ModelLog& refe
     if (boost::source(e, g) != parent || (edge.arg >= 0 && g[e].arg_pos != edge.arg)) continue;
     out.push_back(EdgeId{g[parent].id, g[child].id, g[e].arg_pos, g[e].list_index});
   }
-  TORCHLENS_CHECK(!out.empty(), "no edge ", edge.describe(), ": ", g[child].label,
-                  " does not read ", g[parent].label,
+  TORCHLENS_CHECK(!out.empty(), "no edge ", edge.describe(), ": ", g[child].label(),
+                  " does not read ", g[parent].label(),
                   edge.arg >= 0 ? " through argument " + std::to_string(edge.arg) : std::string());
   return out;
 }

@@ -69,7 +69,7 @@ bool contains_frame(const std::vector<ModuleFrame>& frames, const ModuleFrame& f
 }
 
 void labels_json(std::ostream& os, const ModelGraph& g, const std::vector<Vertex>& vs) {
-  json_array(os, vs, [&](Vertex v) { os << json_string(g[v].label); });
+  json_array(os, vs, [&](Vertex v) { os << json_string(g[v].label()); });
 }
 
 } // namespace
@@ -101,7 +101,7 @@ void write_json(std::ostream& os, const ModelLog& log) {
   }
   os << "  \"conditional_branch_edges\": ";
   json_array(os, if_edges, [&](const auto& e) {
-    os << '[' << json_string(g[e.first].label) << ", " << json_string(g[e.second].label) << ']';
+    os << '[' << json_string(g[e.first].label()) << ", " << json_string(g[e.second].label()) << ']';
   });
   os << ",\n  \"modules\": ";
   json_array(os, info.modules, [&](const ModuleInfo& m) {
@@ -152,7 +152,7 @@ void write_json(std::ostream& os, const ModelLog& log) {
     }
     const auto exited = modules_exited(n);
     if (v != 0) os << ",\n";
-    os << "    {\"label\": " << json_string(n.label)
+    os << "    {\"label\": " << json_string(n.label())
        << ", \"label_short\": " << json_string(n.label_short())
        << ", \"label_no_pass\": " << json_string(n.label_no_pass()) << ", \"ordinal\": " << v
        << ", \"id\": " << n.id << ", \"type\": " << json_string(n.layer_type)
@@ -175,7 +175,7 @@ void write_json(std::ostream& os, const ModelLog& log) {
     labels_json(os, g, parents);
     os << ", \"parent_arg_locs\": ";
     json_array(os, boost::make_iterator_range(boost::in_edges(v, g)), [&](const Edge& e) {
-      os << "{\"parent\": " << json_string(g[boost::source(e, g)].label)
+      os << "{\"parent\": " << json_string(g[boost::source(e, g)].label())
          << ", \"arg\": " << json_string(g[e].arg_name) << ", \"position\": " << g[e].arg_pos
          << ", \"index\": " << g[e].list_index << "}";
     });

@@ -136,8 +136,8 @@ bool LayerView::has_activation() const {
 
 const at::Tensor& LayerView::activation() const {
   const at::Tensor& t = log_->activation(v_);
-  TORCHLENS_CHECK(t.defined(), "layer ", node().label,
-                  " has no saved activation (save it with LogOptions().save({\"", node().label,
+  TORCHLENS_CHECK(t.defined(), "layer ", node().label(),
+                  " has no saved activation (save it with LogOptions().save({\"", node().label(),
                   "\"}))");
   return t;
 }
@@ -146,7 +146,7 @@ std::vector<std::string> LayerView::parents() const {
   const auto& g = log_->graph();
   std::vector<std::pair<std::pair<int, int>, std::string>> in;
   for (auto e : boost::make_iterator_range(boost::in_edges(v_, g))) {
-    in.push_back({{g[e].arg_pos, g[e].list_index}, g[boost::source(e, g)].label});
+    in.push_back({{g[e].arg_pos, g[e].list_index}, g[boost::source(e, g)].label()});
   }
   std::stable_sort(in.begin(), in.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -159,7 +159,7 @@ std::vector<std::string> LayerView::children() const {
   const auto& g = log_->graph();
   std::vector<std::pair<Vertex, std::string>> out_v;
   for (auto e : boost::make_iterator_range(boost::out_edges(v_, g))) {
-    out_v.push_back({boost::target(e, g), g[boost::target(e, g)].label});
+    out_v.push_back({boost::target(e, g), g[boost::target(e, g)].label()});
   }
   std::stable_sort(out_v.begin(), out_v.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -278,7 +278,7 @@ void ModelLog::build_lookup(Lookup& index) const {
   }
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
     const OpNode& node = graph_[v];
-    add(node.label, v);
+    add(node.label(), v);
     add(node.label_short(), v);
     if (node.num_passes == 1) {
       add(std::string(node.label_no_pass()) + ":1", v);
@@ -374,13 +374,14 @@ Vertex ModelLog::resolve_or_throw(std::string_view key_view) const {
   }
   // a unique substring of one label
   const auto matches = vertices_where(
-      graph_, [&](const OpNode& n) { return n.label.find(key) != std::string::npos; });
+      graph_, [&](const OpNode& n) { return n.label().find(key) != std::string::npos; });
   if (matches.size() == 1) return matches.front();
   if (matches.size() > 1) {
-    const auto label = [&](Vertex v) -> const std::string& { return graph_[v].label; };
+    std::vector<std::string> labels;
+    for (Vertex v : matches) labels.push_back(graph_[v].label());
     TORCHLENS_CHECK_KEY(false, "key '", key, "' is ambiguous: it matches ", matches.size(),
-                        " layers (", first_joined(matches | ranges::views::transform(label), 8),
-                        matches.size() > 8 ? ", ..." : "", ")");
+                        " layers (", first_joined(labels, 8), matches.size() > 8 ? ", ..." : "",
+                        ")");
   }
   // nothing: suggest the nearest keys (ordinals aside)
   const auto is_ordinal = [](const std::string& k) {
@@ -420,7 +421,7 @@ std::vector<Vertex> ModelLog::select(std::string_view key_view) const {
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   out = vertices_where(graph_,
-                       [&](const OpNode& n) { return n.label.find(lower) != std::string::npos; });
+                       [&](const OpNode& n) { return n.label().find(lower) != std::string::npos; });
   if (!out.empty()) return out;
   resolve_or_throw(key); // throws with suggestions
   return out;
@@ -501,7 +502,7 @@ std::ostream& operator<<(std::ostream& os, const ModelLog& log) {
   os << "\tLayers (* = saved activation):\n";
   for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
     const OpNode& n = g[v];
-    os << "\t\t(" << v << ") " << n.label;
+    os << "\t\t(" << v << ") " << n.label();
     if (n.num_passes > 1) os << " (" << n.pass_num << "/" << n.num_passes << " passes)";
     if (n.has_saved_activation) os << " *";
     os << "\n";

@@ -653,8 +653,8 @@ void check_structure(const ModelGraph& g, const std::vector<detail::OpRecord>& r
                (a.isList() && i < a.toListRef().size() && a.toListRef()[i].isNone());
       }
       if (!slot) {
-        report.failures.push_back({n.label, FailureKind::invariant,
-                                   "an edge from " + g[boost::source(e, g)].label +
+        report.failures.push_back({n.label(), FailureKind::invariant,
+                                   "an edge from " + g[boost::source(e, g)].label() +
                                        " feeds no tensor argument of the recorded call",
                                    0});
       } else {
@@ -663,7 +663,7 @@ void check_structure(const ModelGraph& g, const std::vector<detail::OpRecord>& r
     }
     for (std::size_t i = 0; i < rec.args.size(); ++i) {
       if (rec.from_edges[i] && fed[i] == 0) {
-        report.failures.push_back({n.label, FailureKind::invariant,
+        report.failures.push_back({n.label(), FailureKind::invariant,
                                    "argument " + rec.op->schema().arguments()[i].name() +
                                        " came from a logged tensor but has no parent",
                                    0});
@@ -701,7 +701,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
     if (out_index < ground_truth.size()) {
       double err = 0;
       if (!values_equal(log.activation(v), ground_truth[out_index], 0, 0, err)) {
-        report.failures.push_back({g[v].label, FailureKind::output_mismatch, "", err});
+        report.failures.push_back({g[v].label(), FailureKind::output_mismatch, "", err});
       }
     }
     ++out_index;
@@ -719,7 +719,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
     // a source (a constant, a tensor literal): its saved value is the ground truth
     if ((n.id >= records.size() || !records[n.id].op) && boost::in_degree(v, g) == 0) continue;
     if (n.id >= records.size() || !records[n.id].op || !saved.defined()) {
-      report.failures.push_back({n.label, FailureKind::unreached,
+      report.failures.push_back({n.label(), FailureKind::unreached,
                                  saved.defined() ? "no replay record" : "activation not saved", 0});
       ok[v] = 0;
       continue;
@@ -732,7 +732,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
       inputs[{g[e].arg_pos, g[e].list_index}] = p;
     }
     if (!parents_saved) {
-      report.failures.push_back({n.label, FailureKind::unreached, "a parent was not saved", 0});
+      report.failures.push_back({n.label(), FailureKind::unreached, "a parent was not saved", 0});
       ok[v] = 0;
       continue;
     }
@@ -743,7 +743,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
     } catch (const c10::Error& e) {
       std::string msg = e.what_without_backtrace();
       msg = msg.substr(0, msg.find('\n'));
-      report.failures.push_back({n.label, FailureKind::cannot_replay, msg, 0});
+      report.failures.push_back({n.label(), FailureKind::cannot_replay, msg, 0});
       ok[v] = 0;
       continue;
     }
@@ -758,7 +758,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
              : values_equal(out[idx], saved, options.atol(), options.rtol(), err));
     if (!same) {
       ok[v] = 0;
-      mismatches[v] = {n.label, FailureKind::mismatch,
+      mismatches[v] = {n.label(), FailureKind::mismatch,
                        idx >= out.size() ? "the op returned fewer outputs" : "", err};
       continue;
     }
@@ -780,7 +780,7 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
         reason = "not perturbed: an op outside ATen may not check its inputs";
       }
       if (!reason.empty()) {
-        report.exempted_perturbation(n.label, g[p].label, std::move(reason));
+        report.exempted_perturbation(n.label(), g[p].label(), std::move(reason));
         continue;
       }
       // up to four perturbations: random values, then the values shifted up
@@ -808,16 +808,16 @@ ValidationReport validate_graph(const ModelGraph& g, const std::vector<at::Tenso
       }
       if (changed) continue;
       if (!replayed) {
-        report.exempted_perturbation(n.label, g[p].label,
+        report.exempted_perturbation(n.label(), g[p].label(),
                                      "no perturbed value is in the op's domain: " + error);
         continue;
       }
       const std::string blind = value_blind(g, v, p, records[n.id], log, saved);
       if (!blind.empty()) {
-        report.exempted_perturbation(n.label, g[p].label, blind);
+        report.exempted_perturbation(n.label(), g[p].label(), blind);
       } else {
-        report.failures.push_back({n.label, FailureKind::no_effect,
-                                   "perturbing parent " + g[p].label + " left it unchanged", 0});
+        report.failures.push_back({n.label(), FailureKind::no_effect,
+                                   "perturbing parent " + g[p].label() + " left it unchanged", 0});
       }
     }
   }

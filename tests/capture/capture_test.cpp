@@ -507,7 +507,7 @@ std::string placements(const tl::ModelLog& log) {
   std::string out;
   const auto& g = log.graph();
   for (auto v : boost::make_iterator_range(boost::vertices(g))) {
-    out += g[v].label + " @";
+    out += g[v].label() + " @";
     for (const auto& f : frame_strings(g[v])) out += " " + f;
     out += "\n";
   }
@@ -526,7 +526,7 @@ TEST_CASE("C++ frontend: a ModuleList is never called, so nothing is placed in i
     INFO(placements(log));
     const auto& g = log.graph();
     for (auto v : boost::make_iterator_range(boost::vertices(g))) {
-      for (const auto& f : g[v].modules) CHECK_MESSAGE(f.address != "blocks", g[v].label);
+      for (const auto& f : g[v].modules) CHECK_MESSAGE(f.address != "blocks", g[v].label());
     }
     for (const auto& m : log.info().modules) CHECK(m.address != "blocks");
     // ops placed by the parameters they read, and each block's mask buffer
@@ -579,7 +579,7 @@ TEST_CASE("C++ frontend without scopes: a TransformerEncoder's modules are each 
   for (auto v : boost::make_iterator_range(boost::vertices(g))) {
     const auto& f = g[v].modules;
     if (!f.empty() && f.back().address == "layers.0.self_attn.out_proj") {
-      out_proj_ops.push_back(g[v].label);
+      out_proj_ops.push_back(g[v].label());
       CHECK(frame_strings(g[v]) == std::vector<std::string>{"layers.0:1", "layers.0.self_attn:1",
                                                             "layers.0.self_attn.out_proj:1"});
     }

@@ -87,7 +87,7 @@ std::vector<std::string> describe(const tl::ModelLog& log) {
                     join(nesting, ",") + " > " + join(exits, ","));
     for (auto e : boost::make_iterator_range(boost::out_edges(layer.vertex(), g))) {
       if (g[e].is_cond_branch_start) {
-        if_edges.push_back("if " + layer.label() + " -> " + g[boost::target(e, g)].label);
+        if_edges.push_back("if " + layer.label() + " -> " + g[boost::target(e, g)].label());
       }
     }
   }

@@ -38,8 +38,9 @@ ModelGraph diamond() {
   ModelGraph g;
   for (int i = 0; i < 4; ++i) {
     OpNode n;
-    n.label = std::to_string(i);
-    n.label.insert(n.label.begin(), 'v'); // not "v" + ...: GCC 12's false -Wrestrict
+    std::string name = std::to_string(i);
+    name.insert(name.begin(), 'v'); // not "v" + ...: GCC 12's false -Wrestrict
+    n.io_address = name;
     boost::add_vertex(std::move(n), g);
   }
   const std::pair<int, int> edges[] = {{0, 1}, {0, 2}, {1, 3}, {2, 3}, {0, 3}, {1, 3}};
@@ -151,10 +152,10 @@ TEST_CASE("copies are deep, moves and swaps take the storage, bundles stay with 
   ModelGraph g = diamond();
   g[boost::graph_bundle].model_name = "diamond";
   ModelGraph copy = g;
-  copy[Vertex{0}].label = "changed";
-  CHECK(g[Vertex{0}].label == "v0");
+  copy[Vertex{0}].io_address = "changed";
+  CHECK(g[Vertex{0}].io_address == "v0");
   ModelGraph moved = std::move(copy);
-  CHECK(moved[Vertex{0}].label == "changed");
+  CHECK(moved[Vertex{0}].io_address == "changed");
   CHECK(moved[boost::graph_bundle].model_name == "diamond");
   CHECK(boost::num_edges(moved) == 6);
   ModelGraph other(2);

@@ -104,7 +104,7 @@ TEST_CASE("OpNode's repeated strings are Names: copying a vertex copies pointers
   torchlens::OpNode a;
   a.op_name = "aten::linear";
   a.dtype = "float32";
-  a.modules.push_back({"encoder.layers.0", "TransformerEncoderLayer", 2});
+  a.modules = {{"encoder.layers.0", "TransformerEncoderLayer", 2}};
   const torchlens::OpNode b = a;
   CHECK(&b.op_name.str() == &a.op_name.str());
   CHECK(&b.modules[0].address.str() == &a.modules[0].address.str());

@@ -20,7 +20,7 @@ namespace tlt {
 inline std::vector<std::string> labels(const torchlens::ModelLog& log) {
   std::vector<std::string> out;
   for (auto layer : log) {
-    out.push_back(layer->label);
+    out.push_back(layer->label());
   }
   return out;
 }
@@ -31,7 +31,7 @@ inline std::vector<std::string> labels_of_type(const torchlens::ModelLog& log,
   std::vector<std::string> out;
   for (auto layer : log) {
     if (layer->layer_type == type) {
-      out.push_back(layer->label);
+      out.push_back(layer->label());
     }
   }
   return out;
@@ -70,7 +70,7 @@ inline std::size_t count_kind(const torchlens::ModelLog& log, torchlens::NodeKin
 inline std::string dump(const torchlens::ModelLog& log) {
   std::ostringstream os;
   for (auto layer : log) {
-    os << layer->label << " [" << layer->op_name << "] parents:";
+    os << layer->label() << " [" << layer->op_name << "] parents:";
     for (const auto& p : layer.parents()) {
       os << ' ' << p;
     }

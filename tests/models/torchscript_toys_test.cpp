@@ -346,7 +346,7 @@ TEST_SUITE("log options") {
       CHECK(labels(log) == labels(full)); // metadata for every layer
       std::vector<std::string> saved;
       for (auto v : log.saved_layers()) {
-        saved.push_back(log.graph()[v].label);
+        saved.push_back(log.graph()[v].label());
       }
       CHECK(saved == strs({"conv2d_1_1", "conv2d_2_4"}));
       CHECK(log["conv2d_1_1"].has_activation());
@@ -361,7 +361,7 @@ TEST_SUITE("log options") {
       auto log = log_forward_pass(net, x, LogOptions().save({"conv2d"}));
       std::vector<std::string> saved;
       for (auto v : log.saved_layers()) {
-        saved.push_back(log.graph()[v].label);
+        saved.push_back(log.graph()[v].label());
       }
       CHECK(saved == strs({"conv2d_1_1", "conv2d_2_4"}));
     }
@@ -369,14 +369,14 @@ TEST_SUITE("log options") {
       auto log = log_forward_pass(net, x, LogOptions().save({"2", "-2"}));
       std::vector<std::string> saved;
       for (auto v : log.saved_layers()) {
-        saved.push_back(log.graph()[v].label);
+        saved.push_back(log.graph()[v].label());
       }
       // exactly the selection: the output node is not saved with its producer
       CHECK(saved == strs({"relu_1_2", "addmm_1_7"}));
       CHECK_FALSE(log["output_1"].has_activation());
       auto with_output = log_forward_pass(net, x, LogOptions().save({"output_1"}));
       std::vector<std::string> saved_out;
-      for (auto v : with_output.saved_layers()) saved_out.push_back(with_output.graph()[v].label);
+      for (auto v : with_output.saved_layers()) saved_out.push_back(with_output.graph()[v].label());
       CHECK(saved_out == strs({"addmm_1_7", "output_1"})); // one tensor, shared
       CHECK(with_output["output_1"].activation().is_same(with_output["addmm_1_7"].activation()));
       CHECK(torch::allclose(log["relu_1_2"].activation(), full["relu_1_2"].activation()));

@@ -563,8 +563,8 @@ TEST_SUITE("toy models: C++ frontend") {
     for (auto [it, end] = boost::edges(g); it != end; ++it) {
       if (g[*it].is_cond_branch_start) {
         ++cond_edges;
-        CHECK(g[boost::source(*it, g)].label == "input_1");
-        CHECK(g[boost::target(*it, g)].label == "sum_1_1");
+        CHECK(g[boost::source(*it, g)].label() == "input_1");
+        CHECK(g[boost::target(*it, g)].label() == "sum_1_1");
       }
     }
     CHECK(cond_edges == 1);
@@ -885,8 +885,8 @@ TEST_SUITE("toy models: C++ frontend") {
       CHECK_FALSE(log.info().is_recurrent);
       auto updates = tlt::of_type(log, "baseupdate");
       REQUIRE(updates.size() == 2);
-      CHECK(updates[0]->label == "baseupdate_1_6");
-      CHECK(updates[1]->label == "baseupdate_2_9");
+      CHECK(updates[0]->label() == "baseupdate_1_6");
+      CHECK(updates[1]->label() == "baseupdate_2_9");
       CHECK(location(updates[0]) == "size=[2, 4] stride=[8, 1] storage_offset=0");
       CHECK(location(updates[1]) == "size=[2, 4] stride=[8, 1] storage_offset=4");
       CHECK(tlt::labels_of_type(log, "copy") == strs({"copy_1_5", "copy_2_8"}));

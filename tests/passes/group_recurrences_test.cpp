@@ -20,7 +20,7 @@ namespace {
 std::vector<std::string> labels_of(ModelGraph g) {
   run_default_pipeline(g);
   std::vector<std::string> out;
-  for (auto v : boost::make_iterator_range(boost::vertices(g))) out.push_back(g[v].label);
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) out.push_back(g[v].label());
   return out;
 }
 using L = std::vector<std::string>;
@@ -60,7 +60,7 @@ TEST_CASE("one Linear applied 5 times in a loop is one layer with 5 passes") {
   ModelGraph g = linear_loop_graph(5);
   run_default_pipeline(g);
   for (Vertex v = 1; v <= 5; ++v) {
-    CHECK(g[v].label == "linear_1_1:" + std::to_string(v));
+    CHECK(g[v].label() == "linear_1_1:" + std::to_string(v));
     CHECK(g[v].num_passes == 5);
     CHECK(g[v].pass_num == static_cast<int>(v));
   }

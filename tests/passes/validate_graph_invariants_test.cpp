@@ -34,7 +34,10 @@ TEST_CASE("validate reports an edge against vertex order") {
 TEST_CASE("validate reports duplicate labels, bad ids and bad outputs") {
   ModelGraph g = chain_graph();
   run_default_pipeline(g);
-  g[2].label = g[1].label;
+  // the fields the label is written from (OpNode::label)
+  g[2].layer_type = g[1].layer_type;
+  g[2].type_num = g[1].type_num;
+  g[2].total_num = g[1].total_num;
   g[3].id = 1;
   boost::add_edge(1, 3, TensorEdge{}, g);
   auto problems = passes::check_graph_invariants(g);

@@ -34,8 +34,8 @@ std::vector<char> reachable(const Graph& g, Vertex from) {
 inline int convolutions_between(const ModelGraph& g, const std::string& a, const std::string& b) {
   Vertex va = 0, vb = 0;
   for (auto v : boost::make_iterator_range(boost::vertices(g))) {
-    if (g[v].label == a) va = v;
-    if (g[v].label == b) vb = v;
+    if (g[v].label() == a) va = v;
+    if (g[v].label() == b) vb = v;
   }
   const auto after_a = reachable(g, va);
   const auto before_b = reachable(boost::make_reverse_graph(g), vb);
@@ -53,7 +53,7 @@ inline std::vector<std::string> pools_after_relu(const ModelGraph& g) {
     if (g[v].layer_type.find("pool") == std::string::npos) continue;
     for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
       if (g[boost::source(e, g)].layer_type == "relu") {
-        out.push_back(g[v].label);
+        out.push_back(g[v].label());
         break;
       }
     }
@@ -82,7 +82,7 @@ ModelGraph alexnet_features() {
 TEST_CASE("docs/pipeline.md queries") {
   ModelGraph g = alexnet_features();
   torchlens::run_default_pipeline(g);
-  CHECK(g[7].label == "conv2d_3_7"); // as in the TorchLens README
+  CHECK(g[7].label() == "conv2d_3_7"); // as in the TorchLens README
   CHECK(convolutions_between(g, "input_1", "output_1") == 4);
   CHECK(convolutions_between(g, "maxpool2d_1_3", "relu_3_8") == 2);
   CHECK(pools_after_relu(g) ==

@@ -80,10 +80,12 @@ ModelGraph nested_graph() {
     g[v].bytes = 4;
     for (auto d2 : g[v].shape) g[v].bytes *= d2;
   }
-  g[l1].params[0].shape = {3, 3};
-  g[l1].params[1].shape = {3};
-  g[l1].params[0].numel = 9;
-  g[l1].params[1].numel = 3;
+  std::vector<ParamRef> params = g[l1].params.vec();
+  params[0].shape = {3, 3};
+  params[1].shape = {3};
+  params[0].numel = 9;
+  params[1].numel = 3;
+  g[l1].params = params;
   return labeled(std::move(g));
 }
 
@@ -164,7 +166,7 @@ TEST_CASE("gradient edges: child to parent where both have a saved gradient, unr
   std::vector<Vertex> all, two;
   for (auto v : boost::make_iterator_range(boost::vertices(g))) {
     all.push_back(v);
-    if (g[v].label == "relu_1_1" || g[v].label == "linear_1_2") two.push_back(v);
+    if (g[v].label() == "relu_1_1" || g[v].label() == "linear_1_2") two.push_back(v);
   }
   CHECK(boost::num_edges(io::build_dot_graph(g, io::DotOptions().gradient_layers(all))) == 6);
   CHECK(count(io::to_dot(g, io::DotOptions().gradient_layers(all)), "fontcolor=\"#9197F6\"") == 3);

@@ -38,9 +38,10 @@ ModelGraph residual_graph(int ops) {
     if (params) {
       std::string address = "p"; // not "p" + to_string(): GCC 12 misreports -Wrestrict on it
       address += std::to_string(n.id);
-      n.params.push_back(ParamRef{address, {64, 64, 3, 3}, 36864, 147456, true});
+      n.params = {ParamRef{address, {64, 64, 3, 3}, 36864, 147456, true}};
     }
-    n.label = type + "_" + std::to_string(n.id);
+    n.type_num = static_cast<int>(n.id) + 1; // labels `{type}_{id + 1}_{id + 1}`
+    n.total_num = n.type_num;
     const Vertex v = boost::add_vertex(n, g);
     int pos = 0;
     for (Vertex p : parents)

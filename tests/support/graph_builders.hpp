@@ -46,7 +46,9 @@ class GraphBuilder {
     OpNode n = base(NodeKind::op, type, spec.shape);
     n.op_name = "aten::" + type;
     n.dtype = spec.dtype;
-    for (const auto& p : spec.params) n.params.push_back(ParamRef{p, {4, 4}, 16, 64, true});
+    std::vector<ParamRef> params;
+    for (const auto& p : spec.params) params.push_back(ParamRef{p, {4, 4}, 16, 64, true});
+    n.params = params;
     n.modules = spec.modules;
     n.module_observed = spec.observed;
     n.scalar_args = spec.scalar_args;

@@ -149,8 +149,8 @@ void check_fact(const ModelGraph& g) {
   } else if constexpr (std::is_same_v<F, LayersLabeled>) {
     std::set<std::string> labels;
     for (Vertex v = 0; v < n; ++v) {
-      CHECK_FALSE(g[v].label.empty());
-      CHECK(labels.insert(g[v].label).second);
+      CHECK_FALSE(g[v].label().empty());
+      CHECK(labels.insert(g[v].label()).second);
     }
   }
 }

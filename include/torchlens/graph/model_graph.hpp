@@ -6,11 +6,13 @@
 /// their benchmarks never include LibTorch. Activations live beside the graph
 /// in the model log, keyed by OpNode::id.
 
+#include <torchlens/graph/interned.hpp>
 #include <torchlens/graph/name.hpp>
 
 #include <torchlens/graph/digraph.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -63,6 +65,13 @@ struct ModuleFrame {
   friend bool operator==(const ModuleFrame&, const ModuleFrame&) = default;
 };
 
+inline std::size_t intern_hash(const ModuleFrame& f) noexcept {
+  std::size_t h = f.address.hash();
+  detail::hash_combine(h, f.type.hash());
+  detail::hash_combine(h, static_cast<std::size_t>(f.pass));
+  return h;
+}
+
 /// A parameter an op read (TorchLens stores these on the op, not as nodes).
 struct ParamRef {
   Name address;                    ///< `features.0.weight` (stored once: many ops read it)
@@ -70,13 +79,32 @@ struct ParamRef {
   std::int64_t numel = 0;
   std::int64_t bytes = 0;
   bool requires_grad = false;
+
+  friend bool operator==(const ParamRef&, const ParamRef&) = default;
 };
+
+inline std::size_t intern_hash(const ParamRef& p) noexcept {
+  std::size_t h = p.address.hash();
+  for (std::int64_t d : p.shape) detail::hash_combine(h, intern_hash(d));
+  detail::hash_combine(h, static_cast<std::size_t>(p.numel));
+  detail::hash_combine(h, static_cast<std::size_t>(p.bytes));
+  detail::hash_combine(h, static_cast<std::size_t>(p.requires_grad));
+  return h;
+}
 
 /// A non-tensor argument of an op, printed: name from the schema, value as text.
 struct ScalarArg {
   Name name;         ///< schema name (`stride`, `alpha`)
   std::string value; ///< printable value (`[2, 2]`, `1`, `None`)
+
+  friend bool operator==(const ScalarArg&, const ScalarArg&) = default;
 };
+
+inline std::size_t intern_hash(const ScalarArg& a) noexcept {
+  std::size_t h = a.name.hash();
+  detail::hash_combine(h, intern_hash(a.value));
+  return h;
+}
 
 /// Bundled vertex property: everything known about one op pass. (Within each
 /// group the one-byte fields sit where two groups meet, so the struct carries
@@ -93,18 +121,18 @@ struct OpNode {
 
   // ---- the tensor ----
   bool requires_grad = false;
-  std::vector<std::int64_t> shape;
+  Interned<std::int64_t> shape;
   Name dtype;             ///< `float32`, `int64`, `bool`
   Name device;            ///< `cpu`, `cuda:0`
   std::int64_t bytes = 0; ///< nbytes of the output (no copy)
   Name grad_fn;           ///< autograd node name (`AddmmBackward0`) or ""
 
   // ---- the call ----
-  std::vector<ScalarArg> scalar_args;
-  std::vector<ParamRef> params; ///< parameters read by the op
-  double time_us = 0;           ///< wall time of the op itself
-  bool is_inplace = false;      ///< the op wrote into one of its arguments
-  bool is_view = false;         ///< output aliases an argument without writing
+  Interned<ScalarArg> scalar_args;
+  Interned<ParamRef> params; ///< parameters read by the op
+  double time_us = 0;        ///< wall time of the op itself
+  bool is_inplace = false;   ///< the op wrote into one of its arguments
+  bool is_view = false;      ///< output aliases an argument without writing
 
   // ---- roles ----
   bool is_internally_generated = false;   ///< no tensor parents and not an input/buffer
@@ -113,12 +141,12 @@ struct OpNode {
   std::optional<bool> scalar_bool_value;  ///< value of a 0-dim bool tensor
   bool feeds_output = false;              ///< returned from forward (parent of an output node)
   bool has_saved_activation = false;
-  Name io_address;                        ///< `input.0`, `output.1`, or the buffer address
-  std::vector<std::string> interventions; ///< actions an intervention applied to this
-                                          ///< value, in order (its saved value is the result)
+  Name io_address;                     ///< `input.0`, `output.1`, or the buffer address
+  Interned<std::string> interventions; ///< actions an intervention applied to this
+                                       ///< value, in order (its saved value is the result)
 
   // ---- module containment (outer → inner) ----
-  std::vector<ModuleFrame> modules;
+  Interned<ModuleFrame> modules;
   int modules_exited = 0;       ///< its value is returned from the innermost this many
                                 ///< module passes of `modules` (see modules_exited())
   int buffer_pass = 0;          ///< for buffers: which version of the buffer (1-based)
@@ -142,35 +170,60 @@ struct OpNode {
   int num_passes = 1;    ///< passes of its layer
   int type_num = 0;      ///< ordinal among layers of the same type
   int total_num = 0;     ///< ordinal among all layers
-  std::string label;     ///< `conv2d_3_7` or `conv2d_3_7:2`
 
-  // TorchLens's three other labels are parts of `label`, computed when asked
-  // (storing them cost 96 bytes per op): views into `label`, valid while it is.
+  // ---- labels: written from the fields above, not stored ----
+  // TorchLens's four labels are `{type}_{type_num}_{total_num}` (inputs,
+  // buffers and outputs: `input_{type_num}`) with `:{pass_num}` when the layer
+  // has several passes, and the short forms without `_{total_num}`. Storing the
+  // label cost 32 bytes per op (and a string write per vertex in
+  // label-layers); each is "" until label-layers has numbered the layers.
 
+  /// `conv2d_3_7` or `conv2d_3_7:2` (TorchLens's `layer_label`).
+  [[nodiscard]] std::string label() const { return make_label(false, true); }
   /// `conv2d_3_7`: the label without its pass.
-  [[nodiscard]] std::string_view label_no_pass() const noexcept {
-    const std::string_view l = label;
-    return l.substr(0, pass_separator());
-  }
-  /// `conv2d_3`: the short label without its pass (an op's drops `_{total_num}`).
-  [[nodiscard]] std::string_view label_short_no_pass() const noexcept {
-    const std::string_view l = label_no_pass();
-    if (kind != NodeKind::op) return l;
-    const auto cut = l.rfind('_');
-    return cut == std::string_view::npos ? l : l.substr(0, cut);
-  }
-  /// `conv2d_3` or `conv2d_3:2`.
-  [[nodiscard]] std::string label_short() const {
-    std::string out(label_short_no_pass());
-    const std::size_t sep = pass_separator();
-    if (sep != std::string::npos) out.append(label, sep, std::string::npos);
-    return out;
+  [[nodiscard]] std::string label_no_pass() const { return make_label(false, false); }
+  /// `conv2d_3` or `conv2d_3:2`: the short label (an op's drops `_{total_num}`).
+  [[nodiscard]] std::string label_short() const { return make_label(true, true); }
+  /// `conv2d_3`: the short label without its pass.
+  [[nodiscard]] std::string label_short_no_pass() const { return make_label(true, false); }
+  /// Appends a label to `out` (no allocation when `out` has room).
+  void append_label(std::string& out, bool short_form = false, bool with_pass = true) const {
+    if (type_num <= 0) return;
+    switch (kind) {
+      case NodeKind::input:
+        out += "input_";
+        break;
+      case NodeKind::buffer:
+        out += "buffer_";
+        break;
+      case NodeKind::output:
+        out += "output_";
+        break;
+      case NodeKind::op:
+        out += layer_type.str();
+        out += '_';
+        break;
+    }
+    append_number(out, type_num);
+    if (kind == NodeKind::op && !short_form) {
+      out += '_';
+      append_number(out, total_num);
+    }
+    if (with_pass && num_passes > 1) {
+      out += ':';
+      append_number(out, pass_num);
+    }
   }
 
  private:
-  /// Where `:{pass}` starts in `label` (npos for a layer of one pass).
-  [[nodiscard]] std::size_t pass_separator() const noexcept {
-    return num_passes > 1 ? label.rfind(':') : std::string::npos;
+  [[nodiscard]] std::string make_label(bool short_form, bool with_pass) const {
+    std::string out;
+    append_label(out, short_form, with_pass);
+    return out;
+  }
+  static void append_number(std::string& out, int x) {
+    char digits[16];
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, x).ptr);
   }
 };
 
@@ -179,7 +232,7 @@ struct OpNode {
 /// containment, since a value leaves nested calls innermost first.
 inline std::span<const ModuleFrame> modules_exited(const OpNode& n) {
   const std::size_t k = std::min(n.modules.size(), static_cast<std::size_t>(n.modules_exited));
-  return std::span<const ModuleFrame>(n.modules).subspan(n.modules.size() - k);
+  return std::span<const ModuleFrame>(n.modules.get()).subspan(n.modules.size() - k);
 }
 
 /// Bundled edge property: which argument of the child the parent fed.

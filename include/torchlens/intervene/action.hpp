@@ -28,7 +28,8 @@ struct OpNode;
 struct HookContext {
   std::size_t id = 0;       ///< OpNode::id of the value (an edge: its parent)
   std::string_view op_name; ///< the op that produced the value
-  std::string_view label;   ///< its label in the reference log, or ""
+  std::string_view label;   ///< its label in the reference log, or "" (valid during the
+                            ///< call: copy it to keep it)
   std::function<at::Tensor(std::size_t)> value_of; ///< this run's value of another
                                                    ///< site (by id), as downstream saw it
   /// The site's region applied to another full-size tensor (a donor's value);

@@ -36,7 +36,7 @@ class LayerView {
   const OpNode& node() const;
   const OpNode* operator->() const { return &node(); }
   Vertex vertex() const noexcept { return v_; }
-  const std::string& label() const { return node().label; }
+  std::string label() const { return node().label(); }
 
   /// True when the activation was saved.
   bool has_activation() const;

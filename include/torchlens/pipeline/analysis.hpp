@@ -314,7 +314,7 @@ struct ModuleTreeAnalysis {
     const std::vector<ModuleFrame>* prev = nullptr;
     int prev_id = ModuleTree::kRoot;
     for (Vertex v = 0; v < n; ++v) {
-      const auto& mods = g[v].modules;
+      const std::vector<ModuleFrame>& mods = g[v].modules;
       if (prev == nullptr || mods != *prev) {
         prev_id = r.tree.intern(mods);
         prev = &mods;

@@ -72,7 +72,7 @@ inline void dump_graph_text(std::ostream& os, const ModelGraph& g) {
      << " conditional=" << info.has_conditional << " next_id=" << info.next_id << "\n";
   for (auto v : boost::make_iterator_range(boost::vertices(g))) {
     const OpNode& n = g[v];
-    os << v << " id=" << n.id << " " << n.layer_type << " label=" << n.label
+    os << v << " id=" << n.id << " " << n.layer_type << " label=" << n.label()
        << " io=" << n.io_address << " layer=" << n.layer << " pass=" << n.pass_num << "/"
        << n.num_passes << " eq=" << n.equivalence_type << " anc=" << n.is_output_ancestor
        << n.has_input_ancestor << " cond=" << n.is_terminal_bool << n.in_cond_branch

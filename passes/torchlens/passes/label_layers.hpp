@@ -8,7 +8,6 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -70,42 +69,11 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
       }
     }
     bool branching = false;
-    std::string label; // scratch: each field is assigned once, without temporaries
-    char digits[24];
-    auto append_int = [&](std::string& s, int x) {
-      s.append(digits, std::to_chars(digits, digits + sizeof digits, x).ptr);
-    };
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];
       const std::size_t l = node.layer;
-      node.type_num = type_num[l];
+      node.type_num = type_num[l]; // the labels are written from these (OpNode::label)
       node.total_num = total_num[l];
-      label.clear();
-      switch (node.kind) {
-        case NodeKind::input:
-          label += "input_";
-          break;
-        case NodeKind::buffer:
-          label += "buffer_";
-          break;
-        case NodeKind::output:
-          label += "output_";
-          break;
-        case NodeKind::op:
-          label += node.layer_type;
-          label += '_';
-          break;
-      }
-      append_int(label, type_num[l]);
-      if (node.kind == NodeKind::op) {
-        label += '_';
-        append_int(label, total_num[l]);
-      }
-      if (node.num_passes > 1) {
-        label += ':';
-        append_int(label, node.pass_num);
-      }
-      node.label.assign(label); // the other three labels are parts of it (OpNode)
       if (!branching) {
         auto kids = adj.children_of(v);
         branching =

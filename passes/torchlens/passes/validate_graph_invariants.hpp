@@ -36,14 +36,14 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
   const auto& info = g[boost::graph_bundle];
   auto at = [&g](Vertex v) {
     return "vertex " + std::to_string(v) + " (id " + std::to_string(g[v].id) + ", " +
-           (g[v].label.empty() ? g[v].layer_type.str() : g[v].label) + ")";
+           (g[v].label().empty() ? g[v].layer_type.str() : g[v].label()) + ")";
   };
   // parent lists rebuilt from the out-edges, bucketed per child (counting sort, O(V + E))
   std::vector<std::size_t> start(n + 1, 0);
   bool labeled = false, grouped = false;
   for (Vertex v = 0; v < n; ++v) {
     const OpNode& node = g[v];
-    labeled = labeled || !node.label.empty();
+    labeled = labeled || !node.label().empty();
     grouped = grouped || node.num_passes > 1;
     if (v > 0 && g[v - 1].id >= node.id)
       problems.push_back(at(v) + ": id not above the previous vertex's id");
@@ -98,13 +98,14 @@ inline std::vector<std::string> check_graph_invariants(const ModelGraph& g) {
                          std::to_string(ret.node_id));
   }
   if (labeled) {
-    std::unordered_set<std::string_view> seen;
+    std::unordered_set<std::string> seen;
     seen.reserve(n);
     for (Vertex v = 0; v < n; ++v) {
-      if (g[v].label.empty())
+      std::string label = g[v].label();
+      if (label.empty())
         problems.push_back(at(v) + ": unlabeled in a labeled graph");
-      else if (!seen.insert(g[v].label).second)
-        problems.push_back(at(v) + ": duplicate label " + g[v].label);
+      else if (!seen.insert(label).second)
+        problems.push_back(at(v) + ": duplicate label " + label);
     }
   }
   if (labeled || grouped) {

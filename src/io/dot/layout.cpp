@@ -97,8 +97,8 @@ Layout make_layout(const ModelGraph& g, const DotOptions& options) {
     items.resize(n);
     for (Vertex v = 0; v < n; ++v) {
       items[v].members = {v};
-      items[v].name = node_name(g[v].label, g[v].id);
-      items[v].title = g[v].label.empty() ? items[v].name : g[v].label;
+      items[v].name = node_name(g[v].label(), g[v].id);
+      items[v].title = g[v].label().empty() ? items[v].name : g[v].label();
       items[v].frames = frames[v];
     }
     for (auto e : boost::make_iterator_range(boost::edges(g))) {

@@ -1314,7 +1314,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     n.is_inplace = info.writes;
     n.is_view = info.returns_view;
     n.params = last ? std::move(param_refs) : param_refs;
-    n.time_us = us;
+    n.time_us = static_cast<float>(us);
     n.is_internally_generated = parents.empty();
     if (t.dim() == 0 && t.scalar_type() == at::kBool && t.device().is_cpu()) {
       n.scalar_bool_value = t.item<bool>();

@@ -152,6 +152,7 @@ ModelLog replay(const ModelLog& reference, const Interventions& spec) {
 
   ModelLog out = reference.fork();
   std::vector<at::Tensor> by_id = reference.activations_by_id();
+  by_id.resize(std::max(by_id.size(), g[boost::graph_bundle].next_id));
   ModelGraph& og = out.mutable_graph();
   for (Vertex v : boost::make_iterator_range(boost::vertices(g))) {
     if (dirty[v]) by_id[g[v].id] = changed[v];

@@ -195,7 +195,6 @@ ModelLog::ModelLog(ModelGraph&& graph, std::vector<at::Tensor> activations, LogO
   // eighth is (Digraph::shrink_if_loose). Trimming moves every vertex (their
   // members move without throwing), as costly as a sweep.
   graph_.shrink_if_loose();
-  activations_.resize(std::max(activations_.size(), info().next_id));
   set_activations(std::move(activations_));
   detail::shrink_if_loose(activations_);
 }
@@ -253,9 +252,15 @@ const at::Tensor& ModelLog::activation(Vertex v) const {
 void ModelLog::set_activations(std::vector<at::Tensor> by_id) {
   activations_ = std::move(by_id);
   activations_.resize(std::max(activations_.size(), info().next_id));
+  bool any = false;
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    graph_[v].has_saved_activation = activation(v).defined();
+    const bool saved = activation(v).defined();
+    graph_[v].has_saved_activation = saved;
+    any = any || saved;
   }
+  // a metadata-only log keeps no slots (8 bytes per op): readers of
+  // activations_by_id() check an id against its size
+  if (!any) activations_ = {};
 }
 
 const ModelLog::Lookup& ModelLog::lookup() const {

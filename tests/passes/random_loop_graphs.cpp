@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
       // TorchLens's recurrence_anchored: computed in a module, or a buffer
       const bool anchored = node.kind == NodeKind::buffer || !node.modules.empty();
       std::printf("],\"anchored\":%s", anchored ? "true" : "false");
-      std::printf(",\"layer\":%zu,\"pass\":%d,\"passes\":%d}", node.layer, node.pass_num,
-                  node.num_passes);
+      std::printf(",\"layer\":%zu,\"pass\":%d,\"passes\":%d}", static_cast<std::size_t>(node.layer),
+                  node.pass_num, node.num_passes);
     }
     std::printf("]}\n");
   }

@@ -44,8 +44,10 @@ ModelGraph residual_graph(int ops) {
     n.total_num = n.type_num;
     const Vertex v = boost::add_vertex(n, g);
     int pos = 0;
-    for (Vertex p : parents)
-      boost::add_edge(p, v, TensorEdge{pos++, -1, pos == 1 ? "input" : "other", false}, g);
+    for (Vertex p : parents) {
+      const int arg = pos++;
+      boost::add_edge(p, v, TensorEdge{arg, -1, arg == 0 ? "input" : "other", false}, g);
+    }
     return v;
   };
   Vertex x = add(NodeKind::input, "input", {}, {}, false);

@@ -106,70 +106,73 @@ inline std::size_t intern_hash(const ScalarArg& a) noexcept {
   return h;
 }
 
-/// Bundled vertex property: everything known about one op pass. (Within each
-/// group the one-byte fields sit where two groups meet, so the struct carries
-/// 6 bytes of padding, not 30.)
+/// Bundled vertex property: everything known about one op pass, in 192 bytes
+/// (with its adjacency record and its in-edge, ~250 bytes per op of a chain).
+/// What repeats across ops is shared: text as Names, sequences as Interned
+/// handles; the labels are written from their parts. Fields are grouped by
+/// width, so the struct has no padding.
 struct OpNode {
   // ---- identity (set by capture, never changed) ----
-  std::size_t id = 0;   ///< creation order; key into the activation store
-  Name op_name;         ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
-  Name overload;        ///< schema overload (`Tensor`, `Scalar`, "")
-  Name layer_type;      ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
-  int output_index = 0; ///< which return of a multi-output op (0-based)
-  int num_outputs = 1;  ///< how many tensors the op returned
-  NodeKind kind = NodeKind::op;
+  std::size_t id = 0; ///< creation order; key into the activation store
+  Name op_name;       ///< `aten::conv2d`; `input`, `buffer`, `output` for sources
+  Name overload;      ///< schema overload (`Tensor`, `Scalar`, "")
+  Name layer_type;    ///< TorchLens type: `conv2d`, `maxpool2d`, `relu`, `input`
 
   // ---- the tensor ----
-  bool requires_grad = false;
   Interned<std::int64_t> shape;
   Name dtype;             ///< `float32`, `int64`, `bool`
   Name device;            ///< `cpu`, `cuda:0`
-  std::int64_t bytes = 0; ///< nbytes of the output (no copy)
   Name grad_fn;           ///< autograd node name (`AddmmBackward0`) or ""
+  std::int64_t bytes = 0; ///< nbytes of the output (no copy)
 
-  // ---- the call ----
+  // ---- the call, its roles, its modules ----
   Interned<ScalarArg> scalar_args;
-  Interned<ParamRef> params; ///< parameters read by the op
-  double time_us = 0;        ///< wall time of the op itself
-  bool is_inplace = false;   ///< the op wrote into one of its arguments
-  bool is_view = false;      ///< output aliases an argument without writing
-
-  // ---- roles ----
-  bool is_internally_generated = false;   ///< no tensor parents and not an input/buffer
-  ScalarUse scalar_use = ScalarUse::none; ///< its value was read into a host scalar (`item`,
-                                          ///< `is_nonzero`, `equal`), and how it was used
-  std::optional<bool> scalar_bool_value;  ///< value of a 0-dim bool tensor
-  bool feeds_output = false;              ///< returned from forward (parent of an output node)
-  bool has_saved_activation = false;
+  Interned<ParamRef> params;           ///< parameters read by the op
   Name io_address;                     ///< `input.0`, `output.1`, or the buffer address
   Interned<std::string> interventions; ///< actions an intervention applied to this
                                        ///< value, in order (its saved value is the result)
+  Interned<ModuleFrame> modules;       ///< module containment, outer → inner
+  Name equivalence_type;               ///< structural fingerprint (recurrence grouping)
 
-  // ---- module containment (outer → inner) ----
-  Interned<ModuleFrame> modules;
-  int modules_exited = 0;       ///< its value is returned from the innermost this many
-                                ///< module passes of `modules` (see modules_exited())
-  int buffer_pass = 0;          ///< for buffers: which version of the buffer (1-based)
+  float time_us = 0;       ///< wall time of the op itself
+  std::uint32_t layer = 0; ///< index of the layer (group of passes) it belongs to (a pass)
+  int output_index = 0;    ///< which return of a multi-output op (0-based)
+  int num_outputs = 1;     ///< how many tensors the op returned
+  int buffer_pass = 0;     ///< for buffers: which version of the buffer (1-based)
+
+  // ---- filled in by passes ----
+  int min_distance_from_input = -1, max_distance_from_input = -1;
+  int min_distance_from_output = -1, max_distance_from_output = -1;
+  int pass_num = 1;   ///< 1-based pass of its layer
+  int num_passes = 1; ///< passes of its layer
+  int type_num = 0;   ///< ordinal among layers of the same type
+  int total_num = 0;  ///< ordinal among all layers
+
+  // ---- narrow fields and flags ----
+  NodeKind kind = NodeKind::op;
+  ScalarUse scalar_use = ScalarUse::none; ///< its value was read into a host scalar (`item`,
+                                          ///< `is_nonzero`, `equal`), and how it was used
+  std::optional<bool> scalar_bool_value;  ///< value of a 0-dim bool tensor
+  std::int16_t modules_exited = 0;        ///< its value is returned from the innermost this
+                                          ///< many module passes of `modules`
+                                          ///< (see modules_exited())
+  bool requires_grad = false;
+  bool is_inplace = false;              ///< the op wrote into one of its arguments
+  bool is_view = false;                 ///< output aliases an argument without writing
+  bool is_internally_generated = false; ///< no tensor parents and not an input/buffer
+  bool feeds_output = false;            ///< returned from forward (parent of an output)
+  bool has_saved_activation = false;
   bool module_observed = false; ///< capture saw the containment (TorchScript, parameter
                                 ///< ownership, driven Sequential); else a pass infers it
   bool module_inferred = false; ///< containment was filled in by a pass
   bool exits_observed = false;  ///< capture saw the returns (TorchScript); else a pass
                                 ///< infers them from where the value is used
-
-  // ---- filled in by passes ----
+  // (filled in by passes)
   bool is_output_ancestor = false;
   bool has_input_ancestor = false;
   bool is_internally_terminated = false; ///< childless, not returned, descends from an input
   bool is_terminal_bool = false;         ///< childless, non-output 0-dim bool (TorchLens)
   bool in_cond_branch = false;           ///< part of the computation of an `if` condition
-  int min_distance_from_input = -1, max_distance_from_input = -1;
-  int min_distance_from_output = -1, max_distance_from_output = -1;
-  Name equivalence_type; ///< structural fingerprint (recurrence grouping)
-  std::size_t layer = 0; ///< index of the layer (group of passes) it belongs to
-  int pass_num = 1;      ///< 1-based pass of its layer
-  int num_passes = 1;    ///< passes of its layer
-  int type_num = 0;      ///< ordinal among layers of the same type
-  int total_num = 0;     ///< ordinal among all layers
 
   // ---- labels: written from the fields above, not stored ----
   // TorchLens's four labels are `{type}_{type_num}_{total_num}` (inputs,
@@ -236,11 +239,22 @@ inline std::span<const ModuleFrame> modules_exited(const OpNode& n) {
 }
 
 /// Bundled edge property: which argument of the child the parent fed.
+/// (16 bytes: the members are ordered by width; construct it positionally as
+/// `TensorEdge{arg_pos, list_index, arg_name, is_cond_branch_start}`.)
 struct TensorEdge {
-  int arg_pos = 0;                   ///< position in the op schema
-  int list_index = -1;               ///< index inside a Tensor[] argument, -1 if none
   Name arg_name;                     ///< schema name (`input`, `other`, `tensors`)
+  int list_index = -1;               ///< index inside a Tensor[] argument, -1 if none
+  std::int16_t arg_pos = 0;          ///< position in the op schema
   bool is_cond_branch_start = false; ///< the `IF` edge into a condition branch
+
+  TensorEdge() = default;
+  TensorEdge(int arg_pos, int list_index = -1, Name arg_name = {},
+             bool is_cond_branch_start = false)
+      : arg_name(arg_name),
+        list_index(list_index),
+        arg_pos(static_cast<std::int16_t>(arg_pos)),
+        is_cond_branch_start(is_cond_branch_start) {}
+  friend bool operator==(const TensorEdge&, const TensorEdge&) = default;
 };
 
 /// Module-level facts, one per module address.

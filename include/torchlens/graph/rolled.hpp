@@ -74,7 +74,7 @@ inline std::string out_label(const RolledGraph& r, RolledGraph::edge_descriptor 
 inline RolledGraph roll_graph(const ModelGraph& g) {
   const auto n = boost::num_vertices(g);
   std::size_t num_layers = 0;
-  for (Vertex v = 0; v < n; ++v) num_layers = std::max(num_layers, g[v].layer + 1);
+  for (Vertex v = 0; v < n; ++v) num_layers = std::max<std::size_t>(num_layers, g[v].layer + 1);
   RolledGraph r(num_layers);
   for (Vertex v = 0; v < n; ++v) {
     const OpNode& node = g[v];

@@ -125,6 +125,8 @@ class ModelLog {
   const at::Tensor& activation(Vertex v) const;
   /// Replaces the saved activations (used by the two-pass save and by extract).
   void set_activations(std::vector<at::Tensor> by_id);
+  /// The saved activations by OpNode::id (undefined where not saved; empty when
+  /// nothing is, as in a metadata-only log).
   const std::vector<at::Tensor>& activations_by_id() const noexcept { return activations_; }
 
   /// Re-execution records (only with LogOptions::keep_replay), else null.

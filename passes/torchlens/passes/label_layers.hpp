@@ -40,7 +40,7 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
     const auto n = boost::num_vertices(g);
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     std::size_t num_layers = 0;
-    for (Vertex v = 0; v < n; ++v) num_layers = std::max(num_layers, g[v].layer + 1);
+    for (Vertex v = 0; v < n; ++v) num_layers = std::max<std::size_t>(num_layers, g[v].layer + 1);
     std::vector<int> type_num(num_layers, 0), total_num(num_layers, 0);
     std::unordered_map<std::string_view, int> per_type;
     int inputs = 0, buffers = 0, outputs = 0, total = 0;

@@ -196,6 +196,10 @@ class Interned {
   const E& back() const noexcept { return e_->items.back(); }
   const E* data() const noexcept { return get().data(); }
   std::size_t hash() const noexcept { return e_ ? e_->hash : detail::hash_items<E>({}); }
+  /// The stored entry (nullptr when empty): equal identities mean equal
+  /// sequences; equal sequences may, rarely, have two entries (one dying).
+  /// Unique only while some handle holds the entry.
+  const void* identity() const noexcept { return e_; }
 
   // ---- comparisons: by the entry, by the items when two entries differ ----
   friend bool operator==(const Interned& a, const Interned& b) noexcept {

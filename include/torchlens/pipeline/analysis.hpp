@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -243,20 +244,34 @@ class ModuleTree {
 
   ModuleTree() { nodes_.push_back({-1, {}, 0}); }
 
-  /// Id of the path `frames` (outer → inner), interning it if new.
-  int intern(const std::vector<ModuleFrame>& frames) {
+  /// Id of the path `frames` (outer → inner), interning it if new. Frames are
+  /// told apart by address and pass.
+  int intern(std::span<const ModuleFrame> frames) {
     int cur = kRoot;
     for (const auto& f : frames) {
-      std::string key = std::to_string(cur);
-      key += '\x1f';
-      key += f.address;
-      key += '\x1f';
-      key += std::to_string(f.pass);
-      auto [it, inserted] = children_.try_emplace(std::move(key), static_cast<int>(nodes_.size()));
+      const ChildKey key{cur, f.pass, f.address.data()};
+      auto [it, inserted] = children_.try_emplace(key, static_cast<int>(nodes_.size()));
       if (inserted) nodes_.push_back({cur, f, nodes_[static_cast<std::size_t>(cur)].depth + 1});
       cur = it->second;
     }
     return cur;
+  }
+  int intern(const std::vector<ModuleFrame>& frames) {
+    return intern(std::span<const ModuleFrame>(frames));
+  }
+  int intern(std::initializer_list<ModuleFrame> frames) {
+    return intern(std::span<const ModuleFrame>(frames.begin(), frames.size()));
+  }
+  /// Id of the interned path `frames`: a sequence seen before (the same stored
+  /// entry) costs one lookup; interned_frames(id) then hands out this handle.
+  int intern(const Interned<ModuleFrame>& frames) {
+    if (frames.empty()) return kRoot;
+    if (auto it = by_entry_.find(frames.identity()); it != by_entry_.end()) return it->second;
+    const int id = intern(std::span<const ModuleFrame>(frames.get()));
+    by_entry_.emplace(frames.identity(), id); // the handle below keeps the entry alive
+    auto& slot = handle(id);
+    if (slot.empty()) slot = frames;
+    return id;
   }
   /// Longest common prefix (address and pass equal) of paths a and b.
   [[nodiscard]] int common_prefix(int a, int b) const {
@@ -276,6 +291,13 @@ class ModuleTree {
     }
     return out;
   }
+  /// The frames of path `id` as an Interned sequence, made once per path (a
+  /// cache filled on first use: not for concurrent callers of one tree).
+  [[nodiscard]] const Interned<ModuleFrame>& interned_frames(int id) const {
+    auto& slot = handle(id);
+    if (slot.empty() && id != kRoot) slot = Interned<ModuleFrame>(frames(id));
+    return slot;
+  }
   /// Nesting depth of path `id` (0 for the root).
   [[nodiscard]] int depth(int id) const { return node(id).depth; }
   /// Path `id` without its innermost frame.
@@ -291,9 +313,30 @@ class ModuleTree {
     ModuleFrame frame;
     int depth;
   };
+  /// A child of path `parent`: the frame's pass and address (a Name's
+  /// characters are stored once per process, so their address is its identity).
+  struct ChildKey {
+    int parent, pass;
+    const char* address;
+    friend bool operator==(const ChildKey&, const ChildKey&) = default;
+  };
+  struct ChildKeyHash {
+    std::size_t operator()(const ChildKey& k) const noexcept {
+      std::size_t h = std::hash<const char*>{}(k.address);
+      detail::hash_combine(h, static_cast<std::size_t>(k.parent));
+      detail::hash_combine(h, static_cast<std::size_t>(k.pass));
+      return h;
+    }
+  };
   [[nodiscard]] const Node& node(int id) const { return nodes_[static_cast<std::size_t>(id)]; }
+  Interned<ModuleFrame>& handle(int id) const {
+    if (handles_.size() <= static_cast<std::size_t>(id)) handles_.resize(nodes_.size());
+    return handles_[static_cast<std::size_t>(id)];
+  }
   std::vector<Node> nodes_;
-  std::unordered_map<std::string, int> children_;
+  std::unordered_map<ChildKey, int, ChildKeyHash> children_;
+  std::unordered_map<const void*, int> by_entry_;      ///< Interned entry → path id
+  mutable std::vector<Interned<ModuleFrame>> handles_; ///< by path id, empty until needed
 };
 
 /// Every vertex's current module containment as a ModuleTree path id.
@@ -306,18 +349,18 @@ struct ModuleTreeAnalysis {
   /// ModulesInferred before re-producing it) or when vertices change.
   using depends_on = facts::list<facts::Topology, facts::ModulesInferred>;
 
-  /// Interns every vertex's containment (consecutive equal paths hash once).
+  /// Interns every vertex's containment (each stored sequence is looked up once).
   static Result compute(const ModelGraph& g, PassContext&) {
     Result r;
     const auto n = boost::num_vertices(g);
     r.path_of.resize(n, ModuleTree::kRoot);
-    const std::vector<ModuleFrame>* prev = nullptr;
+    const void* prev = nullptr;
     int prev_id = ModuleTree::kRoot;
     for (Vertex v = 0; v < n; ++v) {
-      const std::vector<ModuleFrame>& mods = g[v].modules;
-      if (prev == nullptr || mods != *prev) {
+      const Interned<ModuleFrame>& mods = g[v].modules;
+      if (mods.identity() != prev) {
         prev_id = r.tree.intern(mods);
-        prev = &mods;
+        prev = mods.identity();
       }
       r.path_of[v] = prev_id;
     }

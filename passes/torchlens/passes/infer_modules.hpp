@@ -85,7 +85,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       if (path == kNone) path = ModuleTree::kRoot;
       ++inferred;
       if (path != modules.path_of[v]) {
-        node.modules = tree.frames(path);
+        node.modules = tree.interned_frames(path);
         path_of[v] = path;
         ++changed;
       }

@@ -29,16 +29,21 @@ namespace torchlens::passes {
 
 namespace detail {
 
+/// Vertex, list and subgraph numbers inside group-recurrences: 32 bits (the
+/// graph holds fewer than 2^32 vertices), half the memory of std::size_t.
+using Index = std::uint32_t;
+inline constexpr Index kNoIndex = static_cast<Index>(-1);
+
 /// Union-find with path halving; the root of a set is its smallest key.
 class DisjointSets {
  public:
   explicit DisjointSets(std::size_t n = 0) : parent_(n) {
-    std::iota(parent_.begin(), parent_.end(), std::size_t{0});
+    std::iota(parent_.begin(), parent_.end(), Index{0});
   }
   /// Resets to n singletons.
   void reset(std::size_t n) {
     parent_.resize(n);
-    std::iota(parent_.begin(), parent_.end(), std::size_t{0});
+    std::iota(parent_.begin(), parent_.end(), Index{0});
   }
   /// Representative of x.
   std::size_t find(std::size_t x) {
@@ -54,11 +59,11 @@ class DisjointSets {
     b = find(b);
     if (a == b) return;
     if (b < a) std::swap(a, b);
-    parent_[b] = a;
+    parent_[b] = static_cast<Index>(a);
   }
 
  private:
-  std::vector<std::size_t> parent_;
+  std::vector<Index> parent_;
 };
 
 /// A map from 64-bit keys to indices: open addressing, linear probing;
@@ -173,6 +178,46 @@ class TextIds {
   std::size_t size_ = 0;
 };
 
+/// Dense ids for sequences of 64-bit words, numbered in the order first seen
+/// (TextIds for words: the sequence compared on a hit). clear() keeps every buffer.
+class WordIds {
+ public:
+  /// Forgets every sequence.
+  void clear() {
+    index_.clear();
+    start_.assign(1, 0);
+    words_.clear();
+  }
+  /// The id of `words`, and true when it was seen now for the first time.
+  std::pair<std::size_t, bool> id(std::span<const std::uint64_t> words) {
+    // independent products (no chain through the words); FlatMap64 mixes the sum
+    std::uint64_t key = words.size();
+    for (std::size_t i = 0; i < words.size(); ++i) {
+      key += std::rotl(words[i], static_cast<int>(i % 61)) * (0x9e3779b97f4a7c15ULL + 2 * i);
+    }
+    const std::size_t next = start_.size() - 1;
+    for (;;) {
+      const auto [found, inserted] = index_.try_emplace(key, next);
+      if (inserted) {
+        words_.insert(words_.end(), words.begin(), words.end());
+        start_.push_back(words_.size());
+        return {next, true};
+      }
+      if (std::ranges::equal(std::span<const std::uint64_t>(words_).subspan(
+                                 start_[found], start_[found + 1] - start_[found]),
+                             words)) {
+        return {found, false};
+      }
+      key = key * 0x9e3779b97f4a7c15ULL + 1;
+    }
+  }
+
+ private:
+  FlatMap64 index_;
+  std::vector<std::size_t> start_{0}; ///< sequence i is words_[start_[i] .. start_[i + 1])
+  std::vector<std::uint64_t> words_;
+};
+
 /// A set of indices below n, taken smallest first: a bitmap, one summary bit per
 /// bitmap word, and a cursor below which no summary word is set. Push and pop
 /// cost O(1) plus the empty summary words the cursor passes.
@@ -219,16 +264,15 @@ void append_int(std::string& s, Int x) {
 
 /// Items 0 … count-1 grouped by key (each < keys), every group in item order
 /// (a counting sort): group k is out[start[k] .. start[k + 1]). `fill` is scratch.
-template <class KeyOf, class ValueOf, class T>
+template <class KeyOf, class ValueOf, class T, class I>
 void group_by_key(std::size_t count, std::size_t keys, KeyOf key_of, ValueOf value_of,
-                  std::vector<std::size_t>& start, std::vector<T>& out,
-                  std::vector<std::size_t>& fill) {
+                  std::vector<I>& start, std::vector<T>& out, std::vector<I>& fill) {
   start.assign(keys + 1, 0);
   for (std::size_t i = 0; i < count; ++i) ++start[key_of(i) + 1];
   for (std::size_t k = 0; k < keys; ++k) start[k + 1] += start[k];
   fill.assign(start.begin(), start.end() - 1);
   out.resize(count);
-  for (std::size_t i = 0; i < count; ++i) out[fill[key_of(i)]++] = value_of(i);
+  for (std::size_t i = 0; i < count; ++i) out[fill[key_of(i)]++] = static_cast<T>(value_of(i));
 }
 
 inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape) {
@@ -406,6 +450,64 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
   }
 
+  /// Writes into `words` a key that determines vertex v's equivalence type and
+  /// rule-1 key (write_equivalence_type's inputs, as the identities of their
+  /// interned texts and sequences, in the order the text uses them), so that a
+  /// vertex whose key was seen before needs neither text. Two keys may still
+  /// give one text (parameters read in another order, say): the text decides.
+  static void write_class_key(const ModelGraph& g, Vertex v, std::vector<std::uint64_t>& words,
+                              std::vector<std::tuple<int, int, Vertex>>& parents,
+                              const AdjacencyAnalysis::Result& adj) {
+    const auto word = [](const void* p) {
+      return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p));
+    };
+    const OpNode& n = g[v];
+    words.clear();
+    words.push_back(static_cast<std::uint64_t>(n.kind));
+    words.push_back(word(n.layer_type.data()));
+    switch (n.kind) {
+      case NodeKind::input:
+      case NodeKind::output:
+        words.push_back(word(n.shape.identity()));
+        words.push_back(word(n.dtype.data()));
+        return;
+      case NodeKind::buffer:
+        words.push_back(word(n.io_address.data()));
+        return;
+      case NodeKind::op:
+        break;
+    }
+    words.push_back(word(n.op_name.data()));
+    words.push_back(static_cast<std::uint64_t>(static_cast<std::uint32_t>(n.output_index)) |
+                    (static_cast<std::uint64_t>(n.num_outputs > 1) << 32));
+    words.push_back(n.params.size());
+    for (const auto& p : n.params) words.push_back(word(p.address.data()));
+    if (n.params.empty()) {
+      words.push_back(word(n.scalar_args.identity()));
+      const auto ps = adj.parents_of(v);
+      const bool same_shape = std::all_of(
+          ps.begin(), ps.end(), [&](std::uint32_t p) { return g[p].shape == g[ps.front()].shape; });
+      if (same_shape) {
+        words.push_back(ps.size());
+        if (!ps.empty()) words.push_back(word(g[ps[0]].shape.identity()));
+      } else {
+        parents.clear();
+        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+          parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
+        }
+        std::sort(parents.begin(), parents.end());
+        words.push_back(~std::uint64_t{0} - parents.size());
+        for (const auto& [pos, idx, p] : parents) {
+          (void)pos;
+          (void)idx;
+          words.push_back(word(g[p].shape.identity()));
+        }
+      }
+    }
+    words.push_back(n.modules.size());
+    for (const auto& m : n.modules) words.push_back(word(m.address.data()));
+  }
+
   /// Statistics "layers", "recurrent layers", "expansions".
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     if (options.min_param_free_loop_body() < 1) {
@@ -509,7 +611,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   /// without allocating once its buffers have grown.
   struct State {
     using Adj = AdjacencyAnalysis::Result;
-    static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    using Index = detail::Index;
+    static constexpr Index kNone = detail::kNoIndex;
     /// Largest graph whose buffers a thread keeps between runs.
     static constexpr std::size_t kReusedUpTo = 4096;
 
@@ -523,21 +626,31 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     };
     bool busy = false;
 
+    /// What a class key decides (key_facts()).
+    struct KeyFacts {
+      std::size_t cls = 0, seed = 0, rule1 = kNone;
+      std::size_t type_slot = 0; ///< raw-label counter (0: outputs)
+    };
+
     /// Classes, rule-1 keys and raw-label ranks of graph g; every scratch
     /// buffer emptied.
     void reset(ModelGraph& graph, const Adj& a) {
       g = &graph;
       adj = &a;
       n = boost::num_vertices(graph);
-      // classes by equivalence type, numbered in creation order (only a
-      // class's first member interns its text); in the same sweep, the
-      // numbers of TorchLens's raw labels (see below)
+      // classes by equivalence type, numbered in creation order (only the
+      // first vertex of each class key writes texts; only a class's first
+      // member interns its text); in the same sweep, the numbers of
+      // TorchLens's raw labels (see below)
       class_of_.clear();
       seed_of_.clear();
-      seed.resize(n);
-      raw_num_.resize(n);
+      rule1_of_.clear();
+      key_ids_.clear();
+      key_facts_.clear();
       per_type_.clear();
-      std::size_t outputs = 0;
+      type_count_.assign(1, 0); // slot 0: outputs, numbered apart
+      seed.resize(n);
+      packed_.resize(n); // first each raw label's (number, suffix), then its packed bytes
       std::size_t width = 1;
       cls.resize(n);
       orig_cls.resize(n);
@@ -545,34 +658,24 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       group_size.assign(n, 0);
       uses_params.resize(n);
       anchored.resize(n);
+      param_key.resize(n);
       for (Vertex v = 0; v < n; ++v) {
-        write_equivalence_type(graph, v, text_, scratch_, adj);
         OpNode& node = graph[v];
-        const auto [c, is_new] = class_of_.id(text_);
-        if (is_new) {
-          if (class_name_.size() <= c) class_name_.resize(c + 1);
-          class_name_[c] = Name(text_);
-        }
-        node.equivalence_type = class_name_[c];
-        cls[v] = orig_cls[v] = c;
+        // a key seen before gives what its first vertex's texts gave
+        write_class_key(graph, v, words_, scratch_.parents, a);
+        const auto [k, new_key] = key_ids_.id(words_);
+        if (new_key) key_facts_.push_back(key_facts(graph, v));
+        const KeyFacts& f = key_facts_[k];
+        node.equivalence_type = class_name_[f.cls];
+        cls[v] = orig_cls[v] = f.cls;
         raw_layer[v] = v;
-        uses_params[v] = node.kind == NodeKind::op && !node.params.empty();
-        // the candidates an expansion starts from (TorchLens's `equivalent_ops`)
-        // are keyed by the type before the module path: for an op with
-        // parameters, the same weights applied in two modules are candidates
-        // (numbered after the classes once their count is known)
-        seed[v] = uses_params[v]
-                      ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first
-                      : c;
+        uses_params[v] = f.rule1 != kNone;
+        seed[v] = f.seed;
+        param_key[v] = f.rule1;
         anchored[v] = node.kind == NodeKind::buffer || !node.modules.empty();
-        RawLabel& r = raw_num_[v];
-        r.suffix = 0; // only ops carry `_{creation}`
-        if (node.kind == NodeKind::output) {
-          r.number = ++outputs;
-        } else {
-          r.number = ++*per_type_.try_emplace_ref(key_of_name(node.layer_type), 0);
-          if (node.kind == NodeKind::op) r.suffix = node.id + 1;
-        }
+        const std::uint64_t suffix = node.kind == NodeKind::op ? node.id + 1 : 0; // `_{creation}`
+        const RawLabel r{++type_count_[f.type_slot], suffix};
+        packed_[v] = {r.number, r.suffix};
         width = std::max(width, r.length());
       }
       num_classes = class_of_.size();
@@ -584,24 +687,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       detail::group_by_key(
           n, num_seeds, [&](std::size_t v) { return seed[v]; }, [](std::size_t v) { return v; },
           member_start, member_list, fill_);
-      // rule 1 keys: (op, output index, sorted parameters)
-      rule1_of_.clear();
-      param_key.assign(n, kNone);
-      for (Vertex v = 0; v < n; ++v) {
-        if (!uses_params[v]) continue;
-        text_ = graph[v].op_name;
-        text_ += '#';
-        detail::append_int(text_, graph[v].output_index);
-        auto& addrs = scratch_.addrs;
-        addrs.clear();
-        for (const auto& p : graph[v].params) addrs.push_back(&p.address.str());
-        std::sort(addrs.begin(), addrs.end(), [](auto* x, auto* y) { return *x < *y; });
-        for (const auto* p : addrs) {
-          text_ += '|';
-          text_ += *p;
-        }
-        param_key[v] = rule1_of_.id(text_).first;
-      }
       first_with_param_key_.resize(rule1_of_.size());
       param_key_stamp_.assign(rule1_of_.size(), 0);
       param_key_epoch_ = 0;
@@ -615,18 +700,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (width <= 16) {
         // the padded bytes as two big-endian words: comparing the pairs is
         // comparing the strings (keys are unique, so the order is too)
-        packed_.resize(n);
-        for (Vertex v = 0; v < n; ++v) {
-          unsigned char bytes[16] = {};
-          raw_num_[v].write(reinterpret_cast<char*>(bytes));
-          std::uint64_t hi = 0, lo = 0;
-          for (int i = 0; i < 8; ++i) hi = (hi << 8) | bytes[i];
-          for (int i = 8; i < 16; ++i) lo = (lo << 8) | bytes[i];
-          packed_[v] = {hi, lo};
-        }
+        for (Vertex v = 0; v < n; ++v)
+          packed_[v] = RawLabel{packed_[v].first, packed_[v].second}.pack();
       } else {
         padded_.assign(n * width, '\0'); // no key holds a NUL: padding sorts first
-        for (Vertex v = 0; v < n; ++v) raw_num_[v].write(&padded_[v * width]);
+        for (Vertex v = 0; v < n; ++v) {
+          RawLabel{packed_[v].first, packed_[v].second}.write(&padded_[v * width]);
+        }
       }
       // expansion scratch, epochs from zero
       epoch = 0;
@@ -658,6 +738,50 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       first_with_param_type_.resize(num_classes);
       param_type_stamp_.assign(num_classes, 0);
       param_type_epoch_ = 0;
+    }
+
+    /// What the texts of vertex v (the first with its class key) decide: its
+    /// class (TorchLens's equivalence type, interned for the graph), the
+    /// candidates an expansion from it starts with, its rule-1 key, and the
+    /// counter of its raw label's number.
+    KeyFacts key_facts(const ModelGraph& graph, Vertex v) {
+      const OpNode& node = graph[v];
+      KeyFacts f;
+      write_equivalence_type(graph, v, text_, scratch_, adj);
+      const auto [c, is_new] = class_of_.id(text_);
+      if (is_new) {
+        if (class_name_.size() <= c) class_name_.resize(c + 1);
+        class_name_[c] = Name(text_);
+      }
+      f.cls = c;
+      // the candidates an expansion starts from (TorchLens's `equivalent_ops`)
+      // are keyed by the type before the module path: for an op with
+      // parameters, the same weights applied in two modules are candidates
+      // (numbered after the classes once their count is known)
+      const bool params = node.kind == NodeKind::op && !node.params.empty();
+      f.seed = params ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first : c;
+      // rule-1 key: (op, output index, sorted parameters)
+      if (params) {
+        text_ = node.op_name;
+        text_ += '#';
+        detail::append_int(text_, node.output_index);
+        auto& addrs = scratch_.addrs;
+        addrs.clear();
+        for (const auto& p : node.params) addrs.push_back(&p.address.str());
+        std::sort(addrs.begin(), addrs.end(), [](auto* x, auto* y) { return *x < *y; });
+        for (const auto* p : addrs) {
+          text_ += '|';
+          text_ += *p;
+        }
+        f.rule1 = rule1_of_.id(text_).first;
+      }
+      if (node.kind != NodeKind::output) {
+        const auto [slot, added] =
+            per_type_.try_emplace(key_of_name(node.layer_type), type_count_.size());
+        if (added) type_count_.push_back(0);
+        f.type_slot = slot;
+      }
+      return f;
     }
 
     /// TorchLens phase 1: from the sources in creation order, expand every
@@ -712,7 +836,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
     /// The members of seed c, in creation order.
-    [[nodiscard]] std::span<const Vertex> members_of(std::size_t c) const {
+    [[nodiscard]] std::span<const Index> members_of(std::size_t c) const {
       return {member_list.data() + member_start[c], member_start[c + 1] - member_start[c]};
     }
 
@@ -731,6 +855,17 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       [[nodiscard]] std::size_t length() const {
         return digits(number) + 1 + (suffix ? digits(suffix) : 0);
+      }
+      /// The text NUL-padded to 16 bytes as two big-endian words (length() <= 16).
+      [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> pack() const {
+        char text[48] = {}; // to_chars' bounds stay inside
+        char* end = std::to_chars(text, text + 20, number).ptr;
+        *end++ = '_';
+        if (suffix) std::to_chars(end, end + 20, suffix);
+        std::uint64_t hi = 0, lo = 0;
+        for (int i = 0; i < 8; ++i) hi = (hi << 8) | static_cast<unsigned char>(text[i]);
+        for (int i = 8; i < 16; ++i) lo = (lo << 8) | static_cast<unsigned char>(text[i]);
+        return {hi, lo};
       }
       /// Writes the text, length() bytes (no NUL), at out.
       void write(char* out) const {
@@ -755,23 +890,23 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
     struct Subgraph {
-      std::vector<Vertex> param_nodes;
+      std::vector<Index> param_nodes;
       std::size_t size = 0; ///< vertices in its node set
     };
     /// The frontiers of one lock step, flat (reused across steps).
     struct Frontiers {
-      std::vector<std::size_t> sg;        ///< subgraph of frontier i
-      std::vector<Vertex> list[2];        ///< children, parents: every frontier's entries
-      std::vector<std::size_t> owner[2];  ///< frontier of each entry
-      std::vector<std::size_t> start[2];  ///< frontier i's entries begin at start[i]
-      std::vector<char> taken[2];         ///< entry paired (or the candidate) already
-      std::vector<std::size_t> bucket[2]; ///< entries by class, then position
+      std::vector<Index> sg;        ///< subgraph of frontier i
+      std::vector<Index> list[2];   ///< children, parents: every frontier's entries
+      std::vector<Index> owner[2];  ///< frontier of each entry
+      std::vector<Index> start[2];  ///< frontier i's entries begin at start[i]
+      std::vector<char> taken[2];   ///< entry paired (or the candidate) already
+      std::vector<Index> bucket[2]; ///< entries by class, then position
       /// class c's entries: bucket[class_begin[c] .. class_end[c]) when class_stamp[c] == epoch
-      std::vector<std::size_t> class_begin[2], class_end[2];
+      std::vector<Index> class_begin[2], class_end[2];
       std::vector<std::uint32_t> class_stamp[2];
       std::uint32_t epoch = 0;
-      std::vector<std::size_t> classes; ///< scratch: the classes one side holds
-      std::vector<std::pair<Vertex, std::size_t>> matches, kept;
+      std::vector<Index> classes; ///< scratch: the classes one side holds
+      std::vector<std::pair<Index, Index>> matches, kept;
       /// True when frontier i (the last one being filled) already lists w on either side.
       [[nodiscard]] bool added(std::size_t i, Vertex w) const {
         for (int side = 0; side < 2; ++side) {
@@ -814,7 +949,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
             list_subgraphs_.insert(pair_key(extra_claims_[e].list, sg));
           }
         }
-        extra_claims_.push_back({sg, list, extra_head_[v]});
+        extra_claims_.push_back({static_cast<Index>(sg), static_cast<Index>(list), extra_head_[v]});
         extra_head_[v] = extra_claims_.size() - 1;
         extra_member_.insert(pair_key(v, sg));
       }
@@ -823,12 +958,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
     /// Sorts vertices of one layer type by raw label, as TorchLens sorts labels.
-    void sort_by_label(std::vector<Vertex>& vs) const {
+    void sort_by_label(std::vector<Index>& vs) const {
       const auto less = [&](Vertex a, Vertex b) { return raw_label_less(a, b); };
       if (!std::is_sorted(vs.begin(), vs.end(), less)) std::sort(vs.begin(), vs.end(), less);
     }
     /// A new iso-group member list (lists never change once made).
-    std::size_t new_list(const std::vector<Vertex>& nodes) {
+    std::size_t new_list(const std::vector<Index>& nodes) {
       const std::size_t id = num_lists_++;
       if (lists_.size() < num_lists_) {
         lists_.emplace_back();
@@ -847,7 +982,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       slot_stamp_[leader] = epoch;
       slot_of_leader_[leader] = slots_.size();
-      slots_.push_back({leader, list, true});
+      slots_.push_back({static_cast<Index>(leader), static_cast<Index>(list), true});
     }
     /// TorchLens's `del iso_node_groups[leader]`.
     void dict_del(Vertex leader) {
@@ -861,7 +996,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
     /// A new iso-group of `nodes` (sorted by raw label, each with its subgraph in
     /// sgs), queued for the next steps.
-    void register_group(const std::vector<Vertex>& nodes, const std::vector<std::size_t>& sgs) {
+    void register_group(const std::vector<Index>& nodes, const std::vector<Index>& sgs) {
       const std::size_t list = new_list(nodes);
       dict_set(nodes.front(), list);
       for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -891,7 +1026,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
     /// TorchLens phase 2: grow one subgraph per equivalent vertex in lock step.
-    void expand(std::span<const Vertex> equivalent) {
+    void expand(std::span<const Index> equivalent) {
       ++epoch;
       starts_.assign(equivalent.begin(), equivalent.end());
       sort_by_label(starts_);
@@ -939,7 +1074,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       adjacency.unite(a, b);
     }
 
-    void advance(const std::vector<Vertex>& iso, bool first) {
+    void advance(const std::vector<Index>& iso, bool first) {
       // each subgraph's frontier: its children, then (after the first step) its
       // parents, not yet in a subgraph, each once; one reached by another
       // subgraph records adjacency instead. Frontier i's list on side s is
@@ -1026,8 +1161,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         for (std::size_t p = 0; p < list.size(); ++p) bucket[end[cls[list[p]]]++] = p;
         fr.taken[side].assign(list.size(), 0);
       }
-      std::vector<std::pair<Vertex, std::size_t>>& matches = fr.matches;
-      std::vector<std::pair<Vertex, std::size_t>>& kept = fr.kept;
+      auto& matches = fr.matches;
+      auto& kept = fr.kept;
       std::size_t next[2] = {0, 0}; // first entry of each side that may be untaken
       std::size_t scan = 0;
       for (;;) {
@@ -1038,7 +1173,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           for (int s = 0; s < 2 && side < 0; ++s) {
             auto& at = next[s];
             const std::size_t end = fr.start[s][scan + 1];
-            at = std::max(at, fr.start[s][scan]);
+            at = std::max<std::size_t>(at, fr.start[s][scan]);
             while (at < end && fr.taken[s][at]) ++at;
             if (at < end) {
               pos = at;
@@ -1274,8 +1409,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       for (Vertex v : all) {
         LayerSummary& l = layer[uf.find(slot[v])];
         ++l.size;
-        l.first = std::min(l.first, v);
-        if (l.size == 1 || raw_label_less(v, l.name)) l.name = v;
+        l.first = std::min(l.first, static_cast<Index>(v));
+        if (l.size == 1 || raw_label_less(v, l.name)) l.name = static_cast<Index>(v);
         l.largest = std::max(l.largest, group_size[v]);
       }
       for (Vertex v : all) {
@@ -1294,102 +1429,107 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
    public:
     std::size_t num_classes = 0;
     std::size_t num_seeds = 0;
-    std::vector<std::size_t> seed;         ///< candidate set an expansion from v starts with:
-                                           ///< its class, or for an op with parameters (op,
-                                           ///< parameters) whatever its modules (see reset)
-    std::vector<std::size_t> member_start; ///< seed c's members: member_list[start[c], start[c+1])
-    std::vector<Vertex> member_list;       ///< members by seed, each seed in creation order
-    std::vector<std::size_t> cls;          ///< current class (canonicalised by grouping)
-    std::vector<std::size_t> orig_cls;     ///< class at capture
-    std::vector<Vertex> raw_layer;         ///< the layer's label vertex
-    std::vector<std::size_t> group_size;   ///< size of its layer when last grouped
+    std::vector<Index> seed;         ///< candidate set an expansion from v starts with:
+                                     ///< its class, or for an op with parameters (op,
+                                     ///< parameters) whatever its modules (see reset)
+    std::vector<Index> member_start; ///< seed c's members: member_list[start[c], start[c+1])
+    std::vector<Index> member_list;  ///< members by seed, each seed in creation order
+    std::vector<Index> cls;          ///< current class (canonicalised by grouping)
+    std::vector<Index> orig_cls;     ///< class at capture
+    std::vector<Index> raw_layer;    ///< the layer's label vertex
+    std::vector<Index> group_size;   ///< size of its layer when last grouped
     std::vector<char> uses_params;
-    std::vector<char> anchored; ///< in a module, or a buffer (TorchLens's recurrence_anchored)
-    std::size_t min_body = 2;   ///< options().min_param_free_loop_body()
-    std::vector<std::size_t> param_key;   ///< rule-1 key, kNone without parameters
-    std::vector<std::size_t> layer_index; ///< run(): layer of each label vertex
-    std::vector<int> count;               ///< run(): passes of each label vertex's layer
-    std::vector<int> passes_seen;         ///< run(): passes numbered so far, by label vertex
+    std::vector<char> anchored;     ///< in a module, or a buffer (TorchLens's recurrence_anchored)
+    std::size_t min_body = 2;       ///< options().min_param_free_loop_body()
+    std::vector<Index> param_key;   ///< rule-1 key, kNone without parameters
+    std::vector<Index> layer_index; ///< run(): layer of each label vertex
+    std::vector<int> count;         ///< run(): passes of each label vertex's layer
+    std::vector<int> passes_seen;   ///< run(): passes numbered so far, by label vertex
 
    private:
     // set-up scratch
     std::string text_;
     EquivalenceScratch scratch_;
     detail::TextIds class_of_, rule1_of_, seed_of_;
-    detail::FlatMap64 per_type_;
-    std::vector<Name> class_name_; ///< class c's equivalence type
-    std::vector<RawLabel> raw_num_;
+    detail::WordIds key_ids_;               ///< class keys (write_class_key)
+    std::vector<KeyFacts> key_facts_;       ///< by key id
+    std::vector<std::uint64_t> words_;      ///< a class key
+    detail::FlatMap64 per_type_;            ///< layer type → its raw-label counter
+    std::vector<std::uint64_t> type_count_; ///< raw-label numbers given, by counter
+    std::vector<Name> class_name_;          ///< class c's equivalence type
+    /// each vertex's raw label: (number, suffix) while reset() counts, then the text NUL-padded
+    /// to 16 bytes as two big-endian words (when every label fits)
     std::vector<std::pair<std::uint64_t, std::uint64_t>> packed_;
     std::vector<char> padded_;
     std::size_t padded_width_ = 0; ///< 0: raw labels are in packed_, else padded_ rows
-    std::vector<std::size_t> fill_;
+    std::vector<Index> fill_;
     // detect_loops
     std::vector<char> class_seen_, queued_;
     detail::IndexQueue pending_;
     // expansion scratch (epoch-stamped)
     std::vector<std::uint32_t> stamp;
     std::uint32_t epoch = 0;
-    std::vector<std::size_t> sg_of;  ///< node_to_subgraph: the subgraph that claimed v last
+    std::vector<Index> sg_of;        ///< node_to_subgraph: the subgraph that claimed v last
     std::vector<Subgraph> subgraphs; ///< the first num_subgraphs are this expansion's
     std::size_t num_subgraphs = 0;
     detail::DisjointSets adjacency;
     std::vector<char> in_adjacency;
     // iso-groups: member lists (never changed once made; the queue holds their
     // ids) and TorchLens's dict from leader to list, in insertion order
-    std::vector<std::vector<Vertex>> lists_; ///< the first num_lists_ are this expansion's
+    std::vector<std::vector<Index>> lists_; ///< the first num_lists_ are this expansion's
     std::size_t num_lists_ = 0;
     struct Slot {
-      Vertex leader;
-      std::size_t list;
+      Index leader;
+      Index list;
       bool alive;
     };
     std::vector<Slot> slots_;
-    std::vector<std::size_t> slot_of_leader_; ///< by leader, valid when slot_stamp_ == epoch
+    std::vector<Index> slot_of_leader_; ///< by leader, valid when slot_stamp_ == epoch
     std::vector<std::uint32_t> slot_stamp_;
-    std::vector<Vertex> leader_of_; ///< node_to_iso_leader, valid for claimed vertices
+    std::vector<Index> leader_of_; ///< node_to_iso_leader, valid for claimed vertices
     // subgraph membership: the first claim, and later ones
-    std::vector<std::size_t> first_sg_, first_list_;
+    std::vector<Index> first_sg_, first_list_;
     struct ExtraClaim {
-      std::size_t sg, list, next; ///< next: the vertex's previous extra claim, or kNone
+      Index sg, list, next; ///< next: the vertex's previous extra claim, or kNone
     };
     std::vector<ExtraClaim> extra_claims_;
-    std::vector<std::size_t> extra_head_; ///< by vertex, valid when reclaim_stamp_ == epoch
+    std::vector<Index> extra_head_; ///< by vertex, valid when reclaim_stamp_ == epoch
     std::vector<std::uint32_t> reclaim_stamp_;
     detail::FlatSet64 extra_member_;   ///< (vertex, subgraph) of later claims
     detail::FlatSet64 list_subgraphs_; ///< (list, subgraph) pairs of hashed lists
     std::vector<char> list_indexed_;   ///< the list's pairs are in list_subgraphs_
     // advance(): one frontier position per subgraph
-    std::vector<std::size_t> positions_, last_member_, subgraph_pos_, sgs_;
+    std::vector<Index> positions_, last_member_, subgraph_pos_, sgs_;
     std::vector<std::uint32_t> subgraph_pos_stamp_;
     std::uint32_t step_epoch_ = 0;
-    std::vector<std::pair<Vertex, std::size_t>> snapshot_; ///< refine(): (leader, list)
-    std::vector<Vertex> starts_, iso_, nodes_;
-    std::vector<std::size_t> queue_;                       ///< iso-groups to grow from, by id
+    std::vector<std::pair<Index, Index>> snapshot_; ///< refine(): (leader, list)
+    std::vector<Index> starts_, iso_, nodes_;
+    std::vector<Index> queue_;                             ///< iso-groups to grow from, by id
     std::vector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
     std::uint32_t match_epoch_ = 0;
     Frontiers frontier_;
     // refinement
-    std::vector<Vertex> group_, component_, component_members_;
-    std::vector<std::size_t> component_index_, component_of_, component_start_;
+    std::vector<Index> group_, component_, component_members_;
+    std::vector<Index> component_index_, component_of_, component_start_;
     detail::DisjointSets uf_;
     std::vector<std::uint32_t> refine_stamp_[2];
-    std::vector<std::size_t> refine_first_[2];
+    std::vector<Index> refine_first_[2];
     std::uint32_t refine_epoch_ = 0;
     // finalize
-    std::vector<Vertex> all_;
+    std::vector<Index> all_;
     std::vector<std::uint32_t> all_stamp_; ///< finalize: vertex already in `all`
     std::uint32_t all_epoch_ = 0;
-    std::vector<std::size_t> slot_; ///< finalize: index of a vertex in `all`
-    std::vector<std::size_t> param_types_, param_type_start_;
+    std::vector<Index> slot_; ///< finalize: index of a vertex in `all`
+    std::vector<Index> param_types_, param_type_start_;
     struct LayerSummary {
-      std::size_t size = 0;
-      Vertex first = static_cast<Vertex>(-1); ///< creation order: its class becomes the layer's
-      Vertex name = 0;                        ///< smallest raw label: the layer's name
-      std::size_t largest = 0;
+      Index size = 0;
+      Index first = kNone; ///< creation order: its class becomes the layer's
+      Index name = 0;      ///< smallest raw label: the layer's name
+      Index largest = 0;
     };
     std::vector<LayerSummary> layer_of_root_;
-    std::vector<Vertex> first_in_component_, first_with_param_type_, first_with_param_key_;
-    std::vector<Vertex> first_large_in_component_;
+    std::vector<Index> first_in_component_, first_with_param_type_, first_with_param_key_;
+    std::vector<Index> first_large_in_component_;
     std::vector<char> component_anchored_;
     std::vector<std::uint32_t> component_stamp_, param_type_stamp_, param_key_stamp_;
     std::uint32_t param_type_epoch_ = 0, param_key_epoch_ = 0;

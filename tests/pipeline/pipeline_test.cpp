@@ -5,8 +5,10 @@
 
 #include "support/doctest.hpp"
 
+#include <algorithm>
 #include <sstream>
 #include <string>
+#include <typeindex>
 #include <vector>
 
 using namespace torchlens;
@@ -271,6 +273,61 @@ TEST_CASE("a pass reporting changed == false keeps the analyses it would invalid
   // the compile-time fold cannot know: the facts are dropped either way
   static_assert(
       !decltype(default_pipeline().append(MaybeChangesPass{}))::provides<facts::DistancesComputed>);
+}
+
+namespace {
+/// Declares the default invalidation (Topology), changes a flag and keeps the topology.
+struct KeepsTopologyPass : pass_info<KeepsTopologyPass> {
+  static constexpr std::string_view name = "keeps-topology";
+  static constexpr std::string_view description = "changes a flag, keeps the topology";
+  PassResult run(ModelGraph& g, PassContext&) const {
+    g[0].is_view = !g[0].is_view;
+    PassResult r;
+    r.keep<facts::Topology>();
+    return r;
+  }
+};
+} // namespace
+
+TEST_CASE("a run that keeps a fact it may invalidate keeps the analyses built on it") {
+  ModelGraph g = chain_graph();
+  PassContext ctx;
+  (void)ctx.get<TopologicalOrderAnalysis>(g);
+  (void)ctx.get<ModuleTreeAnalysis>(g);
+  CHECK(ctx.analysis_computations() == 3);
+  make_pipeline(KeepsTopologyPass{}).run(g, ctx);
+  const PassResult& kept = ctx.records.back().result;
+  CHECK(kept.changed);
+  // the set and its members
+  CHECK(std::find(kept.kept.begin(), kept.kept.end(), std::type_index(typeid(facts::Topology))) !=
+        kept.kept.end());
+  CHECK(std::find(kept.kept.begin(), kept.kept.end(),
+                  std::type_index(typeid(facts::OrphansTrimmed))) != kept.kept.end());
+  CHECK(ctx.is_cached<TopologicalOrderAnalysis>());
+  CHECK(ctx.is_cached<AdjacencyAnalysis>());
+  CHECK(ctx.is_cached<ModuleTreeAnalysis>());
+  CHECK(ctx.analysis_computations() == 3);
+
+  // trim-orphans removing nothing but marking a dead end keeps the adjacency it read
+  GraphBuilder b;
+  auto x = b.input();
+  auto r = b.op("relu", {x});
+  b.op("tanh", {x}); // read by nothing: internally terminated, not an orphan
+  b.returns(r);
+  ModelGraph t = b.build();
+  PassContext tctx;
+  make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{}).run(t, tctx);
+  CHECK(tctx.records[2].result.get("orphans removed") == 0);
+  CHECK(tctx.records[2].result.get("internally terminated") == 1);
+  CHECK(tctx.records[2].result.changed);
+  CHECK(tctx.is_cached<AdjacencyAnalysis>());
+  CHECK(tctx.is_cached<TopologicalOrderAnalysis>());
+  // with an orphan removed, it drops them
+  ModelGraph m = mixed_graph();
+  PassContext mctx;
+  make_pipeline(AddOutputNodesPass{}, MarkOutputAncestryPass{}, TrimOrphansPass{}).run(m, mctx);
+  CHECK(mctx.records[2].result.get("orphans removed") > 0);
+  CHECK_FALSE(mctx.is_cached<AdjacencyAnalysis>());
 }
 
 TEST_CASE("structural passes that find nothing to do report no change: analyses are reused") {

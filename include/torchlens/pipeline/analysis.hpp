@@ -94,17 +94,20 @@ class PassContext {
   /// After a pass that invalidates `Invalidated` and reported `result`: drops every
   /// cached analysis whose `depends_on` names a fact in `Invalidated` (expanded:
   /// invalidating facts::Topology hits analyses depending on Topology or on any of
-  /// its members; invalidating one member hits only analyses naming it) — unless
-  /// `result.changed` is false: a run that left the graph as it was drops nothing.
+  /// its members; invalidating one member hits only analyses naming it) and not in
+  /// `result.kept` — unless `result.changed` is false: a run that left the graph as
+  /// it was drops nothing.
   template <class Invalidated>
   void invalidate(const PassResult& result) {
     if (!result.changed) return;
     static const std::vector<std::type_index> dropped = detail::fact_indices<Invalidated>();
     if (dropped.empty()) return;
+    const auto& kept = result.kept;
     for (auto it = cache_.begin(); it != cache_.end();) {
       const auto& deps = *it->second.depends_on;
       bool hit = std::any_of(deps.begin(), deps.end(), [&](const std::type_index& d) {
-        return std::find(dropped.begin(), dropped.end(), d) != dropped.end();
+        return std::find(dropped.begin(), dropped.end(), d) != dropped.end() &&
+               std::find(kept.begin(), kept.end(), d) == kept.end();
       });
       if (hit) {
         it = cache_.erase(it);

@@ -9,6 +9,8 @@
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/pipeline/facts.hpp>
 
+#include <boost/hana/for_each.hpp>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -17,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeindex>
 #include <utility>
 #include <vector>
 
@@ -38,6 +41,20 @@ struct PassResult {
   /// means "may have changed", so a pass that never sets it stays safe.
   bool changed = true;
   std::vector<PassStatistic> statistics;
+  /// Facts of the pass's `invalidates` that this run left intact all the same
+  /// (LLVM's PreservedAnalyses), fact sets expanded: a cached analysis is
+  /// dropped only for an invalidated fact not kept. See keep().
+  std::vector<std::type_index> kept;
+
+  /// Declares that this run left facts `Fs` (or fact sets) intact although the
+  /// pass may invalidate them: trim-orphans removing nothing keeps
+  /// facts::Topology, so the adjacency lists built before it stay cached.
+  template <class... Fs>
+  PassResult& keep() {
+    boost::hana::for_each(detail::fact_set_of<facts::list<Fs...>>(),
+                          [&](auto t) { kept.emplace_back(typeid(typename decltype(t)::type)); });
+    return *this;
+  }
 
   /// Adds `value` to counter `name` (creating it at 0).
   PassResult& add(std::string_view name, std::int64_t value = 1) {

@@ -80,6 +80,7 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass, TrimOrphansOptions> {
       terminated += now;
     }
     result.changed = removed > 0 || flags_changed;
+    if (removed == 0) result.keep<facts::Topology>(); // only flags changed: adjacency stays valid
     result.add("orphans removed", static_cast<std::int64_t>(removed))
         .add("internally terminated", terminated);
     return result;

@@ -40,6 +40,7 @@ inline std::optional<Vertex> vertex_of_id(const ModelGraph& g, std::size_t id) {
 inline std::size_t compact(ModelGraph& g, const std::vector<char>& keep,
                            const std::vector<Vertex>* redirect = nullptr) {
   const Vertex n = boost::num_vertices(g);
+  if (redirect == nullptr && std::find(keep.begin(), keep.end(), 0) == keep.end()) return 0;
   constexpr Vertex kGone = static_cast<Vertex>(-1);
   std::vector<Vertex> new_index(n, kGone);
   Vertex next = 0;

@@ -45,19 +45,19 @@ struct DetectConditionalsPass : pass_info<DetectConditionalsPass> {
   /// Statistics "terminal bools", "branch vertices", "if edges".
   PassResult run(ModelGraph& g, PassContext&) const {
     const auto n = boost::num_vertices(g);
+    // one sweep clears the marks of an earlier run and finds the terminal bools
+    for (auto e : boost::make_iterator_range(boost::edges(g))) g[e].is_cond_branch_start = false;
+    std::vector<Vertex> terminal;
     for (Vertex v = 0; v < n; ++v) {
-      g[v].is_terminal_bool = false;
-      g[v].in_cond_branch = false;
-      for (auto e : boost::make_iterator_range(boost::out_edges(v, g)))
-        g[e].is_cond_branch_start = false;
+      OpNode& node = g[v];
+      node.in_cond_branch = false;
+      node.is_terminal_bool = is_terminal_bool(g, v);
+      if (node.is_terminal_bool) terminal.push_back(v);
     }
 
-    std::int64_t terminals = 0, branch = 0, if_edges = 0;
+    std::int64_t terminals = static_cast<std::int64_t>(terminal.size()), branch = 0, if_edges = 0;
     std::vector<Vertex> stack;
-    for (Vertex v = 0; v < n; ++v) {
-      if (!is_terminal_bool(g, v)) continue;
-      ++terminals;
-      g[v].is_terminal_bool = true;
+    for (Vertex v : terminal) {
       if (g[v].scalar_use != ScalarUse::condition) continue; // decides no `if`
       stack.assign(1, v);
       while (!stack.empty()) {

@@ -39,35 +39,44 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
   PassResult run(ModelGraph& g, PassContext& ctx) const {
     const auto n = boost::num_vertices(g);
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
-    std::size_t num_layers = 0;
-    for (Vertex v = 0; v < n; ++v) num_layers = std::max<std::size_t>(num_layers, g[v].layer + 1);
-    std::vector<int> type_num(num_layers, 0), total_num(num_layers, 0);
+    // layers numbered in order of their first pass, outputs after every op: one
+    // sweep numbers the rest and lists each output layer's first vertex
+    std::vector<int> type_num, total_num;
     std::unordered_map<std::string_view, int> per_type;
-    int inputs = 0, buffers = 0, outputs = 0, total = 0;
-    auto first_pass = [&](Vertex v) { return type_num[g[v].layer] == 0; };
-    for (int sweep = 0; sweep < 2; ++sweep) { // outputs after every op
-      for (Vertex v = 0; v < n; ++v) {
-        const OpNode& node = g[v];
-        if ((node.kind == NodeKind::output) != (sweep == 1) || !first_pass(v)) continue;
-        const std::size_t l = node.layer;
-        switch (node.kind) {
-          case NodeKind::input:
-            type_num[l] = ++inputs;
-            break;
-          case NodeKind::buffer:
-            type_num[l] = ++buffers;
-            break;
-          case NodeKind::output:
-            type_num[l] = ++outputs;
-            total_num[l] = ++total;
-            break;
-          case NodeKind::op:
-            type_num[l] = ++per_type[node.layer_type];
-            total_num[l] = ++total;
-            break;
-        }
+    std::vector<Vertex> output_layers;
+    int inputs = 0, buffers = 0, total = 0;
+    for (Vertex v = 0; v < n; ++v) {
+      const OpNode& node = g[v];
+      const std::size_t l = node.layer;
+      if (l >= type_num.size()) {
+        type_num.resize(l + 1, 0);
+        total_num.resize(l + 1, 0);
+      }
+      if (type_num[l] != 0) continue; // not the layer's first pass
+      switch (node.kind) {
+        case NodeKind::input:
+          type_num[l] = ++inputs;
+          break;
+        case NodeKind::buffer:
+          type_num[l] = ++buffers;
+          break;
+        case NodeKind::output:
+          type_num[l] = -1; // numbered below; seen
+          output_layers.push_back(v);
+          break;
+        case NodeKind::op:
+          type_num[l] = ++per_type[node.layer_type];
+          total_num[l] = ++total;
+          break;
       }
     }
+    int outputs = 0;
+    for (Vertex v : output_layers) {
+      const std::size_t l = g[v].layer;
+      type_num[l] = ++outputs;
+      total_num[l] = ++total;
+    }
+    const std::size_t num_layers = type_num.size();
     bool branching = false;
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];

@@ -9,6 +9,7 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <map>
+#include <numeric>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -37,18 +38,25 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
   PassResult run(ModelGraph& g, PassContext&) const {
     const auto n = boost::num_vertices(g);
     constexpr std::size_t kNoParent = static_cast<std::size_t>(-1);
+    std::vector<Vertex> buffers; // one sweep; the rest looks at buffer vertices only
+    for (Vertex v = 0; v < n; ++v) {
+      if (g[v].kind == NodeKind::buffer) buffers.push_back(v);
+    }
     // (address, parent vertex, capture buffer_pass) -> first vertex
     std::map<std::tuple<std::string, std::size_t, int>, Vertex> first;
-    std::vector<Vertex> redirect(n);
-    std::vector<char> keep(n, 1);
+    std::vector<Vertex> redirect; // made at the first duplicate
+    std::vector<char> keep;
     std::size_t merged = 0;
-    for (Vertex v = 0; v < n; ++v) {
-      redirect[v] = v;
-      if (g[v].kind != NodeKind::buffer) continue;
+    for (Vertex v : buffers) {
       std::size_t parent = kNoParent;
       if (boost::in_degree(v, g) > 0) parent = boost::source(*boost::in_edges(v, g).first, g);
       auto [it, inserted] = first.try_emplace({g[v].io_address, parent, g[v].buffer_pass}, v);
       if (inserted) continue;
+      if (redirect.empty()) {
+        redirect.resize(n);
+        std::iota(redirect.begin(), redirect.end(), Vertex{0});
+        keep.assign(n, 1);
+      }
       Vertex keeper = it->second;
       redirect[v] = keeper;
       keep[v] = 0;
@@ -57,11 +65,16 @@ struct NumberBuffersPass : pass_info<NumberBuffersPass> {
       g[keeper].feeds_output |= g[v].feeds_output;
       ++merged;
     }
-    if (merged > 0) detail::compact(g, keep, &redirect);
+    if (merged > 0) {
+      detail::compact(g, keep, &redirect);
+      buffers.clear();
+      for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+        if (g[v].kind == NodeKind::buffer) buffers.push_back(v);
+      }
+    }
     std::map<std::string, int> passes;
     bool renumbered = false;
-    for (auto v : boost::make_iterator_range(boost::vertices(g))) {
-      if (g[v].kind != NodeKind::buffer) continue;
+    for (Vertex v : buffers) {
       const int pass = ++passes[g[v].io_address];
       renumbered = renumbered || g[v].buffer_pass != pass;
       g[v].buffer_pass = pass;

@@ -265,13 +265,10 @@ class ModuleTree {
   int intern(std::initializer_list<ModuleFrame> frames) {
     return intern(std::span<const ModuleFrame>(frames.begin(), frames.size()));
   }
-  /// Id of the interned path `frames`: a sequence seen before (the same stored
-  /// entry) costs one lookup; interned_frames(id) then hands out this handle.
+  /// Id of the interned path `frames`; interned_frames(id) then hands out this
+  /// handle (the first one seen for the path).
   int intern(const Interned<ModuleFrame>& frames) {
-    if (frames.empty()) return kRoot;
-    if (auto it = by_entry_.find(frames.identity()); it != by_entry_.end()) return it->second;
     const int id = intern(std::span<const ModuleFrame>(frames.get()));
-    by_entry_.emplace(frames.identity(), id); // the handle below keeps the entry alive
     auto& slot = handle(id);
     if (slot.empty()) slot = frames;
     return id;
@@ -338,7 +335,6 @@ class ModuleTree {
   }
   std::vector<Node> nodes_;
   std::unordered_map<ChildKey, int, ChildKeyHash> children_;
-  std::unordered_map<const void*, int> by_entry_;      ///< Interned entry → path id
   mutable std::vector<Interned<ModuleFrame>> handles_; ///< by path id, empty until needed
 };
 
@@ -352,7 +348,7 @@ struct ModuleTreeAnalysis {
   /// ModulesInferred before re-producing it) or when vertices change.
   using depends_on = facts::list<facts::Topology, facts::ModulesInferred>;
 
-  /// Interns every vertex's containment (each stored sequence is looked up once).
+  /// Interns every vertex's containment (consecutive equal ones once).
   static Result compute(const ModelGraph& g, PassContext&) {
     Result r;
     const auto n = boost::num_vertices(g);

@@ -188,6 +188,8 @@ class WordIds {
     start_.assign(1, 0);
     words_.clear();
   }
+  /// How many distinct sequences were seen.
+  [[nodiscard]] std::size_t size() const { return start_.size() - 1; }
   /// The id of `words`, and true when it was seen now for the first time.
   std::pair<std::size_t, bool> id(std::span<const std::uint64_t> words) {
     // independent products (no chain through the words); FlatMap64 mixes the sum
@@ -615,6 +617,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     static constexpr Index kNone = detail::kNoIndex;
     /// Largest graph whose buffers a thread keeps between runs.
     static constexpr std::size_t kReusedUpTo = 4096;
+    /// Class keys kept at once (the key cache is emptied when full).
+    static constexpr std::size_t kMaxKeys = 2048;
 
     /// Marks a State in use (a pass run inside a pass run takes its own).
     struct Use {
@@ -628,8 +632,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
 
     /// What a class key decides (key_facts()).
     struct KeyFacts {
-      std::size_t cls = 0, seed = 0, rule1 = kNone;
-      std::size_t type_slot = 0; ///< raw-label counter (0: outputs)
+      Index cls = 0, seed = 0, rule1 = kNone;
+      Index type_slot = 0; ///< raw-label counter (0: outputs)
     };
 
     /// Classes, rule-1 keys and raw-label ranks of graph g; every scratch
@@ -661,8 +665,15 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       param_key.resize(n);
       for (Vertex v = 0; v < n; ++v) {
         OpNode& node = graph[v];
-        // a key seen before gives what its first vertex's texts gave
+        // a key seen before gives what its first vertex's texts gave. The keys
+        // are a cache emptied when full: where most vertices are distinct (a
+        // chain of convolutions, each with its own weights) it stays small
+        // enough to be cheap, and the keys that repeat come back at once
         write_class_key(graph, v, words_, scratch_.parents, a);
+        if (key_facts_.size() == kMaxKeys) {
+          key_ids_.clear();
+          key_facts_.clear();
+        }
         const auto [k, new_key] = key_ids_.id(words_);
         if (new_key) key_facts_.push_back(key_facts(graph, v));
         const KeyFacts& f = key_facts_[k];
@@ -753,13 +764,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         if (class_name_.size() <= c) class_name_.resize(c + 1);
         class_name_[c] = Name(text_);
       }
-      f.cls = c;
+      f.cls = static_cast<Index>(c);
       // the candidates an expansion starts from (TorchLens's `equivalent_ops`)
       // are keyed by the type before the module path: for an op with
       // parameters, the same weights applied in two modules are candidates
       // (numbered after the classes once their count is known)
       const bool params = node.kind == NodeKind::op && !node.params.empty();
-      f.seed = params ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first : c;
+      f.seed = static_cast<Index>(
+          params ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first : c);
       // rule-1 key: (op, output index, sorted parameters)
       if (params) {
         text_ = node.op_name;
@@ -773,13 +785,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           text_ += '|';
           text_ += *p;
         }
-        f.rule1 = rule1_of_.id(text_).first;
+        f.rule1 = static_cast<Index>(rule1_of_.id(text_).first);
       }
       if (node.kind != NodeKind::output) {
         const auto [slot, added] =
             per_type_.try_emplace(key_of_name(node.layer_type), type_count_.size());
         if (added) type_count_.push_back(0);
-        f.type_slot = slot;
+        f.type_slot = static_cast<Index>(slot);
       }
       return f;
     }

@@ -51,8 +51,13 @@ struct PassResult {
   /// facts::Topology, so the adjacency lists built before it stay cached.
   template <class... Fs>
   PassResult& keep() {
-    boost::hana::for_each(detail::fact_set_of<facts::list<Fs...>>(),
-                          [&](auto t) { kept.emplace_back(typeid(typename decltype(t)::type)); });
+    static const std::vector<std::type_index> facts = [] {
+      std::vector<std::type_index> out;
+      boost::hana::for_each(detail::fact_set_of<facts::list<Fs...>>(),
+                            [&](auto t) { out.emplace_back(typeid(typename decltype(t)::type)); });
+      return out;
+    }();
+    kept.insert(kept.end(), facts.begin(), facts.end());
     return *this;
   }
 

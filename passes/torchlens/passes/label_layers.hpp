@@ -41,7 +41,9 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     // layers numbered in order of their first pass, outputs after every op: one
     // sweep numbers the rest and lists each output layer's first vertex
-    std::vector<int> type_num, total_num;
+    std::vector<int> type_num, total_num; // by layer (layers < vertices: no reallocation)
+    type_num.reserve(n);
+    total_num.reserve(n);
     std::unordered_map<std::string_view, int> per_type;
     std::vector<Vertex> output_layers;
     int inputs = 0, buffers = 0, total = 0;

@@ -349,6 +349,42 @@ TEST_CASE("a thread's reused workspace leaves no trace: results do not depend on
                       "x_1_1:3", "y_1_2:3", "z_1_3:3", "output_1"});
 }
 
+TEST_CASE("a loop after more distinct ops than the class-key cache holds groups as alone") {
+  // 3 000 convolutions with their own weights (each its own class key: the cache of keys
+  // is emptied on the way) before a 3-op cell run 4 times: the cell's ops are still 3
+  // layers of 4 passes, and the convolutions layers of one pass each
+  GraphBuilder b;
+  Vertex cur = b.input();
+  for (int i = 0; i < 3000; ++i) {
+    const std::string m = "c" + std::to_string(i);
+    cur = b.op("conv2d", {cur}, {.params = {m + ".weight"}, .modules = {frame(m, "Conv2d")}});
+  }
+  for (int it = 0; it < 4; ++it) {
+    cur = b.op("linear", {cur},
+               {.params = {"cell.weight"}, .modules = {frame("cell", "Linear", it + 1)}});
+    cur = b.op("tanh", {cur});
+    cur = b.op("mul", {cur}, {.scalar_args = {{"other", "0.5"}}});
+  }
+  b.returns(cur);
+  ModelGraph g = b.build();
+  run_default_pipeline(g);
+  const auto n = boost::num_vertices(g);
+  for (Vertex v = 1; v <= 3000; ++v) {
+    CHECK(g[v].num_passes == 1);
+    CHECK(g[v].type_num == static_cast<int>(v));
+  }
+  const char* types[] = {"linear", "tanh", "mul"};
+  for (Vertex v = 3001; v + 1 < n; ++v) {
+    const std::size_t step = v - 3001;
+    CHECK(g[v].layer_type == types[step % 3]);
+    CHECK(g[v].num_passes == 4);
+    CHECK(g[v].pass_num == static_cast<int>(step / 3 + 1));
+    CHECK(g[v].label() == std::string(types[step % 3]) + "_1_" + std::to_string(3001 + step % 3) +
+                              ":" + std::to_string(step / 3 + 1));
+  }
+  CHECK(g[boost::graph_bundle].max_recurrent_loops == 4);
+}
+
 TEST_CASE("the pass's index queue takes indices smallest first, pushes below the cursor included") {
   passes::detail::IndexQueue q;
   q.reset(10000);

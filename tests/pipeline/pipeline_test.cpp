@@ -380,6 +380,16 @@ TEST_CASE("module tree: interning and common prefixes") {
   CHECK(t.common_prefix(a, ModuleTree::kRoot) == ModuleTree::kRoot);
   CHECK(t.frames(b).back().pass == 2);
   CHECK(t.depth(a) == 2);
+  // an interned path gets the same id, and hands out its handle; a prefix gets one made once
+  const Interned<ModuleFrame> path{frame("enc"), frame("enc.l", "Linear", 2)};
+  CHECK(t.intern(path) == b);
+  CHECK(t.interned_frames(b).identity() == path.identity());
+  const Interned<ModuleFrame>& prefix = t.interned_frames(c);
+  REQUIRE(prefix.size() == 1);
+  CHECK(prefix[0].address == "enc");
+  CHECK(t.interned_frames(c).identity() == prefix.identity());
+  CHECK(t.interned_frames(ModuleTree::kRoot).empty());
+  CHECK(t.intern(Interned<ModuleFrame>{}) == ModuleTree::kRoot);
 }
 
 TEST_CASE("PassResult statistics") {

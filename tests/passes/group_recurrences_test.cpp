@@ -356,7 +356,8 @@ TEST_CASE("a loop after more distinct ops than the class-key cache holds groups 
   GraphBuilder b;
   Vertex cur = b.input();
   for (int i = 0; i < 3000; ++i) {
-    const std::string m = "c" + std::to_string(i);
+    std::string m = "c"; // (not `"c" + std::to_string(i)`: GCC 12 warns falsely, -Wrestrict)
+    m += std::to_string(i);
     cur = b.op("conv2d", {cur}, {.params = {m + ".weight"}, .modules = {frame(m, "Conv2d")}});
   }
   for (int it = 0; it < 4; ++it) {

@@ -51,13 +51,13 @@ struct PassResult {
   /// facts::Topology, so the adjacency lists built before it stay cached.
   template <class... Fs>
   PassResult& keep() {
-    static const std::vector<std::type_index> facts = [] {
+    static const std::vector<std::type_index> listed = [] {
       std::vector<std::type_index> out;
       boost::hana::for_each(detail::fact_set_of<facts::list<Fs...>>(),
                             [&](auto t) { out.emplace_back(typeid(typename decltype(t)::type)); });
       return out;
     }();
-    kept.insert(kept.end(), facts.begin(), facts.end());
+    kept.insert(kept.end(), listed.begin(), listed.end());
     return *this;
   }
 

@@ -69,7 +69,9 @@ inline ModelGraph random_loop_graph(unsigned seed, int max_iterations, bool buff
       if (s.module == 0) {
         spec.observed = false;
       } else {
-        spec.modules = {{s.module == 1 ? "m" : "m" + std::to_string(it % 3), "Module", 1}};
+        std::string module = "m"; // (appended: GCC 12 warns falsely on `"m" + ...`, -Wrestrict)
+        if (s.module != 1) module += std::to_string(it % 3);
+        spec.modules = {{module, "Module", 1}};
       }
       if (type == "split") {
         for (int out = 0; out < 2; ++out) {

@@ -178,9 +178,16 @@ std::string option_to_string(const T& v) {
   } else if constexpr (std::is_arithmetic_v<T>) {
     return std::to_string(v);
   } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
-    return "\"" + std::string(std::string_view(v)) + "\"";
+    // (appended, not `"{" + ...`: GCC 12 warns falsely on that form, -Wrestrict)
+    std::string out = "\"";
+    out += std::string_view(v);
+    out += '"';
+    return out;
   } else if constexpr (OptionSet<T>) {
-    return "{" + changed_options_to_string(v) + "}";
+    std::string out = "{";
+    out += changed_options_to_string(v);
+    out += '}';
+    return out;
   } else {
     std::string out = "[";
     bool first = true;

@@ -145,69 +145,36 @@ class FlatSet64 {
   FlatMap64 map_;
 };
 
-/// Dense ids for texts, numbered in the order first seen: a FlatMap64 from the
-/// text's hash (the text compared on a hit; a different text with the same
-/// hash probes on with a derived key). clear() keeps every buffer.
-class TextIds {
- public:
-  /// Forgets every text.
-  void clear() {
-    index_.clear();
-    size_ = 0;
-  }
-  /// The id of text, and true when it was seen now for the first time.
-  std::pair<std::size_t, bool> id(std::string_view text) {
-    std::uint64_t key = std::hash<std::string_view>{}(text);
-    for (;;) {
-      const auto [found, inserted] = index_.try_emplace(key, size_);
-      if (inserted) {
-        if (texts_.size() <= size_) texts_.emplace_back();
-        texts_[size_].assign(text);
-        return {size_++, true};
-      }
-      if (texts_[found] == text) return {found, false};
-      key = key * 0x9e3779b97f4a7c15ULL + 1;
-    }
-  }
-  /// How many distinct texts were seen.
-  [[nodiscard]] std::size_t size() const { return size_; }
-
- private:
-  FlatMap64 index_;
-  std::vector<std::string> texts_; ///< by id; the first size_ are current
-  std::size_t size_ = 0;
-};
-
-/// Dense ids for sequences of 64-bit words, numbered in the order first seen
-/// (TextIds for words: the sequence compared on a hit). clear() keeps every buffer.
-class WordIds {
+/// Dense ids for sequences of T, numbered in the order first seen: a FlatMap64
+/// from the sequence's hash (`Hash`; the sequence compared on a hit, a different
+/// sequence with the same hash probing on with a derived key), the sequences
+/// stored end to end. clear() keeps every buffer.
+template <class T, class Hash>
+class SequenceIds {
  public:
   /// Forgets every sequence.
   void clear() {
     index_.clear();
     start_.assign(1, 0);
-    words_.clear();
+    items_.clear();
   }
   /// How many distinct sequences were seen.
   [[nodiscard]] std::size_t size() const { return start_.size() - 1; }
-  /// The id of `words`, and true when it was seen now for the first time.
-  std::pair<std::size_t, bool> id(std::span<const std::uint64_t> words) {
-    // independent products (no chain through the words); FlatMap64 mixes the sum
-    std::uint64_t key = words.size();
-    for (std::size_t i = 0; i < words.size(); ++i) {
-      key += std::rotl(words[i], static_cast<int>(i % 61)) * (0x9e3779b97f4a7c15ULL + 2 * i);
-    }
-    const std::size_t next = start_.size() - 1;
+  /// The id of `items`, and true when it was seen now for the first time.
+  std::pair<std::size_t, bool> id(std::span<const T> items) {
+    std::uint64_t key = Hash{}(items);
+    const std::size_t next = size();
     for (;;) {
       const auto [found, inserted] = index_.try_emplace(key, next);
       if (inserted) {
-        words_.insert(words_.end(), words.begin(), words.end());
-        start_.push_back(words_.size());
+        items_.insert(items_.end(), items.begin(), items.end());
+        start_.push_back(items_.size());
         return {next, true};
       }
-      if (std::ranges::equal(std::span<const std::uint64_t>(words_).subspan(
-                                 start_[found], start_[found + 1] - start_[found]),
-                             words)) {
+      const std::size_t from = start_[found], length = start_[found + 1] - from;
+      if (length == items.size() &&
+          std::equal(items.begin(), items.end(),
+                     items_.begin() + static_cast<std::ptrdiff_t>(from))) {
         return {found, false};
       }
       key = key * 0x9e3779b97f4a7c15ULL + 1;
@@ -216,9 +183,36 @@ class WordIds {
 
  private:
   FlatMap64 index_;
-  std::vector<std::size_t> start_{0}; ///< sequence i is words_[start_[i] .. start_[i + 1])
-  std::vector<std::uint64_t> words_;
+  std::vector<std::size_t> start_{0}; ///< sequence i is items_[start_[i] .. start_[i + 1])
+  std::vector<T> items_;
 };
+
+/// std::hash of the characters.
+struct TextHash {
+  std::uint64_t operator()(std::span<const char> s) const {
+    return std::hash<std::string_view>{}(std::string_view(s.data(), s.size()));
+  }
+};
+/// Independent products of the words (no chain through them); FlatMap64 mixes the sum.
+struct WordHash {
+  std::uint64_t operator()(std::span<const std::uint64_t> words) const {
+    std::uint64_t key = words.size();
+    for (std::size_t i = 0; i < words.size(); ++i) {
+      key += std::rotl(words[i], static_cast<int>(i % 61)) * (0x9e3779b97f4a7c15ULL + 2 * i);
+    }
+    return key;
+  }
+};
+
+/// Dense ids for texts (equivalence types, rule-1 keys).
+class TextIds : public SequenceIds<char, TextHash> {
+ public:
+  std::pair<std::size_t, bool> id(std::string_view text) {
+    return SequenceIds::id(std::span<const char>(text.data(), text.size()));
+  }
+};
+/// Dense ids for class keys (GroupRecurrencesPass::write_class_key).
+using WordIds = SequenceIds<std::uint64_t, WordHash>;
 
 /// A set of indices below n, taken smallest first: a bitmap, one summary bit per
 /// bitmap word, and a cursor below which no summary word is set. Push and pop
@@ -370,6 +364,36 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<std::tuple<int, int, Vertex>> parents;
   };
 
+  /// The addresses of the parameters op n reads, sorted, in `addrs`.
+  static void sorted_param_addresses(const OpNode& n, std::vector<const std::string*>& addrs) {
+    addrs.clear();
+    for (const auto& p : n.params) addrs.push_back(&p.address.str());
+    std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
+  }
+
+  /// The parents of v in the order the equivalence type lists their shapes.
+  /// With the graph's adjacency lists, when they all have one shape (argument
+  /// order cannot change the text), returns true: they are adj->parents_of(v).
+  /// Otherwise fills `parents` with (argument position, list index, parent),
+  /// sorted, and returns false.
+  static bool parents_in_text_order(const ModelGraph& g, Vertex v,
+                                    const AdjacencyAnalysis::Result* adj,
+                                    std::vector<std::tuple<int, int, Vertex>>& parents) {
+    if (adj != nullptr) {
+      const auto ps = adj->parents_of(v);
+      if (std::all_of(ps.begin(), ps.end(),
+                      [&](std::uint32_t p) { return g[p].shape == g[ps.front()].shape; })) {
+        return true;
+      }
+    }
+    parents.clear();
+    for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
+      parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
+    }
+    std::sort(parents.begin(), parents.end());
+    return false;
+  }
+
   /// Writes the equivalence type of vertex v into s (cleared first). With the
   /// graph's adjacency lists, an op whose parents all have one shape reads them
   /// from the lists rather than from its edges: argument order cannot change
@@ -396,9 +420,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     s += n.layer_type;
     if (!n.params.empty()) {
       auto& addrs = scratch.addrs;
-      addrs.clear();
-      for (const auto& p : n.params) addrs.push_back(&p.address.str());
-      std::sort(addrs.begin(), addrs.end(), [](auto* a, auto* b) { return *a < *b; });
+      sorted_param_addresses(n, addrs);
       s += '[';
       for (std::size_t i = 0; i < addrs.size(); ++i) {
         if (i) s += ',';
@@ -414,12 +436,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         s += ';';
       }
       // parent shapes, in argument order
-      const auto ps = adj != nullptr ? adj->parents_of(v) : std::span<const std::uint32_t>{};
-      const bool same_shape =
-          adj != nullptr && std::all_of(ps.begin(), ps.end(), [&](std::uint32_t p) {
-            return g[p].shape == g[ps.front()].shape;
-          });
-      if (same_shape) {
+      if (parents_in_text_order(g, v, adj, scratch.parents)) {
+        const auto ps = adj->parents_of(v);
         if (!ps.empty()) {
           const std::size_t from = s.size();
           detail::append_shape(s, g[ps[0]].shape);
@@ -427,13 +445,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           for (std::size_t i = 1; i < ps.size(); ++i) s.append(s, from, len);
         }
       } else {
-        auto& parents = scratch.parents;
-        parents.clear();
-        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-          parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
-        }
-        std::sort(parents.begin(), parents.end());
-        for (const auto& [pos, idx, p] : parents) {
+        for (const auto& [pos, idx, p] : scratch.parents) {
           (void)pos;
           (void)idx;
           detail::append_shape(s, g[p].shape);
@@ -486,18 +498,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     for (const auto& p : n.params) words.push_back(word(p.address.data()));
     if (n.params.empty()) {
       words.push_back(word(n.scalar_args.identity()));
-      const auto ps = adj.parents_of(v);
-      const bool same_shape = std::all_of(
-          ps.begin(), ps.end(), [&](std::uint32_t p) { return g[p].shape == g[ps.front()].shape; });
-      if (same_shape) {
+      if (parents_in_text_order(g, v, &adj, parents)) {
+        const auto ps = adj.parents_of(v);
         words.push_back(ps.size());
         if (!ps.empty()) words.push_back(word(g[ps[0]].shape.identity()));
       } else {
-        parents.clear();
-        for (auto e : boost::make_iterator_range(boost::in_edges(v, g))) {
-          parents.emplace_back(g[e].arg_pos, g[e].list_index, boost::source(e, g));
-        }
-        std::sort(parents.begin(), parents.end());
         words.push_back(~std::uint64_t{0} - parents.size());
         for (const auto& [pos, idx, p] : parents) {
           (void)pos;
@@ -778,9 +783,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         text_ += '#';
         detail::append_int(text_, node.output_index);
         auto& addrs = scratch_.addrs;
-        addrs.clear();
-        for (const auto& p : node.params) addrs.push_back(&p.address.str());
-        std::sort(addrs.begin(), addrs.end(), [](auto* x, auto* y) { return *x < *y; });
+        sorted_param_addresses(node, addrs);
         for (const auto* p : addrs) {
           text_ += '|';
           text_ += *p;
@@ -870,10 +873,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       /// The text NUL-padded to 16 bytes as two big-endian words (length() <= 16).
       [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> pack() const {
-        char text[48] = {}; // to_chars' bounds stay inside
-        char* end = std::to_chars(text, text + 20, number).ptr;
-        *end++ = '_';
-        if (suffix) std::to_chars(end, end + 20, suffix);
+        char text[16] = {};
+        write(text);
         std::uint64_t hi = 0, lo = 0;
         for (int i = 0; i < 8; ++i) hi = (hi << 8) | static_cast<unsigned char>(text[i]);
         for (int i = 8; i < 16; ++i) lo = (lo << 8) | static_cast<unsigned char>(text[i]);

@@ -7,10 +7,12 @@
 #include <torchlens/config.hpp>
 #include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/passes/detail/flat_map.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <charconv>
 #include <cstdint>
@@ -66,85 +68,6 @@ class DisjointSets {
   std::vector<Index> parent_;
 };
 
-/// A map from 64-bit keys to indices: open addressing, linear probing;
-/// clear() costs what was inserted since the last clear(), not the capacity.
-class FlatMap64 {
- public:
-  /// The value slot of key, holding `value` when key is new.
-  std::size_t* try_emplace_ref(std::uint64_t key, std::size_t value) {
-    if ((used_.size() + 1) * 2 > keys_.size()) grow();
-    std::size_t i = index(key);
-    while (values_[i] != kEmptyValue) {
-      if (keys_[i] == key) return &values_[i];
-      i = (i + 1) & (keys_.size() - 1);
-    }
-    keys_[i] = key;
-    values_[i] = value;
-    used_.push_back(i);
-    return &values_[i];
-  }
-  /// The value of key and true when it was inserted now (with `value`).
-  std::pair<std::size_t, bool> try_emplace(std::uint64_t key, std::size_t value) {
-    const std::size_t before = used_.size();
-    const std::size_t* slot = try_emplace_ref(key, value);
-    return {*slot, used_.size() != before};
-  }
-  /// True when key was inserted since the last clear().
-  [[nodiscard]] bool contains(std::uint64_t key) const {
-    if (keys_.empty()) return false;
-    std::size_t i = index(key);
-    while (values_[i] != kEmptyValue) {
-      if (keys_[i] == key) return true;
-      i = (i + 1) & (keys_.size() - 1);
-    }
-    return false;
-  }
-  /// Removes every key.
-  void clear() {
-    for (std::size_t i : used_) values_[i] = kEmptyValue;
-    used_.clear();
-  }
-
- private:
-  static constexpr std::size_t kEmptyValue = static_cast<std::size_t>(-1);
-  [[nodiscard]] std::size_t index(std::uint64_t key) const {
-    key ^= key >> 33; // murmur3's finaliser
-    key *= 0xff51afd7ed558ccdULL;
-    key ^= key >> 33;
-    return static_cast<std::size_t>(key) & (keys_.size() - 1);
-  }
-  void grow() {
-    std::vector<std::uint64_t> old_keys;
-    std::vector<std::size_t> old_values;
-    old_keys.swap(keys_);
-    old_values.swap(values_);
-    const std::size_t size = old_keys.empty() ? 64 : old_keys.size() * 2;
-    keys_.assign(size, 0);
-    values_.assign(size, kEmptyValue);
-    used_.clear();
-    for (std::size_t i = 0; i < old_keys.size(); ++i) {
-      if (old_values[i] != kEmptyValue) try_emplace_ref(old_keys[i], old_values[i]);
-    }
-  }
-  std::vector<std::uint64_t> keys_;
-  std::vector<std::size_t> values_;
-  std::vector<std::size_t> used_; ///< occupied slots
-};
-
-/// A set of 64-bit keys (a FlatMap64 whose values are unused).
-class FlatSet64 {
- public:
-  /// Inserts key.
-  void insert(std::uint64_t key) { map_.try_emplace_ref(key, 0); }
-  /// True when key was inserted since the last clear().
-  [[nodiscard]] bool contains(std::uint64_t key) const { return map_.contains(key); }
-  /// Removes every key.
-  void clear() { map_.clear(); }
-
- private:
-  FlatMap64 map_;
-};
-
 /// Dense ids for sequences of T, numbered in the order first seen: a FlatMap64
 /// from the sequence's hash (`Hash`; the sequence compared on a hit, a different
 /// sequence with the same hash probing on with a derived key), the sequences
@@ -193,12 +116,14 @@ struct TextHash {
     return std::hash<std::string_view>{}(std::string_view(s.data(), s.size()));
   }
 };
-/// Independent products of the words (no chain through them); FlatMap64 mixes the sum.
+/// Independent products of the words, one odd factor per position (no chain
+/// through them, no rotation: a multiply and an add per word); FlatMap64 mixes
+/// the sum.
 struct WordHash {
   std::uint64_t operator()(std::span<const std::uint64_t> words) const {
     std::uint64_t key = words.size();
     for (std::size_t i = 0; i < words.size(); ++i) {
-      key += std::rotl(words[i], static_cast<int>(i % 61)) * (0x9e3779b97f4a7c15ULL + 2 * i);
+      key += words[i] * (0x9e3779b97f4a7c15ULL + 2 * i);
     }
     return key;
   }
@@ -464,55 +389,62 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
   }
 
-  /// Writes into `words` a key that determines vertex v's equivalence type and
-  /// rule-1 key (write_equivalence_type's inputs, as the identities of their
-  /// interned texts and sequences, in the order the text uses them), so that a
-  /// vertex whose key was seen before needs neither text. Two keys may still
-  /// give one text (parameters read in another order, say): the text decides.
-  static void write_class_key(const ModelGraph& g, Vertex v, std::vector<std::uint64_t>& words,
-                              std::vector<std::tuple<int, int, Vertex>>& parents,
-                              const AdjacencyAnalysis::Result& adj) {
+  /// Writes into `words` (grown as needed) and returns a key that determines
+  /// vertex v's equivalence type and rule-1 key (write_equivalence_type's
+  /// inputs, as the identities of their interned texts and sequences, in the
+  /// order the text uses them), so that a vertex whose key was seen before
+  /// needs neither text. Two keys may still give one text (parameters read in
+  /// another order, say): the text decides.
+  static std::span<const std::uint64_t> write_class_key(
+      const ModelGraph& g, Vertex v, std::vector<std::uint64_t>& words,
+      std::vector<std::tuple<int, int, Vertex>>& parents, const AdjacencyAnalysis::Result& adj) {
     const auto word = [](const void* p) {
       return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p));
     };
     const OpNode& n = g[v];
-    words.clear();
-    words.push_back(static_cast<std::uint64_t>(n.kind));
-    words.push_back(word(n.layer_type.data()));
+    // sized once for the longest key v can have, then written in place
+    const std::size_t most =
+        8 + n.params.size() + n.modules.size() + std::max<std::size_t>(1, adj.parents_of(v).size());
+    if (words.size() < most) words.resize(most);
+    std::uint64_t* out = words.data();
+    *out++ = static_cast<std::uint64_t>(n.kind);
+    *out++ = word(n.layer_type.data());
+    const auto key = [&] { return std::span<const std::uint64_t>(words.data(), out); };
     switch (n.kind) {
       case NodeKind::input:
       case NodeKind::output:
-        words.push_back(word(n.shape.identity()));
-        words.push_back(word(n.dtype.data()));
-        return;
+        *out++ = word(n.shape.identity());
+        *out++ = word(n.dtype.data());
+        return key();
       case NodeKind::buffer:
-        words.push_back(word(n.io_address.data()));
-        return;
+        *out++ = word(n.io_address.data());
+        return key();
       case NodeKind::op:
         break;
     }
-    words.push_back(word(n.op_name.data()));
-    words.push_back(static_cast<std::uint64_t>(static_cast<std::uint32_t>(n.output_index)) |
-                    (static_cast<std::uint64_t>(n.num_outputs > 1) << 32));
-    words.push_back(n.params.size());
-    for (const auto& p : n.params) words.push_back(word(p.address.data()));
+    *out++ = word(n.op_name.data());
+    *out++ = static_cast<std::uint64_t>(static_cast<std::uint32_t>(n.output_index)) |
+             (static_cast<std::uint64_t>(n.num_outputs > 1) << 32);
+    *out++ = n.params.size();
+    for (const auto& p : n.params) *out++ = word(p.address.data());
     if (n.params.empty()) {
-      words.push_back(word(n.scalar_args.identity()));
+      *out++ = word(n.scalar_args.identity());
       if (parents_in_text_order(g, v, &adj, parents)) {
         const auto ps = adj.parents_of(v);
-        words.push_back(ps.size());
-        if (!ps.empty()) words.push_back(word(g[ps[0]].shape.identity()));
+        *out++ = ps.size();
+        if (!ps.empty()) *out++ = word(g[ps[0]].shape.identity());
       } else {
-        words.push_back(~std::uint64_t{0} - parents.size());
+        *out++ = ~std::uint64_t{0} - parents.size();
         for (const auto& [pos, idx, p] : parents) {
           (void)pos;
           (void)idx;
-          words.push_back(word(g[p].shape.identity()));
+          *out++ = word(g[p].shape.identity());
         }
       }
     }
-    words.push_back(n.modules.size());
-    for (const auto& m : n.modules) words.push_back(word(m.address.data()));
+    *out++ = n.modules.size();
+    for (const auto& m : n.modules) *out++ = word(m.address.data());
+    return key();
   }
 
   /// Statistics "layers", "recurrent layers", "expansions".
@@ -583,8 +515,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       const ModelGraph& g, const AdjacencyAnalysis::Result& full,
       std::optional<AdjacencyAnalysis::Result>& out) {
     const std::size_t n = boost::num_vertices(g);
+    // a Name compares its stored copies first, then their sizes: no text is read
+    static const Name identity_op("torchlens::identity");
     auto is_identity = [&](std::uint32_t v) {
-      return full.parents_of(v).size() == 1 && g[v].op_name == "torchlens::identity";
+      return full.parents_of(v).size() == 1 && g[v].op_name == identity_op;
     };
     bool any = false;
     for (Vertex v = 0; v < n && !any; ++v) {
@@ -674,12 +608,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         // are a cache emptied when full: where most vertices are distinct (a
         // chain of convolutions, each with its own weights) it stays small
         // enough to be cheap, and the keys that repeat come back at once
-        write_class_key(graph, v, words_, scratch_.parents, a);
+        const auto words = write_class_key(graph, v, words_, scratch_.parents, a);
         if (key_facts_.size() == kMaxKeys) {
           key_ids_.clear();
           key_facts_.clear();
         }
-        const auto [k, new_key] = key_ids_.id(words_);
+        const auto [k, new_key] = key_ids_.id(words);
         if (new_key) key_facts_.push_back(key_facts(graph, v));
         const KeyFacts& f = key_facts_[k];
         node.equivalence_type = class_name_[f.cls];
@@ -863,10 +797,18 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     /// itself does: `input_10_raw` sorts before `input_1_raw` ('0' < '_').
     struct RawLabel {
       std::uint64_t number = 0, suffix = 0;
+      /// Decimal digits of x: from its bit length (log10(2) ≈ 1233 / 4096),
+      /// then one comparison, without dividing.
       static std::size_t digits(std::uint64_t x) {
-        std::size_t d = 1;
-        for (; x >= 10; x /= 10) ++d;
-        return d;
+        static constexpr auto kPow10 = [] {
+          std::array<std::uint64_t, 20> p{};
+          p[0] = 1;
+          for (std::size_t i = 1; i < p.size(); ++i) p[i] = p[i - 1] * 10;
+          return p;
+        }();
+        if (x < 10) return 1;
+        const auto d = static_cast<std::size_t>(std::bit_width(x) * 1233 >> 12);
+        return d + (x >= kPow10[d]);
       }
       [[nodiscard]] std::size_t length() const {
         return digits(number) + 1 + (suffix ? digits(suffix) : 0);
@@ -875,10 +817,18 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> pack() const {
         char text[16] = {};
         write(text);
-        std::uint64_t hi = 0, lo = 0;
-        for (int i = 0; i < 8; ++i) hi = (hi << 8) | static_cast<unsigned char>(text[i]);
-        for (int i = 8; i < 16; ++i) lo = (lo << 8) | static_cast<unsigned char>(text[i]);
-        return {hi, lo};
+        return {big_endian(text), big_endian(text + 8)};
+      }
+      /// The 8 bytes at p as a big-endian word (the first byte most significant).
+      static std::uint64_t big_endian(const char* p) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, p, sizeof w);
+        if constexpr (std::endian::native == std::endian::little) {
+          w = ((w & 0x00000000FFFFFFFFull) << 32) | (w >> 32);
+          w = ((w & 0x0000FFFF0000FFFFull) << 16) | ((w & 0xFFFF0000FFFF0000ull) >> 16);
+          w = ((w & 0x00FF00FF00FF00FFull) << 8) | ((w & 0xFF00FF00FF00FF00ull) >> 8);
+        }
+        return w;
       }
       /// Writes the text, length() bytes (no NUL), at out.
       void write(char* out) const {
@@ -1419,15 +1369,21 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // of this one keeps that name, and stays with this layer when it is the same
       auto& layer = layer_of_root_;
       layer.assign(all.size(), LayerSummary{});
-      for (Vertex v : all) {
-        LayerSummary& l = layer[uf.find(slot[v])];
+      // all[i]'s root, found once; in slot's storage (slot[all[i]] == i, not
+      // read after the unions), so no new pages are touched
+      auto& root = slot;
+      for (std::size_t i = 0; i < all.size(); ++i) {
+        const Vertex v = all[i];
+        root[i] = static_cast<Index>(uf.find(i)); // slot[v] == i
+        LayerSummary& l = layer[root[i]];
         ++l.size;
         l.first = std::min(l.first, static_cast<Index>(v));
         if (l.size == 1 || raw_label_less(v, l.name)) l.name = static_cast<Index>(v);
         l.largest = std::max(l.largest, group_size[v]);
       }
-      for (Vertex v : all) {
-        const LayerSummary& l = layer[uf.find(slot[v])];
+      for (std::size_t i = 0; i < all.size(); ++i) {
+        const Vertex v = all[i];
+        const LayerSummary& l = layer[root[i]];
         if (l.size < 2 || l.size < l.largest) continue; // never shrink a layer
         raw_layer[v] = l.name;
         group_size[v] = l.size;

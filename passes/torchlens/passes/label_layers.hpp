@@ -4,13 +4,13 @@
 /// postprocess step 9, `_map_raw_tensor_labels_to_final_tensor_labels`).
 
 #include <torchlens/graph/model_graph.hpp>
+#include <torchlens/passes/detail/flat_map.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace torchlens::passes {
@@ -44,7 +44,9 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
     std::vector<int> type_num, total_num; // by layer (layers < vertices: no reallocation)
     type_num.reserve(n);
     total_num.reserve(n);
-    std::unordered_map<std::string_view, int> per_type;
+    // layers of each type so far, keyed by the interned type's address (one
+    // stored copy per text: no text is hashed)
+    detail::FlatMap64 per_type;
     std::vector<Vertex> output_layers;
     int inputs = 0, buffers = 0, total = 0;
     for (Vertex v = 0; v < n; ++v) {
@@ -67,7 +69,8 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
           output_layers.push_back(v);
           break;
         case NodeKind::op:
-          type_num[l] = ++per_type[node.layer_type];
+          type_num[l] = static_cast<int>(++*per_type.try_emplace_ref(
+              reinterpret_cast<std::uintptr_t>(node.layer_type.data()), 0));
           total_num[l] = ++total;
           break;
       }

@@ -472,9 +472,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       st.same_parameters_only();
     }
     // ---- layers and passes, numbered by creation order (TorchLens phase 5) ----
-    auto& layer_index = st.layer_index;
-    auto& count = st.count;
-    // (counted first, so that the graph is written in one sweep)
+    // (counted first, so that the graph is written in one sweep; in tables the
+    // expansions are done with)
+    auto [layer_index, count, seen] = st.numbering_tables();
     layer_index.assign(n, State::kNone);
     count.assign(n, 0);
     std::size_t num_layers = 0;
@@ -483,23 +483,22 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (layer_index[r] == State::kNone) layer_index[r] = num_layers++;
       ++count[r];
     }
-    auto& seen = st.passes_seen;
     seen.assign(n, 0);
-    int max_passes = 1;
+    std::uint32_t max_passes = 1;
     std::int64_t recurrent_layers = 0;
     for (Vertex v = 0; v < n; ++v) {
       const std::size_t r = st.raw_layer[v];
-      const int passes = count[r];
+      const std::uint32_t passes = count[r];
       OpNode& node = g[v];
       node.layer = layer_index[r];
-      node.pass_num = ++seen[r];
-      node.num_passes = passes;
+      node.pass_num = static_cast<int>(++seen[r]);
+      node.num_passes = static_cast<int>(passes);
       max_passes = std::max(max_passes, passes);
       recurrent_layers += passes > 1 && node.pass_num == 1;
     }
     auto& info = g[boost::graph_bundle];
     info.is_recurrent = max_passes > 1;
-    info.max_recurrent_loops = max_passes;
+    info.max_recurrent_loops = static_cast<int>(max_passes);
     PassResult result;
     result.add("layers", static_cast<std::int64_t>(num_layers))
         .add("recurrent layers", recurrent_layers)
@@ -569,6 +568,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     };
     bool busy = false;
 
+    /// Three tables for run()'s numbering (layer of each label vertex, its
+    /// passes, passes numbered so far), in the storage of per-vertex tables the
+    /// expansions are done with: no new pages touched.
+    [[nodiscard]] std::tuple<std::vector<Index>&, std::vector<Index>&, std::vector<Index>&>
+    numbering_tables() {
+      return {stamp, match_stamp_, match_count_};
+    }
+
     /// What a class key decides (key_facts()).
     struct KeyFacts {
       Index cls = 0, seed = 0, rule1 = kNone;
@@ -596,7 +603,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       packed_.resize(n); // first each raw label's (number, suffix), then its packed bytes
       std::size_t width = 1;
       cls.resize(n);
-      orig_cls.resize(n);
       raw_layer.resize(n);
       group_size.assign(n, 0);
       uses_params.resize(n);
@@ -617,7 +623,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         if (new_key) key_facts_.push_back(key_facts(graph, v));
         const KeyFacts& f = key_facts_[k];
         node.equivalence_type = class_name_[f.cls];
-        cls[v] = orig_cls[v] = f.cls;
+        cls[v] = f.cls;
         raw_layer[v] = v;
         uses_params[v] = f.rule1 != kNone;
         seed[v] = f.seed;
@@ -665,8 +671,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       first_sg_.resize(n);
       first_list_.resize(n);
       leader_of_.resize(n);
-      reclaim_stamp_.assign(n, 0);
-      extra_head_.resize(n);
       slot_stamp_.assign(n, 0);
       slot_of_leader_.resize(n);
       for (int side = 0; side < 2; ++side) {
@@ -681,8 +685,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       match_count_.resize(n);
       match_epoch_ = 0;
       for (int dir = 0; dir < 2; ++dir) {
-        refine_stamp_[dir].assign(n, 0);
-        refine_first_[dir].resize(n);
+        refine_stamp_[dir].clear(); // grown by refine(), a row per dict slot
+        refine_first_[dir].clear();
       }
       refine_epoch_ = 0;
       first_with_param_type_.resize(num_classes);
@@ -890,7 +894,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     [[nodiscard]] bool member_of(Vertex v, std::size_t sg) const {
       if (stamp[v] != epoch) return false;
       if (first_sg_[v] == sg) return true;
-      return reclaim_stamp_[v] == epoch && extra_member_.contains(pair_key(v, sg));
+      return !extra_claims_.empty() && extra_member_.contains(pair_key(v, sg));
     }
     /// v is in some subgraph (TorchLens: in node_to_subgraph).
     [[nodiscard]] bool claimed(Vertex v) const { return stamp[v] == epoch; }
@@ -902,18 +906,16 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         first_list_[v] = list;
       } else {
         // another claim: lists already indexed that hold v now meet sg too
-        if (reclaim_stamp_[v] != epoch) {
-          reclaim_stamp_[v] = epoch;
-          extra_head_[v] = kNone;
-        }
+        std::size_t* head = extra_head_.try_emplace_ref(v, kNone);
         if (list_indexed_[first_list_[v]]) list_subgraphs_.insert(pair_key(first_list_[v], sg));
-        for (std::size_t e = extra_head_[v]; e != kNone; e = extra_claims_[e].next) {
+        for (std::size_t e = *head; e != kNone; e = extra_claims_[e].next) {
           if (list_indexed_[extra_claims_[e].list]) {
             list_subgraphs_.insert(pair_key(extra_claims_[e].list, sg));
           }
         }
-        extra_claims_.push_back({static_cast<Index>(sg), static_cast<Index>(list), extra_head_[v]});
-        extra_head_[v] = extra_claims_.size() - 1;
+        extra_claims_.push_back(
+            {static_cast<Index>(sg), static_cast<Index>(list), static_cast<Index>(*head)});
+        *head = extra_claims_.size() - 1;
         extra_member_.insert(pair_key(v, sg));
       }
       sg_of[v] = sg;
@@ -976,8 +978,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         list_indexed_[list] = 1;
         for (Vertex u : lists_[list]) {
           list_subgraphs_.insert(pair_key(list, first_sg_[u]));
-          if (reclaim_stamp_[u] != epoch) continue;
-          for (std::size_t e = extra_head_[u]; e != kNone; e = extra_claims_[e].next) {
+          const std::size_t* head = extra_claims_.empty() ? nullptr : extra_head_.find(u);
+          if (head == nullptr) continue;
+          for (std::size_t e = *head; e != kNone; e = extra_claims_[e].next) {
             list_subgraphs_.insert(pair_key(list, extra_claims_[e].sg));
           }
         }
@@ -1006,6 +1009,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       slots_.clear();
       list_subgraphs_.clear();
       extra_claims_.clear();
+      extra_head_.clear();
       extra_member_.clear();
       subgraph_pos_stamp_.assign(k, 0);
       subgraph_pos_.resize(k);
@@ -1211,15 +1215,25 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         const auto& group = group_;
         if (group.size() <= 1) continue;
         // members sharing a (direction, neighbouring iso-group's leader) are one
-        // component: the first member seen with each key, in stamped dense tables
+        // component: the first member seen with each key, in stamped dense tables.
+        // A leader is named by its dict slot: every claimed vertex's leader was
+        // entered in this expansion, and no two leaders share a slot, so the
+        // tables need a row per slot, not per vertex
         uf_.reset(group.size());
         ++refine_epoch_;
+        for (int dir = 0; dir < 2; ++dir) {
+          if (refine_stamp_[dir].size() < slots_.size()) {
+            refine_stamp_[dir].resize(slots_.size(), 0);
+            refine_first_[dir].resize(slots_.size());
+          }
+        }
         auto note = [&](int dir, Vertex leader_vertex, std::size_t m) {
-          if (refine_stamp_[dir][leader_vertex] != refine_epoch_) {
-            refine_stamp_[dir][leader_vertex] = refine_epoch_;
-            refine_first_[dir][leader_vertex] = m;
+          const std::size_t key = slot_of_leader_[leader_vertex];
+          if (refine_stamp_[dir][key] != refine_epoch_) {
+            refine_stamp_[dir][key] = refine_epoch_;
+            refine_first_[dir][key] = m;
           } else {
-            uf_.unite(refine_first_[dir][leader_vertex], m);
+            uf_.unite(refine_first_[dir][key], m);
           }
         };
         for (std::size_t m = 0; m < group.size(); ++m) {
@@ -1404,16 +1418,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<Index> member_start; ///< seed c's members: member_list[start[c], start[c+1])
     std::vector<Index> member_list;  ///< members by seed, each seed in creation order
     std::vector<Index> cls;          ///< current class (canonicalised by grouping)
-    std::vector<Index> orig_cls;     ///< class at capture
     std::vector<Index> raw_layer;    ///< the layer's label vertex
     std::vector<Index> group_size;   ///< size of its layer when last grouped
     std::vector<char> uses_params;
-    std::vector<char> anchored;     ///< in a module, or a buffer (TorchLens's recurrence_anchored)
-    std::size_t min_body = 2;       ///< options().min_param_free_loop_body()
-    std::vector<Index> param_key;   ///< rule-1 key, kNone without parameters
-    std::vector<Index> layer_index; ///< run(): layer of each label vertex
-    std::vector<int> count;         ///< run(): passes of each label vertex's layer
-    std::vector<int> passes_seen;   ///< run(): passes numbered so far, by label vertex
+    std::vector<char> anchored;   ///< in a module, or a buffer (TorchLens's recurrence_anchored)
+    std::size_t min_body = 2;     ///< options().min_param_free_loop_body()
+    std::vector<Index> param_key; ///< rule-1 key, kNone without parameters
 
    private:
     // set-up scratch
@@ -1462,8 +1472,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       Index sg, list, next; ///< next: the vertex's previous extra claim, or kNone
     };
     std::vector<ExtraClaim> extra_claims_;
-    std::vector<Index> extra_head_; ///< by vertex, valid when reclaim_stamp_ == epoch
-    std::vector<std::uint32_t> reclaim_stamp_;
+    /// vertex → its latest extra claim (index into extra_claims_), for vertices
+    /// claimed more than once in this expansion (rare: a map, not a table per vertex)
+    detail::FlatMap64 extra_head_;
     detail::FlatSet64 extra_member_;   ///< (vertex, subgraph) of later claims
     detail::FlatSet64 list_subgraphs_; ///< (list, subgraph) pairs of hashed lists
     std::vector<char> list_indexed_;   ///< the list's pairs are in list_subgraphs_
@@ -1481,7 +1492,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<Index> group_, component_, component_members_;
     std::vector<Index> component_index_, component_of_, component_start_;
     detail::DisjointSets uf_;
-    std::vector<std::uint32_t> refine_stamp_[2];
+    std::vector<std::uint32_t> refine_stamp_[2]; ///< by dict slot (refine())
     std::vector<Index> refine_first_[2];
     std::uint32_t refine_epoch_ = 0;
     // finalize

@@ -34,16 +34,18 @@ class FlatMap64 {
     const std::size_t* slot = try_emplace_ref(key, value);
     return {*slot, used_.size() != before};
   }
-  /// True when key was inserted since the last clear().
-  [[nodiscard]] bool contains(std::uint64_t key) const {
-    if (keys_.empty()) return false;
+  /// The value of key, or nullptr when key was not inserted since the last clear().
+  [[nodiscard]] const std::size_t* find(std::uint64_t key) const {
+    if (keys_.empty()) return nullptr;
     std::size_t i = index(key);
     while (values_[i] != kEmptyValue) {
-      if (keys_[i] == key) return true;
+      if (keys_[i] == key) return &values_[i];
       i = (i + 1) & (keys_.size() - 1);
     }
-    return false;
+    return nullptr;
   }
+  /// True when key was inserted since the last clear().
+  [[nodiscard]] bool contains(std::uint64_t key) const { return find(key) != nullptr; }
   /// Removes every key.
   void clear() {
     for (std::size_t i : used_) values_[i] = kEmptyValue;

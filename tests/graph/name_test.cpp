@@ -100,6 +100,28 @@ TEST_CASE("Name: threads interning the same new texts get the same copies") {
   }
 }
 
+TEST_CASE("Name: many distinct texts, each found again at its one copy") {
+  // enough texts to grow the table's index many times over, with texts that
+  // share long prefixes (as module and parameter addresses do)
+  constexpr int kTexts = 50000;
+  std::vector<const std::string*> first;
+  first.reserve(kTexts);
+  for (int i = 0; i < kTexts; ++i) {
+    first.push_back(&Name("name_test.grow.layers." + std::to_string(i) + ".weight").str());
+  }
+  std::set<const std::string*> distinct(first.begin(), first.end());
+  CHECK(distinct.size() == static_cast<std::size_t>(kTexts));
+  int misplaced = 0;
+  for (int i = kTexts - 1; i >= 0; --i) {
+    const std::string text = "name_test.grow.layers." + std::to_string(i) + ".weight";
+    const Name again(text);
+    misplaced += &again.str() != first[static_cast<std::size_t>(i)] || again != text;
+  }
+  CHECK(misplaced == 0);
+  CHECK(&Name("name_test.grow.layers.7.weight").str() == first[7]);
+  CHECK(Name(std::string_view("")).empty()); // the empty text is never stored
+}
+
 TEST_CASE("OpNode's repeated strings are Names: copying a vertex copies pointers") {
   torchlens::OpNode a;
   a.op_name = "aten::linear";

@@ -23,7 +23,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <vector>
 
 namespace torchlens {
 
@@ -36,7 +36,9 @@ namespace detail {
 inline const std::string empty_name{};
 
 /// The process-wide table. Reads take a shared lock; a new string takes the
-/// exclusive one once. Entries never move (a deque grows at its end).
+/// exclusive one once. Entries never move (a deque grows at its end). The index
+/// is open-addressed: each slot holds a string's hash beside its address, so a
+/// lookup reads one slot and, on a hash match, the string (no list node).
 class NameTable {
  public:
   static NameTable& instance() {
@@ -46,22 +48,50 @@ class NameTable {
 
   const std::string* intern(std::string_view s) {
     if (s.empty()) return &empty_name;
+    const std::size_t h = std::hash<std::string_view>{}(s);
     {
       std::shared_lock lock(mutex_);
-      if (auto it = index_.find(s); it != index_.end()) return it->second;
+      if (const std::string* e = find(s, h)) return e;
     }
     std::unique_lock lock(mutex_);
-    if (auto it = index_.find(s); it != index_.end()) return it->second;
+    if (const std::string* e = find(s, h)) return e;
+    if ((entries_.size() + 1) * 2 > slots_.size()) grow();
     const std::string& e = entries_.emplace_back(s);
-    index_.emplace(std::string_view(e), &e);
+    place({h, &e});
     return &e;
   }
 
  private:
+  struct Slot {
+    std::size_t hash = 0;
+    const std::string* entry = nullptr; ///< nullptr: empty
+  };
   NameTable() = default;
+  [[nodiscard]] const std::string* find(std::string_view s, std::size_t h) const {
+    if (slots_.empty()) return nullptr;
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.entry == nullptr) return nullptr;
+      if (slot.hash == h && *slot.entry == s) return slot.entry;
+    }
+  }
+  void place(Slot x) {
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t i = x.hash & mask;
+    while (slots_[i].entry != nullptr) i = (i + 1) & mask;
+    slots_[i] = x;
+  }
+  void grow() {
+    std::vector<Slot> old(slots_.empty() ? 256 : slots_.size() * 2);
+    old.swap(slots_);
+    for (const Slot& x : old) {
+      if (x.entry != nullptr) place(x);
+    }
+  }
   std::shared_mutex mutex_;
   std::deque<std::string> entries_;
-  std::unordered_map<std::string_view, const std::string*> index_;
+  std::vector<Slot> slots_; ///< power-of-two size, at most half full
 };
 
 } // namespace detail

@@ -24,6 +24,7 @@
 #include <string>
 #include <typeindex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace torchlens {
@@ -68,9 +69,9 @@ class PassContext {
   /// The cached result of analysis A on g, computing it on first use.
   template <Analysis A>
   const typename A::Result& get(const ModelGraph& g) {
-    auto it = cache_.find(std::type_index(typeid(A)));
-    if (it != cache_.end() && it->second.graph == &g) {
-      return *static_cast<const typename A::Result*>(it->second.value.get());
+    Entry* cached = find(std::type_index(typeid(A)));
+    if (cached != nullptr && cached->graph == &g) {
+      return *static_cast<const typename A::Result*>(cached->value.get());
     }
     // compute first: compute() may itself call get<>() and rehash the cache
     auto value = std::make_shared<typename A::Result>(A::compute(g, *this));
@@ -81,14 +82,20 @@ class PassContext {
     entry.depends_on = &depends_on;
     entry.value = value;
     ++computations_;
-    cache_[std::type_index(typeid(A))] = std::move(entry);
+    // (found again: compute() may have added entries)
+    if (Entry* slot = find(std::type_index(typeid(A)))) {
+      *slot = std::move(entry);
+    } else {
+      cache_.emplace_back(std::type_index(typeid(A)), std::move(entry));
+    }
     return *value;
   }
 
   /// True when analysis A is cached.
   template <Analysis A>
   [[nodiscard]] bool is_cached() const {
-    return cache_.count(std::type_index(typeid(A))) != 0;
+    return std::any_of(cache_.begin(), cache_.end(),
+                       [](const auto& e) { return e.first == std::type_index(typeid(A)); });
   }
 
   /// After a pass that invalidates `Invalidated` and reported `result`: drops every
@@ -138,7 +145,16 @@ class PassContext {
     const std::vector<std::type_index>* depends_on = nullptr; ///< a static per analysis type
     std::shared_ptr<void> value;
   };
-  std::unordered_map<std::type_index, Entry> cache_;
+  /// The cached analyses, in the order first computed: a handful per
+  /// pipeline, so a vector scanned in place beats a hash map (no node, no
+  /// bucket array per context).
+  std::vector<std::pair<std::type_index, Entry>> cache_;
+  Entry* find(std::type_index t) {
+    for (auto& [type, entry] : cache_) {
+      if (type == t) return &entry;
+    }
+    return nullptr;
+  }
   std::size_t computations_ = 0;
 };
 

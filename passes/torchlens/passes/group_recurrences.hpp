@@ -402,9 +402,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p));
     };
     const OpNode& n = g[v];
-    // sized once for the longest key v can have, then written in place
+    // sized once for the longest key v can have (its parents counted from the
+    // graph's edges and from `adj`, whichever is more), then written in place
     const std::size_t most =
-        8 + n.params.size() + n.modules.size() + std::max<std::size_t>(1, adj.parents_of(v).size());
+        9 + n.params.size() + n.modules.size() +
+        std::max<std::size_t>(boost::in_degree(v, g), adj.parents_of(v).size());
     if (words.size() < most) words.resize(most);
     std::uint64_t* out = words.data();
     *out++ = static_cast<std::uint64_t>(n.kind);

@@ -94,8 +94,7 @@ class PassContext {
   /// True when analysis A is cached.
   template <Analysis A>
   [[nodiscard]] bool is_cached() const {
-    return std::any_of(cache_.begin(), cache_.end(),
-                       [](const auto& e) { return e.first == std::type_index(typeid(A)); });
+    return find(std::type_index(typeid(A))) != nullptr;
   }
 
   /// After a pass that invalidates `Invalidated` and reported `result`: drops every
@@ -149,12 +148,13 @@ class PassContext {
   /// pipeline, so a vector scanned in place beats a hash map (no node, no
   /// bucket array per context).
   std::vector<std::pair<std::type_index, Entry>> cache_;
-  Entry* find(std::type_index t) {
-    for (auto& [type, entry] : cache_) {
+  [[nodiscard]] const Entry* find(std::type_index t) const {
+    for (const auto& [type, entry] : cache_) {
       if (type == t) return &entry;
     }
     return nullptr;
   }
+  Entry* find(std::type_index t) { return const_cast<Entry*>(std::as_const(*this).find(t)); }
   std::size_t computations_ = 0;
 };
 

@@ -398,9 +398,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   static std::span<const std::uint64_t> write_class_key(
       const ModelGraph& g, Vertex v, std::vector<std::uint64_t>& words,
       std::vector<std::tuple<int, int, Vertex>>& parents, const AdjacencyAnalysis::Result& adj) {
-    const auto word = [](const void* p) {
-      return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p));
-    };
+    using detail::address_key;
     const OpNode& n = g[v];
     // sized once for the longest key v can have (its parents counted from the
     // graph's edges and from `adj`, whichever is more), then written in place
@@ -410,42 +408,42 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     if (words.size() < most) words.resize(most);
     std::uint64_t* out = words.data();
     *out++ = static_cast<std::uint64_t>(n.kind);
-    *out++ = word(n.layer_type.data());
+    *out++ = address_key(n.layer_type.data());
     const auto key = [&] { return std::span<const std::uint64_t>(words.data(), out); };
     switch (n.kind) {
       case NodeKind::input:
       case NodeKind::output:
-        *out++ = word(n.shape.identity());
-        *out++ = word(n.dtype.data());
+        *out++ = address_key(n.shape.identity());
+        *out++ = address_key(n.dtype.data());
         return key();
       case NodeKind::buffer:
-        *out++ = word(n.io_address.data());
+        *out++ = address_key(n.io_address.data());
         return key();
       case NodeKind::op:
         break;
     }
-    *out++ = word(n.op_name.data());
+    *out++ = address_key(n.op_name.data());
     *out++ = static_cast<std::uint64_t>(static_cast<std::uint32_t>(n.output_index)) |
              (static_cast<std::uint64_t>(n.num_outputs > 1) << 32);
     *out++ = n.params.size();
-    for (const auto& p : n.params) *out++ = word(p.address.data());
+    for (const auto& p : n.params) *out++ = address_key(p.address.data());
     if (n.params.empty()) {
-      *out++ = word(n.scalar_args.identity());
+      *out++ = address_key(n.scalar_args.identity());
       if (parents_in_text_order(g, v, &adj, parents)) {
         const auto ps = adj.parents_of(v);
         *out++ = ps.size();
-        if (!ps.empty()) *out++ = word(g[ps[0]].shape.identity());
+        if (!ps.empty()) *out++ = address_key(g[ps[0]].shape.identity());
       } else {
         *out++ = ~std::uint64_t{0} - parents.size();
         for (const auto& [pos, idx, p] : parents) {
           (void)pos;
           (void)idx;
-          *out++ = word(g[p].shape.identity());
+          *out++ = address_key(g[p].shape.identity());
         }
       }
     }
     *out++ = n.modules.size();
-    for (const auto& m : n.modules) *out++ = word(m.address.data());
+    for (const auto& m : n.modules) *out++ = address_key(m.address.data());
     return key();
   }
 
@@ -732,7 +730,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       if (node.kind != NodeKind::output) {
         const auto [slot, added] =
-            per_type_.try_emplace(key_of_name(node.layer_type), type_count_.size());
+            per_type_.try_emplace(detail::address_key(node.layer_type.data()), type_count_.size());
         if (added) type_count_.push_back(0);
         f.type_slot = static_cast<Index>(slot);
       }
@@ -851,11 +849,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (padded_width_ == 0) return packed_[a] < packed_[b];
       return std::memcmp(&padded_[a * padded_width_], &padded_[b * padded_width_], padded_width_) <
              0;
-    }
-
-    /// Interned texts are equal exactly when they are the same text.
-    static std::uint64_t key_of_name(const Name& name) {
-      return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(name.data()));
     }
 
     struct Subgraph {

@@ -69,8 +69,8 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
           output_layers.push_back(v);
           break;
         case NodeKind::op:
-          type_num[l] = static_cast<int>(++*per_type.try_emplace_ref(
-              reinterpret_cast<std::uintptr_t>(node.layer_type.data()), 0));
+          type_num[l] = static_cast<int>(
+              ++*per_type.try_emplace_ref(detail::address_key(node.layer_type.data()), 0));
           total_num[l] = ++total;
           break;
       }

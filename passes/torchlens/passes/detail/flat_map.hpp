@@ -11,6 +11,12 @@
 
 namespace torchlens::passes::detail {
 
+/// A key for a FlatMap64 from an address: interned texts and sequences are
+/// equal exactly when they are the same stored copy, so their addresses key them.
+inline std::uint64_t address_key(const void* p) {
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p));
+}
+
 /// A map from 64-bit keys to indices: open addressing, linear probing;
 /// clear() costs what was inserted since the last clear(), not the capacity.
 class FlatMap64 {

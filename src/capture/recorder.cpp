@@ -123,9 +123,10 @@ bool is_wrapped_number(const c10::IValue& a) {
 /// a wrapped Python number as the Scalar overload's argument would print (`1.`
 /// for 1.0, as TorchScript's `x + 1.0`). Ints, bools, None and integral doubles
 /// are formatted here exactly as c10's operator<< does; the rest goes through
-/// `os`, which is reused (constructing a stream costs more than printing).
-std::string print_argument(std::ostringstream& os, const c10::IValue& a, bool wrapped) {
-  if (wrapped) return print_argument(os, c10::IValue(a.toTensor().item()), false);
+/// one stream per thread, made on first use: constructing a stream (its locale
+/// looked up) cost more than the rest of a small model's printing, once per capture.
+std::string print_argument(const c10::IValue& a, bool wrapped) {
+  if (wrapped) return print_argument(c10::IValue(a.toTensor().item()), false);
   if (a.isNone()) return "None";
   if (a.isBool()) return a.toBool() ? "True" : "False";
   if (a.isInt()) return std::to_string(a.toInt());
@@ -138,8 +139,13 @@ std::string print_argument(std::ostringstream& os, const c10::IValue& a, bool wr
       if (static_cast<double>(i) == d) return std::to_string(i) + ".";
     }
   }
+  thread_local std::ostringstream os;
   os.str(std::string());
   os.clear();
+  // as a fresh stream formats (c10 restores what it changes; this keeps it so)
+  os.flags(std::ios_base::dec | std::ios_base::skipws);
+  os.precision(6);
+  os.width(0);
   os << a;
   return os.str();
 }
@@ -147,10 +153,10 @@ std::string print_argument(std::ostringstream& os, const c10::IValue& a, bool wr
 /// Appends argument `value` (schema name `name`) to an op's scalar arguments
 /// when it is one: not a tensor argument (an edge or a parameter), unless a
 /// number wrapped into a tensor.
-void append_scalar(std::ostringstream& os, c10::SmallVectorImpl<ScalarArg>& out, const Name& name,
-                   const c10::IValue& value, bool is_tensor) {
+void append_scalar(c10::SmallVectorImpl<ScalarArg>& out, const Name& name, const c10::IValue& value,
+                   bool is_tensor) {
   const bool wrapped = is_wrapped_number(value);
-  if (!is_tensor || wrapped) out.push_back(ScalarArg{name, print_argument(os, value, wrapped)});
+  if (!is_tensor || wrapped) out.push_back(ScalarArg{name, print_argument(value, wrapped)});
 }
 
 /// Which of the op's returns (the IR node's outputs) the `flat`-th tensor of
@@ -718,10 +724,9 @@ std::size_t Recorder::log_view_update(const at::Tensor& view, const Writer& writ
 void Recorder::set_location_args(OpNode& n, c10::IntArrayRef sizes, c10::IntArrayRef strides,
                                  std::int64_t offset) {
   static const Name size_name("size"), stride_name("stride"), offset_name("storage_offset");
-  n.scalar_args = {
-      ScalarArg{size_name, print_argument(print_stream_, c10::IValue(sizes.vec()), false)},
-      ScalarArg{stride_name, print_argument(print_stream_, c10::IValue(strides.vec()), false)},
-      ScalarArg{offset_name, std::to_string(offset)}};
+  n.scalar_args = {ScalarArg{size_name, print_argument(c10::IValue(sizes.vec()), false)},
+                   ScalarArg{stride_name, print_argument(c10::IValue(strides.vec()), false)},
+                   ScalarArg{offset_name, std::to_string(offset)}};
 }
 
 OpNode Recorder::synthetic_node(std::string_view name, const at::Tensor& t,
@@ -1154,7 +1159,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       rec.from_edges.push_back(from_edge);
       rec.is_tensor.push_back(is_tensor);
     } else {
-      append_scalar(print_stream_, scalars, info.arg_names[i], value, is_tensor);
+      append_scalar(scalars, info.arg_names[i], value, is_tensor);
     }
   };
   for (std::size_t i = 0; i < num_args; ++i) {
@@ -1557,7 +1562,7 @@ void Recorder::finish(double forward_ms) {
       const OpInfo& info = info_for(*rec.op);
       scalars.clear();
       for (std::size_t i = 0; i < rec.args.size(); ++i) {
-        append_scalar(print_stream_, scalars, info.arg_names[i], rec.args[i], rec.is_tensor[i]);
+        append_scalar(scalars, info.arg_names[i], rec.args[i], rec.is_tensor[i]);
       }
       graph[v].scalar_args = std::span<const ScalarArg>(scalars.data(), scalars.size());
     }

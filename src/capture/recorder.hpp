@@ -19,7 +19,6 @@
 #include <memory>
 #include <memory_resource>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -338,8 +337,7 @@ class Recorder {
 
   const ModelDescription& model_;
   LogOptions options_;
-  bool keep_records_ = false;       ///< options_.keep_replay(): records are kept
-  std::ostringstream print_stream_; ///< reused to print scalar arguments
+  bool keep_records_ = false; ///< options_.keep_replay(): records are kept
   SavePolicy policy_;
   bool paused_ = false;
   bool halted_ = false;

@@ -6,8 +6,10 @@
 #include "support/doctest.hpp"
 
 #include <algorithm>
+#include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <typeindex>
 #include <vector>
 
@@ -390,6 +392,35 @@ TEST_CASE("module tree: interning and common prefixes") {
   CHECK(t.interned_frames(c).identity() == prefix.identity());
   CHECK(t.interned_frames(ModuleTree::kRoot).empty());
   CHECK(t.intern(Interned<ModuleFrame>{}) == ModuleTree::kRoot);
+}
+
+TEST_CASE("module tree: thousands of paths keep their ids as the child table grows") {
+  // 40 blocks × 3 passes × 25 children: the table of children grows several
+  // times; every path must come back to the id it got first, told apart by
+  // parent, address and pass (the type is not part of a child's identity)
+  ModuleTree t;
+  std::map<std::tuple<int, int, int>, int> first; // (block, pass, child) -> id
+  for (int round = 0; round < 2; ++round) {
+    for (int b = 0; b < 40; ++b) {
+      const std::string block = "blocks." + std::to_string(b);
+      for (int pass = 1; pass <= 3; ++pass) {
+        for (int c = 0; c < 25; ++c) {
+          const int id = t.intern(
+              {frame(block, "Block", pass), frame(block + ".l" + std::to_string(c), "Linear", 1)});
+          const auto [it, added] = first.try_emplace({b, pass, c}, id);
+          CHECK(added == (round == 0));
+          CHECK(it->second == id);
+          CHECK(t.depth(id) == 2);
+          CHECK(t.innermost(t.parent(id)).pass == pass);
+        }
+      }
+    }
+  }
+  CHECK(t.size() == 1 + 40 * 3 + 40 * 3 * 25); // the root, the blocks' passes, their children
+  const int a = first.at({7, 2, 3});
+  CHECK(t.common_prefix(a, first.at({7, 2, 20})) == t.parent(a));
+  CHECK(t.common_prefix(a, first.at({7, 3, 3})) == ModuleTree::kRoot);
+  CHECK(t.intern({frame("blocks.7", "Other", 2)}) == t.parent(a));
 }
 
 TEST_CASE("PassResult statistics") {

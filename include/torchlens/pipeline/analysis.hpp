@@ -23,7 +23,6 @@
 #include <span>
 #include <string>
 #include <typeindex>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -267,12 +266,7 @@ class ModuleTree {
   /// told apart by address and pass.
   int intern(std::span<const ModuleFrame> frames) {
     int cur = kRoot;
-    for (const auto& f : frames) {
-      const ChildKey key{cur, f.pass, f.address.data()};
-      auto [it, inserted] = children_.try_emplace(key, static_cast<int>(nodes_.size()));
-      if (inserted) nodes_.push_back({cur, f, nodes_[static_cast<std::size_t>(cur)].depth + 1});
-      cur = it->second;
-    }
+    for (const auto& f : frames) cur = child(cur, f);
     return cur;
   }
   int intern(const std::vector<ModuleFrame>& frames) {
@@ -329,28 +323,52 @@ class ModuleTree {
     ModuleFrame frame;
     int depth;
   };
-  /// A child of path `parent`: the frame's pass and address (a Name's
-  /// characters are stored once per process, so their address is its identity).
-  struct ChildKey {
-    int parent, pass;
-    const char* address;
-    friend bool operator==(const ChildKey&, const ChildKey&) = default;
-  };
-  struct ChildKeyHash {
-    std::size_t operator()(const ChildKey& k) const noexcept {
-      std::size_t h = std::hash<const char*>{}(k.address);
-      detail::hash_combine(h, static_cast<std::size_t>(k.parent));
-      detail::hash_combine(h, static_cast<std::size_t>(k.pass));
-      return h;
+  /// The child of path `parent` for frame f, interned if new. A child is told
+  /// apart by the frame's pass and address (a Name's characters are stored once
+  /// per process, so their address is its identity). The children are found in
+  /// an open-addressed table of node ids (a power of two, at most half full),
+  /// so a path costs no allocation per frame.
+  int child(int parent, const ModuleFrame& f) {
+    if (2 * nodes_.size() >= slots_.size()) grow();
+    const char* address = f.address.data();
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = slot_hash(parent, f.pass, address) & mask;; i = (i + 1) & mask) {
+      const int id = slots_[i];
+      if (id < 0) {
+        slots_[i] = static_cast<int>(nodes_.size());
+        nodes_.push_back({parent, f, node(parent).depth + 1});
+        return slots_[i];
+      }
+      const Node& n = node(id);
+      if (n.parent == parent && n.frame.pass == f.pass && n.frame.address.data() == address) {
+        return id;
+      }
     }
-  };
+  }
+  static std::size_t slot_hash(int parent, int pass, const char* address) noexcept {
+    std::size_t h = std::hash<const char*>{}(address);
+    detail::hash_combine(h, static_cast<std::size_t>(parent));
+    detail::hash_combine(h, static_cast<std::size_t>(pass));
+    return h;
+  }
+  void grow() {
+    std::vector<int> slots(std::max<std::size_t>(16, 2 * slots_.size()), -1);
+    const std::size_t mask = slots.size() - 1;
+    for (std::size_t id = 1; id < nodes_.size(); ++id) { // the root has no slot
+      const Node& n = nodes_[id];
+      std::size_t i = slot_hash(n.parent, n.frame.pass, n.frame.address.data()) & mask;
+      while (slots[i] >= 0) i = (i + 1) & mask;
+      slots[i] = static_cast<int>(id);
+    }
+    slots_.swap(slots);
+  }
   [[nodiscard]] const Node& node(int id) const { return nodes_[static_cast<std::size_t>(id)]; }
   Interned<ModuleFrame>& handle(int id) const {
     if (handles_.size() <= static_cast<std::size_t>(id)) handles_.resize(nodes_.size());
     return handles_[static_cast<std::size_t>(id)];
   }
   std::vector<Node> nodes_;
-  std::unordered_map<ChildKey, int, ChildKeyHash> children_;
+  std::vector<int> slots_;                             ///< node ids by slot_hash, -1 where empty
   mutable std::vector<Interned<ModuleFrame>> handles_; ///< by path id, empty until needed
 };
 

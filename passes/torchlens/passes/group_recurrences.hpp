@@ -605,6 +605,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       cls.resize(n);
       raw_layer.resize(n);
       group_size.assign(n, 0);
+      // the expansions' lists hold each vertex about once or twice (a group
+      // split by refine() is listed again): room reserved once, touched only
+      // as filled, so the buffer is not reallocated (and faulted in) doubling
+      list_items_.reserve(2 * n);
       uses_params.resize(n);
       anchored.resize(n);
       param_key.resize(n);
@@ -923,15 +927,18 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (!std::is_sorted(vs.begin(), vs.end(), less)) std::sort(vs.begin(), vs.end(), less);
     }
     /// A new iso-group member list (lists never change once made).
-    std::size_t new_list(const std::vector<Index>& nodes) {
-      const std::size_t id = num_lists_++;
-      if (lists_.size() < num_lists_) {
-        lists_.emplace_back();
-        list_indexed_.push_back(0);
-      }
+    std::size_t new_list(std::span<const Index> nodes) {
+      const std::size_t id = list_start_.size() - 1;
+      list_items_.insert(list_items_.end(), nodes.begin(), nodes.end());
+      list_start_.push_back(list_items_.size());
+      if (list_indexed_.size() <= id) list_indexed_.resize(id + 1);
       list_indexed_[id] = 0;
-      lists_[id].assign(nodes.begin(), nodes.end());
       return id;
+    }
+    /// The members of list `id`. A view into the lists' one buffer: valid until
+    /// the next new_list (callers that make lists copy the members first).
+    [[nodiscard]] std::span<const Index> list(std::size_t id) const {
+      return {list_items_.data() + list_start_[id], list_start_[id + 1] - list_start_[id]};
     }
     /// TorchLens's `iso_node_groups[leader] = list`: a live entry of that
     /// leader keeps its place and takes the new list.
@@ -971,7 +978,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     bool list_meets_subgraph(std::size_t list, std::size_t sg) {
       if (!list_indexed_[list]) {
         list_indexed_[list] = 1;
-        for (Vertex u : lists_[list]) {
+        for (Vertex u : this->list(list)) {
           list_subgraphs_.insert(pair_key(list, first_sg_[u]));
           const std::size_t* head = extra_claims_.empty() ? nullptr : extra_head_.find(u);
           if (head == nullptr) continue;
@@ -1000,7 +1007,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       adjacency.reset(k);
       in_adjacency.assign(k, 0);
-      num_lists_ = 0;
+      list_items_.clear();
+      list_start_.assign(1, 0);
       slots_.clear();
       list_subgraphs_.clear();
       extra_claims_.clear();
@@ -1016,7 +1024,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       register_group(starts_, sgs_);
       bool first = true;
       for (std::size_t head = 0; head < queue_.size(); ++head) {
-        iso_.assign(lists_[queue_[head]].begin(), lists_[queue_[head]].end());
+        const auto members = list(queue_[head]);
+        iso_.assign(members.begin(), members.end());
         sort_by_label(iso_);
         if (iso_.size() == 1) continue;
         advance(iso_, first);
@@ -1206,7 +1215,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         if (e.alive) snapshot_.emplace_back(e.leader, e.list);
       }
       for (const auto& [group_leader, list] : snapshot_) {
-        group_.assign(lists_[list].begin(), lists_[list].end());
+        const auto members = this->list(list);
+        group_.assign(members.begin(), members.end());
         const auto& group = group_;
         if (group.size() <= 1) continue;
         // members sharing a (direction, neighbouring iso-group's leader) are one
@@ -1283,7 +1293,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       ++all_epoch_;
       for (const Slot& e : slots_) {
         if (!e.alive) continue;
-        for (Vertex v : lists_[e.list]) {
+        for (Vertex v : list(e.list)) {
           if (all_stamp_[v] == all_epoch_) continue;
           all_stamp_[v] = all_epoch_;
           all.push_back(v);
@@ -1316,7 +1326,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       std::uint32_t group_stamp = 0;
       for (const Slot& e : slots_) {
         if (!e.alive) continue;
-        const auto& group = lists_[e.list];
+        const auto group = list(e.list);
         if (group.size() < 2) continue;
         ++group_stamp;
         ++param_type_epoch_;
@@ -1450,8 +1460,11 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::vector<char> in_adjacency;
     // iso-groups: member lists (never changed once made; the queue holds their
     // ids) and TorchLens's dict from leader to list, in insertion order
-    std::vector<std::vector<Index>> lists_; ///< the first num_lists_ are this expansion's
-    std::size_t num_lists_ = 0;
+    /// This expansion's lists end to end (list i: list_items_[list_start_[i] ..
+    /// list_start_[i + 1])): one buffer, reused, not a vector per list (an
+    /// expansion over many small groups made as many allocations).
+    std::vector<Index> list_items_;
+    std::vector<std::size_t> list_start_{0};
     struct Slot {
       Index leader;
       Index list;

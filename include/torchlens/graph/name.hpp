@@ -14,6 +14,8 @@
 /// the process ends (their number is bounded by the distinct names ever
 /// logged, not by the number of ops).
 
+#include <torchlens/detail/probe.hpp>
+
 #include <compare>
 #include <cstddef>
 #include <deque>
@@ -69,18 +71,17 @@ class NameTable {
   NameTable() = default;
   [[nodiscard]] const std::string* find(std::string_view s, std::size_t h) const {
     if (slots_.empty()) return nullptr;
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-      const Slot& slot = slots_[i];
-      if (slot.entry == nullptr) return nullptr;
-      if (slot.hash == h && *slot.entry == s) return slot.entry;
-    }
+    return slots_[linear_probe(h, slots_.size(),
+                               [&](std::size_t i) {
+                                 const Slot& slot = slots_[i];
+                                 return slot.entry == nullptr ||
+                                        (slot.hash == h && *slot.entry == s);
+                               })]
+        .entry;
   }
   void place(Slot x) {
-    const std::size_t mask = slots_.size() - 1;
-    std::size_t i = x.hash & mask;
-    while (slots_[i].entry != nullptr) i = (i + 1) & mask;
-    slots_[i] = x;
+    slots_[linear_probe(x.hash, slots_.size(),
+                        [&](std::size_t i) { return slots_[i].entry == nullptr; })] = x;
   }
   void grow() {
     std::vector<Slot> old(slots_.empty() ? 256 : slots_.size() * 2);

@@ -331,19 +331,17 @@ class ModuleTree {
   int child(int parent, const ModuleFrame& f) {
     if (2 * nodes_.size() >= slots_.size()) grow();
     const char* address = f.address.data();
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t i = slot_hash(parent, f.pass, address) & mask;; i = (i + 1) & mask) {
-      const int id = slots_[i];
-      if (id < 0) {
-        slots_[i] = static_cast<int>(nodes_.size());
-        nodes_.push_back({parent, f, node(parent).depth + 1});
-        return slots_[i];
-      }
-      const Node& n = node(id);
-      if (n.parent == parent && n.frame.pass == f.pass && n.frame.address.data() == address) {
-        return id;
-      }
+    int& slot = slots_[detail::linear_probe(
+        slot_hash(parent, f.pass, address), slots_.size(), [&](std::size_t i) {
+          if (slots_[i] < 0) return true;
+          const Node& n = node(slots_[i]);
+          return n.parent == parent && n.frame.pass == f.pass && n.frame.address.data() == address;
+        })];
+    if (slot < 0) {
+      slot = static_cast<int>(nodes_.size());
+      nodes_.push_back({parent, f, node(parent).depth + 1});
     }
+    return slot;
   }
   static std::size_t slot_hash(int parent, int pass, const char* address) noexcept {
     std::size_t h = std::hash<const char*>{}(address);
@@ -353,12 +351,11 @@ class ModuleTree {
   }
   void grow() {
     std::vector<int> slots(std::max<std::size_t>(16, 2 * slots_.size()), -1);
-    const std::size_t mask = slots.size() - 1;
     for (std::size_t id = 1; id < nodes_.size(); ++id) { // the root has no slot
       const Node& n = nodes_[id];
-      std::size_t i = slot_hash(n.parent, n.frame.pass, n.frame.address.data()) & mask;
-      while (slots[i] >= 0) i = (i + 1) & mask;
-      slots[i] = static_cast<int>(id);
+      slots[detail::linear_probe(slot_hash(n.parent, n.frame.pass, n.frame.address.data()),
+                                 slots.size(), [&](std::size_t i) { return slots[i] < 0; })] =
+          static_cast<int>(id);
     }
     slots_.swap(slots);
   }

@@ -4,6 +4,8 @@
 /// (interned texts' addresses, packed pairs of indices) that reuse their
 /// storage from run to run.
 
+#include <torchlens/detail/probe.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -24,11 +26,8 @@ class FlatMap64 {
   /// The value slot of key, holding `value` when key is new.
   std::size_t* try_emplace_ref(std::uint64_t key, std::size_t value) {
     if ((used_.size() + 1) * 2 > keys_.size()) grow();
-    std::size_t i = index(key);
-    while (values_[i] != kEmptyValue) {
-      if (keys_[i] == key) return &values_[i];
-      i = (i + 1) & (keys_.size() - 1);
-    }
+    const std::size_t i = slot_of(key);
+    if (values_[i] != kEmptyValue) return &values_[i];
     keys_[i] = key;
     values_[i] = value;
     used_.push_back(i);
@@ -43,12 +42,8 @@ class FlatMap64 {
   /// The value of key, or nullptr when key was not inserted since the last clear().
   [[nodiscard]] const std::size_t* find(std::uint64_t key) const {
     if (keys_.empty()) return nullptr;
-    std::size_t i = index(key);
-    while (values_[i] != kEmptyValue) {
-      if (keys_[i] == key) return &values_[i];
-      i = (i + 1) & (keys_.size() - 1);
-    }
-    return nullptr;
+    const std::size_t i = slot_of(key);
+    return values_[i] != kEmptyValue ? &values_[i] : nullptr;
   }
   /// True when key was inserted since the last clear().
   [[nodiscard]] bool contains(std::uint64_t key) const { return find(key) != nullptr; }
@@ -60,11 +55,15 @@ class FlatMap64 {
 
  private:
   static constexpr std::size_t kEmptyValue = static_cast<std::size_t>(-1);
-  [[nodiscard]] std::size_t index(std::uint64_t key) const {
-    key ^= key >> 33; // murmur3's finaliser
-    key *= 0xff51afd7ed558ccdULL;
-    key ^= key >> 33;
-    return static_cast<std::size_t>(key) & (keys_.size() - 1);
+  /// The slot holding key, or the empty slot where it would go.
+  [[nodiscard]] std::size_t slot_of(std::uint64_t key) const {
+    std::uint64_t h = key;
+    h ^= h >> 33; // murmur3's finaliser
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return torchlens::detail::linear_probe(
+        static_cast<std::size_t>(h), keys_.size(),
+        [&](std::size_t i) { return values_[i] == kEmptyValue || keys_[i] == key; });
   }
   void grow() {
     std::vector<std::uint64_t> old_keys;

@@ -203,6 +203,8 @@ std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish
   // the forward's tensors from the capture pool: saved ones, temporaries, the
   // protective copies finish() makes
   const CaptureMemoryScope memory(options_.reuse_memory());
+  // the next capture of this model finds what this one interns (interned.hpp)
+  const RetainNewEntries retain;
   auto rec = std::make_unique<Recorder>(model_, options_, std::move(policy));
   for (const auto& [address, t] : inputs_) rec->add_input(address, t);
   torch::manual_seed(seed_);

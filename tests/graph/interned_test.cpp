@@ -111,6 +111,40 @@ TEST_CASE("Interned: threads interning, copying and dropping the same sequences 
   CHECK(interned_count<std::int64_t>() == before); // nothing leaked, nothing freed twice
 }
 
+TEST_CASE("Interned: a RetainNewEntries scope keeps the thread's last new entries alive") {
+  const std::size_t before = interned_count<std::int64_t>();
+  // on a thread of its own: its retained entries start empty and go with it
+  std::thread([before] {
+    const void* first = nullptr;
+    {
+      const torchlens::detail::RetainNewEntries retain;
+      const Shape s = {424242, 1, 2};
+      first = s.identity();
+    }
+    // the handle is gone; the entry stays, and interning it again finds it
+    CHECK(interned_count<std::int64_t>() == before + 1);
+    Shape again = {424242, 1, 2};
+    CHECK(again.identity() == first);
+    // outside a scope nothing more is kept: a new sequence dies with its handle
+    { const Shape other = {424242, 9}; }
+    CHECK(interned_count<std::int64_t>() == before + 1);
+    // a scope keeps the last 1 024 entries of each element type: 1 024 newer
+    // ones push the first out, which then dies with `again`, its last handle
+    {
+      const torchlens::detail::RetainNewEntries retain;
+      for (std::int64_t i = 0; i < 1024; ++i) (void)Shape{424243, i};
+    }
+    CHECK(interned_count<std::int64_t>() == before + 1025);
+    {
+      const Shape drop = std::move(again);
+      (void)drop;
+    }
+    CHECK(interned_count<std::int64_t>() == before + 1024);
+  }).join();
+  // the thread's retained references went with it
+  CHECK(interned_count<std::int64_t>() == before);
+}
+
 TEST_CASE("Interned: an OpNode's repeated sequences are shared by its copies") {
   torchlens::OpNode a;
   a.shape = {1, 16};

@@ -11,9 +11,11 @@
 /// new sequence to change it. Unlike Name, an entry is reference-counted and
 /// freed with its last handle, so sequences that never repeat (the shapes of
 /// inputs whose sizes change from call to call, a scalar computed from the
-/// data) do not accumulate in a long-running process. Copying a handle is one
-/// atomic increment; interning a sequence is one hash and one lookup under a
-/// shared lock (and an entry, the first time). Torch-free, header-only.
+/// data) do not accumulate in a long-running process (a capture keeps the last
+/// thousand or so it made a while longer: detail::RetainNewEntries). Copying a
+/// handle is one atomic increment; interning a sequence is one hash and one
+/// lookup under a shared lock (and an entry, the first time). Torch-free,
+/// header-only.
 
 #include <torchlens/graph/name.hpp>
 
@@ -65,6 +67,9 @@ struct InternEntry {
   std::atomic<std::uint32_t> refs{1};
 };
 
+/// Depth of RetainNewEntries scopes open on this thread.
+inline thread_local int retain_new_entries = 0;
+
 /// One table per element type. An entry whose count reaches zero is dying: no
 /// lookup takes it again (a lookup that finds it makes a new entry), and the
 /// handle that dropped it to zero, the only one, erases and frees it.
@@ -84,14 +89,18 @@ class InternTable {
       std::shared_lock lock(mutex_);
       if (auto it = index_.find(key); it != index_.end() && try_ref(*it->second)) return it->second;
     }
-    std::unique_lock lock(mutex_);
-    auto it = index_.find(key);
-    if (it != index_.end()) {
-      if (try_ref(*it->second)) return it->second;
-      index_.erase(it); // dying: its last handle frees it, finding this slot taken
+    Entry* e = nullptr;
+    {
+      std::unique_lock lock(mutex_);
+      auto it = index_.find(key);
+      if (it != index_.end()) {
+        if (try_ref(*it->second)) return it->second;
+        index_.erase(it); // dying: its last handle frees it, finding this slot taken
+      }
+      e = new Entry{std::vector<E>(items.begin(), items.end()), key.hash};
+      index_.emplace(Key{e->items, e->hash}, e);
     }
-    auto* e = new Entry{std::vector<E>(items.begin(), items.end()), key.hash};
-    index_.emplace(Key{e->items, e->hash}, e);
+    if (retain_new_entries > 0) retained().keep(*this, e);
     return e;
   }
 
@@ -123,6 +132,40 @@ class InternTable {
     std::size_t operator()(const Key& k) const noexcept { return k.hash; }
   };
 
+  /// The entries this thread made inside a RetainNewEntries scope, one
+  /// reference each, the last kRetained of them: a log's entries then outlive
+  /// the log, and the next capture of the same model finds them instead of
+  /// making and freeing them again (an allocation, an exclusive lock and an
+  /// erase each).
+  class Retained {
+   public:
+    static constexpr std::size_t kRetained = 1024;
+    void keep(InternTable& table, Entry* e) {
+      e->refs.fetch_add(1, std::memory_order_relaxed);
+      if (ring_.size() < kRetained) {
+        ring_.push_back(e);
+        return;
+      }
+      std::swap(ring_[next_], e);
+      next_ = (next_ + 1) % kRetained;
+      drop(table, e);
+    }
+    ~Retained() {
+      for (Entry* e : ring_) drop(InternTable::instance(), e);
+    }
+
+   private:
+    static void drop(InternTable& table, Entry* e) noexcept {
+      if (e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) table.release(e);
+    }
+    std::vector<Entry*> ring_;
+    std::size_t next_ = 0;
+  };
+  static Retained& retained() {
+    thread_local Retained r;
+    return r;
+  }
+
   static bool try_ref(Entry& e) noexcept {
     std::uint32_t r = e.refs.load(std::memory_order_relaxed);
     while (r != 0) {
@@ -138,6 +181,19 @@ class InternTable {
 
 template <class E>
 inline const std::vector<E> empty_items{};
+
+/// While one is open on a thread, every entry that thread adds to an
+/// InternTable stays alive for a while after its last handle: the table keeps
+/// a reference to the last 1 024 of each element type the thread made. The
+/// recorder opens one per capture, so that capturing the same model again
+/// finds its shapes, module paths and parameters instead of making them anew.
+class RetainNewEntries {
+ public:
+  RetainNewEntries() noexcept { ++retain_new_entries; }
+  ~RetainNewEntries() { --retain_new_entries; }
+  RetainNewEntries(const RetainNewEntries&) = delete;
+  RetainNewEntries& operator=(const RetainNewEntries&) = delete;
+};
 
 } // namespace detail
 

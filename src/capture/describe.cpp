@@ -31,24 +31,41 @@ std::string module_type_name(const torch::nn::Module& m) {
   return name;
 }
 
-ModelDescription describe(const torch::nn::Module& m) {
-  ModelDescription d;
-  d.name = module_type_name(m);
-  for (const auto& p : m.named_parameters(/*recurse=*/true)) {
-    d.params.push_back({p.key(), p.value()});
+namespace {
+
+std::string joined(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + '.' + name;
+}
+
+/// Module m's own parameters and buffers, then each child's subtree: the
+/// order and the addresses named_parameters(), named_buffers() and
+/// named_modules() give (each a pre-order walk of its own), in one walk.
+void describe_subtree(const torch::nn::Module& m, const std::string& prefix, ModelDescription& d) {
+  for (const auto& p : m.named_parameters(/*recurse=*/false)) {
+    d.params.push_back({joined(prefix, p.key()), p.value()});
   }
-  for (const auto& b : m.named_buffers(/*recurse=*/true)) {
-    d.buffers.push_back({b.key(), b.value()});
+  for (const auto& b : m.named_buffers(/*recurse=*/false)) {
+    d.buffers.push_back({joined(prefix, b.key()), b.value()});
   }
-  d.root = &m;
-  for (const auto& sub : m.named_modules("", /*include_self=*/false)) {
-    const torch::nn::Module* mod = sub.value().get();
+  for (const auto& child : m.named_children()) {
+    const torch::nn::Module* mod = child.value().get();
     const bool container = dynamic_cast<const torch::nn::ModuleListImpl*>(mod) != nullptr ||
                            dynamic_cast<const torch::nn::ModuleDictImpl*>(mod) != nullptr ||
                            dynamic_cast<const torch::nn::ParameterListImpl*>(mod) != nullptr ||
                            dynamic_cast<const torch::nn::ParameterDictImpl*>(mod) != nullptr;
-    d.modules.push_back({sub.key(), module_type_name(*mod), mod, !container});
+    std::string address = joined(prefix, child.key());
+    d.modules.push_back({address, module_type_name(*mod), mod, !container});
+    describe_subtree(*mod, address, d);
   }
+}
+
+} // namespace
+
+ModelDescription describe(const torch::nn::Module& m) {
+  ModelDescription d;
+  d.name = module_type_name(m);
+  d.root = &m;
+  describe_subtree(m, "", d);
   return d;
 }
 

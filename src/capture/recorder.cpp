@@ -401,9 +401,7 @@ void Recorder::log_identity(const at::Tensor& t) {
   resolve_arg(t, 0, -1, false, parents, params);
   OpNode n = synthetic_node("identity", t, containment(), true);
   n.is_internally_generated = parents.empty();
-  std::vector<ParamRef> refs;
-  for (const ParamState* p : params) refs.push_back(param_ref(*p));
-  n.params = refs;
+  n.params = param_refs(params);
   const std::size_t id = new_node(std::move(n));
   for (const auto& p : parents) {
     boost::add_edge(p.node, id, TensorEdge{0, -1, "self", false}, graph);
@@ -451,15 +449,24 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
     inferred_.clear();
     return containment();
   }
-  c10::SmallVector<int, 8> chain;
-  for (std::size_t pos = base.empty() ? 0 : base.size() + 1;;) {
-    const auto next = owner.find('.', pos);
-    auto it = module_by_address_.find(std::string(owner.substr(0, next)));
-    if (it != module_by_address_.end() && modules_[static_cast<std::size_t>(it->second)].callable) {
-      chain.push_back(it->second);
+  const ParamState& first = *params.front();
+  if (!first.owners_found) {
+    for (std::size_t pos = 0;;) {
+      const auto next = owner.find('.', pos);
+      auto it = module_by_address_.find(std::string(owner.substr(0, next)));
+      if (it != module_by_address_.end() &&
+          modules_[static_cast<std::size_t>(it->second)].callable) {
+        first.owners.push_back(it->second);
+      }
+      if (next == std::string_view::npos) break;
+      pos = next + 1;
     }
-    if (next == std::string_view::npos) break;
-    pos = next + 1;
+    first.owners_found = true;
+  }
+  // the owners below the innermost observed call (the owner lies within it)
+  c10::SmallVector<int, 8> chain;
+  for (const int m : first.owners) {
+    if (modules_[static_cast<std::size_t>(m)].address.size() > base.size()) chain.push_back(m);
   }
   observed = true;
   // A call found this way continues while the ops that read parameters read
@@ -499,7 +506,11 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
     }
     frames.push_back(ModuleFrame{m.address, m.type, call.pass});
   }
-  return std::span<const ModuleFrame>(frames.data(), frames.size());
+  // ops in a row in one module call: the frames interned for the last one
+  if (!std::equal(frames.begin(), frames.end(), last_inferred_.begin(), last_inferred_.end())) {
+    last_inferred_ = std::span<const ModuleFrame>(frames.data(), frames.size());
+  }
+  return last_inferred_;
 }
 
 // ---------------------------------------------------------------------------
@@ -757,6 +768,28 @@ void Recorder::set_replay(std::size_t id, const c10::OperatorHandle& op,
 ParamRef Recorder::param_ref(const ParamState& p) {
   return ParamRef{p.address, p.tensor.sizes().vec(), p.tensor.numel(), tensor_bytes(p.tensor),
                   p.tensor.requires_grad()};
+}
+
+Interned<ParamRef> Recorder::param_refs(const ParamList& params) {
+  if (params.empty()) return {};
+  const ParamState& first = *params.front();
+  const auto still = [](const ParamState& p, const ParamRef& r) {
+    const at::Tensor& t = p.tensor;
+    return t.sizes().equals(r.shape) && t.numel() == r.numel && tensor_bytes(t) == r.bytes &&
+           t.requires_grad() == r.requires_grad;
+  };
+  if (first.last_list.size() == params.size() &&
+      std::equal(params.begin(), params.end(), first.last_list.begin())) {
+    const auto& refs = first.last_refs.get();
+    bool same = true;
+    for (std::size_t i = 0; same && i < params.size(); ++i) same = still(*params[i], refs[i]);
+    if (same) return first.last_refs;
+  }
+  c10::SmallVector<ParamRef, 4> refs;
+  for (const ParamState* p : params) refs.push_back(param_ref(*p));
+  first.last_list.assign(params.begin(), params.end());
+  first.last_refs = std::span<const ParamRef>(refs.data(), refs.size());
+  return first.last_refs;
 }
 
 void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
@@ -1266,12 +1299,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   const auto outputs = flatten_returns(torch::jit::last(*stack, num_returns));
 
-  Interned<ParamRef> param_refs;
-  if (!params.empty()) {
-    c10::SmallVector<ParamRef, 4> refs;
-    for (const ParamState* p : params) refs.push_back(param_ref(*p));
-    param_refs = std::span<const ParamRef>(refs.data(), refs.size());
-  }
+  Interned<ParamRef> param_refs = Recorder::param_refs(params);
 
   // TorchScript: which module calls return this op's value. The innermost call
   // runs the op's node; each outer call runs the node that called the next one.

@@ -216,6 +216,14 @@ class Recorder {
     Name address;      // interned once per capture: each ParamRef copies the pointer
     std::string owner; // the owning module's address
     at::Tensor tensor;
+    /// The last list of parameters read that began with this one, and what it
+    /// interned to (param_refs()).
+    mutable c10::SmallVector<const ParamState*, 4> last_list{};
+    mutable Interned<ParamRef> last_refs{};
+    /// The callable modules on the way to its owner, outermost first
+    /// (module_frames(); found once per capture).
+    mutable c10::SmallVector<int, 8> owners{};
+    mutable bool owners_found = false;
   };
   struct Parent {
     std::size_t node;
@@ -308,6 +316,11 @@ class Recorder {
   void set_replay(std::size_t id, const c10::OperatorHandle& op, std::vector<c10::IValue> args,
                   ArgFlags from_edges);
   static ParamRef param_ref(const ParamState& p);
+  /// The ParamRefs of the parameters an op read, interned. The same list read
+  /// again (a module's weights, op after op and call after call) reuses what it
+  /// interned to while its tensors keep their shape, dtype and requires_grad:
+  /// no shape copied, hashed and looked up per op.
+  static Interned<ParamRef> param_refs(const ParamList& params);
   /// A module that returns an argument unchanged gets an `identity` node.
   void log_identity(const at::Tensor& t);
   // ---- interventions (the live engine, src/intervene/compiled.hpp) ----
@@ -394,6 +407,8 @@ class Recorder {
   /// containment_, interned when an op first needs it after a change (an op in
   /// a module call and the call's return need not intern it twice)
   std::optional<Interned<ModuleFrame>> containment_handle_;
+  Interned<ModuleFrame> last_inferred_; ///< what module_frames() inferred last
+
   const Interned<ModuleFrame>& containment() {
     if (!containment_handle_) containment_handle_.emplace(containment_);
     return *containment_handle_;

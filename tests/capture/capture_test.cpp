@@ -616,6 +616,47 @@ def forward(self, x):
 }
 
 namespace {
+struct ChangingWeightImpl : torch::nn::Module {
+  torch::Tensor w;
+  ChangingWeightImpl() { w = register_parameter("w", torch::randn({3, 3})); }
+  torch::Tensor forward(torch::Tensor x) {
+    auto a = torch::mm(x, w);
+    w.set_requires_grad(false);
+    auto b = torch::mm(a, w);
+    {
+      torch::NoGradGuard no_grad;
+      w.set_data(torch::randn({3, 2}, torch::kFloat64));
+    }
+    return torch::mm(b.to(torch::kFloat64), w);
+  }
+};
+TORCH_MODULE(ChangingWeight);
+} // namespace
+
+TEST_CASE("a parameter read again after it changed shows what it had when each op read it") {
+  // the recorder reuses a parameter list's interned ParamRefs while nothing
+  // they record has changed: here requires_grad, then the shape and dtype do
+  ChangingWeight model;
+  auto log = tl::log_forward_pass(model, torch::randn({2, 3}), kRaw);
+  const auto& g = log.graph();
+  const auto mms = find(log, "aten::mm");
+  REQUIRE(mms.size() == 3);
+  for (auto v : mms) {
+    REQUIRE(g[v].params.size() == 1);
+    CHECK(g[v].params[0].address == "w");
+  }
+  CHECK(g[mms[0]].params[0].shape == std::vector<std::int64_t>{3, 3});
+  CHECK(g[mms[0]].params[0].requires_grad);
+  CHECK(g[mms[0]].params[0].bytes == 9 * 4);
+  CHECK(g[mms[1]].params[0].shape == std::vector<std::int64_t>{3, 3});
+  CHECK_FALSE(g[mms[1]].params[0].requires_grad);
+  CHECK(g[mms[2]].params[0].shape == std::vector<std::int64_t>{3, 2});
+  CHECK(g[mms[2]].params[0].numel == 6);
+  CHECK(g[mms[2]].params[0].bytes == 6 * 8);
+  CHECK_FALSE(g[mms[2]].params[0].requires_grad);
+}
+
+namespace {
 struct LaunchImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x) {
     std::promise<at::Tensor> p;

@@ -318,8 +318,8 @@ class Recorder {
   static ParamRef param_ref(const ParamState& p);
   /// The ParamRefs of the parameters an op read, interned. The same list read
   /// again (a module's weights, op after op and call after call) reuses what it
-  /// interned to while its tensors keep their shape, dtype and requires_grad:
-  /// no shape copied, hashed and looked up per op.
+  /// interned to while every field a ParamRef records (shape, numel, bytes,
+  /// requires_grad) is unchanged: no shape copied, hashed and looked up per op.
   static Interned<ParamRef> param_refs(const ParamList& params);
   /// A module that returns an argument unchanged gets an `identity` node.
   void log_identity(const at::Tensor& t);

@@ -100,7 +100,7 @@ class InternTable {
       e = new Entry{std::vector<E>(items.begin(), items.end()), key.hash};
       index_.emplace(Key{e->items, e->hash}, e);
     }
-    if (retain_new_entries > 0) retained().keep(*this, e);
+    if (retain_new_entries > 0) retained().keep(e);
     return e;
   }
 
@@ -140,7 +140,7 @@ class InternTable {
   class Retained {
    public:
     static constexpr std::size_t kRetained = 1024;
-    void keep(InternTable& table, Entry* e) {
+    void keep(Entry* e) {
       e->refs.fetch_add(1, std::memory_order_relaxed);
       if (ring_.size() < kRetained) {
         ring_.push_back(e);
@@ -148,15 +148,15 @@ class InternTable {
       }
       std::swap(ring_[next_], e);
       next_ = (next_ + 1) % kRetained;
-      drop(table, e);
+      drop(e);
     }
     ~Retained() {
-      for (Entry* e : ring_) drop(InternTable::instance(), e);
+      for (Entry* e : ring_) drop(e);
     }
 
    private:
-    static void drop(InternTable& table, Entry* e) noexcept {
-      if (e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) table.release(e);
+    static void drop(Entry* e) noexcept {
+      if (e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) instance().release(e);
     }
     std::vector<Entry*> ring_;
     std::size_t next_ = 0;
@@ -184,8 +184,8 @@ inline const std::vector<E> empty_items{};
 
 /// While one is open on a thread, every entry that thread adds to an
 /// InternTable stays alive for a while after its last handle: the table keeps
-/// a reference to the last 1 024 of each element type the thread made. The
-/// recorder opens one per capture, so that capturing the same model again
+/// a reference to the last 1 024 of each element type the thread made.
+/// CaptureSession::capture opens one, so that capturing the same model again
 /// finds its shapes, module paths and parameters instead of making them anew.
 class RetainNewEntries {
  public:

@@ -589,6 +589,32 @@ TEST_CASE("C++ frontend without scopes: a TransformerEncoder's modules are each 
   CHECK(torch::allclose(log["output_1"].activation(), enc(x)));
 }
 
+TEST_CASE("each module's parameter count covers its own subtree, and only it") {
+  // eleven layers: `layers.1` is a prefix of `layers.10`'s address as text but
+  // not as a module path. Expected counts from LibTorch's own module tree.
+  torch::manual_seed(0);
+  torch::nn::TransformerEncoder enc(torch::nn::TransformerEncoderOptions(
+      torch::nn::TransformerEncoderLayerOptions(4, 1).dim_feedforward(6), 11));
+  enc->eval();
+  auto log = tl::log_forward_pass(enc, torch::randn({3, 2, 4}));
+  std::map<std::string, std::int64_t> expected;
+  for (const auto& item : enc->named_modules()) {
+    std::int64_t count = 0;
+    for (const auto& p : item.value()->parameters()) count += p.numel();
+    expected[item.key()] = count;
+  }
+  std::size_t checked = 0;
+  for (const auto& m : log.info().modules) {
+    CHECK_MESSAGE(m.num_params == expected.at(m.address), m.address);
+    ++checked;
+  }
+  CHECK(checked == 11 * 7);
+  // a layer: two projections of attention (in: 3·4·4 + 3·4, out: 4·4 + 4), two
+  // feed-forward Linears (4·6 + 6, 6·4 + 4) and two LayerNorms (2 · 2·4)
+  CHECK(expected.at("layers.1") == 60 + 20 + 30 + 28 + 16);
+  CHECK(expected.at("layers.10") == 60 + 20 + 30 + 28 + 16);
+}
+
 TEST_CASE("a parameter an op returns unchanged stays a parameter") {
   // TorchScript dispatches `contiguous` (C++'s Tensor::contiguous returns
   // *this inline); on a contiguous weight it returns the parameter itself

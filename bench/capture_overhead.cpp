@@ -3,7 +3,9 @@
 // torchvision's resnet18 and googlenet (random weights, 1x3x224x224), the
 // C++-frontend demo model and TorchLens's recurrent toy (LinearLoop: one Linear
 // applied five times after a mul, as a C++-frontend and as a TorchScript model:
-// tiny ops, so the per-op and per-capture costs dominate). Usage: capture_overhead MODEL_DIR [REPS]
+// tiny ops, so the per-op and per-capture costs dominate), and a C++-frontend
+// TransformerEncoder at three depths (the ratio must not grow with the model).
+// Usage: capture_overhead MODEL_DIR [REPS]
 // [NAME[:DxDxD]...] (default resnet18 googlenet at 1x3x224x224) (MODEL_DIR from
 // scripts/export_torchvision.py).
 
@@ -85,7 +87,10 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   const int reps = argc > 2 ? std::stoi(argv[2]) : 15;
   torch::NoGradGuard no_grad; // inference, as a feature extractor runs
-  std::cout << "threads: " << at::get_num_threads() << ", reps: " << reps << " (medians)\n\n";
+  const bool kept = torchlens::bench::keep_freed_memory();
+  std::cout << "threads: " << at::get_num_threads() << ", reps: " << reps << " (medians), "
+            << (kept ? "freed memory kept in the process (mallopt)" : "glibc's default heap")
+            << "\n\n";
   std::cout << "| model | layers | plain ms | metadata ms | (a) ratio | all saved ms | (b) ratio "
                "| all tensors | held by log | peak RSS so far |\n"
             << "|---|---|---|---|---|---|---|---|---|---|\n";
@@ -112,6 +117,21 @@ int main(int argc, char** argv) {
     report(
         "demo (C++ frontend, 8x3x64x64)", reps, [&] { (void)demo->forward(x); },
         [&](tl::LogOptions o) { return tl::log_forward_pass(demo, x, o); });
+  }
+  // Depth: a C++-frontend TransformerEncoder of 2, 12 and 48 layers in grad
+  // mode (its unfused path, ~37 ops a layer, modules inferred from the
+  // parameters each op reads). The ratio should not grow with the depth.
+  for (const std::int64_t layers : {2, 12, 48}) {
+    torch::manual_seed(0);
+    torch::AutoGradMode grad(true);
+    torch::nn::TransformerEncoder enc(torch::nn::TransformerEncoderOptions(
+        torch::nn::TransformerEncoderLayerOptions(32, 4).dim_feedforward(64), layers));
+    enc->eval();
+    auto x = torch::randn({10, 2, 32});
+    report(
+        "TransformerEncoder (C++ frontend, " + std::to_string(layers) + " layers, 10x2x32, grad)",
+        reps, [&] { (void)enc->forward(x); },
+        [&](tl::LogOptions o) { return tl::log_forward_pass(enc, x, o); });
   }
   {
     torch::manual_seed(0);

@@ -1,4 +1,5 @@
 // Run-time behaviour of pipelines: running, printing, editing, records, hooks, analyses.
+#include <torchlens/detail/probe.hpp>
 #include <torchlens/passes/all.hpp>
 
 #include <support/graph_builders.hpp>
@@ -421,6 +422,31 @@ TEST_CASE("module tree: thousands of paths keep their ids as the child table gro
   CHECK(t.common_prefix(a, first.at({7, 2, 20})) == t.parent(a));
   CHECK(t.common_prefix(a, first.at({7, 3, 3})) == ModuleTree::kRoot);
   CHECK(t.intern({frame("blocks.7", "Other", 2)}) == t.parent(a));
+}
+
+TEST_CASE("linear probing spreads runs of hashes over the table") {
+  // Keys from counters (a module's pass number, a parent path's id) come in
+  // runs. Two runs whose starts are close would, masked as they are, fill one
+  // stretch of slots, and every look-up would walk it: quadratic probing. The
+  // probe mixes the hash first, so the walks stay short. Counted, not timed.
+  std::vector<char> used(std::size_t{1} << 17, 0);
+  std::size_t probes = 0, longest = 0;
+  const std::size_t keys_per_run = 20000;
+  for (std::size_t k = 0; k < keys_per_run; ++k) {
+    for (const std::size_t start : {std::size_t{0x7f3a10000}, std::size_t{0x7f3a10000} + 5000}) {
+      std::size_t walk = 0;
+      const std::size_t slot =
+          torchlens::detail::linear_probe(start + k, used.size(), [&](std::size_t i) {
+            ++walk;
+            return used[i] == 0;
+          });
+      used[slot] = 1;
+      probes += walk;
+      longest = std::max(longest, walk);
+    }
+  }
+  CHECK(probes < 3 * 2 * keys_per_run); // under 3 slots per look-up on average (was 7 500)
+  CHECK(longest < 64);
 }
 
 TEST_CASE("PassResult statistics") {

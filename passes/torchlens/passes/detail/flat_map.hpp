@@ -57,12 +57,8 @@ class FlatMap64 {
   static constexpr std::size_t kEmptyValue = static_cast<std::size_t>(-1);
   /// The slot holding key, or the empty slot where it would go.
   [[nodiscard]] std::size_t slot_of(std::uint64_t key) const {
-    std::uint64_t h = key;
-    h ^= h >> 33; // murmur3's finaliser
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return torchlens::detail::linear_probe(
-        static_cast<std::size_t>(h), keys_.size(),
+    return torchlens::detail::linear_probe( // (mixes the key)
+        static_cast<std::size_t>(key), keys_.size(),
         [&](std::size_t i) { return values_[i] == kEmptyValue || keys_[i] == key; });
   }
   void grow() {

@@ -551,6 +551,13 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     graph.reserve(room, hint.edges + 16);
     activations.reserve(room);
     if (keep_records_) records.reserve(room);
+    if (policy_.mode == SavePolicy::Mode::all) {
+      // what every saved output keeps alive stays in these tables to the end
+      tensors_.reserve(room);
+      outputs_by_storage_.reserve(room);
+      pinned_set_.reserve(room);
+      saved_by_storage_.reserve(room);
+    }
   }
   if (options_.interventions() != nullptr) {
     live_ = std::make_unique<CompiledSpec>(*options_.interventions());

@@ -366,7 +366,9 @@ class Recorder {
   std::pmr::unordered_map<const c10::StorageImpl*, Writer> storage_writers_{&arena_};
   std::pmr::unordered_map<const c10::StorageImpl*, std::pair<std::size_t, Geometry>>
       outputs_by_storage_{&arena_};
-  std::unordered_map<const c10::StorageImpl*, std::vector<std::size_t>> saved_by_storage_;
+  /// outputs saved by reference, by storage (copied before a write reaches them)
+  std::pmr::unordered_map<const c10::StorageImpl*, c10::SmallVector<std::size_t, 1>>
+      saved_by_storage_{&arena_};
   /// A tensor argument a replay record keeps (not from an in-edge): record,
   /// argument, index in a list argument (-1 for none).
   struct KeptSlot {

@@ -5,6 +5,7 @@
 //   script      TorchScript, one `x + 1.0` per loop iteration in forward
 //   script-call TorchScript, each iteration calls a submodule (a module frame per op)
 //   frontend    C++ frontend, the same loop in a torch::nn::Module's forward
+//   recurrent   C++ frontend, an RNN cell (two Linear submodules) unrolled N/4 times
 // Columns: the plain forward; the same under an empty boxed fallback (the floor
 // of any dispatcher-level capture); capture alone (metadata only, all saved; the pass
 // pipeline off) and the whole log_forward_pass (pipeline on, metadata only).
@@ -66,6 +67,24 @@ struct ChainImpl : torch::nn::Module {
   }
 };
 TORCH_MODULE(Chain);
+
+/// An RNN cell unrolled: every step calls two Linear submodules, so module
+/// passes grow with N (each pass its own frame, under the same two addresses).
+struct CellChainImpl : torch::nn::Module {
+  static constexpr std::int64_t kOpsPerStep = 4; // N counts ih, hh, + and tanh per step
+  std::int64_t n = 0;
+  torch::nn::Linear ih{nullptr}, hh{nullptr};
+  CellChainImpl() {
+    ih = register_module("ih", torch::nn::Linear(16, 16));
+    hh = register_module("hh", torch::nn::Linear(16, 16));
+  }
+  at::Tensor forward(at::Tensor x) {
+    at::Tensor h = x;
+    for (std::int64_t i = 0; i < n / kOpsPerStep; ++i) h = torch::tanh(ih(x) + hh(h));
+    return h;
+  }
+};
+TORCH_MODULE(CellChain);
 
 torch::jit::Module script_chain(bool calls) {
   if (!calls) {
@@ -230,6 +249,18 @@ int main(int argc, char** argv) {
   scaling("frontend", reps, max_n, [&](std::int64_t n, const tl::LogOptions& o) {
     chain->n = n;
     return tl::log_forward_pass(chain, x, o);
+  });
+  CellChain cell;
+  table("recurrent (C++ frontend, an RNN cell: two Linear submodules per step)", max_n,
+        [&](std::int64_t n) {
+          cell->n = n;
+          return measure(
+              reps, [&] { (void)cell->forward(x); },
+              [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(cell, x, o); });
+        });
+  scaling("recurrent", reps, max_n, [&](std::int64_t n, const tl::LogOptions& o) {
+    cell->n = n;
+    return tl::log_forward_pass(cell, x, o);
   });
   return 0;
 }

@@ -215,6 +215,22 @@ void scaling(const std::string& name, int reps, std::int64_t max_n,
   }
 }
 
+/// Both tables for a C++-frontend chain: a module holder whose `n` sets the length.
+template <class Holder>
+void frontend_chain(const std::string& title, const std::string& name, Holder& m,
+                    const at::Tensor& x, int reps, std::int64_t max_n) {
+  table(title, max_n, [&](std::int64_t n) {
+    m->n = n;
+    return measure(
+        reps, [&] { (void)m->forward(x); },
+        [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(m, x, o); });
+  });
+  scaling(name, reps, max_n, [&](std::int64_t n, const tl::LogOptions& o) {
+    m->n = n;
+    return tl::log_forward_pass(m, x, o);
+  });
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -240,27 +256,9 @@ int main(int argc, char** argv) {
             });
   }
   Chain chain;
-  table("frontend (C++ frontend)", max_n, [&](std::int64_t n) {
-    chain->n = n;
-    return measure(
-        reps, [&] { (void)chain->forward(x); },
-        [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(chain, x, o); });
-  });
-  scaling("frontend", reps, max_n, [&](std::int64_t n, const tl::LogOptions& o) {
-    chain->n = n;
-    return tl::log_forward_pass(chain, x, o);
-  });
+  frontend_chain("frontend (C++ frontend)", "frontend", chain, x, reps, max_n);
   CellChain cell;
-  table("recurrent (C++ frontend, an RNN cell: two Linear submodules per step)", max_n,
-        [&](std::int64_t n) {
-          cell->n = n;
-          return measure(
-              reps, [&] { (void)cell->forward(x); },
-              [&](const tl::LogOptions& o) { (void)tl::log_forward_pass(cell, x, o); });
-        });
-  scaling("recurrent", reps, max_n, [&](std::int64_t n, const tl::LogOptions& o) {
-    cell->n = n;
-    return tl::log_forward_pass(cell, x, o);
-  });
+  frontend_chain("recurrent (C++ frontend, an RNN cell: two Linear submodules per step)",
+                 "recurrent", cell, x, reps, max_n);
   return 0;
 }

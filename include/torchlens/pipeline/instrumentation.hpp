@@ -32,7 +32,10 @@ struct PassEvent {
 /// What one pass did during a pipeline run.
 struct PassRecord {
   std::string_view name; ///< the pass's `name` (static storage: no copy per run)
-  double ms = 0;         ///< wall time of run()
+  /// Wall time of run(); without instrumentation hooks, from the end of the
+  /// previous pass's run() (one clock read per pass), so it includes the
+  /// pipeline's bookkeeping of that pass (its record, cached analyses dropped).
+  double ms = 0;
   std::size_t vertices_before = 0, vertices_after = 0;
   std::size_t edges_before = 0, edges_after = 0;
   PassResult result; ///< changed flag and statistics

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace torchlens::passes {
@@ -16,15 +17,15 @@ namespace torchlens::passes {
 namespace detail {
 
 /// Multi-source BFS distances (edges counted) over the lists `next(v)` gives
-/// (AdjacencyAnalysis's CSR spans); -1 if unreached. Shortest distances are
-/// unique, so any visiting order gives the same result.
+/// (AdjacencyAnalysis's CSR spans), into `dist` (n entries, all -1 on entry;
+/// -1 stays where unreached). Shortest distances are unique, so any visiting
+/// order gives the same result. `queue` is scratch.
 template <class Next>
-std::vector<int> bfs_distances(std::size_t n, const std::vector<Vertex>& sources, Next next) {
-  std::vector<int> dist(n, -1);
-  std::vector<std::uint32_t> queue;
-  queue.reserve(n);
-  for (Vertex s : sources) {
-    if (dist[s] < 0) queue.push_back(static_cast<std::uint32_t>(s));
+void bfs_distances(std::span<const std::uint32_t> sources, Next next, std::span<int> dist,
+                   std::vector<std::uint32_t>& queue) {
+  queue.clear();
+  for (std::uint32_t s : sources) {
+    if (dist[s] < 0) queue.push_back(s);
     dist[s] = 0;
   }
   for (std::size_t head = 0; head < queue.size(); ++head) {
@@ -35,7 +36,6 @@ std::vector<int> bfs_distances(std::size_t n, const std::vector<Vertex>& sources
       queue.push_back(w);
     }
   }
-  return dist;
 }
 
 } // namespace detail
@@ -59,20 +59,32 @@ struct ComputeDistancesPass : pass_info<ComputeDistancesPass> {
     const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     const auto n = boost::num_vertices(g);
-    std::vector<Vertex> inputs, outputs;
+    // the inputs, then the outputs; four distance tables in one block (a pass
+    // on a small graph costs its allocations more than its work)
+    std::vector<std::uint32_t> ends, queue;
+    ends.reserve(8);
+    queue.reserve(n);
     for (Vertex v = 0; v < n; ++v) {
-      if (g[v].kind == NodeKind::input) inputs.push_back(v);
-      if (g[v].kind == NodeKind::output) outputs.push_back(v);
+      if (g[v].kind == NodeKind::input) ends.push_back(static_cast<std::uint32_t>(v));
     }
+    const std::size_t num_inputs = ends.size();
+    for (Vertex v = 0; v < n; ++v) {
+      if (g[v].kind == NodeKind::output) ends.push_back(static_cast<std::uint32_t>(v));
+    }
+    const std::span<const std::uint32_t> inputs(ends.data(), num_inputs);
+    const std::span<const std::uint32_t> outputs(ends.data() + num_inputs,
+                                                 ends.size() - num_inputs);
+    std::vector<int> table(4 * n, -1);
+    const std::span<int> min_in(table.data(), n), min_out(table.data() + n, n),
+        max_in(table.data() + 2 * n, n), max_out(table.data() + 3 * n, n);
     // shortest: BFS forward from the inputs, backward from the outputs
-    const std::vector<int> min_in =
-        detail::bfs_distances(n, inputs, [&](Vertex v) { return adj.children_of(v); });
-    const std::vector<int> min_out =
-        detail::bfs_distances(n, outputs, [&](Vertex v) { return adj.parents_of(v); });
+    detail::bfs_distances(
+        inputs, [&](Vertex v) { return adj.children_of(v); }, min_in, queue);
+    detail::bfs_distances(
+        outputs, [&](Vertex v) { return adj.parents_of(v); }, min_out, queue);
     // longest: dynamic programming over the topological order (the graph is a DAG)
-    std::vector<int> max_in(n, -1), max_out(n, -1);
-    for (Vertex v : inputs) max_in[v] = 0;
-    for (Vertex v : outputs) max_out[v] = 0;
+    for (std::uint32_t v : inputs) max_in[v] = 0;
+    for (std::uint32_t v : outputs) max_out[v] = 0;
     for (Vertex v : order) {
       if (max_in[v] < 0) continue;
       for (std::uint32_t t : adj.children_of(v)) max_in[t] = std::max(max_in[t], max_in[v] + 1);

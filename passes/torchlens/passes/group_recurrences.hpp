@@ -708,8 +708,10 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       write_equivalence_type(graph, v, text_, scratch_, adj);
       const auto [c, is_new] = class_of_.id(text_);
       if (is_new) {
+        // a thread's State serves capture after capture of one model: class c's
+        // text is most often the one interned for c last run (no table look-up)
         if (class_name_.size() <= c) class_name_.resize(c + 1);
-        class_name_[c] = Name(text_);
+        if (class_name_[c] != std::string_view(text_)) class_name_[c] = Name(text_);
       }
       f.cls = static_cast<Index>(c);
       // the candidates an expansion starts from (TorchLens's `equivalent_ops`)

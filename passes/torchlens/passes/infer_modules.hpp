@@ -8,6 +8,7 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 namespace torchlens::passes {
@@ -55,9 +56,11 @@ struct InferModulesPass : pass_info<InferModulesPass> {
       return tree.common_prefix(a, b);
     };
     // what a neighbour contributes: its own path if observed, else what it inherited
-    std::vector<char> anchor(n);
+    // four tables in one block: anchor, up, down and the paths after inference
+    std::vector<int> table(4 * n, kNone);
+    const std::span<int> anchor(table.data(), n), up(table.data() + n, n),
+        down(table.data() + 2 * n, n), path_of(table.data() + 3 * n, n);
     for (Vertex v = 0; v < n; ++v) anchor[v] = g[v].kind == NodeKind::op && g[v].module_observed;
-    std::vector<int> up(n, kNone), down(n, kNone);
     for (Vertex v : order) {
       int acc = kNone;
       for (std::uint32_t p : adj.parents_of(v))
@@ -72,7 +75,7 @@ struct InferModulesPass : pass_info<InferModulesPass> {
     }
     std::int64_t inferred = 0, changed = 0;
     bool flags_changed = false; // module_inferred or modules_exited rewritten
-    std::vector<int> path_of(modules.path_of.begin(), modules.path_of.end());
+    std::copy(modules.path_of.begin(), modules.path_of.end(), path_of.begin());
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];
       if (node.kind != NodeKind::op || node.module_observed) continue;

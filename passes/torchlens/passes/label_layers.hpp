@@ -41,9 +41,12 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     // layers numbered in order of their first pass, outputs after every op: one
     // sweep numbers the rest and lists each output layer's first vertex
-    std::vector<int> type_num, total_num; // by layer (layers < vertices: no reallocation)
-    type_num.reserve(n);
-    total_num.reserve(n);
+    // by layer (layers < vertices: no reallocation), both numbers in one block
+    struct Numbers {
+      int type = 0, total = 0;
+    };
+    std::vector<Numbers> num;
+    num.reserve(n);
     // layers of each type so far, keyed by the interned type's address (one
     // stored copy per text: no text is hashed)
     detail::FlatMap64 per_type;
@@ -52,42 +55,38 @@ struct LabelLayersPass : pass_info<LabelLayersPass> {
     for (Vertex v = 0; v < n; ++v) {
       const OpNode& node = g[v];
       const std::size_t l = node.layer;
-      if (l >= type_num.size()) {
-        type_num.resize(l + 1, 0);
-        total_num.resize(l + 1, 0);
-      }
-      if (type_num[l] != 0) continue; // not the layer's first pass
+      if (l >= num.size()) num.resize(l + 1);
+      if (num[l].type != 0) continue; // not the layer's first pass
       switch (node.kind) {
         case NodeKind::input:
-          type_num[l] = ++inputs;
+          num[l].type = ++inputs;
           break;
         case NodeKind::buffer:
-          type_num[l] = ++buffers;
+          num[l].type = ++buffers;
           break;
         case NodeKind::output:
-          type_num[l] = -1; // numbered below; seen
+          num[l].type = -1; // numbered below; seen
           output_layers.push_back(v);
           break;
         case NodeKind::op:
-          type_num[l] = static_cast<int>(
+          num[l].type = static_cast<int>(
               ++*per_type.try_emplace_ref(detail::address_key(node.layer_type.data()), 0));
-          total_num[l] = ++total;
+          num[l].total = ++total;
           break;
       }
     }
     int outputs = 0;
     for (Vertex v : output_layers) {
       const std::size_t l = g[v].layer;
-      type_num[l] = ++outputs;
-      total_num[l] = ++total;
+      num[l] = {++outputs, ++total};
     }
-    const std::size_t num_layers = type_num.size();
+    const std::size_t num_layers = num.size();
     bool branching = false;
     for (Vertex v = 0; v < n; ++v) {
       OpNode& node = g[v];
       const std::size_t l = node.layer;
-      node.type_num = type_num[l]; // the labels are written from these (OpNode::label)
-      node.total_num = total_num[l];
+      node.type_num = num[l].type; // the labels are written from these (OpNode::label)
+      node.total_num = num[l].total;
       if (!branching) {
         auto kids = adj.children_of(v);
         branching =

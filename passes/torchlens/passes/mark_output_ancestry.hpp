@@ -7,6 +7,7 @@
 #include <torchlens/pipeline/pass.hpp>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace torchlens::passes {
@@ -32,7 +33,8 @@ struct MarkOutputAncestryPass : pass_info<MarkOutputAncestryPass> {
     const auto& order = ctx.get<TopologicalOrderAnalysis>(g).order;
     const auto& adj = ctx.get<AdjacencyAnalysis>(g);
     const auto n = boost::num_vertices(g);
-    std::vector<char> from_input(n), to_output(n);
+    std::vector<char> flags(2 * n); // one block: from an input, then to an output
+    const std::span<char> from_input(flags.data(), n), to_output(flags.data() + n, n);
     for (Vertex v = 0; v < n; ++v) {
       from_input[v] = g[v].kind == NodeKind::input;
       to_output[v] = g[v].kind == NodeKind::output;

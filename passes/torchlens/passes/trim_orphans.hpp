@@ -46,6 +46,7 @@ struct TrimOrphansPass : pass_info<TrimOrphansPass, TrimOrphansOptions> {
     const auto n = boost::num_vertices(g);
     std::vector<char> keep(n, 0);
     std::vector<Vertex> stack;
+    stack.reserve(n); // one allocation; each vertex is pushed at most once
     for (Vertex v = 0; v < n; ++v) {
       const OpNode& node = g[v];
       if (node.kind == NodeKind::input || node.kind == NodeKind::output ||

@@ -2,13 +2,13 @@
 // or twice when a key list selects the layers to save; the default pass
 // pipeline runs in between and the log is built.
 
+#include "postprocess.hpp"
 #include "recorder.hpp"
 #include "session.hpp"
 
 #include "../grad/gradient_store.hpp"
 
 #include <torchlens/capture/log_forward_pass.hpp>
-#include <torchlens/passes/all.hpp>
 
 #include <chrono>
 #include <optional>
@@ -45,9 +45,11 @@ ModelLog run_logged(const ModelDescription& model,
   }
   rec.reset();
   if (options.postprocess()) {
-    run_default_pipeline(graph, passes::GroupRecurrencesOptions()
-                                    .detect_loops(options.detect_loops())
-                                    .min_param_free_loop_body(options.min_param_free_loop_body()));
+    postprocess(graph, model.root,
+                passes::GroupRecurrencesOptions()
+                    .detect_loops(options.detect_loops())
+                    .min_param_free_loop_body(options.min_param_free_loop_body()),
+                options.reuse_postprocess());
   }
   auto& info = graph[boost::graph_bundle];
   const double post_ms =
@@ -75,4 +77,9 @@ ModelLog run_logged(const ModelDescription& model,
 }
 
 } // namespace detail
+
+std::size_t postprocess_reuses() {
+  return detail::postprocess_reuses_on_this_thread();
+}
+
 } // namespace torchlens

@@ -6,8 +6,8 @@
 /// (exact where a forward opens a ModuleScope or a Sequential is driven,
 /// inferred from parameter ownership elsewhere; see docs/capture.md).
 
-#include <torchlens/capture/module_scope.hpp>
 #include <torchlens/capture/engine.hpp>
+#include <torchlens/capture/module_scope.hpp>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -28,6 +28,11 @@ namespace torchlens {
 /// Logs a TorchScript module (`torch::jit::load`ed or defined in C++).
 ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
                           const LogOptions& options = {});
+
+/// How many captures on this thread took the pass pipeline's result from an
+/// earlier capture of the same graph instead of running it
+/// (LogOptions::reuse_postprocess).
+std::size_t postprocess_reuses();
 
 namespace detail {
 

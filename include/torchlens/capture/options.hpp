@@ -78,6 +78,13 @@ struct LogOptions {
   /// to be a loop when neither op is in a module or a buffer (group-recurrences'
   /// `min_param_free_loop_body`: 2, as later TorchLens releases; 1: TorchLens 1.0).
   TORCH_ARG(int, min_param_free_loop_body) = 2;
+  /// Reuse the pipeline's result when this capture's raw graph is the one the
+  /// last two captures of the same model on this thread gave (compared field
+  /// by field, every field but the op times and the saved flags): the labels,
+  /// layers, modules and distances are the pipeline's own, copied instead of
+  /// recomputed (graphs up to 4 096 vertices; docs/capture.md). false: the
+  /// pipeline runs on every capture.
+  TORCH_ARG(bool, reuse_postprocess) = true;
   /// Keep what re-executing each op needs (operator, non-tensor arguments,
   /// generator state); validation turns it on.
   TORCH_ARG(bool, keep_replay) = false;

@@ -174,6 +174,10 @@ struct OpNode {
   bool is_terminal_bool = false;         ///< childless, non-output 0-dim bool (TorchLens)
   bool in_cond_branch = false;           ///< part of the computation of an `if` condition
 
+  /// Every field equal (Interned and Name fields by their entries, else their
+  /// items): a new field takes part without being listed.
+  friend bool operator==(const OpNode&, const OpNode&) = default;
+
   // ---- labels: written from the fields above, not stored ----
   // TorchLens's four labels are `{type}_{type_num}_{total_num}` (inputs,
   // buffers and outputs: `input_{type_num}`) with `:{pass_num}` when the layer
@@ -266,12 +270,16 @@ struct ModuleInfo {
   /// Calls observed (TorchScript, ModuleScope, driven Sequential) rather than
   /// inferred from parameter ownership.
   bool exact = true;
+
+  friend bool operator==(const ModuleInfo&, const ModuleInfo&) = default;
 };
 
 /// A tensor returned by forward(): which vertex produced it, and its address.
 struct ReturnedTensor {
   std::size_t node_id = 0; ///< OpNode::id of the producer
   std::string address;     ///< `output.0`, `output.1.2` (nested containers)
+
+  friend bool operator==(const ReturnedTensor&, const ReturnedTensor&) = default;
 };
 
 /// Bundled graph property: model-level facts.
@@ -288,6 +296,8 @@ struct GraphInfo {
   int max_recurrent_loops = 1;
   bool is_branching = false;
   bool has_conditional = false;
+
+  friend bool operator==(const GraphInfo&, const GraphInfo&) = default;
 };
 
 /// The graph itself: a Boost.Graph model (digraph.hpp) whose vertices are

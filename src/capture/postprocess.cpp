@@ -5,6 +5,7 @@
 
 #include <torchlens/passes/all.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -13,39 +14,29 @@ namespace torchlens::detail {
 
 namespace {
 
-/// A Name's stored copy: one per text for the process's lifetime.
-std::uint64_t name_key(const Name& n) {
-  return reinterpret_cast<std::uintptr_t>(n.data());
-}
-
-/// Folds x into h (a multiply-xorshift step; order matters).
-void mix(std::uint64_t& h, std::uint64_t x) {
-  h = (h ^ x) * 0x9e3779b97f4a7c15ULL;
-  h ^= h >> 29;
-}
-
 /// A cheap summary of a raw graph, from the fields that tell models and inputs
 /// apart (interned sequences by their content hashes, so the same graph gives
 /// the same summary whether or not its entries were made anew). It only
 /// decides when to keep graphs; whether a graph is reused, same_raw_graph
 /// decides, field by field.
-std::uint64_t fingerprint(const ModelGraph& g) {
-  std::uint64_t h = boost::num_vertices(g);
-  mix(h, boost::num_edges(g));
+std::size_t fingerprint(const ModelGraph& g) {
+  std::size_t h = boost::num_vertices(g);
+  hash_combine(h, boost::num_edges(g));
   for (Vertex v = 0; v < boost::num_vertices(g); ++v) {
     const OpNode& n = g[v];
-    mix(h, name_key(n.op_name));
-    mix(h, n.shape.hash());
-    mix(h, n.modules.hash());
-    mix(h, n.params.hash());
-    mix(h, n.scalar_args.hash());
-    mix(h, static_cast<std::uint64_t>(n.kind) | static_cast<std::uint64_t>(n.output_index) << 8 |
-               static_cast<std::uint64_t>(n.scalar_bool_value.value_or(false)) << 40 |
-               static_cast<std::uint64_t>(n.scalar_bool_value.has_value()) << 41);
+    hash_combine(h, passes::detail::address_key(n.op_name.data())); // a Name: one copy per text
+    hash_combine(h, n.shape.hash());
+    hash_combine(h, n.modules.hash());
+    hash_combine(h, n.params.hash());
+    hash_combine(h, n.scalar_args.hash());
+    hash_combine(h, static_cast<std::size_t>(n.kind) |
+                        static_cast<std::size_t>(n.output_index) << 8 |
+                        static_cast<std::size_t>(n.scalar_bool_value.value_or(false)) << 40 |
+                        static_cast<std::size_t>(n.scalar_bool_value.has_value()) << 41);
   }
   for (auto e : boost::make_iterator_range(boost::edges(g))) {
-    mix(h, boost::source(e, g) << 32 | boost::target(e, g));
-    mix(h, static_cast<std::uint64_t>(static_cast<std::uint16_t>(g[e].arg_pos)));
+    hash_combine(h, boost::source(e, g) << 32 | boost::target(e, g));
+    hash_combine(h, static_cast<std::size_t>(static_cast<std::uint16_t>(g[e].arg_pos)));
   }
   return h;
 }
@@ -112,19 +103,16 @@ bool same_raw_graph(ModelGraph& fresh, const ModelGraph& kept) {
 struct Reuse {
   const void* model = nullptr;
   passes::GroupRecurrencesOptions loops;
-  std::uint64_t fingerprint = 0;
-  /// Kept once two captures in a row had one fingerprint.
-  std::optional<ModelGraph> raw, labelled;
-  std::size_t reused = 0; ///< captures that took `labelled`
+  std::size_t fingerprint = 0;
+  /// A raw graph and the pipeline's result for it.
+  struct Kept {
+    ModelGraph raw, labelled;
+  };
+  std::optional<Kept> kept; ///< once two captures in a row had one fingerprint
+  std::size_t reused = 0;   ///< captures that took `kept->labelled`
 };
 
 thread_local Reuse last;
-
-bool same_options(const passes::GroupRecurrencesOptions& a,
-                  const passes::GroupRecurrencesOptions& b) {
-  return a.detect_loops() == b.detect_loops() &&
-         a.min_param_free_loop_body() == b.min_param_free_loop_body();
-}
 
 } // namespace
 
@@ -136,9 +124,9 @@ void postprocess(ModelGraph& graph, const void* model, const passes::GroupRecurr
     return;
   }
   const bool same_model = last.model == model && same_options(last.loops, loops);
-  if (same_model && last.raw && same_raw_graph(graph, *last.raw)) {
+  if (same_model && last.kept && same_raw_graph(graph, last.kept->raw)) {
     // the pipeline's result for this very graph, with this capture's measurements
-    ModelGraph labelled = *last.labelled;
+    ModelGraph labelled = last.kept->labelled;
     for (Vertex v = 0; v < boost::num_vertices(labelled); ++v) {
       const std::size_t id = labelled[v].id;
       // a raw graph's vertex i has id i (outputs added by the pipeline have none)
@@ -149,7 +137,7 @@ void postprocess(ModelGraph& graph, const void* model, const passes::GroupRecurr
     ++last.reused;
     return;
   }
-  const std::uint64_t print = fingerprint(graph);
+  const std::size_t print = fingerprint(graph);
   const bool seen_before = same_model && last.fingerprint == print;
   std::optional<ModelGraph> raw;
   if (seen_before) raw.emplace(graph); // kept as it was: the pipeline changes it
@@ -157,9 +145,8 @@ void postprocess(ModelGraph& graph, const void* model, const passes::GroupRecurr
   last.model = model;
   last.loops = loops;
   last.fingerprint = print;
-  last.raw = std::move(raw);
-  last.labelled.reset();
-  if (last.raw) last.labelled.emplace(graph);
+  last.kept.reset();
+  if (raw) last.kept.emplace(Reuse::Kept{std::move(*raw), graph});
 }
 
 std::size_t postprocess_reuses_on_this_thread() {

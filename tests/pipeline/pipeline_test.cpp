@@ -71,6 +71,15 @@ TEST_CASE("TORCHLENS_OPTIONS declares members, defaults, fluent accessors and vi
         "depth=4,keep=[7],inner={atol=1e-09,perturb=false}");
   o.inner().perturb(true); // only what differs from the nested defaults is printed
   CHECK(torchlens::detail::changed_options_to_string(o) == "depth=4,keep=[7],inner={atol=1e-09}");
+  // equality, option by option (nested sets included), without printing
+  using torchlens::detail::same_options;
+  CHECK(same_options(OuterOptions(), OuterOptions()));
+  CHECK_FALSE(same_options(o, OuterOptions()));
+  OuterOptions p = o;
+  CHECK(same_options(o, p));
+  CHECK_FALSE(same_options(o, OuterOptions(p).keep({8})));
+  CHECK_FALSE(same_options(o, OuterOptions(p).type("tanh")));
+  CHECK_FALSE(same_options(o, OuterOptions(p).inner(InnerOptions(o.inner()).perturb(false))));
 }
 
 namespace {

@@ -221,6 +221,33 @@ std::string changed_options_to_string(const Options& options) {
   return out;
 }
 
+/// True when two option sets hold equal values, option by option in declaration
+/// order (nested sets likewise), without printing them: every option takes part,
+/// one declared later included.
+template <OptionSet Options>
+bool same_options(const Options& a, const Options& b) {
+  bool same = true;
+  std::size_t i = 0;
+  a.visit([&](std::string_view, const auto& x) {
+    std::size_t j = 0;
+    b.visit([&](std::string_view, const auto& y) {
+      using X = std::decay_t<decltype(x)>;
+      if constexpr (std::is_same_v<X, std::decay_t<decltype(y)>>) {
+        if (j == i) {
+          if constexpr (OptionSet<X>) {
+            same = same && same_options(x, y);
+          } else {
+            same = same && x == y;
+          }
+        }
+      }
+      ++j;
+    });
+    ++i;
+  });
+  return same;
+}
+
 } // namespace detail
 
 /// `name(opt=value,...)` for a pass, listing only options that differ from the

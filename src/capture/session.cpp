@@ -207,7 +207,7 @@ std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish
   const RetainNewEntries retain;
   auto rec = std::make_unique<Recorder>(model_, options_, std::move(policy));
   for (const auto& [address, t] : inputs_) rec->add_input(address, t);
-  torch::manual_seed(seed_);
+  compat::manual_seed(seed_);
   const auto plain = plain_executor(model_);
   const auto t0 = std::chrono::steady_clock::now();
   c10::IValue out;
@@ -229,7 +229,7 @@ std::unique_ptr<Recorder> CaptureSession::capture(SavePolicy policy, bool finish
 
 std::vector<at::Tensor> CaptureSession::run_plain() const {
   std::vector<at::Tensor> truth;
-  torch::manual_seed(seed_);
+  compat::manual_seed(seed_);
   const auto plain = plain_executor(model_);
   flatten_outputs(forward_(nullptr), truth);
   for (auto& t : truth) t = t.detach().clone();

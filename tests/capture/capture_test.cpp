@@ -84,6 +84,13 @@ struct NoiseImpl : torch::nn::Module {
 };
 TORCH_MODULE(Noise);
 
+/// Draws from the CPU generator two ways: randn of a small size goes through
+/// the scalar normal sampler, which keeps every second value for the next draw.
+struct DrawsImpl : torch::nn::Module {
+  torch::Tensor forward(torch::Tensor x) { return x + torch::randn({3}) + torch::rand({3}); }
+};
+TORCH_MODULE(Draws);
+
 struct ThrowsImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x) {
     auto y = torch::relu(x);
@@ -1118,4 +1125,28 @@ TEST_CASE(
   CHECK(boost::num_vertices(small.graph()) == 32);
   CHECK(small.graph().vertex_capacity() <= 32 + 64 + 4);
   CHECK(small.graph().edge_capacity() <= boost::num_edges(small.graph()) + 64 + 4);
+}
+
+TEST_CASE(
+    "a given seed: the forward draws what it draws after torch::manual_seed, whatever the "
+    "generator did before") {
+  Draws model;
+  const auto x = torch::zeros({3});
+  torch::manual_seed(11);
+  const auto expected = model(x);
+  for (std::uint64_t seed : {11, 11, 12, 11}) {
+    // another engine state, and a normal sample kept for the next draw (an odd count)
+    torch::manual_seed(99);
+    (void)torch::randn({5});
+    auto log = tl::log_forward_pass(model, x, tl::LogOptions().seed(seed));
+    CHECK(log.graph()[boost::graph_bundle].random_seed == seed);
+    const auto out = log["output_1"].activation();
+    if (seed == 11) {
+      CHECK(torch::equal(out, expected));
+    } else {
+      torch::manual_seed(seed);
+      CHECK(torch::equal(out, model(x)));
+      CHECK_FALSE(torch::equal(out, expected));
+    }
+  }
 }

@@ -16,7 +16,6 @@
 #include <bit>
 #include <charconv>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <numeric>
 #include <optional>
@@ -454,8 +453,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
                        std::to_string(options.min_param_free_loop_body()));
     }
     const std::size_t n = boost::num_vertices(g);
-    std::optional<AdjacencyAnalysis::Result> contracted;
-    const auto& adj = identities_as_dead_ends(g, ctx.get<AdjacencyAnalysis>(g), contracted);
+    const auto& full = ctx.get<AdjacencyAnalysis>(g);
     // Graphs up to kReusedUpTo vertices (every capture of a small model) reuse
     // one workspace per thread: no allocation once it has grown. Larger ones
     // get their own, freed when the pass ends.
@@ -464,7 +462,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     State& st = n <= State::kReusedUpTo && !reused.busy ? reused : own.emplace();
     const State::Use use(st);
     st.min_body = static_cast<std::size_t>(options.min_param_free_loop_body());
-    st.reset(g, adj);
+    st.reset(g, full);
+    std::optional<AdjacencyAnalysis::Result> contracted;
+    if (st.identity_read) {
+      // some identity vertex has readers (found by reset's sweep, which reads
+      // every vertex anyway): again, with identities as dead ends
+      st.reset(g, identities_as_dead_ends(g, full, contracted));
+    }
     std::int64_t expansions = 0;
     if (options.detect_loops()) {
       expansions = st.detect_loops();
@@ -507,25 +511,22 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   }
 
  private:
-  /// `full`, or (when some identity vertex has readers) the adjacency with every
-  /// reader of an identity vertex reading the identity's argument instead (through
-  /// chains of identities), each identity left childless, built into `out`.
+  /// v is an identity vertex (capture's `torchlens::identity`, one parent).
+  static bool is_identity(const ModelGraph& g, const AdjacencyAnalysis::Result& adj, Vertex v) {
+    // a Name compares its stored copies first, then their sizes: no text is read
+    static const Name identity_op("torchlens::identity");
+    return adj.parents_of(v).size() == 1 && g[v].op_name == identity_op;
+  }
+
+  /// The adjacency with every reader of an identity vertex reading the
+  /// identity's argument instead (through chains of identities), each identity
+  /// left childless, built into `out`.
   static const AdjacencyAnalysis::Result& identities_as_dead_ends(
       const ModelGraph& g, const AdjacencyAnalysis::Result& full,
       std::optional<AdjacencyAnalysis::Result>& out) {
     const std::size_t n = boost::num_vertices(g);
-    // a Name compares its stored copies first, then their sizes: no text is read
-    static const Name identity_op("torchlens::identity");
-    auto is_identity = [&](std::uint32_t v) {
-      return full.parents_of(v).size() == 1 && g[v].op_name == identity_op;
-    };
-    bool any = false;
-    for (Vertex v = 0; v < n && !any; ++v) {
-      any = is_identity(static_cast<std::uint32_t>(v)) && !full.children_of(v).empty();
-    }
-    if (!any) return full;
     auto argument = [&](std::uint32_t p) {
-      while (is_identity(p)) p = full.parents_of(p)[0];
+      while (is_identity(g, full, p)) p = full.parents_of(p)[0];
       return p;
     };
     auto& r = out.emplace();
@@ -567,6 +568,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       Use& operator=(const Use&) = delete;
     };
     bool busy = false;
+    /// reset() found an identity vertex with readers (run() then resets again
+    /// with identities as dead ends)
+    bool identity_read = false;
 
     /// Three tables for run()'s numbering (layer of each label vertex, its
     /// passes, passes numbered so far), in the storage of per-vertex tables the
@@ -588,6 +592,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       g = &graph;
       adj = &a;
       n = boost::num_vertices(graph);
+      identity_read = false;
       // classes by equivalence type, numbered in creation order (only the
       // first vertex of each class key writes texts; only a class's first
       // member interns its text); in the same sweep, the numbers of
@@ -600,8 +605,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       per_type_.clear();
       type_count_.assign(1, 0); // slot 0: outputs, numbered apart
       seed.resize(n);
-      packed_.resize(n); // first each raw label's (number, suffix), then its packed bytes
-      std::size_t width = 1;
+      label_rank_.resize(n); // first each raw label's number, then its rank (below)
+      type_slot_.resize(n);
       cls.resize(n);
       raw_layer.resize(n);
       group_size.assign(n, 0);
@@ -633,10 +638,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         seed[v] = f.seed;
         param_key[v] = f.rule1;
         anchored[v] = node.kind == NodeKind::buffer || !node.modules.empty();
-        const std::uint64_t suffix = node.kind == NodeKind::op ? node.id + 1 : 0; // `_{creation}`
-        const RawLabel r{++type_count_[f.type_slot], suffix};
-        packed_[v] = {r.number, r.suffix};
-        width = std::max(width, r.length());
+        identity_read = identity_read || (is_identity(graph, a, v) && !a.children_of(v).empty());
+        label_rank_[v] = static_cast<Index>(++type_count_[f.type_slot]);
+        type_slot_[v] = f.type_slot;
       }
       num_classes = class_of_.size();
       num_seeds = num_classes + seed_of_.size();
@@ -650,23 +654,22 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       first_with_param_key_.resize(rule1_of_.size());
       param_key_stamp_.assign(rule1_of_.size(), 0);
       param_key_epoch_ = 0;
-      // TorchLens's raw labels, `{type}_{type_num}_{creation}_raw`, compared as
-      // strings: the order it sorts subgraphs, iso-groups and layer names in.
-      // Only vertices of one layer type are ever compared, so the text after
-      // the type decides (RawLabel: the number and the `_` after it); it is
-      // written NUL-padded to one width so that comparing the padded bytes is
-      // comparing the strings (two labels never differ only in the padding).
-      padded_width_ = width <= 16 ? 0 : width;
-      if (width <= 16) {
-        // the padded bytes as two big-endian words: comparing the pairs is
-        // comparing the strings (keys are unique, so the order is too)
-        for (Vertex v = 0; v < n; ++v)
-          packed_[v] = RawLabel{packed_[v].first, packed_[v].second}.pack();
-      } else {
-        padded_.assign(n * width, '\0'); // no key holds a NUL: padding sorts first
-        for (Vertex v = 0; v < n; ++v) {
-          RawLabel{packed_[v].first, packed_[v].second}.write(&padded_[v * width]);
-        }
+      // TorchLens's raw labels, `{type}_{type_num}_raw` or
+      // `{type}_{type_num}_{creation}_raw`, compared as strings: the order it
+      // sorts subgraphs, iso-groups and layer names in. Only vertices of one
+      // layer type are ever compared, and their numbers differ, so the order is
+      // that of `{type_num}_` as text: a vertex's rank among its type's numbers
+      // 1..count in that order (string_order_ranks), one integer per vertex
+      type_start_.assign(type_count_.size() + 1, 0);
+      for (std::size_t t = 0; t < type_count_.size(); ++t) {
+        type_start_[t + 1] = type_start_[t] + static_cast<Index>(type_count_[t]);
+      }
+      rank_of_number_.resize(type_start_.back());
+      for (std::size_t t = 0; t < type_count_.size(); ++t) {
+        string_order_ranks(type_count_[t], rank_of_number_.data() + type_start_[t]);
+      }
+      for (Vertex v = 0; v < n; ++v) {
+        label_rank_[v] = rank_of_number_[type_start_[type_slot_[v]] + label_rank_[v] - 1];
       }
       // expansion scratch, epochs from zero
       epoch = 0;
@@ -800,61 +803,42 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
    private:
-    /// The part of a raw label after `{type}_` that decides its order:
-    /// `{number}_` (TorchLens: `{type}_{number}_raw`) or `{number}_{suffix}`
-    /// (`{type}_{number}_{suffix}_raw`, suffix > 0). Labels of one type differ in
-    /// their numbers, so what follows the number's `_` never decides; the `_`
-    /// itself does: `input_10_raw` sorts before `input_1_raw` ('0' < '_').
-    struct RawLabel {
-      std::uint64_t number = 0, suffix = 0;
-      /// Decimal digits of x: from its bit length (log10(2) ≈ 1233 / 4096),
-      /// then one comparison, without dividing.
-      static std::size_t digits(std::uint64_t x) {
-        static constexpr auto kPow10 = [] {
-          std::array<std::uint64_t, 20> p{};
-          p[0] = 1;
-          for (std::size_t i = 1; i < p.size(); ++i) p[i] = p[i - 1] * 10;
-          return p;
-        }();
-        if (x < 10) return 1;
-        const auto d = static_cast<std::size_t>(std::bit_width(x) * 1233 >> 12);
-        return d + (x >= kPow10[d]);
-      }
-      [[nodiscard]] std::size_t length() const {
-        return digits(number) + 1 + (suffix ? digits(suffix) : 0);
-      }
-      /// The text NUL-padded to 16 bytes as two big-endian words (length() <= 16).
-      [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> pack() const {
-        char text[16] = {};
-        write(text);
-        return {big_endian(text), big_endian(text + 8)};
-      }
-      /// The 8 bytes at p as a big-endian word (the first byte most significant).
-      static std::uint64_t big_endian(const char* p) {
-        std::uint64_t w = 0;
-        std::memcpy(&w, p, sizeof w);
-        if constexpr (std::endian::native == std::endian::little) {
-          w = ((w & 0x00000000FFFFFFFFull) << 32) | (w >> 32);
-          w = ((w & 0x0000FFFF0000FFFFull) << 16) | ((w & 0xFFFF0000FFFF0000ull) >> 16);
-          w = ((w & 0x00FF00FF00FF00FFull) << 8) | ((w & 0xFF00FF00FF00FF00ull) >> 8);
+    /// The numbers 1 … count ranked as TorchLens's raw labels order them:
+    /// `{number}_` compared as text, so `10_` sorts before `1_` ('0' < '_')
+    /// and `19_` before `2_`. That is the post-order of the numbers' decimal
+    /// trie (each number after the numbers it prefixes, siblings by digit):
+    /// out[x - 1] is the rank of x. O(count), no string written.
+    static void string_order_ranks(std::uint64_t count, Index* out) {
+      struct Frame {
+        std::uint64_t number;
+        unsigned next_digit;
+      };
+      std::array<Frame, 21> stack{}; // a 64-bit number has at most 20 digits
+      Index next = 0;
+      for (std::uint64_t first = 1; first <= 9 && first <= count; ++first) {
+        std::size_t top = 0;
+        stack[0] = {first, 0};
+        for (;;) {
+          Frame& f = stack[top];
+          if (f.next_digit <= 9) {
+            const std::uint64_t child = f.number * 10 + f.next_digit++;
+            if (child <= count) {
+              stack[++top] = {child, 0};
+            } else {
+              f.next_digit = 10; // the larger digits give larger numbers still
+            }
+            continue;
+          }
+          out[f.number - 1] = next++;
+          if (top == 0) break;
+          --top;
         }
-        return w;
       }
-      /// Writes the text, length() bytes (no NUL), at out.
-      void write(char* out) const {
-        char text[48];
-        char* end = std::to_chars(text, text + 20, number).ptr;
-        *end++ = '_';
-        if (suffix) end = std::to_chars(end, end + 20, suffix).ptr;
-        std::memcpy(out, text, static_cast<std::size_t>(end - text));
-      }
-    };
+    }
 
     /// True when a's raw label sorts before b's (vertices of one layer type).
     [[nodiscard]] bool raw_label_less(Vertex a, Vertex b) const {
-      if (padded_width_ == 0) return packed_[a] < packed_[b];
-      return std::memcmp(&padded_[a * padded_width_], &padded_[b * padded_width_], padded_width_) <
-             0;
+      return label_rank_[a] < label_rank_[b];
     }
 
     struct Subgraph {
@@ -1443,11 +1427,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     detail::FlatMap64 per_type_;            ///< layer type → its raw-label counter
     std::vector<std::uint64_t> type_count_; ///< raw-label numbers given, by counter
     std::vector<Name> class_name_;          ///< class c's equivalence type
-    /// each vertex's raw label: (number, suffix) while reset() counts, then the text NUL-padded
-    /// to 16 bytes as two big-endian words (when every label fits)
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> packed_;
-    std::vector<char> padded_;
-    std::size_t padded_width_ = 0; ///< 0: raw labels are in packed_, else padded_ rows
+    /// each vertex's raw-label number while reset() counts, then the label's rank
+    /// among its layer type's (raw_label_less)
+    std::vector<Index> label_rank_;
+    std::vector<Index> type_slot_;      ///< each vertex's raw-label counter
+    std::vector<Index> type_start_;     ///< counter t's ranks: rank_of_number_[type_start_[t] ..)
+    std::vector<Index> rank_of_number_; ///< by counter, then number - 1 (string_order_ranks)
     std::vector<Index> fill_;
     // detect_loops
     std::vector<char> class_seen_, queued_;

@@ -10,8 +10,6 @@
 
 #include <torchlens/detail/text.hpp>
 
-#include <torch/utils.h>
-
 #include <boost/range/iterator_range.hpp>
 
 #include <algorithm>

@@ -386,6 +386,60 @@ TEST_CASE("a loop after more distinct ops than the class-key cache holds groups 
   CHECK(g[boost::graph_bundle].max_recurrent_loops == 4);
 }
 
+namespace {
+/// 100 convolutions with weights of their own (enough for group-recurrences to
+/// count every parameter's reads and give such ops new classes without looking
+/// their texts up), then a shared linear `cell` applied twice, followed by op a
+/// the first time and op b the second: the layers of a and b.
+std::pair<std::size_t, std::size_t> layers_after_own_params(const std::string& type_a,
+                                                            const OpSpec& a,
+                                                            const std::string& type_b,
+                                                            const OpSpec& b) {
+  GraphBuilder gb;
+  Vertex cur = gb.input();
+  for (int i = 0; i < 100; ++i) {
+    std::string m = "c";
+    m += std::to_string(i);
+    cur = gb.op("conv2d", {cur}, {.params = {m + ".weight"}, .modules = {frame(m, "Conv2d")}});
+  }
+  OpSpec cell{.params = {"cell.weight"}, .modules = {frame("cell", "Linear")}};
+  const Vertex va = gb.op(type_a, {gb.op("linear", {cur}, cell)}, a);
+  cell.modules = {frame("cell", "Linear", 2)};
+  const Vertex vb = gb.op(type_b, {gb.op("linear", {va}, cell)}, b);
+  gb.returns(vb);
+  ModelGraph g = gb.build();
+  run_default_pipeline(g);
+  for (Vertex v = 1; v <= 100; ++v) CHECK(g[v].num_passes == 1);
+  CHECK(g[101].num_passes == 2); // the cell
+  CHECK(g[101].layer == g[103].layer);
+  return {g[va].layer, g[vb].layer};
+}
+} // namespace
+
+TEST_CASE("ops reading weights of their own: one text is still one class") {
+  // An op whose parameters no other op reads has a text no other op has, so
+  // the pass numbers its class without looking the text up; unless separators
+  // inside addresses or layer types let two parameter sets write one text.
+  // TorchLens compares the texts: a and b are one class, matched when the
+  // expansion from the cell's two passes reaches them, one layer of two passes.
+  SUBCASE("an address holding a comma: `linear[p,q]@` twice") {
+    OpSpec a{.params = {"p,q"}}, b{.params = {"q", "p"}};
+    const auto [la, lb] = layers_after_own_params("linear", a, "linear", b);
+    CHECK(la == lb);
+  }
+  SUBCASE("a layer type holding a bracket: `lin[w1]@x[y]@z` twice") {
+    OpSpec a{.params = {"w1"}, .modules = {frame("x[y]@z", "M")}};
+    OpSpec b{.params = {"y"}, .modules = {frame("z", "M")}};
+    const auto [la, lb] = layers_after_own_params("lin", a, "lin[w1]@x", b);
+    CHECK(la == lb);
+  }
+  SUBCASE("plain addresses: two texts, two layers") {
+    OpSpec a{.params = {"p"}}, b{.params = {"q"}};
+    const auto [la, lb] = layers_after_own_params("linear", a, "linear", b);
+    CHECK(la != lb);
+  }
+}
+
 TEST_CASE("the pass's index queue takes indices smallest first, pushes below the cursor included") {
   passes::detail::IndexQueue q;
   q.reset(10000);

@@ -82,6 +82,12 @@ class SequenceIds {
   }
   /// How many distinct sequences were seen.
   [[nodiscard]] std::size_t size() const { return start_.size() - 1; }
+  /// A new id for a sequence the caller knows no other id() call will ask
+  /// for: numbered like the others, nothing stored or hashed.
+  std::size_t add_unseen() {
+    start_.push_back(items_.size()); // an empty range no look-up reaches
+    return size() - 1;
+  }
   /// The id of `items`, and true when it was seen now for the first time.
   std::pair<std::size_t, bool> id(std::span<const T> items) {
     std::uint64_t key = Hash{}(items);
@@ -589,6 +595,16 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     /// Classes, rule-1 keys and raw-label ranks of graph g; every scratch
     /// buffer emptied.
     void reset(ModelGraph& graph, const Adj& a) {
+      // an op whose layer type holds one of `[(:` could share its text with
+      // an op that reads its own parameters: then once more without the
+      // shortcut for those (reads_own_params())
+      if (!reset_with(graph, a, true)) reset_with(graph, a, false);
+    }
+
+    /// reset(), with or without the shortcut for ops that read their own
+    /// parameters (reads_own_params()); false when it must be done again
+    /// without.
+    bool reset_with(ModelGraph& graph, const Adj& a, bool own_shortcut) {
       g = &graph;
       adj = &a;
       n = boost::num_vertices(graph);
@@ -617,20 +633,42 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       uses_params.resize(n);
       anchored.resize(n);
       param_key.resize(n);
+      own_mode_ = false;
+      own_used_ = false;
+      odd_type_ = false;
+      std::size_t param_keys = 0; // new class keys of ops with parameters
       for (Vertex v = 0; v < n; ++v) {
         OpNode& node = graph[v];
         // a key seen before gives what its first vertex's texts gave. The keys
         // are a cache emptied when full: where most vertices are distinct (a
         // chain of convolutions, each with its own weights) it stays small
         // enough to be cheap, and the keys that repeat come back at once
-        const auto words = write_class_key(graph, v, words_, scratch_.parents, a);
-        if (key_facts_.size() == kMaxKeys) {
-          key_ids_.clear();
-          key_facts_.clear();
+        KeyFacts own;
+        const KeyFacts* facts = &own;
+        if (own_mode_ && reads_own_params(node)) {
+          own = key_facts(graph, v, true); // no other vertex has its texts
+          own_used_ = true;
+        } else {
+          const auto words = write_class_key(graph, v, words_, scratch_.parents, a);
+          if (key_facts_.size() == kMaxKeys) {
+            key_ids_.clear();
+            key_facts_.clear();
+          }
+          const auto [k, new_key] = key_ids_.id(words);
+          if (new_key) {
+            key_facts_.push_back(key_facts(graph, v, false));
+            // most ops so far read parameters of their own (a chain of
+            // convolutions, each with its weights): count every parameter's
+            // reads once, and give such ops their texts' ids without look-ups
+            if (own_shortcut && !own_mode_ && !node.params.empty() && ++param_keys >= 64 &&
+                param_keys * 32 >= v) {
+              own_mode_ = count_param_reads(graph);
+              own_shortcut = false; // counted once
+            }
+          }
+          facts = &key_facts_[k];
         }
-        const auto [k, new_key] = key_ids_.id(words);
-        if (new_key) key_facts_.push_back(key_facts(graph, v));
-        const KeyFacts& f = key_facts_[k];
+        const KeyFacts& f = *facts;
         node.equivalence_type = class_name_[f.cls];
         cls[v] = f.cls;
         raw_layer[v] = v;
@@ -642,6 +680,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         label_rank_[v] = static_cast<Index>(++type_count_[f.type_slot]);
         type_slot_[v] = f.type_slot;
       }
+      if (own_used_ && odd_type_) return false;
       num_classes = class_of_.size();
       num_seeds = num_classes + seed_of_.size();
       for (Vertex v = 0; v < n; ++v) {
@@ -699,17 +738,61 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       first_with_param_type_.resize(num_classes);
       param_type_stamp_.assign(num_classes, 0);
       param_type_epoch_ = 0;
+      return true;
+    }
+
+    /// Counts how often each parameter is read over the graph, for
+    /// reads_own_params() (by the hash of its address: equal addresses always
+    /// count together, a collision only makes a parameter look shared). False
+    /// when no parameter is read once, or when the texts of ops with different
+    /// parameters could coincide: a parameter's address holds one of `,[]#|`
+    /// (the separators of the equivalence type and the rule-1 key). An op's
+    /// layer type with one of `[(:` could too (key_facts() looks).
+    bool count_param_reads(const ModelGraph& graph) {
+      param_reads_.clear();
+      last_address_ = nullptr;
+      const void* last = nullptr; // the address hashed last
+      std::uint64_t last_hash = 0;
+      std::ptrdiff_t read_once = 0; // parameters read once so far
+      for (Vertex v = 0; v < n; ++v) {
+        for (const auto& p : graph[v].params) {
+          if (p.address.data() != last) {
+            last = p.address.data();
+            last_hash = p.address.hash();
+            if (p.address.str().find_first_of(",[]#|") != std::string::npos) return false;
+          }
+          std::size_t& reads = *param_reads_.try_emplace_ref(last_hash, 0);
+          if (reads < 2) read_once += ++reads == 1 ? 1 : -1;
+        }
+      }
+      return read_once > 0;
+    }
+
+    /// Op v reads parameters that no other op reads (each once): no other
+    /// vertex has its equivalence type, its candidates' key or its rule-1 key
+    /// (count_param_reads() says when the texts cannot coincide otherwise).
+    [[nodiscard]] bool reads_own_params(const OpNode& node) {
+      if (node.kind != NodeKind::op || node.params.empty()) return false;
+      return std::all_of(node.params.begin(), node.params.end(), [&](const ParamRef& p) {
+        if (p.address.data() != last_address_) {
+          last_address_ = p.address.data();
+          last_reads_ = *param_reads_.find(p.address.hash());
+        }
+        return last_reads_ == 1;
+      });
     }
 
     /// What the texts of vertex v (the first with its class key) decide: its
     /// class (TorchLens's equivalence type, interned for the graph), the
     /// candidates an expansion from it starts with, its rule-1 key, and the
-    /// counter of its raw label's number.
-    KeyFacts key_facts(const ModelGraph& graph, Vertex v) {
+    /// counter of its raw label's number. `own`: v reads its own parameters
+    /// (reads_own_params()), so its texts are new; each gets a new id unlooked.
+    KeyFacts key_facts(const ModelGraph& graph, Vertex v, bool own) {
       const OpNode& node = graph[v];
       KeyFacts f;
       write_equivalence_type(graph, v, text_, scratch_, adj);
-      const auto [c, is_new] = class_of_.id(text_);
+      const auto [c, is_new] =
+          own ? std::pair<std::size_t, bool>(class_of_.add_unseen(), true) : class_of_.id(text_);
       if (is_new) {
         // a thread's State serves capture after capture of one model: class c's
         // text is most often the one interned for c last run (no table look-up)
@@ -722,10 +805,15 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // parameters, the same weights applied in two modules are candidates
       // (numbered after the classes once their count is known)
       const bool params = node.kind == NodeKind::op && !node.params.empty();
-      f.seed = static_cast<Index>(
-          params ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first : c);
+      if (own) {
+        f.seed = static_cast<Index>(seed_of_.add_unseen());
+        f.rule1 = static_cast<Index>(rule1_of_.add_unseen());
+      } else {
+        f.seed = static_cast<Index>(
+            params ? seed_of_.id(std::string_view(text_).substr(0, text_.rfind('@'))).first : c);
+      }
       // rule-1 key: (op, output index, sorted parameters)
-      if (params) {
+      if (params && !own) {
         text_ = node.op_name;
         text_ += '#';
         detail::append_int(text_, node.output_index);
@@ -740,7 +828,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (node.kind != NodeKind::output) {
         const auto [slot, added] =
             per_type_.try_emplace(detail::address_key(node.layer_type.data()), type_count_.size());
-        if (added) type_count_.push_back(0);
+        if (added) {
+          type_count_.push_back(0);
+          odd_type_ =
+              odd_type_ || (node.kind == NodeKind::op &&
+                            node.layer_type.str().find_first_of("[(:") != std::string::npos);
+        }
         f.type_slot = static_cast<Index>(slot);
       }
       return f;
@@ -1421,6 +1514,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::string text_;
     EquivalenceScratch scratch_;
     detail::TextIds class_of_, rule1_of_, seed_of_;
+    detail::FlatMap64 param_reads_;         ///< address hash → reads (1, or 2 for more)
+    bool own_mode_ = false;                 ///< reads_own_params() asked (reads counted)
+    bool own_used_ = false;                 ///< some op's texts got ids unlooked
+    bool odd_type_ = false;                 ///< an op's layer type holds one of `[(:`
+    const void* last_address_ = nullptr;    ///< reads_own_params(): the address looked up last
+    std::size_t last_reads_ = 0;            ///< and its reads
     detail::WordIds key_ids_;               ///< class keys (write_class_key)
     std::vector<KeyFacts> key_facts_;       ///< by key id
     std::vector<std::uint64_t> words_;      ///< a class key

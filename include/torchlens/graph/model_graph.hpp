@@ -110,8 +110,11 @@ inline std::size_t intern_hash(const ScalarArg& a) noexcept {
 /// (with its adjacency record and its in-edge, ~250 bytes per op of a chain).
 /// What repeats across ops is shared: text as Names, sequences as Interned
 /// handles; the labels are written from their parts. Fields are grouped by
-/// width, so the struct has no padding.
-struct OpNode {
+/// width, so the struct has no padding. Aligned to a cache line: each vertex
+/// is three lines (names and shape; parameters, modules and the layer; the
+/// numbers and flags the passes sweep), where a vector's 16-byte-aligned
+/// buffer let every vertex straddle four.
+struct alignas(64) OpNode {
   // ---- identity (set by capture, never changed) ----
   std::size_t id = 0; ///< creation order; key into the activation store
   Name op_name;       ///< `aten::conv2d`; `input`, `buffer`, `output` for sources

@@ -161,10 +161,8 @@ at::Tensor run_sequential(torch::nn::SequentialImpl& seq, at::Tensor x) {
 
 ModelLog log_forward_pass(torch::jit::Module& model, const std::vector<c10::IValue>& inputs,
                           const LogOptions& options) {
-  TORCHLENS_CHECK(model.find_method("forward").has_value(),
-                  "the TorchScript module has no forward method");
   detail::ScriptLease run(model); // the capture copy, cached per model
-  detail::ForwardFn forward = [&](detail::Recorder*) { return run.module().forward(inputs); };
+  detail::ForwardFn forward = [&](detail::Recorder*) { return run.forward(inputs); };
   return detail::run_logged(run.description(), detail::jit_input_tensors(inputs), forward, options);
 }
 

@@ -4,6 +4,8 @@
 
 #include "torchscript_index.hpp"
 
+#include <torchlens/torch_error.hpp>
+
 #include <torch/csrc/jit/api/module.h>
 
 #include <algorithm>
@@ -68,11 +70,13 @@ struct ScriptLease::Entry {
   c10::weak_intrusive_ptr<c10::ivalue::Object> model; // the caller's root object
   std::vector<std::pair<const c10::ivalue::Object*, const c10::ClassType*>> shape;
   torch::jit::Module copy;
+  torch::jit::Method forward;          // the copy's
   std::vector<ObjectPtr> copy_objects; // in the model's modules() order
   ModelDescription description;
   bool busy = false;
 
-  explicit Entry(const torch::jit::Module& m) : model(m._ivalue()), copy(capture_copy(m)) {
+  explicit Entry(const torch::jit::Module& m)
+      : model(m._ivalue()), copy(capture_copy(m)), forward(copy.get_method("forward")) {
     for (const auto& o : module_objects(m)) shape.emplace_back(o.get(), o->type().get());
     copy_objects = module_objects(copy);
     description = describe(copy);
@@ -160,6 +164,9 @@ ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
     }
     return;
   }
+  // (a cached entry's model has the same module objects and types: forward too)
+  TORCHLENS_CHECK(model.find_method("forward").has_value(),
+                  "the TorchScript module has no forward method");
   entry_ = std::make_shared<Entry>(model);
   entry_->busy = true;
   Cache& c = cache();
@@ -193,6 +200,10 @@ ScriptLease::~ScriptLease() {
 
 torch::jit::Module& ScriptLease::module() {
   return entry_->copy;
+}
+
+c10::IValue ScriptLease::forward(const std::vector<c10::IValue>& inputs) {
+  return entry_->forward(inputs);
 }
 
 const ModelDescription& ScriptLease::description() const {

@@ -32,6 +32,9 @@ class ScriptLease {
 
   /// The copy to run.
   torch::jit::Module& module();
+  /// Runs the copy's forward (found once per entry: Module::forward looks the
+  /// method up by name on every call).
+  c10::IValue forward(const std::vector<c10::IValue>& inputs);
   /// Its description, with the cached TorchScript index.
   const ModelDescription& description() const;
 

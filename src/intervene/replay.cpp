@@ -209,7 +209,7 @@ c10::IValue run_intervened(torch::jit::Module& model, const std::vector<c10::IVa
   ScriptLease run(model); // the capture copy, cached per model
   return run_intervened(
       run.description(), jit_input_tensors(inputs),
-      [&run, &inputs](Recorder*) { return run.module().forward(inputs); }, spec, mode);
+      [&run, &inputs](Recorder*) { return run.forward(inputs); }, spec, mode);
 }
 
 } // namespace detail

@@ -874,7 +874,7 @@ ValidationReport validate_saved_activations(torch::jit::Module& model,
                                             const ValidateOptions& options) {
   detail::ScriptLease lease(model); // the capture copy, cached per model
   torch::jit::Module& run = lease.module();
-  detail::ForwardFn forward = [&](detail::Recorder*) { return run.forward(inputs); };
+  detail::ForwardFn forward = [&](detail::Recorder*) { return lease.forward(inputs); };
   // forward may reassign tensor attributes (`self.buf = self.buf + x`): put the
   // original tensors back (their values are restored with the buffers)
   std::vector<std::tuple<torch::jit::Module, std::string, c10::IValue>> attributes;

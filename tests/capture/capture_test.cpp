@@ -851,6 +851,35 @@ def forward(self, x):
   CHECK(tl::log_forward_pass(ok, x).size() == 3);
 }
 
+TEST_CASE(
+    "a TorchScript module without forward gets a clear error each time, and one defined "
+    "later runs") {
+  torch::jit::Module m("NoForward");
+  m.define(R"(
+def helper(self, x):
+    return x + 1
+)");
+  const auto x = torch::randn({3});
+  // the check runs where a capture copy is made: none is cached for this model
+  for (int i = 0; i < 2; ++i) {
+    CHECK_THROWS_WITH_AS(tl::log_forward_pass(m, {x}), doctest::Contains("has no forward method"),
+                         c10::Error);
+  }
+  CHECK_FALSE(capture_key_included());
+  m.define(R"(
+def forward(self, x):
+    return self.helper(x) * 2
+)");
+  for (int i = 0; i < 2; ++i) { // the second capture runs the cached copy's forward
+    const auto log = tl::log_forward_pass(m, {x}, tl::LogOptions().seed(0));
+    const auto& g = log.graph();
+    REQUIRE(boost::num_vertices(g) >= 3);
+    CHECK(g[1].op_name == "aten::add");
+    CHECK(g[2].op_name == "aten::mul");
+    CHECK(torch::allclose(log.activation(2), (x + 1) * 2));
+  }
+}
+
 TEST_CASE("a budget for saved activations stops the capture at the op that exceeds it") {
   torch::manual_seed(0);
   LoopIf model;

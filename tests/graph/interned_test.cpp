@@ -6,6 +6,7 @@
 #include "support/doctest.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,6 +93,10 @@ TEST_CASE("Interned: threads interning, copying and dropping the same sequences 
   std::vector<int> mismatches(4, 0);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([t, &mismatches] {
+      // two of the threads intern as a capture does (a RetainNewEntries scope:
+      // entries they take are cached per thread, with references of their own)
+      std::optional<torchlens::detail::RetainNewEntries> retain;
+      if (t % 2 == 1) retain.emplace();
       for (int i = 0; i < 20000; ++i) {
         // a handful of keys, made and dropped over and over: entries die and
         // are made again while other threads look them up
@@ -142,6 +147,49 @@ TEST_CASE("Interned: a RetainNewEntries scope keeps the thread's last new entrie
     CHECK(interned_count<std::int64_t>() == before + 1024);
   }).join();
   // the thread's retained references went with it
+  CHECK(interned_count<std::int64_t>() == before);
+}
+
+TEST_CASE("Interned: inside a scope, a thread's last entries are cached with references") {
+  const std::size_t before = interned_count<std::int64_t>();
+  std::thread([before] {
+    // made outside any scope: no ring keeps it, its handle does
+    std::optional<Shape> made(Shape{515151, 3});
+    const void* entry = made->identity();
+    {
+      const torchlens::detail::RetainNewEntries retain;
+      // found in the table, then in the thread's cache: one entry throughout
+      const Shape a = {515151, 3};
+      const Shape b = {515151, 3};
+      CHECK(a.identity() == entry);
+      CHECK(b.identity() == entry);
+      CHECK(a == *made);
+      // a different sequence is not taken for it, not even one of the same
+      // hash (made here: the second item chosen so that the hashes meet)
+      const std::int64_t first = 616161;
+      const std::size_t target = torchlens::detail::hash_items<std::int64_t>(a.get());
+      std::size_t h = 2;
+      torchlens::detail::hash_combine(h, torchlens::intern_hash(first));
+      const auto second =
+          static_cast<std::int64_t>((target ^ h) - 0x9e3779b97f4a7c15ULL - (h << 6) - (h >> 2));
+      const Shape colliding = {first, second};
+      REQUIRE(colliding.hash() == a.hash());
+      CHECK(colliding.identity() != entry);
+      CHECK(colliding.size() == 2);
+      CHECK(colliding[0] == first);
+      CHECK(colliding[1] == second);
+      const Shape other = {515151, 4};
+      CHECK(other.identity() != entry);
+      CHECK(other[1] == 4);
+    }
+    // every handle gone: the cache's reference keeps the entry (the thread's
+    // last 16 entries of each element type), and a look-up finds it
+    made.reset();
+    CHECK(interned_count<std::int64_t>() >= before + 1);
+    const Shape again = {515151, 3};
+    CHECK(again.identity() == entry);
+  }).join();
+  // the thread's cached references went with it
   CHECK(interned_count<std::int64_t>() == before);
 }
 

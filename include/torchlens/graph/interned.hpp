@@ -20,6 +20,7 @@
 #include <torchlens/graph/name.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -84,23 +85,16 @@ class InternTable {
   }
 
   Entry* acquire(std::span<const E> items) {
-    const Key key{items, hash_items(items)};
-    {
-      std::shared_lock lock(mutex_);
-      if (auto it = index_.find(key); it != index_.end() && try_ref(*it->second)) return it->second;
+    const std::size_t hash = hash_items(items);
+    if (retain_new_entries == 0) return acquire_shared(items, hash);
+    // inside a capture: the entries this thread took last, without the lock
+    Recent& recent = this->recent();
+    if (Entry* e = recent.find(items, hash)) {
+      e->refs.fetch_add(1, std::memory_order_relaxed); // the cache's reference keeps it alive
+      return e;
     }
-    Entry* e = nullptr;
-    {
-      std::unique_lock lock(mutex_);
-      auto it = index_.find(key);
-      if (it != index_.end()) {
-        if (try_ref(*it->second)) return it->second;
-        index_.erase(it); // dying: its last handle frees it, finding this slot taken
-      }
-      e = new Entry{std::vector<E>(items.begin(), items.end()), key.hash};
-      index_.emplace(Key{e->items, e->hash}, e);
-    }
-    if (retain_new_entries > 0) retained().keep(e);
+    Entry* e = acquire_shared(items, hash);
+    recent.put(e);
     return e;
   }
 
@@ -121,6 +115,29 @@ class InternTable {
   }
 
  private:
+  /// The table's own look-up: under the shared lock, else inserting under the
+  /// exclusive one.
+  Entry* acquire_shared(std::span<const E> items, std::size_t hash) {
+    const Key key{items, hash};
+    {
+      std::shared_lock lock(mutex_);
+      if (auto it = index_.find(key); it != index_.end() && try_ref(*it->second)) return it->second;
+    }
+    Entry* e = nullptr;
+    {
+      std::unique_lock lock(mutex_);
+      auto it = index_.find(key);
+      if (it != index_.end()) {
+        if (try_ref(*it->second)) return it->second;
+        index_.erase(it); // dying: its last handle frees it, finding this slot taken
+      }
+      e = new Entry{std::vector<E>(items.begin(), items.end()), key.hash};
+      index_.emplace(Key{e->items, e->hash}, e);
+    }
+    if (retain_new_entries > 0) retained().keep(e);
+    return e;
+  }
+
   struct Key {
     std::span<const E> items;
     std::size_t hash;
@@ -155,15 +172,48 @@ class InternTable {
     }
 
    private:
-    static void drop(Entry* e) noexcept {
-      if (e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) instance().release(e);
-    }
     std::vector<Entry*> ring_;
     std::size_t next_ = 0;
   };
   static Retained& retained() {
     thread_local Retained r;
     return r;
+  }
+
+  /// The last entries this thread acquired inside a RetainNewEntries scope, one
+  /// per slot by hash, each with a reference of the cache's own (so none dies
+  /// while cached): a capture reads the same shapes, module paths and parameter
+  /// lists op after op, and a hit costs a compare and an increment instead of
+  /// the shared lock and the index. 16 slots per element type and thread,
+  /// released when the thread ends.
+  class Recent {
+   public:
+    static constexpr std::size_t kSlots = 16;
+    [[nodiscard]] Entry* find(std::span<const E> items, std::size_t hash) const noexcept {
+      Entry* e = slots_[hash % kSlots];
+      return e != nullptr && e->hash == hash && std::ranges::equal(e->items, items) ? e : nullptr;
+    }
+    void put(Entry* e) noexcept {
+      e->refs.fetch_add(1, std::memory_order_relaxed);
+      std::swap(slots_[e->hash % kSlots], e);
+      if (e != nullptr) drop(e);
+    }
+    ~Recent() {
+      for (Entry* e : slots_) {
+        if (e != nullptr) drop(e);
+      }
+    }
+
+   private:
+    std::array<Entry*, kSlots> slots_{};
+  };
+  static Recent& recent() {
+    thread_local Recent r;
+    return r;
+  }
+
+  static void drop(Entry* e) noexcept {
+    if (e->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) instance().release(e);
   }
 
   static bool try_ref(Entry& e) noexcept {
@@ -184,9 +234,12 @@ inline const std::vector<E> empty_items{};
 
 /// While one is open on a thread, every entry that thread adds to an
 /// InternTable stays alive for a while after its last handle: the table keeps
-/// a reference to the last 1 024 of each element type the thread made.
-/// CaptureSession::capture opens one, so that capturing the same model again
-/// finds its shapes, module paths and parameters instead of making them anew.
+/// a reference to the last 1 024 of each element type the thread made. Inside
+/// one, the thread also looks in its cache of the last entries it acquired (16
+/// per element type, each with a reference of the cache's own) before taking
+/// the table's lock. CaptureSession::capture opens one, so that capturing the
+/// same model again finds its shapes, module paths and parameters instead of
+/// making them anew, and an op finds the shape the op before it had.
 class RetainNewEntries {
  public:
   RetainNewEntries() noexcept { ++retain_new_entries; }

@@ -31,11 +31,19 @@ namespace torchlens {
 
 namespace detail {
 
+/// One stored string and its hash (std::hash<std::string_view> of the text),
+/// computed once when the string is interned: hashing a Name (a module
+/// frame, a parameter or an argument being interned, op after op) reads it.
+struct NameEntry {
+  std::string text;
+  std::size_t hash = 0;
+};
+
 /// The empty string: a default Name (every field of a new OpNode) points here
 /// without a lookup (it only takes the address, so the order of static
 /// initialisation does not matter). Not `constinit`: Clang 14 cannot
 /// constant-initialise libstdc++ 12's std::string, though GCC does.
-inline const std::string empty_name{};
+inline const NameEntry empty_name{std::string(), std::hash<std::string_view>{}(std::string_view())};
 
 /// The process-wide table. Reads take a shared lock; a new string takes the
 /// exclusive one once. Entries never move (a deque grows at its end). The index
@@ -48,17 +56,17 @@ class NameTable {
     return *table;
   }
 
-  const std::string* intern(std::string_view s) {
+  const NameEntry* intern(std::string_view s) {
     if (s.empty()) return &empty_name;
     const std::size_t h = std::hash<std::string_view>{}(s);
     {
       std::shared_lock lock(mutex_);
-      if (const std::string* e = find(s, h)) return e;
+      if (const NameEntry* e = find(s, h)) return e;
     }
     std::unique_lock lock(mutex_);
-    if (const std::string* e = find(s, h)) return e;
+    if (const NameEntry* e = find(s, h)) return e;
     if ((entries_.size() + 1) * 2 > slots_.size()) grow();
-    const std::string& e = entries_.emplace_back(s);
+    const NameEntry& e = entries_.emplace_back(NameEntry{std::string(s), h});
     place({h, &e});
     return &e;
   }
@@ -66,16 +74,16 @@ class NameTable {
  private:
   struct Slot {
     std::size_t hash = 0;
-    const std::string* entry = nullptr; ///< nullptr: empty
+    const NameEntry* entry = nullptr; ///< nullptr: empty
   };
   NameTable() = default;
-  [[nodiscard]] const std::string* find(std::string_view s, std::size_t h) const {
+  [[nodiscard]] const NameEntry* find(std::string_view s, std::size_t h) const {
     if (slots_.empty()) return nullptr;
     return slots_[linear_probe(h, slots_.size(),
                                [&](std::size_t i) {
                                  const Slot& slot = slots_[i];
                                  return slot.entry == nullptr ||
-                                        (slot.hash == h && *slot.entry == s);
+                                        (slot.hash == h && slot.entry->text == s);
                                })]
         .entry;
   }
@@ -91,7 +99,7 @@ class NameTable {
     }
   }
   std::shared_mutex mutex_;
-  std::deque<std::string> entries_;
+  std::deque<NameEntry> entries_;
   std::vector<Slot> slots_; ///< power-of-two size, at most half full
 };
 
@@ -107,62 +115,67 @@ class Name {
   Name(const char* s) : Name(std::string_view(s)) {}
   Name(const std::string& s) : Name(std::string_view(s)) {}
 
-  const std::string& str() const noexcept { return *e_; }
-  operator const std::string&() const noexcept { return *e_; }
-  operator std::string_view() const noexcept { return *e_; }
+  const std::string& str() const noexcept { return e_->text; }
+  operator const std::string&() const noexcept { return e_->text; }
+  operator std::string_view() const noexcept { return e_->text; }
 
   // ---- the read-only part of std::string ----
-  const char* c_str() const noexcept { return e_->c_str(); }
-  const char* data() const noexcept { return e_->data(); }
-  size_type size() const noexcept { return e_->size(); }
-  size_type length() const noexcept { return e_->size(); }
-  bool empty() const noexcept { return e_->empty(); }
-  auto begin() const noexcept { return e_->begin(); }
-  auto end() const noexcept { return e_->end(); }
-  char operator[](size_type i) const noexcept { return (*e_)[i]; }
-  size_type find(std::string_view s, size_type pos = 0) const noexcept { return e_->find(s, pos); }
-  size_type find(char c, size_type pos = 0) const noexcept { return e_->find(c, pos); }
-  size_type rfind(std::string_view s, size_type pos = npos) const noexcept {
-    return e_->rfind(s, pos);
+  const char* c_str() const noexcept { return e_->text.c_str(); }
+  const char* data() const noexcept { return e_->text.data(); }
+  size_type size() const noexcept { return e_->text.size(); }
+  size_type length() const noexcept { return e_->text.size(); }
+  bool empty() const noexcept { return e_->text.empty(); }
+  auto begin() const noexcept { return e_->text.begin(); }
+  auto end() const noexcept { return e_->text.end(); }
+  char operator[](size_type i) const noexcept { return e_->text[i]; }
+  size_type find(std::string_view s, size_type pos = 0) const noexcept {
+    return e_->text.find(s, pos);
   }
-  size_type rfind(char c, size_type pos = npos) const noexcept { return e_->rfind(c, pos); }
-  std::string substr(size_type pos = 0, size_type n = npos) const { return e_->substr(pos, n); }
-  bool starts_with(std::string_view s) const noexcept { return e_->starts_with(s); }
-  bool ends_with(std::string_view s) const noexcept { return e_->ends_with(s); }
-  /// Hash of the text (std::hash<std::string_view>), as for the string.
-  std::size_t hash() const noexcept { return std::hash<std::string_view>{}(*e_); }
+  size_type find(char c, size_type pos = 0) const noexcept { return e_->text.find(c, pos); }
+  size_type rfind(std::string_view s, size_type pos = npos) const noexcept {
+    return e_->text.rfind(s, pos);
+  }
+  size_type rfind(char c, size_type pos = npos) const noexcept { return e_->text.rfind(c, pos); }
+  std::string substr(size_type pos = 0, size_type n = npos) const {
+    return e_->text.substr(pos, n);
+  }
+  bool starts_with(std::string_view s) const noexcept { return e_->text.starts_with(s); }
+  bool ends_with(std::string_view s) const noexcept { return e_->text.ends_with(s); }
+  /// Hash of the text (std::hash<std::string_view>), as for the string
+  /// (computed once, when the text was interned).
+  std::size_t hash() const noexcept { return e_->hash; }
 
   // ---- comparisons: by the stored copy, by text when two tables differ ----
   friend bool operator==(const Name& a, const Name& b) noexcept {
-    return a.e_ == b.e_ || *a.e_ == *b.e_;
+    return a.e_ == b.e_ || a.e_->text == b.e_->text;
   }
-  friend bool operator==(const Name& a, std::string_view b) noexcept { return *a.e_ == b; }
-  friend bool operator==(const Name& a, const std::string& b) noexcept { return *a.e_ == b; }
-  friend bool operator==(const Name& a, const char* b) noexcept { return *a.e_ == b; }
+  friend bool operator==(const Name& a, std::string_view b) noexcept { return a.e_->text == b; }
+  friend bool operator==(const Name& a, const std::string& b) noexcept { return a.e_->text == b; }
+  friend bool operator==(const Name& a, const char* b) noexcept { return a.e_->text == b; }
   friend std::strong_ordering operator<=>(const Name& a, const Name& b) noexcept {
-    return *a.e_ <=> *b.e_;
+    return a.e_->text <=> b.e_->text;
   }
   friend std::strong_ordering operator<=>(const Name& a, std::string_view b) noexcept {
-    return std::string_view(*a.e_) <=> b;
+    return std::string_view(a.e_->text) <=> b;
   }
   friend std::strong_ordering operator<=>(const Name& a, const std::string& b) noexcept {
-    return *a.e_ <=> b;
+    return a.e_->text <=> b;
   }
   friend std::strong_ordering operator<=>(const Name& a, const char* b) noexcept {
-    return *a.e_ <=> b;
+    return a.e_->text <=> b;
   }
 
   // ---- text ----
-  friend std::ostream& operator<<(std::ostream& os, const Name& n) { return os << *n.e_; }
+  friend std::ostream& operator<<(std::ostream& os, const Name& n) { return os << n.e_->text; }
   friend std::string operator+(const Name& a, std::string_view b) {
     std::string s;
     s.reserve(a.size() + b.size());
-    return s.append(*a.e_).append(b);
+    return s.append(a.e_->text).append(b);
   }
   friend std::string operator+(std::string_view a, const Name& b) {
     std::string s;
     s.reserve(a.size() + b.size());
-    return s.append(a).append(*b.e_);
+    return s.append(a).append(b.e_->text);
   }
   friend std::string operator+(const Name& a, const char* b) { return a + std::string_view(b); }
   friend std::string operator+(const char* a, const Name& b) { return std::string_view(a) + b; }
@@ -173,13 +186,15 @@ class Name {
     return std::string_view(a) + b;
   }
   friend std::string operator+(std::string&& a, const Name& b) {
-    a.append(*b.e_);
+    a.append(b.e_->text);
     return std::move(a);
   }
-  friend std::string operator+(const Name& a, const Name& b) { return a + std::string_view(*b.e_); }
+  friend std::string operator+(const Name& a, const Name& b) {
+    return a + std::string_view(b.e_->text);
+  }
 
  private:
-  const std::string* e_;
+  const detail::NameEntry* e_;
 };
 
 } // namespace torchlens

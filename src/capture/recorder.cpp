@@ -453,7 +453,7 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
   if (!first.owners_found) {
     for (std::size_t pos = 0;;) {
       const auto next = owner.find('.', pos);
-      auto it = module_by_address_.find(std::string(owner.substr(0, next)));
+      auto it = module_by_address_.find(owner.substr(0, next));
       if (it != module_by_address_.end() &&
           modules_[static_cast<std::size_t>(it->second)].callable) {
         first.owners.push_back(it->second);
@@ -534,11 +534,13 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     keep_alive_.push_back(b.tensor);
   }
   module_by_identity_[model.root] = -1;
+  modules_.reserve(model.modules.size());
+  pinned_.reserve(32); // grown one block at a time, not from one entry up
   for (const auto& m : model.modules) {
     const int index = static_cast<int>(modules_.size());
     modules_.push_back(ModuleState{m.address, m.type, 0, false, m.callable, m.opaque});
     module_by_identity_.emplace(m.identity, index); // a shared module keeps its first address
-    module_by_address_.emplace(m.address, index);
+    module_by_address_.emplace(std::string_view(modules_.back().address), index);
   }
   if (model.script_index != nullptr) {
     script_index_ = model.script_index;
@@ -634,7 +636,9 @@ void Recorder::track(const at::Tensor& t, std::size_t node) {
       Tracked{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), node, version_of(t)});
   if (const auto* st = storage_of(t)) {
     pin(t);
-    outputs_by_storage_.insert_or_assign(st, std::make_pair(node, Geometry::of(t)));
+    auto& entry = outputs_by_storage_[st];
+    entry.first = node;
+    entry.second.assign(t);
   }
   if (tensors_.size() >= purge_at_) purge_dead();
 }
@@ -667,11 +671,22 @@ void Recorder::purge_dead() {
 
 Recorder::Geometry Recorder::Geometry::of(const at::Tensor& t) {
   Geometry g;
-  g.sizes.assign(t.sizes().begin(), t.sizes().end());
-  g.strides.assign(t.strides().begin(), t.strides().end());
-  g.offset = t.storage_offset();
-  g.dtype = t.scalar_type();
+  g.assign(t);
   return g;
+}
+
+void Recorder::Geometry::assign(const at::Tensor& t) {
+  sizes.assign(t.sizes().begin(), t.sizes().end());
+  strides.assign(t.strides().begin(), t.strides().end());
+  offset = t.storage_offset();
+  dtype = t.scalar_type();
+}
+
+void Recorder::set_writer(const c10::StorageImpl* st, std::size_t node, const at::Tensor& t) {
+  Writer& w = storage_writers_[st];
+  w.node = node;
+  w.version = version_of(t);
+  w.geometry.assign(t);
 }
 
 bool Recorder::Geometry::matches(const at::Tensor& t) const {
@@ -710,9 +725,7 @@ void Recorder::log_base_update(const at::Tensor& view, std::size_t writer) {
               c10::IValue(view.strides().vec()), c10::IValue(offset)},
              {true, true, false, false, false});
   track(base, id);
-  if (const auto* st = storage_of(base)) {
-    storage_writers_[st] = Writer{id, version_of(base), Geometry::of(base)};
-  }
+  if (const auto* st = storage_of(base)) set_writer(st, id, base);
   save(id, base, /*copy=*/false);
   note_gradient_edge(id, base);
 }
@@ -997,7 +1010,7 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   for (std::size_t pos = 0; dot != std::string::npos;) {
     const auto next = b.address.find('.', pos);
     if (next == std::string::npos || next > dot) break;
-    auto it = module_by_address_.find(b.address.substr(0, next));
+    auto it = module_by_address_.find(std::string_view(b.address).substr(0, next));
     if (it == module_by_address_.end()) break;
     const ModuleState& m = modules_[static_cast<std::size_t>(it->second)];
     if (m.callable) {
@@ -1408,9 +1421,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
         (params_.count(impl) != 0 || buffers_.count(impl) != 0);
     if (!kept_source) track(t, id);
     if (info.writes || info.returns_view) {
-      if (const auto* st = storage_of(t)) {
-        storage_writers_[st] = Writer{id, version_of(t), Geometry::of(t)};
-      }
+      if (const auto* st = storage_of(t)) set_writer(st, id, t);
     }
     if (parents.empty() && (info.uninitialized || (facts != nullptr && facts->literal))) {
       if (facts != nullptr && facts->literal) {
@@ -1610,7 +1621,7 @@ void Recorder::finish(double forward_ms) {
     OpNode& n = graph[v];
     std::vector<ModuleFrame> kept = n.modules.vec();
     std::erase_if(kept, [this](const ModuleFrame& f) {
-      auto it = module_by_address_.find(f.address.str());
+      auto it = module_by_address_.find(std::string_view(f.address));
       return it != module_by_address_.end() &&
              modules_[static_cast<std::size_t>(it->second)].passes == 0;
     });

@@ -197,8 +197,12 @@ class Recorder {
     std::int64_t offset = 0;
     c10::ScalarType dtype = c10::ScalarType::Undefined;
     static Geometry of(const at::Tensor& t);
+    /// Becomes t's geometry in place (no temporary moved through the tables).
+    void assign(const at::Tensor& t);
     bool matches(const at::Tensor& t) const;
   };
+  /// The writer entry of storage st becomes (node, version, t's geometry).
+  void set_writer(const c10::StorageImpl* st, std::size_t node, const at::Tensor& t);
   /// The latest logged value of a storage: the node that last wrote it (or the
   /// base update after a write through a view), at which version.
   struct Writer {
@@ -384,13 +388,13 @@ class Recorder {
   std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> pinned_;
   std::pmr::unordered_set<const c10::StorageImpl*> pinned_set_{&arena_};
   std::size_t purge_at_ = std::size_t{1} << 12; // tensors_ size that triggers purge_dead()
-  std::unordered_map<const c10::TensorImpl*, ParamState> params_;
+  std::pmr::unordered_map<const c10::TensorImpl*, ParamState> params_{&arena_};
   /// Parameters by storage, for a parameter reaching an op through another
   /// TensorImpl (autograd's saved copy when `autograd.grad` runs in forward).
   /// Built on first use (most captures never need it).
   std::unordered_multimap<const c10::StorageImpl*, ParamState*> params_by_storage_;
   bool params_by_storage_built_ = false;
-  std::unordered_map<const c10::TensorImpl*, BufferState> buffers_;
+  std::pmr::unordered_map<const c10::TensorImpl*, BufferState> buffers_{&arena_};
   std::unordered_map<const c10::TensorImpl*, std::size_t> written_by_; // unannotated writes
   std::unordered_map<std::size_t, std::uint32_t> maybe_literal_; // node → version at creation
   bool viewing_ = false;               // the op being recorded only views its arguments
@@ -401,8 +405,10 @@ class Recorder {
 
   // module tracking
   std::vector<ModuleState> modules_;
-  std::unordered_map<const void*, int> module_by_identity_; // -1: the root
-  std::unordered_map<std::string, int> module_by_address_;
+  // the model's tables, made by every capture: on the arena too
+  std::pmr::unordered_map<const void*, int> module_by_identity_{&arena_}; // -1: the root
+  /// keyed by the modules' interned addresses (ModuleState::address)
+  std::pmr::unordered_map<std::string_view, int> module_by_address_{&arena_};
   std::vector<int> module_order_; // first-call order
   std::vector<Call> calls_;
   std::vector<ModuleFrame> containment_; // the module calls of calls_, outer → inner

@@ -43,7 +43,9 @@ struct NameEntry {
 /// without a lookup (it only takes the address, so the order of static
 /// initialisation does not matter). Not `constinit`: Clang 14 cannot
 /// constant-initialise libstdc++ 12's std::string, though GCC does.
-inline const NameEntry empty_name{std::string(), std::hash<std::string_view>{}(std::string_view())};
+/// Its hash field is not set (std::hash is not constexpr, and computing it here
+/// would make the entry dynamically initialised): Name::hash() asks for it.
+inline const NameEntry empty_name{std::string(), 0};
 
 /// The process-wide table. Reads take a shared lock; a new string takes the
 /// exclusive one once. Entries never move (a deque grows at its end). The index
@@ -143,7 +145,9 @@ class Name {
   bool ends_with(std::string_view s) const noexcept { return e_->text.ends_with(s); }
   /// Hash of the text (std::hash<std::string_view>), as for the string
   /// (computed once, when the text was interned).
-  std::size_t hash() const noexcept { return e_->hash; }
+  std::size_t hash() const noexcept {
+    return e_ == &detail::empty_name ? std::hash<std::string_view>{}(std::string_view()) : e_->hash;
+  }
 
   // ---- comparisons: by the stored copy, by text when two tables differ ----
   friend bool operator==(const Name& a, const Name& b) noexcept {

@@ -3,8 +3,9 @@
 // torchvision's resnet18 and googlenet (random weights, 1x3x224x224), the
 // C++-frontend demo model and TorchLens's recurrent toy (LinearLoop: one Linear
 // applied five times after a mul, as a C++-frontend and as a TorchScript model:
-// tiny ops, so the per-op and per-capture costs dominate), and a C++-frontend
-// TransformerEncoder at three depths (the ratio must not grow with the model).
+// tiny ops, so the per-op and per-capture costs dominate), and C++-frontend
+// TransformerEncoders: issue 14's small one (2 layers, d=16, seq 5, no-grad) and
+// one at three depths (the ratio must not grow with the model).
 // Repeated captures of one graph reuse the pass pipeline's result
 // (LogOptions::reuse_postprocess); "(a) every time" is metadata only with the
 // pipeline run on every capture, as a model's first capture runs it.
@@ -123,6 +124,20 @@ int main(int argc, char** argv) {
     report(
         "demo (C++ frontend, 8x3x64x64)", reps, [&] { (void)demo->forward(x); },
         [&](tl::LogOptions o) { return tl::log_forward_pass(demo, x, o); });
+  }
+  // Issue 14's small encoder: 2 layers, d_model 16 (2 heads, feed-forward 32),
+  // a sequence of 5, no-grad (LibTorch's C++ layer has no fused path: ~35 ops a
+  // layer), where per-op costs weigh most against the forward.
+  {
+    torch::manual_seed(0);
+    torch::nn::TransformerEncoder enc(torch::nn::TransformerEncoderOptions(
+        torch::nn::TransformerEncoderLayerOptions(16, 2).dim_feedforward(32), 2));
+    enc->eval();
+    auto x = torch::randn({5, 1, 16});
+    report(
+        "TransformerEncoder (C++ frontend, 2 layers, d=16, seq 5, 5x1x16)", reps,
+        [&] { (void)enc->forward(x); },
+        [&](tl::LogOptions o) { return tl::log_forward_pass(enc, x, o); });
   }
   // Depth: a C++-frontend TransformerEncoder of 2, 12 and 48 layers in grad
   // mode (its unfused path, ~37 ops a layer, modules inferred from the

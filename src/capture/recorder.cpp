@@ -35,9 +35,11 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <sstream>
 
@@ -119,12 +121,80 @@ bool is_wrapped_number(const c10::IValue& a) {
          a.toTensor().unsafeGetTensorImpl()->is_wrapped_number();
 }
 
+/// c10's own text for an IValue, through one stream per thread, made on first
+/// use: constructing a stream (its locale looked up) cost more than the rest of a
+/// small model's printing, once per capture.
+std::string c10_text(const c10::IValue& a) {
+  thread_local std::ostringstream os;
+  os.str(std::string());
+  os.clear();
+  // as a fresh stream formats (c10 restores what it changes; this keeps it so)
+  os.flags(std::ios_base::dec | std::ios_base::skipws);
+  os.precision(6);
+  os.width(0);
+  os << a;
+  return os.str();
+}
+
+/// A non-empty list of ints as c10 prints one: `[1, -2, 3]`.
+std::string int_list_text(c10::ArrayRef<c10::IValue> items) {
+  std::string out = "[";
+  std::array<char, 24> digits{};
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ", ";
+    const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), items[i].toInt());
+    out.append(digits.data(), end.ptr);
+  }
+  out += ']';
+  return out;
+}
+
+/// A finite double that is not an integer, with 17 significant digits (`%.17g`),
+/// as c10 prints one: `0.10000000000000001`, `1.0000000000000001e-05`. (c10
+/// writes integers its own ways, which differ between versions: `2.`,
+/// `10000000000.`, `1.5e+20`, `0.` for -0.0.)
+std::string real_text(double d) {
+  std::array<char, 40> digits{};
+  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), d,
+                                 std::chars_format::general, 17);
+  return std::string(digits.data(), end.ptr);
+}
+
+/// Whether int_list_text and real_text write what c10 writes, asked once per
+/// process of c10's printer on values that tell the formats apart (precision,
+/// exponent, sign, subnormals, the widest ints): a LibTorch that prints either
+/// kind otherwise keeps c10's printer for that kind.
+struct DirectText {
+  bool int_lists = false, reals = false;
+};
+const DirectText& direct_text() {
+  static const DirectText checked = [] {
+    DirectText d;
+    d.int_lists = true;
+    for (const std::vector<std::int64_t>& list :
+         {std::vector<std::int64_t>{5, 1, 16}, std::vector<std::int64_t>{-3},
+          std::vector<std::int64_t>{0, std::numeric_limits<std::int64_t>::min(),
+                                    std::numeric_limits<std::int64_t>::max()}}) {
+      const c10::IValue v(list);
+      d.int_lists = d.int_lists && v.isList() && c10_text(v) == int_list_text(v.toListRef());
+    }
+    d.reals = true;
+    for (const double x :
+         {0.1, 1e-05, 2.0 / 3.0, -2.5, 123456.789, 1.0000000000000002, -1.25e-300, 4.9e-324}) {
+      d.reals = d.reals && c10_text(c10::IValue(x)) == real_text(x);
+    }
+    return d;
+  }();
+  return checked;
+}
+
 /// An argument as c10 prints an IValue (`1`, `True`, `None`, `2.`, `0.5`, `[1, 2]`);
 /// a wrapped Python number as the Scalar overload's argument would print (`1.`
-/// for 1.0, as TorchScript's `x + 1.0`). Ints, bools, None and integral doubles
-/// are formatted here exactly as c10's operator<< does; the rest goes through
-/// one stream per thread, made on first use: constructing a stream (its locale
-/// looked up) cost more than the rest of a small model's printing, once per capture.
+/// for 1.0, as TorchScript's `x + 1.0`). Ints, bools, None, integral doubles and,
+/// where direct_text() found c10 writing them alike, finite non-integral doubles
+/// and non-empty int lists are formatted here (c10's stream printing cost ~2.7 k
+/// instructions a value: a view's sizes, a norm's eps, a dropout's p); the rest
+/// goes through c10's printer.
 std::string print_argument(const c10::IValue& a, bool wrapped) {
   if (wrapped) return print_argument(c10::IValue(a.toTensor().item()), false);
   if (a.isNone()) return "None";
@@ -138,16 +208,12 @@ std::string print_argument(const c10::IValue& a, bool wrapped) {
       const auto i = static_cast<std::int64_t>(d);
       if (static_cast<double>(i) == d) return std::to_string(i) + ".";
     }
+    if (std::isfinite(d) && d != std::trunc(d) && direct_text().reals) return real_text(d);
+  } else if (a.isIntList() && direct_text().int_lists) {
+    const auto items = a.toListRef();
+    if (!items.empty()) return int_list_text(items);
   }
-  thread_local std::ostringstream os;
-  os.str(std::string());
-  os.clear();
-  // as a fresh stream formats (c10 restores what it changes; this keeps it so)
-  os.flags(std::ios_base::dec | std::ios_base::skipws);
-  os.precision(6);
-  os.width(0);
-  os << a;
-  return os.str();
+  return c10_text(a);
 }
 
 /// Appends argument `value` (schema name `name`) to an op's scalar arguments

@@ -923,7 +923,11 @@ def forward(self, x):
     d = c * 1e12
     e = torch.flatten(d, 0, -1)
     f = torch.div(e, 3.0, rounding_mode=None)
-    return f + 2.5
+    g = f + 2.5
+    h = torch.reshape(g, [-1, 1])
+    k = torch.layer_norm(h, [1], None, None, 1e-05, False)
+    n = k - 1.25e-300
+    return n.permute([1, 0])
 )");
   // printed as the op is recorded, or from the replay records when the log keeps them
   for (const bool keep_replay : {false, true}) {
@@ -965,6 +969,19 @@ def forward(self, x):
     const auto add = args_of("aten::add");
     CHECK(add.at("other") == "2.5");
     CHECK(add.at("alpha") == "1");
+    // written directly where c10 was found to write them alike: lists of ints
+    // with signs and doubles with exponents, checked against c10 all the same
+    const auto reshape = args_of("aten::reshape");
+    CHECK(reshape.at("shape") == c10_text(c10::IValue(std::vector<std::int64_t>{-1, 1})));
+    CHECK(reshape.at("shape") == "[-1, 1]");
+    const auto norm = args_of("aten::layer_norm");
+    CHECK(norm.at("normalized_shape") == "[1]");
+    CHECK(norm.at("eps") == c10_text(c10::IValue(1e-05)));
+    CHECK(norm.at("eps") == "1.0000000000000001e-05");
+    CHECK(norm.at("cudnn_enable") == "False");
+    CHECK(args_of("aten::sub").at("other") == c10_text(c10::IValue(1.25e-300)));
+    CHECK(args_of("aten::permute").at("dims") ==
+          c10_text(c10::IValue(std::vector<std::int64_t>{1, 0})));
   }
 }
 

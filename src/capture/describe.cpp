@@ -60,32 +60,28 @@ bool is_container(const torch::nn::Module& m) {
   return container;
 }
 
-/// Module m's own parameters and buffers, then each child's subtree: the
-/// order and the addresses named_parameters(), named_buffers() and
-/// named_modules() give (each a pre-order walk of its own), in one walk.
-void describe_subtree(const torch::nn::Module& m, const std::string& prefix, ModelDescription& d) {
-  for (const auto& p : m.named_parameters(/*recurse=*/false)) {
-    d.params.push_back({joined(prefix, p.key()), p.value()});
-  }
-  for (const auto& b : m.named_buffers(/*recurse=*/false)) {
-    d.buffers.push_back({joined(prefix, b.key()), b.value()});
-  }
-  for (const auto& child : m.named_children()) {
-    const torch::nn::Module* mod = child.value().get();
-    const bool container = is_container(*mod);
-    std::string address = joined(prefix, child.key());
-    d.modules.push_back({address, module_type_name(*mod), mod, !container});
-    describe_subtree(*mod, address, d);
-  }
-}
-
 } // namespace
 
 ModelDescription describe(const torch::nn::Module& m) {
   ModelDescription d;
   d.name = module_type_name(m);
   d.root = &m;
-  describe_subtree(m, "", d);
+  // LibTorch's own pre-order walk (the root first, as ""), with each module's
+  // dotted address: each module's parameters and buffers, then its children's
+  // subtrees, the order and the addresses named_parameters(), named_buffers()
+  // and named_modules() give. apply() reads the children where they are;
+  // named_children() copied them, with their index, module by module.
+  m.apply([&d](const std::string& address, const torch::nn::Module& mod) {
+    if (!address.empty()) {
+      d.modules.push_back({address, module_type_name(mod), &mod, !is_container(mod)});
+    }
+    for (const auto& p : mod.named_parameters(/*recurse=*/false)) {
+      d.params.push_back({joined(address, p.key()), p.value()});
+    }
+    for (const auto& b : mod.named_buffers(/*recurse=*/false)) {
+      d.buffers.push_back({joined(address, b.key()), b.value()});
+    }
+  });
   return d;
 }
 

@@ -64,6 +64,22 @@ bool described(const c10::IValue& v) {
 
 constexpr std::size_t kMaxEntries = 4;
 
+/// Held by every read and write torchlens makes of a caller's model's
+/// attribute slots (collecting its modules, refreshing a copy from it, copying
+/// one, copying back). Two leases of one model on two threads otherwise race on
+/// a slot forward reassigns: one lease's copy_back replaces the value another's
+/// refresh or copy is reading, which then copies a freed tensor.
+std::mutex& model_slots_mutex() {
+  static auto* m = new std::mutex(); // never destroyed: leases may end during exit
+  return *m;
+}
+
+/// capture_copy under that lock (the copy reads every slot of the model).
+torch::jit::Module copy_of(const torch::jit::Module& m) {
+  std::lock_guard<std::mutex> reading(model_slots_mutex());
+  return capture_copy(m);
+}
+
 } // namespace
 
 struct ScriptLease::Entry {
@@ -75,9 +91,10 @@ struct ScriptLease::Entry {
   ModelDescription description;
   bool busy = false;
 
-  explicit Entry(const torch::jit::Module& m)
-      : model(m._ivalue()), copy(capture_copy(m)), forward(copy.get_method("forward")) {
-    for (const auto& o : module_objects(m)) shape.emplace_back(o.get(), o->type().get());
+  /// `objects`: the model's modules, collected under model_slots_mutex.
+  Entry(const torch::jit::Module& m, const std::vector<ObjectPtr>& objects)
+      : model(m._ivalue()), copy(copy_of(m)), forward(copy.get_method("forward")) {
+    for (const auto& o : objects) shape.emplace_back(o.get(), o->type().get());
     copy_objects = module_objects(copy);
     description = describe(copy);
     description.script_index = std::make_shared<const TorchScriptIndex>(copy);
@@ -94,8 +111,9 @@ struct ScriptLease::Entry {
     return true;
   }
 
-  /// Copies the model's attribute values (other than submodules) onto the copy.
-  void refresh(const std::vector<ObjectPtr>& objects) {
+  /// Copies the model's attribute values (other than submodules) onto the copy
+  /// (the caller holds model_slots_mutex); true when the description went stale.
+  bool refresh(const std::vector<ObjectPtr>& objects) {
     bool stale = false;
     for (std::size_t i = 0; i < objects.size(); ++i) {
       const auto& from = objects[i];
@@ -110,11 +128,14 @@ struct ScriptLease::Entry {
         to->setSlot(s, v);
       }
     }
-    if (stale) {
-      auto index = std::move(description.script_index);
-      description = describe(copy);
-      description.script_index = std::move(index);
-    }
+    return stale;
+  }
+
+  /// Describes the copy again (its TorchScript index stays: same modules, same code).
+  void redescribe() {
+    auto index = std::move(description.script_index);
+    description = describe(copy);
+    description.script_index = std::move(index);
   }
 };
 
@@ -133,7 +154,10 @@ Cache& cache() {
 } // namespace
 
 ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
-  objects_ = module_objects(model);
+  {
+    std::lock_guard<std::mutex> reading(model_slots_mutex());
+    objects_ = module_objects(model);
+  }
   const auto& objects = objects_;
   {
     Cache& c = cache();
@@ -156,7 +180,12 @@ ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
   }
   if (entry_ != nullptr) {
     try {
-      entry_->refresh(objects);
+      bool stale = false;
+      {
+        std::lock_guard<std::mutex> reading(model_slots_mutex());
+        stale = entry_->refresh(objects);
+      }
+      if (stale) entry_->redescribe();
     } catch (...) {
       std::lock_guard<std::mutex> lock(cache().mutex);
       entry_->busy = false;
@@ -167,7 +196,7 @@ ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
   // (a cached entry's model has the same module objects and types: forward too)
   TORCHLENS_CHECK(model.find_method("forward").has_value(),
                   "the TorchScript module has no forward method");
-  entry_ = std::make_shared<Entry>(model);
+  entry_ = std::make_shared<Entry>(model, objects);
   entry_->busy = true;
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mutex);
@@ -188,6 +217,7 @@ ScriptLease::ScriptLease(torch::jit::Module& model) : model_(model) {
 
 ScriptLease::~ScriptLease() {
   try {
+    std::lock_guard<std::mutex> writing(model_slots_mutex());
     copy_back(entry_->copy_objects, objects_);
   } catch (...) {
     // a destructor never throws; the model keeps what it had

@@ -1,6 +1,7 @@
 // Model descriptions (parameters, buffers, modules by address) for both kinds of
 // model, the Sequential driver, and the TorchScript entry point.
 
+#include "libtorch_compat.hpp"
 #include "recorder.hpp"
 #include "script_model.hpp"
 
@@ -16,6 +17,7 @@
 #include <torch/nn/modules/container/sequential.h>
 
 #include <string>
+#include <string_view>
 #include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
@@ -25,20 +27,23 @@ namespace torchlens {
 namespace detail {
 
 std::string module_type_name(const torch::nn::Module& m) {
-  std::string name = m.name();
-  if (const auto colon = name.rfind("::"); colon != std::string::npos) {
-    name = name.substr(colon + 2);
+  std::string_view name = m.name();
+  if (const auto colon = name.rfind("::"); colon != std::string_view::npos) {
+    name.remove_prefix(colon + 2);
   }
-  if (name.size() > 4 && name.compare(name.size() - 4, 4, "Impl") == 0) {
-    name.resize(name.size() - 4);
-  }
-  return name;
+  if (name.size() > 4 && name.substr(name.size() - 4) == "Impl") name.remove_suffix(4);
+  return std::string(name);
 }
 
 namespace {
 
+/// `prefix.name`, or `name` at the root; one allocation.
 std::string joined(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + '.' + name;
+  if (prefix.empty()) return name;
+  std::string out;
+  out.reserve(prefix.size() + 1 + name.size());
+  out.append(prefix).append(1, '.').append(name);
+  return out;
 }
 
 /// A module's dynamic type is a container (ModuleList, ModuleDict,
@@ -75,8 +80,8 @@ ModelDescription describe(const torch::nn::Module& m) {
     if (!address.empty()) {
       d.modules.push_back({address, module_type_name(mod), &mod, !is_container(mod)});
     }
-    for (const auto& p : mod.named_parameters(/*recurse=*/false)) {
-      d.params.push_back({joined(address, p.key()), p.value()});
+    for (const auto& p : compat::own_parameters(mod)) {
+      if (p.value().defined()) d.params.push_back({joined(address, p.key()), p.value()});
     }
     for (const auto& b : mod.named_buffers(/*recurse=*/false)) {
       d.buffers.push_back({joined(address, b.key()), b.value()});

@@ -98,6 +98,23 @@ inline std::string source_keyword(const torch::jit::Node* n) {
   return word;
 }
 
+// ---- C++-frontend modules (capture/describe.cpp) --------------------------------
+
+/// A C++ module's own registered parameters, in registration order, read in
+/// place: `named_parameters(false)` copies them into a new OrderedDict (each key
+/// and a hash index), ~30 % of describing a small TransformerEncoder.
+/// `Module::parameters_` is protected (for ParameterDict and ParameterList) in
+/// 1.13 and 2.x; a pointer to it is formed through a derived class, as the
+/// language allows. Entries may hold undefined tensors (named_parameters skips
+/// them). A template so that this header needs no <torch/nn/module.h>.
+template <typename Module>
+const auto& own_parameters(const Module& m) {
+  struct Access : Module {
+    static auto member() { return &Access::parameters_; }
+  };
+  return m.*(Access::member());
+}
+
 // ---- generators (capture records their states, replays restore them) ----------
 
 /// The default generator of the current CUDA device, when this LibTorch has

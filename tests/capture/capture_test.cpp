@@ -622,6 +622,52 @@ TEST_CASE("each module's parameter count covers its own subtree, and only it") {
   CHECK(expected.at("layers.10") == 60 + 20 + 30 + 28 + 16);
 }
 
+namespace {
+// Parameters as registered: a Linear without bias registers an undefined `bias`
+// that LibTorch's named_parameters() leaves out; a ModuleList; a buffer.
+struct DescribedImpl : torch::nn::Module {
+  torch::nn::Linear plain{torch::nn::LinearOptions(3, 4).bias(false)};
+  torch::nn::ModuleList blocks;
+  DescribedImpl() {
+    register_module("plain", plain);
+    blocks->push_back(torch::nn::Linear(4, 4));
+    blocks->push_back(torch::nn::BatchNorm1d(4));
+    register_module("blocks", blocks);
+    register_buffer("scale", torch::ones({4}));
+  }
+};
+TORCH_MODULE(Described);
+} // namespace
+
+TEST_CASE("a C++ model's description lists what LibTorch's named_* walks list, in their order") {
+  Described net;
+  const auto d = tl::detail::describe(*net);
+  std::vector<std::string> params, buffers, modules;
+  for (const auto& p : d.params) params.push_back(p.address);
+  for (const auto& b : d.buffers) buffers.push_back(b.address);
+  for (const auto& m : d.modules) modules.push_back(m.address + ":" + m.type);
+  std::vector<std::string> want_params, want_buffers, want_modules;
+  for (const auto& p : net->named_parameters()) want_params.push_back(p.key());
+  for (const auto& b : net->named_buffers()) want_buffers.push_back(b.key());
+  for (const auto& m : net->named_modules("", /*include_self=*/false)) {
+    want_modules.push_back(m.key() + ":" + tl::detail::module_type_name(*m.value()));
+  }
+  CHECK(params == want_params);
+  CHECK(params == std::vector<std::string>{"plain.weight", "blocks.0.weight", "blocks.0.bias",
+                                           "blocks.1.weight", "blocks.1.bias"});
+  CHECK(buffers == want_buffers);
+  CHECK(buffers == std::vector<std::string>{"scale", "blocks.1.running_mean",
+                                            "blocks.1.running_var",
+                                            "blocks.1.num_batches_tracked"});
+  CHECK(modules == want_modules);
+  CHECK(modules == std::vector<std::string>{"plain:Linear", "blocks:ModuleList", "blocks.0:Linear",
+                                            "blocks.1:BatchNorm1d"});
+  CHECK(d.name == "Described");
+  for (std::size_t i = 0; i < d.params.size(); ++i) {
+    CHECK(d.params[i].tensor.is_same(net->named_parameters()[params[i]]));
+  }
+}
+
 TEST_CASE("a parameter an op returns unchanged stays a parameter") {
   // TorchScript dispatches `contiguous` (C++'s Tensor::contiguous returns
   // *this inline); on a contiguous weight it returns the parameter itself

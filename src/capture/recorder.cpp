@@ -892,6 +892,9 @@ void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
   n.device = device_name(t.device());
   n.bytes = tensor_bytes(t);
   n.requires_grad = t.requires_grad();
+  // Without autograd metadata there is no grad_fn (grad_fn() asks the autograd
+  // hooks first: ~120 instructions an op, most outputs of a no-grad forward).
+  if (t.unsafeGetTensorImpl()->autograd_meta() == nullptr) return;
   if (const auto& fn = t.grad_fn()) {
     n.grad_fn = fn->name(); // per instance: a Python Function's node names its class
   }

@@ -199,6 +199,31 @@ TEST_CASE("the same tensor passed twice gives two edges") {
         tl::NodeKind::input);
 }
 
+TEST_CASE("grad_fn: autograd's node name where autograd made one, none without gradients") {
+  torch::manual_seed(0);
+  torch::nn::Linear fc(3, 2);
+  const auto x = torch::randn({4, 3});
+  const auto grad_fns = [&](bool grad) {
+    std::optional<torch::NoGradGuard> off;
+    if (!grad) off.emplace();
+    auto log = tl::log_forward_pass(
+        fc, x, tl::LogOptions().postprocess(false).seed(0).save(tl::SaveSpec::none()));
+    std::map<std::string, std::string> names; // op -> grad_fn
+    for (tl::Vertex v = 0; v < log.size(); ++v) {
+      names[std::string(log.graph()[v].op_name.str())] = std::string(log.graph()[v].grad_fn.str());
+    }
+    return names;
+  };
+  // (capture sits below autograd: Linear's ops as autograd runs them)
+  auto on = grad_fns(true);
+  CHECK(on.at("aten::addmm") == "AddmmBackward0");
+  CHECK(on.at("aten::t") == "TBackward0"); // a view: its grad_fn comes through the view's metadata
+  auto off = grad_fns(false);
+  REQUIRE(off.count("aten::addmm") == 1);
+  REQUIRE(off.count("aten::t") == 1);
+  for (const auto& [op, fn] : off) CHECK_MESSAGE(fn.empty(), op);
+}
+
 TEST_CASE("factory ops inside the model are internally generated") {
   Noise model;
   auto log = tl::log_forward_pass(model, torch::randn({3}), kRaw);

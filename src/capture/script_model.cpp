@@ -74,13 +74,12 @@ std::mutex& model_slots_mutex() {
   return *m;
 }
 
-/// capture_copy under that lock (the copy reads every slot of the model).
-torch::jit::Module copy_of(const torch::jit::Module& m) {
+} // namespace
+
+torch::jit::Module guarded_capture_copy(const torch::jit::Module& m) {
   std::lock_guard<std::mutex> reading(model_slots_mutex());
   return capture_copy(m);
 }
-
-} // namespace
 
 struct ScriptLease::Entry {
   c10::weak_intrusive_ptr<c10::ivalue::Object> model; // the caller's root object
@@ -93,7 +92,7 @@ struct ScriptLease::Entry {
 
   /// `objects`: the model's modules, collected under model_slots_mutex.
   Entry(const torch::jit::Module& m, const std::vector<ObjectPtr>& objects)
-      : model(m._ivalue()), copy(copy_of(m)), forward(copy.get_method("forward")) {
+      : model(m._ivalue()), copy(guarded_capture_copy(m)), forward(copy.get_method("forward")) {
     for (const auto& o : objects) shape.emplace_back(o.get(), o->type().get());
     copy_objects = module_objects(copy);
     description = describe(copy);

@@ -23,6 +23,12 @@
 
 namespace torchlens::detail {
 
+/// capture_copy(m) under the lock leases take to read or write a model's
+/// attribute slots: a copy made while a capture of the same model on another
+/// thread puts forward's reassignments back (`self.count = ...`) would read a
+/// slot as it is replaced. For copies kept outside the cache (Extractor).
+torch::jit::Module guarded_capture_copy(const torch::jit::Module& m);
+
 class ScriptLease {
  public:
   explicit ScriptLease(torch::jit::Module& model);

@@ -4,6 +4,7 @@
 // checked op by op against the first batch's graph.
 
 #include "../capture/recorder.hpp"
+#include "../capture/script_model.hpp"
 #include "../capture/session.hpp"
 #include "../grad/gradient_store.hpp"
 #include "../io/dtypes.hpp"
@@ -273,7 +274,7 @@ struct Extractor::Impl {
   static BatchModel script_model(Impl& self, torch::jit::Module& m) {
     TORCHLENS_CHECK(m.find_method("forward").has_value(),
                     "the TorchScript module has no forward method");
-    self.script.emplace(torchlens::detail::capture_copy(m));
+    self.script.emplace(torchlens::detail::guarded_capture_copy(m));
     torch::jit::Module& copy = *self.script;
     BatchModel b;
     b.description = torchlens::detail::describe(copy);

@@ -1,6 +1,7 @@
 // Capture-level tests: the raw graph as the recorder builds it (no passes), so a
 // failure here points at capture, not at post-processing.
 
+#include <torchlens/extract/extract.hpp>
 #include <torchlens/torchlens.hpp>
 
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -1160,6 +1161,19 @@ def forward(self, x):
   t2.join();
   CHECK(done == 2000);
   CHECK(bad == 0);
+
+  // an Extractor keeps a copy of its own, made under the same lock while another
+  // thread captures the model (unguarded, 2000 of them crashed 2 runs of 3)
+  std::atomic<bool> stop{false};
+  std::thread capturing([&] {
+    while (!stop) (void)tl::log_forward_pass(m, {x}, all);
+  });
+  for (int i = 0; i < 3000; ++i) {
+    const tl::extract::Extractor made(m, {"matmul_1"}, 0, 2, false);
+  }
+  stop = true;
+  capturing.join();
+  CHECK(m.attr("count").toTensor().sizes() == c10::IntArrayRef{1});
 }
 
 namespace {

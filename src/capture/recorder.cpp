@@ -1706,7 +1706,7 @@ void Recorder::finish(double forward_ms) {
   // dotted prefixes in one walk (matching every module against every parameter
   // was quadratic: 12 % of a 24-layer TransformerEncoder's capture), into the
   // modules' own table (a map of its own cost 0.9 % of a small encoder's capture).
-  std::vector<std::int64_t> params_under(module_order_.empty() ? 0 : modules_.size(), 0);
+  std::vector<std::int64_t> params_under(modules_.size(), 0);
   if (!module_order_.empty()) {
     for (const auto& p : model_.params) {
       const std::string_view a = p.address;

@@ -431,6 +431,7 @@ PyModel make_model(const std::string& name,
   }
   m.description.root = root.ptr();
   m.description.calls_observed = true; // forward hooks on every module
+  m.description.index = std::make_shared<const tl::detail::DescriptionIndex>(m.description);
   m.inputs = std::move(inputs);
   m.forward = std::move(forward);
   return m;

@@ -16,6 +16,8 @@
 #include <torch/nn/modules/container/parameterlist.h>
 #include <torch/nn/modules/container/sequential.h>
 
+#include <algorithm>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -67,7 +69,16 @@ bool is_container(const torch::nn::Module& m) {
 
 } // namespace
 
-ModelDescription describe(const torch::nn::Module& m) {
+namespace {
+
+/// One module of a described tree, as the kept description checks it.
+struct Visited {
+  const torch::nn::Module* module;
+  const std::type_info* type;
+};
+
+/// describe(m), and the modules walked (the root first) into `walk` when given.
+ModelDescription describe_tree(const torch::nn::Module& m, std::vector<Visited>* walk) {
   ModelDescription d;
   d.name = module_type_name(m);
   d.root = &m;
@@ -76,7 +87,8 @@ ModelDescription describe(const torch::nn::Module& m) {
   // subtrees, the order and the addresses named_parameters(), named_buffers()
   // and named_modules() give. apply() reads the children where they are;
   // named_children() copied them, with their index, module by module.
-  m.apply([&d](const std::string& address, const torch::nn::Module& mod) {
+  m.apply([&d, walk](const std::string& address, const torch::nn::Module& mod) {
+    if (walk != nullptr) walk->push_back({&mod, &typeid(mod)});
     if (!address.empty()) {
       d.modules.push_back({address, module_type_name(mod), &mod, !is_container(mod)});
     }
@@ -87,7 +99,121 @@ ModelDescription describe(const torch::nn::Module& m) {
       d.buffers.push_back({joined(address, b.key()), b.value()});
     }
   });
+  d.index = std::make_shared<const DescriptionIndex>(d);
   return d;
+}
+
+/// `full` is `prefix.key` (`key` at the root).
+bool is_joined(std::string_view full, std::string_view prefix, std::string_view key) {
+  if (prefix.empty()) return full == key;
+  return full.size() == prefix.size() + 1 + key.size() && full.starts_with(prefix) &&
+         full[prefix.size()] == '.' && full.ends_with(key);
+}
+
+} // namespace
+
+ModelDescription describe(const torch::nn::Module& m) {
+  return describe_tree(m, nullptr);
+}
+
+/// A C++ model's description kept between its captures on one thread.
+struct KeptDescription::Entry {
+  const torch::nn::Module* root = nullptr;
+  std::vector<Visited> walk; ///< the modules described, the root first
+  /// Every parameter, then every buffer, described: weak references keep a
+  /// dead tensor's address from being taken by another one, so that an
+  /// address seen again is the tensor described.
+  std::vector<c10::weak_intrusive_ptr<c10::TensorImpl>> pins;
+  ModelDescription description; ///< its tensors undefined between leases
+  bool busy = false;
+
+  /// Describes `m` afresh.
+  void describe(const torch::nn::Module& m) {
+    root = &m;
+    walk.clear();
+    description = describe_tree(m, &walk);
+    pins.clear();
+    pins.reserve(description.params.size() + description.buffers.size());
+    for (const auto& p : description.params) pins.emplace_back(p.tensor.getIntrusivePtr());
+    for (const auto& b : description.buffers) pins.emplace_back(b.tensor.getIntrusivePtr());
+  }
+
+  /// `m` is the tree described; its tensors are put back into the description.
+  /// One walk, no allocation beyond LibTorch's own (apply()'s addresses, a
+  /// copy of each module's buffer list).
+  bool check(const torch::nn::Module& m) {
+    auto& d = description;
+    std::size_t module = 0, param = 0, buffer = 0;
+    bool same = true;
+    const auto pinned = [&](std::size_t i, const at::Tensor& t) {
+      return pins[i]._unsafe_get_target() == t.unsafeGetTensorImpl();
+    };
+    m.apply([&](const std::string& address, const torch::nn::Module& mod) {
+      if (!same) return;
+      same = module < walk.size() && walk[module].module == &mod &&
+             walk[module].type == &typeid(mod) &&
+             (module == 0 || d.modules[module - 1].address == address);
+      ++module;
+      for (const auto& p : compat::own_parameters(mod)) {
+        if (!same) return;
+        if (!p.value().defined()) continue;
+        same = param < d.params.size() && pinned(param, p.value()) &&
+               is_joined(d.params[param].address, address, p.key());
+        if (same) d.params[param++].tensor = p.value();
+      }
+      for (const auto& b : mod.named_buffers(/*recurse=*/false)) {
+        if (!same) return;
+        same = buffer < d.buffers.size() && pinned(d.params.size() + buffer, b.value()) &&
+               is_joined(d.buffers[buffer].address, address, b.key());
+        if (same) d.buffers[buffer++].tensor = b.value();
+      }
+    });
+    return same && module == walk.size() && param == d.params.size() && buffer == d.buffers.size();
+  }
+
+  /// Between leases the description holds no tensor.
+  void release() {
+    for (auto& p : description.params) p.tensor = at::Tensor();
+    for (auto& b : description.buffers) b.tensor = at::Tensor();
+    busy = false;
+  }
+};
+
+namespace {
+/// A thread's kept descriptions, the most recently leased last.
+constexpr std::size_t kKeptModels = 4;
+thread_local std::vector<std::unique_ptr<KeptDescription::Entry>> kept_descriptions;
+} // namespace
+
+KeptDescription::KeptDescription(const torch::nn::Module& m) {
+  auto& kept = kept_descriptions;
+  auto it = std::find_if(kept.begin(), kept.end(), [&](const auto& e) { return e->root == &m; });
+  if (it != kept.end() && (*it)->busy) {
+    // a capture of this model inside one of its captures: a description of its own
+    own_ = std::make_unique<ModelDescription>(describe(m));
+    description_ = own_.get();
+    return;
+  }
+  if (it == kept.end()) {
+    if (kept.size() >= kKeptModels) {
+      auto idle = std::find_if(kept.begin(), kept.end(), [](const auto& e) { return !e->busy; });
+      if (idle != kept.end()) kept.erase(idle); // the least recently leased
+    }
+    kept.push_back(std::make_unique<Entry>());
+    kept.back()->describe(m);
+  } else {
+    std::rotate(it, it + 1, kept.end()); // now the most recently leased
+    Entry& e = *kept.back();
+    reused_ = e.check(m);
+    if (!reused_) e.describe(m);
+  }
+  entry_ = kept.back().get();
+  entry_->busy = true;
+  description_ = &entry_->description;
+}
+
+KeptDescription::~KeptDescription() {
+  if (entry_ != nullptr) entry_->release();
 }
 
 namespace {
@@ -139,6 +265,7 @@ ModelDescription describe(const torch::jit::Module& m) {
                            sub.value.find_method("forward").has_value()});
     }
   }
+  d.index = std::make_shared<const DescriptionIndex>(d);
   return d;
 }
 

@@ -411,8 +411,7 @@ void Recorder::push_call(int module, std::vector<at::Tensor> passthrough) {
 }
 
 void Recorder::enter_module(const void* identity) {
-  auto it = module_by_identity_.find(identity);
-  push_call(it == module_by_identity_.end() ? -1 : it->second, {});
+  push_call(module_index(identity), {});
 }
 
 void Recorder::exit_module() {
@@ -436,8 +435,7 @@ void Recorder::script_enter(const at::RecordFunction& fn) {
     // free functions are transparent (TorchLens wraps forward only)
     const char* name = fn.name();
     if (TorchScriptIndex::is_forward(name)) {
-      auto it = module_by_identity_.find(self.get());
-      if (it != module_by_identity_.end()) module = it->second;
+      module = module_index(self.get());
     }
     // arguments it returns unchanged get an identity node at its exit
     if (module >= 0) {
@@ -515,24 +513,12 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
     inferred_.clear();
     return containment();
   }
-  const ParamState& first = *params.front();
-  if (!first.owners_found) {
-    for (std::size_t pos = 0;;) {
-      const auto next = owner.find('.', pos);
-      auto it = module_by_address_.find(owner.substr(0, next));
-      if (it != module_by_address_.end() &&
-          modules_[static_cast<std::size_t>(it->second)].callable) {
-        first.owners.push_back(it->second);
-      }
-      if (next == std::string_view::npos) break;
-      pos = next + 1;
-    }
-    first.owners_found = true;
-  }
-  // the owners below the innermost observed call (the owner lies within it)
+  // the callable modules on the way to the owner, below the innermost observed
+  // call (the owner lies within it)
   c10::SmallVector<int, 8> chain;
-  for (const int m : first.owners) {
-    if (modules_[static_cast<std::size_t>(m)].address.size() > base.size()) chain.push_back(m);
+  for (const int m : index_->prefixes_of(params.front()->index)) {
+    const ModuleState& state = modules_[static_cast<std::size_t>(m)];
+    if (state.callable && state.address.size() > base.size()) chain.push_back(m);
   }
   observed = true;
   // A call found this way continues while the ops that read parameters read
@@ -581,32 +567,69 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
 
 // ---------------------------------------------------------------------------
 
+DescriptionIndex::DescriptionIndex(const ModelDescription& d) : root(d.root) {
+  params.reserve(d.params.size());
+  for (const auto& p : d.params) params.emplace_back(p.address);
+  buffers.reserve(d.buffers.size());
+  for (const auto& b : d.buffers) buffers.emplace_back(b.address);
+  module_addresses.reserve(d.modules.size());
+  module_types.reserve(d.modules.size());
+  module_by_identity.reserve(d.modules.size() + 1);
+  module_by_address.reserve(d.modules.size());
+  module_by_identity.emplace(d.root, -1);
+  for (std::size_t i = 0; i < d.modules.size(); ++i) {
+    const auto& m = d.modules[i];
+    const int index = static_cast<int>(i);
+    module_addresses.emplace_back(m.address);
+    module_types.emplace_back(m.type);
+    module_by_identity.emplace(m.identity, index); // a shared module keeps its first address
+    module_by_address.emplace(std::string_view(module_addresses.back()), index);
+  }
+  prefix_start.reserve(params.size() + 1);
+  prefix_start.push_back(0);
+  for (const Name& address : params) {
+    const std::string_view a = address;
+    for (auto dot = a.find('.'); dot != std::string_view::npos; dot = a.find('.', dot + 1)) {
+      const auto it = module_by_address.find(a.substr(0, dot));
+      if (it != module_by_address.end()) prefixes.push_back(it->second);
+    }
+    prefix_start.push_back(static_cast<std::uint32_t>(prefixes.size()));
+  }
+}
+
 Recorder::Recorder(const ModelDescription& model, const LogOptions& options, SavePolicy policy)
     : model_(model),
       options_(options),
       keep_records_(options.keep_replay()),
       policy_(std::move(policy)) {
+  if (model.index != nullptr && model.index->fits(model)) {
+    index_ = model.index; // derived when the model was described
+  } else {
+    index_ = std::make_shared<const DescriptionIndex>(model);
+  }
+  const DescriptionIndex& index = *index_;
   // a tensor registered under several addresses (a shared or tied parameter;
   // TorchScript's copies of a module used twice) keeps its first, as Python's
   // named_parameters() and named_buffers() list it
-  for (const auto& p : model.params) {
-    const auto dot = p.address.rfind('.');
+  for (std::size_t i = 0; i < model.params.size(); ++i) {
+    const Name& address = index.params[i];
+    const auto dot = address.rfind('.');
     params_.try_emplace(
-        p.tensor.unsafeGetTensorImpl(),
-        ParamState{p.address, dot == std::string::npos ? "" : p.address.substr(0, dot), p.tensor});
+        model.params[i].tensor.unsafeGetTensorImpl(),
+        ParamState{address, std::string_view(address).substr(0, dot == std::string::npos ? 0 : dot),
+                   model.params[i].tensor, static_cast<std::uint32_t>(i)});
   }
-  for (const auto& b : model.buffers) {
-    buffers_.try_emplace(b.tensor.unsafeGetTensorImpl(), BufferState{b.address});
-    keep_alive_.push_back(b.tensor);
+  for (std::size_t i = 0; i < model.buffers.size(); ++i) {
+    const at::Tensor& t = model.buffers[i].tensor;
+    buffers_.try_emplace(t.unsafeGetTensorImpl(), BufferState{index.buffers[i]});
+    keep_alive_.push_back(t);
   }
-  module_by_identity_[model.root] = -1;
   modules_.reserve(model.modules.size());
   pinned_.reserve(32); // grown one block at a time, not from one entry up
-  for (const auto& m : model.modules) {
-    const int index = static_cast<int>(modules_.size());
-    modules_.push_back(ModuleState{m.address, m.type, 0, false, m.callable, m.opaque});
-    module_by_identity_.emplace(m.identity, index); // a shared module keeps its first address
-    module_by_address_.emplace(std::string_view(modules_.back().address), index);
+  for (std::size_t i = 0; i < model.modules.size(); ++i) {
+    const auto& m = model.modules[i];
+    modules_.push_back(ModuleState{index.module_addresses[i], index.module_types[i], 0, false,
+                                   m.callable, m.opaque});
   }
   if (model.script_index != nullptr) {
     script_index_ = model.script_index;
@@ -1079,9 +1102,9 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   for (std::size_t pos = 0; dot != std::string::npos;) {
     const auto next = b.address.find('.', pos);
     if (next == std::string::npos || next > dot) break;
-    auto it = module_by_address_.find(std::string_view(b.address).substr(0, next));
-    if (it == module_by_address_.end()) break;
-    const ModuleState& m = modules_[static_cast<std::size_t>(it->second)];
+    const int at = module_at(std::string_view(b.address).substr(0, next));
+    if (at < 0) break;
+    const ModuleState& m = modules_[static_cast<std::size_t>(at)];
     if (m.callable) {
       frames.push_back(ModuleFrame{m.address, m.type, std::max(1, m.passes)});
       before_call = before_call || m.passes == 0;
@@ -1690,9 +1713,8 @@ void Recorder::finish(double forward_ms) {
     OpNode& n = graph[v];
     std::vector<ModuleFrame> kept = n.modules.vec();
     std::erase_if(kept, [this](const ModuleFrame& f) {
-      auto it = module_by_address_.find(std::string_view(f.address));
-      return it != module_by_address_.end() &&
-             modules_[static_cast<std::size_t>(it->second)].passes == 0;
+      const int at = module_at(std::string_view(f.address));
+      return at >= 0 && modules_[static_cast<std::size_t>(at)].passes == 0;
     });
     n.modules = kept;
   }
@@ -1703,29 +1725,23 @@ void Recorder::finish(double forward_ms) {
   info.logging_time_ms = std::max(0.0, forward_ms - op_time_us_ / 1000.0);
   // A module's parameter count covers its subtree: every parameter whose
   // address continues the module's with a dot. Summed over each parameter's
-  // dotted prefixes in one walk (matching every module against every parameter
-  // was quadratic: 12 % of a 24-layer TransformerEncoder's capture), into the
-  // modules' own table (a map of its own cost 0.9 % of a small encoder's capture).
+  // dotted prefixes (found once per description: DescriptionIndex::prefixes_of;
+  // matching every module against every parameter was quadratic, 12 % of a
+  // 24-layer TransformerEncoder's capture).
   std::vector<std::int64_t> params_under(modules_.size(), 0);
   if (!module_order_.empty()) {
-    for (const auto& p : model_.params) {
-      const std::string_view a = p.address;
-      std::int64_t count = -1;
-      for (auto dot = a.find('.'); dot != std::string_view::npos; dot = a.find('.', dot + 1)) {
-        const auto it = module_by_address_.find(a.substr(0, dot));
-        if (it == module_by_address_.end()) continue;
-        if (count < 0) count = p.tensor.numel();
-        params_under[static_cast<std::size_t>(it->second)] += count;
-      }
+    for (std::size_t i = 0; i < model_.params.size(); ++i) {
+      const auto prefixes = index_->prefixes_of(i);
+      if (prefixes.empty()) continue;
+      const std::int64_t count = model_.params[i].tensor.numel();
+      for (const int m : prefixes) params_under[static_cast<std::size_t>(m)] += count;
     }
   }
   info.modules.reserve(info.modules.size() + module_order_.size());
   for (int index : module_order_) {
     const ModuleState& m = modules_[static_cast<std::size_t>(index)];
-    const auto first = module_by_address_.find(std::string_view(m.address)); // its address's entry
-    const std::int64_t under = first == module_by_address_.end()
-                                   ? 0
-                                   : params_under[static_cast<std::size_t>(first->second)];
+    const int first = module_at(std::string_view(m.address)); // its address's entry
+    const std::int64_t under = first < 0 ? 0 : params_under[static_cast<std::size_t>(first)];
     info.modules.push_back(ModuleInfo{m.address, m.type, m.passes, under, !m.inferred});
   }
 }

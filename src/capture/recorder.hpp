@@ -19,6 +19,7 @@
 #include <memory>
 #include <memory_resource>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -51,6 +52,37 @@ using ArgFlags = c10::SmallVector<bool, 16>;
 
 /// An op's returned tensors while it is recorded: inline up to four.
 using TensorList = c10::SmallVector<at::Tensor, 4>;
+
+/// What captures derive from a ModelDescription, derived once per description
+/// (describe() attaches it; ModelDescription::index). Everything in it is
+/// immutable and owns its data: a copied description shares it.
+struct DescriptionIndex {
+  const void* root = nullptr;
+  std::vector<Name> params, buffers;                ///< addresses, in the description's order
+  std::vector<Name> module_addresses, module_types; ///< in the description's order
+  /// Modules by identity (the root: -1) and by address; a module registered
+  /// twice keeps its first address. The address keys view the Names' texts,
+  /// which live as long as the process.
+  std::unordered_map<const void*, int> module_by_identity;
+  std::unordered_map<std::string_view, int> module_by_address;
+  /// For parameter i: the modules whose addresses are dotted prefixes of its
+  /// address (`a`, `a.b` for `a.b.weight`), outermost first:
+  /// prefixes[prefix_start[i] .. prefix_start[i + 1]).
+  std::vector<std::uint32_t> prefix_start;
+  std::vector<int> prefixes;
+
+  /// Derived from `d`.
+  explicit DescriptionIndex(const ModelDescription& d);
+  /// Derived from `d` (the sizes tell: describe() makes both at once, nothing
+  /// edits a description afterwards).
+  [[nodiscard]] bool fits(const ModelDescription& d) const {
+    return root == d.root && params.size() == d.params.size() &&
+           buffers.size() == d.buffers.size() && module_addresses.size() == d.modules.size();
+  }
+  [[nodiscard]] std::span<const int> prefixes_of(std::size_t param) const {
+    return {prefixes.data() + prefix_start[param], prefixes.data() + prefix_start[param + 1]};
+  }
+};
 
 /// Autocast as an op ran under it (`torch.autocast`): its replay must run
 /// under the same, or a linear that ran in bfloat16 replays in float32.
@@ -211,23 +243,20 @@ class Recorder {
     Geometry geometry;
   };
   struct BufferState {
-    std::string address;
+    Name address;
     std::size_t node = SIZE_MAX;
     std::uint32_t version = 0;
     int passes = 0;
   };
   struct ParamState {
-    Name address;      // interned once per capture: each ParamRef copies the pointer
-    std::string owner; // the owning module's address
+    Name address;           // from the description's index: each ParamRef copies the pointer
+    std::string_view owner; // the owning module's address (a prefix of `address`)
     at::Tensor tensor;
+    std::uint32_t index = 0; ///< in the description (DescriptionIndex::prefixes_of)
     /// The last list of parameters read that began with this one, and what it
     /// interned to (param_refs()).
     mutable c10::SmallVector<const ParamState*, 4> last_list{};
     mutable Interned<ParamRef> last_refs{};
-    /// The callable modules on the way to its owner, outermost first
-    /// (module_frames(); found once per capture).
-    mutable c10::SmallVector<int, 8> owners{};
-    mutable bool owners_found = false;
   };
   struct Parent {
     std::size_t node;
@@ -294,8 +323,13 @@ class Recorder {
   void protect_storage(const c10::StorageImpl* s);
   /// The index of a module of the model in modules_, or -1.
   [[nodiscard]] int module_index(const void* identity) const {
-    auto it = module_by_identity_.find(identity);
-    return it == module_by_identity_.end() ? -1 : it->second;
+    auto it = index_->module_by_identity.find(identity);
+    return it == index_->module_by_identity.end() ? -1 : it->second;
+  }
+  /// The index of the module at `address` in modules_, or -1.
+  [[nodiscard]] int module_at(std::string_view address) const {
+    auto it = index_->module_by_address.find(address);
+    return it == index_->module_by_address.end() ? -1 : it->second;
   }
   /// Replay records keep the tensors they read outside the graph (parameters)
   /// as references: registers those of record `id` by storage.
@@ -353,6 +387,7 @@ class Recorder {
   BoolUseSource bool_use_source_ = nullptr;
 
   const ModelDescription& model_;
+  std::shared_ptr<const DescriptionIndex> index_; ///< model_.index, or one of its own
   LogOptions options_;
   bool keep_records_ = false; ///< options_.keep_replay(): records are kept
   SavePolicy policy_;
@@ -405,10 +440,6 @@ class Recorder {
 
   // module tracking
   std::vector<ModuleState> modules_;
-  // the model's tables, made by every capture: on the arena too
-  std::pmr::unordered_map<const void*, int> module_by_identity_{&arena_}; // -1: the root
-  /// keyed by the modules' interned addresses (ModuleState::address)
-  std::pmr::unordered_map<std::string_view, int> module_by_address_{&arena_};
   std::vector<int> module_order_; // first-call order
   std::vector<Call> calls_;
   std::vector<ModuleFrame> containment_; // the module calls of calls_, outer → inner

@@ -694,6 +694,127 @@ TEST_CASE("a C++ model's description lists what LibTorch's named_* walks list, i
   }
 }
 
+namespace {
+/// A description as text: every address, type, identity and tensor.
+std::string description_text(const tl::detail::ModelDescription& d) {
+  std::ostringstream out;
+  out << d.name << "@" << d.root << ";";
+  for (const auto& p : d.params) out << p.address << "=" << p.tensor.unsafeGetTensorImpl() << ",";
+  out << ";";
+  for (const auto& b : d.buffers) out << b.address << "=" << b.tensor.unsafeGetTensorImpl() << ",";
+  out << ";";
+  for (const auto& m : d.modules) {
+    out << m.address << ":" << m.type << "@" << m.identity << (m.callable ? "" : "!") << ",";
+  }
+  return out.str();
+}
+
+struct ReshapedImpl : torch::nn::Module {
+  torch::nn::Linear a{3, 3};
+  torch::nn::ParameterDict extra;
+  ReshapedImpl() {
+    register_module("a", a);
+    extra = register_module("extra", torch::nn::ParameterDict());
+    extra->insert("p", torch::ones({3}));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    auto y = a(x);
+    for (const auto& item : *extra) y = y + item.value();
+    return y;
+  }
+};
+TORCH_MODULE(Reshaped);
+} // namespace
+
+TEST_CASE(
+    "a C++ model's kept description is reused while its tree is unchanged, redone when "
+    "it changes, and holds none of its tensors between captures") {
+  Described net;
+  const auto weight_uses = net->plain->weight.use_count();
+  {
+    const tl::detail::KeptDescription first(*net);
+    CHECK_FALSE(first.reused());
+    CHECK(description_text(first.get()) == description_text(tl::detail::describe(*net)));
+  }
+  CHECK(net->plain->weight.use_count() == weight_uses);
+  {
+    const tl::detail::KeptDescription again(*net);
+    CHECK(again.reused());
+    CHECK(description_text(again.get()) == description_text(tl::detail::describe(*net)));
+    CHECK(again.get().params[0].tensor.is_same(net->plain->weight));
+    // a capture of the same model inside one: a description of its own
+    const tl::detail::KeptDescription nested(*net);
+    CHECK_FALSE(nested.reused());
+    CHECK(description_text(nested.get()) == description_text(again.get()));
+  }
+  CHECK(net->plain->weight.use_count() == weight_uses);
+  const auto redone = [&](const char* change) {
+    CAPTURE(change);
+    const tl::detail::KeptDescription kept(*net);
+    CHECK_FALSE(kept.reused());
+    CHECK(description_text(kept.get()) == description_text(tl::detail::describe(*net)));
+    const tl::detail::KeptDescription next(*net);
+    CHECK(next.reused() == false); // `kept` is leased: `next` describes on its own
+  };
+  net->register_parameter("late", torch::ones({2}));
+  redone("a parameter registered");
+  net->register_buffer("count", torch::zeros({1}));
+  redone("a buffer registered");
+  net->plain = net->replace_module("plain", torch::nn::Linear(torch::nn::LinearOptions(3, 4)));
+  redone("a submodule replaced (its bias now defined)");
+  net->blocks->push_back(torch::nn::ReLU());
+  redone("a module appended to a ModuleList");
+  net->unregister_module("plain");
+  redone("a submodule removed");
+  {
+    const tl::detail::KeptDescription settled(*net);
+    CHECK(settled.reused());
+  }
+}
+
+TEST_CASE(
+    "a model captured again after its parameters changed names or tensors logs the new ones") {
+  Reshaped net;
+  const auto x = torch::randn({2, 3});
+  const auto options = tl::LogOptions().seed(0);
+  // every parameter read, in op order, with the module of the op that read it
+  const auto reads = [](const tl::ModelLog& log) {
+    std::vector<std::string> out;
+    for (auto v : boost::make_iterator_range(boost::vertices(log.graph()))) {
+      const auto& n = log.graph()[v];
+      for (const auto& p : n.params) {
+        out.push_back(p.address + (n.modules.empty() ? ""
+                                                     : " in " + n.modules.back().address + ":" +
+                                                           n.modules.back().type));
+      }
+    }
+    return out;
+  };
+  for (int run = 0; run < 2; ++run) {
+    auto log = tl::log_forward_pass(net, x, options);
+    // (a ParameterDict is never called: an op reading it is in no call of it)
+    CHECK(reads(log) ==
+          std::vector<std::string>{"a.weight in a:Linear", "a.bias in a:Linear", "extra.p"});
+    CHECK(torch::allclose(log["output_1"].activation(), net->a(x) + 1));
+  }
+  // the same number of parameters, one under another name
+  net->extra->pop("p");
+  net->extra->insert("q", torch::full({3}, 2.0));
+  auto renamed = tl::log_forward_pass(net, x, options);
+  CHECK(reads(renamed) ==
+        std::vector<std::string>{"a.weight in a:Linear", "a.bias in a:Linear", "extra.q"});
+  CHECK(torch::allclose(renamed["output_1"].activation(), net->a(x) + 2));
+  // another tensor under the same name, then another submodule of the same type
+  (*net->extra)["q"] = torch::full({3}, 3.0);
+  net->a = net->replace_module("a", torch::nn::Linear(3, 3));
+  auto replaced = tl::log_forward_pass(net, x, options);
+  CHECK(reads(replaced) == reads(renamed));
+  CHECK(torch::allclose(replaced["output_1"].activation(), net->a(x) + 3));
+  const auto t = replaced["t_1_1"];
+  REQUIRE(t.node().params.size() == 1);
+  CHECK(t.node().params[0].shape == std::vector<std::int64_t>{3, 3});
+}
+
 TEST_CASE("a parameter an op returns unchanged stays a parameter") {
   // TorchScript dispatches `contiguous` (C++'s Tensor::contiguous returns
   // *this inline); on a contiguous weight it returns the parameter itself

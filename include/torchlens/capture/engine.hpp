@@ -28,6 +28,7 @@ namespace torchlens::detail {
 
 class Recorder;
 class TorchScriptIndex;
+struct DescriptionIndex;
 
 /// What capture needs to know about a model before it runs: its name, its
 /// parameters and buffers by address, its modules.
@@ -65,10 +66,45 @@ struct ModelDescription {
   /// op is never placed in a module by the parameters it reads (except below
   /// an `opaque` module).
   bool calls_observed = false;
+  /// What every capture derives from the fields above (interned addresses and
+  /// types, the modules by identity and by address, each parameter's enclosing
+  /// modules): made by describe(), so that a description kept between captures
+  /// (TorchScript's lease, a C++ model's KeptDescription, an Extractor's)
+  /// derives it once. Null in a description assembled by hand: each capture then
+  /// derives its own.
+  std::shared_ptr<const DescriptionIndex> index;
 };
 
 ModelDescription describe(const torch::nn::Module& m);
 ModelDescription describe(const torch::jit::Module& m);
+
+/// describe(m) for a C++-frontend model, kept per thread for the next capture
+/// (describing a model and deriving its index cost more than a small model's
+/// forward). A model captured again on the same thread reuses its description
+/// while the module tree is the one described: the same module objects of the
+/// same dynamic types under the same names, the same parameter and buffer
+/// tensors under the same names (checked by one walk of the tree, each time).
+/// Between captures a kept description holds no tensor, only weak references
+/// (the model's memory is the model's), and a few models are kept per thread.
+/// One lease of a model at a time per thread: a nested one describes afresh.
+class KeptDescription {
+ public:
+  explicit KeptDescription(const torch::nn::Module& m);
+  ~KeptDescription();
+  KeptDescription(const KeptDescription&) = delete;
+  KeptDescription& operator=(const KeptDescription&) = delete;
+  [[nodiscard]] const ModelDescription& get() const { return *description_; }
+  /// This lease reused a kept description (tests, benchmarks).
+  [[nodiscard]] bool reused() const { return reused_; }
+
+  struct Entry;
+
+ private:
+  Entry* entry_ = nullptr;                ///< the kept entry leased, or null
+  std::unique_ptr<ModelDescription> own_; ///< otherwise, a description of its own
+  const ModelDescription* description_ = nullptr;
+  bool reused_ = false;
+};
 
 /// The module a capture runs: a copy sharing every parameter, buffer and
 /// attribute value with `m` but with methods of its own. A TorchScript method

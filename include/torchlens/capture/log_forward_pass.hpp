@@ -139,7 +139,8 @@ ModelLog log_forward_pass(Model& model, Input input, const LogOptions& options =
   const auto args = detail::as_args(std::move(input));
   const auto inputs = detail::input_tensors(args);
 
-  return detail::run_logged(detail::describe(root), inputs, detail::forward_fn(model, root, args),
+  const detail::KeptDescription described(root);
+  return detail::run_logged(described.get(), inputs, detail::forward_fn(model, root, args),
                             options);
 }
 

@@ -128,7 +128,8 @@ c10::IValue run_with_interventions(Model& model, Input input, const Intervention
                                    LiveMode mode = LiveMode::automatic) {
   torch::nn::Module& root = detail::module_of(model);
   const auto args = detail::as_args(std::move(input));
-  return detail::run_intervened(detail::describe(root), detail::input_tensors(args),
+  const detail::KeptDescription described(root);
+  return detail::run_intervened(described.get(), detail::input_tensors(args),
                                 detail::forward_fn(model, root, args), spec, mode);
 }
 

@@ -114,7 +114,8 @@ ValidationReport validate_saved_activations(Model& model, Input input,
                                             const ValidateOptions& options = {}) {
   torch::nn::Module& root = detail::module_of(model);
   const auto args = detail::as_args(std::move(input));
-  return detail::validate_run(detail::describe(root), detail::input_tensors(args),
+  const detail::KeptDescription described(root);
+  return detail::validate_run(described.get(), detail::input_tensors(args),
                               detail::forward_fn(model, root, args), log_options, options);
 }
 

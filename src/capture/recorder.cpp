@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -216,14 +217,87 @@ std::string print_argument(const c10::IValue& a, bool wrapped) {
   return c10_text(a);
 }
 
-/// Appends argument `value` (schema name `name`) to an op's scalar arguments
-/// when it is one: not a tensor argument (an edge or a parameter), unless a
-/// number wrapped into a tensor.
-void append_scalar(c10::SmallVectorImpl<ScalarArg>& out, const Name& name, const c10::IValue& value,
-                   bool is_tensor) {
-  const bool wrapped = is_wrapped_number(value);
-  if (!is_tensor || wrapped) out.push_back(ScalarArg{name, print_argument(value, wrapped)});
-}
+/// An op's printable scalar arguments (each argument that is not a tensor, an
+/// edge or a parameter, unless a number wrapped into a tensor), interned.
+/// Their text is a function of each argument's schema name and kind and of the
+/// value of a None, bool, int, double or int list: those are memoised per
+/// thread by exactly that (the same op with the same arguments, op after op
+/// and capture after capture, is printed and interned once). Other kinds
+/// (strings, devices, wrapped numbers, ...) are printed every time.
+class ScalarArgs {
+ public:
+  /// Argument `value`, schema name `name`; `is_tensor`: a tensor argument.
+  /// Both are read again by interned(): they must live until then.
+  void add(const Name& name, const c10::IValue& value, bool is_tensor) {
+    const bool wrapped = is_wrapped_number(value);
+    if (is_tensor && !wrapped) {
+      key_.push_back(kTensor); // not printed
+      return;
+    }
+    printed_.emplace_back(&name, &value);
+    // an interned name's text never moves: its address names it (and no
+    // address equals a tag)
+    key_.push_back(reinterpret_cast<std::uintptr_t>(name.data()));
+    if (wrapped) {
+      memoised_ = false; // its value is a tensor's
+    } else if (value.isNone()) {
+      key_.push_back(kNone);
+    } else if (value.isBool()) {
+      key_.append({kBool, static_cast<std::uint64_t>(value.toBool())});
+    } else if (value.isInt()) {
+      key_.append({kInt, static_cast<std::uint64_t>(value.toInt())});
+    } else if (value.isDouble()) {
+      key_.append({kDouble, std::bit_cast<std::uint64_t>(value.toDouble())});
+    } else if (value.isIntList()) {
+      const auto items = value.toListRef();
+      key_.append({kIntList, items.size()});
+      for (const auto& item : items) key_.push_back(static_cast<std::uint64_t>(item.toInt()));
+    } else {
+      memoised_ = false;
+    }
+  }
+
+  /// The arguments added, printed and interned, or the memo's copy.
+  Interned<ScalarArg> interned() const {
+    if (printed_.empty()) return {};
+    auto& memo = this_thread_memo();
+    std::uint64_t hash = key_.size();
+    if (memoised_) {
+      for (const std::uint64_t w : key_) hash = (hash ^ w) * 0x9e3779b97f4a7c15ULL;
+      auto it = memo.find(hash);
+      if (it != memo.end() &&
+          std::equal(key_.begin(), key_.end(), it->second.key.begin(), it->second.key.end())) {
+        return it->second.args;
+      }
+    }
+    c10::SmallVector<ScalarArg, 4> args;
+    for (const auto& [name, value] : printed_) {
+      args.push_back(ScalarArg{*name, print_argument(*value, is_wrapped_number(*value))});
+    }
+    Interned<ScalarArg> out(std::span<const ScalarArg>(args.data(), args.size()));
+    if (memoised_) {
+      if (memo.size() >= kMemoSize) memo.clear(); // bounded: a model of ever new values
+      memo.insert_or_assign(hash,
+                            Memoised{std::vector<std::uint64_t>(key_.begin(), key_.end()), out});
+    }
+    return out;
+  }
+
+ private:
+  enum : std::uint64_t { kTensor = 1, kNone, kBool, kInt, kDouble, kIntList };
+  static constexpr std::size_t kMemoSize = 4096;
+  struct Memoised {
+    std::vector<std::uint64_t> key;
+    Interned<ScalarArg> args;
+  };
+  static std::unordered_map<std::uint64_t, Memoised>& this_thread_memo() {
+    thread_local std::unordered_map<std::uint64_t, Memoised> memo;
+    return memo;
+  }
+  c10::SmallVector<std::uint64_t, 24> key_;
+  c10::SmallVector<std::pair<const Name*, const c10::IValue*>, 8> printed_;
+  bool memoised_ = true;
+};
 
 /// Which of the op's returns (the IR node's outputs) the `flat`-th tensor of
 /// flatten_returns comes from: a Tensor return is one tensor, a Tensor[] return
@@ -1293,7 +1367,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   ParamList params;
   TensorList arg_tensors;
   OpRecord rec;
-  c10::SmallVector<ScalarArg, 4> scalars; // printed now (no replay record kept)
+  ScalarArgs scalars; // printed before the op runs (no replay record kept)
   if (keep_records_) {
     rec.op = op;
     rec.args.reserve(num_args);
@@ -1304,7 +1378,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       rec.from_edges.push_back(from_edge);
       rec.is_tensor.push_back(is_tensor);
     } else {
-      append_scalar(scalars, info.arg_names[i], value, is_tensor);
+      scalars.add(info.arg_names[i], value, is_tensor);
     }
   };
   for (std::size_t i = 0; i < num_args; ++i) {
@@ -1369,6 +1443,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       note(i, a, false, false);
     }
   }
+
+  // (printed while the arguments are on the stack, before anything changes it)
+  const Interned<ScalarArg> scalar_args = scalars.interned();
 
   // Copy-on-write: saved activations that this op is about to overwrite.
   c10::SmallVector<std::uint32_t, 4> versions_before;
@@ -1465,7 +1542,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       n.scalar_bool_value = t.item<bool>();
     }
     n.modules = frames;
-    n.scalar_args = std::span<const ScalarArg>(scalars.data(), scalars.size());
+    n.scalar_args = scalar_args;
     n.module_observed = observed;
     const auto out = static_cast<std::size_t>(n.output_index);
     if (exits_observed) {
@@ -1693,16 +1770,15 @@ void Recorder::finish(double forward_ms) {
   // Printable non-tensor arguments, from the replay records (without them,
   // record() printed them already).
   if (keep_records_) {
-    c10::SmallVector<ScalarArg, 4> scalars;
     for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
       const auto& rec = records[graph[v].id];
       if (!rec.op || graph[v].op_name.rfind("torchlens::", 0) == 0) continue;
       const OpInfo& info = info_for(*rec.op);
-      scalars.clear();
+      ScalarArgs scalars;
       for (std::size_t i = 0; i < rec.args.size(); ++i) {
-        append_scalar(scalars, info.arg_names[i], rec.args[i], rec.is_tensor[i]);
+        scalars.add(info.arg_names[i], rec.args[i], rec.is_tensor[i]);
       }
-      graph[v].scalar_args = std::span<const ScalarArg>(scalars.data(), scalars.size());
+      graph[v].scalar_args = scalars.interned();
     }
   }
 

@@ -1178,6 +1178,57 @@ def forward(self, x):
   }
 }
 
+TEST_CASE(
+    "ops repeated with other scalar arguments print each op's own (the memo of printed "
+    "arguments tells values apart)") {
+  torch::jit::Module m("Repeats");
+  m.define(R"(
+def forward(self, x):
+    a = torch.add(x, x, alpha=1)
+    b = torch.add(a, a, alpha=2)
+    c = torch.add(b, b, alpha=1)
+    d = torch.clamp(c, 0.0, 1.0)
+    e = torch.clamp(d, -0.0, 1.0)
+    f = torch.clamp(e, 0.0, 1.5)
+    g = torch.sum(f, dim=[0], keepdim=True)
+    h = torch.sum(g, dim=[0, 1], keepdim=False)
+    return torch.sum(f, dim=[1, 0], keepdim=False) + h
+)");
+  auto c10_text = [](const c10::IValue& v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  const std::vector<std::string> want{"alpha=1",
+                                      "alpha=2",
+                                      "alpha=1",
+                                      "min=" + c10_text(c10::IValue(0.0)) + " max=1.",
+                                      "min=" + c10_text(c10::IValue(-0.0)) + " max=1.",
+                                      "min=" + c10_text(c10::IValue(0.0)) + " max=1.5",
+                                      "dim=[0] keepdim=True dtype=None",
+                                      "dim=[0, 1] keepdim=False dtype=None",
+                                      "dim=[1, 0] keepdim=False dtype=None",
+                                      "alpha=1"};
+  // three captures (the later ones print from the memo), and one printing from replay records
+  for (const bool keep_replay : {false, false, false, true}) {
+    CAPTURE(keep_replay);
+    auto log = tl::log_forward_pass(m, {torch::randn({2, 3})},
+                                    tl::LogOptions(kRaw).keep_replay(keep_replay));
+    std::vector<std::string> got;
+    for (auto v : boost::make_iterator_range(boost::vertices(log.graph()))) {
+      const auto& n = log.graph()[v];
+      if (n.kind != tl::NodeKind::op) continue;
+      std::string text;
+      for (const auto& a : n.scalar_args) {
+        if (a.name == "other") continue; // the final add's tensor operand is not printed
+        text += (text.empty() ? "" : " ") + a.name.str() + "=" + a.value;
+      }
+      got.push_back(text);
+    }
+    CHECK(got == want);
+  }
+}
+
 namespace {
 /// `x * 2.5 + 1` as Python's eager mode calls it: each number wrapped into a
 /// 0-dim tensor marked as a wrapped number (aten::mul.Tensor, aten::add.Tensor).

@@ -217,6 +217,17 @@ std::string print_argument(const c10::IValue& a, bool wrapped) {
   return c10_text(a);
 }
 
+/// The operator and layer-type names of the vertices capture makes itself,
+/// interned once (a Name made from a literal looks the text up each time).
+struct SourceNames {
+  Name input{"input"}, buffer{"buffer"}, constant_op{"prim::Constant"}, constant{"constant"},
+      literal_op{"aten::tensor"}, literal{"tensor"};
+};
+const SourceNames& source_names() {
+  static const SourceNames names;
+  return names;
+}
+
 /// An op's printable scalar arguments (each argument that is not a tensor, an
 /// edge or a parameter, unless a number wrapped into a tensor), interned.
 /// Their text is a function of each argument's schema name and kind and of the
@@ -1138,8 +1149,8 @@ void Recorder::add_input(const std::string& address, const at::Tensor& t) {
   TORCHLENS_CHECK(t.defined(), "input ", address, " is an undefined tensor");
   OpNode n;
   n.kind = NodeKind::input;
-  n.op_name = "input";
-  n.layer_type = "input";
+  n.op_name = source_names().input;
+  n.layer_type = source_names().input;
   n.io_address = address;
   n.module_observed = true;
   n.exits_observed = true;
@@ -1158,8 +1169,8 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
   }
   OpNode n;
   n.kind = NodeKind::buffer;
-  n.op_name = "buffer";
-  n.layer_type = "buffer";
+  n.op_name = source_names().buffer;
+  n.layer_type = source_names().buffer;
   n.io_address = b.address;
   n.buffer_pass = ++b.passes;
   n.module_observed = true;
@@ -1203,8 +1214,8 @@ std::size_t Recorder::buffer_node(BufferState& b, const at::Tensor& t) {
 std::size_t Recorder::constant_node(const at::Tensor& t) {
   OpNode n;
   n.kind = NodeKind::op;
-  n.op_name = "prim::Constant";
-  n.layer_type = "constant";
+  n.op_name = source_names().constant_op;
+  n.layer_type = source_names().constant;
   n.is_internally_generated = true;
   fill_tensor_fields(n, t);
   const std::size_t id = new_node(std::move(n));
@@ -1217,9 +1228,9 @@ std::size_t Recorder::constant_node(const at::Tensor& t) {
 
 void Recorder::mark_literal(std::size_t node) {
   OpNode& n = graph[node];
-  n.op_name = "aten::tensor";
+  n.op_name = source_names().literal_op;
   n.overload = {};
-  n.layer_type = "tensor";
+  n.layer_type = source_names().literal;
   n.scalar_args = {};
   if (keep_records_) records[node] = OpRecord{}; // a source: its saved value is the ground truth
 }

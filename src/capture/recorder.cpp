@@ -785,7 +785,7 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
   return info;
 }
 
-std::size_t Recorder::new_node(OpNode node) {
+std::size_t Recorder::new_node(OpNode&& node) {
   node.id = boost::num_vertices(graph);
   const std::size_t id = node.id;
   // add_vertex(property, g) copies the property twice; move it into a new vertex

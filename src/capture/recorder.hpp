@@ -290,7 +290,7 @@ class Recorder {
 
   /// The op's static facts, from a table per thread (kept across captures).
   static const OpInfo& info_for(const c10::OperatorHandle& op);
-  std::size_t new_node(OpNode node);
+  std::size_t new_node(OpNode&& node);
   void track(const at::Tensor& t, std::size_t node);
   /// Keeps a storage's address from being reused while capture keys on it.
   void pin(const at::Tensor& t);

@@ -245,7 +245,7 @@ class ScalarArgs {
       key_.push_back(kTensor); // not printed
       return;
     }
-    printed_.emplace_back(&name, &value);
+    printed_.push_back({&name, &value, wrapped});
     // an interned name's text never moves: its address names it (and no
     // address equals a tag)
     key_.push_back(reinterpret_cast<std::uintptr_t>(name.data()));
@@ -282,8 +282,8 @@ class ScalarArgs {
       }
     }
     c10::SmallVector<ScalarArg, 4> args;
-    for (const auto& [name, value] : printed_) {
-      args.push_back(ScalarArg{*name, print_argument(*value, is_wrapped_number(*value))});
+    for (const auto& p : printed_) {
+      args.push_back(ScalarArg{*p.name, print_argument(*p.value, p.wrapped)});
     }
     Interned<ScalarArg> out(std::span<const ScalarArg>(args.data(), args.size()));
     if (memoised_) {
@@ -306,7 +306,12 @@ class ScalarArgs {
     return memo;
   }
   c10::SmallVector<std::uint64_t, 24> key_;
-  c10::SmallVector<std::pair<const Name*, const c10::IValue*>, 8> printed_;
+  struct Printed {
+    const Name* name;
+    const c10::IValue* value;
+    bool wrapped;
+  };
+  c10::SmallVector<Printed, 8> printed_;
   bool memoised_ = true;
 };
 

@@ -1106,6 +1106,15 @@ TEST_CASE("a budget for saved activations stops the capture at the op that excee
           .empty());
 }
 
+namespace {
+/// A value as c10 prints it (`os << ivalue`).
+std::string c10_text(const c10::IValue& v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+} // namespace
+
 TEST_CASE("scalar arguments print as c10 prints the values (ints, bools, None, doubles, lists)") {
   torch::jit::Module m("Scalars");
   m.define(R"(
@@ -1136,12 +1145,7 @@ def forward(self, x):
       for (const auto& a : g[vs[0]].scalar_args) out[a.name] = a.value;
       return out;
     };
-    // c10's own printing of the same values is the reference
-    auto c10_text = [](const c10::IValue& v) {
-      std::ostringstream os;
-      os << v;
-      return os.str();
-    };
+    // c10's own printing of the same values is the reference (c10_text)
     const auto clamp = args_of("aten::clamp");
     CHECK(clamp.at("min") == c10_text(c10::IValue(-0.0))); // `0.` in 1.13, `-0.` in 2.x
     CHECK(clamp.at("max") == "2.");
@@ -1194,11 +1198,6 @@ def forward(self, x):
     h = torch.sum(g, dim=[0, 1], keepdim=False)
     return torch.sum(f, dim=[1, 0], keepdim=False) + h
 )");
-  auto c10_text = [](const c10::IValue& v) {
-    std::ostringstream os;
-    os << v;
-    return os.str();
-  };
   const std::vector<std::string> want{"alpha=1",
                                       "alpha=2",
                                       "alpha=1",

@@ -12,6 +12,8 @@
 
 #include "support/doctest.hpp"
 
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -170,4 +172,49 @@ TEST_CASE("copies are deep, moves and swaps take the storage, bundles stay with 
   CHECK(other.vertex_capacity() == 4);
   CHECK(other.edge_capacity() == 6);
   CHECK(in_args(other, 3) == std::vector<int>{2, 3, 4, 5});
+}
+
+TEST_CASE("vertex bundles sit on cache lines through growth, copies, swaps and trimming") {
+  // OpNode is alignas(64); the graph keeps its bundles in a block from plain
+  // operator new, aligned inside it (detail::OverAlignedAllocator)
+  static_assert(alignof(OpNode) == 64);
+  const auto aligned = [](const ModelGraph& g) {
+    for (Vertex v = 0; v < boost::num_vertices(g); ++v) {
+      if (reinterpret_cast<std::uintptr_t>(&g[v]) % alignof(OpNode) != 0) return false;
+    }
+    return true;
+  };
+  ModelGraph g;
+  for (int i = 0; i < 300; ++i) { // grown one vertex at a time, through many reallocations
+    OpNode n;
+    n.id = static_cast<std::size_t>(i);
+    n.shape = std::vector<std::int64_t>{i, 2};
+    boost::add_vertex(std::move(n), g);
+    REQUIRE(aligned(g));
+  }
+  ModelGraph copy = g;
+  CHECK(aligned(copy));
+  ModelGraph small = diamond();
+  small.reserve(100, 10);
+  CHECK(aligned(small));
+  small.swap(copy);
+  CHECK(aligned(small));
+  CHECK(aligned(copy));
+  small.shrink_if_loose();
+  CHECK(aligned(small));
+  // and the bundles came through every move intact
+  for (Vertex v = 0; v < boost::num_vertices(small); ++v) {
+    CHECK(small[v].id == v);
+    CHECK(small[v].shape == std::vector<std::int64_t>{static_cast<std::int64_t>(v), 2});
+  }
+  CHECK(copy[Vertex{3}].io_address == "v3");
+
+  // the allocator alone: every size, aligned and writable to its last byte
+  detail::OverAlignedAllocator<OpNode> alloc;
+  for (std::size_t n = 1; n < 40; ++n) {
+    OpNode* p = alloc.allocate(n);
+    CHECK(reinterpret_cast<std::uintptr_t>(p) % 64 == 0);
+    std::memset(static_cast<void*>(p), 0xab, n * sizeof(OpNode)); // ASan checks the bounds
+    alloc.deallocate(p, n);
+  }
 }

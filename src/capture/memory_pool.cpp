@@ -12,11 +12,13 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -264,7 +266,60 @@ Installation& installation() {
   return *state;
 }
 
+/// The scratch blocks a thread keeps (take_scratch): trivially destructible, so
+/// that a block given back while the thread ends, after ScratchCleanup ran,
+/// finds it `closed` and goes to the heap.
+struct ScratchCache {
+  static constexpr std::size_t kSlots = 4;
+  std::array<void*, kSlots> block{};
+  std::array<std::size_t, kSlots> bytes{};
+  bool closed = false;
+};
+thread_local ScratchCache scratch_cache;
+
+/// Frees the thread's kept blocks when it ends.
+struct ScratchCleanup {
+  bool armed = false; ///< set on first use, which registers the destructor
+  ScratchCleanup() = default;
+  ScratchCleanup(const ScratchCleanup&) = delete;
+  ScratchCleanup& operator=(const ScratchCleanup&) = delete;
+  ~ScratchCleanup() {
+    ScratchCache& c = scratch_cache;
+    c.closed = true;
+    for (std::size_t i = 0; i < ScratchCache::kSlots; ++i) {
+      if (c.block[i] != nullptr) ::operator delete(c.block[i], c.bytes[i]);
+      c.block[i] = nullptr;
+    }
+  }
+};
+thread_local ScratchCleanup scratch_cleanup;
+
 } // namespace
+
+void* take_scratch(std::size_t bytes) {
+  ScratchCache& c = scratch_cache;
+  for (std::size_t i = 0; i < ScratchCache::kSlots; ++i) {
+    if (c.block[i] != nullptr && c.bytes[i] == bytes) {
+      return std::exchange(c.block[i], nullptr);
+    }
+  }
+  return ::operator new(bytes);
+}
+
+void give_scratch(void* block, std::size_t bytes) noexcept {
+  ScratchCache& c = scratch_cache;
+  if (!c.closed) {
+    for (std::size_t i = 0; i < ScratchCache::kSlots; ++i) {
+      if (c.block[i] == nullptr) {
+        scratch_cleanup.armed = true; // its destructor runs when the thread ends
+        c.block[i] = block;
+        c.bytes[i] = bytes;
+        return;
+      }
+    }
+  }
+  ::operator delete(block, bytes);
+}
 
 CaptureMemoryScope::CaptureMemoryScope(bool enable) {
   if (!enable) return;

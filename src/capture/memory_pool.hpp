@@ -31,6 +31,32 @@ class LargeTeardown {
   bool entered_ = false;
 };
 
+/// Memory a capture needs for its own length (the recorder, the first block of
+/// its arena), kept per thread for the next capture: a few blocks of exact
+/// sizes. Without it every capture asked glibc for these blocks (requests of
+/// 1 KiB or more) after the forward had freed many small chunks, and glibc
+/// swept its fastbins on each such request and again when the 64 KiB block
+/// came back (docs/performance.md, "Scratch kept per thread"). Any thread may
+/// give back a block another thread took; a thread's kept blocks are freed
+/// when it ends.
+void* take_scratch(std::size_t bytes);
+void give_scratch(void* block, std::size_t bytes) noexcept;
+
+/// A block from take_scratch, given back when destroyed.
+class ScratchBlock {
+ public:
+  explicit ScratchBlock(std::size_t bytes) : data_(take_scratch(bytes)), bytes_(bytes) {}
+  ~ScratchBlock() { give_scratch(data_, bytes_); }
+  ScratchBlock(const ScratchBlock&) = delete;
+  ScratchBlock& operator=(const ScratchBlock&) = delete;
+  [[nodiscard]] void* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return bytes_; }
+
+ private:
+  void* data_;
+  std::size_t bytes_;
+};
+
 /// While alive and `enable`d, LibTorch's CPU allocator is the capture pool.
 /// Scopes nest and may overlap across threads: the first installs the pool,
 /// the last restores the allocator it found (and glibc's fastbins, when a

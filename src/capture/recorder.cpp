@@ -33,6 +33,10 @@
 #include <torch/library.h>
 #include <torch/nn/module.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -418,6 +422,46 @@ void flatten_outputs(const c10::IValue& v, std::vector<at::Tensor>& out) {
 }
 
 // ---------------------------------------------------------------------------
+// The op timer: the time-stamp counter where the CPU has one (x86: ~7 ns a
+// read here, where steady_clock takes ~16, and each op reads it twice),
+// steady_clock's nanoseconds elsewhere. Ticks become µs in finish(), at the
+// rate measured over the forward (TickRate), so no fixed frequency is assumed.
+
+namespace {
+
+std::uint64_t op_ticks() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  return __rdtsc();
+#else
+  return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+#endif
+}
+
+/// While alive, the forward runs; when it ends (also by an exception), writes
+/// µs per tick of op_ticks() over its lifetime.
+class TickRate {
+ public:
+  explicit TickRate(double& out) noexcept
+      : out_(out), clock0_(std::chrono::steady_clock::now()), tick0_(op_ticks()) {}
+  ~TickRate() {
+    const std::uint64_t tick1 = op_ticks();
+    const auto clock1 = std::chrono::steady_clock::now();
+    out_ = tick1 > tick0_ ? std::chrono::duration<double, std::micro>(clock1 - clock0_).count() /
+                                static_cast<double>(tick1 - tick0_)
+                          : 0.0;
+  }
+  TickRate(const TickRate&) = delete;
+  TickRate& operator=(const TickRate&) = delete;
+
+ private:
+  double& out_;
+  std::chrono::steady_clock::time_point clock0_;
+  std::uint64_t tick0_;
+};
+
+} // namespace
+
+// ---------------------------------------------------------------------------
 // Installing and removing the recorder (RAII, also when the model throws).
 
 class CaptureScope {
@@ -447,6 +491,7 @@ class CaptureScope {
 c10::IValue Recorder::run(const ForwardFn& forward) {
   c10::IValue out;
   {
+    const TickRate rate(us_per_tick_);
     CaptureScope scope(*this, script_index_ != nullptr);
     out = forward(this);
   }
@@ -623,7 +668,7 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
     for (std::size_t d = 0; d < keep; ++d) {
       const std::string& a = modules_[static_cast<std::size_t>(inferred_[d].module)].address;
       if (owned_within(p->owner, a) &&
-          inferred_[d].params_used.count(p->tensor.unsafeGetTensorImpl()) != 0) {
+          inferred_[d].params_used.contains(p->tensor.unsafeGetTensorImpl())) {
         keep = d;
         break;
       }
@@ -735,8 +780,7 @@ Recorder::Recorder(const ModelDescription& model, const LogOptions& options, Sav
     if (policy_.mode == SavePolicy::Mode::all) {
       // what every saved output keeps alive stays in these tables to the end
       tensors_.reserve(room);
-      outputs_by_storage_.reserve(room);
-      pinned_set_.reserve(room);
+      pinned_storages_.reserve(room);
       saved_by_storage_.reserve(room);
     }
   }
@@ -801,11 +845,10 @@ std::size_t Recorder::new_node(OpNode&& node) {
   return id;
 }
 
-void Recorder::pin(const at::Tensor& t) {
-  const auto* st = storage_of(t);
-  if (st != nullptr && pinned_set_.insert(st).second) {
-    pinned_.push_back(t.storage().getWeakStorageImpl());
-  }
+Recorder::PinnedStorage& Recorder::pin(const at::Tensor& t, const c10::StorageImpl* st) {
+  const auto [it, inserted] = pinned_storages_.try_emplace(st);
+  if (inserted) pinned_.push_back(t.storage().getWeakStorageImpl());
+  return it->second;
 }
 
 void Recorder::track(const at::Tensor& t, std::size_t node) {
@@ -814,10 +857,9 @@ void Recorder::track(const at::Tensor& t, std::size_t node) {
       impl,
       Tracked{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), node, version_of(t)});
   if (const auto* st = storage_of(t)) {
-    pin(t);
-    auto& entry = outputs_by_storage_[st];
-    entry.first = node;
-    entry.second.assign(t);
+    PinnedStorage& pinned = pin(t, st);
+    pinned.output = node;
+    pinned.geometry.assign(t);
   }
   if (tensors_.size() >= purge_at_) purge_dead();
 }
@@ -840,8 +882,7 @@ void Recorder::purge_dead() {
   std::erase_if(pinned_, [this](const c10::weak_intrusive_ptr<c10::StorageImpl>& w) {
     if (!w.expired()) return false;
     const c10::StorageImpl* st = w._unsafe_get_target();
-    pinned_set_.erase(st);
-    outputs_by_storage_.erase(st);
+    pinned_storages_.erase(st);
     storage_writers_.erase(st);
     return true;
   });
@@ -1137,7 +1178,7 @@ void Recorder::save(std::size_t id, const at::Tensor& t, bool copy) {
   saved_bytes_ += bytes;
   const auto* st = storage_of(s);
   if (st != nullptr && st == storage_of(t)) {
-    pin(t);
+    pin(t, st);
     saved_by_storage_[st].push_back(id); // saved by reference: copy on write
   }
   activations[id] = std::move(s);
@@ -1293,9 +1334,10 @@ bool Recorder::resolve_arg(const at::Tensor& t, int pos, int list_index, bool wr
     parents.push_back(Parent{buffer_node(it->second, t), pos, list_index});
     return true;
   }
-  if (auto it = outputs_by_storage_.find(storage_of(t));
-      it != outputs_by_storage_.end() && it->second.second.matches(t)) {
-    const std::size_t node = it->second.first; // same data, new TensorImpl
+  if (auto it = pinned_storages_.find(storage_of(t));
+      it != pinned_storages_.end() && it->second.output != PinnedStorage::kNoOutput &&
+      it->second.geometry.matches(t)) {
+    const std::size_t node = it->second.output; // same data, new TensorImpl
     settle_literal(node, version_of(t), written);
     track(t, node);
     parents.push_back(Parent{node, pos, list_index});
@@ -1365,10 +1407,9 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   if (info.scalar_read) {
     const std::vector<c10::IValue> args(stack->end() - static_cast<std::ptrdiff_t>(num_args),
                                         stack->end());
-    const auto t0 = std::chrono::steady_clock::now();
+    const std::uint64_t t0 = op_ticks();
     op.callBoxed(stack);
-    op_time_us_ +=
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    op_ticks_ += op_ticks() - t0;
     const std::size_t num_returns = op.schema().returns().size();
     read_scalar(args, torch::jit::last(*stack, num_returns),
                 facts != nullptr ? facts->bool_use : ScalarUse::none);
@@ -1461,7 +1502,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
 
   // (printed while the arguments are on the stack, before anything changes it)
-  const Interned<ScalarArg> scalar_args = scalars.interned();
+  Interned<ScalarArg> scalar_args = scalars.interned();
 
   // Copy-on-write: saved activations that this op is about to overwrite.
   c10::SmallVector<std::uint32_t, 4> versions_before;
@@ -1478,7 +1519,7 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   for (const auto& t : arg_tensors) versions_before.push_back(t.defined() ? version_of(t) : 0);
 
   bool observed = false;
-  const Interned<ModuleFrame> frames = module_frames(params, observed);
+  Interned<ModuleFrame> frames = module_frames(params, observed);
   if (options_.keep_replay()) {
     rec.rng = GeneratorStates::read();
     const auto autocast = compat::autocast_state<AutocastState>();
@@ -1490,11 +1531,10 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     intervene_inputs(boost::num_vertices(graph), parents, stack, num_args, info, edge_applied);
   }
 
-  const auto t0 = std::chrono::steady_clock::now();
+  const std::uint64_t t0 = op_ticks();
   op.callBoxed(stack);
-  const auto t1 = std::chrono::steady_clock::now();
-  const double us = std::chrono::duration<double, std::micro>(t1 - t0).count();
-  op_time_us_ += us;
+  const std::uint64_t ticks = op_ticks() - t0; // in µs from finish() on
+  op_ticks_ += ticks;
 
   // Outputs: one vertex per returned tensor.
   const std::size_t num_returns = op.schema().returns().size();
@@ -1552,13 +1592,13 @@ void Recorder::record(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     n.is_inplace = info.writes;
     n.is_view = info.returns_view;
     n.params = last ? std::move(param_refs) : param_refs;
-    n.time_us = static_cast<float>(us);
+    n.time_us = static_cast<float>(ticks);
     n.is_internally_generated = parents.empty();
     if (t.dim() == 0 && t.scalar_type() == at::kBool && t.device().is_cpu()) {
       n.scalar_bool_value = t.item<bool>();
     }
-    n.modules = frames;
-    n.scalar_args = scalar_args;
+    n.modules = last ? std::move(frames) : frames;
+    n.scalar_args = last ? std::move(scalar_args) : scalar_args;
     n.module_observed = observed;
     const auto out = static_cast<std::size_t>(n.output_index);
     if (exits_observed) {
@@ -1814,7 +1854,12 @@ void Recorder::finish(double forward_ms) {
   auto& info = graph[boost::graph_bundle];
   info.next_id = boost::num_vertices(graph);
   info.forward_time_ms = forward_ms;
-  info.logging_time_ms = std::max(0.0, forward_ms - op_time_us_ / 1000.0);
+  // the op timer's ticks in µs, at the rate run() measured over the forward
+  for (auto v : boost::make_iterator_range(boost::vertices(graph))) {
+    graph[v].time_us = static_cast<float>(graph[v].time_us * us_per_tick_);
+  }
+  info.logging_time_ms =
+      std::max(0.0, forward_ms - static_cast<double>(op_ticks_) * us_per_tick_ / 1000.0);
   // A module's parameter count covers its subtree: every parameter whose
   // address continues the module's with a dot. Summed over each parameter's
   // dotted prefixes (found once per description: DescriptionIndex::prefixes_of;

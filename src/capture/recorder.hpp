@@ -8,12 +8,15 @@
 #include <torchlens/capture/options.hpp>
 #include <torchlens/graph/model_graph.hpp>
 
+#include "memory_pool.hpp"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
 #include <c10/util/SmallVector.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/csrc/autograd/edge.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -154,6 +157,10 @@ class Recorder {
   ~Recorder();
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;
+  /// A recorder lives in a block kept per thread (take_scratch): it is larger
+  /// than glibc serves without sweeping its fastbins.
+  static void* operator new(std::size_t bytes) { return take_scratch(bytes); }
+  static void operator delete(void* p, std::size_t bytes) noexcept { give_scratch(p, bytes); }
 
   void add_input(const std::string& address, const at::Tensor& t);
   void set_returned(const c10::IValue& value);
@@ -281,7 +288,35 @@ class Recorder {
   };
   /// A call found by parameter ownership (C++ frontend without ModuleScope):
   /// continued while the op reads parameters it has not read in this call.
-  using UsedParams = std::pmr::unordered_set<const c10::TensorImpl*>; // nodes from arena_
+  /// The parameters a call has read: a short list searched in place (a module
+  /// reads a few), a hash set (nodes from arena_) once it outgrows the list.
+  class UsedParams {
+   public:
+    UsedParams() = default; // (for resize(), which only shrinks)
+    explicit UsedParams(std::pmr::memory_resource* arena) : set_(arena) {}
+    [[nodiscard]] bool contains(const c10::TensorImpl* p) const {
+      return set_.empty() ? std::find(list_.begin(), list_.end(), p) != list_.end()
+                          : set_.count(p) != 0;
+    }
+    void insert(const c10::TensorImpl* p) {
+      if (!set_.empty()) {
+        set_.insert(p);
+      } else if (std::find(list_.begin(), list_.end(), p) == list_.end()) {
+        if (list_.size() < kListed) {
+          list_.push_back(p);
+        } else {
+          set_.insert(list_.begin(), list_.end());
+          set_.insert(p);
+          list_.clear();
+        }
+      }
+    }
+
+   private:
+    static constexpr unsigned kListed = 16;
+    c10::SmallVector<const c10::TensorImpl*, kListed> list_;
+    std::pmr::unordered_set<const c10::TensorImpl*> set_;
+  };
   struct InferredCall {
     int module;
     int pass;
@@ -292,8 +327,15 @@ class Recorder {
   static const OpInfo& info_for(const c10::OperatorHandle& op);
   std::size_t new_node(OpNode&& node);
   void track(const at::Tensor& t, std::size_t node);
-  /// Keeps a storage's address from being reused while capture keys on it.
-  void pin(const at::Tensor& t);
+  /// A storage capture keys on (pinned_ keeps its address from being reused)
+  /// and the last output tracked on it.
+  struct PinnedStorage {
+    static constexpr std::size_t kNoOutput = SIZE_MAX;
+    std::size_t output = kNoOutput; ///< the last output tracked on it, or kNoOutput
+    Geometry geometry;              ///< that output's geometry over the storage
+  };
+  /// Pins t's storage (st, not null): its entry in pinned_storages_.
+  PinnedStorage& pin(const at::Tensor& t, const c10::StorageImpl* st);
   /// Forgets the tensors and storages that died since the last sweep, so that
   /// the forward can reuse their memory (track() calls it each time the table
   /// has doubled: amortised O(1) per op).
@@ -400,11 +442,12 @@ class Recorder {
   // The per-op tables take their nodes from one arena, released at once with
   // the recorder: an insertion is a pointer bump, not a malloc, and tearing
   // them down frees a few blocks instead of a node per op (docs/performance.md).
-  std::pmr::monotonic_buffer_resource arena_{std::size_t{1} << 16};
+  // Its first block is kept per thread (take_scratch) for the next capture.
+  ScratchBlock arena_block_{std::size_t{1} << 16};
+  std::pmr::monotonic_buffer_resource arena_{arena_block_.data(), arena_block_.size()};
   std::pmr::unordered_map<const c10::TensorImpl*, Tracked> tensors_{&arena_};
   std::pmr::unordered_map<const c10::StorageImpl*, Writer> storage_writers_{&arena_};
-  std::pmr::unordered_map<const c10::StorageImpl*, std::pair<std::size_t, Geometry>>
-      outputs_by_storage_{&arena_};
+  std::pmr::unordered_map<const c10::StorageImpl*, PinnedStorage> pinned_storages_{&arena_};
   /// outputs saved by reference, by storage (copied before a write reaches them)
   std::pmr::unordered_map<const c10::StorageImpl*, c10::SmallVector<std::size_t, 1>>
       saved_by_storage_{&arena_};
@@ -420,8 +463,7 @@ class Recorder {
     bool written = false;        ///< some op wrote the storage during the capture
   };
   std::unordered_map<const c10::StorageImpl*, KeptTensors> kept_by_storage_;
-  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> pinned_;
-  std::pmr::unordered_set<const c10::StorageImpl*> pinned_set_{&arena_};
+  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> pinned_; ///< pinned_storages_'s
   std::size_t purge_at_ = std::size_t{1} << 12; // tensors_ size that triggers purge_dead()
   std::pmr::unordered_map<const c10::TensorImpl*, ParamState> params_{&arena_};
   /// Parameters by storage, for a parameter reaching an op through another
@@ -453,7 +495,8 @@ class Recorder {
     return *containment_handle_;
   }
   std::vector<InferredCall> inferred_;
-  double op_time_us_ = 0;
+  std::uint64_t op_ticks_ = 0;   ///< the ops' own time, in op timer ticks (recorder.cpp)
+  double us_per_tick_ = 0;       ///< the op timer's rate over the forward, from run()
   std::int64_t saved_bytes_ = 0; // for LogOptions::max_saved_bytes
 
   std::unique_ptr<CompiledSpec> live_;                      // LogOptions::intervene

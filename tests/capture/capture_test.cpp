@@ -1455,3 +1455,42 @@ TEST_CASE(
     }
   }
 }
+
+namespace {
+
+/// A large matmul between two tiny ops: almost all of the forward's time.
+struct SlowMiddleImpl : torch::nn::Module {
+  at::Tensor forward(const at::Tensor& x) {
+    const auto a = x + 1;
+    const auto big = torch::matmul(a, a); // 384 x 384 x 384: milliseconds
+    return big.sum() * 2;
+  }
+};
+TORCH_MODULE(SlowMiddle);
+
+} // namespace
+
+TEST_CASE("op times are in microseconds: they fit in the forward, the slow op takes most of it") {
+  // (the op timer counts CPU ticks and converts them at the rate it measured
+  // over the forward: a wrong rate or unit breaks one bound or the other)
+  SlowMiddle model;
+  at::NoGradGuard no_grad;
+  const auto x = torch::randn({384, 384});
+  for (int run = 0; run < 3; ++run) {
+    auto log = tl::log_forward_pass(model, x, tl::LogOptions().save(tl::SaveSpec::none()));
+    const auto& info = log.graph()[boost::graph_bundle];
+    double sum_us = 0, matmul_us = 0;
+    for (auto v : boost::make_iterator_range(boost::vertices(log.graph()))) {
+      const auto& n = log.graph()[v];
+      CHECK(n.time_us >= 0);
+      sum_us += n.time_us;
+      if (n.layer_type == "mm" || n.layer_type == "matmul") matmul_us += n.time_us;
+    }
+    INFO("forward ", info.forward_time_ms, " ms, ops ", sum_us, " us, matmul ", matmul_us, " us");
+    CHECK(info.forward_time_ms > 0);
+    CHECK(sum_us <= info.forward_time_ms * 1000.0 * 1.01);
+    CHECK(matmul_us >= 0.5 * info.forward_time_ms * 1000.0);
+    CHECK(info.logging_time_ms >= 0);
+    CHECK(info.logging_time_ms <= info.forward_time_ms);
+  }
+}

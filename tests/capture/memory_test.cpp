@@ -4,15 +4,20 @@
 // captures on two threads), and the limit and release hold. On glibc, a long
 // capture runs its later ops with fastbins off, and they are back after it.
 
+#include "../../src/capture/memory_pool.hpp"
+#include "../../src/capture/recorder.hpp"
+
 #include <torchlens/torchlens.hpp>
 
 #include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 #include "support/doctest.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <thread>
+#include <vector>
 
 // glibc's own heap (ASan replaces malloc and keeps its own)
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
@@ -286,3 +291,59 @@ TEST_CASE(
   CHECK(fastbins_in_use());
 }
 #endif
+
+namespace {
+
+/// A Linear whose forward asks, while it is being captured, for a block the
+/// size of a Recorder from the thread's scratch (and gives it back).
+struct ScratchProbeImpl : torch::nn::Module {
+  torch::nn::Linear fc{4, 3};
+  void* during = nullptr;
+  ScratchProbeImpl() { register_module("fc", fc); }
+  at::Tensor forward(const at::Tensor& x) {
+    during = tl::detail::take_scratch(sizeof(tl::detail::Recorder));
+    tl::detail::give_scratch(during, sizeof(tl::detail::Recorder));
+    return torch::relu(fc(x));
+  }
+};
+TORCH_MODULE(ScratchProbe);
+
+} // namespace
+
+TEST_CASE("a capture's recorder lives in a block the thread keeps for its next capture") {
+  using tl::detail::give_scratch;
+  using tl::detail::take_scratch;
+  constexpr std::size_t kRecorder = sizeof(tl::detail::Recorder);
+  torch::manual_seed(0);
+  ScratchProbe model;
+  const auto x = torch::randn({2, 4});
+  at::NoGradGuard no_grad;
+  void* const kept = take_scratch(kRecorder);
+  give_scratch(kept, kRecorder); // the thread keeps it
+  auto log = tl::log_forward_pass(model, x, tl::LogOptions().seed(0));
+  // the capture's recorder had taken the kept block: the forward got another
+  CHECK(model->during != nullptr);
+  CHECK(model->during != kept);
+  // and gave it back when it ended: the thread has both again
+  std::vector<void*> taken;
+  for (int i = 0; i < 4; ++i) taken.push_back(take_scratch(kRecorder));
+  CHECK(std::find(taken.begin(), taken.end(), kept) != taken.end());
+  CHECK(std::find(taken.begin(), taken.end(), model->during) != taken.end());
+  for (void* p : taken) give_scratch(p, kRecorder);
+  // what was captured is what the model computes
+  CHECK(torch::allclose(log["relu_1"].activation(), torch::relu(model->fc(x))));
+  CHECK(log["addmm_1"]->modules.back().address == "fc");
+
+  // a block may go back on another thread: that thread keeps it, and frees it
+  // when it ends (a sanitizer build checks the memory)
+  void* moved = take_scratch(kRecorder);
+  std::thread([moved] { give_scratch(moved, kRecorder); }).join();
+  // sizes are kept apart
+  void* one = take_scratch(4096);
+  give_scratch(one, 4096);
+  void* other = take_scratch(8192);
+  CHECK(other != one);
+  give_scratch(other, 8192);
+  CHECK(take_scratch(4096) == one);
+  give_scratch(one, 4096);
+}

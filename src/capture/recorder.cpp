@@ -837,8 +837,7 @@ const OpInfo& Recorder::info_for(const c10::OperatorHandle& op) {
 std::size_t Recorder::new_node(OpNode&& node) {
   node.id = boost::num_vertices(graph);
   const std::size_t id = node.id;
-  // add_vertex(property, g) copies the property twice; move it into a new vertex
-  graph[boost::add_vertex(graph)] = std::move(node);
+  boost::add_vertex(std::move(node), graph); // moved in once
   activations.emplace_back();
   if (keep_records_) records.emplace_back();
   if (id + 1 == kLongCapture) capture_is_long();
@@ -1048,7 +1047,10 @@ void Recorder::fill_tensor_fields(OpNode& n, const at::Tensor& t) const {
   n.requires_grad = t.requires_grad();
   // Without autograd metadata there is no grad_fn (grad_fn() asks the autograd
   // hooks first: ~120 instructions an op, most outputs of a no-grad forward).
-  if (t.unsafeGetTensorImpl()->autograd_meta() == nullptr) return;
+  // Nor without requires_grad (a grad_fn makes a tensor require grad; a view's
+  // grad_fn() asks its base and versions: ~220 instructions for each view a
+  // no-grad forward makes).
+  if (t.unsafeGetTensorImpl()->autograd_meta() == nullptr || !n.requires_grad) return;
   if (const auto& fn = t.grad_fn()) {
     n.grad_fn = fn->name(); // per instance: a Python Function's node names its class
   }

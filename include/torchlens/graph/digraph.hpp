@@ -216,9 +216,21 @@ class Digraph {
   [[nodiscard]] std::size_t vertex_count() const noexcept { return vertices_.size(); }
   [[nodiscard]] std::size_t edge_count() const noexcept { return edges_.size(); }
 
-  vertex_descriptor add_vertex(VertexBundle bundle) {
+  /// Adds a vertex with this bundle (moved in: one move, where a by-value
+  /// parameter cost two).
+  vertex_descriptor add_vertex(VertexBundle&& bundle) {
     check_room(vertices_.size());
     vertices_.push_back(std::move(bundle));
+    adjacency_.emplace_back();
+    return vertices_.size() - 1;
+  }
+  vertex_descriptor add_vertex(const VertexBundle& bundle) {
+    return add_vertex(VertexBundle(bundle));
+  }
+  /// Adds a vertex with a default bundle, built in place.
+  vertex_descriptor add_vertex() {
+    check_room(vertices_.size());
+    vertices_.emplace_back();
     adjacency_.emplace_back();
     return vertices_.size() - 1;
   }
@@ -389,7 +401,7 @@ std::pair<DigraphEdge, bool> edge(std::size_t u, std::size_t v, const Digraph<V,
 }
 template <class V, class E, class G>
 std::size_t add_vertex(Digraph<V, E, G>& g) {
-  return g.add_vertex(V{});
+  return g.add_vertex();
 }
 template <class V, class E, class G>
 std::size_t add_vertex(const V& bundle, Digraph<V, E, G>& g) {

@@ -664,10 +664,14 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
   while (keep < inferred_.size() && keep < chain.size() && inferred_[keep].module == chain[keep]) {
     ++keep;
   }
+  // (a parameter lies within module m when m is one of its dotted prefixes)
+  const auto within = [this](const ParamState* p, int m) {
+    const auto prefixes = index_->prefixes_of(p->index);
+    return std::find(prefixes.begin(), prefixes.end(), m) != prefixes.end();
+  };
   for (const ParamState* p : params) {
     for (std::size_t d = 0; d < keep; ++d) {
-      const std::string& a = modules_[static_cast<std::size_t>(inferred_[d].module)].address;
-      if (owned_within(p->owner, a) &&
+      if (within(p, inferred_[d].module) &&
           inferred_[d].params_used.contains(p->tensor.unsafeGetTensorImpl())) {
         keep = d;
         break;
@@ -687,7 +691,7 @@ Interned<ModuleFrame> Recorder::module_frames(const ParamList& params, bool& obs
   for (auto& call : inferred_) {
     const ModuleState& m = modules_[static_cast<std::size_t>(call.module)];
     for (const ParamState* p : params) {
-      if (owned_within(p->owner, m.address)) {
+      if (within(p, call.module)) {
         call.params_used.insert(p->tensor.unsafeGetTensorImpl());
       }
     }

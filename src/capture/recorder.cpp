@@ -348,6 +348,8 @@ Name dtype_name(c10::ScalarType type) {
 }
 
 Name device_name(const c10::Device& device) {
+  static const Name cpu(c10::Device(c10::DeviceType::CPU).str()); // no thread-local look-up
+  if (device.is_cpu() && !device.has_index()) return cpu;
   thread_local std::optional<std::pair<c10::Device, Name>> last;
   if (!last || last->first != device) last.emplace(device, Name(device.str()));
   return last->second;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <utility>
+#include <vector>
 
 namespace torchlens::detail {
 
@@ -126,14 +127,21 @@ void postprocess(ModelGraph& graph, const void* model, const passes::GroupRecurr
   const bool same_model = last.model == model && same_options(last.loops, loops);
   if (same_model && last.kept && same_raw_graph(graph, last.kept->raw)) {
     // the pipeline's result for this very graph, with this capture's measurements
-    ModelGraph labelled = last.kept->labelled;
-    for (Vertex v = 0; v < boost::num_vertices(labelled); ++v) {
-      const std::size_t id = labelled[v].id;
-      // a raw graph's vertex i has id i (outputs added by the pipeline have none)
-      if (id < n && graph[id].id == id) Measurements::of(graph[id]).put(labelled[v]);
+    // (a raw graph's vertex i has id i; outputs added by the pipeline have none)
+    thread_local std::vector<std::optional<Measurements>> measured;
+    measured.assign(n, std::nullopt);
+    for (Vertex v = 0; v < n; ++v) {
+      if (graph[v].id == v) measured[v] = Measurements::of(graph[v]);
     }
-    GraphMeasurements::of(graph[boost::graph_bundle]).put(labelled[boost::graph_bundle]);
-    graph.swap(labelled);
+    const auto graph_measured = GraphMeasurements::of(graph[boost::graph_bundle]);
+    // assigned over the raw graph: its arrays reused, and each interned field
+    // that holds the same entry left as it is (no allocation, no count changed)
+    graph = last.kept->labelled;
+    for (Vertex v = 0; v < boost::num_vertices(graph); ++v) {
+      const std::size_t id = graph[v].id;
+      if (id < n && measured[id]) measured[id]->put(graph[v]);
+    }
+    graph_measured.put(graph[boost::graph_bundle]);
     ++last.reused;
     return;
   }

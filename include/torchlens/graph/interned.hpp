@@ -274,7 +274,7 @@ class Interned {
   }
   Interned(Interned&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
   Interned& operator=(const Interned& o) noexcept {
-    Interned(o).swap(*this);
+    if (e_ != o.e_) Interned(o).swap(*this); // the same entry: no count to change
     return *this;
   }
   Interned& operator=(Interned&& o) noexcept {

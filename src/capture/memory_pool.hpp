@@ -36,7 +36,7 @@ class LargeTeardown {
 /// sizes. Without it every capture asked glibc for these blocks (requests of
 /// 1 KiB or more) after the forward had freed many small chunks, and glibc
 /// swept its fastbins on each such request and again when the 64 KiB block
-/// came back (docs/performance.md, "Scratch kept per thread"). Any thread may
+/// came back (docs/performance.md, "Time, not instructions"). Any thread may
 /// give back a block another thread took; a thread's kept blocks are freed
 /// when it ends.
 void* take_scratch(std::size_t bytes);

@@ -251,21 +251,14 @@ const at::Tensor& ModelLog::activation(Vertex v) const {
 
 void ModelLog::set_activations(std::vector<at::Tensor> by_id) {
   activations_ = std::move(by_id);
-  if (std::none_of(activations_.begin(), activations_.end(),
-                   [](const at::Tensor& t) { return t.defined(); })) {
-    // a metadata-only log: nothing saved (an output node's value is its
-    // producer's), and no slots kept (8 bytes per op): readers of
-    // activations_by_id() check an id against its size
-    for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-      graph_[v].has_saved_activation = false;
-    }
-    activations_ = {};
-    return;
-  }
-  activations_.resize(std::max(activations_.size(), info().next_id));
+  // nothing saved (metadata only): no vertex has a value, an output node's
+  // being its producer's, and none is looked up
+  const bool none = std::none_of(activations_.begin(), activations_.end(),
+                                 [](const at::Tensor& t) { return t.defined(); });
+  if (!none) activations_.resize(std::max(activations_.size(), info().next_id));
   bool any = false;
   for (Vertex v : boost::make_iterator_range(boost::vertices(graph_))) {
-    const bool saved = activation(v).defined();
+    const bool saved = !none && activation(v).defined();
     graph_[v].has_saved_activation = saved;
     any = any || saved;
   }

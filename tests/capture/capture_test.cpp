@@ -1494,3 +1494,55 @@ TEST_CASE("op times are in microseconds: they fit in the forward, the slow op ta
     CHECK(info.logging_time_ms <= info.forward_time_ms);
   }
 }
+
+namespace {
+
+/// Twenty parameters, each read by its own op: one call of it reads more than
+/// the recorder lists in place before it keeps them in a set.
+struct TwentyWeightsImpl : torch::nn::Module {
+  std::vector<torch::Tensor> w;
+  TwentyWeightsImpl() {
+    for (int i = 0; i < 20; ++i) {
+      std::string name = std::to_string(i);
+      name.insert(name.begin(), 'w'); // not "w" + ...: GCC 12's false -Wrestrict
+      w.push_back(register_parameter(name, torch::full({3}, 1.0 + 0.01 * i)));
+    }
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    for (const auto& p : w) x = x * p;
+    return x;
+  }
+};
+TORCH_MODULE(TwentyWeights);
+
+/// Calls the twenty-weight module twice (no ModuleScope: calls are inferred).
+struct TwentyTwiceImpl : torch::nn::Module {
+  TwentyWeights inner;
+  TwentyTwiceImpl() { register_module("inner", inner); }
+  torch::Tensor forward(torch::Tensor x) { return inner(inner(x)); }
+};
+TORCH_MODULE(TwentyTwice);
+
+} // namespace
+
+TEST_CASE("C++ frontend: a module call reading twenty parameters ends when one is read again") {
+  // each op reads a parameter the call has not read, until the 21st reads w0
+  // again: a second call (the recorder's list of read parameters becomes a
+  // set past 16; both must find a parameter already read)
+  TwentyTwice net;
+  const auto x = torch::randn({3});
+  auto log = tl::log_forward_pass(net, x);
+  INFO(placements(log));
+  const auto& g = log.graph();
+  std::vector<std::string> frames;
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    if (g[v].layer_type == "mul") frames.push_back(frame_strings(g[v]).at(0));
+  }
+  REQUIRE(frames.size() == 40);
+  for (std::size_t i = 0; i < 40; ++i) CHECK(frames[i] == (i < 20 ? "inner:1" : "inner:2"));
+  for (const auto& m : log.info().modules) {
+    if (m.address == "inner") CHECK(m.num_passes == 2);
+  }
+  torch::NoGradGuard ng;
+  CHECK(torch::allclose(log["output_1"].activation(), net(x)));
+}

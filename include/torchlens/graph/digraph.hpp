@@ -66,8 +66,8 @@ void shrink_if_loose(Vector& v) {
 /// larger, with the elements at an aligned address inside it and the block's
 /// start in the word before them. Aligned operator new goes to glibc's
 /// posix_memalign, which searches for and splits a chunk on every request:
-/// ~1 000 instructions against ~100, paid twice by each capture of a small
-/// model (its graph, and the log's copy of a labelled graph reused).
+/// ~1 000 instructions against ~100, paid by every capture (its graph) and
+/// every copy of a graph.
 template <class T>
 struct OverAlignedAllocator {
   using value_type = T;

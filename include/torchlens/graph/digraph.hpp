@@ -31,6 +31,8 @@
 /// `out_edges`/`in_edges` iterators read the graph through its address and
 /// survive additions. At most 2³² − 2 vertices and as many edges.
 
+#include <torchlens/graph/array_allocator.hpp>
+
 #include <boost/graph/adjacency_iterator.hpp>
 #include <boost/graph/graph_traits.hpp>
 #include <boost/graph/properties.hpp>
@@ -60,50 +62,6 @@ template <class Vector>
 void shrink_if_loose(Vector& v) {
   if (v.capacity() - v.size() > v.size() / 8 + 64) v.shrink_to_fit();
 }
-
-/// std::vector's allocator for a type aligned beyond what plain operator new
-/// guarantees (OpNode: a cache line): a block from plain operator new, a little
-/// larger, with the elements at an aligned address inside it and the block's
-/// start in the word before them. Aligned operator new goes to glibc's
-/// posix_memalign, which searches for and splits a chunk on every request:
-/// ~1 000 instructions against ~100, paid by every capture (its graph) and
-/// every copy of a graph.
-template <class T>
-struct OverAlignedAllocator {
-  using value_type = T;
-  OverAlignedAllocator() = default;
-  template <class U>
-  OverAlignedAllocator(const OverAlignedAllocator<U>&) noexcept {}
-
-  T* allocate(std::size_t n) {
-    if constexpr (alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
-      return std::allocator<T>{}.allocate(n);
-    } else {
-      if (n > (std::size_t(-1) - kExtra) / sizeof(T)) throw std::bad_array_new_length();
-      char* block = static_cast<char*>(::operator new(n * sizeof(T) + kExtra));
-      const auto at = (reinterpret_cast<std::uintptr_t>(block) + sizeof(char*) + alignof(T) - 1) &
-                      ~std::uintptr_t{alignof(T) - 1};
-      char* items = block + (at - reinterpret_cast<std::uintptr_t>(block));
-      std::memcpy(items - sizeof(char*), &block, sizeof(char*));
-      return reinterpret_cast<T*>(items);
-    }
-  }
-  void deallocate(T* p, std::size_t n) noexcept {
-    if constexpr (alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
-      std::allocator<T>{}.deallocate(p, n);
-    } else {
-      char* block = nullptr;
-      std::memcpy(&block, reinterpret_cast<char*>(p) - sizeof(char*), sizeof(char*));
-      ::operator delete(block, n * sizeof(T) + kExtra);
-    }
-  }
-  friend bool operator==(const OverAlignedAllocator&, const OverAlignedAllocator&) noexcept {
-    return true;
-  }
-
- private:
-  static constexpr std::size_t kExtra = alignof(T) + sizeof(char*);
-};
 
 } // namespace detail
 
@@ -309,9 +267,10 @@ class Digraph {
     if (n >= kNone - 1) throw std::length_error("torchlens::Digraph: more than 2^32 - 2 elements");
   }
 
-  std::vector<VertexBundle, detail::OverAlignedAllocator<VertexBundle>> vertices_;
-  std::vector<Adjacency> adjacency_;
-  std::vector<EdgeRecord> edges_;
+  // (cache-line aligned bundles; huge pages for arrays of 2 MiB and more)
+  std::vector<VertexBundle, detail::ArrayAllocator<VertexBundle>> vertices_;
+  std::vector<Adjacency, detail::ArrayAllocator<Adjacency>> adjacency_;
+  std::vector<EdgeRecord, detail::ArrayAllocator<EdgeRecord>> edges_;
   GraphBundle graph_{};
 };
 

@@ -20,6 +20,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__linux__)
+#include <unistd.h>
+#endif
+
 using namespace torchlens;
 
 // What Boost's algorithms require of a graph, checked at compile time.
@@ -225,8 +229,12 @@ namespace {
 
 /// Whether the kernel will back the page holding `p` with huge pages
 /// (/proc/self/smaps's THPeligible for its mapping): 1 or 0, or -1 where it
-/// cannot tell (no smaps, no such field, or transparent huge pages off).
+/// cannot tell (no smaps, no such field, transparent huge pages off, or pages
+/// other than 4 KiB, whose huge pages are not 2 MiB).
 int huge_page_eligible(const void* p) {
+#if defined(__linux__)
+  if (::sysconf(_SC_PAGESIZE) != 4096) return -1;
+#endif
   std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string modes;
   if (!std::getline(mode, modes) || modes.find("[never]") != std::string::npos) return -1;

@@ -44,10 +44,7 @@
 #include <compare>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <functional>
-#include <memory>
-#include <new>
 #include <stdexcept>
 #include <utility>
 #include <vector>

@@ -11,20 +11,18 @@
 #include <boost/graph/topological_sort.hpp>
 
 #include "support/doctest.hpp"
+#include "support/huge_pages.hpp"
 
 #include <cstdint>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
-#if defined(__linux__)
-#include <unistd.h>
-#endif
-
 using namespace torchlens;
+using torchlens::test::first_page;
+using torchlens::test::holds_huge_page;
+using torchlens::test::huge_page_eligible;
 
 // What Boost's algorithms require of a graph, checked at compile time.
 BOOST_CONCEPT_ASSERT((boost::IncidenceGraphConcept<ModelGraph>));
@@ -224,52 +222,6 @@ TEST_CASE("vertex bundles sit on cache lines through growth, copies, swaps and t
     alloc.deallocate(p, n);
   }
 }
-
-namespace {
-
-/// Whether the kernel will back the page holding `p` with huge pages
-/// (/proc/self/smaps's THPeligible for its mapping): 1 or 0, or -1 where it
-/// cannot tell (no smaps, no such field, transparent huge pages off, or pages
-/// other than 4 KiB, whose huge pages are not 2 MiB).
-int huge_page_eligible(const void* p) {
-#if defined(__linux__)
-  if (::sysconf(_SC_PAGESIZE) != 4096) return -1;
-#endif
-  std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
-  std::string modes;
-  if (!std::getline(mode, modes) || modes.find("[never]") != std::string::npos) return -1;
-  std::ifstream in("/proc/self/smaps");
-  const auto at = reinterpret_cast<std::uintptr_t>(p);
-  bool inside = false;
-  for (std::string line; std::getline(in, line);) {
-    std::uintptr_t lo = 0, hi = 0;
-    char dash = 0;
-    std::istringstream head(line);
-    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
-      inside = lo <= at && at < hi;
-    } else if (inside && line.starts_with("THPeligible:")) {
-      return line.find('1') != std::string::npos ? 1 : 0;
-    }
-  }
-  return -1;
-}
-
-/// The first whole 4 KiB page of a block: where its advised range begins.
-const void* first_page(const void* p) {
-  return reinterpret_cast<const void*>((reinterpret_cast<std::uintptr_t>(p) + 4095) &
-                                       ~std::uintptr_t{4095});
-}
-
-/// Whether the whole pages of a block hold a 2 MiB-aligned stretch: the kernel
-/// calls a mapping eligible only then (an array of 2-4 MiB may not).
-bool holds_huge_page(const void* p, std::size_t bytes) {
-  const auto lo = reinterpret_cast<std::uintptr_t>(first_page(p));
-  const auto hi = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~std::uintptr_t{4095};
-  const auto huge = std::uintptr_t{detail::kHugePageBytes};
-  return ((lo + huge - 1) & ~(huge - 1)) + huge <= hi;
-}
-
-} // namespace
 
 TEST_CASE("arrays of 2 MiB and more are advised to take huge pages; smaller ones are not") {
   // A 10^5-op graph's bundles are ~20 MB swept a dozen times by the pipeline:

@@ -6,9 +6,13 @@
 #include <support/random_loop_graphs.hpp>
 
 #include "support/doctest.hpp"
+#include "support/huge_pages.hpp"
 
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace torchlens;
@@ -467,6 +471,125 @@ TEST_CASE("the pass's text ids number texts in the order first seen and keep the
   CHECK(ids.size() == 0);
   CHECK(ids.id("linear[fc.weight]@fc") == std::pair<std::size_t, bool>{0, true});
   CHECK(ids.id("relu(2)@") == std::pair<std::size_t, bool>{1, true});
+}
+
+TEST_CASE(
+    "the passes' scratch arena: aligned, apart, in blocks of whole huge pages, freed together") {
+  using passes::detail::ScratchArena;
+  constexpr std::size_t huge = torchlens::detail::kHugePageBytes;
+  ScratchArena arena(3 * huge - 5); // rounded up: one block of three huge pages
+  CHECK(arena.blocks() == 0);
+  std::vector<std::pair<char*, std::size_t>> got;
+  for (std::size_t i = 0; i < 40; ++i) {
+    const std::size_t bytes = 1 + i * 977, align = std::size_t{1} << (i % 7);
+    auto* p = static_cast<char*>(arena.allocate(bytes, align));
+    CHECK(reinterpret_cast<std::uintptr_t>(p) % align == 0);
+    std::memset(p, static_cast<int>(i), bytes); // ASan: inside a mapping
+    got.emplace_back(p, bytes);
+  }
+  CHECK(arena.blocks() == 1);
+  CHECK(arena.reserved() == 3 * huge);
+  bool apart = true, kept = true;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    for (std::size_t j = i + 1; j < got.size(); ++j) {
+      apart = apart && (got[i].first + got[i].second <= got[j].first ||
+                        got[j].first + got[j].second <= got[i].first);
+    }
+    kept = kept && got[i].first[got[i].second - 1] == static_cast<char>(i);
+  }
+  CHECK(apart);
+  CHECK(kept);
+  // the kernel backs the block with huge pages where it can: it is aligned to
+  // 2 MiB and advised (Linux)
+  const int eligible = torchlens::test::huge_page_eligible(got[0].first);
+  if (torchlens::detail::takes_huge_pages(huge) && eligible >= 0) CHECK(eligible == 1);
+  // a request past the block's end takes a new block, large enough however large
+  auto* big = static_cast<char*>(arena.allocate(5 * huge, 64));
+  std::memset(big, 1, 5 * huge);
+  CHECK(arena.blocks() == 2);
+  CHECK(arena.reserved() >= 8 * huge);
+  CHECK(arena.reserved() % huge == 0);
+}
+
+TEST_CASE("a workspace's vectors take the arena of the scope they were made in, and keep it") {
+  using passes::detail::ScratchArena;
+  using passes::detail::ScratchScope;
+  using passes::detail::ScratchVector;
+  ScratchArena arena(0), other(0);
+  ScratchVector<std::uint32_t> heap(5, 7u);
+  CHECK(heap.get_allocator().arena == nullptr);
+  {
+    const ScratchScope scope(&arena);
+    ScratchVector<std::uint32_t> a(1000, 3u);
+    CHECK(a.get_allocator().arena == &arena);
+    CHECK(arena.blocks() == 1);
+    {
+      const ScratchScope inner(&other);
+      ScratchVector<char> b(10, 'x');
+      CHECK(b.get_allocator().arena == &other);
+    }
+    ScratchVector<std::uint32_t> c; // the outer scope's again
+    CHECK(c.get_allocator().arena == &arena);
+    // moves and swaps carry the storage's allocator with it; a copy keeps the source's
+    c = std::move(heap);
+    CHECK(c.get_allocator().arena == nullptr);
+    CHECK(c == ScratchVector<std::uint32_t>(5, 7u));
+    c.swap(a);
+    CHECK(c.get_allocator().arena == &arena);
+    CHECK(a.get_allocator().arena == nullptr);
+    CHECK(c.size() == 1000);
+    const ScratchVector<std::uint32_t> d = c;
+    CHECK(d.get_allocator().arena == &arena);
+    CHECK(d[999] == 3u);
+    a.assign(20000, 9u); // grows on the heap, where its storage came from
+    CHECK(a.get_allocator().arena == nullptr);
+  }
+  ScratchVector<std::uint32_t> after(3, 1u);
+  CHECK(after.get_allocator().arena == nullptr);
+}
+
+TEST_CASE(
+    "a graph past the thread's reused workspace (its tables on a scratch arena) groups by the "
+    "rules") {
+  // 1 500 runs of a 3-op cell: 4 502 vertices, more than the workspace a thread
+  // keeps (State::kReusedUpTo), so the pass takes a workspace on a scratch
+  // arena. Rule 1: every linear reads cell.weight; rule 2: the tanh and mul
+  // after each pass join their own layers. Expected: 3 layers of 1 500 passes,
+  // named after the first pass's raw labels.
+  GraphBuilder b;
+  Vertex cur = b.input();
+  constexpr int kRuns = 1500;
+  for (int it = 0; it < kRuns; ++it) {
+    cur = b.op("linear", {cur},
+               {.params = {"cell.weight"}, .modules = {frame("cell", "Linear", it + 1)}});
+    cur = b.op("tanh", {cur});
+    cur = b.op("mul", {cur}, {.scalar_args = {{"other", "0.5"}}});
+  }
+  b.returns(cur);
+  ModelGraph g = b.build();
+  ModelGraph again = g;
+  const auto n = boost::num_vertices(g); // the input and the ops
+  REQUIRE(n > 4096);
+  run_default_pipeline(g);
+  const char* types[] = {"linear", "tanh", "mul"};
+  bool as_rules = true;
+  for (Vertex v = 1; v < n; ++v) {
+    const std::size_t step = v - 1;
+    const std::string want = std::string(types[step % 3]) + "_1_" + std::to_string(1 + step % 3) +
+                             ":" + std::to_string(step / 3 + 1);
+    if (as_rules && g[v].label() != want) MESSAGE(v << ": " << g[v].label() << ", not " << want);
+    as_rules =
+        as_rules && g[v].label() == want && g[v].num_passes == kRuns && g[v].layer == step % 3 + 1;
+  }
+  CHECK(as_rules);
+  REQUIRE(boost::num_vertices(g) == n + 1);
+  CHECK(g[Vertex{n}].label() == "output_1");
+  CHECK(g[boost::graph_bundle].max_recurrent_loops == kRuns);
+  // and again on the same thread, whose arena the first run freed
+  run_default_pipeline(again);
+  bool same = boost::num_vertices(again) == n + 1;
+  for (Vertex v = 0; same && v <= n; ++v) same = again[v].label() == g[v].label();
+  CHECK(same);
 }
 
 TEST_CASE("ties are broken by raw labels compared as text (`cat_10_…` before `cat_2_…`)") {

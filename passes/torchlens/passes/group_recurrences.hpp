@@ -8,6 +8,7 @@
 #include <torchlens/error.hpp>
 #include <torchlens/graph/model_graph.hpp>
 #include <torchlens/passes/detail/flat_map.hpp>
+#include <torchlens/passes/detail/scratch.hpp>
 #include <torchlens/pipeline/analysis.hpp>
 #include <torchlens/pipeline/pass.hpp>
 
@@ -190,9 +191,10 @@ void append_int(std::string& s, Int x) {
 
 /// Items 0 … count-1 grouped by key (each < keys), every group in item order
 /// (a counting sort): group k is out[start[k] .. start[k + 1]). `fill` is scratch.
-template <class KeyOf, class ValueOf, class T, class I>
+template <class KeyOf, class ValueOf, class Starts, class Items>
 void group_by_key(std::size_t count, std::size_t keys, KeyOf key_of, ValueOf value_of,
-                  std::vector<I>& start, std::vector<T>& out, std::vector<I>& fill) {
+                  Starts& start, Items& out, Starts& fill) {
+  using T = typename Items::value_type;
   start.assign(keys + 1, 0);
   for (std::size_t i = 0; i < count; ++i) ++start[key_of(i) + 1];
   for (std::size_t k = 0; k < keys; ++k) start[k + 1] += start[k];
@@ -462,8 +464,15 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     const auto& full = ctx.get<AdjacencyAnalysis>(g);
     // Graphs up to kReusedUpTo vertices (every capture of a small model) reuse
     // one workspace per thread: no allocation once it has grown. Larger ones
-    // get their own, freed when the pass ends.
+    // get their own, its tables on a scratch arena of huge pages for the run
+    // (detail/scratch.hpp), all freed when the pass ends.
     thread_local State reused;
+    std::optional<detail::ScratchArena> arena;
+    std::optional<detail::ScratchScope> on_arena;
+    if (n > State::kReusedUpTo) {
+      arena.emplace(State::kScratchBytesPerVertex * n);
+      on_arena.emplace(&*arena);
+    }
     std::optional<State> own;
     State& st = n <= State::kReusedUpTo && !reused.busy ? reused : own.emplace();
     const State::Use use(st);
@@ -559,9 +568,16 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   struct State {
     using Adj = AdjacencyAnalysis::Result;
     using Index = detail::Index;
+    /// Every table is a ScratchVector: on the run's scratch arena for graphs
+    /// past kReusedUpTo (run()), on the heap for the thread's reused State.
+    template <class T>
+    using ScratchVector = detail::ScratchVector<T>;
     static constexpr Index kNone = detail::kNoIndex;
     /// Largest graph whose buffers a thread keeps between runs.
     static constexpr std::size_t kReusedUpTo = 4096;
+    /// Scratch a run of a larger graph reserves per vertex at first (the
+    /// tables' sizes on loop graphs; a run needing more takes another block).
+    static constexpr std::size_t kScratchBytesPerVertex = 192;
     /// Class keys kept at once (the key cache is emptied when full).
     static constexpr std::size_t kMaxKeys = 2048;
 
@@ -581,7 +597,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     /// Three tables for run()'s numbering (layer of each label vertex, its
     /// passes, passes numbered so far), in the storage of per-vertex tables the
     /// expansions are done with: no new pages touched.
-    [[nodiscard]] std::tuple<std::vector<Index>&, std::vector<Index>&, std::vector<Index>&>
+    [[nodiscard]] std::tuple<ScratchVector<Index>&, ScratchVector<Index>&, ScratchVector<Index>&>
     numbering_tables() {
       return {stamp, match_stamp_, match_count_};
     }
@@ -935,23 +951,23 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
 
     struct Subgraph {
-      std::vector<Index> param_nodes;
+      ScratchVector<Index> param_nodes;
       std::size_t size = 0; ///< vertices in its node set
     };
     /// The frontiers of one lock step, flat (reused across steps).
     struct Frontiers {
-      std::vector<Index> sg;        ///< subgraph of frontier i
-      std::vector<Index> list[2];   ///< children, parents: every frontier's entries
-      std::vector<Index> owner[2];  ///< frontier of each entry
-      std::vector<Index> start[2];  ///< frontier i's entries begin at start[i]
-      std::vector<char> taken[2];   ///< entry paired (or the candidate) already
-      std::vector<Index> bucket[2]; ///< entries by class, then position
+      ScratchVector<Index> sg;        ///< subgraph of frontier i
+      ScratchVector<Index> list[2];   ///< children, parents: every frontier's entries
+      ScratchVector<Index> owner[2];  ///< frontier of each entry
+      ScratchVector<Index> start[2];  ///< frontier i's entries begin at start[i]
+      ScratchVector<char> taken[2];   ///< entry paired (or the candidate) already
+      ScratchVector<Index> bucket[2]; ///< entries by class, then position
       /// class c's entries: bucket[class_begin[c] .. class_end[c]) when class_stamp[c] == epoch
-      std::vector<Index> class_begin[2], class_end[2];
-      std::vector<std::uint32_t> class_stamp[2];
+      ScratchVector<Index> class_begin[2], class_end[2];
+      ScratchVector<std::uint32_t> class_stamp[2];
       std::uint32_t epoch = 0;
-      std::vector<Index> classes; ///< scratch: the classes one side holds
-      std::vector<std::pair<Index, Index>> matches, kept;
+      ScratchVector<Index> classes; ///< scratch: the classes one side holds
+      ScratchVector<std::pair<Index, Index>> matches, kept;
       /// True when frontier i (the last one being filled) already lists w on either side.
       [[nodiscard]] bool added(std::size_t i, Vertex w) const {
         for (int side = 0; side < 2; ++side) {
@@ -1001,7 +1017,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
     /// Sorts vertices of one layer type by raw label, as TorchLens sorts labels.
-    void sort_by_label(std::vector<Index>& vs) const {
+    void sort_by_label(ScratchVector<Index>& vs) const {
       const auto less = [&](Vertex a, Vertex b) { return raw_label_less(a, b); };
       if (!std::is_sorted(vs.begin(), vs.end(), less)) std::sort(vs.begin(), vs.end(), less);
     }
@@ -1042,7 +1058,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     }
     /// A new iso-group of `nodes` (sorted by raw label, each with its subgraph in
     /// sgs), queued for the next steps.
-    void register_group(const std::vector<Index>& nodes, const std::vector<Index>& sgs) {
+    void register_group(const ScratchVector<Index>& nodes, const ScratchVector<Index>& sgs) {
       const std::size_t list = new_list(nodes);
       dict_set(nodes.front(), list);
       for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -1124,7 +1140,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       adjacency.unite(a, b);
     }
 
-    void advance(const std::vector<Index>& iso, bool first) {
+    void advance(const ScratchVector<Index>& iso, bool first) {
       // each subgraph's frontier: its children, then (after the first step) its
       // parents, not yet in a subgraph, each once; one reached by another
       // subgraph records adjacency instead. Frontier i's list on side s is
@@ -1496,116 +1512,116 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
    public:
     std::size_t num_classes = 0;
     std::size_t num_seeds = 0;
-    std::vector<Index> seed;         ///< candidate set an expansion from v starts with:
-                                     ///< its class, or for an op with parameters (op,
-                                     ///< parameters) whatever its modules (see reset)
-    std::vector<Index> member_start; ///< seed c's members: member_list[start[c], start[c+1])
-    std::vector<Index> member_list;  ///< members by seed, each seed in creation order
-    std::vector<Index> cls;          ///< current class (canonicalised by grouping)
-    std::vector<Index> raw_layer;    ///< the layer's label vertex
-    std::vector<Index> group_size;   ///< size of its layer when last grouped
-    std::vector<char> uses_params;
-    std::vector<char> anchored;   ///< in a module, or a buffer (TorchLens's recurrence_anchored)
-    std::size_t min_body = 2;     ///< options().min_param_free_loop_body()
-    std::vector<Index> param_key; ///< rule-1 key, kNone without parameters
+    ScratchVector<Index> seed;         ///< candidate set an expansion from v starts with:
+                                       ///< its class, or for an op with parameters (op,
+                                       ///< parameters) whatever its modules (see reset)
+    ScratchVector<Index> member_start; ///< seed c's members: member_list[start[c], start[c+1])
+    ScratchVector<Index> member_list;  ///< members by seed, each seed in creation order
+    ScratchVector<Index> cls;          ///< current class (canonicalised by grouping)
+    ScratchVector<Index> raw_layer;    ///< the layer's label vertex
+    ScratchVector<Index> group_size;   ///< size of its layer when last grouped
+    ScratchVector<char> uses_params;
+    ScratchVector<char> anchored;   ///< in a module, or a buffer (TorchLens's recurrence_anchored)
+    std::size_t min_body = 2;       ///< options().min_param_free_loop_body()
+    ScratchVector<Index> param_key; ///< rule-1 key, kNone without parameters
 
    private:
     // set-up scratch
     std::string text_;
     EquivalenceScratch scratch_;
     detail::TextIds class_of_, rule1_of_, seed_of_;
-    detail::FlatMap64 param_reads_;         ///< address hash → reads (1, or 2 for more)
-    bool own_mode_ = false;                 ///< reads_own_params() asked (reads counted)
-    bool own_used_ = false;                 ///< some op's texts got ids unlooked
-    bool odd_type_ = false;                 ///< an op's layer type holds one of `[(:`
-    const void* last_address_ = nullptr;    ///< reads_own_params(): the address looked up last
-    std::size_t last_reads_ = 0;            ///< and its reads
-    detail::WordIds key_ids_;               ///< class keys (write_class_key)
-    std::vector<KeyFacts> key_facts_;       ///< by key id
-    std::vector<std::uint64_t> words_;      ///< a class key
-    detail::FlatMap64 per_type_;            ///< layer type → its raw-label counter
-    std::vector<std::uint64_t> type_count_; ///< raw-label numbers given, by counter
-    std::vector<Name> class_name_;          ///< class c's equivalence type
+    detail::FlatMap64 param_reads_;           ///< address hash → reads (1, or 2 for more)
+    bool own_mode_ = false;                   ///< reads_own_params() asked (reads counted)
+    bool own_used_ = false;                   ///< some op's texts got ids unlooked
+    bool odd_type_ = false;                   ///< an op's layer type holds one of `[(:`
+    const void* last_address_ = nullptr;      ///< reads_own_params(): the address looked up last
+    std::size_t last_reads_ = 0;              ///< and its reads
+    detail::WordIds key_ids_;                 ///< class keys (write_class_key)
+    ScratchVector<KeyFacts> key_facts_;       ///< by key id
+    std::vector<std::uint64_t> words_;        ///< a class key
+    detail::FlatMap64 per_type_;              ///< layer type → its raw-label counter
+    ScratchVector<std::uint64_t> type_count_; ///< raw-label numbers given, by counter
+    ScratchVector<Name> class_name_;          ///< class c's equivalence type
     /// each vertex's raw-label number while reset() counts, then the label's rank
     /// among its layer type's (raw_label_less)
-    std::vector<Index> label_rank_;
-    std::vector<Index> type_slot_;      ///< each vertex's raw-label counter
-    std::vector<Index> type_start_;     ///< counter t's ranks: rank_of_number_[type_start_[t] ..)
-    std::vector<Index> rank_of_number_; ///< by counter, then number - 1 (string_order_ranks)
-    std::vector<Index> fill_;
+    ScratchVector<Index> label_rank_;
+    ScratchVector<Index> type_slot_;      ///< each vertex's raw-label counter
+    ScratchVector<Index> type_start_;     ///< counter t's ranks: rank_of_number_[type_start_[t] ..)
+    ScratchVector<Index> rank_of_number_; ///< by counter, then number - 1 (string_order_ranks)
+    ScratchVector<Index> fill_;
     // detect_loops
-    std::vector<char> class_seen_, queued_;
+    ScratchVector<char> class_seen_, queued_;
     detail::IndexQueue pending_;
     // expansion scratch (epoch-stamped)
-    std::vector<std::uint32_t> stamp;
+    ScratchVector<std::uint32_t> stamp;
     std::uint32_t epoch = 0;
-    std::vector<Index> sg_of;        ///< node_to_subgraph: the subgraph that claimed v last
-    std::vector<Subgraph> subgraphs; ///< the first num_subgraphs are this expansion's
+    ScratchVector<Index> sg_of;        ///< node_to_subgraph: the subgraph that claimed v last
+    ScratchVector<Subgraph> subgraphs; ///< the first num_subgraphs are this expansion's
     std::size_t num_subgraphs = 0;
     detail::DisjointSets adjacency;
-    std::vector<char> in_adjacency;
+    ScratchVector<char> in_adjacency;
     // iso-groups: member lists (never changed once made; the queue holds their
     // ids) and TorchLens's dict from leader to list, in insertion order
     /// This expansion's lists end to end (list i: list_items_[list_start_[i] ..
     /// list_start_[i + 1])): one buffer, reused, not a vector per list (an
     /// expansion over many small groups made as many allocations).
-    std::vector<Index> list_items_;
-    std::vector<std::size_t> list_start_{0};
+    ScratchVector<Index> list_items_;
+    ScratchVector<std::size_t> list_start_{0};
     struct Slot {
       Index leader;
       Index list;
       bool alive;
     };
-    std::vector<Slot> slots_;
-    std::vector<Index> slot_of_leader_; ///< by leader, valid when slot_stamp_ == epoch
-    std::vector<std::uint32_t> slot_stamp_;
-    std::vector<Index> leader_of_; ///< node_to_iso_leader, valid for claimed vertices
+    ScratchVector<Slot> slots_;
+    ScratchVector<Index> slot_of_leader_; ///< by leader, valid when slot_stamp_ == epoch
+    ScratchVector<std::uint32_t> slot_stamp_;
+    ScratchVector<Index> leader_of_; ///< node_to_iso_leader, valid for claimed vertices
     // subgraph membership: the first claim, and later ones
-    std::vector<Index> first_sg_, first_list_;
+    ScratchVector<Index> first_sg_, first_list_;
     struct ExtraClaim {
       Index sg, list, next; ///< next: the vertex's previous extra claim, or kNone
     };
-    std::vector<ExtraClaim> extra_claims_;
+    ScratchVector<ExtraClaim> extra_claims_;
     /// vertex → its latest extra claim (index into extra_claims_), for vertices
     /// claimed more than once in this expansion (rare: a map, not a table per vertex)
     detail::FlatMap64 extra_head_;
     detail::FlatSet64 extra_member_;   ///< (vertex, subgraph) of later claims
     detail::FlatSet64 list_subgraphs_; ///< (list, subgraph) pairs of hashed lists
-    std::vector<char> list_indexed_;   ///< the list's pairs are in list_subgraphs_
+    ScratchVector<char> list_indexed_; ///< the list's pairs are in list_subgraphs_
     // advance(): one frontier position per subgraph
-    std::vector<Index> positions_, last_member_, subgraph_pos_, sgs_;
-    std::vector<std::uint32_t> subgraph_pos_stamp_;
+    ScratchVector<Index> positions_, last_member_, subgraph_pos_, sgs_;
+    ScratchVector<std::uint32_t> subgraph_pos_stamp_;
     std::uint32_t step_epoch_ = 0;
-    std::vector<std::pair<Index, Index>> snapshot_; ///< refine(): (leader, list)
-    std::vector<Index> starts_, iso_, nodes_;
-    std::vector<Index> queue_;                             ///< iso-groups to grow from, by id
-    std::vector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
+    ScratchVector<std::pair<Index, Index>> snapshot_; ///< refine(): (leader, list)
+    ScratchVector<Index> starts_, iso_, nodes_;
+    ScratchVector<Index> queue_;                             ///< iso-groups to grow from, by id
+    ScratchVector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
     std::uint32_t match_epoch_ = 0;
     Frontiers frontier_;
     // refinement
-    std::vector<Index> group_, component_, component_members_;
-    std::vector<Index> component_index_, component_of_, component_start_;
+    ScratchVector<Index> group_, component_, component_members_;
+    ScratchVector<Index> component_index_, component_of_, component_start_;
     detail::DisjointSets uf_;
-    std::vector<std::uint32_t> refine_stamp_[2]; ///< by dict slot (refine())
-    std::vector<Index> refine_first_[2];
+    ScratchVector<std::uint32_t> refine_stamp_[2]; ///< by dict slot (refine())
+    ScratchVector<Index> refine_first_[2];
     std::uint32_t refine_epoch_ = 0;
     // finalize
-    std::vector<Index> all_;
-    std::vector<std::uint32_t> all_stamp_; ///< finalize: vertex already in `all`
+    ScratchVector<Index> all_;
+    ScratchVector<std::uint32_t> all_stamp_; ///< finalize: vertex already in `all`
     std::uint32_t all_epoch_ = 0;
-    std::vector<Index> slot_; ///< finalize: index of a vertex in `all`
-    std::vector<Index> param_types_, param_type_start_;
+    ScratchVector<Index> slot_; ///< finalize: index of a vertex in `all`
+    ScratchVector<Index> param_types_, param_type_start_;
     struct LayerSummary {
       Index size = 0;
       Index first = kNone; ///< creation order: its class becomes the layer's
       Index name = 0;      ///< smallest raw label: the layer's name
       Index largest = 0;
     };
-    std::vector<LayerSummary> layer_of_root_;
-    std::vector<Index> first_in_component_, first_with_param_type_, first_with_param_key_;
-    std::vector<Index> first_large_in_component_;
-    std::vector<char> component_anchored_;
-    std::vector<std::uint32_t> component_stamp_, param_type_stamp_, param_key_stamp_;
+    ScratchVector<LayerSummary> layer_of_root_;
+    ScratchVector<Index> first_in_component_, first_with_param_type_, first_with_param_key_;
+    ScratchVector<Index> first_large_in_component_;
+    ScratchVector<char> component_anchored_;
+    ScratchVector<std::uint32_t> component_stamp_, param_type_stamp_, param_key_stamp_;
     std::uint32_t param_type_epoch_ = 0, param_key_epoch_ = 0;
   };
 };

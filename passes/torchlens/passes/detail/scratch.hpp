@@ -15,6 +15,9 @@
 /// The arena is a bump allocator: a table given back is not reused until the
 /// arena goes, so it serves state that lives one run (a table that grows
 /// leaves its old storage behind: at most as much again as the final sizes).
+/// A thread keeps its last arena's largest block for its next arena (given
+/// back to the kernel lazily, MADV_FREE): a run after a run of the same size
+/// faults nothing in, as heap memory glibc kept would not either.
 /// `ScratchVector<T>` is `std::vector` with `ScratchAllocator`, which takes the
 /// arena a `ScratchScope` on its thread names when it is constructed (none:
 /// plain operator new, exactly `std::allocator`). A workspace whose members are
@@ -42,15 +45,40 @@ class ScratchArena {
   /// The first block holds at least `expected_bytes` (rounded up to 2 MiB):
   /// pages of it never touched are never faulted in, so an estimate on the
   /// high side costs only address space.
-  explicit ScratchArena(std::size_t expected_bytes) : next_block_(round_up(expected_bytes)) {}
+  /// A block the thread kept from its last arena is taken when it is large
+  /// enough (its pages are mapped already: nothing to fault in).
+  explicit ScratchArena(std::size_t expected_bytes) : next_block_(round_up(expected_bytes)) {
+    Kept& kept = kept_block();
+    if (kept.at != nullptr && kept.bytes >= next_block_) {
+      start_block(kept.at, kept.bytes);
+      kept = {};
+    }
+  }
   ScratchArena(const ScratchArena&) = delete;
   ScratchArena& operator=(const ScratchArena&) = delete;
+  /// Frees every block but the largest, which the thread keeps for its next
+  /// arena instead of the one it kept before, if larger (the kept block's
+  /// pages are given back lazily: the kernel may reclaim them under memory
+  /// pressure, and otherwise they stay mapped).
   ~ScratchArena() {
+    Block* largest = last_;
+    for (Block* b = last_; b != nullptr; b = b->earlier) {
+      if (b->bytes > largest->bytes) largest = b;
+    }
     for (Block* b = last_; b != nullptr;) {
       Block* earlier = b->earlier;
-      release(b);
+      if (b != largest) release(b, b->bytes);
       b = earlier;
     }
+    if (largest == nullptr) return;
+    Kept& kept = kept_block();
+    if (kept.bytes > largest->bytes) {
+      release(largest, largest->bytes);
+      return;
+    }
+    if (kept.at != nullptr) release(kept.at, kept.bytes);
+    kept = {largest, largest->bytes};
+    give_back_lazily(largest, largest->bytes);
   }
 
   /// `bytes` aligned to `align` (a power of two, at most 4 KiB).
@@ -82,9 +110,34 @@ class ScratchArena {
     return bytes < page ? page : (bytes + page - 1) & ~(page - 1);
   }
 
+  /// A block kept between arenas (its header's words may read as zero once the
+  /// kernel has reclaimed its pages: its place and size are kept here).
+  struct Kept {
+    void* at = nullptr;
+    std::size_t bytes = 0;
+  };
+  /// The thread's kept block, freed when the thread ends.
+  static Kept& kept_block() noexcept {
+    struct Holder {
+      Kept kept;
+      Holder() = default;
+      Holder(const Holder&) = delete;
+      Holder& operator=(const Holder&) = delete;
+      ~Holder() {
+        if (kept.at != nullptr) release(kept.at, kept.bytes);
+      }
+    };
+    thread_local Holder holder;
+    return holder.kept;
+  }
+
   void grow(std::size_t need) {
     const std::size_t bytes = round_up(std::max(need + sizeof(Block), next_block_));
-    Block* b = static_cast<Block*>(acquire(bytes));
+    start_block(acquire(bytes), bytes);
+  }
+  /// Allocation goes on in the block at `at` of `bytes`.
+  void start_block(void* at, std::size_t bytes) {
+    Block* b = static_cast<Block*>(at);
     b->earlier = last_;
     b->bytes = bytes;
     last_ = b;
@@ -113,11 +166,22 @@ class ScratchArena {
     return ::operator new(bytes);
 #endif
   }
-  static void release(Block* b) noexcept {
+  static void release(void* at, std::size_t bytes) noexcept {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    ::munmap(b, b->bytes);
+    ::munmap(at, bytes);
 #else
-    ::operator delete(b);
+    (void)bytes;
+    ::operator delete(at);
+#endif
+  }
+  /// Lets the kernel reclaim the pages of a kept block when memory runs short
+  /// (Linux 4.5+: MADV_FREE; a page written again before that stays as it is).
+  static void give_back_lazily(void* at, std::size_t bytes) noexcept {
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(MADV_FREE)
+    (void)::madvise(at, bytes, MADV_FREE);
+#else
+    (void)at;
+    (void)bytes;
 #endif
   }
 

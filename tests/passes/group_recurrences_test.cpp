@@ -27,6 +27,18 @@ std::vector<std::string> labels_of(ModelGraph g) {
   for (auto v : boost::make_iterator_range(boost::vertices(g))) out.push_back(g[v].label());
   return out;
 }
+/// Appends `runs` passes of a 3-op cell after `cur`: a linear reading
+/// cell.weight in module `cell` (call it + 1), a tanh, a mul by 0.5. Returns the
+/// last mul.
+Vertex add_cell_runs(GraphBuilder& b, Vertex cur, int runs) {
+  for (int it = 0; it < runs; ++it) {
+    cur = b.op("linear", {cur},
+               {.params = {"cell.weight"}, .modules = {frame("cell", "Linear", it + 1)}});
+    cur = b.op("tanh", {cur});
+    cur = b.op("mul", {cur}, {.scalar_args = {{"other", "0.5"}}});
+  }
+  return cur;
+}
 using L = std::vector<std::string>;
 } // namespace
 
@@ -364,13 +376,7 @@ TEST_CASE("a loop after more distinct ops than the class-key cache holds groups 
     m += std::to_string(i);
     cur = b.op("conv2d", {cur}, {.params = {m + ".weight"}, .modules = {frame(m, "Conv2d")}});
   }
-  for (int it = 0; it < 4; ++it) {
-    cur = b.op("linear", {cur},
-               {.params = {"cell.weight"}, .modules = {frame("cell", "Linear", it + 1)}});
-    cur = b.op("tanh", {cur});
-    cur = b.op("mul", {cur}, {.scalar_args = {{"other", "0.5"}}});
-  }
-  b.returns(cur);
+  b.returns(add_cell_runs(b, cur, 4));
   ModelGraph g = b.build();
   run_default_pipeline(g);
   const auto n = boost::num_vertices(g);
@@ -590,15 +596,8 @@ TEST_CASE(
   // after each pass join their own layers. Expected: 3 layers of 1 500 passes,
   // named after the first pass's raw labels.
   GraphBuilder b;
-  Vertex cur = b.input();
   constexpr int kRuns = 1500;
-  for (int it = 0; it < kRuns; ++it) {
-    cur = b.op("linear", {cur},
-               {.params = {"cell.weight"}, .modules = {frame("cell", "Linear", it + 1)}});
-    cur = b.op("tanh", {cur});
-    cur = b.op("mul", {cur}, {.scalar_args = {{"other", "0.5"}}});
-  }
-  b.returns(cur);
+  b.returns(add_cell_runs(b, b.input(), kRuns));
   ModelGraph g = b.build();
   ModelGraph again = g;
   const auto n = boost::num_vertices(g); // the input and the ops

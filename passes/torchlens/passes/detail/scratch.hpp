@@ -159,7 +159,7 @@ class ScratchArena {
     const auto lo = reinterpret_cast<std::uintptr_t>(m);
     const auto at = (lo + page - 1) & ~std::uintptr_t{page - 1};
     if (at > lo) ::munmap(m, at - lo);
-    if (lo + page > at) ::munmap(reinterpret_cast<void*>(at + bytes), lo + page - at);
+    ::munmap(reinterpret_cast<void*>(at + bytes), lo + page - at); // at < lo + page: never empty
     torchlens::detail::advise_huge_pages(reinterpret_cast<void*>(at), bytes);
     return reinterpret_cast<void*>(at);
 #else

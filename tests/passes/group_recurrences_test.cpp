@@ -8,8 +8,10 @@
 #include "support/doctest.hpp"
 #include "support/huge_pages.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -622,6 +624,40 @@ TEST_CASE(
   bool same = boost::num_vertices(again) == n + 1;
   for (Vertex v = 0; same && v <= n; ++v) same = again[v].label() == g[v].label();
   CHECK(same);
+}
+
+TEST_CASE("iso-groups are sorted by raw-label rank: a radix sort past 512 members") {
+  // advance() sorts each new iso-group's (vertex, subgraph) pairs by the
+  // vertices' raw-label ranks (distinct within a layer type): by comparison
+  // below 512 pairs, by 11-bit radix passes from 512 on (one pass for ranks
+  // below 2 048, two below 2^22, three above). Checked against std::sort on
+  // shuffled distinct ranks of every size around those bounds, and on sorted
+  // input (left as it is).
+  using Pair = std::pair<std::uint32_t, std::uint32_t>;
+  std::mt19937 rng(14);
+  std::vector<Pair> buffer;
+  std::vector<std::uint32_t> counts;
+  const auto by_key = [](const Pair& p) { return p.first; };
+  for (const std::size_t size : {0, 1, 2, 300, 511, 512, 513, 1000, 2047, 2048, 3000, 70000}) {
+    for (const std::uint32_t spread : {1u, 3u, 1500u, 60000u}) { // keys below 2^32
+      CAPTURE(size);
+      CAPTURE(spread);
+      std::vector<Pair> items(size);
+      for (std::size_t i = 0; i < size; ++i) {
+        items[i] = {static_cast<std::uint32_t>(i) * spread + spread / 2,
+                    static_cast<std::uint32_t>(i)}; // distinct keys, one per payload
+      }
+      const std::vector<Pair> sorted = items;
+      std::shuffle(items.begin(), items.end(), rng);
+      std::vector<Pair> expected = items;
+      std::sort(expected.begin(), expected.end());
+      REQUIRE(expected == sorted);
+      passes::detail::sort_by_distinct_key(items, by_key, buffer, counts);
+      CHECK(items == expected);
+      passes::detail::sort_by_distinct_key(items, by_key, buffer, counts); // already sorted
+      CHECK(items == expected);
+    }
+  }
 }
 
 TEST_CASE("ties are broken by raw labels compared as text (`cat_10_…` before `cat_2_…`)") {

@@ -203,6 +203,41 @@ void group_by_key(std::size_t count, std::size_t keys, KeyOf key_of, ValueOf val
   for (std::size_t i = 0; i < count; ++i) out[fill[key_of(i)]++] = static_cast<T>(value_of(i));
 }
 
+/// Sorts items by key(item), keys distinct unsigned integers (so the order is
+/// unique). From `radix_from` items on, an LSD radix sort, 11 bits a pass (two
+/// passes for keys below 2^22), in time linear in the items; fewer, by
+/// comparison. `buffer` and `counts` are scratch (`buffer` may end up holding
+/// items' old storage: a swap).
+template <class Items, class Key, class Counts>
+void sort_by_distinct_key(Items& items, Key key, Items& buffer, Counts& counts,
+                          std::size_t radix_from = 512) {
+  const auto less = [&](const auto& x, const auto& y) { return key(x) < key(y); };
+  if (std::is_sorted(items.begin(), items.end(), less)) return;
+  if (items.size() < radix_from) {
+    std::sort(items.begin(), items.end(), less);
+    return;
+  }
+  constexpr unsigned kBits = 11;
+  constexpr std::uint64_t kMask = (std::uint64_t{1} << kBits) - 1;
+  using Count = typename Counts::value_type;
+  std::uint64_t max_key = 0;
+  for (const auto& x : items) max_key = std::max<std::uint64_t>(max_key, key(x));
+  buffer.resize(items.size());
+  Items* from = &items;
+  Items* to = &buffer;
+  for (unsigned shift = 0; shift < 64 && (shift == 0 || (max_key >> shift) != 0); shift += kBits) {
+    counts.assign(kMask + 1, 0);
+    for (const auto& x : *from) ++counts[(static_cast<std::uint64_t>(key(x)) >> shift) & kMask];
+    Count at = 0;
+    for (Count& c : counts) at += std::exchange(c, at);
+    for (const auto& x : *from) {
+      (*to)[counts[(static_cast<std::uint64_t>(key(x)) >> shift) & kMask]++] = x;
+    }
+    std::swap(from, to);
+  }
+  if (from != &items) items.swap(buffer);
+}
+
 inline void append_shape(std::string& s, const std::vector<std::int64_t>& shape) {
   s += '(';
   for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -1021,6 +1056,14 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       const auto less = [&](Vertex a, Vertex b) { return raw_label_less(a, b); };
       if (!std::is_sorted(vs.begin(), vs.end(), less)) std::sort(vs.begin(), vs.end(), less);
     }
+    /// Sorts (vertex, subgraph) pairs, vertices of one layer type, by raw
+    /// label: their ranks are distinct, so a large set (a loop's iterations:
+    /// thousands) is radix sorted on them.
+    void sort_by_label(ScratchVector<std::pair<Index, Index>>& items) {
+      detail::sort_by_distinct_key(
+          items, [&](const std::pair<Index, Index>& p) { return label_rank_[p.first]; },
+          radix_buffer_, radix_count_);
+    }
     /// A new iso-group member list (lists never change once made).
     std::size_t new_list(std::span<const Index> nodes) {
       const std::size_t id = list_start_.size() - 1;
@@ -1150,24 +1193,29 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       // later member's frontier takes the earlier one's place.
       auto& fr = frontier_;
       ++step_epoch_;
-      positions_.clear();
-      last_member_.clear();
+      // (written by index into tables sized for the most: a push_back per
+      // member was an out-of-line call)
+      positions_.resize(iso.size());
+      last_member_.resize(iso.size());
+      std::size_t k = 0;
       for (std::size_t i = 0; i < iso.size(); ++i) {
         const std::size_t sg = sg_of[iso[i]];
         if (subgraph_pos_stamp_[sg] != step_epoch_) {
           subgraph_pos_stamp_[sg] = step_epoch_;
-          subgraph_pos_[sg] = positions_.size();
-          positions_.push_back(sg);
-          last_member_.push_back(i);
+          subgraph_pos_[sg] = k;
+          positions_[k] = sg;
+          last_member_[k++] = i;
         } else {
           last_member_[subgraph_pos_[sg]] = i;
         }
       }
-      const std::size_t k = positions_.size();
+      positions_.resize(k);
+      last_member_.resize(k);
       for (int side = 0; side < 2; ++side) {
         fr.list[side].clear();
         fr.owner[side].clear();
-        fr.start[side].assign(1, 0);
+        fr.start[side].resize(k + 1);
+        fr.start[side][0] = 0;
       }
       fr.sg.assign(positions_.begin(), positions_.end());
       // neighbours in the member's subgraph are skipped, those in another
@@ -1193,7 +1241,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       }
       for (std::size_t pos = 0; pos < k; ++pos) {
         visit(last_member_[pos], true, pos);
-        for (int side = 0; side < 2; ++side) fr.start[side].push_back(fr.list[side].size());
+        for (int side = 0; side < 2; ++side) fr.start[side][pos + 1] = fr.list[side].size();
       }
       // for each side and class, the frontier entries holding one, in frontier
       // order: TorchLens scans every other subgraph's list for the first vertex
@@ -1284,17 +1332,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           if (match_count_[m.first] == 1) kept.push_back(m);
         }
         if (kept.empty()) continue;
-        const auto by_label = [&](const auto& x, const auto& y) {
-          return raw_label_less(x.first, y.first);
-        };
-        if (!std::is_sorted(kept.begin(), kept.end(), by_label)) {
-          std::sort(kept.begin(), kept.end(), by_label);
-        }
-        nodes_.clear();
-        sgs_.clear();
-        for (const auto& [v, sg] : kept) {
-          nodes_.push_back(v);
-          sgs_.push_back(sg);
+        sort_by_label(kept);
+        nodes_.resize(kept.size());
+        sgs_.resize(kept.size());
+        for (std::size_t i = 0; i < kept.size(); ++i) {
+          nodes_[i] = kept[i].first;
+          sgs_[i] = kept[i].second;
         }
         register_group(nodes_, sgs_);
       }
@@ -1594,6 +1637,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     std::uint32_t step_epoch_ = 0;
     ScratchVector<std::pair<Index, Index>> snapshot_; ///< refine(): (leader, list)
     ScratchVector<Index> starts_, iso_, nodes_;
+    ScratchVector<Index> radix_count_;                       ///< sort_by_label's buckets
+    ScratchVector<std::pair<Index, Index>> radix_buffer_;    ///< and its other half
     ScratchVector<Index> queue_;                             ///< iso-groups to grow from, by id
     ScratchVector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
     std::uint32_t match_epoch_ = 0;

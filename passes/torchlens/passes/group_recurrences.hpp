@@ -1195,7 +1195,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       ++step_epoch_;
       // (written by index into tables sized for the most: a push_back per
       // member was an out-of-line call)
-      positions_.resize(iso.size());
+      fr.sg.resize(iso.size());
       last_member_.resize(iso.size());
       std::size_t k = 0;
       for (std::size_t i = 0; i < iso.size(); ++i) {
@@ -1203,13 +1203,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         if (subgraph_pos_stamp_[sg] != step_epoch_) {
           subgraph_pos_stamp_[sg] = step_epoch_;
           subgraph_pos_[sg] = k;
-          positions_[k] = sg;
+          fr.sg[k] = sg;
           last_member_[k++] = i;
         } else {
           last_member_[subgraph_pos_[sg]] = i;
         }
       }
-      positions_.resize(k);
+      fr.sg.resize(k);
       last_member_.resize(k);
       for (int side = 0; side < 2; ++side) {
         fr.list[side].clear();
@@ -1217,7 +1217,6 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         fr.start[side].resize(k + 1);
         fr.start[side][0] = 0;
       }
-      fr.sg.assign(positions_.begin(), positions_.end());
       // neighbours in the member's subgraph are skipped, those in another
       // subgraph record adjacency, the rest join the frontier (each once)
       const auto visit = [&](std::size_t i, bool keep, std::size_t pos) {
@@ -1632,7 +1631,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     detail::FlatSet64 list_subgraphs_; ///< (list, subgraph) pairs of hashed lists
     ScratchVector<char> list_indexed_; ///< the list's pairs are in list_subgraphs_
     // advance(): one frontier position per subgraph
-    ScratchVector<Index> positions_, last_member_, subgraph_pos_, sgs_;
+    ScratchVector<Index> last_member_, subgraph_pos_, sgs_;
     ScratchVector<std::uint32_t> subgraph_pos_stamp_;
     std::uint32_t step_epoch_ = 0;
     ScratchVector<std::pair<Index, Index>> snapshot_; ///< refine(): (leader, list)

@@ -628,15 +628,16 @@ TEST_CASE(
 
 TEST_CASE("iso-groups are sorted by raw-label rank: a radix sort past 512 members") {
   // advance() sorts each new iso-group's (vertex, subgraph) pairs by the
-  // vertices' raw-label ranks (distinct within a layer type): by comparison
-  // below 512 pairs, by 11-bit radix passes from 512 on (one pass for ranks
-  // below 2 048, two below 2^22, three above). Checked against std::sort on
-  // shuffled distinct ranks of every size around those bounds, and on sorted
-  // input (left as it is).
+  // vertices' raw-label ranks (distinct within a layer type), and the lock step
+  // its vertex lists (a seed's members, an iso-group, a component) by the same
+  // ranks, read from a table by vertex: by comparison below 512 items, by
+  // 11-bit radix passes from 512 on (one pass for ranks below 2 048, two below
+  // 2^22, three above). Checked against std::sort on shuffled distinct ranks of
+  // every size around those bounds, and on sorted input (left as it is).
   using Pair = std::pair<std::uint32_t, std::uint32_t>;
   std::mt19937 rng(14);
   std::vector<Pair> buffer;
-  std::vector<std::uint32_t> counts;
+  std::vector<std::uint32_t> counts, vertex_buffer;
   const auto by_key = [](const Pair& p) { return p.first; };
   for (const std::size_t size : {0, 1, 2, 300, 511, 512, 513, 1000, 2047, 2048, 3000, 70000}) {
     for (const std::uint32_t spread : {1u, 3u, 1500u, 60000u}) { // keys below 2^32
@@ -656,6 +657,17 @@ TEST_CASE("iso-groups are sorted by raw-label rank: a radix sort past 512 member
       CHECK(items == expected);
       passes::detail::sort_by_distinct_key(items, by_key, buffer, counts); // already sorted
       CHECK(items == expected);
+      // the same order for the vertices alone, their ranks in a table
+      std::vector<std::uint32_t> rank(size), vertices(size), expected_vertices(size);
+      for (std::size_t i = 0; i < size; ++i) {
+        vertices[i] = items[i].second; // a vertex's rank: its pair's key
+        rank[items[i].second] = items[i].first;
+      }
+      std::shuffle(vertices.begin(), vertices.end(), rng);
+      for (std::size_t i = 0; i < size; ++i) expected_vertices[i] = expected[i].second;
+      passes::detail::sort_by_distinct_key(
+          vertices, [&](std::uint32_t v) { return rank[v]; }, vertex_buffer, counts);
+      CHECK(vertices == expected_vertices);
     }
   }
 }

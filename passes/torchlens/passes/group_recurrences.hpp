@@ -471,8 +471,9 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     for (const auto& p : n.params) *out++ = address_key(p.address.data());
     if (n.params.empty()) {
       *out++ = address_key(n.scalar_args.identity());
-      if (parents_in_text_order(g, v, &adj, parents)) {
-        const auto ps = adj.parents_of(v);
+      // one parent or none (most ops): in text order already, no call
+      if (const auto ps = adj.parents_of(v);
+          ps.size() <= 1 || parents_in_text_order(g, v, &adj, parents)) {
         *out++ = ps.size();
         if (!ps.empty()) *out++ = address_key(g[ps[0]].shape.identity());
       } else {
@@ -1051,10 +1052,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
       ++subgraphs[sg].size;
       if (uses_params[v]) subgraphs[sg].param_nodes.push_back(v);
     }
-    /// Sorts vertices of one layer type by raw label, as TorchLens sorts labels.
-    void sort_by_label(ScratchVector<Index>& vs) const {
-      const auto less = [&](Vertex a, Vertex b) { return raw_label_less(a, b); };
-      if (!std::is_sorted(vs.begin(), vs.end(), less)) std::sort(vs.begin(), vs.end(), less);
+    /// Sorts vertices of one layer type by raw label, as TorchLens sorts labels:
+    /// their ranks are distinct, so a large list (a seed's members, an
+    /// iso-group, a component) is radix sorted on them.
+    void sort_by_label(ScratchVector<Index>& vs) {
+      detail::sort_by_distinct_key(
+          vs, [&](Index v) { return label_rank_[v]; }, radix_vertices_, radix_count_);
     }
     /// Sorts (vertex, subgraph) pairs, vertices of one layer type, by raw
     /// label: their ranks are distinct, so a large set (a loop's iterations:
@@ -1637,7 +1640,8 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
     ScratchVector<std::pair<Index, Index>> snapshot_; ///< refine(): (leader, list)
     ScratchVector<Index> starts_, iso_, nodes_;
     ScratchVector<Index> radix_count_;                       ///< sort_by_label's buckets
-    ScratchVector<std::pair<Index, Index>> radix_buffer_;    ///< and its other half
+    ScratchVector<std::pair<Index, Index>> radix_buffer_;    ///< and its other half (pairs)
+    ScratchVector<Index> radix_vertices_;                    ///< (vertex lists)
     ScratchVector<Index> queue_;                             ///< iso-groups to grow from, by id
     ScratchVector<std::uint32_t> match_stamp_, match_count_; ///< advance(): matches per vertex
     std::uint32_t match_epoch_ = 0;

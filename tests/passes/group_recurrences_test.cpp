@@ -672,6 +672,40 @@ TEST_CASE("iso-groups are sorted by raw-label rank: a radix sort past 512 member
   }
 }
 
+TEST_CASE("a class key's hash, summed as its words are written, is the words' WordHash") {
+  // write_class_key hashes its words as it writes them, and the key table is
+  // looked up with that hash (SequenceIds::id(items, key), whose contract is
+  // key == Hash{}(items): a look-up by the items alone must find the same id).
+  // Every kind of key: sources, a buffer, ops with and without parameters, with
+  // one parent, none, parents of one shape and of two (sorted by argument
+  // position), in modules.
+  GraphBuilder b;
+  const Vertex x = b.input({2, 3});
+  const Vertex y = b.input({3, 3});
+  const Vertex buf = b.buffer("bn.running_mean");
+  const Vertex lin = b.op(
+      "linear", {x}, {.params = {"fc.weight", "fc.bias"}, .modules = {frame("fc", "Linear", 1)}});
+  const Vertex z = b.op("zeros", {}, {.observed = false});
+  const Vertex same = b.op("add", {lin, lin}, {.scalar_args = {{"alpha", "1"}}});
+  const Vertex mixed =
+      b.op("matmul", {same, y, buf}, {.modules = {frame("a", "A", 1), frame("a.b", "B", 2)}});
+  b.returns(mixed).returns(z);
+  ModelGraph g = b.build();
+  PassContext ctx;
+  passes::AddOutputNodesPass{}.run(g, ctx);
+  const auto& adj = ctx.get<AdjacencyAnalysis>(g);
+  std::vector<std::uint64_t> words;
+  std::vector<std::tuple<int, int, Vertex>> parents;
+  for (auto v : boost::make_iterator_range(boost::vertices(g))) {
+    CAPTURE(v);
+    std::uint64_t hash = 0;
+    const auto key = GroupRecurrencesPass::write_class_key(g, v, words, parents, adj, hash);
+    CHECK(key.size() >= 3);
+    CHECK(hash == passes::detail::WordHash{}(key));
+  }
+  CHECK(boost::num_vertices(g) == 9); // the seven above and two outputs
+}
+
 TEST_CASE("ties are broken by raw labels compared as text (`cat_10_…` before `cat_2_…`)") {
   // A chain of 27 cats in three modules, fed from earlier values: which members
   // pair up depends on the order TorchLens sorts raw labels in, a string order in

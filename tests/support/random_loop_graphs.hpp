@@ -62,9 +62,15 @@ inline ModelGraph random_loop_graph(unsigned seed, int max_iterations, bool buff
       if (s.buffer == 2) parents.push_back(b.buffer("state", {local.back()}));
       OpSpec spec{.shape = shape(s.narrow)};
       if (type == "linear") {
-        spec.params = {s.param == 0   ? std::string("w.weight")
-                       : s.param == 1 ? "l" + std::to_string(it % 2) + ".weight"
-                                      : "l" + std::to_string(it) + ".weight"};
+        // appended piece by piece: GCC 12 warns (-Wrestrict, wrongly) on
+        // `"l" + std::to_string(...)` once this is inlined into a large test
+        std::string weight = "w.weight";
+        if (s.param != 0) {
+          weight = "l";
+          weight += std::to_string(s.param == 1 ? it % 2 : it);
+          weight += ".weight";
+        }
+        spec.params = {weight};
       }
       if (s.module == 0) {
         spec.observed = false;

@@ -90,8 +90,10 @@ class SequenceIds {
     return size() - 1;
   }
   /// The id of `items`, and true when it was seen now for the first time.
-  std::pair<std::size_t, bool> id(std::span<const T> items) {
-    std::uint64_t key = Hash{}(items);
+  std::pair<std::size_t, bool> id(std::span<const T> items) { return id(items, Hash{}(items)); }
+  /// id(items), given `key == Hash{}(items)` (a caller that hashed the items
+  /// as it wrote them).
+  std::pair<std::size_t, bool> id(std::span<const T> items, std::uint64_t key) {
     const std::size_t next = size();
     for (;;) {
       const auto [found, inserted] = index_.try_emplace(key, next);
@@ -126,11 +128,11 @@ struct TextHash {
 /// through them, no rotation: a multiply and an add per word); FlatMap64 mixes
 /// the sum.
 struct WordHash {
+  /// Word i's factor: kFactor + 2i.
+  static constexpr std::uint64_t kFactor = 0x9e3779b97f4a7c15ULL;
   std::uint64_t operator()(std::span<const std::uint64_t> words) const {
     std::uint64_t key = words.size();
-    for (std::size_t i = 0; i < words.size(); ++i) {
-      key += words[i] * (0x9e3779b97f4a7c15ULL + 2 * i);
-    }
+    for (std::size_t i = 0; i < words.size(); ++i) key += words[i] * (kFactor + 2 * i);
     return key;
   }
 };
@@ -436,10 +438,12 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   /// inputs, as the identities of their interned texts and sequences, in the
   /// order the text uses them), so that a vertex whose key was seen before
   /// needs neither text. Two keys may still give one text (parameters read in
-  /// another order, say): the text decides.
+  /// another order, say): the text decides. Sets `hash` to the key's
+  /// detail::WordHash, summed as the words are written.
   static std::span<const std::uint64_t> write_class_key(
       const ModelGraph& g, Vertex v, std::vector<std::uint64_t>& words,
-      std::vector<std::tuple<int, int, Vertex>>& parents, const AdjacencyAnalysis::Result& adj) {
+      std::vector<std::tuple<int, int, Vertex>>& parents, const AdjacencyAnalysis::Result& adj,
+      std::uint64_t& hash) {
     using detail::address_key;
     const OpNode& n = g[v];
     // sized once for the longest key v can have (its parents counted from the
@@ -448,45 +452,58 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         9 + n.params.size() + n.modules.size() +
         std::max<std::size_t>(boost::in_degree(v, g), adj.parents_of(v).size());
     if (words.size() < most) words.resize(most);
-    std::uint64_t* out = words.data();
-    *out++ = static_cast<std::uint64_t>(n.kind);
-    *out++ = address_key(n.layer_type.data());
-    const auto key = [&] { return std::span<const std::uint64_t>(words.data(), out); };
+    // each word's term of detail::WordHash added as it is written
+    struct Writer {
+      std::uint64_t* at;
+      std::uint64_t sum = 0, factor = detail::WordHash::kFactor;
+      void put(std::uint64_t word) {
+        *at++ = word;
+        sum += word * factor;
+        factor += 2;
+      }
+    } out{words.data()};
+    out.put(static_cast<std::uint64_t>(n.kind));
+    out.put(address_key(n.layer_type.data()));
+    const auto key = [&] {
+      const std::span<const std::uint64_t> written(words.data(), out.at);
+      hash = written.size() + out.sum;
+      return written;
+    };
     switch (n.kind) {
       case NodeKind::input:
       case NodeKind::output:
-        *out++ = address_key(n.shape.identity());
-        *out++ = address_key(n.dtype.data());
+        out.put(address_key(n.shape.identity()));
+        out.put(address_key(n.dtype.data()));
         return key();
       case NodeKind::buffer:
-        *out++ = address_key(n.io_address.data());
+        out.put(address_key(n.io_address.data()));
         return key();
       case NodeKind::op:
         break;
     }
-    *out++ = address_key(n.op_name.data());
-    *out++ = static_cast<std::uint64_t>(static_cast<std::uint32_t>(n.output_index)) |
-             (static_cast<std::uint64_t>(n.num_outputs > 1) << 32);
-    *out++ = n.params.size();
-    for (const auto& p : n.params) *out++ = address_key(p.address.data());
+    out.put(address_key(n.op_name.data()));
+    out.put(static_cast<std::uint64_t>(static_cast<std::uint32_t>(n.output_index)) |
+            (static_cast<std::uint64_t>(n.num_outputs > 1) << 32));
+    out.put(n.params.size());
+    for (const auto& p : n.params) out.put(address_key(p.address.data()));
     if (n.params.empty()) {
-      *out++ = address_key(n.scalar_args.identity());
+      out.put(address_key(n.scalar_args.identity()));
       // one parent or none (most ops): in text order already, no call
       if (const auto ps = adj.parents_of(v);
           ps.size() <= 1 || parents_in_text_order(g, v, &adj, parents)) {
-        *out++ = ps.size();
-        if (!ps.empty()) *out++ = address_key(g[ps[0]].shape.identity());
+        out.put(ps.size());
+        if (!ps.empty()) out.put(address_key(g[ps[0]].shape.identity()));
       } else {
-        *out++ = ~std::uint64_t{0} - parents.size();
+        out.put(~std::uint64_t{0} - parents.size());
         for (const auto& [pos, idx, p] : parents) {
           (void)pos;
           (void)idx;
-          *out++ = address_key(g[p].shape.identity());
+          out.put(address_key(g[p].shape.identity()));
         }
       }
     }
-    *out++ = n.modules.size();
-    for (const auto& m : n.modules) *out++ = address_key(m.address.data());
+    out.put(n.modules.size());
+    for (const auto& m : n.modules) out.put(address_key(m.address.data()));
     return key();
   }
 
@@ -701,12 +718,13 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
           own = key_facts(graph, v, true); // no other vertex has its texts
           own_used_ = true;
         } else {
-          const auto words = write_class_key(graph, v, words_, scratch_.parents, a);
+          std::uint64_t hash = 0;
+          const auto words = write_class_key(graph, v, words_, scratch_.parents, a, hash);
           if (key_facts_.size() == kMaxKeys) {
             key_ids_.clear();
             key_facts_.clear();
           }
-          const auto [k, new_key] = key_ids_.id(words);
+          const auto [k, new_key] = key_ids_.id(words, hash);
           if (new_key) {
             key_facts_.push_back(key_facts(graph, v, false));
             // most ops so far read parameters of their own (a chain of

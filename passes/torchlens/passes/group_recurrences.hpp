@@ -126,7 +126,8 @@ struct TextHash {
 };
 /// Independent products of the words, one odd factor per position (no chain
 /// through them, no rotation: a multiply and an add per word); FlatMap64 mixes
-/// the sum.
+/// the sum. GroupRecurrencesPass::write_class_key sums the same terms as it
+/// writes the words (a test holds the two equal).
 struct WordHash {
   /// Word i's factor: kFactor + 2i.
   static constexpr std::uint64_t kFactor = 0x9e3779b97f4a7c15ULL;

@@ -126,15 +126,26 @@ struct TextHash {
 };
 /// Independent products of the words, one odd factor per position (no chain
 /// through them, no rotation: a multiply and an add per word); FlatMap64 mixes
-/// the sum. GroupRecurrencesPass::write_class_key sums the same terms as it
-/// writes the words (a test holds the two equal).
+/// the sum. GroupRecurrencesPass::write_class_key sums it as it writes the
+/// words (Sum), without a second loop over them.
 struct WordHash {
-  /// Word i's factor: kFactor + 2i.
-  static constexpr std::uint64_t kFactor = 0x9e3779b97f4a7c15ULL;
+  /// The hash of words added one at a time.
+  class Sum {
+   public:
+    void add(std::uint64_t word) {
+      sum_ += word * factor_;
+      factor_ += 2; // word i's factor: 0x9e3779b97f4a7c15 + 2i, odd
+    }
+    /// The hash, `count` being how many words were added.
+    [[nodiscard]] std::uint64_t value(std::size_t count) const { return count + sum_; }
+
+   private:
+    std::uint64_t sum_ = 0, factor_ = 0x9e3779b97f4a7c15ULL;
+  };
   std::uint64_t operator()(std::span<const std::uint64_t> words) const {
-    std::uint64_t key = words.size();
-    for (std::size_t i = 0; i < words.size(); ++i) key += words[i] * (kFactor + 2 * i);
-    return key;
+    Sum h;
+    for (std::uint64_t w : words) h.add(w);
+    return h.value(words.size());
   }
 };
 
@@ -440,7 +451,7 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
   /// order the text uses them), so that a vertex whose key was seen before
   /// needs neither text. Two keys may still give one text (parameters read in
   /// another order, say): the text decides. Sets `hash` to the key's
-  /// detail::WordHash, summed as the words are written.
+  /// detail::WordHash, summed as the words are written (WordHash::Sum).
   static std::span<const std::uint64_t> write_class_key(
       const ModelGraph& g, Vertex v, std::vector<std::uint64_t>& words,
       std::vector<std::tuple<int, int, Vertex>>& parents, const AdjacencyAnalysis::Result& adj,
@@ -453,21 +464,20 @@ struct GroupRecurrencesPass : pass_info<GroupRecurrencesPass, GroupRecurrencesOp
         9 + n.params.size() + n.modules.size() +
         std::max<std::size_t>(boost::in_degree(v, g), adj.parents_of(v).size());
     if (words.size() < most) words.resize(most);
-    // each word's term of detail::WordHash added as it is written
+    // each word added to the key's detail::WordHash as it is written
     struct Writer {
       std::uint64_t* at;
-      std::uint64_t sum = 0, factor = detail::WordHash::kFactor;
+      detail::WordHash::Sum hash;
       void put(std::uint64_t word) {
         *at++ = word;
-        sum += word * factor;
-        factor += 2;
+        hash.add(word);
       }
-    } out{words.data()};
+    } out{words.data(), {}};
     out.put(static_cast<std::uint64_t>(n.kind));
     out.put(address_key(n.layer_type.data()));
     const auto key = [&] {
       const std::span<const std::uint64_t> written(words.data(), out.at);
-      hash = written.size() + out.sum;
+      hash = out.hash.value(written.size());
       return written;
     };
     switch (n.kind) {
